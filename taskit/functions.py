@@ -1,0 +1,101 @@
+"""Which name means which function, and which functions a worker may run.
+
+A job stores only a function's name. A worker turns the name back into code through
+this module, and only for code it was given (DESIGN.md, principle 2):
+
+* a registered `@task` (by its name);
+* a function this same process enqueued (so a script can enqueue its own functions,
+  including ones defined in `__main__`, and run them with an in-process `Worker`);
+* a function defined in a module the worker was told to import, or a submodule of
+  such a package, that is already imported. Job data never triggers an import.
+
+Anything else raises `TaskNotAllowedError` naming the function and the reason.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from .exceptions import ConfigurationError, TaskNotAllowedError
+
+_lock = threading.Lock()
+#: name -> the callable to run (the task's function for @task)
+_tasks: dict[str, Callable[..., Any]] = {}
+#: name -> plain functions enqueued by this process
+_enqueued: dict[str, Callable[..., Any]] = {}
+
+
+def qualified_name(fn: Callable[..., Any]) -> str:
+    """'module.qualname' of a function; refuses what a worker could never find by name."""
+    module = getattr(fn, "__module__", None)
+    qualname = getattr(fn, "__qualname__", None)
+    if not module or not qualname:
+        raise ConfigurationError(f"{fn!r} has no module-level name; enqueue a function defined with def")
+    if "<locals>" in qualname or "<lambda>" in qualname:
+        raise ConfigurationError(
+            f"{module}.{qualname} is a lambda or a function defined inside another function; "
+            "a worker can only run functions defined at module level"
+        )
+    return f"{module}.{qualname}"
+
+
+def register_task(name: str, fn: Callable[..., Any]) -> None:
+    with _lock:
+        existing = _tasks.get(name)
+        if existing is not None and existing is not fn and qualified_name(existing) != qualified_name(fn):
+            raise ConfigurationError(f"two different tasks are named {name!r}; give one of them name=...")
+        _tasks[name] = fn
+
+
+def remember(name: str, fn: Callable[..., Any]) -> None:
+    """Note that this process enqueued `fn` under `name`, so an in-process worker may run it."""
+    if _enqueued.get(name) is not fn:
+        with _lock:
+            _enqueued[name] = fn
+
+
+def registered_tasks() -> dict[str, Callable[..., Any]]:
+    with _lock:
+        return dict(_tasks)
+
+
+def resolve(name: str, allowed_modules: Iterable[str] = ()) -> Callable[..., Any]:
+    """The function a job named, if this worker may run it; else `TaskNotAllowedError`."""
+    fn = _tasks.get(name) or _enqueued.get(name)
+    if fn is not None:
+        return fn
+    allowed = tuple(allowed_modules)
+    module_name, attr = _split(name)
+    if module_name is None:
+        raise TaskNotAllowedError(
+            f"{name!r} is not a registered task, and no imported module defines it "
+            f"(worker modules: {', '.join(allowed) or 'none'})"
+        )
+    if not any(module_name == m or module_name.startswith(m + ".") for m in allowed):
+        raise TaskNotAllowedError(
+            f"{name!r} is not a registered task and module {module_name!r} is not one the worker "
+            f"was given (worker modules: {', '.join(allowed) or 'none'}); refusing to run it"
+        )
+    target: Any = sys.modules[module_name]
+    for part in attr.split("."):
+        target = getattr(target, part, None)
+    defined_here = getattr(target, "__module__", None) == module_name and getattr(target, "__qualname__", None) == attr
+    if not callable(target) or not defined_here:
+        raise TaskNotAllowedError(
+            f"{name!r}: module {module_name!r} defines no function {attr!r} "
+            "(names imported into a module from elsewhere do not count)"
+        )
+    return target
+
+
+def _split(name: str) -> tuple[str | None, str]:
+    """The longest imported module that prefixes `name`, and the rest of the name."""
+    parts = name.split(".")
+    for i in range(len(parts) - 1, 0, -1):
+        module_name = ".".join(parts[:i])
+        if module_name in sys.modules:
+            return module_name, ".".join(parts[i:])
+    return None, name

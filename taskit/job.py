@@ -1,0 +1,446 @@
+"""The Job record: what to run, with what, and what happened.
+
+A job lives in one Redis hash, `taskit:job:<id>`. Fields (absent = the default):
+
+    func         dotted function name          status       JobStatus value
+    args         msgpack [args, kwargs]        queue        the queue it belongs to
+    created_at   Unix seconds                  enqueued_at  started_at  ended_at
+    timeout      seconds, -1 none (180)        ttl          seconds before start (none)
+    result_ttl   seconds, 0 drop, -1 keep (500)  failure_ttl  seconds, -1 keep (1 year)
+    description  text (derived when absent)    meta         msgpack dict
+    result       msgpack                       exc_info     traceback text
+    worker       last worker name              attempts     times started (the claim token)
+    recoveries   times its worker died         retries      retries done after failures
+    retry        msgpack retry policy          waited       set when someone waits
+
+Reading a job never changes it (DESIGN.md, principle 4).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from enum import Enum
+from typing import TYPE_CHECKING, Any
+
+import redis
+
+from . import config, functions, serialization
+from .exceptions import (
+    ConfigurationError,
+    InvalidJobIdError,
+    InvalidOperationError,
+    JobFailedError,
+    NoSuchJobError,
+    SerializationError,
+    WaitTimeoutError,
+)
+from .storage.store import BLOCK_SECONDS, Fields, Store
+
+if TYPE_CHECKING:
+    from .retry import Retry
+
+DEFAULT_TIMEOUT = 180
+DEFAULT_RESULT_TTL = 500
+DEFAULT_FAILURE_TTL = 31_536_000  # one year
+
+_ID = re.compile(r"[A-Za-z0-9_.:@-]{1,128}")
+
+
+class JobStatus(str, Enum):
+    CREATED = "created"
+    QUEUED = "queued"
+    SCHEDULED = "scheduled"
+    STARTED = "started"
+    FINISHED = "finished"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+ENDED = frozenset({JobStatus.FINISHED, JobStatus.FAILED, JobStatus.CANCELED})
+
+
+def validate_id(value: object, what: str = "job id") -> str:
+    if not isinstance(value, str):
+        raise InvalidJobIdError(f"{what} must be a string, not {type(value).__name__}")
+    if not _ID.fullmatch(value):
+        raise InvalidJobIdError(
+            f"{what} {value!r} is invalid: use 1 to 128 letters, digits or the characters _ . : @ -"
+        )
+    return value
+
+
+def seconds(name: str, value: object, *, allow_zero: bool = False, forever: bool = False) -> int | None:
+    """Validate a duration option: an int or timedelta; -1 (or None) means forever where allowed."""
+    if isinstance(value, dt.timedelta):
+        value = int(value.total_seconds())
+    if value is None and forever:
+        return -1
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigurationError(f"{name} must be a whole number of seconds, not {type(value).__name__}")
+    if value == -1 and forever:
+        return -1
+    if value < 0 or (value == 0 and not allow_zero):
+        allowed = "a positive number of seconds" + (", 0" if allow_zero else "") + (" or -1 (forever)" if forever else "")
+        raise ConfigurationError(f"{name} must be {allowed}, not {value}")
+    return value
+
+
+def _time(raw: bytes | None) -> dt.datetime | None:
+    return None if raw is None else dt.datetime.fromtimestamp(float(raw), tz=dt.timezone.utc)
+
+
+def _int(raw: bytes | None, default: int | None) -> int | None:
+    return default if raw is None else int(raw)
+
+
+class Job:
+    """One unit of work. Build with `Job.create`, `Queue.enqueue` or `task.delay`; read with `Job.fetch`."""
+
+    def __init__(self, id: str, connection: redis.Redis | None = None) -> None:
+        self.id = id
+        self._connection = connection
+        self.func_name = ""
+        self._call: bytes | None = None
+        self._args: tuple[Any, ...] | None = None
+        self._kwargs: dict[str, Any] | None = None
+        self._status: JobStatus | None = None
+        self.origin = "default"
+        self.created_at: dt.datetime | None = None
+        self.enqueued_at: dt.datetime | None = None
+        self.started_at: dt.datetime | None = None
+        self.ended_at: dt.datetime | None = None
+        self.timeout: int | None = DEFAULT_TIMEOUT
+        self.ttl: int | None = None
+        self.result_ttl: int = DEFAULT_RESULT_TTL
+        self.failure_ttl: int = DEFAULT_FAILURE_TTL
+        self._description: str | None = None
+        self.meta: dict[str, Any] = {}
+        self._result: Any = None
+        self._result_loaded = False
+        self.exc_info: str | None = None
+        self.worker_name: str | None = None
+        self.attempts = 0
+        self.recoveries = 0
+        self.retries = 0
+        self.retry: Retry | None = None
+
+    # -- building ----------------------------------------------------------------
+
+    @classmethod
+    def create(
+        cls,
+        func: Callable[..., Any] | str,
+        args: Sequence[Any] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        *,
+        connection: redis.Redis | None = None,
+        id: str | None = None,
+        origin: str = "default",
+        ttl: int | dt.timedelta | None = None,
+        result_ttl: int | dt.timedelta | None = DEFAULT_RESULT_TTL,
+        failure_ttl: int | dt.timedelta | None = DEFAULT_FAILURE_TTL,
+        timeout: int | dt.timedelta | None = DEFAULT_TIMEOUT,
+        description: str | None = None,
+        meta: dict[str, Any] | None = None,
+        retry: Retry | None = None,
+        status: JobStatus = JobStatus.CREATED,
+    ) -> Job:
+        """Build a job without enqueuing it. Every argument is checked here, before Redis."""
+        if connection is not None:
+            config.check_connection(connection)
+        job = cls(validate_id(id) if id is not None else uuid.uuid4().hex, connection)
+        job.func_name = func_name_of(func)
+        if args is None:
+            args = ()
+        if isinstance(args, (str, bytes, dict)) or not isinstance(args, Iterable):
+            raise ConfigurationError(f"args must be a list or tuple, not {type(args).__name__}")
+        if kwargs is None:
+            kwargs = {}
+        if not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs):
+            raise ConfigurationError("kwargs must be a dict with string keys")
+        job._args, job._kwargs = tuple(args), dict(kwargs)
+        job._call = serialization.dumps_call(job._args, job._kwargs)
+        job.origin = validate_id(origin, "queue name")
+        job.ttl = seconds("ttl", ttl) if ttl is not None else None
+        job.result_ttl = seconds("result_ttl", result_ttl, allow_zero=True, forever=True) or 0
+        job.failure_ttl = seconds("failure_ttl", failure_ttl, allow_zero=True, forever=True) or 0
+        job.timeout = None if timeout in (None, -1) else seconds("timeout", timeout)
+        if description is not None and not isinstance(description, str):
+            raise ConfigurationError(f"description must be a string, not {type(description).__name__}")
+        job._description = description
+        if meta is not None and not isinstance(meta, dict):
+            raise ConfigurationError(f"meta must be a dict, not {type(meta).__name__}")
+        job.meta = dict(meta or {})
+        serialization.dumps(job.meta, "meta")
+        if retry is not None:
+            from .retry import Retry
+
+            if not isinstance(retry, Retry):
+                raise ConfigurationError(f"retry must be a taskit.Retry, not {type(retry).__name__}")
+        job.retry = retry
+        job._status = JobStatus(status)
+        job.created_at = dt.datetime.now(dt.timezone.utc)
+        return job
+
+    def to_fields(self, status: JobStatus, now: float) -> dict[str, bytes | str | int | float]:
+        """The hash fields for a new job; defaults are left out (see the module docstring)."""
+        assert self._call is not None and self.created_at is not None
+        fields: dict[str, bytes | str | int | float] = {
+            "func": self.func_name,
+            "args": self._call,
+            "status": status.value,
+            "queue": self.origin,
+            "created_at": repr(self.created_at.timestamp()),
+            "enqueued_at": repr(now),
+        }
+        if self.timeout != DEFAULT_TIMEOUT:
+            fields["timeout"] = -1 if self.timeout is None else self.timeout
+        if self.ttl is not None:
+            fields["ttl"] = self.ttl
+        if self.result_ttl != DEFAULT_RESULT_TTL:
+            fields["result_ttl"] = self.result_ttl
+        if self.failure_ttl != DEFAULT_FAILURE_TTL:
+            fields["failure_ttl"] = self.failure_ttl
+        if self._description is not None:
+            fields["description"] = self._description
+        if self.meta:
+            fields["meta"] = serialization.dumps(self.meta, "meta")
+        if self.retry is not None:
+            fields["retry"] = serialization.dumps(self.retry.to_data(), "retry")
+        return fields
+
+    @classmethod
+    def from_fields(cls, job_id: str, fields: Fields, connection: redis.Redis | None = None) -> Job:
+        """A job from its hash; a corrupt field raises `SerializationError` naming it."""
+        job = cls(job_id, connection)
+        job._load(fields)
+        return job
+
+    def _load(self, f: Fields) -> None:
+        name = ""
+        try:
+            name = "func"
+            self.func_name = f["func"].decode()
+            name = "args"
+            self._call, self._args, self._kwargs = f["args"], None, None
+            name = "status"
+            self._status = JobStatus(f["status"].decode())
+            name = "queue"
+            self.origin = f["queue"].decode()
+            for name in ("created_at", "enqueued_at", "started_at", "ended_at"):
+                setattr(self, name, _time(f.get(name)))
+            name = "timeout"
+            timeout = _int(f.get("timeout"), DEFAULT_TIMEOUT)
+            self.timeout = None if timeout == -1 else timeout
+            for name, default in (("ttl", None), ("result_ttl", DEFAULT_RESULT_TTL), ("failure_ttl", DEFAULT_FAILURE_TTL)):
+                setattr(self, name, _int(f.get(name), default))
+            for name in ("attempts", "recoveries", "retries"):
+                setattr(self, name, _int(f.get(name), 0))
+            name = "description"
+            self._description = f["description"].decode() if "description" in f else None
+            name = "meta"
+            self.meta = serialization.loads(f.get("meta")) or {}
+            name = "exc_info"
+            self.exc_info = f["exc_info"].decode() if "exc_info" in f else None
+            name = "worker"
+            self.worker_name = f["worker"].decode() if "worker" in f else None
+            name = "retry"
+            if "retry" in f:
+                from .retry import Retry
+
+                self.retry = Retry.from_data(serialization.loads(f["retry"]))
+            name = "result"
+            self._result_loaded = "result" in f or self._status in ENDED
+            self._result = serialization.loads(f.get("result"))
+        except (KeyError, ValueError, TypeError, UnicodeDecodeError, SerializationError) as exc:
+            missing = isinstance(exc, KeyError)
+            raise SerializationError(
+                f"job {self.id} is corrupt: field {name!r} is {'missing' if missing else 'unreadable'}"
+                + ("" if missing else f" ({exc})")
+            ) from None
+
+    # -- reading -----------------------------------------------------------------
+
+    @classmethod
+    def fetch(cls, id: str, connection: redis.Redis | None = None) -> Job:
+        """Read one job; `NoSuchJobError` if it does not exist."""
+        validate_id(id)
+        fields = Store.of(config.get_connection(connection)).fetch([id])[0]
+        if fields is None:
+            raise NoSuchJobError(f"no job {id!r} (never enqueued, expired, or deleted)")
+        return cls.from_fields(id, fields, connection)
+
+    @classmethod
+    def fetch_many(cls, job_ids: Iterable[str], connection: redis.Redis | None = None) -> list[Job | None]:
+        """Read many jobs in one round trip; None where a job does not exist."""
+        if isinstance(job_ids, str):
+            raise ConfigurationError("fetch_many takes a list of job ids, not one string")
+        ids = [validate_id(i) for i in job_ids]
+        if not ids:
+            return []
+        rows = Store.of(config.get_connection(connection)).fetch(ids)
+        return [None if row is None else cls.from_fields(i, row, connection) for i, row in zip(ids, rows)]
+
+    def refresh(self) -> None:
+        """Reload every field from Redis."""
+        fields = self._store.fetch([self.id])[0]
+        if fields is None:
+            raise NoSuchJobError(f"no job {self.id!r} (expired or deleted)")
+        self._load(fields)
+
+    def get_status(self, refresh: bool = True) -> JobStatus:
+        if refresh:
+            raw = self._store.field(self.id, "status")
+            if raw is None:
+                raise NoSuchJobError(f"no job {self.id!r} (expired or deleted)")
+            self._status = JobStatus(raw.decode())
+        assert self._status is not None
+        return self._status
+
+    @property
+    def connection(self) -> redis.Redis:
+        return config.get_connection(self._connection)
+
+    @property
+    def _store(self) -> Store:
+        return Store.of(self.connection)
+
+    @property
+    def args(self) -> tuple[Any, ...]:
+        if self._args is None:
+            self._unpack_call()
+        assert self._args is not None
+        return self._args
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        if self._kwargs is None:
+            self._unpack_call()
+        assert self._kwargs is not None
+        return self._kwargs
+
+    def _unpack_call(self) -> None:
+        try:
+            self._args, self._kwargs = serialization.loads_call(self._call or b"")
+        except (SerializationError, ValueError, TypeError) as exc:
+            raise SerializationError(f"job {self.id} is corrupt: field 'args' is unreadable ({exc})") from None
+
+    @property
+    def result(self) -> Any:
+        """The return value; read from Redis on first use if the job had not ended when loaded."""
+        if not self._result_loaded:
+            raw = self._store.field(self.id, "result")
+            if raw is not None:
+                self._result, self._result_loaded = serialization.loads(raw), True
+        return self._result
+
+    def return_value(self, refresh: bool = False) -> Any:
+        if refresh:
+            self._result_loaded = False
+        return self.result
+
+    @property
+    def description(self) -> str:
+        if self._description is not None:
+            return self._description
+        try:
+            parts = [repr(a) for a in self.args] + [f"{k}={v!r}" for k, v in self.kwargs.items()]
+        except SerializationError:
+            parts = ["<unreadable arguments>"]
+        return f"{self.func_name}({', '.join(parts)})"
+
+    @property
+    def status(self) -> JobStatus | None:
+        """The status as last loaded; `get_status()` reads it fresh."""
+        return self._status
+
+    is_created = property(lambda self: self._status == JobStatus.CREATED)
+    is_queued = property(lambda self: self.get_status() == JobStatus.QUEUED)
+    is_scheduled = property(lambda self: self.get_status() == JobStatus.SCHEDULED)
+    is_started = property(lambda self: self.get_status() == JobStatus.STARTED)
+    is_finished = property(lambda self: self.get_status() == JobStatus.FINISHED)
+    is_failed = property(lambda self: self.get_status() == JobStatus.FAILED)
+    is_canceled = property(lambda self: self.get_status() == JobStatus.CANCELED)
+
+    # -- changing ----------------------------------------------------------------
+
+    def save_meta(self) -> None:
+        """Write `job.meta` (and only meta); other processes see it at once."""
+        blob = serialization.dumps(self.meta, "meta")
+        if not self._store.update(self.id, {"meta": blob}):
+            raise NoSuchJobError(f"no job {self.id!r}: cannot save meta (expired or deleted)")
+
+    def cancel(self) -> None:
+        """Take a queued or scheduled job off its queue into the canceled registry."""
+        result = self._store.cancel(self.id, self.origin, time.time(), self.failure_ttl)
+        if result is None:
+            raise NoSuchJobError(f"no job {self.id!r} to cancel")
+        if result != "ok":
+            raise InvalidOperationError(f"job {self.id} is {result}; only queued or scheduled jobs can be canceled")
+        self._status = JobStatus.CANCELED
+
+    def delete(self) -> None:
+        """Remove the job from its queue, every registry, and Redis."""
+        self._store.delete(self.id, self.origin)
+
+    def wait(self, timeout: float | None = None) -> Any:
+        """Block until the job ends; return its result or raise `JobFailedError`.
+
+        Blocks on Redis (a per-job signal list), not on a sleep loop. `WaitTimeoutError`
+        if `timeout` seconds pass first.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        store = self._store
+        signal: str | None = None
+        while True:
+            status = store.start_waiting(self.id)
+            if status is None and signal == "finished":
+                return None  # ended, and result_ttl=0 dropped the record
+            if status is None and signal == "failed":
+                raise JobFailedError(f"job {self.id} ({self.func_name}) failed; failure_ttl=0 dropped its record")
+            if status is None:
+                raise NoSuchJobError(f"no job {self.id!r} (expired, deleted, or result_ttl=0 dropped it)")
+            if status in ENDED:
+                self.refresh()
+                if self._status == JobStatus.FINISHED:
+                    return self._result
+                reason = (self.exc_info or "").strip().splitlines()[-1:] or [str(self._status)]
+                raise JobFailedError(f"job {self.id} ({self.func_name}) {self._status}: {reason[0]}", self.exc_info)
+            left = BLOCK_SECONDS if deadline is None else deadline - time.monotonic()
+            if left <= 0:
+                raise WaitTimeoutError(f"job {self.id} is still {status} after {timeout}s")
+            signal = store.wait_signal(self.id, min(left, BLOCK_SECONDS))
+
+    get = wait
+
+    def __repr__(self) -> str:
+        return f"<Job {self.id} {self.func_name} {self._status}>"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Job) and other.id == self.id
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+
+def func_name_of(func: object) -> str:
+    """The name a job stores for `func`: a task's name, a function's dotted name, or a string."""
+    if isinstance(func, str):
+        if not func or not re.fullmatch(r"[A-Za-z_][\w.]*", func) or "." not in func:
+            raise ConfigurationError(f"function name {func!r} must be a dotted 'module.function' path")
+        return func
+    name = getattr(func, "task_name", None)
+    if isinstance(name, str):
+        return name
+    if not callable(func):
+        raise ConfigurationError(f"expected a task, a function or a dotted name, not {type(func).__name__}")
+    name = functions.qualified_name(func)
+    functions.remember(name, func)
+    return name

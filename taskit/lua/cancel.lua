@@ -1,0 +1,20 @@
+-- Cancel a job that has not started: off its queue or schedule, into the canceled registry.
+-- KEYS: 1 job hash, 2 queue list, 3 scheduled zset, 4 canceled zset
+-- ARGV: 1 id, 2 now, 3 keep seconds (-1 forever)
+-- Returns 'ok', or the job's status when it cannot be canceled (false if there is no job).
+local status = redis.call('HGET', KEYS[1], 'status')
+if status ~= 'queued' and status ~= 'scheduled' and status ~= 'created' then
+  return status
+end
+redis.call('LREM', KEYS[2], 0, ARGV[1])
+redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('HSET', KEYS[1], 'status', 'canceled', 'ended_at', ARGV[2])
+local keep = tonumber(ARGV[3])
+if keep < 0 then
+  redis.call('PERSIST', KEYS[1])
+  redis.call('ZADD', KEYS[4], '+inf', ARGV[1])
+else
+  redis.call('EXPIRE', KEYS[1], keep)
+  redis.call('ZADD', KEYS[4], tonumber(ARGV[2]) + keep, ARGV[1])
+end
+return 'ok'

@@ -1,0 +1,59 @@
+-- The maintenance step: recover jobs whose lease expired, forget dead workers, and
+-- drop registry entries whose job hash has expired. One worker at a time runs it
+-- (the lock); running it twice is harmless.
+-- KEYS: 1 lock, 2 workers zset, then per queue: queue list, wake list, started zset,
+--       failed zset, finished zset, canceled zset
+-- ARGV: 1 now, 2 lock token, 3 lock milliseconds, 4 job key prefix, 5 in-flight prefix,
+--       6 worker hash prefix, 7 deaths before a job is abandoned, 8 default failure ttl
+-- Returns {recovered ids, abandoned ids, dead worker names}, or false if the lock is held.
+if not redis.call('SET', KEYS[1], ARGV[2], 'NX', 'PX', ARGV[3]) then
+  return false
+end
+local now = tonumber(ARGV[1])
+local job_prefix, inflight_prefix, worker_prefix = ARGV[4], ARGV[5], ARGV[6]
+local max_deaths, default_failure_ttl = tonumber(ARGV[7]), tonumber(ARGV[8])
+local recovered, abandoned, dead = {}, {}, {}
+
+for q = 3, #KEYS, 6 do
+  local queue, wake, started, failed = KEYS[q], KEYS[q + 1], KEYS[q + 2], KEYS[q + 3]
+  local expired = redis.call('ZRANGEBYSCORE', started, '-inf', now, 'LIMIT', 0, 1000)
+  for _, id in ipairs(expired) do
+    redis.call('ZREM', started, id)
+    local job = job_prefix .. id
+    local f = redis.call('HMGET', job, 'worker', 'status', 'failure_ttl')
+    if f[1] then redis.call('LREM', inflight_prefix .. f[1], 0, id) end
+    if f[2] == 'started' then
+      local deaths = redis.call('HINCRBY', job, 'recoveries', 1)
+      if deaths >= max_deaths then
+        local ttl = tonumber(f[3]) or default_failure_ttl
+        redis.call('HSET', job, 'status', 'failed', 'ended_at', ARGV[1], 'exc_info',
+          'abandoned: worker died ' .. deaths .. ' times while running this job ' ..
+          '(last worker: ' .. (f[1] or '?') .. ')')
+        if ttl < 0 then
+          redis.call('ZADD', failed, '+inf', id)
+        else
+          redis.call('EXPIRE', job, ttl)
+          redis.call('ZADD', failed, now + ttl, id)
+        end
+        abandoned[#abandoned + 1] = id
+      else
+        redis.call('HSET', job, 'status', 'queued', 'enqueued_at', ARGV[1])
+        redis.call('LPUSH', queue, id)
+        redis.call('LPUSH', wake, '1')
+        redis.call('LTRIM', wake, 0, 0)
+        recovered[#recovered + 1] = id
+      end
+    end
+  end
+  for r = q + 3, q + 5 do
+    redis.call('ZREMRANGEBYSCORE', KEYS[r], '-inf', '(' .. ARGV[1])
+  end
+end
+
+-- A dead worker's jobs were recovered above (their leases ran out with its own).
+for _, name in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, 1000)) do
+  redis.call('ZREM', KEYS[2], name)
+  redis.call('DEL', inflight_prefix .. name, worker_prefix .. name)
+  dead[#dead + 1] = name
+end
+return {recovered, abandoned, dead}

@@ -1,0 +1,414 @@
+"""The one module that talks to Redis.
+
+Everything above it (jobs, queues, registries, the worker) calls a `Store` method and
+never a Redis command, so the round trips of each operation can be read off this file:
+each public method is one round trip unless its docstring says otherwise.
+
+Connection failures are retried for a bounded time (`retry_seconds`) with backoff and
+then raised as `RedisUnavailableError`; any other Redis error becomes `StorageError`.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
+
+import redis
+import tenacity
+
+from ..exceptions import RedisUnavailableError, StorageError
+from . import keys
+from .scripts import Scripts
+from redis.commands.core import Script
+
+T = TypeVar("T")
+Fields = dict[str, bytes]
+
+#: how long a producer call keeps retrying an unreachable Redis before it raises
+RETRY_SECONDS = 5.0
+#: longest single blocking wait; below the client's socket timeout so a block is never a timeout
+BLOCK_SECONDS = 5.0
+
+_TRANSIENT = (redis.ConnectionError, redis.TimeoutError)
+
+
+def describe(connection: redis.Redis) -> str:
+    """Where a client points, for error messages: 'redis://host:port/db'."""
+    kw = connection.connection_pool.connection_kwargs
+    if kw.get("path"):
+        return f"unix://{kw['path']}?db={kw.get('db', 0)}"
+    return f"redis://{kw.get('host', 'localhost')}:{kw.get('port', 6379)}/{kw.get('db', 0)}"
+
+
+class Store:
+    """Redis operations on taskit's keys for one client. Get one with `Store.of(connection)`."""
+
+    _stores: weakref.WeakKeyDictionary[redis.Redis, Store] = weakref.WeakKeyDictionary()
+    _stores_lock = threading.Lock()
+
+    def __init__(self, connection: redis.Redis, retry_seconds: float = RETRY_SECONDS) -> None:
+        self.redis = connection
+        self.where = describe(connection)
+        self.scripts = Scripts(connection)
+        self.retry_seconds = retry_seconds
+        self._retrying = tenacity.Retrying(
+            stop=tenacity.stop_after_delay(retry_seconds),
+            wait=tenacity.wait_exponential(multiplier=0.1, max=1.0),
+            retry=tenacity.retry_if_exception_type(_TRANSIENT),
+            reraise=True,
+        )
+
+    @classmethod
+    def of(cls, connection: redis.Redis) -> Store:
+        """The store for a client, built once (its scripts are registered once)."""
+        with cls._stores_lock:
+            store = cls._stores.get(connection)
+            if store is None:
+                store = cls._stores[connection] = cls(connection)
+            return store
+
+    # -- error handling -------------------------------------------------------------
+
+    def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run one Redis operation; retry a lost connection for a while, then raise ours."""
+        try:
+            return fn(*args, **kwargs)
+        except _TRANSIENT:
+            pass
+        except redis.RedisError as exc:
+            raise StorageError(f"Redis at {self.where} refused the command: {exc}") from None
+        return self._retry(fn, *args, **kwargs)
+
+    def _retry(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        try:
+            return self._retrying(fn, *args, **kwargs)
+        except _TRANSIENT as exc:
+            raise RedisUnavailableError(
+                f"cannot reach Redis at {self.where} (retried for {self.retry_seconds:g}s): {exc}"
+            ) from None
+        except redis.RedisError as exc:
+            raise StorageError(f"Redis at {self.where} refused the command: {exc}") from None
+
+    def ping(self) -> None:
+        self._call(self.redis.ping)
+
+    # -- jobs ------------------------------------------------------------------------
+
+    def enqueue(self, jobs: Sequence[tuple[str, str, int | None, bool, float | None, Fields]]) -> list[bool]:
+        """Write jobs and push them, all in one round trip; False where the id was taken.
+
+        Each entry is (id, queue, ttl, at_front, run_at, fields). A retry after a lost
+        reply may find its own job already written: that counts as written.
+        """
+
+        calls = []
+        for job_id, queue, ttl, at_front, run_at, fields in jobs:
+            flat = [x for pair in fields.items() for x in pair]
+            job_keys = [
+                keys.job(job_id),
+                keys.queue(queue),
+                keys.wake(queue),
+                keys.registry("scheduled", queue),
+                keys.QUEUES,
+            ]
+            options = [job_id, queue, "" if ttl is None else ttl, int(at_front), "" if run_at is None else run_at]
+            calls.append((self.scripts.enqueue, job_keys, options + flat))
+        try:
+            return [bool(r) for r in self._run_scripts(calls)]
+        except _TRANSIENT:
+            pass
+        except redis.RedisError as exc:
+            raise StorageError(f"Redis at {self.where} refused the command: {exc}") from None
+        return [True for _ in self._retry(self._run_scripts, calls)]
+
+    def _run_scripts(self, calls: Sequence[tuple[Script, Sequence[Any], Sequence[Any]]]) -> list[Any]:
+        """Run script calls in one pipelined round trip.
+
+        redis-py would check every script with SCRIPT EXISTS before each pipeline (an
+        extra round trip); EVALSHA alone is enough, and a script Redis lost (a restart)
+        is loaded and that one call re-run.
+        """
+        if len(calls) == 1:
+            script, script_keys, args = calls[0]
+            return [script(keys=script_keys, args=args)]
+        pipe = self.redis.pipeline(transaction=False)
+        for script, script_keys, args in calls:
+            pipe.evalsha(script.sha, len(script_keys), *script_keys, *args)
+        results = pipe.execute(raise_on_error=False)
+        for i, result in enumerate(results):
+            if isinstance(result, redis.exceptions.NoScriptError):
+                script, script_keys, args = calls[i]
+                results[i] = script(keys=script_keys, args=args)
+            elif isinstance(result, Exception):
+                raise result
+        return results
+
+    def fetch(self, job_ids: Sequence[str]) -> list[Fields | None]:
+        """Every field of each job (None where it does not exist)."""
+        if len(job_ids) == 1:
+            return [_decode_keys(self._call(self.redis.hgetall, keys.job(job_ids[0])))]
+
+        def run() -> list[Fields | None]:
+            pipe = self.redis.pipeline(transaction=False)
+            for job_id in job_ids:
+                pipe.hgetall(keys.job(job_id))
+            return [_decode_keys(raw) for raw in pipe.execute()]
+
+        return self._call(run)
+
+    def field(self, job_id: str, name: str) -> bytes | None:
+        return self._call(self.redis.hget, keys.job(job_id), name)
+
+    def update(self, job_id: str, fields: Fields) -> bool:
+        """Set fields on an existing job; False if it does not exist."""
+        flat = [x for pair in fields.items() for x in pair]
+        return bool(self._call(self.scripts.update, keys=[keys.job(job_id)], args=flat))
+
+    def delete(self, job_id: str, queue: str) -> None:
+        """Remove a job from its queue, every registry and Redis, atomically."""
+
+        def run() -> None:
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.lrem(keys.queue(queue), 0, job_id)
+            for kind in keys.REGISTRIES:
+                pipe.zrem(keys.registry(kind, queue), job_id)
+            pipe.delete(keys.job(job_id), keys.done(job_id))
+            pipe.execute()
+
+        self._call(run)
+
+    def cancel(self, job_id: str, queue: str, now: float, keep: int) -> str | None:
+        """'ok', or the status that prevents canceling (None: no such job)."""
+        result = self._call(
+            self.scripts.cancel,
+            keys=[keys.job(job_id), keys.queue(queue), keys.registry("scheduled", queue), keys.registry("canceled", queue)],
+            args=[job_id, now, keep],
+        )
+        return result.decode() if result else None
+
+    def requeue(self, kind: str, queue: str, job_id: str, now: float) -> str:
+        """Move a job from a registry back onto its queue: 'ok', 'absent' or 'expired'."""
+        result = self._call(
+            self.scripts.requeue,
+            keys=[keys.registry(kind, queue), keys.job(job_id), keys.queue(queue), keys.wake(queue)],
+            args=[job_id, now],
+        )
+        return result.decode()
+
+    def start_waiting(self, job_id: str) -> str | None:
+        """The job's status, after asking for an end signal if it has not ended."""
+        status = self._call(self.scripts.wait, keys=[keys.job(job_id)])
+        return status.decode() if status else None
+
+    def wait_signal(self, job_id: str, timeout: float) -> str | None:
+        """Block until the job's end is signalled ('finished' or 'failed'), or None after `timeout`.
+
+        BLMOVE from the done list onto itself leaves the signal for other waiters.
+        """
+        key = keys.done(job_id)
+        signal = self._call(self.redis.blmove, key, key, timeout, "LEFT", "RIGHT")
+        return signal.decode() if signal is not None else None
+
+    # -- queues and registries -------------------------------------------------------------
+
+    def queue_names(self) -> list[str]:
+        return sorted(name.decode() for name in self._call(self.redis.smembers, keys.QUEUES))
+
+    def queue_count(self, queue: str) -> int:
+        return self._call(self.redis.llen, keys.queue(queue))
+
+    def empty_queue(self, queue: str) -> int:
+        return self._call(self.scripts.empty, keys=[keys.queue(queue), keys.wake(queue)], args=[keys.JOB])
+
+    def queue_ids(self, queue: str, start: int = 0, end: int = -1) -> list[str]:
+        return [i.decode() for i in self._call(self.redis.lrange, keys.queue(queue), start, end)]
+
+    def registry_count(self, kind: str, queue: str, min_score: float | str = "-inf") -> int:
+        """Entries scored at or above `min_score` (pass now to skip expired ones)."""
+        return self._call(self.redis.zcount, keys.registry(kind, queue), min_score, "+inf")
+
+    def registry_ids(
+        self, kind: str, queue: str, min_score: float | str = "-inf", start: int = 0, end: int = -1
+    ) -> list[str]:
+        num = -1 if end < 0 else end - start + 1
+        ids = self._call(
+            self.redis.zrangebyscore, keys.registry(kind, queue), min_score, "+inf", start=start, num=num
+        )
+        return [i.decode() for i in ids]
+
+    def registry_score(self, kind: str, queue: str, job_id: str) -> float | None:
+        return self._call(self.redis.zscore, keys.registry(kind, queue), job_id)
+
+    def registry_remove(self, kind: str, queue: str, job_id: str, delete_job: bool = False) -> bool:
+        def run() -> bool:
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.zrem(keys.registry(kind, queue), job_id)
+            if delete_job:
+                pipe.delete(keys.job(job_id))
+            return bool(pipe.execute()[0])
+
+        return self._call(run)
+
+    # -- workers ---------------------------------------------------------------------------
+
+    def claim(
+        self, worker: str, queues: Sequence[str], now: float, deadline: float, limit: int
+    ) -> tuple[Claimed, float | None]:
+        """Promote due scheduled jobs and claim up to `limit` jobs: (claimed, next run-at)."""
+        return _parse_claim(self._call(self._run_scripts, [self._claim(worker, queues, now, deadline, limit)])[0])
+
+    def finish_and_claim(
+        self,
+        worker: str,
+        records: Sequence[Record],
+        now: float,
+        queues: Sequence[str],
+        deadline: float,
+        limit: int,
+    ) -> tuple[list[int], Claimed, float | None]:
+        """Record finished jobs and claim the next batch in the same round trip."""
+
+        calls = [self._finish(worker, records, now), self._claim(worker, queues, now, deadline, limit)]
+        recorded, claim = self._call(self._run_scripts, calls)
+        return list(recorded), *_parse_claim(claim)
+
+    def finish(self, worker: str, records: Sequence[Record], now: float) -> list[int]:
+        """Record outcomes of claimed jobs (fenced by token): 1 recorded, 0 claim lost."""
+        return list(self._call(self._run_scripts, [self._finish(worker, records, now)])[0])
+
+    def _claim(self, worker: str, queues: Sequence[str], now: float, deadline: float, limit: int) -> Any:
+        script_keys = [keys.inflight(worker), keys.WORKERS]
+        for queue in queues:
+            script_keys += [
+                keys.queue(queue),
+                keys.wake(queue),
+                keys.registry("started", queue),
+                keys.registry("scheduled", queue),
+            ]
+        return self.scripts.claim, script_keys, [worker, now, deadline, limit, keys.JOB]
+
+    def _finish(self, worker: str, records: Sequence[Record], now: float) -> Any:
+        script_keys = [keys.inflight(worker)]
+        args: list[Any] = [now]
+        for r in records:
+            target = {"finished": "finished", "failed": "failed", "scheduled": "scheduled"}.get(r.outcome, "started")
+            script_keys += [
+                keys.job(r.job_id),
+                keys.registry("started", r.queue),
+                keys.registry(target, r.queue),
+                keys.queue(r.queue),
+                keys.wake(r.queue),
+                keys.done(r.job_id),
+            ]
+            args += [r.job_id, r.token, r.outcome, r.payload, r.keep, "" if r.run_at is None else r.run_at]
+        return self.scripts.finish, script_keys, args
+
+    def block_for_work(self, queues: Sequence[str], timeout: float) -> bool:
+        """Block until one of the queues is woken (a job was pushed) or `timeout` passes."""
+        wait = max(0.001, min(timeout, BLOCK_SECONDS))
+        return self._call(self.redis.blpop, [keys.wake(q) for q in queues], wait) is not None
+
+    def heartbeat(
+        self, worker: str, deadline: float, info_ttl: int, held: Iterable[tuple[str, str, int]]
+    ) -> list[str]:
+        """Renew the worker's lease and those of its held (id, queue, token) jobs; return lost ids."""
+        script_keys, args = [keys.WORKERS, keys.worker(worker)], [worker, deadline, info_ttl]
+        for job_id, queue, token in held:
+            script_keys += [keys.job(job_id), keys.registry("started", queue)]
+            args += [job_id, token]
+        lost = self._call(self.scripts.heartbeat, keys=script_keys, args=args)
+        return [i.decode() for i in lost]
+
+    def register_worker(self, worker: str, info: dict[str, str], deadline: float, info_ttl: int) -> None:
+        def run() -> None:
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.hset(keys.worker(worker), mapping=info)
+            pipe.expire(keys.worker(worker), info_ttl)
+            pipe.zadd(keys.WORKERS, {worker: deadline})
+            pipe.execute()
+
+        self._call(run)
+
+    def unregister_worker(self, worker: str) -> None:
+        """Forget a worker that holds nothing any more (call after releasing its jobs)."""
+
+        def run() -> None:
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.zrem(keys.WORKERS, worker)
+            pipe.delete(keys.worker(worker), keys.inflight(worker))
+            pipe.execute()
+
+        self._call(run)
+
+    def workers(self) -> list[tuple[str, float]]:
+        return [(n.decode(), s) for n, s in self._call(self.redis.zrange, keys.WORKERS, 0, -1, withscores=True)]
+
+    def inflight(self, worker: str) -> list[str]:
+        return [i.decode() for i in self._call(self.redis.lrange, keys.inflight(worker), 0, -1)]
+
+    def maintain(
+        self, now: float, token: str, lock_ms: int, max_deaths: int, default_failure_ttl: int
+    ) -> tuple[list[str], list[str], list[str]] | None:
+        """The maintenance step (two round trips: the queue names, then the script).
+
+        Returns (recovered ids, abandoned ids, dead workers), or None if another worker
+        holds the maintenance lock.
+        """
+        script_keys = [keys.MAINTENANCE_LOCK, keys.WORKERS]
+        for queue in self.queue_names():
+            script_keys += [
+                keys.queue(queue),
+                keys.wake(queue),
+                keys.registry("started", queue),
+                keys.registry("failed", queue),
+                keys.registry("finished", queue),
+                keys.registry("canceled", queue),
+            ]
+        args = [now, token, lock_ms, keys.JOB, keys.INFLIGHT, keys.worker(""), max_deaths, default_failure_ttl]
+        result = self._call(self.scripts.maintain, keys=script_keys, args=args)
+        if not result:
+            return None
+        recovered, abandoned, dead = ([x.decode() for x in part] for part in result)
+        return recovered, abandoned, dead
+
+
+class Record:
+    """What happened to one claimed job, as `finish.lua` takes it."""
+
+    __slots__ = ("job_id", "queue", "token", "outcome", "payload", "keep", "run_at")
+
+    def __init__(
+        self,
+        job_id: str,
+        queue: str,
+        token: int,
+        outcome: str,
+        payload: bytes | str = b"",
+        keep: int = 0,
+        run_at: float | None = None,
+    ) -> None:
+        self.job_id, self.queue, self.token, self.outcome = job_id, queue, token, outcome
+        self.payload, self.keep, self.run_at = payload, keep, run_at
+
+    def __repr__(self) -> str:
+        return f"Record({self.job_id!r}, {self.outcome!r}, token={self.token})"
+
+
+def _decode_keys(raw: dict[bytes, bytes]) -> Fields | None:
+    return {k.decode(): v for k, v in raw.items()} if raw else None
+
+
+Claimed = list[tuple[str, int, int, Fields]]
+
+
+def _parse_claim(reply: Any) -> tuple[Claimed, float | None]:
+    """(id, token, queue index, fields) per claimed job, and the next scheduled run-at."""
+    flat, next_run_at = reply
+    claimed = []
+    for i in range(0, len(flat), 4):
+        pairs = flat[i + 3]
+        fields = {pairs[j].decode(): pairs[j + 1] for j in range(0, len(pairs), 2)}
+        claimed.append((flat[i].decode(), int(flat[i + 1]), int(flat[i + 2]), fields))
+    return claimed, float(next_run_at) if next_run_at else None

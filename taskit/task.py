@@ -1,0 +1,139 @@
+"""`@task`: the Celery-style front door. A task is still a plain function when called."""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+from collections.abc import Callable, Iterable
+from typing import Any, Generic, ParamSpec, TypeVar, overload
+
+import redis
+
+from . import functions
+from .exceptions import ConfigurationError
+from .job import Job, seconds
+from .queue import Queue, run_at
+from .retry import Retry
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class Task(Generic[P, R]):
+    """A registered function with default job options; enqueue it with `delay` or `apply_async`."""
+
+    def __init__(
+        self,
+        fn: Callable[..., R],
+        *,
+        name: str | None = None,
+        queue: str = "default",
+        timeout: int | dt.timedelta | None = None,
+        ttl: int | dt.timedelta | None = None,
+        result_ttl: int | dt.timedelta | None = None,
+        failure_ttl: int | dt.timedelta | None = None,
+        retry: Retry | None = None,
+        bind: bool = False,
+    ) -> None:
+        if not callable(fn):
+            raise ConfigurationError(f"@task decorates a function, not {type(fn).__name__}")
+        self.fn = fn
+        self.name = name if name is not None else functions.qualified_name(fn)
+        if not isinstance(self.name, str) or not self.name:
+            raise ConfigurationError(f"task name must be a non-empty string, not {self.name!r}")
+        self.queue = Queue(queue).name
+        self.bind = bind
+        # validated now, so a bad option fails at import time rather than at the first delay()
+        self.job_options: dict[str, Any] = {}
+        if timeout is not None:
+            self.job_options["timeout"] = -1 if timeout == -1 else seconds("timeout", timeout)
+        if ttl is not None:
+            self.job_options["ttl"] = seconds("ttl", ttl)
+        if result_ttl is not None:
+            self.job_options["result_ttl"] = seconds("result_ttl", result_ttl, allow_zero=True, forever=True)
+        if failure_ttl is not None:
+            self.job_options["failure_ttl"] = seconds("failure_ttl", failure_ttl, allow_zero=True, forever=True)
+        if retry is not None:
+            if not isinstance(retry, Retry):
+                raise ConfigurationError(f"retry must be a taskit.Retry, not {type(retry).__name__}")
+            self.job_options["retry"] = retry
+        functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+        functions.register_task(self.name, self)
+
+    @property
+    def task_name(self) -> str:
+        return self.name
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run the function here and now, as if it were not a task."""
+        if self.bind:
+            from .context import get_current_job
+
+            return self.fn(get_current_job(), *args, **kwargs)
+        return self.fn(*args, **kwargs)
+
+    def delay(self, *args: P.args, **kwargs: P.kwargs) -> Job:
+        """Enqueue a call with the task's default options."""
+        return self.apply_async(args, kwargs)
+
+    def apply_async(
+        self,
+        args: Iterable[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+        *,
+        queue: str | None = None,
+        job_id: str | None = None,
+        countdown: float | dt.timedelta | None = None,
+        eta: dt.datetime | None = None,
+        connection: redis.Redis | None = None,
+        at_front: bool = False,
+        **options: Any,
+    ) -> Job:
+        """Enqueue with options: queue, job_id, countdown or eta, and any of ttl, result_ttl,
+        failure_ttl, timeout, meta, description, retry (these win over the task's own)."""
+        if "timeout" in options:
+            options["job_timeout"] = options.pop("timeout")
+        target = Queue(queue if queue is not None else self.queue, connection)
+        job = target.prepare_data(self, args, kwargs, job_id=job_id, **options)
+        when = None if countdown is None and eta is None else run_at(countdown, eta)
+        return target.enqueue_job(job, at_front=at_front, run_at=when)
+
+    def map(self, calls: Iterable[Iterable[Any]], **options: Any) -> list[Job]:
+        """Enqueue one job per argument tuple in a single round trip: `add.map([(1, 2), (3, 4)])`."""
+        connection = options.pop("connection", None)
+        target = Queue(options.pop("queue", self.queue), connection)
+        if "timeout" in options:
+            options["job_timeout"] = options.pop("timeout")
+        return target.enqueue_many([target.prepare_data(self, args, None, **options) for args in calls])
+
+    def __repr__(self) -> str:
+        return f"<Task {self.name}>"
+
+
+@overload
+def task(fn: Callable[P, R]) -> Task[P, R]: ...
+
+
+@overload
+def task(
+    fn: None = None,
+    *,
+    name: str | None = None,
+    queue: str = "default",
+    timeout: int | dt.timedelta | None = None,
+    ttl: int | dt.timedelta | None = None,
+    result_ttl: int | dt.timedelta | None = None,
+    failure_ttl: int | dt.timedelta | None = None,
+    retry: Retry | None = None,
+    bind: bool = False,
+) -> Callable[[Callable[P, R]], Task[P, R]]: ...
+
+
+def task(fn: Callable[..., Any] | None = None, **options: Any) -> Any:
+    """Make a function a task: `@task` or `@task(queue="emails", timeout=30, retry=Retry(3))`.
+
+    With `bind=True` the function receives the running `Job` as its first argument.
+    """
+    if fn is None:
+        return lambda f: Task(f, **options)
+    return Task(fn, **options)

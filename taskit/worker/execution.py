@@ -1,0 +1,103 @@
+"""Running one job's function: the job context, the timeout, and what came of it.
+
+Timeouts use SIGALRM, so they are enforced when the worker runs in the main thread (as
+`taskit worker` does); a task stuck inside C code that never returns to Python is
+stopped by the supervising parent of `taskit worker -c N`, which kills the child.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .. import serialization
+from ..context import reset_current_job, set_current_job
+from ..exceptions import JobTimeoutError, SerializationError
+from ..job import Job
+from ..task import Task
+
+
+class ColdShutdown(BaseException):
+    """Raised inside a running task by a second stop signal; the job goes back on its queue."""
+
+
+@dataclass
+class Outcome:
+    """What running a job produced: a packed result, or an error and its traceback text."""
+
+    packed_result: bytes | None = None
+    error: BaseException | None = None
+    traceback: str = ""
+    interrupted: bool = False
+    seconds: float = 0.0
+
+
+class Alarm:
+    """SIGALRM-based job timeouts; raises `JobTimeoutError` only while job code runs."""
+
+    def __init__(self) -> None:
+        self.enabled = threading.current_thread() is threading.main_thread()
+        self.in_job = False
+        self.timeout: float | None = None
+        if self.enabled:
+            signal.signal(signal.SIGALRM, self._fire)
+
+    def _fire(self, signum: int, frame: Any) -> None:
+        if self.in_job:
+            raise JobTimeoutError(f"job exceeded its timeout of {self.timeout:g}s and was stopped")
+
+    def arm(self, timeout: float | None) -> None:
+        self.timeout = timeout
+        if self.enabled and timeout:
+            signal.setitimer(signal.ITIMER_REAL, timeout)
+
+    def disarm(self) -> None:
+        if self.enabled and self.timeout:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+
+    def close(self) -> None:
+        if self.enabled:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, signal.SIG_DFL)
+
+
+def call_job(job: Job, target: Callable[..., Any], alarm: Alarm, keep_result: bool) -> Outcome:
+    """Run `target` with the job's arguments inside the job context."""
+    outcome = Outcome()
+    context_token = set_current_job(job)
+    started = time.perf_counter()
+    try:
+        args, kwargs = job.args, job.kwargs
+        fn = target
+        if isinstance(target, Task):
+            fn = target.fn
+            if target.bind:
+                args = (job, *args)
+        alarm.arm(job.timeout)
+        alarm.in_job = True
+        try:
+            result = fn(*args, **kwargs)
+        finally:
+            alarm.in_job = False
+            alarm.disarm()
+        outcome.seconds = time.perf_counter() - started
+        if keep_result:
+            try:
+                outcome.packed_result = serialization.dumps(result, "result")
+            except SerializationError as exc:
+                outcome.error = exc
+                outcome.traceback = f"taskit.exceptions.SerializationError: the task returned a value it cannot store: {exc}"
+    except ColdShutdown:
+        outcome.interrupted = True
+    except BaseException as exc:  # the task's failure, whatever it raised, is the job's failure
+        outcome.seconds = time.perf_counter() - started
+        outcome.error = exc
+        outcome.traceback = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__.tb_next if exc.__traceback__ else None))
+    finally:
+        reset_current_job(context_token)
+    return outcome

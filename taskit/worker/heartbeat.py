@@ -1,0 +1,79 @@
+"""The heartbeat: a thread that renews the worker's lease and those of the jobs it holds.
+
+It runs beside the task, so a CPU-bound task is not mistaken for a dead worker (Python
+switches threads every few milliseconds). One round trip renews every held job.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from ..exceptions import TaskitError
+from ..storage.store import Store
+
+log = logging.getLogger("taskit.worker")
+
+
+class Held:
+    """The jobs a worker holds: id -> (queue, token). Shared by the loop and the heartbeat."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._jobs: dict[str, tuple[str, int]] = {}
+
+    def add(self, job_id: str, queue: str, token: int) -> None:
+        with self._lock:
+            self._jobs[job_id] = (queue, token)
+
+    def discard(self, job_id: str) -> None:
+        with self._lock:
+            self._jobs.pop(job_id, None)
+
+    def snapshot(self) -> list[tuple[str, str, int]]:
+        with self._lock:
+            return [(job_id, queue, token) for job_id, (queue, token) in self._jobs.items()]
+
+    def __len__(self) -> int:
+        return len(self._jobs)
+
+
+class Heartbeat(threading.Thread):
+    def __init__(
+        self,
+        store: Store,
+        worker_name: str,
+        held: Held,
+        lease: float,
+        interval: float,
+        clock: Callable[[], float],
+    ) -> None:
+        super().__init__(name=f"taskit-heartbeat-{worker_name}", daemon=True)
+        self.store, self.worker_name, self.held = store, worker_name, held
+        self.lease, self.interval, self.clock = lease, interval, clock
+        self.info_ttl = int(lease) + 60
+        self._stop_event = threading.Event()
+        self.lost: set[str] = set()
+
+    def beat(self) -> None:
+        """Renew the leases now; remember claims that were lost (recovered elsewhere)."""
+        lost = self.store.heartbeat(self.worker_name, self.clock() + self.lease, self.info_ttl, self.held.snapshot())
+        for job_id in lost:
+            if job_id not in self.lost:
+                log.warning(
+                    "lost the claim on job %s: its lease expired and another worker owns it now; "
+                    "this worker's result for it will be discarded",
+                    job_id,
+                )
+        self.lost.update(lost)
+
+    def run(self) -> None:
+        while not self._stop_event.wait(self.interval):
+            try:
+                self.beat()
+            except TaskitError as exc:  # the main loop reports outages; keep beating
+                log.debug("heartbeat failed: %s", exc)
+
+    def stop(self) -> None:
+        self._stop_event.set()

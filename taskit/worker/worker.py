@@ -1,0 +1,359 @@
+"""The worker loop: claim jobs, run them, record what happened, and keep the books.
+
+One iteration is one round trip when jobs are waiting: the outcomes of the last batch
+are recorded in the same pipeline that claims the next batch. The batch size adapts
+to how long jobs take (many tiny jobs per claim, one slow job per claim), so a
+prefetched job is never stuck behind a slow one for long.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import redis
+import tenacity
+
+from .. import config, functions
+from ..exceptions import ConfigurationError, RedisUnavailableError, SerializationError, TaskNotAllowedError
+from ..job import DEFAULT_FAILURE_TTL, Job, validate_id
+from ..queue import Queue
+from ..storage.store import Fields, Record, Store
+from .execution import Alarm, ColdShutdown, Outcome, call_job
+from .heartbeat import Heartbeat, Held
+
+log = logging.getLogger("taskit.worker")
+
+#: record outcomes at once when the oldest waiting one is older than this (seconds)
+FLUSH_AFTER = 0.002
+#: aim for claims that hold about this much work (seconds), within [1, prefetch]
+BATCH_SECONDS = 0.005
+#: longest idle block, so stop signals are noticed promptly
+IDLE_BLOCK = 1.0
+
+
+class Worker:
+    """Runs jobs from queues, in priority order. `Worker([queue]).work(burst=True)`.
+
+    lease: seconds a claim stays valid without a heartbeat; a dead worker's jobs are
+        recovered about this long after it dies.
+    modules: module names this worker was told to import; their functions may run.
+    clock: the time source (tests inject one to move time forward without sleeping).
+    """
+
+    def __init__(
+        self,
+        queues: Iterable[Queue | str] | Queue | str,
+        connection: redis.Redis | None = None,
+        name: str | None = None,
+        *,
+        modules: Sequence[str] = (),
+        lease: float = 20.0,
+        heartbeat_interval: float | None = None,
+        maintenance_interval: float = 5.0,
+        max_deaths: int = 3,
+        prefetch: int = 64,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if isinstance(queues, (Queue, str)):
+            queues = [queues]
+        names: list[str] = []
+        for q in queues:
+            if not isinstance(q, (Queue, str)):
+                raise ConfigurationError(f"queues must be Queue objects or names, not {type(q).__name__}")
+            if connection is None and isinstance(q, Queue):
+                connection = q._connection
+            qname = q.name if isinstance(q, Queue) else validate_id(q, "queue name")
+            if qname not in names:
+                names.append(qname)
+        if not names:
+            raise ConfigurationError("a worker needs at least one queue")
+        if lease <= 0 or maintenance_interval <= 0 or prefetch < 1 or max_deaths < 1:
+            raise ConfigurationError("lease, maintenance_interval, prefetch and max_deaths must be positive")
+        self.queues = names
+        self.connection = config.get_connection(connection)
+        self.store = Store.of(self.connection)
+        self.name = validate_id(name, "worker name") if name else f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:6]}"
+        self.modules = tuple(modules)
+        self.lease = float(lease)
+        self.heartbeat_interval = heartbeat_interval or self.lease / 4
+        self.maintenance_interval = float(maintenance_interval)
+        self.max_deaths = max_deaths
+        self.prefetch = prefetch
+        self.clock = clock
+        self.held = Held()
+        self._batch: deque[tuple[str, int, str, Fields]] = deque()
+        self._pending: list[Record] = []
+        self._pending_since = 0.0
+        self._window = 1
+        self._avg_seconds = 0.0
+        self._next_maintenance = 0.0
+        self._stop_requested = False
+        self._stop_now = False
+        self._wake = threading.Event()
+        self.jobs_run = 0
+
+    # -- the loop --------------------------------------------------------------------
+
+    def work(self, burst: bool = False, max_jobs: int | None = None) -> int:
+        """Run jobs until stopped (or, with `burst`, until nothing is due). Returns jobs run."""
+        if max_jobs is not None and max_jobs < 1:
+            raise ConfigurationError("max_jobs must be a positive number")
+        self._stop_requested = self._stop_now = False
+        self.jobs_run = 0
+        previous_handlers = self._install_signal_handlers()
+        self.alarm = Alarm()
+        heartbeat = Heartbeat(self.store, self.name, self.held, self.lease, self.heartbeat_interval, self.clock)
+        self.heartbeat = heartbeat
+        try:
+            self._register()
+            heartbeat.start()
+            while not self._stop_requested:
+                if max_jobs is not None and self.jobs_run >= max_jobs and not self._batch:
+                    break
+                try:
+                    if not self._step(burst, max_jobs):
+                        break
+                except RedisUnavailableError as exc:
+                    self._wait_for_redis(exc)
+        finally:
+            heartbeat.stop()
+            self.alarm.close()
+            self._restore_signal_handlers(previous_handlers)
+            self._shutdown()
+        return self.jobs_run
+
+    def _step(self, burst: bool, max_jobs: int | None) -> bool:
+        """One turn of the loop; False when a burst worker has nothing left to do."""
+        now = self.clock()
+        if now >= self._next_maintenance:
+            self._maintain(now)
+        if not self._batch:
+            limit = self._window
+            if max_jobs is not None:
+                limit = max(1, min(limit, max_jobs - self.jobs_run))
+            claimed, next_run_at = self._record_and_claim(now, limit)
+            if not claimed:
+                if burst and (next_run_at is None or next_run_at > self.clock()):
+                    return False
+                self._idle(next_run_at)
+                return True
+        self._run(*self._batch.popleft())
+        if self._pending and self._batch and self.clock() - self._pending_since > FLUSH_AFTER:
+            self._flush()
+        return True
+
+    def _record_and_claim(self, now: float, limit: int) -> tuple[int, float | None]:
+        deadline = now + self.lease
+        if self._pending:
+            recorded, claimed, next_run_at = self.store.finish_and_claim(
+                self.name, self._pending, now, self.queues, deadline, limit
+            )
+            self._recorded(recorded)
+        else:
+            claimed, next_run_at = self.store.claim(self.name, self.queues, now, deadline, limit)
+        for job_id, token, queue_index, fields in claimed:
+            queue = self.queues[queue_index]
+            self.held.add(job_id, queue, token)
+            self._batch.append((job_id, token, queue, fields))
+        return len(claimed), next_run_at
+
+    def _idle(self, next_run_at: float | None) -> None:
+        now = self.clock()
+        timeout = min(IDLE_BLOCK, max(0.0, self._next_maintenance - now))
+        if next_run_at is not None:
+            timeout = min(timeout, max(0.0, next_run_at - now))
+        if timeout > 0:
+            self.store.block_for_work(self.queues, timeout)
+
+    # -- running one job -------------------------------------------------------------
+
+    def _run(self, job_id: str, token: int, queue: str, fields: Fields) -> None:
+        if self._stop_requested:
+            self._add_record(Record(job_id, queue, token, "released"))
+            return
+        if job_id in self.heartbeat.lost:
+            self.held.discard(job_id)
+            return
+        try:
+            job = Job.from_fields(job_id, fields, self.connection)
+            target = functions.resolve(job.func_name, self.modules)
+        except (SerializationError, TaskNotAllowedError) as exc:
+            log.error("%s: refused job %s: %s", queue, job_id, exc)
+            failure_ttl = _int_field(fields, "failure_ttl", DEFAULT_FAILURE_TTL)
+            text = f"taskit.exceptions.{type(exc).__name__}: {exc}"
+            self._add_record(Record(job_id, queue, token, "failed", text.encode(), failure_ttl))
+            self.jobs_run += 1
+            return
+        outcome = call_job(job, target, self.alarm, keep_result=job.result_ttl != 0)
+        self.jobs_run += 1
+        if outcome.interrupted:
+            log.warning("%s: %s interrupted by shutdown; back on the queue (job %s)", queue, job.func_name, job_id)
+            self._add_record(Record(job_id, queue, token, "interrupted"))
+            self._stop_requested = True
+            return
+        self._adapt(outcome.seconds)
+        self._add_record(self._record_for(job, token, queue, outcome))
+
+    def _record_for(self, job: Job, token: int, queue: str, outcome: Outcome) -> Record:
+        if outcome.error is None:
+            if log.isEnabledFor(logging.INFO):
+                log.info("%s: %s finished in %s (job %s)", queue, _short(job), _took(outcome.seconds), job.id)
+            return Record(job.id, queue, token, "finished", outcome.packed_result or b"", job.result_ttl)
+        error = f"{type(outcome.error).__name__}: {outcome.error}"
+        delay = job.retry.next_delay(job.retries, outcome.error) if job.retry is not None else None
+        payload = outcome.traceback.encode()
+        if delay is None:
+            log.error(
+                "%s: %s failed: %s (job %s, attempt %d); kept in the failed registry",
+                queue, _short(job), error, job.id, job.attempts,
+            )
+            return Record(job.id, queue, token, "failed", payload, job.failure_ttl)
+        log.warning("%s: %s failed: %s; retry %d in %s (job %s)", queue, _short(job), error, job.retries + 1, _took(delay), job.id)
+        if delay <= 0:
+            return Record(job.id, queue, token, "retry", payload)
+        return Record(job.id, queue, token, "scheduled", payload, run_at=self.clock() + delay)
+
+    def _adapt(self, seconds: float) -> None:
+        """Size the next claim so that a batch holds about BATCH_SECONDS of work."""
+        self._avg_seconds = seconds if not self._avg_seconds else 0.8 * self._avg_seconds + 0.2 * seconds
+        self._window = max(1, min(self.prefetch, int(BATCH_SECONDS / max(self._avg_seconds, 1e-6))))
+
+    # -- recording -------------------------------------------------------------------
+
+    def _add_record(self, record: Record) -> None:
+        if not self._pending:
+            self._pending_since = self.clock()
+        self._pending.append(record)
+
+    def _flush(self) -> None:
+        if self._pending:
+            self._recorded(self.store.finish(self.name, self._pending, self.clock()))
+
+    def _recorded(self, results: list[int]) -> None:
+        for record, ok in zip(self._pending, results):
+            self.held.discard(record.job_id)
+            if not ok and record.outcome != "released":
+                log.warning(
+                    "%s: job %s was not recorded as %s: this worker no longer holds it "
+                    "(its lease expired and it was recovered, or it was deleted)",
+                    record.queue, record.job_id, record.outcome,
+                )
+        self._pending = []
+
+    # -- the books -------------------------------------------------------------------
+
+    def _register(self) -> None:
+        info = {
+            "host": socket.gethostname(),
+            "pid": str(os.getpid()),
+            "queues": ",".join(self.queues),
+            "started_at": repr(time.time()),
+        }
+        self.store.register_worker(self.name, info, self.clock() + self.lease, int(self.lease) + 60)
+        tasks = sorted(functions.registered_tasks())
+        log.info(
+            "worker %s started; queues: %s; %d task%s: %s",
+            self.name, ", ".join(self.queues), len(tasks), "" if len(tasks) == 1 else "s", ", ".join(tasks) or "none",
+        )
+
+    def _maintain(self, now: float) -> None:
+        self._next_maintenance = now + self.maintenance_interval
+        result = self.store.maintain(
+            now, self.name, int(self.maintenance_interval * 1000), self.max_deaths, DEFAULT_FAILURE_TTL
+        )
+        if result is None:
+            return
+        recovered, abandoned, dead = result
+        if dead:
+            log.warning("workers gone (lease expired): %s", ", ".join(dead))
+        if recovered:
+            log.warning("recovered %d job(s) whose worker died; back on their queues: %s", len(recovered), ", ".join(recovered))
+        if abandoned:
+            log.error(
+                "abandoned %d job(s) that killed their worker %d times; in the failed registry: %s",
+                len(abandoned), self.max_deaths, ", ".join(abandoned),
+            )
+
+    def _shutdown(self) -> None:
+        """Record what is pending, hand back prefetched jobs, and sign off."""
+        while self._batch:
+            job_id, token, queue, _ = self._batch.popleft()
+            self._add_record(Record(job_id, queue, token, "released"))
+        try:
+            self._flush()
+            if not len(self.held):
+                self.store.unregister_worker(self.name)
+        except RedisUnavailableError as exc:
+            log.warning("could not record the last results (%s); their leases will expire and they will re-run", exc)
+        log.info("worker %s stopped after %d job(s)", self.name, self.jobs_run)
+
+    def _wait_for_redis(self, exc: RedisUnavailableError) -> None:
+        """Back off until Redis answers again; results not yet recorded are kept for then."""
+        log.warning("%s; retrying with backoff (held jobs stay claimed until their leases expire)", exc)
+        started = time.monotonic()
+        retrying = tenacity.Retrying(
+            wait=tenacity.wait_exponential(multiplier=0.5, max=10) + tenacity.wait_random(0, 0.5),
+            retry=tenacity.retry_if_exception_type(RedisUnavailableError),
+            stop=lambda state: self._stop_requested,
+            sleep=self._wake.wait,
+            reraise=True,
+        )
+        try:
+            retrying(self.store.ping)
+        except RedisUnavailableError:
+            return  # asked to stop while Redis is away
+        log.warning("Redis at %s is back after %.0fs; resuming", self.store.where, time.monotonic() - started)
+        self._next_maintenance = 0.0
+
+    # -- signals ---------------------------------------------------------------------
+
+    def _install_signal_handlers(self) -> dict[int, Any]:
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        return {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+    def _restore_signal_handlers(self, previous: dict[int, Any]) -> None:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        name = signal.Signals(signum).name
+        if self._stop_requested:
+            self._stop_now = True
+            if self.alarm.in_job:
+                log.warning("%s again: stopping now; the running job goes back on its queue", name)
+                raise ColdShutdown()
+            return
+        self._stop_requested = True
+        self._wake.set()
+        log.warning("%s: finishing the current job, then stopping (send it again to stop at once)", name)
+
+    def request_stop(self) -> None:
+        """Ask the loop to stop after the current job (thread-safe)."""
+        self._stop_requested = True
+        self._wake.set()
+
+
+def _int_field(fields: Fields, name: str, default: int) -> int:
+    try:
+        return int(fields[name]) if name in fields else default
+    except ValueError:
+        return default
+
+
+def _short(job: Job, limit: int = 80) -> str:
+    text = job.description
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _took(seconds: float) -> str:
+    return f"{seconds * 1000:.1f} ms" if seconds < 1 else f"{seconds:.2f} s"
