@@ -21,7 +21,7 @@ from .exceptions import (
 )
 from .job import Job, JobStatus
 from .queue import Queue
-from .retry import Retry
+from .retry import Retry, RetryLater
 from .task import Task, task
 from .worker import Worker
 
@@ -33,6 +33,7 @@ __all__ = [
     "NoSuchJobError",
     "Queue",
     "Retry",
+    "RetryLater",
     "SerializationError",
     "Task",
     "Worker",

@@ -16,11 +16,14 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import click
+import redis
 
 from . import config, functions
-from .exceptions import TaskitError
+from .exceptions import InvalidJobIdError, NoSuchJobError, TaskitError
+from .job import Job
 from .queue import Queue
 from .registry import FailedJobRegistry
+from .storage.store import describe
 
 url_option = click.option(
     "-u",
@@ -28,15 +31,24 @@ url_option = click.option(
     envvar="TASKIT_REDIS_URL",
     default=config.DEFAULT_URL,
     show_default=True,
-    help="Redis URL (env: TASKIT_REDIS_URL).",
+    metavar="URL",
+    help="Redis URL, e.g. redis://localhost:6379/0 (env: TASKIT_REDIS_URL).",
 )
 
 
 def _connect(url: str) -> Any:
-    connection = config.connect(url)
-    from .storage.store import Store
+    """A client for `url` that answered a PING, made taskit's default for this process.
 
-    Store.of(connection).ping()
+    One attempt (with the client's connect timeout), so that a wrong URL or a Redis that
+    is down is reported at once instead of after a retry budget.
+    """
+    connection = config.connect(url)
+    try:
+        connection.ping()
+    except redis.RedisError as exc:
+        raise click.ClickException(f"cannot reach Redis at {describe(connection)}: {exc}") from None
+    # code run here (a task enqueuing another job, Queue() without connection=) uses it too
+    config.configure(connection=connection)
     return connection
 
 
@@ -56,12 +68,24 @@ def _fail_cleanly(fn: Callable[..., Any]) -> Callable[..., Any]:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="taskit")
 def main() -> None:
-    """taskit: background jobs in Redis."""
+    """taskit: background jobs in Redis.
+
+    \b
+    Examples:
+      taskit worker myapp.tasks                  run the tasks of myapp.tasks
+      taskit worker myapp.tasks -q high -q low   high-priority queue first
+      taskit worker myapp.tasks --burst          exit when no job is left
+      taskit requeue --queue default --all       retry every failed job
+      taskit info                                queues, registries, workers
+
+    The Redis URL comes from -u/--url or TASKIT_REDIS_URL (default
+    redis://localhost:6379/0). Run `taskit COMMAND --help` for a command's options.
+    """
 
 
 def import_modules(modules: Sequence[str], paths: Sequence[str]) -> None:
     """Import the task modules, with the current directory and --path dirs importable."""
-    for path in [*paths, os.getcwd()]:
+    for path in [*(os.path.abspath(p) for p in paths), os.getcwd()]:
         if path not in sys.path:
             sys.path.insert(0, path)
     for name in modules:
@@ -103,7 +127,7 @@ def worker_queues(given: Sequence[str]) -> list[str]:
 @click.option("--prefetch", type=click.IntRange(min=1), default=64, show_default=True,
               help="Most jobs claimed in one round trip (only short jobs are claimed in bulk).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
-              default="info", show_default=True)
+              default="info", show_default=True, help="Least severe log line to print (on stderr).")
 @_fail_cleanly
 def worker(modules: tuple[str, ...], queues: tuple[str, ...], url: str, burst: bool, name: str | None,
            max_jobs: int | None, paths: tuple[str, ...], lease: float, maintenance_interval: float,
@@ -111,16 +135,23 @@ def worker(modules: tuple[str, ...], queues: tuple[str, ...], url: str, burst: b
     """Run jobs from Redis, using the tasks defined in MODULES.
 
     \b
-    Example:
-      taskit worker myapp.tasks -q high -q default
+    Examples:
+      taskit worker myapp.tasks                  queue 'default' and the tasks' queues
+      taskit worker myapp.tasks -q high -q low   every 'high' job before any 'low' one
+      taskit worker myapp.tasks --burst          exit once no job is due
+      taskit worker tasks -P src -n w1           import src/tasks.py; call the worker w1
 
-    Only functions from MODULES (and their submodules) and registered @task functions
-    run; a job naming anything else fails with the reason. SIGTERM or Ctrl-C finishes the
-    current job and exits; a second one stops at once and puts the job back on its queue.
+    MODULES are imported at start (the current directory is importable, as with
+    `python -m`) and the tasks found are listed. Only registered @task functions and
+    functions defined in MODULES (or their imported submodules) run; a job naming
+    anything else fails, naming the function and the reason, and runs nothing.
+
+    SIGTERM or Ctrl-C finishes the current job and exits; a second one stops at once and
+    puts the job back on its queue.
     """
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    connection = _connect(url)
     import_modules(modules, paths)
+    connection = _connect(url)
     from .worker import Worker
 
     w = Worker(
@@ -131,8 +162,9 @@ def worker(modules: tuple[str, ...], queues: tuple[str, ...], url: str, burst: b
 
 
 @main.command()
-@click.argument("job_ids", nargs=-1)
-@click.option("-q", "--queue", default="default", show_default=True, help="Queue whose failed jobs to requeue.")
+@click.argument("job_ids", nargs=-1, metavar="[JOB_ID]...")
+@click.option("-q", "--queue", default="default", show_default=True, metavar="NAME",
+              help="Queue whose failed jobs to requeue.")
 @url_option
 @click.option("-a", "--all", "requeue_all", is_flag=True, help="Requeue every failed job of the queue.")
 @_fail_cleanly
@@ -143,26 +175,48 @@ def requeue(job_ids: tuple[str, ...], queue: str, url: str, requeue_all: bool) -
     Examples:
       taskit requeue --queue myqueue -u redis://localhost:6379 foo_job_id bar_job_id
       taskit requeue --queue myqueue --all
+
+    Each requeued id is printed on stdout. An id that cannot be requeued (unknown,
+    expired, not failed, or on another queue) is named on stderr, one line each, and the
+    exit status is 1; the other ids are still requeued.
     """
     if bool(job_ids) == requeue_all:
         raise click.UsageError("give job ids or --all (not both)")
     registry = FailedJobRegistry(queue, _connect(url))
     if requeue_all:
         done = registry.requeue_all()
+        for job_id in done:
+            click.echo(f"requeued {job_id}")
         click.echo(f"Requeued {len(done)} failed job(s) on queue {queue!r}.")
         return
     done, problems = [], []
-    for job_id in job_ids:
+    for job_id in dict.fromkeys(job_ids):  # each id once, in the order given
         try:
             registry.requeue(job_id)
+        except InvalidJobIdError as exc:
+            problems.append(f"{job_id}: {exc}")
+        except NoSuchJobError:
+            problems.append(f"{job_id}: expired (its failed record is gone)")
+        except TaskitError:
+            problems.append(f"{job_id}: {_why_not_failed(job_id, queue)}")
+        else:
             done.append(job_id)
-        except TaskitError as exc:
-            problems.append(str(exc))
+            click.echo(f"requeued {job_id}")
     click.echo(f"Requeued {len(done)} of {len(job_ids)} job(s) on queue {queue!r}.")
     for line in problems:
-        click.echo(f"  not requeued: {line}", err=True)
+        click.echo(f"not requeued: {line}", err=True)
     if problems:
         sys.exit(1)
+
+
+def _why_not_failed(job_id: str, queue: str) -> str:
+    """Why a job is not in the failed registry of `queue`, for one line of output."""
+    job = Job.fetch_many([job_id])[0]
+    if job is None:
+        return "no such job (never enqueued, or expired)"
+    if job.origin != queue:
+        return f"belongs to queue {job.origin!r}, not {queue!r}"
+    return f"not failed (it is {job.get_status(refresh=False)})"
 
 
 @main.command()

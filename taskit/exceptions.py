@@ -13,7 +13,8 @@
     ├── JobTimeoutError           raised inside a task that ran past its timeout
     ├── JobFailedError            `job.wait()` on a job that failed; carries exc_info
     ├── WaitTimeoutError          `job.wait(timeout=...)` ran out (also a TimeoutError)
-    └── TaskNotAllowedError       the worker refused to run a function it was not given
+    ├── TaskNotAllowedError       the worker refused to run a function it was not given
+    └── RetryLater                raised by a task to run again later (defined in taskit.retry)
 
 Catch `TaskitError` to catch them all; the standard-library bases let code that
 already catches `ValueError` / `TypeError` / `LookupError` keep working.

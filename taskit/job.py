@@ -298,6 +298,8 @@ class Job:
     def get_status(self, refresh: bool = True) -> JobStatus:
         if refresh:
             raw = self._store.field(self.id, "status")
+            if raw is None and self._status == JobStatus.CREATED:
+                return self._status  # built with Job.create and not enqueued yet: not in Redis
             if raw is None:
                 raise NoSuchJobError(f"no job {self.id!r} (expired or deleted)")
             self._status = JobStatus(raw.decode())

@@ -32,11 +32,17 @@ def _load_datetime(data: list[Any]) -> dt.datetime:
     return value.astimezone(zoneinfo.ZoneInfo(key)) if key else value
 
 
+def _load_time(data: list[Any]) -> dt.time:
+    iso, key = data
+    value = dt.time.fromisoformat(iso)  # a time's ZoneInfo has no offset, so isoformat() drops it
+    return value.replace(tzinfo=zoneinfo.ZoneInfo(key)) if key else value
+
+
 # type -> (ext code, encode to a msgpack-able value, decode from it). One table, both ways.
 _EXT: dict[type, tuple[int, Callable[[Any], Any], Callable[[Any], Any]]] = {
     dt.datetime: (1, lambda v: [v.isoformat(), _tz_key(v)], _load_datetime),
     dt.date: (2, lambda v: v.isoformat(), dt.date.fromisoformat),
-    dt.time: (3, lambda v: v.isoformat(), dt.time.fromisoformat),
+    dt.time: (3, lambda v: [v.isoformat(), _tz_key(v)], _load_time),
     dt.timedelta: (4, lambda v: [v.days, v.seconds, v.microseconds], lambda d: dt.timedelta(*d)),
     decimal.Decimal: (5, str, decimal.Decimal),
     uuid.UUID: (6, lambda v: v.bytes, lambda b: uuid.UUID(bytes=b)),
@@ -104,8 +110,16 @@ def dumps(value: Any, what: str = "value") -> bytes:
         raise _explain(value, what, exc) from None
 
 
+def _locate(value: Any, path: str) -> tuple[str, Any] | None:
+    """`_find_unsupported`, or None for a value that contains itself (msgpack refused it as too deep)."""
+    try:
+        return _find_unsupported(value, path)
+    except RecursionError:
+        return None
+
+
 def _explain(value: Any, what: str, exc: Exception) -> SerializationError:
-    found = _find_unsupported(value, what)
+    found = _locate(value, what)
     if found is None:  # a container msgpack rejected for another reason (e.g. too deep)
         return SerializationError(f"{what} cannot be serialized with msgpack: {exc}")
     path, bad = found
@@ -135,8 +149,11 @@ def dumps_call(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
     try:
         return _packb([list(args), kwargs])
     except (TypeError, ValueError, OverflowError) as exc:
-        found = _find_unsupported(list(args), "args")
-        raise (_explain(list(args), "args", exc) if found else _explain(kwargs, "kwargs", exc)) from None
+        try:  # which half failed? (only on this error path)
+            _packb(list(args))
+        except (TypeError, ValueError, OverflowError):
+            raise _explain(list(args), "args", exc) from None
+        raise _explain(kwargs, "kwargs", exc) from None
 
 
 def loads_call(data: bytes) -> tuple[tuple[Any, ...], dict[str, Any]]:

@@ -34,6 +34,7 @@ class Task(Generic[P, R]):
         failure_ttl: int | dt.timedelta | None = None,
         retry: Retry | None = None,
         bind: bool = False,
+        schedule: Any = None,
     ) -> None:
         if not callable(fn):
             raise ConfigurationError(f"@task decorates a function, not {type(fn).__name__}")
@@ -58,6 +59,10 @@ class Task(Generic[P, R]):
                 raise ConfigurationError(f"retry must be a taskit.Retry, not {type(retry).__name__}")
             self.job_options["retry"] = retry
         functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+        if schedule is not None:  # a periodic task: the workers enqueue it (taskit.periodic)
+            from .periodic import periodic
+
+            periodic(self, schedule)
         functions.register_task(self.name, self)
 
     @property
@@ -126,6 +131,7 @@ def task(
     failure_ttl: int | dt.timedelta | None = None,
     retry: Retry | None = None,
     bind: bool = False,
+    schedule: Any = None,
 ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
 
@@ -133,6 +139,8 @@ def task(fn: Callable[..., Any] | None = None, **options: Any) -> Any:
     """Make a function a task: `@task` or `@task(queue="emails", timeout=30, retry=Retry(3))`.
 
     With `bind=True` the function receives the running `Job` as its first argument.
+    With `schedule=` (a cron string, seconds or a timedelta) the workers enqueue it on
+    that schedule (see taskit.periodic).
     """
     if fn is None:
         return lambda f: Task(f, **options)

@@ -63,3 +63,50 @@ def flaky(key):
 def plain_function(x):
     """Not a task: runs only in a worker that was given this module."""
     return x * 2
+
+
+# -- added for the worker tests (issue 3) -------------------------------------------
+
+
+@task
+def job_state():
+    """What Redis says about the running job, read from inside it."""
+    from taskit import Job
+
+    job = get_current_job()
+    fresh = Job.fetch(job.id, connection=job.connection)
+    return {
+        "status": fresh.get_status().value,
+        "worker": fresh.worker_name,
+        "started_at": fresh.started_at.timestamp() if fresh.started_at else None,
+        "ended_at": fresh.ended_at,
+    }
+
+
+@task
+def meta_then_wait(key, value, release_key, timeout=10):
+    """Save meta, then block until the test pushes to `release_key` (or `timeout` passes)."""
+    job = get_current_job()
+    job.meta[key] = value
+    job.save_meta()
+    released = job.connection.blpop([release_key], timeout)
+    return released is not None
+
+
+@task
+def is_imported(module_name):
+    import sys
+
+    return module_name in sys.modules
+
+
+@task
+def log_order(tag, list_key="test:order"):
+    """Append `tag` to a Redis list, to see in which order jobs ran."""
+    get_current_job().connection.rpush(list_key, tag)
+    return tag
+
+
+def triple(x):
+    """Not a task; enqueued by name only, so it runs only where sample_tasks was given."""
+    return x * 3

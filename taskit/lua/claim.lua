@@ -33,7 +33,16 @@ for q = 3, #KEYS, 4 do
     local id = redis.call('LMOVE', queue, inflight, 'LEFT', 'RIGHT')
     if not id then break end
     local key = prefix .. id
-    if redis.call('HGET', key, 'status') == 'queued' then
+    local f = redis.call('HMGET', key, 'status', 'recoveries')
+    if f[1] ~= 'queued' then
+      -- expired by its ttl, deleted, or canceled: nothing to run
+      redis.call('LREM', inflight, -1, id)
+    elseif f[2] and count > 0 then
+      -- a job whose worker died runs in a claim of its own, so that a death is
+      -- only ever blamed on the job that may have caused it
+      redis.call('LMOVE', inflight, queue, 'RIGHT', 'LEFT')
+      limit = count
+    else
       local attempt = redis.call('HINCRBY', key, 'attempts', 1)
       redis.call('HSET', key, 'status', 'started', 'started_at', ARGV[2], 'worker', worker)
       redis.call('PERSIST', key)
@@ -43,9 +52,7 @@ for q = 3, #KEYS, 4 do
       claimed[#claimed + 1] = attempt
       claimed[#claimed + 1] = (q - 3) / 4
       claimed[#claimed + 1] = redis.call('HGETALL', key)
-    else
-      -- expired by its ttl, deleted, or canceled: nothing to run
-      redis.call('LREM', inflight, -1, id)
+      if f[2] then limit = count end
     end
   end
 

@@ -13,7 +13,7 @@ from importlib import resources
 import redis
 from redis.commands.core import Script
 
-NAMES = ("enqueue", "claim", "finish", "heartbeat", "maintain", "requeue", "cancel", "update", "wait", "empty")
+NAMES = ("enqueue", "claim", "finish", "heartbeat", "maintain", "requeue", "cancel", "update", "wait", "empty", "periodic")
 
 
 @functools.cache
@@ -38,3 +38,4 @@ class Scripts:
     update: Script
     wait: Script
     empty: Script
+    periodic: Script

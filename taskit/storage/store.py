@@ -123,6 +123,35 @@ class Store:
             raise StorageError(f"Redis at {self.where} refused the command: {exc}") from None
         return [True for _ in self._retry(self._run_scripts, calls)]
 
+    def enqueue_ticks(
+        self, ticks: Sequence[tuple[str, float, bool, str, str, int | None, float | None, Fields]]
+    ) -> list[int]:
+        """Enqueue periodic ticks, each at most once across workers, in one round trip.
+
+        Each entry is (periodic name, tick, past, job id, queue, ttl, run_at, fields);
+        see lua/periodic.lua for the answers (1 enqueued, 0 already done, 2 remembered).
+        Safe to re-run after a lost reply: a tick is never enqueued twice.
+        """
+        calls = []
+        for name, tick, past, job_id, queue, ttl, run_at, fields in ticks:
+            flat = [x for pair in fields.items() for x in pair]
+            tick_keys = [
+                keys.periodic(name),
+                keys.job(job_id),
+                keys.queue(queue),
+                keys.wake(queue),
+                keys.registry("scheduled", queue),
+                keys.QUEUES,
+            ]
+            options = [repr(tick), int(past), job_id, queue, "" if ttl is None else ttl, "" if run_at is None else repr(run_at)]
+            calls.append((self.scripts.periodic, tick_keys, options + flat))
+        return [int(r) for r in self._call(self._run_scripts, calls)] if calls else []
+
+    def last_tick(self, name: str) -> float | None:
+        """The last tick enqueued (or remembered) for a periodic task."""
+        raw = self._call(self.redis.get, keys.periodic(name))
+        return None if raw is None else float(raw)
+
     def _run_scripts(self, calls: Sequence[tuple[Script, Sequence[Any], Sequence[Any]]]) -> list[Any]:
         """Run script calls in one pipelined round trip.
 
@@ -192,7 +221,7 @@ class Store:
         """Move a job from a registry back onto its queue: 'ok', 'absent' or 'expired'."""
         result = self._call(
             self.scripts.requeue,
-            keys=[keys.registry(kind, queue), keys.job(job_id), keys.queue(queue), keys.wake(queue)],
+            keys=[keys.registry(kind, queue), keys.job(job_id), keys.queue(queue), keys.wake(queue), keys.done(job_id)],
             args=[job_id, now],
         )
         return result.decode()

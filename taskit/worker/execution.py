@@ -38,17 +38,25 @@ class Outcome:
 
 
 class Alarm:
-    """SIGALRM-based job timeouts; raises `JobTimeoutError` only while job code runs."""
+    """SIGALRM-based job timeouts; raises `JobTimeoutError` only while job code runs.
+
+    Whatever SIGALRM handler and interval timer were there before (a test runner's own
+    timeout, say) are put back by `close()`.
+    """
 
     def __init__(self) -> None:
         self.enabled = threading.current_thread() is threading.main_thread()
         self.in_job = False
         self.timeout: float | None = None
+        self._previous_handler: Any = None
+        self._previous_timer = (0.0, 0.0)
+        self._opened = time.monotonic()
         if self.enabled:
-            signal.signal(signal.SIGALRM, self._fire)
+            self._previous_handler = signal.signal(signal.SIGALRM, self._fire)
+            self._previous_timer = signal.setitimer(signal.ITIMER_REAL, 0)  # paused until close()
 
     def _fire(self, signum: int, frame: Any) -> None:
-        if self.in_job:
+        if self.in_job and self.timeout:
             raise JobTimeoutError(f"job exceeded its timeout of {self.timeout:g}s and was stopped")
 
     def arm(self, timeout: float | None) -> None:
@@ -61,9 +69,13 @@ class Alarm:
             signal.setitimer(signal.ITIMER_REAL, 0)
 
     def close(self) -> None:
-        if self.enabled:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-            signal.signal(signal.SIGALRM, signal.SIG_DFL)
+        if not self.enabled:
+            return
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, self._previous_handler if self._previous_handler is not None else signal.SIG_DFL)
+        delay, interval = self._previous_timer
+        if delay:  # the timer someone else had set, minus the time spent here
+            signal.setitimer(signal.ITIMER_REAL, max(0.001, delay - (time.monotonic() - self._opened)), interval)
 
 
 def call_job(job: Job, target: Callable[..., Any], alarm: Alarm, keep_result: bool) -> Outcome:

@@ -40,6 +40,25 @@ BATCH_SECONDS = 0.005
 IDLE_BLOCK = 1.0
 
 
+class _CrashPoints:
+    """Fault injection for the fault tests: TASKIT_CRASH_AT=point[:n] makes the worker
+    SIGKILL itself the n-th time (default 1st) it reaches `point` (after_claim,
+    before_record, after_record). Unset, it costs one comparison."""
+
+    def __init__(self, spec: str | None) -> None:
+        point, _, count = (spec or "").partition(":")
+        self.point, self.left = point or None, int(count or 1)
+
+    def hit(self, point: str) -> None:
+        if point == self.point:
+            self.left -= 1
+            if self.left <= 0:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+
+_crash = _CrashPoints(os.environ.get("TASKIT_CRASH_AT"))
+
+
 class Worker:
     """Runs jobs from queues, in priority order. `Worker([queue]).work(burst=True)`.
 
@@ -80,7 +99,8 @@ class Worker:
             raise ConfigurationError("lease, maintenance_interval, prefetch and max_deaths must be positive")
         self.queues = names
         self.connection = config.get_connection(connection)
-        self.store = Store.of(self.connection)
+        # a short retry budget: an outage is reported within a second, then backed off from
+        self.store = Store(self.connection, retry_seconds=1.0)
         self.name = validate_id(name, "worker name") if name else f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:6]}"
         self.modules = tuple(modules)
         self.lease = float(lease)
@@ -154,12 +174,16 @@ class Worker:
     def _record_and_claim(self, now: float, limit: int) -> tuple[int, float | None]:
         deadline = now + self.lease
         if self._pending:
+            _crash.hit("before_record")
             recorded, claimed, next_run_at = self.store.finish_and_claim(
                 self.name, self._pending, now, self.queues, deadline, limit
             )
             self._recorded(recorded)
+            _crash.hit("after_record")
         else:
             claimed, next_run_at = self.store.claim(self.name, self.queues, now, deadline, limit)
+        if claimed:
+            _crash.hit("after_claim")
         for job_id, token, queue_index, fields in claimed:
             queue = self.queues[queue_index]
             self.held.add(job_id, queue, token)
@@ -209,7 +233,9 @@ class Worker:
                 log.info("%s: %s finished in %s (job %s)", queue, _short(job), _took(outcome.seconds), job.id)
             return Record(job.id, queue, token, "finished", outcome.packed_result or b"", job.result_ttl)
         error = f"{type(outcome.error).__name__}: {outcome.error}"
-        delay = job.retry.next_delay(job.retries, outcome.error) if job.retry is not None else None
+        from ..retry import delay_after_failure  # the policy, or the task's own RetryLater (issue 5)
+
+        delay = delay_after_failure(job, outcome.error, self.clock())
         payload = outcome.traceback.encode()
         if delay is None:
             log.error(
@@ -236,7 +262,9 @@ class Worker:
 
     def _flush(self) -> None:
         if self._pending:
+            _crash.hit("before_record")
             self._recorded(self.store.finish(self.name, self._pending, self.clock()))
+            _crash.hit("after_record")
 
     def _recorded(self, results: list[int]) -> None:
         for record, ok in zip(self._pending, results):
@@ -267,6 +295,9 @@ class Worker:
 
     def _maintain(self, now: float) -> None:
         self._next_maintenance = now + self.maintenance_interval
+        from ..periodic import enqueue_due  # periodic ticks, once each across workers (issue 5)
+
+        enqueue_due(self.store, now, queues=self.queues, lookahead=self.maintenance_interval)
         result = self.store.maintain(
             now, self.name, int(self.maintenance_interval * 1000), self.max_deaths, DEFAULT_FAILURE_TTL
         )

@@ -1,0 +1,33 @@
+-- Enqueue one tick of a periodic task, at most once however many workers ask.
+-- KEYS[1] holds the last tick enqueued; a tick at or before it is refused. When the
+-- task is seen for the first time (no last tick) a tick that is already past is only
+-- remembered, not run, so a newly deployed schedule waits for its next tick.
+-- KEYS: 1 last-tick string, 2 job hash, 3 queue list, 4 wake list, 5 scheduled zset,
+--       6 queues set
+-- ARGV: 1 tick (Unix time), 2 '1' = a past tick (remember only if first seen), 3 job id,
+--       4 queue name, 5 ttl seconds ('' = none), 6 run-at ('' = now), 7.. field, value pairs
+-- Returns 1 enqueued, 0 already done (by this or another worker), 2 first seen: remembered.
+local last = redis.call('GET', KEYS[1])
+if last and tonumber(last) >= tonumber(ARGV[1]) then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[1])
+if not last and ARGV[2] == '1' then
+  return 2
+end
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  return 0
+end
+redis.call('HSET', KEYS[2], unpack(ARGV, 7))
+if ARGV[5] ~= '' then
+  redis.call('EXPIRE', KEYS[2], ARGV[5])
+end
+if ARGV[6] ~= '' then
+  redis.call('ZADD', KEYS[5], ARGV[6], ARGV[3])
+else
+  redis.call('RPUSH', KEYS[3], ARGV[3])
+  redis.call('LPUSH', KEYS[4], '1')
+  redis.call('LTRIM', KEYS[4], 0, 0)
+end
+redis.call('SADD', KEYS[6], ARGV[4])
+return 1

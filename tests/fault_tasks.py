@@ -1,0 +1,47 @@
+"""Tasks for the fault tests (tests/test_faults.py)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+from taskit import get_current_job, task
+
+
+@task
+def work(i: int, seconds: float = 0.0) -> int:
+    if seconds:
+        time.sleep(seconds)
+    return i
+
+
+@task
+def slow_first_attempt(seconds: float) -> dict:
+    """Sleeps on its first attempt only, so a killed first attempt is re-run quickly."""
+    job = get_current_job()
+    assert job is not None
+    if job.attempts == 1:
+        time.sleep(seconds)
+    return {"pid": os.getpid(), "attempt": job.attempts}
+
+
+@task
+def sleep_then_pid(seconds: float) -> int:
+    time.sleep(seconds)
+    return os.getpid()
+
+
+@task
+def kill_my_worker() -> None:
+    """A job that takes its worker down with it, every time."""
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+@task
+def spin(seconds: float) -> int:
+    """CPU-bound: never sleeps, never does I/O."""
+    end, n = time.monotonic() + seconds, 0
+    while time.monotonic() < end:
+        n += 1
+    return n
