@@ -6,6 +6,8 @@ import os
 import threading
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from .exceptions import ConfigurationError
 
@@ -25,8 +27,13 @@ def redis_url() -> str:
 def connect(url: str) -> redis.Redis:
     """A client for `url` with timeouts that turn a dead Redis into an error within seconds."""
     try:
+        # redis-py's own retries are turned off: taskit's Store retries within one budget
         return redis.Redis.from_url(
-            url, socket_connect_timeout=CONNECT_TIMEOUT, socket_timeout=SOCKET_TIMEOUT, health_check_interval=30
+            url,
+            socket_connect_timeout=CONNECT_TIMEOUT,
+            socket_timeout=SOCKET_TIMEOUT,
+            health_check_interval=30,
+            retry=Retry(NoBackoff(), 0),
         )
     except ValueError as exc:
         raise ConfigurationError(f"bad Redis URL {url!r}: {exc}") from None

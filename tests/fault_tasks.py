@@ -45,3 +45,10 @@ def spin(seconds: float) -> int:
     while time.monotonic() < end:
         n += 1
     return n
+
+
+@task(timeout=1)
+def stuck(seconds: float) -> None:
+    """Past its 1 s timeout with SIGALRM blocked, as if stuck in C code: only a kill stops it."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGALRM])
+    time.sleep(seconds)

@@ -6,6 +6,7 @@
 -- ARGV: 1 now, 2 lock token, 3 lock milliseconds, 4 job key prefix, 5 in-flight prefix,
 --       6 worker hash prefix, 7 deaths before a job is abandoned, 8 default failure ttl
 -- Returns {recovered ids, abandoned ids, dead worker names}, or false if the lock is held.
+--#include recover
 if not redis.call('SET', KEYS[1], ARGV[2], 'NX', 'PX', ARGV[3]) then
   return false
 end
@@ -20,29 +21,13 @@ for q = 3, #KEYS, 6 do
   for _, id in ipairs(expired) do
     redis.call('ZREM', started, id)
     local job = job_prefix .. id
-    local f = redis.call('HMGET', job, 'worker', 'status', 'failure_ttl')
-    if f[1] then redis.call('LREM', inflight_prefix .. f[1], 0, id) end
-    if f[2] == 'started' then
-      local deaths = redis.call('HINCRBY', job, 'recoveries', 1)
-      if deaths >= max_deaths then
-        local ttl = tonumber(f[3]) or default_failure_ttl
-        redis.call('HSET', job, 'status', 'failed', 'ended_at', ARGV[1], 'exc_info',
-          'abandoned: worker died ' .. deaths .. ' times while running this job ' ..
-          '(last worker: ' .. (f[1] or '?') .. ')')
-        if ttl < 0 then
-          redis.call('ZADD', failed, '+inf', id)
-        else
-          redis.call('EXPIRE', job, ttl)
-          redis.call('ZADD', failed, now + ttl, id)
-        end
-        abandoned[#abandoned + 1] = id
-      else
-        redis.call('HSET', job, 'status', 'queued', 'enqueued_at', ARGV[1])
-        redis.call('LPUSH', queue, id)
-        redis.call('LPUSH', wake, '1')
-        redis.call('LTRIM', wake, 0, 0)
-        recovered[#recovered + 1] = id
-      end
+    local worker = redis.call('HGET', job, 'worker')
+    if worker then redis.call('LREM', inflight_prefix .. worker, 0, id) end
+    local outcome = recover(job, id, queue, wake, failed, ARGV[1], max_deaths, default_failure_ttl)
+    if outcome == 'recovered' then
+      recovered[#recovered + 1] = id
+    elseif outcome == 'abandoned' then
+      abandoned[#abandoned + 1] = id
     end
   end
   for r = q + 3, q + 5 do

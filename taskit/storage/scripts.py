@@ -13,12 +13,22 @@ from importlib import resources
 import redis
 from redis.commands.core import Script
 
-NAMES = ("enqueue", "claim", "finish", "heartbeat", "maintain", "requeue", "cancel", "update", "wait", "empty", "periodic")
+NAMES = ("enqueue", "claim", "finish", "heartbeat", "maintain", "requeue", "cancel", "update", "wait", "empty", "periodic", "reap")
 
 
 @functools.cache
 def source(name: str) -> str:
-    return resources.files("taskit").joinpath("lua", f"{name}.lua").read_text()
+    """A script's text, with `--#include lib` lines replaced by lua/lib/<lib>.lua."""
+    lines = []
+    for line in _read(f"{name}.lua").splitlines():
+        if line.startswith("--#include "):
+            line = _read(f"lib/{line.split()[1]}.lua")
+        lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
+def _read(path: str) -> str:
+    return resources.files("taskit").joinpath("lua", path).read_text()
 
 
 class Scripts:
@@ -39,3 +49,4 @@ class Scripts:
     wait: Script
     empty: Script
     periodic: Script
+    reap: Script

@@ -11,6 +11,7 @@ then raised as `RedisUnavailableError`; any other Redis error becomes `StorageEr
 from __future__ import annotations
 
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
@@ -82,11 +83,12 @@ class Store:
         return self._retry(fn, *args, **kwargs)
 
     def _retry(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        started = time.monotonic()
         try:
             return self._retrying(fn, *args, **kwargs)
         except _TRANSIENT as exc:
             raise RedisUnavailableError(
-                f"cannot reach Redis at {self.where} (retried for {self.retry_seconds:g}s): {exc}"
+                f"cannot reach Redis at {self.where} (gave up after {time.monotonic() - started:.1f}s of retries): {exc}"
             ) from None
         except redis.RedisError as exc:
             raise StorageError(f"Redis at {self.where} refused the command: {exc}") from None
@@ -376,6 +378,33 @@ class Store:
 
     def inflight(self, worker: str) -> list[str]:
         return [i.decode() for i in self._call(self.redis.lrange, keys.inflight(worker), 0, -1)]
+
+    def reap(self, worker: str, now: float, max_deaths: int, default_failure_ttl: int) -> tuple[list[str], list[str]]:
+        """Recover at once every job a worker that is known dead held (two round trips).
+
+        Returns (recovered ids, abandoned ids).
+        """
+
+        def held() -> list[tuple[str, str]]:
+            ids = [i.decode() for i in self.redis.lrange(keys.inflight(worker), 0, -1)]
+            pipe = self.redis.pipeline(transaction=False)
+            for job_id in ids:
+                pipe.hget(keys.job(job_id), "queue")
+            return [(i, q.decode()) for i, q in zip(ids, pipe.execute()) if q is not None]
+
+        jobs = self._call(held)
+        script_keys, args = [keys.inflight(worker), keys.WORKERS, keys.worker(worker)], [now, worker, max_deaths, default_failure_ttl]
+        for job_id, queue in jobs:
+            script_keys += [
+                keys.job(job_id),
+                keys.registry("started", queue),
+                keys.queue(queue),
+                keys.wake(queue),
+                keys.registry("failed", queue),
+            ]
+            args.append(job_id)
+        recovered, abandoned = self._call(self.scripts.reap, keys=script_keys, args=args)
+        return [i.decode() for i in recovered], [i.decode() for i in abandoned]
 
     def maintain(
         self, now: float, token: str, lock_ms: int, max_deaths: int, default_failure_ttl: int

@@ -106,7 +106,7 @@ def call_job(job: Job, target: Callable[..., Any], alarm: Alarm, keep_result: bo
                 outcome.traceback = f"taskit.exceptions.SerializationError: the task returned a value it cannot store: {exc}"
     except ColdShutdown:
         outcome.interrupted = True
-    except BaseException as exc:  # the task's failure, whatever it raised, is the job's failure
+    except BaseException as exc:  # noqa: BLE001 (whatever the task raised is the job's failure)
         outcome.seconds = time.perf_counter() - started
         outcome.error = exc
         outcome.traceback = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__.tb_next if exc.__traceback__ else None))

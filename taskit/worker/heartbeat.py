@@ -7,6 +7,7 @@ switches threads every few milliseconds). One round trip renews every held job.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable
 
@@ -55,6 +56,12 @@ class Heartbeat(threading.Thread):
         self.info_ttl = int(lease) + 60
         self._stop_event = threading.Event()
         self.lost: set[str] = set()
+        self._parent_pid: int | None = None
+        self._orphaned: Callable[[], None] | None = None
+
+    def on_orphan(self, parent_pid: int, callback: Callable[[], None]) -> None:
+        """Call `callback` once if this process's parent changes (the supervisor died)."""
+        self._parent_pid, self._orphaned = parent_pid, callback
 
     def beat(self) -> None:
         """Renew the leases now; remember claims that were lost (recovered elsewhere)."""
@@ -70,6 +77,9 @@ class Heartbeat(threading.Thread):
 
     def run(self) -> None:
         while not self._stop_event.wait(self.interval):
+            if self._orphaned is not None and os.getppid() != self._parent_pid:
+                self._orphaned()
+                self._orphaned = None
             try:
                 self.beat()
             except TaskitError as exc:  # the main loop reports outages; keep beating

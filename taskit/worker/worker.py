@@ -66,6 +66,8 @@ class Worker:
         recovered about this long after it dies.
     modules: module names this worker was told to import; their functions may run.
     clock: the time source (tests inject one to move time forward without sleeping).
+    monitor, parent_pid: set by the supervisor of `taskit worker -c N` (it watches for jobs
+        stuck past their timeout; the worker stops if that parent goes away).
     """
 
     def __init__(
@@ -81,6 +83,8 @@ class Worker:
         max_deaths: int = 3,
         prefetch: int = 64,
         clock: Callable[[], float] = time.time,
+        monitor: Any = None,
+        parent_pid: int | None = None,
     ) -> None:
         if isinstance(queues, (Queue, str)):
             queues = [queues]
@@ -101,7 +105,7 @@ class Worker:
         self.connection = config.get_connection(connection)
         # a short retry budget: an outage is reported within a second, then backed off from
         self.store = Store(self.connection, retry_seconds=1.0)
-        self.name = validate_id(name, "worker name") if name else f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:6]}"
+        self.name = validate_id(name, "worker name") if name else default_worker_name()
         self.modules = tuple(modules)
         self.lease = float(lease)
         self.heartbeat_interval = heartbeat_interval or self.lease / 4
@@ -109,6 +113,8 @@ class Worker:
         self.max_deaths = max_deaths
         self.prefetch = prefetch
         self.clock = clock
+        self.monitor = monitor
+        self.parent_pid = parent_pid
         self.held = Held()
         self._batch: deque[tuple[str, int, str, Fields]] = deque()
         self._pending: list[Record] = []
@@ -132,6 +138,8 @@ class Worker:
         previous_handlers = self._install_signal_handlers()
         self.alarm = Alarm()
         heartbeat = Heartbeat(self.store, self.name, self.held, self.lease, self.heartbeat_interval, self.clock)
+        if self.parent_pid is not None:
+            heartbeat.on_orphan(self.parent_pid, self._orphaned)
         self.heartbeat = heartbeat
         try:
             self._register()
@@ -217,7 +225,11 @@ class Worker:
             self._add_record(Record(job_id, queue, token, "failed", text.encode(), failure_ttl))
             self.jobs_run += 1
             return
+        if self.monitor is not None:
+            self.monitor.job_started(job_id, queue, token, job.timeout)
         outcome = call_job(job, target, self.alarm, keep_result=job.result_ttl != 0)
+        if self.monitor is not None:
+            self.monitor.job_ended()
         self.jobs_run += 1
         if outcome.interrupted:
             log.warning("%s: %s interrupted by shutdown; back on the queue (job %s)", queue, job.func_name, job_id)
@@ -368,10 +380,19 @@ class Worker:
         self._wake.set()
         log.warning("%s: finishing the current job, then stopping (send it again to stop at once)", name)
 
+    def _orphaned(self) -> None:
+        log.warning("the supervising process %d is gone; stopping after the current job", self.parent_pid)
+        self.request_stop()
+
     def request_stop(self) -> None:
         """Ask the loop to stop after the current job (thread-safe)."""
         self._stop_requested = True
         self._wake.set()
+
+
+def default_worker_name() -> str:
+    """host.pid.random: unique per process, so a restarted worker never inherits a dead one's claims."""
+    return f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:6]}"
 
 
 def _int_field(fields: Fields, name: str, default: int) -> int:

@@ -1,0 +1,209 @@
+"""`taskit worker -c N`: N worker processes under one parent.
+
+The parent forks the workers after the task modules are imported, then watches them:
+
+* a worker that dies is replaced (with backoff if it keeps dying), and the jobs it held
+  go back on their queues at once instead of after its lease;
+* a job that runs past its timeout and does not stop (stuck in C code, where SIGALRM
+  cannot reach it) has its worker process killed and is failed with JobTimeoutError;
+* SIGTERM / SIGINT to the parent reaches every worker: the first finishes current jobs,
+  a second stops at once. Workers stop on their own if the parent disappears.
+
+Each worker writes the job it is running into a small shared-memory board, so the
+parent knows which job to fail when it kills a worker, without asking Redis.
+"""
+
+from __future__ import annotations
+
+import logging
+import mmap
+import os
+import signal
+import struct
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ..exceptions import TaskitError
+from ..job import DEFAULT_FAILURE_TTL
+from ..storage.store import Record, Store
+from .worker import Worker
+
+log = logging.getLogger("taskit.worker")
+
+#: seconds past a job's timeout before its worker process is killed (SIGALRM gets the first chance)
+HARD_KILL_GRACE = 3.0
+_SLOT = struct.Struct("dq64s128s")  # deadline, token, queue, job id
+
+
+class JobBoard:
+    """Shared memory where worker i says which job it runs and when it must be done by."""
+
+    def __init__(self, size: int) -> None:
+        self._map = mmap.mmap(-1, _SLOT.size * size)
+
+    def started(self, index: int, job_id: str, queue: str, token: int, timeout: float | None) -> None:
+        deadline = time.time() + timeout + HARD_KILL_GRACE if timeout else 0.0
+        _SLOT.pack_into(self._map, index * _SLOT.size, deadline, token, queue.encode(), job_id.encode())
+
+    def ended(self, index: int) -> None:
+        _SLOT.pack_into(self._map, index * _SLOT.size, 0.0, 0, b"", b"")
+
+    def overdue(self, index: int, now: float) -> tuple[str, str, int] | None:
+        """(job id, queue, token) if worker i runs a job past its deadline."""
+        deadline, token, queue, job_id = _SLOT.unpack_from(self._map, index * _SLOT.size)
+        if not deadline or now < deadline:
+            return None
+        return job_id.rstrip(b"\0").decode(), queue.rstrip(b"\0").decode(), token
+
+
+class BoardMonitor:
+    """The worker side of the board: `Worker(monitor=...)` calls it around each job."""
+
+    def __init__(self, board: JobBoard, index: int) -> None:
+        self.board, self.index = board, index
+
+    def job_started(self, job_id: str, queue: str, token: int, timeout: float | None) -> None:
+        self.board.started(self.index, job_id, queue, token, timeout)
+
+    def job_ended(self) -> None:
+        self.board.ended(self.index)
+
+
+class Supervisor:
+    """Runs `concurrency` workers built by `make_worker(name, monitor, parent_pid)`."""
+
+    def __init__(
+        self,
+        concurrency: int,
+        make_worker: Callable[[str, BoardMonitor, int], Worker],
+        store: Store,
+        *,
+        name: str,
+        burst: bool = False,
+        max_jobs: int | None = None,
+        max_deaths: int = 3,
+    ) -> None:
+        self.concurrency, self.make_worker, self.store = concurrency, make_worker, store
+        self.burst, self.max_jobs, self.max_deaths = burst, max_jobs, max_deaths
+        self.name = name
+        self.spawned = 0
+        self.board = JobBoard(concurrency)
+        self.children: dict[int, tuple[int, str, float]] = {}  # pid -> (index, worker name, started)
+        self.restart_at: dict[int, float] = {}  # index -> when to start it again
+        self.backoff: dict[int, float] = {}
+        self.timed_out: set[int] = set()
+        self.signals = 0
+
+    def run(self) -> int:
+        """Start the workers and watch them until they have all exited; returns the exit status."""
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            for index in range(self.concurrency):
+                self._spawn(index)
+            while self.children or (self.restart_at and not self.signals):
+                self._reap_exited()
+                self._kill_overdue()
+                self._restart_due()
+                time.sleep(0.1)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        log.info("all %d worker processes stopped", self.concurrency)
+        return 0
+
+    def _spawn(self, index: int) -> None:
+        self.spawned += 1
+        name = f"{self.name}.{self.spawned}"
+        pid = os.fork()
+        if pid == 0:  # the worker process
+            code = 1
+            try:
+                os.setpgid(0, 0)  # Ctrl-C reaches the parent only; it forwards the stop
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    signal.signal(sig, signal.SIG_DFL)
+                worker = self.make_worker(name, BoardMonitor(self.board, index), os.getppid())
+                worker.work(burst=self.burst, max_jobs=self.max_jobs)
+                code = 0
+            except BaseException:
+                log.exception("worker process %d crashed", os.getpid())
+            finally:
+                os._exit(code)
+        self.children[pid] = (index, name, time.monotonic())
+        log.info("started worker process %d as %s", pid, name)
+
+    def _reap_exited(self) -> None:
+        while self.children:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+            if pid == 0:
+                return
+            index, name, started = self.children.pop(pid)
+            self.board.ended(index)
+            code = os.waitstatus_to_exitcode(status)
+            if code == 0 and pid not in self.timed_out:
+                continue  # finished on its own: a burst that ran dry, --max-jobs, or a stop
+            how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit status {code}"
+            self.timed_out.discard(pid)
+            self._recover(name, how)
+            if not self.signals:
+                lived = time.monotonic() - started
+                delay = 0.0 if lived > 10 else min(30.0, max(1.0, self.backoff.get(index, 0.5) * 2))
+                self.backoff[index] = delay
+                self.restart_at[index] = time.monotonic() + delay
+                log.warning("worker process %d ended (%s); starting a new one in %.0fs", pid, how, delay)
+
+    def _recover(self, name: str, how: str) -> None:
+        """Put the jobs of a dead worker back on their queues now, not after its lease."""
+        try:
+            recovered, abandoned = self.store.reap(name, time.time(), self.max_deaths, DEFAULT_FAILURE_TTL)
+        except TaskitError as exc:
+            log.warning("could not recover the jobs of worker %s now (%s); its lease will expire", name, exc)
+            return
+        if recovered:
+            log.warning("worker %s died (%s): %d job(s) back on their queues: %s", name, how, len(recovered), ", ".join(recovered))
+        if abandoned:
+            log.error("worker %s died (%s): abandoned %s (it killed %d workers)", name, how, ", ".join(abandoned), self.max_deaths)
+
+    def _kill_overdue(self) -> None:
+        now = time.time()
+        for pid, (index, name, _) in list(self.children.items()):
+            overdue = self.board.overdue(index, now)
+            if overdue is None or pid in self.timed_out:
+                continue
+            job_id, queue, token = overdue
+            log.error(
+                "job %s ran past its timeout and did not stop; killing worker process %d and failing the job",
+                job_id, pid,
+            )
+            os.kill(pid, signal.SIGKILL)
+            self.timed_out.add(pid)
+            text = (
+                "taskit.exceptions.JobTimeoutError: job exceeded its timeout and did not stop "
+                f"(stuck outside Python?); its worker process {pid} was killed"
+            )
+            try:
+                fields = self.store.fetch([job_id])[0] or {}
+                keep = int(fields.get("failure_ttl", DEFAULT_FAILURE_TTL))
+                self.store.finish(name, [Record(job_id, queue, token, "failed", text.encode(), keep)], now)
+            except TaskitError as exc:
+                log.warning("could not record the timeout of job %s (%s); it will be recovered", job_id, exc)
+
+    def _restart_due(self) -> None:
+        if self.signals:
+            self.restart_at.clear()
+            return
+        now = time.monotonic()
+        for index, when in list(self.restart_at.items()):
+            if now >= when:
+                del self.restart_at[index]
+                self._spawn(index)
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self.signals += 1
+        what = "finishing current jobs" if self.signals == 1 else "stopping at once"
+        log.warning("%s: %s in %d worker process(es)", signal.Signals(signum).name, what, len(self.children))
+        for pid in self.children:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass

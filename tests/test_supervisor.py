@@ -1,0 +1,93 @@
+"""`taskit worker -c N`: a parent supervising N real worker processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+from test_faults import WorkerProcess, status, wait_until
+
+import fault_tasks
+from taskit import Job, JobStatus, Queue
+from taskit.storage import keys
+
+
+def children_of(pid: int) -> list[int]:
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                out.append(int(entry))
+    return out
+
+
+def test_two_processes_share_the_work(connection, cli_env, tmp_path):
+    jobs = Queue().enqueue_many([Queue().prepare_data(fault_tasks.sleep_then_pid, (0.05,)) for _ in range(40)])
+    parent = WorkerProcess(cli_env, tmp_path, "-c", "2", "--burst")
+    assert parent.wait(timeout=60) == 0
+    pids = {Job.fetch(j.id).result for j in jobs}
+    assert len(pids) == 2 and parent.pid not in pids
+
+
+def test_a_killed_worker_process_is_replaced_and_its_job_recovered_at_once(connection, cli_env, tmp_path):
+    job = fault_tasks.slow_first_attempt.delay(60)
+    parent = WorkerProcess(cli_env, tmp_path, "-c", "1")  # default 20 s lease
+    try:
+        wait_until(lambda: status(job.id) == JobStatus.STARTED, what="the job to start")
+        [child] = children_of(parent.pid)
+        killed_at = time.monotonic()
+        os.kill(child, signal.SIGKILL)
+        wait_until(lambda: status(job.id) == JobStatus.FINISHED, timeout=15, what="the job to be re-run")
+        assert time.monotonic() - killed_at < 10, "recovered by the parent, not by the 20 s lease"
+        job.refresh()
+        assert (job.recoveries, job.attempts) == (1, 2)
+        assert job.result["pid"] != child
+        assert "back on their queues" in parent.output()
+    finally:
+        parent.signal(signal.SIGTERM)
+        assert parent.wait() == 0
+
+
+def test_a_job_stuck_past_its_timeout_is_killed_and_failed(connection, cli_env, tmp_path):
+    stuck = fault_tasks.stuck.delay(60)
+    after = fault_tasks.work.delay(5)
+    parent = WorkerProcess(cli_env, tmp_path, "-c", "1")
+    try:
+        wait_until(lambda: status(after.id) == JobStatus.FINISHED, timeout=30, what="the next job, after the kill")
+        stuck.refresh()
+        assert stuck.get_status() == JobStatus.FAILED
+        assert "JobTimeoutError" in stuck.exc_info and "was killed" in stuck.exc_info
+        assert stuck.id in Queue().failed_job_registry
+    finally:
+        parent.signal(signal.SIGTERM)
+        assert parent.wait() == 0
+
+
+def test_sigterm_to_the_parent_stops_every_worker(connection, cli_env, tmp_path):
+    job = fault_tasks.sleep_then_pid.delay(1)
+    parent = WorkerProcess(cli_env, tmp_path, "-c", "2")
+    wait_until(lambda: status(job.id) == JobStatus.STARTED, what="the job to start")
+    children = children_of(parent.pid)
+    parent.signal(signal.SIGTERM)
+    assert parent.wait(timeout=30) == 0
+    assert status(job.id) == JobStatus.FINISHED
+    assert all(not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z"
+               for pid in children)
+    assert connection.zcard(keys.WORKERS) == 0
+
+
+def test_workers_stop_when_the_parent_dies(connection, cli_env, tmp_path):
+    parent = WorkerProcess(cli_env, tmp_path, "-c", "2", "--lease", "1")
+    wait_until(lambda: connection.zcard(keys.WORKERS) == 2, what="two workers to register")
+    children = children_of(parent.pid)
+    parent.signal(signal.SIGKILL)
+    parent.wait()
+    wait_until(lambda: connection.zcard(keys.WORKERS) == 0, timeout=15, what="the orphans to sign off")
+    wait_until(lambda: not any(os.path.exists(f"/proc/{pid}") for pid in children), timeout=10,
+               what="the orphans to exit")
