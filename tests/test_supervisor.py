@@ -44,7 +44,9 @@ def test_a_killed_worker_process_is_replaced_and_its_job_recovered_at_once(conne
         killed_at = time.monotonic()
         os.kill(child, signal.SIGKILL)
         wait_until(lambda: status(job.id) == JobStatus.FINISHED, timeout=15, what="the job to be re-run")
-        assert time.monotonic() - killed_at < 10, "recovered by the parent, not by the 20 s lease"
+        took = time.monotonic() - killed_at
+        print(f"supervised recovery took {took:.2f}s")
+        assert took < 10, "recovered by the parent, not by the 20 s lease"
         job.refresh()
         assert (job.recoveries, job.attempts) == (1, 2)
         assert job.result["pid"] != child

@@ -1,6 +1,7 @@
 -- Renew a worker's lease and the lease of every job it holds, in one step.
--- A job whose token no longer matches (recovered while this worker was paused) is
--- not renewed; its id is returned so the worker knows it lost that claim.
+-- A job whose claim is no longer this worker's (recovered while this worker was paused,
+-- or deleted) is not renewed; its id is returned so the worker knows it lost that claim.
+-- A job this worker has just recorded is neither renewed nor lost.
 -- KEYS: 1 workers zset, 2 worker hash, then per job: job hash, started zset
 -- ARGV: 1 worker name, 2 lease deadline, 3 worker hash ttl seconds, then per job: id, token
 redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
@@ -10,10 +11,10 @@ local k = 3
 for a = 4, #ARGV, 2 do
   local id, token = ARGV[a], ARGV[a + 1]
   local f = redis.call('HMGET', KEYS[k], 'attempts', 'worker', 'status')
-  if f[1] == token and f[2] == ARGV[1] and f[3] == 'started' then
-    redis.call('ZADD', KEYS[k + 1], 'XX', ARGV[2], id)
-  else
+  if f[1] ~= token or f[2] ~= ARGV[1] then
     lost[#lost + 1] = id
+  elseif f[3] == 'started' then
+    redis.call('ZADD', KEYS[k + 1], 'XX', ARGV[2], id)
   end
   k = k + 2
 end

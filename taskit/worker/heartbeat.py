@@ -39,6 +39,9 @@ class Held:
     def __len__(self) -> int:
         return len(self._jobs)
 
+    def __contains__(self, job_id: str) -> bool:
+        return job_id in self._jobs
+
 
 class Heartbeat(threading.Thread):
     def __init__(
@@ -66,6 +69,8 @@ class Heartbeat(threading.Thread):
     def beat(self) -> None:
         """Renew the leases now; remember claims that were lost (recovered elsewhere)."""
         lost = self.store.heartbeat(self.worker_name, self.clock() + self.lease, self.info_ttl, self.held.snapshot())
+        # a job recorded while the heartbeat was under way is no longer held: not lost
+        lost = [job_id for job_id in lost if job_id in self.held]
         for job_id in lost:
             if job_id not in self.lost:
                 log.warning(
