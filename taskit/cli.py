@@ -19,7 +19,12 @@ import click
 import redis
 
 from . import config, functions
-from .exceptions import InvalidJobIdError, NoSuchJobError, TaskitError
+from .exceptions import (
+    InvalidJobIdError,
+    InvalidOperationError,
+    NoSuchJobError,
+    TaskitError,
+)
 from .job import Job
 from .queue import Queue
 from .registry import FailedJobRegistry
@@ -91,7 +96,7 @@ def import_modules(modules: Sequence[str], paths: Sequence[str]) -> None:
     for name in modules:
         try:
             importlib.import_module(name)
-        except Exception as exc:  # any import-time error is the operator's to fix, in one line
+        except Exception as exc:  # noqa: BLE001 (any import-time error is the operator's to fix, in one line)
             raise click.ClickException(f"cannot import module {name!r}: {type(exc).__name__}: {exc}") from None
 
 
@@ -115,7 +120,10 @@ def worker_queues(given: Sequence[str]) -> list[str]:
 @url_option
 @click.option("-b", "--burst", is_flag=True, help="Exit when no job is due instead of waiting for more.")
 @click.option("-n", "--name", help="Worker name (default: host.pid.random).")
-@click.option("--max-jobs", type=click.IntRange(min=1), help="Exit after running this many jobs.")
+@click.option("--max-jobs", type=click.IntRange(min=1), help="Exit after running this many jobs (per process).")
+@click.option("-c", "--concurrency", type=click.IntRange(min=1), metavar="N",
+              help="Run N worker processes under a supervising parent, which restarts them if they die "
+                   "and kills one whose job is stuck past its timeout. Default: one process, no parent.")
 @click.option("-P", "--path", "paths", multiple=True, type=click.Path(file_okay=False),
               help="Directory to import MODULES from (the current directory always is).")
 @click.option("--lease", type=click.FloatRange(min=0.1), default=20.0, show_default=True,
@@ -130,8 +138,8 @@ def worker_queues(given: Sequence[str]) -> list[str]:
               default="info", show_default=True, help="Least severe log line to print (on stderr).")
 @_fail_cleanly
 def worker(modules: tuple[str, ...], queues: tuple[str, ...], url: str, burst: bool, name: str | None,
-           max_jobs: int | None, paths: tuple[str, ...], lease: float, maintenance_interval: float,
-           max_deaths: int, prefetch: int, log_level: str) -> None:
+           max_jobs: int | None, concurrency: int | None, paths: tuple[str, ...], lease: float,
+           maintenance_interval: float, max_deaths: int, prefetch: int, log_level: str) -> None:
     """Run jobs from Redis, using the tasks defined in MODULES.
 
     \b
@@ -152,13 +160,23 @@ def worker(modules: tuple[str, ...], queues: tuple[str, ...], url: str, burst: b
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     import_modules(modules, paths)
     connection = _connect(url)
-    from .worker import Worker
+    from .worker import Worker, default_worker_name
 
-    w = Worker(
-        worker_queues(queues), connection, name, modules=modules, lease=lease,
-        maintenance_interval=maintenance_interval, max_deaths=max_deaths, prefetch=prefetch,
-    )
-    w.work(burst=burst, max_jobs=max_jobs)
+    settings: dict[str, Any] = {"modules": modules, "lease": lease, "maintenance_interval": maintenance_interval,
+                                "max_deaths": max_deaths, "prefetch": prefetch}
+    if concurrency is None:
+        Worker(worker_queues(queues), connection, name, **settings).work(burst=burst, max_jobs=max_jobs)
+        return
+    from .storage.store import Store
+    from .worker.supervisor import Supervisor
+
+    def make_worker(child_name: str, monitor: object, parent_pid: int) -> Worker:
+        return Worker(worker_queues(queues), config.connect(url), child_name, monitor=monitor,
+                      parent_pid=parent_pid, **settings)
+
+    supervisor = Supervisor(concurrency, make_worker, Store.of(connection), name=name or default_worker_name(),
+                            burst=burst, max_jobs=max_jobs, max_deaths=max_deaths)
+    sys.exit(supervisor.run())
 
 
 @main.command()
@@ -197,7 +215,7 @@ def requeue(job_ids: tuple[str, ...], queue: str, url: str, requeue_all: bool) -
             problems.append(f"{job_id}: {exc}")
         except NoSuchJobError:
             problems.append(f"{job_id}: expired (its failed record is gone)")
-        except TaskitError:
+        except InvalidOperationError:
             problems.append(f"{job_id}: {_why_not_failed(job_id, queue)}")
         else:
             done.append(job_id)

@@ -14,6 +14,7 @@ Anything else raises `TaskNotAllowedError` naming the function and the reason.
 
 from __future__ import annotations
 
+import inspect
 import sys
 import threading
 from collections.abc import Callable, Iterable
@@ -38,6 +39,13 @@ def qualified_name(fn: Callable[..., Any]) -> str:
         raise ConfigurationError(
             f"{module}.{qualname} is a lambda or a function defined inside another function; "
             "a worker can only run functions defined at module level"
+        )
+    if inspect.ismethod(fn) and not isinstance(fn.__self__, type):
+        # a job stores only the name: the instance would be lost, and a worker in another
+        # process would call the plain function with the arguments shifted by one
+        raise ConfigurationError(
+            f"{module}.{qualname} is a method bound to an instance, which a job cannot carry; "
+            "enqueue a module-level function (or a staticmethod or classmethod) and pass an id"
         )
     return f"{module}.{qualname}"
 

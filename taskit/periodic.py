@@ -42,7 +42,9 @@ from .schedule import Schedule, parse_schedule
 from .storage.store import Store
 from .task import Task
 
-__all__ = ["PeriodicTask", "periodic", "unregister", "registered", "enqueue_due"]
+__all__ = ["PeriodicTask", "enqueue_due", "periodic", "registered", "unregister"]
+
+UTC = dt.timezone.utc
 
 log = logging.getLogger("taskit.periodic")
 
@@ -85,7 +87,7 @@ class PeriodicTask:
     def next_run(self, now: float | None = None) -> dt.datetime:
         """When the next tick fires (UTC)."""
         tick = self.schedule.next(time.time() if now is None else now)
-        return dt.datetime.fromtimestamp(tick, tz=dt.timezone.utc)
+        return dt.datetime.fromtimestamp(tick, tz=UTC)
 
     def job_for(self, tick: float, connection: redis.Redis | None = None) -> Job:
         """A built (not written) job for one tick."""
@@ -184,10 +186,10 @@ def enqueue_due(
         jobs.append((job, status, entry, tick))
     enqueued = []
     for (job, status, entry, tick), result in zip(jobs, store.enqueue_ticks(ticks)):
-        when = dt.datetime.fromtimestamp(tick, tz=dt.timezone.utc).isoformat()
+        when = dt.datetime.fromtimestamp(tick, tz=UTC).isoformat()
         if result == 1:
             job._status = status
-            job.enqueued_at = dt.datetime.fromtimestamp(now, tz=dt.timezone.utc)
+            job.enqueued_at = dt.datetime.fromtimestamp(now, tz=UTC)
             enqueued.append(job)
             log.info("periodic task %s: enqueued the tick of %s on %s (job %s)", entry.name, when, entry.queue, job.id)
         elif result == 2:

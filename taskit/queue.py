@@ -216,6 +216,6 @@ def run_at(countdown: dt.timedelta | float | None = None, eta: dt.datetime | Non
         countdown = countdown.total_seconds()
     if isinstance(countdown, bool) or not isinstance(countdown, (int, float)):
         raise ScheduleError(f"countdown must be seconds or a timedelta, not {type(countdown).__name__}")
-    if countdown < 0 or countdown != countdown:
-        raise ScheduleError(f"countdown must be zero or more seconds, not {countdown}")
+    if not 0 <= countdown < float("inf"):  # also refuses NaN
+        raise ScheduleError(f"countdown must be zero or more (finite) seconds, not {countdown}")
     return time.time() + countdown

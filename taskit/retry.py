@@ -35,9 +35,13 @@ import tenacity
 from .exceptions import ConfigurationError, ScheduleError, TaskitError
 
 if TYPE_CHECKING:
+    from tenacity.retry import retry_base
+    from tenacity.stop import stop_base
+    from tenacity.wait import wait_base
+
     from .job import Job
 
-__all__ = ["Retry", "RetryLater", "DEFAULT_MAX", "delay_after_failure"]
+__all__ = ["DEFAULT_MAX", "Retry", "RetryLater", "delay_after_failure"]
 
 log = logging.getLogger("taskit.retry")
 
@@ -98,9 +102,9 @@ class Retry:
         max: int | None = None,
         interval: float | Sequence[float] | None = None,
         *,
-        stop: Any = None,
-        wait: Any = None,
-        retry: Any = None,
+        stop: stop_base | None = None,
+        wait: wait_base | None = None,
+        retry: retry_base | None = None,
     ) -> None:
         if max is not None and (isinstance(max, bool) or not isinstance(max, int) or max < 1):
             raise ConfigurationError(f"Retry(max=...) must be a positive int, not {max!r}")
@@ -109,7 +113,7 @@ class Retry:
         intervals = _intervals(0 if interval is None else interval)
         self.max = DEFAULT_MAX if max is None and stop is None else max
         self.intervals = intervals
-        self._given = {"stop": stop, "wait": wait, "retry": retry}
+        self._given: dict[str, Any] = {"stop": stop, "wait": wait, "retry": retry}
         self._data: dict[str, Any] = {"max": self.max, "intervals": intervals}
         for kind, strategy in self._given.items():
             if strategy is not None:
@@ -134,6 +138,8 @@ class Retry:
         max_ = data.get("max")
         if max_ is not None and (isinstance(max_, bool) or not isinstance(max_, int) or max_ < 1):
             raise ConfigurationError(f"stored retry max {max_!r} is not a positive int")
+        if max_ is None and data.get("stop") is None:
+            max_ = DEFAULT_MAX  # as Retry() does: never unbounded by omission
         self.max = max_
         self.intervals = _intervals(data.get("intervals", [0]))
         self._given = {"stop": None, "wait": None, "retry": None}
@@ -152,17 +158,17 @@ class Retry:
         return None if desc is None else _build(desc)
 
     @property
-    def stop(self) -> Any:
+    def stop(self) -> stop_base | None:
         """The tenacity stop strategy, or None (then only `max` ends the retries)."""
         return self._strategy("stop")
 
     @property
-    def wait(self) -> Any:
+    def wait(self) -> wait_base | None:
         """The tenacity wait strategy, or None (then `intervals` apply)."""
         return self._strategy("wait")
 
     @property
-    def retry(self) -> Any:
+    def retry(self) -> retry_base | None:
         """The tenacity retry filter, or None (then any Exception is retried)."""
         return self._strategy("retry")
 
@@ -384,11 +390,12 @@ def _check(desc: Any, kind: str) -> None:
     elif form == "exceptions":
         if not isinstance(args, (list, tuple)) or not all(isinstance(a, str) for a in args):
             raise ConfigurationError(f"stored {name} must list exception names")
-    elif form == "args":
-        if not isinstance(args, dict) or not set(args) <= set(detail) or any(
-            isinstance(v, bool) or not isinstance(v, (int, float)) for v in args.values()
-        ):
-            raise ConfigurationError(f"stored {name} has bad arguments {args!r}")
+    elif form == "args" and (
+        not isinstance(args, dict)
+        or not set(args) <= set(detail)
+        or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in args.values())
+    ):
+        raise ConfigurationError(f"stored {name} has bad arguments {args!r}")
 
 
 def _build(desc: Any) -> Any:

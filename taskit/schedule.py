@@ -24,7 +24,9 @@ from abc import ABC, abstractmethod
 
 from .exceptions import ScheduleError
 
-__all__ = ["Schedule", "Cron", "Every", "parse_schedule"]
+__all__ = ["Cron", "Every", "Schedule", "parse_schedule"]
+
+UTC = dt.timezone.utc
 
 _MONTHS = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"]
 _DAYS = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"]
@@ -100,7 +102,7 @@ class Cron(Schedule):
         if tz is not None and not isinstance(tz, dt.tzinfo):
             raise ScheduleError(f"tz must be a tzinfo such as ZoneInfo('Europe/Paris'), not {type(tz).__name__}")
         self.expression = expression.strip()
-        self.tz = tz or dt.timezone.utc
+        self.tz = tz or UTC
         text = _ALIASES.get(self.expression.lower(), self.expression)
         parts = text.split()
         if len(parts) != 5:
@@ -167,7 +169,7 @@ class Cron(Schedule):
         raise ScheduleError(f"cron expression {self.expression!r} did not fire within {_HORIZON_DAYS // 366} years")
 
     def __repr__(self) -> str:
-        tz = "" if self.tz is dt.timezone.utc else f", tz={self.tz}"
+        tz = "" if self.tz is UTC else f", tz={self.tz}"
         return f"Cron({self.expression!r}{tz})"
 
     def __eq__(self, other: object) -> bool:

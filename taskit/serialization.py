@@ -13,13 +13,15 @@ import datetime as dt
 import decimal
 import uuid
 import zoneinfo
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import msgpack
 
 from .exceptions import SerializationError
 
-__all__ = ["dumps", "loads", "dumps_call", "loads_call", "SUPPORTED_TYPES"]
+__all__ = ["SUPPORTED_TYPES", "dumps", "dumps_call", "loads", "loads_call"]
+
 
 def _tz_key(value: dt.datetime | dt.time) -> str | None:
     tz = value.tzinfo
@@ -140,7 +142,7 @@ def loads(data: bytes | None) -> Any:
         return _unpackb(data)
     except SerializationError:
         raise
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001  (msgpack and the ext decoders raise many types)
         raise SerializationError(f"corrupt msgpack data ({len(data)} bytes): {exc}") from None
 
 

@@ -110,3 +110,9 @@ def log_order(tag, list_key="test:order"):
 def triple(x):
     """Not a task; enqueued by name only, so it runs only where sample_tasks was given."""
     return x * 3
+
+
+@task
+def enqueue_followup(x):
+    """Enqueue another job from inside a job, through taskit's default connection."""
+    return add.delay(x, x).id

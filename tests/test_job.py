@@ -12,8 +12,22 @@ import redis
 from roundtrips import commands_run, counting_client
 
 import taskit
-from taskit import Job, JobStatus, NoSuchJobError, Queue, SerializationError, TaskitError, Worker, get_current_job
-from taskit.exceptions import ConfigurationError, InvalidJobIdError, InvalidOperationError, StorageError
+from taskit import (
+    Job,
+    JobStatus,
+    NoSuchJobError,
+    Queue,
+    SerializationError,
+    TaskitError,
+    Worker,
+    get_current_job,
+)
+from taskit.exceptions import (
+    ConfigurationError,
+    InvalidJobIdError,
+    InvalidOperationError,
+    StorageError,
+)
 from taskit.job import DEFAULT_FAILURE_TTL, DEFAULT_RESULT_TTL, DEFAULT_TIMEOUT
 
 UTC = dt.timezone.utc
@@ -451,6 +465,16 @@ def test_cancel_a_queued_job(connection, queue):
     assert RAN == ["kept"]
 
 
+def test_a_canceled_job_can_be_requeued(connection, queue):
+    job = queue.enqueue(record, "after all")
+    job.cancel()
+    queue.canceled_job_registry.requeue(job)
+    assert job.get_status() == "queued" and queue.job_ids == [job.id]
+    assert connection.ttl(key(job.id)) == -1  # no longer on its way out
+    run_all(queue)
+    assert RAN == ["after all"]
+
+
 def test_cancel_a_scheduled_job(connection, queue):
     job = queue.enqueue_in(dt.timedelta(seconds=3600), record, "never")
     job.cancel()
@@ -559,6 +583,18 @@ def test_ttl_sets_an_expiry_only_until_the_job_starts(connection, queue):
     assert 30 < connection.ttl(key(job.id)) <= DEFAULT_RESULT_TTL
 
 
+def nap(seconds):
+    time.sleep(seconds)
+    return "woke"
+
+
+def test_a_started_job_outlives_its_ttl(connection, queue):
+    job = queue.enqueue(nap, 1.3, ttl=1)  # runs longer than its ttl: the ttl stops at the start
+    assert Worker([queue]).work(burst=True) == 1
+    job.refresh()
+    assert job.get_status() == "finished" and job.result == "woke"
+
+
 def test_a_job_past_its_ttl_is_never_run(connection, queue):
     job = queue.enqueue(record, "too late", ttl=1)
     assert 0 < connection.pttl(key(job.id)) <= 1000
@@ -566,6 +602,7 @@ def test_a_job_past_its_ttl_is_never_run(connection, queue):
     while connection.exists(key(job.id)) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not connection.exists(key(job.id)), "Redis did not expire the job within 5 s"
+    assert queue.jobs == []
     assert run_all(queue) == 0
     assert RAN == []
     assert queue.count == 0
@@ -641,9 +678,9 @@ def test_corrupt_args_are_named_when_read(connection, queue):
     connection.hset(key(job.id), "args", b"\x93garbage")
     fetched = Job.fetch(job.id)  # args are unpacked on first use
     with pytest.raises(SerializationError, match=f"job {job.id} is corrupt: field 'args' is unreadable"):
-        fetched.args
+        _ = fetched.args
     with pytest.raises(SerializationError, match="field 'args'"):
-        fetched.kwargs
+        _ = fetched.kwargs
     assert fetched.description == "test_job.add(<unreadable arguments>)"
 
 
@@ -651,7 +688,7 @@ def test_args_that_are_valid_msgpack_but_not_a_call_are_corrupt(connection, queu
     job = queue.enqueue(add, 1, 2)
     connection.hset(key(job.id), "args", taskit.serialization.dumps(42))
     with pytest.raises(SerializationError, match="field 'args' is unreadable"):
-        Job.fetch(job.id).args
+        _ = Job.fetch(job.id).args
 
 
 def test_a_key_of_the_wrong_type_is_a_storage_error(connection):

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 import redis
+import sample_tasks
 from conftest import taskit_command
 
-import sample_tasks
 from taskit import Job, JobStatus, Queue, Worker
 from taskit.exceptions import InvalidOperationError, NoSuchJobError
 from taskit.registry import (
@@ -145,6 +145,12 @@ def test_canceled_registry_and_requeue(connection: redis.Redis) -> None:
     work(queue)
     assert Job.fetch(job.id).result == 3
 
+    other = queue.enqueue(sample_tasks.add, 5, 5)
+    other.cancel()
+    assert other.id in registry
+    assert registry.remove(other) and other.id not in registry and len(registry) == 0
+    assert Job.fetch(other.id).get_status() == JobStatus.CANCELED
+
 
 def test_started_registry(connection: redis.Redis, cli_env: dict[str, str]) -> None:
     release = f"test:release:{uuid.uuid4().hex}"
@@ -221,7 +227,7 @@ class Monitor:
                     continue
                 self.commands.append((entry.get("client_type", ""), command))
 
-    def __enter__(self) -> Monitor:
+    def __enter__(self) -> Monitor:  # noqa: PYI034
         self._thread.start()
         self._ready.wait(5)
         deadline = time.monotonic() + 5
@@ -340,7 +346,7 @@ def test_reads_never_change_state(connection: redis.Redis, busy_redis: Queue) ->
 
 def test_taskit_info_is_a_read(connection: redis.Redis, busy_redis: Queue, cli_env: dict[str, str]) -> None:
     before = snapshot(connection)
-    out = subprocess.run(taskit_command("info"), env=cli_env, capture_output=True, text=True, timeout=30)
+    out = subprocess.run(taskit_command("info"), env=cli_env, capture_output=True, text=True, timeout=30, check=False)
     assert out.returncode == 0, out.stderr
     assert "default" in out.stdout
     assert_same(before, snapshot(connection))

@@ -7,7 +7,6 @@ subprocesses. Everything talks to the private redis-server of conftest.py.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -19,11 +18,16 @@ from pathlib import Path
 
 import pytest
 import redis
+import sample_tasks
 from conftest import taskit_command
 
-import sample_tasks
 from taskit import Job, JobStatus, Queue, Worker, get_current_job, task
-from taskit.exceptions import JobFailedError, NoSuchJobError, WaitTimeoutError
+from taskit.exceptions import (
+    JobFailedError,
+    NoSuchJobError,
+    TaskitError,
+    WaitTimeoutError,
+)
 from taskit.storage import keys
 
 DAY = 86_400
@@ -36,7 +40,9 @@ def work(queue: Queue, **kwargs: object) -> int:
 
 def run_worker(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     """`taskit worker ARGS` as a subprocess; fails the test if it does not exit cleanly."""
-    proc = subprocess.run(taskit_command("worker", *args), env=env, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        taskit_command("worker", *args), env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr, proc.stderr
     return proc
@@ -45,23 +51,26 @@ def run_worker(env: dict[str, str], *args: str, timeout: float = 60) -> subproce
 @pytest.fixture
 def background_worker(connection: redis.Redis, cli_env: dict[str, str], tmp_path: Path) -> Iterator[subprocess.Popen[str]]:
     """A long-running `taskit worker sample_tasks` subprocess, stopped with SIGTERM afterwards."""
-    log = open(tmp_path / "worker.log", "w")
-    proc = subprocess.Popen(
-        taskit_command("worker", "sample_tasks", "-n", "bg-worker"), env=cli_env, stdout=log, stderr=subprocess.STDOUT, text=True
-    )
-    deadline = time.monotonic() + 20
-    while connection.zscore(keys.WORKERS, "bg-worker") is None:  # registered: it is about to claim
-        assert proc.poll() is None, (tmp_path / "worker.log").read_text()
-        assert time.monotonic() < deadline, "worker did not start"
-        time.sleep(0.02)
-    yield proc
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    log.close()
+    log_path = tmp_path / "worker.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            taskit_command("worker", "sample_tasks", "-n", "bg-worker"),
+            env=cli_env, stdout=log, stderr=subprocess.STDOUT, text=True,
+        )
+        try:
+            deadline = time.monotonic() + 20
+            while connection.zscore(keys.WORKERS, "bg-worker") is None:  # registered: it is about to claim
+                assert proc.poll() is None, log_path.read_text()
+                assert time.monotonic() < deadline, "worker did not start"
+                time.sleep(0.02)
+            yield proc
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=20) == 0, log_path.read_text()
+            assert "Traceback" not in log_path.read_text()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
 
 
 def poll(predicate, timeout: float = 10.0, interval: float = 0.01):  # type: ignore[no-untyped-def]
@@ -404,12 +413,12 @@ def test_wait_on_a_requeued_job_still_blocks(connection: redis.Redis) -> None:
     """A waiter's earlier 'failed' signal must not make a later wait spin."""
     queue = Queue(connection=connection)
     job = queue.enqueue(sample_tasks.fail)
-    outcome: list[BaseException] = []
+    outcome: list[TaskitError] = []
 
     def wait_for_it() -> None:
         try:
             job.wait(timeout=20)
-        except BaseException as exc:
+        except TaskitError as exc:
             outcome.append(exc)
 
     waiter = threading.Thread(target=wait_for_it)
@@ -577,3 +586,105 @@ def test_submodule_of_a_given_package_runs(connection: redis.Redis, cli_env: dic
     assert Job.fetch(ok.id).result == "hello world"
     assert Job.fetch(lazy.id).get_status() == JobStatus.FAILED  # a submodule nobody imported stays so
     assert not (tmp_path / "lazy").exists()
+
+
+# -- tasks that misbehave, and job data written by hand ---------------------------------------------
+
+
+class Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no str for you")
+
+
+def raise_unprintable() -> None:
+    raise Unprintable()
+
+
+def call_sys_exit() -> None:
+    sys.exit(3)
+
+
+def test_misbehaving_tasks_fail_their_job_and_the_worker_goes_on(connection: redis.Redis) -> None:
+    queue = Queue(connection=connection)
+    unprintable = queue.enqueue(raise_unprintable)
+    exiting = queue.enqueue(call_sys_exit)
+    after = queue.enqueue(double, 4)
+    assert Worker([queue]).work(burst=True) == 3
+    assert Job.fetch(unprintable.id).get_status() == JobStatus.FAILED
+    assert "Unprintable" in Job.fetch(unprintable.id).exc_info
+    assert Job.fetch(exiting.id).get_status() == JobStatus.FAILED
+    assert "SystemExit: 3" in Job.fetch(exiting.id).exc_info
+    assert Job.fetch(after.id).result == 8
+
+
+class _Pwn:
+    """What a pickle-based queue would run on load: os.system(touch marker)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_hand_written_job_data_runs_no_code(connection: redis.Redis, cli_env: dict[str, str], tmp_path: Path) -> None:
+    """Anyone who can write to Redis gets no code execution: a pickle payload is just bytes."""
+    import pickle
+
+    marker = tmp_path / "pwned"
+    payload = pickle.dumps(_Pwn(marker))
+    hand_written = {
+        "pickled-args": {"func": "sample_tasks.add", "args": payload},
+        "pickled-meta": {"func": "sample_tasks.add", "args": b"\x92\x92\x01\x02\x80", "meta": payload},
+        "no-func": {"args": b"\x92\x90\x80"},
+        "dotless": {"func": "sample_tasks", "args": b"\x92\x90\x80"},
+    }
+    for job_id, fields in hand_written.items():
+        connection.hset(keys.job(job_id), mapping={"status": "queued", "queue": "default", **fields})
+        connection.rpush(keys.queue("default"), job_id)
+    good = sample_tasks.add.delay(1, 2)
+    run_worker(cli_env, "sample_tasks", "--burst")
+    assert not marker.exists()
+    for job_id in hand_written:
+        job = connection.hgetall(keys.job(job_id))
+        assert job[b"status"] == b"failed", (job_id, job)
+    assert b"is corrupt" in connection.hget(keys.job("pickled-args"), "exc_info")
+    assert b"'sample_tasks'" in connection.hget(keys.job("dotless"), "exc_info")
+    assert Job.fetch(good.id).result == 3
+
+
+def test_worker_takes_its_connection_from_the_first_queue(connection: redis.Redis) -> None:
+    port = connection.connection_pool.connection_kwargs["port"]
+    other_db = redis.Redis(port=port, db=1)
+    other_db.flushdb()
+    try:
+        queue = Queue(connection=other_db)
+        job = queue.enqueue(double, 5)
+        assert Queue(connection=connection).count == 0  # db 0, the default, has nothing
+        Worker([queue]).work(burst=True)  # the seed's form: no connection given
+        assert Job.fetch(job.id, connection=other_db).result == 10
+        by_name = Queue(connection=connection).enqueue(double, 6)
+        Worker(["default"]).work(burst=True)  # names use the default connection
+        assert Job.fetch(by_name.id).result == 12
+    finally:
+        other_db.flushdb()
+        other_db.close()
+
+
+def test_timeout_settings_are_stored(connection: redis.Redis) -> None:
+    queue = Queue(connection=connection)
+    assert Job.fetch(queue.enqueue(double, 1).id).timeout == 180  # the default
+    assert Job.fetch(queue.enqueue(double, 1, job_timeout=None).id).timeout is None
+    assert Job.fetch(queue.enqueue(double, 1, job_timeout=-1).id).timeout is None
+    assert Job.fetch(queue.enqueue(double, 1, job_timeout=7).id).timeout == 7
+
+
+def test_wait_wakes_when_the_job_is_canceled(connection: redis.Redis) -> None:
+    job = sample_tasks.add.delay(1, 2)
+    threading.Timer(0.3, lambda: Job.fetch(job.id).cancel()).start()
+    started = time.monotonic()
+    with pytest.raises(JobFailedError, match="canceled"):
+        job.wait(timeout=30)
+    assert time.monotonic() - started < 3, "woken by the cancel's signal, not by the 5 s re-check"

@@ -1,7 +1,8 @@
 -- Cancel a job that has not started: off its queue or schedule, into the canceled registry.
--- KEYS: 1 job hash, 2 queue list, 3 scheduled zset, 4 canceled zset
+-- KEYS: 1 job hash, 2 queue list, 3 scheduled zset, 4 canceled zset, 5 done list
 -- ARGV: 1 id, 2 now, 3 keep seconds (-1 forever)
 -- Returns 'ok', or the job's status when it cannot be canceled (false if there is no job).
+--#include signal_end
 local status = redis.call('HGET', KEYS[1], 'status')
 if status ~= 'queued' and status ~= 'scheduled' and status ~= 'created' then
   return status
@@ -17,4 +18,5 @@ else
   redis.call('EXPIRE', KEYS[1], keep)
   redis.call('ZADD', KEYS[4], tonumber(ARGV[2]) + keep, ARGV[1])
 end
+signal_end(KEYS[1], KEYS[5], 'canceled')
 return 'ok'

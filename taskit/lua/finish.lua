@@ -12,6 +12,7 @@
 --           interrupted: stopped mid-run by a cold shutdown; back to the front
 --   keep: 0 delete at once, -1 keep forever, n keep n seconds
 -- Returns one 1 (recorded) or 0 (claim lost) per job.
+--#include signal_end
 local now = tonumber(ARGV[1])
 local out = {}
 local k = 2
@@ -42,8 +43,7 @@ for a = 2, #ARGV, 6 do
         redis.call('ZADD', target, now + keep, id)
       end
       if fields[3] then
-        redis.call('RPUSH', done, outcome)
-        redis.call('EXPIRE', done, 60)
+        signal_end(job, done, outcome)
       end
     elseif outcome == 'scheduled' then
       redis.call('HINCRBY', job, 'retries', 1)

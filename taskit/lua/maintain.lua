@@ -4,8 +4,10 @@
 -- KEYS: 1 lock, 2 workers zset, then per queue: queue list, wake list, started zset,
 --       failed zset, finished zset, canceled zset
 -- ARGV: 1 now, 2 lock token, 3 lock milliseconds, 4 job key prefix, 5 in-flight prefix,
---       6 worker hash prefix, 7 deaths before a job is abandoned, 8 default failure ttl
+--       6 worker hash prefix, 7 deaths before a job is abandoned, 8 default failure ttl,
+--       9 done list prefix
 -- Returns {recovered ids, abandoned ids, dead worker names}, or false if the lock is held.
+--#include signal_end
 --#include recover
 if not redis.call('SET', KEYS[1], ARGV[2], 'NX', 'PX', ARGV[3]) then
   return false
@@ -23,7 +25,7 @@ for q = 3, #KEYS, 6 do
     local job = job_prefix .. id
     local worker = redis.call('HGET', job, 'worker')
     if worker then redis.call('LREM', inflight_prefix .. worker, 0, id) end
-    local outcome = recover(job, id, queue, wake, failed, ARGV[1], max_deaths, default_failure_ttl)
+    local outcome = recover(job, id, queue, wake, failed, ARGV[9] .. id, ARGV[1], max_deaths, default_failure_ttl)
     if outcome == 'recovered' then
       recovered[#recovered + 1] = id
     elseif outcome == 'abandoned' then

@@ -1,20 +1,21 @@
 -- Recover, at once, every job a worker process held when it died (its supervisor saw it
 -- die, so there is no need to wait for its lease to run out), and forget the worker.
 -- KEYS: 1 in-flight list, 2 workers zset, 3 worker hash, then per held job:
---       job hash, started zset, queue list, wake list, failed zset
+--       job hash, started zset, queue list, wake list, failed zset, done list
 -- ARGV: 1 now, 2 worker name, 3 deaths before a job is abandoned, 4 default failure ttl,
 --       then the held job ids, in the order of their keys
 -- Returns {recovered ids, abandoned ids}.
+--#include signal_end
 --#include recover
 local recovered, abandoned = {}, {}
 local k = 4
 for a = 5, #ARGV do
   local id = ARGV[a]
-  local job, started, queue, wake, failed = KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4]
-  k = k + 5
+  local job, started, queue, wake, failed, done = KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4], KEYS[k + 5]
+  k = k + 6
   if redis.call('HGET', job, 'worker') == ARGV[2] then
     redis.call('ZREM', started, id)
-    local outcome = recover(job, id, queue, wake, failed, ARGV[1], tonumber(ARGV[3]), tonumber(ARGV[4]))
+    local outcome = recover(job, id, queue, wake, failed, done, ARGV[1], tonumber(ARGV[3]), tonumber(ARGV[4]))
     if outcome == 'recovered' then
       recovered[#recovered + 1] = id
     elseif outcome == 'abandoned' then

@@ -126,7 +126,7 @@ class Store:
         return [True for _ in self._retry(self._run_scripts, calls)]
 
     def enqueue_ticks(
-        self, ticks: Sequence[tuple[str, float, bool, str, str, int | None, float | None, Fields]]
+        self, ticks: Sequence[tuple[str, float, bool, str, str, int | None, float | None, dict[str, Any]]]
     ) -> list[int]:
         """Enqueue periodic ticks, each at most once across workers, in one round trip.
 
@@ -148,11 +148,6 @@ class Store:
             options = [repr(tick), int(past), job_id, queue, "" if ttl is None else ttl, "" if run_at is None else repr(run_at)]
             calls.append((self.scripts.periodic, tick_keys, options + flat))
         return [int(r) for r in self._call(self._run_scripts, calls)] if calls else []
-
-    def last_tick(self, name: str) -> float | None:
-        """The last tick enqueued (or remembered) for a periodic task."""
-        raw = self._call(self.redis.get, keys.periodic(name))
-        return None if raw is None else float(raw)
 
     def _run_scripts(self, calls: Sequence[tuple[Script, Sequence[Any], Sequence[Any]]]) -> list[Any]:
         """Run script calls in one pipelined round trip.
@@ -214,7 +209,13 @@ class Store:
         """'ok', or the status that prevents canceling (None: no such job)."""
         result = self._call(
             self.scripts.cancel,
-            keys=[keys.job(job_id), keys.queue(queue), keys.registry("scheduled", queue), keys.registry("canceled", queue)],
+            keys=[
+                keys.job(job_id),
+                keys.queue(queue),
+                keys.registry("scheduled", queue),
+                keys.registry("canceled", queue),
+                keys.done(job_id),
+            ],
             args=[job_id, now, keep],
         )
         return result.decode() if result else None
@@ -401,6 +402,7 @@ class Store:
                 keys.queue(queue),
                 keys.wake(queue),
                 keys.registry("failed", queue),
+                keys.done(job_id),
             ]
             args.append(job_id)
         recovered, abandoned = self._call(self.scripts.reap, keys=script_keys, args=args)
@@ -424,7 +426,7 @@ class Store:
                 keys.registry("finished", queue),
                 keys.registry("canceled", queue),
             ]
-        args = [now, token, lock_ms, keys.JOB, keys.INFLIGHT, keys.worker(""), max_deaths, default_failure_ttl]
+        args = [now, token, lock_ms, keys.JOB, keys.INFLIGHT, keys.worker(""), max_deaths, default_failure_ttl, keys.done("")]
         result = self._call(self.scripts.maintain, keys=script_keys, args=args)
         if not result:
             return None

@@ -36,6 +36,20 @@ class Outcome:
     interrupted: bool = False
     seconds: float = 0.0
 
+    @property
+    def summary(self) -> str:
+        """'ValueError: message' for log lines; safe even if the exception's str() raises."""
+        return describe_error(self.error) if self.error is not None else ""
+
+
+def describe_error(exc: BaseException) -> str:
+    """'Type: message', never raising: task code can define exceptions whose str() fails."""
+    try:
+        message = str(exc)
+    except Exception:  # noqa: BLE001 (a broken __str__ must not take the worker down)
+        message = "<str() of the exception failed>"
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+
 
 class Alarm:
     """SIGALRM-based job timeouts; raises `JobTimeoutError` only while job code runs.

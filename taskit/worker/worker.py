@@ -244,8 +244,9 @@ class Worker:
             if log.isEnabledFor(logging.INFO):
                 log.info("%s: %s finished in %s (job %s)", queue, _short(job), _took(outcome.seconds), job.id)
             return Record(job.id, queue, token, "finished", outcome.packed_result or b"", job.result_ttl)
-        error = f"{type(outcome.error).__name__}: {outcome.error}"
-        from ..retry import delay_after_failure  # the policy, or the task's own RetryLater (issue 5)
+        error = outcome.summary  # safe even when the exception's str() raises
+        # the job's retry policy, or the task's own RetryLater (issue 5)
+        from ..retry import delay_after_failure
 
         delay = delay_after_failure(job, outcome.error, self.clock())
         payload = outcome.traceback.encode()
@@ -268,6 +269,8 @@ class Worker:
     # -- recording -------------------------------------------------------------------
 
     def _add_record(self, record: Record) -> None:
+        """Queue an outcome for recording; the job stops being renewed by the heartbeat."""
+        self.held.discard(record.job_id)
         if not self._pending:
             self._pending_since = self.clock()
         self._pending.append(record)
@@ -280,7 +283,6 @@ class Worker:
 
     def _recorded(self, results: list[int]) -> None:
         for record, ok in zip(self._pending, results):
-            self.held.discard(record.job_id)
             if not ok and record.outcome != "released":
                 log.warning(
                     "%s: job %s was not recorded as %s: this worker no longer holds it "
@@ -307,7 +309,8 @@ class Worker:
 
     def _maintain(self, now: float) -> None:
         self._next_maintenance = now + self.maintenance_interval
-        from ..periodic import enqueue_due  # periodic ticks, once each across workers (issue 5)
+        # periodic tasks: enqueue their due ticks, each once across workers (issue 5)
+        from ..periodic import enqueue_due
 
         enqueue_due(self.store, now, queues=self.queues, lookahead=self.maintenance_interval)
         result = self.store.maintain(

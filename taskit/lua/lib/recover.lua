@@ -1,8 +1,9 @@
--- Shared by maintain.lua and reap.lua (pasted in where a script says --#include recover).
+-- Shared by maintain.lua and reap.lua (pasted in where a script says --#include recover;
+-- include signal_end first).
 -- Put a started job whose worker died back at the front of its queue, or, once it has
 -- killed max_deaths workers, fail it as abandoned. Returns 'recovered', 'abandoned', or
 -- nil when the job is gone or no longer started.
-local function recover(job, id, queue, wake, failed, now, max_deaths, default_failure_ttl)
+local function recover(job, id, queue, wake, failed, done, now, max_deaths, default_failure_ttl)
   local f = redis.call('HMGET', job, 'worker', 'status', 'failure_ttl')
   if f[2] ~= 'started' then
     return nil
@@ -25,5 +26,6 @@ local function recover(job, id, queue, wake, failed, now, max_deaths, default_fa
     redis.call('EXPIRE', job, ttl)
     redis.call('ZADD', failed, tonumber(now) + ttl, id)
   end
+  signal_end(job, done, 'failed')
   return 'abandoned'
 end

@@ -1,0 +1,1 @@
+"""taskit's benchmark against its peers; see bench/README.md. Not part of the package."""

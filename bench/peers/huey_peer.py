@@ -1,0 +1,41 @@
+"""Huey with Redis: the same no-op task (returns None, so no result is stored).
+
+Workers: `huey_consumer -w 1 -k thread` for one process; `-w N -k process` for N.
+RedisHuey blocks on BRPOP (read timeout 1 s) rather than sleeping between polls.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from huey import RedisHuey
+
+from .marks import mark
+from .tools import script
+
+huey = RedisHuey("bench", url=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"))
+
+
+@huey.task()
+def noop() -> None:
+    mark()
+
+
+class Peer:
+    label = "huey"
+    dist = "huey"
+    bulk = False  # task.map() enqueues one at a time
+
+    def connect(self, url: str) -> None:
+        pass  # built from BENCH_REDIS_URL at import
+
+    def enqueue_one(self) -> None:
+        noop()
+
+    def worker_commands(self, url: str, processes: int) -> list[list[str]]:
+        kind = ["-w", "1", "-k", "thread"] if processes == 1 else ["-w", str(processes), "-k", "process"]
+        return [[script("huey_consumer"), f"{__name__}.huey", "-q", *kind]]
+
+    def idle(self, client: Any) -> bool:
+        return client.llen(huey.storage.queue_key) == 0
