@@ -589,12 +589,6 @@ def test_a_dead_redis_raises_redis_unavailable_within_seconds(redis_server, conn
     stopped.close()
 
 
-@pytest.mark.xfail(
-    reason="storage/store.py: Store._call makes a first attempt and only then starts the "
-    "RETRY_SECONDS budget; a client that retries on its own (redis-py 8's default client does, "
-    "for ~5 s) makes a dead Redis take budget + first attempt (~12 s with a default redis.Redis())",
-    strict=True,
-)
 @pytest.mark.timeout(60)
 def test_a_dead_redis_behind_a_retrying_client_is_reported_within_the_retry_budget(connection):
     # the client's own retries make each attempt last ~3 s (redis-py 8's default: ~5 s)

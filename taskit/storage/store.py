@@ -54,12 +54,6 @@ class Store:
         self.where = describe(connection)
         self.scripts = Scripts(connection)
         self.retry_seconds = retry_seconds
-        self._retrying = tenacity.Retrying(
-            stop=tenacity.stop_after_delay(retry_seconds),
-            wait=tenacity.wait_exponential(multiplier=0.1, max=1.0),
-            retry=tenacity.retry_if_exception_type(_TRANSIENT),
-            reraise=True,
-        )
 
     @classmethod
     def of(cls, connection: redis.Redis) -> Store:
@@ -74,24 +68,37 @@ class Store:
 
     def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run one Redis operation; retry a lost connection for a while, then raise ours."""
-        try:
-            return fn(*args, **kwargs)
-        except _TRANSIENT:
-            pass
-        except redis.RedisError as exc:
-            raise StorageError(f"Redis at {self.where} refused the command: {exc}") from None
-        return self._retry(fn, *args, **kwargs)
-
-    def _retry(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         started = time.monotonic()
         try:
-            return self._retrying(fn, *args, **kwargs)
+            return fn(*args, **kwargs)
         except _TRANSIENT as exc:
-            raise RedisUnavailableError(
-                f"cannot reach Redis at {self.where} (gave up after {time.monotonic() - started:.1f}s of retries): {exc}"
-            ) from None
+            first_error: Exception = exc
         except redis.RedisError as exc:
             raise StorageError(f"Redis at {self.where} refused the command: {exc}") from None
+        return self._retry(started, first_error, fn, *args, **kwargs)
+
+    def _retry(self, started: float, error: Exception, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Retry `fn` within what is left of the budget that began at `started`.
+
+        The budget covers the first attempt too: a client that retries on its own (as
+        redis-py's default client does) must not stretch it.
+        """
+        left = self.retry_seconds - (time.monotonic() - started)
+        try:
+            if left > 0:
+                return tenacity.Retrying(
+                    stop=tenacity.stop_after_delay(left),
+                    wait=tenacity.wait_exponential(multiplier=0.1, max=1.0),
+                    retry=tenacity.retry_if_exception_type(_TRANSIENT),
+                    reraise=True,
+                )(fn, *args, **kwargs)
+        except _TRANSIENT as exc:
+            error = exc
+        except redis.RedisError as exc:
+            raise StorageError(f"Redis at {self.where} refused the command: {exc}") from None
+        raise RedisUnavailableError(
+            f"cannot reach Redis at {self.where} (gave up after {time.monotonic() - started:.1f}s): {error}"
+        ) from None
 
     def ping(self) -> None:
         self._call(self.redis.ping)
@@ -117,13 +124,14 @@ class Store:
             ]
             options = [job_id, queue, "" if ttl is None else ttl, int(at_front), "" if run_at is None else run_at]
             calls.append((self.scripts.enqueue, job_keys, options + flat))
+        started = time.monotonic()
         try:
             return [bool(r) for r in self._run_scripts(calls)]
-        except _TRANSIENT:
-            pass
+        except _TRANSIENT as exc:
+            first_error: Exception = exc
         except redis.RedisError as exc:
             raise StorageError(f"Redis at {self.where} refused the command: {exc}") from None
-        return [True for _ in self._retry(self._run_scripts, calls)]
+        return [True for _ in self._retry(started, first_error, self._run_scripts, calls)]
 
     def enqueue_ticks(
         self, ticks: Sequence[tuple[str, float, bool, str, str, int | None, float | None, dict[str, Any]]]
