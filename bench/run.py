@@ -56,6 +56,7 @@ class RedisServer:
             guarded([binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
                      "--dir", str(directory), "--logfile", str(directory / "redis.log")]),
             cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True,  # a Ctrl-C in the terminal is ours to handle: Redis stays up until we stop it
         )
         self.client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
         for _ in range(200):
@@ -302,6 +303,10 @@ def main() -> None:
             print("\ninterrupted; workers and redis-server stopped", file=sys.stderr)
             if not results:
                 sys.exit(130)
+        except redis.RedisError as exc:
+            print(f"\nthe benchmark's redis-server failed ({exc}); stopping", file=sys.stderr)
+            if not results:
+                sys.exit(1)
         finally:
             server.stop()
     info["load_after"] = os.getloadavg()[0]

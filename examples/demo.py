@@ -23,9 +23,9 @@ import redis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import taskit  # noqa: E402
-from examples import tasks  # noqa: E402
-from taskit import Job, Queue  # noqa: E402
+import taskit
+from examples import tasks
+from taskit import Job, Queue
 
 
 def find_redis() -> tuple[str, subprocess.Popen[bytes] | None]:

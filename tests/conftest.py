@@ -20,7 +20,6 @@ import pytest
 import redis
 
 import taskit
-from taskit import config
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -23,16 +23,8 @@ from conftest import taskit_command
 from taskit import Job, JobStatus, Queue, Retry, Worker
 from taskit.exceptions import ScheduleError
 from taskit.storage import keys
-from taskit.storage.scripts import NAMES, source
 
 UTC = dt.timezone.utc
-
-
-@pytest.fixture(autouse=True)
-def scripts_loaded(connection: redis.Redis) -> None:
-    """See test_retry.scripts_loaded: works around a NOSCRIPT re-run ordering issue."""
-    for name in NAMES:
-        connection.script_load(source(name))
 
 
 def at(seconds_from_now: float) -> float:

@@ -14,10 +14,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import fault_tasks
 import pytest
 from conftest import taskit_command
 
-import fault_tasks
 from taskit import Job, JobStatus, Queue
 from taskit.storage import keys
 

@@ -32,17 +32,9 @@ from taskit.exceptions import ConfigurationError, InvalidJobIdError, ScheduleErr
 from taskit.periodic import PeriodicTask, enqueue_due, periodic, registered, unregister
 from taskit.schedule import Cron, Every
 from taskit.storage import keys
-from taskit.storage.scripts import NAMES, source
 
 #: a Unix time on a whole hour (so on every minute and 5-minute tick too)
 HOUR = 1_800_000_000 - 1_800_000_000 % 3600
-
-
-@pytest.fixture(autouse=True)
-def scripts_loaded(connection: redis.Redis) -> None:
-    """See test_retry.scripts_loaded: works around a NOSCRIPT re-run ordering issue."""
-    for name in NAMES:
-        connection.script_load(source(name))
 
 
 @pytest.fixture

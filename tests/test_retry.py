@@ -23,16 +23,6 @@ from taskit import Job, JobStatus, Queue, Retry, RetryLater, Worker, task
 from taskit.exceptions import ConfigurationError, ScheduleError, TaskitError
 from taskit.retry import DEFAULT_MAX, call_state
 from taskit.storage import keys
-from taskit.storage.scripts import NAMES, source
-
-
-@pytest.fixture(autouse=True)
-def scripts_loaded(connection: redis.Redis) -> None:
-    """Load every script first. Store._run_scripts re-runs a call that got NOSCRIPT after
-    the rest of its pipeline, so on a fresh Redis the first finish+claim pipeline claims
-    before it records a retry and a burst worker stops early (reported; remove once fixed)."""
-    for name in NAMES:
-        connection.script_load(source(name))
 
 
 class Clock:

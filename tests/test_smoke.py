@@ -1,8 +1,8 @@
 import subprocess
 
+import sample_tasks
 from conftest import taskit_command
 
-import sample_tasks
 from taskit import Job, Queue, Worker
 
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 import signal
 import time
-
-from test_faults import WorkerProcess, status, wait_until
+from pathlib import Path
 
 import fault_tasks
+from test_faults import WorkerProcess, status, wait_until
+
 from taskit import Job, JobStatus, Queue
 from taskit.storage import keys
 
@@ -79,7 +80,7 @@ def test_sigterm_to_the_parent_stops_every_worker(connection, cli_env, tmp_path)
     parent.signal(signal.SIGTERM)
     assert parent.wait(timeout=30) == 0
     assert status(job.id) == JobStatus.FINISHED
-    assert all(not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z"
+    assert all(not os.path.exists(f"/proc/{pid}") or Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
                for pid in children)
     assert connection.zcard(keys.WORKERS) == 0
 

@@ -14,15 +14,15 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import redis
 import tenacity
+from redis.commands.core import Script
 
 from ..exceptions import RedisUnavailableError, StorageError
 from . import keys
 from .scripts import Scripts
-from redis.commands.core import Script
 
 T = TypeVar("T")
 Fields = dict[str, bytes]
@@ -46,7 +46,7 @@ def describe(connection: redis.Redis) -> str:
 class Store:
     """Redis operations on taskit's keys for one client. Get one with `Store.of(connection)`."""
 
-    _stores: weakref.WeakKeyDictionary[redis.Redis, Store] = weakref.WeakKeyDictionary()
+    _stores: ClassVar[weakref.WeakKeyDictionary[redis.Redis, Store]] = weakref.WeakKeyDictionary()
     _stores_lock = threading.Lock()
 
     def __init__(self, connection: redis.Redis, retry_seconds: float = RETRY_SECONDS) -> None:
@@ -445,7 +445,7 @@ class Store:
 class Record:
     """What happened to one claimed job, as `finish.lua` takes it."""
 
-    __slots__ = ("job_id", "queue", "token", "outcome", "payload", "keep", "run_at")
+    __slots__ = ("job_id", "keep", "outcome", "payload", "queue", "run_at", "token")
 
     def __init__(
         self,

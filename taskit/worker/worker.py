@@ -23,7 +23,12 @@ import redis
 import tenacity
 
 from .. import config, functions
-from ..exceptions import ConfigurationError, RedisUnavailableError, SerializationError, TaskNotAllowedError
+from ..exceptions import (
+    ConfigurationError,
+    RedisUnavailableError,
+    SerializationError,
+    TaskNotAllowedError,
+)
 from ..job import DEFAULT_FAILURE_TTL, Job, validate_id
 from ..queue import Queue
 from ..storage.store import Fields, Record, Store
@@ -168,8 +173,14 @@ class Worker:
             limit = self._window
             if max_jobs is not None:
                 limit = max(1, min(limit, max_jobs - self.jobs_run))
+            recorded = bool(self._pending)
             claimed, next_run_at = self._record_and_claim(now, limit)
             if not claimed:
+                if recorded:
+                    # a retry just recorded may be runnable; only a claim that records
+                    # nothing proves the queues empty (after a NOSCRIPT reload the
+                    # recording can even run after the claim in the same round trip)
+                    return True
                 if burst and (next_run_at is None or next_run_at > self.clock()):
                     return False
                 self._idle(next_run_at)
