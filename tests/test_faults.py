@@ -56,6 +56,10 @@ class WorkerProcess:
     def output(self) -> str:
         return self.log.read_text()
 
+    def ready(self) -> bool:
+        """The worker has started its loop (its signal handlers are installed)."""
+        return "started; queues" in self.output()
+
     def stop(self) -> None:
         if self.alive():
             self.process.kill()
@@ -181,13 +185,16 @@ def test_a_job_that_kills_every_worker_is_abandoned(connection, workers):
 def test_random_kills_lose_no_job(connection, workers):
     rng = random.Random(1234)
     total = 300
-    jobs = Queue().enqueue_many([Queue().prepare_data(fault_tasks.work, (i, 0.01)) for i in range(total)])
+    jobs = Queue().enqueue_many([Queue().prepare_data(fault_tasks.work, (i, 0.02)) for i in range(total)])
     pool = [workers(*FAST) for _ in range(2)]
     kills = 0
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and kills < 12 and Queue().count > 0:
         time.sleep(rng.uniform(0.2, 0.6))
-        victim = rng.choice(pool)
+        working = [w for w in pool if w.ready()]  # kill workers that are running jobs, not starting up
+        if not working:
+            continue
+        victim = rng.choice(working)
         victim.signal(signal.SIGKILL)
         victim.wait()
         kills += 1
@@ -206,6 +213,7 @@ def test_random_kills_lose_no_job(connection, workers):
     assert sorted(j.result for j in finished) == sorted(i for i, j in enumerate(found) if j in finished)
     assert sum(j.recoveries for j in finished) >= 1
     for worker in pool:
+        wait_until(worker.ready, what="the replacement worker to start")
         worker.signal(signal.SIGTERM)
         assert worker.wait() == 0
     assert_nothing_held(connection)

@@ -301,13 +301,18 @@ def busy_redis(connection: redis.Redis) -> Iterator[Queue]:
     """A queue with a job in every state, and a failed entry whose job has expired."""
     queue = Queue(connection=connection)
     queue.enqueue(sample_tasks.add, 1, 2)
-    queue.enqueue(sample_tasks.fail, failure_ttl=1)
+    short_lived = queue.enqueue(sample_tasks.fail, failure_ttl=1)
     queue.enqueue(sample_tasks.fail)
     work(queue)
     queue.enqueue(sample_tasks.add, 5, 6)  # queued
     queue.enqueue_in(600, sample_tasks.add, 7, 8)  # scheduled
     queue.enqueue(sample_tasks.add, 9, 9).cancel()  # canceled
-    poll(lambda: connection.zcard(keys.registry("failed", "default")) == 2 and len(queue.failed_job_registry) == 1, 5)
+    poll(
+        lambda: connection.zcard(keys.registry("failed", "default")) == 2
+        and len(queue.failed_job_registry) == 1
+        and not connection.exists(keys.job(short_lived.id)),  # Redis expired its record too
+        5,
+    )
     yield queue
 
 
