@@ -47,6 +47,23 @@ DEFAULT_TIMEOUT = 180
 DEFAULT_RESULT_TTL = 500
 DEFAULT_FAILURE_TTL = 31_536_000  # one year
 
+class _Unset:
+    """Marks an option the caller did not give, so a task's own option can fill it."""
+
+    def __repr__(self) -> str:
+        return "<default>"
+
+
+UNSET: Any = _Unset()
+#: option -> value when neither the call nor the task gives one
+DEFAULT_OPTIONS: dict[str, Any] = {
+    "ttl": None,
+    "result_ttl": DEFAULT_RESULT_TTL,
+    "failure_ttl": DEFAULT_FAILURE_TTL,
+    "timeout": DEFAULT_TIMEOUT,
+    "retry": None,
+}
+
 _ID = re.compile(r"[A-Za-z0-9_.:@-]{1,128}")
 
 
@@ -123,8 +140,8 @@ class Job:
         self._description: str | None = None
         self.meta: dict[str, Any] = {}
         self._result: Any = None
-        self._result_loaded = False
-        self.exc_info: str | None = None
+        self._outcome_loaded = False
+        self._exc_info: str | None = None
         self.worker_name: str | None = None
         self.attempts = 0
         self.recoveries = 0
@@ -143,16 +160,23 @@ class Job:
         connection: redis.Redis | None = None,
         id: str | None = None,
         origin: str = "default",
-        ttl: int | dt.timedelta | None = None,
-        result_ttl: int | dt.timedelta | None = DEFAULT_RESULT_TTL,
-        failure_ttl: int | dt.timedelta | None = DEFAULT_FAILURE_TTL,
-        timeout: int | dt.timedelta | None = DEFAULT_TIMEOUT,
+        ttl: int | dt.timedelta | None = UNSET,
+        result_ttl: int | dt.timedelta | None = UNSET,
+        failure_ttl: int | dt.timedelta | None = UNSET,
+        timeout: int | dt.timedelta | None = UNSET,
         description: str | None = None,
         meta: dict[str, Any] | None = None,
-        retry: Retry | None = None,
+        retry: Retry | None = UNSET,
         status: JobStatus = JobStatus.CREATED,
     ) -> Job:
-        """Build a job without enqueuing it. Every argument is checked here, before Redis."""
+        """Build a job without enqueuing it. Every argument is checked here, before Redis.
+
+        Options not given come from the task (`@task(timeout=...)`), else DEFAULT_OPTIONS.
+        """
+        given = {"ttl": ttl, "result_ttl": result_ttl, "failure_ttl": failure_ttl, "timeout": timeout, "retry": retry}
+        options = {**DEFAULT_OPTIONS, **getattr(func, "job_options", {})}
+        options.update((name, value) for name, value in given.items() if value is not UNSET)
+        ttl, result_ttl, failure_ttl, timeout, retry = (options[name] for name in given)
         if connection is not None:
             config.check_connection(connection)
         job = cls(validate_id(id) if id is not None else uuid.uuid4().hex, connection)
@@ -248,7 +272,7 @@ class Job:
             name = "meta"
             self.meta = serialization.loads(f.get("meta")) or {}
             name = "exc_info"
-            self.exc_info = f["exc_info"].decode() if "exc_info" in f else None
+            self._exc_info = f["exc_info"].decode() if "exc_info" in f else None
             name = "worker"
             self.worker_name = f["worker"].decode() if "worker" in f else None
             name = "retry"
@@ -257,7 +281,7 @@ class Job:
 
                 self.retry = Retry.from_data(serialization.loads(f["retry"]))
             name = "result"
-            self._result_loaded = "result" in f or self._status in ENDED
+            self._outcome_loaded = self._status in ENDED
             self._result = serialization.loads(f.get("result"))
         except (KeyError, ValueError, TypeError, UnicodeDecodeError, SerializationError) as exc:
             missing = isinstance(exc, KeyError)
@@ -336,16 +360,33 @@ class Job:
 
     @property
     def result(self) -> Any:
-        """The return value; read from Redis on first use if the job had not ended when loaded."""
-        if not self._result_loaded:
-            raw = self._store.field(self.id, "result")
-            if raw is not None:
-                self._result, self._result_loaded = serialization.loads(raw), True
+        """The return value (None until the job finishes).
+
+        Like RQ's, it reads Redis when the job had not ended when this object was loaded,
+        so `job = q.enqueue(...)` ... `job.result` works without `refresh()`.
+        """
+        self._load_outcome()
         return self._result
+
+    @property
+    def exc_info(self) -> str | None:
+        """The traceback text of the last failure, read like `result`."""
+        self._load_outcome()
+        return self._exc_info
+
+    def _load_outcome(self) -> None:
+        if self._outcome_loaded or self._status == JobStatus.CREATED:
+            return
+        status, result, exc_info = self._store.fields(self.id, "status", "result", "exc_info")
+        if status is None:
+            return  # expired or deleted: keep what was loaded
+        self._result = serialization.loads(result)
+        self._exc_info = exc_info.decode() if exc_info is not None else None
+        self._outcome_loaded = status.decode() in ENDED
 
     def return_value(self, refresh: bool = False) -> Any:
         if refresh:
-            self._result_loaded = False
+            self._outcome_loaded = False
         return self.result
 
     @property

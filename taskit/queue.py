@@ -84,15 +84,14 @@ class Queue:
         """A job for this queue, checked and serialized but not written (for `enqueue_many`).
 
         Options are those of ENQUEUE_OPTIONS except at_front; a task's own options
-        (`@task(timeout=...)`) fill in what is not given here.
+        (`@task(timeout=...)`) fill in what is not given here (see `Job.create`).
         """
         unknown = sorted(set(options) - _JOB_ARGUMENT.keys())
         if unknown:
             raise ConfigurationError(
                 f"unknown enqueue option {', '.join(unknown)}; known: {', '.join(ENQUEUE_OPTIONS)}"
             )
-        settings = dict(getattr(func, "job_options", {}))
-        settings.update({_JOB_ARGUMENT[name]: value for name, value in options.items()})
+        settings = {_JOB_ARGUMENT[name]: value for name, value in options.items()}
         if args is not None and not isinstance(args, (str, bytes, dict)) and isinstance(args, Iterable):
             args = tuple(args)
         return Job.create(func, args, kwargs, connection=self._connection, origin=self.name, **settings)

@@ -257,7 +257,7 @@ def test_fetch_is_a_read(redis_server, connection, queue):
     with commands_run(redis_server) as ran:
         fetched = Job.fetch(job.id)
         assert fetched.result is None and fetched.get_status() == "queued"
-    assert set(ran) <= {"hgetall", "hget"}, ran
+    assert set(ran) <= {"hgetall", "hget", "hmget"}, ran
     assert connection.hgetall(key(job.id)) == before
 
 
@@ -706,3 +706,27 @@ def test_jobs_compare_by_id(connection, queue):
     assert fetched == job and hash(fetched) == hash(job) and len({job, fetched}) == 1
     assert job != Job.create(func=add)
     assert job.id in repr(job) and "test_job.add" in repr(job)
+
+
+def test_job_create_takes_the_tasks_own_options(connection):
+    @taskit.task(name="job_create_options", timeout=7, result_ttl=60, ttl=30)
+    def with_options():
+        return 1
+
+    job = Job.create(with_options)
+    assert (job.timeout, job.result_ttl, job.ttl, job.failure_ttl) == (7, 60, 30, DEFAULT_FAILURE_TTL)
+    job = Job.create(with_options, timeout=9, result_ttl=DEFAULT_RESULT_TTL)  # given wins, even a default
+    assert (job.timeout, job.result_ttl, job.ttl) == (9, DEFAULT_RESULT_TTL, 30)
+
+
+def test_exc_info_and_result_of_an_enqueued_job_read_redis_until_it_ends(connection):
+    failing = Queue().enqueue(divide, 1, 0)
+    working = Queue().enqueue(divide, 6, 3)
+    assert failing.exc_info is None and working.result is None  # not run yet
+    taskit.Worker(["default"]).work(burst=True)
+    assert "ZeroDivisionError" in failing.exc_info  # no refresh() needed, as in RQ
+    assert working.result == 2
+
+
+def divide(x, y):
+    return x / y

@@ -195,6 +195,9 @@ class Store:
     def field(self, job_id: str, name: str) -> bytes | None:
         return self._call(self.redis.hget, keys.job(job_id), name)
 
+    def fields(self, job_id: str, *names: str) -> list[bytes | None]:
+        return self._call(self.redis.hmget, keys.job(job_id), names)
+
     def update(self, job_id: str, fields: Fields) -> bool:
         """Set fields on an existing job; False if it does not exist."""
         flat = [x for pair in fields.items() for x in pair]
