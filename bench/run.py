@@ -1,6 +1,6 @@
 """taskit against its peers on one private Redis: one command, one table.
 
-    pip install -e '.[bench]' && python bench/run.py            # about 3-4 minutes
+    pip install -e '.[bench]' && python bench/run.py            # about 3 minutes
     python bench/run.py --quick                                  # a smoke run, under a minute
     python bench/run.py --only taskit,rq-simple --jobs 20000
 
