@@ -1,17 +1,9 @@
 """The Job record: what to run, with what, and what happened.
 
-A job lives in one Redis hash, `taskit:job:<id>`. Fields (absent = the default):
-
-    func         dotted function name          status       JobStatus value
-    args         msgpack [args, kwargs]        queue        the queue it belongs to
-    created_at   Unix seconds                  enqueued_at  started_at  ended_at
-    timeout      seconds, -1 none (180)        ttl          seconds before start (none)
-    result_ttl   seconds, 0 drop, -1 keep (500)  failure_ttl  seconds, -1 keep (1 year)
-    description  text (derived when absent)    meta         msgpack dict
-    result       msgpack                       exc_info     traceback text
-    worker       last worker name              attempts     times started (the claim token)
-    recoveries   times its worker died         retries      retries done after failures
-    retry        msgpack retry policy          waited       set when someone waits
+A job lives in one Redis hash, `taskit:job:<id>`, with the short field names listed in
+`taskit.storage.keys.Field`. Options equal to their default are not stored (timeout 180 s,
+result_ttl 500 s, failure_ttl one year, no ttl), nor are empty arguments, so a queued job
+costs little Redis memory. Job ids are 22 random base-62 characters unless given.
 
 Reading a job never changes it (DESIGN.md, principle 4).
 """
@@ -20,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import string
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -38,6 +31,7 @@ from .exceptions import (
     SerializationError,
     WaitTimeoutError,
 )
+from .storage.keys import Field
 from .storage.store import BLOCK_SECONDS, Fields, Store
 
 if TYPE_CHECKING:
@@ -109,12 +103,47 @@ def seconds(name: str, value: object, *, allow_zero: bool = False, forever: bool
     return value
 
 
+_BASE62 = string.digits + string.ascii_letters
+
+
+def new_id() -> str:
+    """A random job id: a uuid4's 122 random bits in 22 base-62 characters."""
+    n, chars = uuid.uuid4().int, []
+    for _ in range(22):
+        n, digit = divmod(n, 62)
+        chars.append(_BASE62[digit])
+    return "".join(chars)
+
+
+def _ms(when: float) -> int:
+    return round(when * 1000)
+
+
 def _time(raw: bytes | None) -> dt.datetime | None:
-    return None if raw is None else dt.datetime.fromtimestamp(float(raw), tz=dt.timezone.utc)
+    """A stored time (Unix milliseconds) as an aware UTC datetime."""
+    return None if raw is None else dt.datetime.fromtimestamp(float(raw) / 1000, tz=dt.timezone.utc)
 
 
 def _int(raw: bytes | None, default: int | None) -> int | None:
     return default if raw is None else int(raw)
+
+
+#: (attribute, field) of the stored times
+_TIMES = (
+    ("created_at", Field.CREATED),
+    ("enqueued_at", Field.ENQUEUED),
+    ("started_at", Field.STARTED),
+    ("ended_at", Field.ENDED),
+)
+#: (attribute, field, default) of the stored numbers
+_NUMBERS = (
+    ("ttl", Field.TTL, None),
+    ("result_ttl", Field.RESULT_TTL, DEFAULT_RESULT_TTL),
+    ("failure_ttl", Field.FAILURE_TTL, DEFAULT_FAILURE_TTL),
+    ("attempts", Field.ATTEMPTS, 0),
+    ("recoveries", Field.RECOVERIES, 0),
+    ("retries", Field.RETRIES, 0),
+)
 
 
 class Job:
@@ -179,7 +208,7 @@ class Job:
         ttl, result_ttl, failure_ttl, timeout, retry = (options[name] for name in given)
         if connection is not None:
             config.check_connection(connection)
-        job = cls(validate_id(id) if id is not None else uuid.uuid4().hex, connection)
+        job = cls(validate_id(id) if id is not None else new_id(), connection)
         job.func_name = func_name_of(func)
         if args is None:
             args = ()
@@ -216,28 +245,32 @@ class Job:
     def to_fields(self, status: JobStatus, now: float) -> dict[str, bytes | str | int | float]:
         """The hash fields for a new job; defaults are left out (see the module docstring)."""
         assert self._call is not None and self.created_at is not None
+        enqueued = _ms(now)
         fields: dict[str, bytes | str | int | float] = {
-            "func": self.func_name,
-            "args": self._call,
-            "status": status.value,
-            "queue": self.origin,
-            "created_at": repr(self.created_at.timestamp()),
-            "enqueued_at": repr(now),
+            Field.FUNC: self.func_name,
+            Field.STATUS: status.value,
+            Field.QUEUE: self.origin,
+            Field.ENQUEUED: enqueued,
         }
+        if self._args or self._kwargs:
+            fields[Field.ARGS] = self._call
+        created = _ms(self.created_at.timestamp())
+        if created != enqueued:
+            fields[Field.CREATED] = created
         if self.timeout != DEFAULT_TIMEOUT:
-            fields["timeout"] = -1 if self.timeout is None else self.timeout
+            fields[Field.TIMEOUT] = -1 if self.timeout is None else self.timeout
         if self.ttl is not None:
-            fields["ttl"] = self.ttl
+            fields[Field.TTL] = self.ttl
         if self.result_ttl != DEFAULT_RESULT_TTL:
-            fields["result_ttl"] = self.result_ttl
+            fields[Field.RESULT_TTL] = self.result_ttl
         if self.failure_ttl != DEFAULT_FAILURE_TTL:
-            fields["failure_ttl"] = self.failure_ttl
+            fields[Field.FAILURE_TTL] = self.failure_ttl
         if self._description is not None:
-            fields["description"] = self._description
+            fields[Field.DESCRIPTION] = self._description
         if self.meta:
-            fields["meta"] = serialization.dumps(self.meta, "meta")
+            fields[Field.META] = serialization.dumps(self.meta, "meta")
         if self.retry is not None:
-            fields["retry"] = serialization.dumps(self.retry.to_data(), "retry")
+            fields[Field.RETRY] = serialization.dumps(self.retry.to_data(), "retry")
         return fields
 
     @classmethod
@@ -251,38 +284,38 @@ class Job:
         name = ""
         try:
             name = "func"
-            self.func_name = f["func"].decode()
+            self.func_name = f[Field.FUNC].decode()
             name = "args"
-            self._call, self._args, self._kwargs = f["args"], None, None
+            self._call, self._args, self._kwargs = f.get(Field.ARGS), None, None
             name = "status"
-            self._status = JobStatus(f["status"].decode())
+            self._status = JobStatus(f[Field.STATUS].decode())
             name = "queue"
-            self.origin = f["queue"].decode()
-            for name in ("created_at", "enqueued_at", "started_at", "ended_at"):
-                setattr(self, name, _time(f.get(name)))
+            self.origin = f[Field.QUEUE].decode()
+            for name, field in _TIMES:
+                setattr(self, name, _time(f.get(field)))
+            if self.created_at is None:
+                self.created_at = self.enqueued_at
             name = "timeout"
-            timeout = _int(f.get("timeout"), DEFAULT_TIMEOUT)
+            timeout = _int(f.get(Field.TIMEOUT), DEFAULT_TIMEOUT)
             self.timeout = None if timeout == -1 else timeout
-            for name, default in (("ttl", None), ("result_ttl", DEFAULT_RESULT_TTL), ("failure_ttl", DEFAULT_FAILURE_TTL)):
-                setattr(self, name, _int(f.get(name), default))
-            for name in ("attempts", "recoveries", "retries"):
-                setattr(self, name, _int(f.get(name), 0))
+            for name, field, default in _NUMBERS:
+                setattr(self, name, _int(f.get(field), default))
             name = "description"
-            self._description = f["description"].decode() if "description" in f else None
+            self._description = f[Field.DESCRIPTION].decode() if Field.DESCRIPTION in f else None
             name = "meta"
-            self.meta = serialization.loads(f.get("meta")) or {}
+            self.meta = serialization.loads(f.get(Field.META)) or {}
             name = "exc_info"
-            self._exc_info = f["exc_info"].decode() if "exc_info" in f else None
+            self._exc_info = f[Field.EXC_INFO].decode() if Field.EXC_INFO in f else None
             name = "worker"
-            self.worker_name = f["worker"].decode() if "worker" in f else None
+            self.worker_name = f[Field.WORKER].decode() if Field.WORKER in f else None
             name = "retry"
-            if "retry" in f:
+            if Field.RETRY in f:
                 from .retry import Retry
 
-                self.retry = Retry.from_data(serialization.loads(f["retry"]))
+                self.retry = Retry.from_data(serialization.loads(f[Field.RETRY]))
             name = "result"
             self._outcome_loaded = self._status in ENDED
-            self._result = serialization.loads(f.get("result"))
+            self._result = serialization.loads(f.get(Field.RESULT))
         except (KeyError, ValueError, TypeError, UnicodeDecodeError, SerializationError) as exc:
             missing = isinstance(exc, KeyError)
             raise SerializationError(
@@ -321,7 +354,7 @@ class Job:
 
     def get_status(self, refresh: bool = True) -> JobStatus:
         if refresh:
-            raw = self._store.field(self.id, "status")
+            raw = self._store.field(self.id, Field.STATUS)
             if raw is None and self._status == JobStatus.CREATED:
                 return self._status  # built with Job.create and not enqueued yet: not in Redis
             if raw is None:
@@ -353,8 +386,11 @@ class Job:
         return self._kwargs
 
     def _unpack_call(self) -> None:
+        if self._call is None:  # not stored: called without arguments
+            self._args, self._kwargs = (), {}
+            return
         try:
-            self._args, self._kwargs = serialization.loads_call(self._call or b"")
+            self._args, self._kwargs = serialization.loads_call(self._call)
         except (SerializationError, ValueError, TypeError) as exc:
             raise SerializationError(f"job {self.id} is corrupt: field 'args' is unreadable ({exc})") from None
 
@@ -377,7 +413,7 @@ class Job:
     def _load_outcome(self) -> None:
         if self._outcome_loaded or self._status == JobStatus.CREATED:
             return
-        status, result, exc_info = self._store.fields(self.id, "status", "result", "exc_info")
+        status, result, exc_info = self._store.fields(self.id, Field.STATUS, Field.RESULT, Field.EXC_INFO)
         if status is None:
             return  # expired or deleted: keep what was loaded
         self._result = serialization.loads(result)
@@ -417,7 +453,7 @@ class Job:
     def save_meta(self) -> None:
         """Write `job.meta` (and only meta); other processes see it at once."""
         blob = serialization.dumps(self.meta, "meta")
-        if not self._store.update(self.id, {"meta": blob}):
+        if not self._store.update(self.id, {Field.META: blob}):
             raise NoSuchJobError(f"no job {self.id!r}: cannot save meta (expired or deleted)")
 
     def cancel(self) -> None:

@@ -218,7 +218,7 @@ def test_workers_racing_on_the_same_due_jobs_run_each_once(
     runs = Counter(connection.lrange("test:runs", 0, -1))
     assert len(runs) == 300 and set(runs.values()) == {1}
     assert all(j.get_status() == JobStatus.FINISHED for j in Job.fetch_many([j.id for j in jobs]))
-    ran_on = {connection.hget(keys.job(j.id), "worker") for j in jobs}
+    ran_on = {connection.hget(keys.job(j.id), keys.Field.WORKER) for j in jobs}
     assert len(ran_on) > 1, "expected several workers to take part in the race"
 
 

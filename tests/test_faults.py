@@ -290,7 +290,7 @@ def test_worker_survives_a_redis_restart(connection, workers, redis_server):
 def test_corrupt_and_missing_jobs_do_not_stop_the_worker(connection, workers):
     q = Queue()
     corrupt = fault_tasks.work.delay(1)
-    connection.hset(keys.job(corrupt.id), "args", b"\xc1not msgpack")
+    connection.hset(keys.job(corrupt.id), keys.Field.ARGS, b"\xc1not msgpack")
     expired = q.enqueue(fault_tasks.work, 2, ttl=1)
     connection.delete(keys.job(expired.id))  # as if its ttl ran out: the id stays queued
     unknown = q.enqueue("fault_tasks.no_such_function", 3)

@@ -29,6 +29,7 @@ from taskit.exceptions import (
     StorageError,
 )
 from taskit.job import DEFAULT_FAILURE_TTL, DEFAULT_RESULT_TTL, DEFAULT_TIMEOUT
+from taskit.storage.keys import FIELDS
 
 UTC = dt.timezone.utc
 RAN: list[object] = []
@@ -140,7 +141,7 @@ def test_created_job_reports_created_until_enqueued(connection, queue):
 
 def test_create_sets_every_attribute_of_the_issue(connection):
     job = Job.create(func=add, args=[1, 2], kwargs={"z": 3}, ttl=43, connection=connection)
-    assert len(job.id) == 32 and uuid.UUID(hex=job.id)
+    assert len(job.id) == 22 and job.id.isalnum()
     assert job.func_name == "test_job.add"
     assert job.args == (1, 2) and type(job.args) is tuple
     assert job.kwargs == {"z": 3}
@@ -397,8 +398,8 @@ def test_save_meta_writes_only_meta(redis_server, connection, queue):
         job.save_meta()
     assert ran == {"evalsha": 1, "exists": 1, "hset": 1}  # one script: EXISTS, then HSET of meta
     after = connection.hgetall(key(job.id))
-    assert set(after) == set(before) | {b"meta"}
-    assert {k: v for k, v in after.items() if k != b"meta"} == before
+    assert set(after) == set(before) | {FIELDS["meta"].encode()}
+    assert {k: v for k, v in after.items() if k != FIELDS["meta"].encode()} == before
     assert connection.ttl(key(job.id)) == -1
     other = redis_server.client()
     assert Job.fetch(job.id, connection=other).meta == {"progress": 0.5, "when": dt.datetime(2024, 1, 1, tzinfo=UTC)}
@@ -652,7 +653,7 @@ def test_failure_ttl(connection, queue):
 )
 def test_fetch_of_a_corrupt_field_names_the_field(connection, queue, field, garbage):
     job = queue.enqueue(add, 1, 2, ttl=60, description="d")
-    connection.hset(key(job.id), field, garbage)
+    connection.hset(key(job.id), FIELDS[field], garbage)
     with pytest.raises(SerializationError, match=f"job {job.id} is corrupt: field '{field}' is unreadable"):
         Job.fetch(job.id)
 
@@ -660,22 +661,22 @@ def test_fetch_of_a_corrupt_field_names_the_field(connection, queue, field, garb
 def test_fetch_of_a_corrupt_result_names_the_field(connection, queue):
     job = queue.enqueue(add, 1, 2)
     run_all(queue)
-    connection.hset(key(job.id), "result", b"\xc1")
+    connection.hset(key(job.id), FIELDS["result"], b"\xc1")
     with pytest.raises(SerializationError, match="field 'result' is unreadable"):
         Job.fetch(job.id)
 
 
-@pytest.mark.parametrize("field", ["func", "args", "status", "queue"])
+@pytest.mark.parametrize("field", ["func", "status", "queue"])
 def test_fetch_of_a_record_missing_a_field_says_so(connection, queue, field):
     job = queue.enqueue(add, 1, 2)
-    connection.hdel(key(job.id), field)
+    connection.hdel(key(job.id), FIELDS[field])
     with pytest.raises(SerializationError, match=f"field '{field}' is missing"):
         Job.fetch(job.id)
 
 
 def test_corrupt_args_are_named_when_read(connection, queue):
     job = queue.enqueue(add, 1, 2)
-    connection.hset(key(job.id), "args", b"\x93garbage")
+    connection.hset(key(job.id), FIELDS["args"], b"\x93garbage")
     fetched = Job.fetch(job.id)  # args are unpacked on first use
     with pytest.raises(SerializationError, match=f"job {job.id} is corrupt: field 'args' is unreadable"):
         _ = fetched.args
@@ -686,7 +687,7 @@ def test_corrupt_args_are_named_when_read(connection, queue):
 
 def test_args_that_are_valid_msgpack_but_not_a_call_are_corrupt(connection, queue):
     job = queue.enqueue(add, 1, 2)
-    connection.hset(key(job.id), "args", taskit.serialization.dumps(42))
+    connection.hset(key(job.id), FIELDS["args"], taskit.serialization.dumps(42))
     with pytest.raises(SerializationError, match="field 'args' is unreadable"):
         _ = Job.fetch(job.id).args
 

@@ -166,7 +166,7 @@ def test_periodic_ticks_with_two_real_workers(connection: redis.Redis, cli_env: 
     assert len(ticks) >= 3, [p.read_text() for p in tmp_path.glob("*.log")]
     assert len(set(ticks)) == len(ticks), f"a tick ran twice: {ticks}"
     assert all(t.startswith("periodic:retry_tasks.every_second:") for t in ticks)
-    ran_on = {connection.hget(keys.job(t), "worker") for t in ticks}
+    ran_on = {connection.hget(keys.job(t), keys.Field.WORKER) for t in ticks}
     assert ran_on <= {b"periodic0", b"periodic1"}
     for log in tmp_path.glob("*.log"):
         assert "Traceback" not in log.read_text()

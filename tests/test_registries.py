@@ -42,12 +42,24 @@ def poll(predicate, timeout: float = 10.0):  # type: ignore[no-untyped-def]
     return value
 
 
-def snapshot(connection: redis.Redis) -> dict[bytes, tuple[bytes, bytes | None, bool]]:
-    """Every key: (type, DUMP of its value, whether it has a TTL)."""
-    return {
-        key: (connection.type(key), connection.dump(key), connection.pttl(key) > 0)
-        for key in connection.scan_iter(count=1000)
+def snapshot(connection: redis.Redis) -> dict[bytes, tuple[bytes, object, bool]]:
+    """Every key: (type, its contents, whether it has a TTL).
+
+    Contents, not DUMP bytes: a read may advance Redis's incremental rehashing of a big
+    hash, which reorders DUMP output without changing anything.
+    """
+    read = {
+        b"hash": connection.hgetall,
+        b"list": lambda key: connection.lrange(key, 0, -1),
+        b"zset": lambda key: connection.zrange(key, 0, -1, withscores=True),
+        b"set": connection.smembers,
+        b"string": connection.get,
     }
+    out = {}
+    for key in connection.scan_iter(count=1000):
+        kind = connection.type(key)
+        out[key] = (kind, read[kind](key), connection.pttl(key) > 0)
+    return out
 
 
 def assert_same(before: dict, after: dict) -> None:  # type: ignore[type-arg]

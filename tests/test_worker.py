@@ -423,7 +423,7 @@ def test_wait_on_a_requeued_job_still_blocks(connection: redis.Redis) -> None:
 
     waiter = threading.Thread(target=wait_for_it)
     waiter.start()
-    poll(lambda: connection.hget(keys.job(job.id), "waited"))
+    poll(lambda: connection.hget(keys.job(job.id), keys.Field.WAITED))
     work(queue)
     waiter.join()
     assert len(outcome) == 1 and isinstance(outcome[0], JobFailedError)
@@ -642,16 +642,16 @@ def test_hand_written_job_data_runs_no_code(connection: redis.Redis, cli_env: di
         "dotless": {"func": "sample_tasks", "args": b"\x92\x90\x80"},
     }
     for job_id, fields in hand_written.items():
-        connection.hset(keys.job(job_id), mapping={"status": "queued", "queue": "default", **fields})
+        connection.hset(keys.job(job_id), mapping={keys.FIELDS[name]: value for name, value in {"status": "queued", "queue": "default", **fields}.items()})
         connection.rpush(keys.queue("default"), job_id)
     good = sample_tasks.add.delay(1, 2)
     run_worker(cli_env, "sample_tasks", "--burst")
     assert not marker.exists()
     for job_id in hand_written:
         job = connection.hgetall(keys.job(job_id))
-        assert job[b"status"] == b"failed", (job_id, job)
-    assert b"is corrupt" in connection.hget(keys.job("pickled-args"), "exc_info")
-    assert b"'sample_tasks'" in connection.hget(keys.job("dotless"), "exc_info")
+        assert job[keys.Field.STATUS.encode()] == b"failed", (job_id, job)
+    assert b"is corrupt" in connection.hget(keys.job("pickled-args"), keys.Field.EXC_INFO)
+    assert b"'sample_tasks'" in connection.hget(keys.job("dotless"), keys.Field.EXC_INFO)
     assert Job.fetch(good.id).result == 3
 
 

@@ -1,15 +1,16 @@
 -- Cancel a job that has not started: off its queue or schedule, into the canceled registry.
 -- KEYS: 1 job hash, 2 queue list, 3 scheduled zset, 4 canceled zset, 5 done list
 -- ARGV: 1 id, 2 now, 3 keep seconds (-1 forever)
+-- Fields (see storage/keys.py Field): reads s; writes s, en.
 -- Returns 'ok', or the job's status when it cannot be canceled (false if there is no job).
 --#include signal_end
-local status = redis.call('HGET', KEYS[1], 'status')
+local status = redis.call('HGET', KEYS[1], 's')
 if status ~= 'queued' and status ~= 'scheduled' and status ~= 'created' then
   return status
 end
 redis.call('LREM', KEYS[2], 0, ARGV[1])
 redis.call('ZREM', KEYS[3], ARGV[1])
-redis.call('HSET', KEYS[1], 'status', 'canceled', 'ended_at', ARGV[2])
+redis.call('HSET', KEYS[1], 's', 'canceled', 'en', string.format('%.0f', tonumber(ARGV[2]) * 1000))
 local keep = tonumber(ARGV[3])
 if keep < 0 then
   redis.call('PERSIST', KEYS[1])

@@ -4,11 +4,16 @@
 -- started registry. A kill -9 at any instant leaves every job in a list or registry.
 -- KEYS: 1 in-flight list, 2 workers zset, then per queue in priority order:
 --       queue list, wake list, started zset, scheduled zset
--- ARGV: 1 worker name, 2 now, 3 lease deadline, 4 max jobs to claim, 5 job key prefix
+-- ARGV: 1 worker name, 2 now (Unix seconds), 3 lease deadline, 4 max jobs to claim,
+--       5 job key prefix
+-- Fields (see storage/keys.py Field): reads s, rc, tl; writes s, n, st, w (and c, e when
+-- promoting). The returned fields are read before those writes; the caller knows them.
 -- Returns {claimed, next_run_at} where claimed is a flat list of
---   id, attempt, queue index (0-based), {hash field/value pairs}, ... and next_run_at is the earliest scheduled
---   time among the queues ('' when none is scheduled).
+--   id, attempt, queue index (0-based), {hash field/value pairs}, ... and next_run_at is
+--   the earliest scheduled time among the queues ('' when none is scheduled).
+--#include queueing
 local worker, now, deadline = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local now_ms = string.format('%.0f', now * 1000)
 local limit, prefix = tonumber(ARGV[4]), ARGV[5]
 local inflight = KEYS[1]
 local claimed, count, next_run_at = {}, 0, nil
@@ -19,41 +24,54 @@ for q = 3, #KEYS, 4 do
   local due = redis.call('ZRANGEBYSCORE', scheduled, '-inf', now, 'LIMIT', 0, 1000)
   for _, id in ipairs(due) do
     redis.call('ZREM', scheduled, id)
-    if redis.call('HGET', prefix .. id, 'status') == 'scheduled' then
-      redis.call('HSET', prefix .. id, 'status', 'queued', 'enqueued_at', ARGV[2])
+    if redis.call('HGET', prefix .. id, 's') == 'scheduled' then
+      requeued(prefix .. id, now_ms)
       redis.call('RPUSH', queue, id)
     end
   end
   local first = redis.call('ZRANGE', scheduled, 0, 0, 'WITHSCORES')
-  if first[2] and (next_run_at == nil or tonumber(first[2]) < next_run_at) then
-    next_run_at = tonumber(first[2])
+  if first[2] and (next_run_at == nil or tonumber(first[2]) < tonumber(next_run_at)) then
+    next_run_at = first[2]
   end
 
+  local leases = {}
   while count < limit do
     local id = redis.call('LMOVE', queue, inflight, 'LEFT', 'RIGHT')
     if not id then break end
     local key = prefix .. id
-    local f = redis.call('HMGET', key, 'status', 'recoveries')
-    if f[1] ~= 'queued' then
+    local fields = redis.call('HGETALL', key)
+    local status, recovered, ttl
+    for i = 1, #fields, 2 do
+      local name = fields[i]
+      if name == 's' then status = fields[i + 1]
+      elseif name == 'rc' then recovered = true
+      elseif name == 'tl' then ttl = true
+      end
+    end
+    if status ~= 'queued' then
       -- expired by its ttl, deleted, or canceled: nothing to run
       redis.call('LREM', inflight, -1, id)
-    elseif f[2] and count > 0 then
+    elseif recovered and count > 0 then
       -- a job whose worker died runs in a claim of its own, so that a death is
       -- only ever blamed on the job that may have caused it
       redis.call('LMOVE', inflight, queue, 'RIGHT', 'LEFT')
       limit = count
     else
-      local attempt = redis.call('HINCRBY', key, 'attempts', 1)
-      redis.call('HSET', key, 'status', 'started', 'started_at', ARGV[2], 'worker', worker)
-      redis.call('PERSIST', key)
-      redis.call('ZADD', started, deadline, id)
+      local attempt = redis.call('HINCRBY', key, 'n', 1)
+      redis.call('HSET', key, 's', 'started', 'st', now_ms, 'w', worker)
+      if ttl then redis.call('PERSIST', key) end
+      leases[#leases + 1] = deadline
+      leases[#leases + 1] = id
       count = count + 1
       claimed[#claimed + 1] = id
       claimed[#claimed + 1] = attempt
       claimed[#claimed + 1] = (q - 3) / 4
-      claimed[#claimed + 1] = redis.call('HGETALL', key)
-      if f[2] then limit = count end
+      claimed[#claimed + 1] = fields
+      if recovered then limit = count end
     end
+  end
+  if #leases > 0 then
+    redis.call('ZADD', started, unpack(leases))
   end
 
   if redis.call('LLEN', queue) > 0 then
@@ -67,4 +85,4 @@ end
 if count > 0 then
   redis.call('ZADD', KEYS[2], deadline, worker)
 end
-return {claimed, next_run_at and tostring(next_run_at) or ''}
+return {claimed, next_run_at or ''}

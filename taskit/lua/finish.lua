@@ -3,7 +3,7 @@
 -- recovered, or it was deleted) is left untouched: a newer attempt owns it.
 -- KEYS: 1 in-flight list, then per job: job hash, started zset, target key, queue list,
 --       wake list, done list. The target is the finished, failed or scheduled zset.
--- ARGV: 1 now, then per job: id, token, outcome, payload, keep seconds, run-at
+-- ARGV: 1 now (Unix seconds), then per job: id, token, outcome, payload, keep seconds, run-at
 --   outcome finished : payload = packed result ('' = do not keep)   -> finished registry
 --           failed   : payload = traceback text                      -> failed registry
 --           retry    : payload = traceback text, back on the queue now
@@ -11,10 +11,21 @@
 --           released : never ran (prefetched); back to the front of the queue
 --           interrupted: stopped mid-run by a cold shutdown; back to the front
 --   keep: 0 delete at once, -1 keep forever, n keep n seconds
+-- Fields (see storage/keys.py Field): reads n, s, wt, rn; writes s, en, r, x, rn, n, c, e.
 -- Returns one 1 (recorded) or 0 (claim lost) per job.
 --#include signal_end
+--#include queueing
 local now = tonumber(ARGV[1])
+local now_ms = string.format('%.0f', now * 1000)
 local out = {}
+-- registry updates are gathered per key and sent as one ZREM / ZADD each
+local removals, additions = {}, {}
+local function gather(into, key, ...)
+  local list = into[key]
+  if not list then list = {}; into[key] = list end
+  for _, value in ipairs({...}) do list[#list + 1] = value end
+end
+
 local k = 2
 for a = 2, #ARGV, 6 do
   local id, token, outcome, payload = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
@@ -24,48 +35,54 @@ for a = 2, #ARGV, 6 do
   k = k + 6
 
   local held = redis.call('LREM', KEYS[1], 1, id)
-  local fields = redis.call('HMGET', job, 'attempts', 'status', 'waited')
-  if held == 0 or fields[1] ~= token or fields[2] ~= 'started' then
+  local f = redis.call('HMGET', job, 'n', 's', 'wt', 'rn')
+  if held == 0 or f[1] ~= token or f[2] ~= 'started' then
     out[#out + 1] = 0
   else
-    redis.call('ZREM', started, id)
+    gather(removals, started, id)
     if outcome == 'finished' or outcome == 'failed' then
-      local field = outcome == 'finished' and 'result' or 'exc_info'
-      redis.call('HSET', job, 'status', outcome, 'ended_at', ARGV[1])
-      if payload ~= '' then redis.call('HSET', job, field, payload) end
-      if outcome == 'finished' then redis.call('HDEL', job, 'exc_info') end
+      if outcome == 'finished' then
+        if f[4] then redis.call('HDEL', job, 'x') end  -- an earlier attempt's traceback
+        if payload ~= '' then
+          redis.call('HSET', job, 's', outcome, 'en', now_ms, 'r', payload)
+        else
+          redis.call('HSET', job, 's', outcome, 'en', now_ms)
+        end
+      else
+        redis.call('HSET', job, 's', outcome, 'en', now_ms, 'x', payload)
+      end
       if keep == 0 then
         redis.call('DEL', job)
       elseif keep < 0 then
-        redis.call('ZADD', target, '+inf', id)
+        gather(additions, target, '+inf', id)
       else
         redis.call('EXPIRE', job, keep)
-        redis.call('ZADD', target, now + keep, id)
+        gather(additions, target, now + keep, id)
       end
-      if fields[3] then
+      if f[3] then
         signal_end(job, done, outcome)
       end
     elseif outcome == 'scheduled' then
-      redis.call('HINCRBY', job, 'retries', 1)
-      redis.call('HSET', job, 'status', 'scheduled', 'exc_info', payload)
-      redis.call('ZADD', target, run_at, id)
+      redis.call('HINCRBY', job, 'rn', 1)
+      redis.call('HSET', job, 's', 'scheduled', 'x', payload)
+      gather(additions, target, run_at, id)
     else
       if outcome == 'released' then
-        redis.call('HINCRBY', job, 'attempts', -1)
+        redis.call('HINCRBY', job, 'n', -1)
       elseif outcome == 'retry' then
-        redis.call('HINCRBY', job, 'retries', 1)
-        redis.call('HSET', job, 'exc_info', payload)
+        redis.call('HINCRBY', job, 'rn', 1)
+        redis.call('HSET', job, 'x', payload)
       end
-      redis.call('HSET', job, 'status', 'queued', 'enqueued_at', ARGV[1])
-      if outcome == 'retry' then
-        redis.call('RPUSH', queue, id)
-      else
-        redis.call('LPUSH', queue, id)
-      end
-      redis.call('LPUSH', wake, '1')
-      redis.call('LTRIM', wake, 0, 0)
+      requeued(job, now_ms)
+      push(queue, wake, id, outcome ~= 'retry')
     end
     out[#out + 1] = 1
   end
+end
+for key, ids in pairs(removals) do
+  redis.call('ZREM', key, unpack(ids))
+end
+for key, pairs_ in pairs(additions) do
+  redis.call('ZADD', key, unpack(pairs_))
 end
 return out

@@ -4,13 +4,14 @@
 -- A job this worker has just recorded is neither renewed nor lost.
 -- KEYS: 1 workers zset, 2 worker hash, then per job: job hash, started zset
 -- ARGV: 1 worker name, 2 lease deadline, 3 worker hash ttl seconds, then per job: id, token
+-- Fields (see storage/keys.py Field): reads n, w, s.
 redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
 redis.call('EXPIRE', KEYS[2], ARGV[3])
 local lost = {}
 local k = 3
 for a = 4, #ARGV, 2 do
   local id, token = ARGV[a], ARGV[a + 1]
-  local f = redis.call('HMGET', KEYS[k], 'attempts', 'worker', 'status')
+  local f = redis.call('HMGET', KEYS[k], 'n', 'w', 's')
   if f[1] ~= token or f[2] ~= ARGV[1] then
     lost[#lost + 1] = id
   elseif f[3] == 'started' then

@@ -8,6 +8,7 @@
 --       9 done list prefix
 -- Returns {recovered ids, abandoned ids, dead worker names}, or false if the lock is held.
 --#include signal_end
+--#include queueing
 --#include recover
 if not redis.call('SET', KEYS[1], ARGV[2], 'NX', 'PX', ARGV[3]) then
   return false
@@ -23,7 +24,7 @@ for q = 3, #KEYS, 6 do
   for _, id in ipairs(expired) do
     redis.call('ZREM', started, id)
     local job = job_prefix .. id
-    local worker = redis.call('HGET', job, 'worker')
+    local worker = redis.call('HGET', job, 'w')
     if worker then redis.call('LREM', inflight_prefix .. worker, 0, id) end
     local outcome = recover(job, id, queue, wake, failed, ARGV[9] .. id, ARGV[1], max_deaths, default_failure_ttl)
     if outcome == 'recovered' then

@@ -7,6 +7,8 @@
 -- ARGV: 1 tick (Unix time), 2 '1' = a past tick (remember only if first seen), 3 job id,
 --       4 queue name, 5 ttl seconds ('' = none), 6 run-at ('' = now), 7.. field, value pairs
 -- Returns 1 enqueued, 0 already done (by this or another worker), 2 first seen: remembered.
+--#include queueing
+--#include add_job
 local last = redis.call('GET', KEYS[1])
 if last and tonumber(last) >= tonumber(ARGV[1]) then
   return 0
@@ -18,16 +20,5 @@ end
 if redis.call('EXISTS', KEYS[2]) == 1 then
   return 0
 end
-redis.call('HSET', KEYS[2], unpack(ARGV, 7))
-if ARGV[5] ~= '' then
-  redis.call('EXPIRE', KEYS[2], ARGV[5])
-end
-if ARGV[6] ~= '' then
-  redis.call('ZADD', KEYS[5], ARGV[6], ARGV[3])
-else
-  redis.call('RPUSH', KEYS[3], ARGV[3])
-  redis.call('LPUSH', KEYS[4], '1')
-  redis.call('LTRIM', KEYS[4], 0, 0)
-end
-redis.call('SADD', KEYS[6], ARGV[4])
+add_job(KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], ARGV[3], ARGV[4], ARGV[5], '0', ARGV[6], 7)
 return 1

@@ -6,6 +6,7 @@
 --       then the held job ids, in the order of their keys
 -- Returns {recovered ids, abandoned ids}.
 --#include signal_end
+--#include queueing
 --#include recover
 local recovered, abandoned = {}, {}
 local k = 4
@@ -13,7 +14,7 @@ for a = 5, #ARGV do
   local id = ARGV[a]
   local job, started, queue, wake, failed, done = KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4], KEYS[k + 5]
   k = k + 6
-  if redis.call('HGET', job, 'worker') == ARGV[2] then
+  if redis.call('HGET', job, 'w') == ARGV[2] then
     redis.call('ZREM', started, id)
     local outcome = recover(job, id, queue, wake, failed, done, ARGV[1], tonumber(ARGV[3]), tonumber(ARGV[4]))
     if outcome == 'recovered' then

@@ -2,7 +2,9 @@
 -- KEYS: 1 registry zset, 2 job hash, 3 queue list, 4 wake list, 5 done list (the last end
 --       signal, which would wake a new waiter at once)
 -- ARGV: 1 id, 2 now
+-- Fields (see storage/keys.py Field): clears st, en, x, r, w, rc, rn; writes s, e, c.
 -- Returns 'ok', 'absent' (not in this registry) or 'expired' (its record is gone).
+--#include queueing
 local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
 if not score then
   return 'absent'
@@ -12,11 +14,9 @@ if tonumber(score) <= tonumber(ARGV[2]) or redis.call('EXISTS', KEYS[2]) == 0 th
   return 'expired'
 end
 redis.call('ZREM', KEYS[1], ARGV[1])
-redis.call('HDEL', KEYS[2], 'started_at', 'ended_at', 'exc_info', 'result', 'worker', 'recoveries', 'retries')
-redis.call('HSET', KEYS[2], 'status', 'queued', 'enqueued_at', ARGV[2])
+redis.call('HDEL', KEYS[2], 'st', 'en', 'x', 'r', 'w', 'rc', 'rn')
+requeued(KEYS[2], string.format('%.0f', tonumber(ARGV[2]) * 1000))
 redis.call('PERSIST', KEYS[2])
 redis.call('DEL', KEYS[5])
-redis.call('RPUSH', KEYS[3], ARGV[1])
-redis.call('LPUSH', KEYS[4], '1')
-redis.call('LTRIM', KEYS[4], 0, 0)
+push(KEYS[3], KEYS[4], ARGV[1], false)
 return 'ok'

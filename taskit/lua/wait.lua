@@ -1,9 +1,10 @@
 -- Start waiting for a job: return its status and, unless it has ended, ask the worker
 -- to signal its end on the done list (finish.lua pushes there only for waited jobs).
 -- KEYS: 1 job hash
+-- Fields (see storage/keys.py Field): reads s; writes wt.
 -- Returns the status, or false if there is no such job.
-local status = redis.call('HGET', KEYS[1], 'status')
+local status = redis.call('HGET', KEYS[1], 's')
 if status and status ~= 'finished' and status ~= 'failed' and status ~= 'canceled' then
-  redis.call('HSET', KEYS[1], 'waited', '1')
+  redis.call('HSET', KEYS[1], 'wt', '1')
 end
 return status

@@ -1,6 +1,6 @@
 """Every Redis key taskit uses, in one place.
 
-    taskit:job:<id>              hash   one job (fields: see taskit.job.FIELDS)
+    taskit:job:<id>              hash   one job (fields: see Field below)
     taskit:queue:<queue>         list   ids ready to run, oldest at the head
     taskit:wake:<queue>          list   at most one token; idle workers block on it
     taskit:queues                set    every queue name ever enqueued to
@@ -66,3 +66,70 @@ def done(job_id: str) -> str:
 
 def periodic(name: str) -> str:
     return f"{PREFIX}:periodic:{name}"
+
+
+class Field:
+    """The fields of a job hash. Every queued job carries its field names, so they are short.
+
+        f   func          a   args (msgpack [args, kwargs]; absent = no arguments)
+        s   status        q   queue
+        c   created_at    e   enqueued_at      st  started_at    en  ended_at
+                          (times in Unix milliseconds; c absent = same as e)
+        to  timeout       tl  ttl              rt  result_ttl    ft  failure_ttl
+        de  description   m   meta (msgpack)   r   result (msgpack)
+        x   exc_info      w   worker           n   attempts (the claim token)
+        rc  recoveries    rn  retries done     rp  retry policy (msgpack)
+        wt  waited (someone blocks in job.wait())
+
+    The Lua scripts use the same names (their headers say which they touch).
+    """
+
+    FUNC = "f"
+    ARGS = "a"
+    STATUS = "s"
+    QUEUE = "q"
+    CREATED = "c"
+    ENQUEUED = "e"
+    STARTED = "st"
+    ENDED = "en"
+    TIMEOUT = "to"
+    TTL = "tl"
+    RESULT_TTL = "rt"
+    FAILURE_TTL = "ft"
+    DESCRIPTION = "de"
+    META = "m"
+    RESULT = "r"
+    EXC_INFO = "x"
+    WORKER = "w"
+    ATTEMPTS = "n"
+    RECOVERIES = "rc"
+    RETRIES = "rn"
+    RETRY = "rp"
+    WAITED = "wt"
+
+
+#: the job attribute (or option) name of each field -> its short name, for tools and tests
+FIELDS = {
+    "func": Field.FUNC,
+    "args": Field.ARGS,
+    "status": Field.STATUS,
+    "queue": Field.QUEUE,
+    "created_at": Field.CREATED,
+    "enqueued_at": Field.ENQUEUED,
+    "started_at": Field.STARTED,
+    "ended_at": Field.ENDED,
+    "timeout": Field.TIMEOUT,
+    "ttl": Field.TTL,
+    "result_ttl": Field.RESULT_TTL,
+    "failure_ttl": Field.FAILURE_TTL,
+    "description": Field.DESCRIPTION,
+    "meta": Field.META,
+    "result": Field.RESULT,
+    "exc_info": Field.EXC_INFO,
+    "worker": Field.WORKER,
+    "attempts": Field.ATTEMPTS,
+    "recoveries": Field.RECOVERIES,
+    "retries": Field.RETRIES,
+    "retry": Field.RETRY,
+    "waited": Field.WAITED,
+}

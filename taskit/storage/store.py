@@ -300,7 +300,7 @@ class Store:
         self, worker: str, queues: Sequence[str], now: float, deadline: float, limit: int
     ) -> tuple[Claimed, float | None]:
         """Promote due scheduled jobs and claim up to `limit` jobs: (claimed, next run-at)."""
-        return _parse_claim(self._call(self._run_scripts, [self._claim(worker, queues, now, deadline, limit)])[0])
+        return _parse_claim(self._call(self._run_scripts, [self._claim(worker, queues, now, deadline, limit)])[0], worker, now)
 
     def finish_and_claim(
         self,
@@ -315,7 +315,7 @@ class Store:
 
         calls = [self._finish(worker, records, now), self._claim(worker, queues, now, deadline, limit)]
         recorded, claim = self._call(self._run_scripts, calls)
-        return list(recorded), *_parse_claim(claim)
+        return list(recorded), *_parse_claim(claim, worker, now)
 
     def finish(self, worker: str, records: Sequence[Record], now: float) -> list[int]:
         """Record outcomes of claimed jobs (fenced by token): 1 recorded, 0 claim lost."""
@@ -401,7 +401,7 @@ class Store:
             ids = [i.decode() for i in self.redis.lrange(keys.inflight(worker), 0, -1)]
             pipe = self.redis.pipeline(transaction=False)
             for job_id in ids:
-                pipe.hget(keys.job(job_id), "queue")
+                pipe.hget(keys.job(job_id), keys.Field.QUEUE)
             return [(i, q.decode()) for i, q in zip(ids, pipe.execute()) if q is not None]
 
         jobs = self._call(held)
@@ -474,12 +474,23 @@ def _decode_keys(raw: dict[bytes, bytes]) -> Fields | None:
 Claimed = list[tuple[str, int, int, Fields]]
 
 
-def _parse_claim(reply: Any) -> tuple[Claimed, float | None]:
-    """(id, token, queue index, fields) per claimed job, and the next scheduled run-at."""
+def _parse_claim(reply: Any, worker: str, now: float) -> tuple[Claimed, float | None]:
+    """(id, token, queue index, fields) per claimed job, and the next scheduled run-at.
+
+    claim.lua returns each job's fields as they were before it marked the claim; the
+    claim's own writes are known here and filled in.
+    """
     flat, next_run_at = reply
     claimed = []
+    started = {
+        keys.Field.STATUS: b"started",
+        keys.Field.STARTED: b"%d" % round(now * 1000),
+        keys.Field.WORKER: worker.encode(),
+    }
     for i in range(0, len(flat), 4):
         pairs = flat[i + 3]
         fields = {pairs[j].decode(): pairs[j + 1] for j in range(0, len(pairs), 2)}
+        fields.update(started)
+        fields[keys.Field.ATTEMPTS] = b"%d" % flat[i + 1]
         claimed.append((flat[i].decode(), int(flat[i + 1]), int(flat[i + 2]), fields))
     return claimed, float(next_run_at) if next_run_at else None

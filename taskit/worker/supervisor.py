@@ -26,6 +26,7 @@ from typing import Any
 
 from ..exceptions import TaskitError
 from ..job import DEFAULT_FAILURE_TTL
+from ..storage.keys import Field
 from ..storage.store import Record, Store
 from .worker import Worker
 
@@ -183,7 +184,7 @@ class Supervisor:
             )
             try:
                 fields = self.store.fetch([job_id])[0] or {}
-                keep = int(fields.get("failure_ttl", DEFAULT_FAILURE_TTL))
+                keep = int(fields.get(Field.FAILURE_TTL, DEFAULT_FAILURE_TTL))
                 self.store.finish(name, [Record(job_id, queue, token, "failed", text.encode(), keep)], now)
             except TaskitError as exc:
                 log.warning("could not record the timeout of job %s (%s); it will be recovered", job_id, exc)

@@ -31,6 +31,7 @@ from ..exceptions import (
 )
 from ..job import DEFAULT_FAILURE_TTL, Job, validate_id
 from ..queue import Queue
+from ..storage.keys import Field
 from ..storage.store import Fields, Record, Store
 from .execution import Alarm, ColdShutdown, Outcome, call_job
 from .heartbeat import Heartbeat, Held
@@ -231,7 +232,7 @@ class Worker:
             target = functions.resolve(job.func_name, self.modules)
         except (SerializationError, TaskNotAllowedError) as exc:
             log.error("%s: refused job %s: %s", queue, job_id, exc)
-            failure_ttl = _int_field(fields, "failure_ttl", DEFAULT_FAILURE_TTL)
+            failure_ttl = _int_field(fields, Field.FAILURE_TTL, DEFAULT_FAILURE_TTL)
             text = f"taskit.exceptions.{type(exc).__name__}: {exc}"
             self._add_record(Record(job_id, queue, token, "failed", text.encode(), failure_ttl))
             self.jobs_run += 1

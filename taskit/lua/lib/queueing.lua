@@ -1,0 +1,20 @@
+-- Shared: push a job id onto its queue, and wake one idle worker when the queue was
+-- empty (an idle worker blocks on the wake list; a busy one claims without it, and a
+-- claim that leaves jobs behind wakes the next worker itself).
+local function push(queue, wake, id, front)
+  local length = redis.call(front and 'LPUSH' or 'RPUSH', queue, id)
+  if length == 1 then
+    redis.call('LPUSH', wake, '1')
+    redis.call('LTRIM', wake, 0, 0)
+  end
+end
+
+-- Shared: the job becomes queued again now. enqueued_at ('e') moves to now, and the first
+-- enqueue time is kept as created_at ('c') if it was not stored apart.
+local function requeued(job, now_ms)
+  if redis.call('HEXISTS', job, 'c') == 0 then
+    local first = redis.call('HGET', job, 'e')
+    if first then redis.call('HSET', job, 'c', first) end
+  end
+  redis.call('HSET', job, 's', 'queued', 'e', now_ms)
+end
