@@ -11,10 +11,10 @@ Reading a job never changes it (DESIGN.md, principle 4).
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
 import string
 import time
-import uuid
 from collections.abc import Callable, Iterable, Sequence
 from enum import Enum
 from typing import TYPE_CHECKING, Any
@@ -103,16 +103,13 @@ def seconds(name: str, value: object, *, allow_zero: bool = False, forever: bool
     return value
 
 
-_BASE62 = string.digits + string.ascii_letters
+#: random byte -> a base-62 character (a slight bias: still about 5.95 random bits each)
+_TO_BASE62 = bytes((string.digits + string.ascii_letters).encode()[b % 62] for b in range(256))
 
 
 def new_id() -> str:
-    """A random job id: a uuid4's 122 random bits in 22 base-62 characters."""
-    n, chars = uuid.uuid4().int, []
-    for _ in range(22):
-        n, digit = divmod(n, 62)
-        chars.append(_BASE62[digit])
-    return "".join(chars)
+    """A random job id: 22 base-62 characters, about 130 random bits (a uuid4 has 122)."""
+    return os.urandom(22).translate(_TO_BASE62).decode()
 
 
 def _ms(when: float) -> int:
