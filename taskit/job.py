@@ -15,7 +15,7 @@ import os
 import re
 import string
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
@@ -180,7 +180,7 @@ class Job:
     def create(
         cls,
         func: Callable[..., Any] | str,
-        args: Sequence[Any] | None = None,
+        args: Iterable[Any] | None = None,
         kwargs: dict[str, Any] | None = None,
         *,
         connection: redis.Redis | None = None,

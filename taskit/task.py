@@ -58,7 +58,7 @@ class Task(Generic[P, R]):
             if not isinstance(retry, Retry):
                 raise ConfigurationError(f"retry must be a taskit.Retry, not {type(retry).__name__}")
             self.job_options["retry"] = retry
-        functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+        functools.update_wrapper(self, fn)
         if schedule is not None:  # a periodic task: the workers enqueue it (taskit.periodic)
             from .periodic import periodic
 

@@ -28,7 +28,7 @@ def source(name: str) -> str:
 
 
 def _read(path: str) -> str:
-    return resources.files("taskit").joinpath("lua", path).read_text()
+    return (resources.files("taskit") / "lua" / path).read_text()
 
 
 class Scripts:

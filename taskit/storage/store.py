@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, ClassVar, TypeVar
 
 import redis
@@ -50,7 +50,9 @@ class Store:
     _stores_lock = threading.Lock()
 
     def __init__(self, connection: redis.Redis, retry_seconds: float = RETRY_SECONDS) -> None:
-        self.redis = connection
+        # typed loosely: redis-py's stubs allow str replies, but taskit refuses
+        # decode_responses (config.check_connection), so every reply here is bytes
+        self.redis: Any = connection
         self.where = describe(connection)
         self.scripts = Scripts(connection)
         self.retry_seconds = retry_seconds
@@ -105,7 +107,7 @@ class Store:
 
     # -- jobs ------------------------------------------------------------------------
 
-    def enqueue(self, jobs: Sequence[tuple[str, str, int | None, bool, float | None, Fields]]) -> list[bool]:
+    def enqueue(self, jobs: Sequence[tuple[str, str, int | None, bool, float | None, Mapping[str, Any]]]) -> list[bool]:
         """Write jobs and push them, all in one round trip; False where the id was taken.
 
         Each entry is (id, queue, ttl, at_front, run_at, fields). A retry after a lost
@@ -122,7 +124,7 @@ class Store:
                 keys.registry("scheduled", queue),
                 keys.QUEUES,
             ]
-            options = [job_id, queue, "" if ttl is None else ttl, int(at_front), "" if run_at is None else run_at]
+            options: list[Any] = [job_id, queue, "" if ttl is None else ttl, int(at_front), "" if run_at is None else run_at]
             calls.append((self.scripts.enqueue, job_keys, options + flat))
         started = time.monotonic()
         try:

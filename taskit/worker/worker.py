@@ -362,7 +362,7 @@ class Worker:
             wait=tenacity.wait_exponential(multiplier=0.5, max=10) + tenacity.wait_random(0, 0.5),
             retry=tenacity.retry_if_exception_type(RedisUnavailableError),
             stop=lambda state: self._stop_requested,
-            sleep=self._wake.wait,
+            sleep=self._pause,
             reraise=True,
         )
         try:
@@ -371,6 +371,10 @@ class Worker:
             return  # asked to stop while Redis is away
         log.warning("Redis at %s is back after %.0fs; resuming", self.store.where, time.monotonic() - started)
         self._next_maintenance = 0.0
+
+    def _pause(self, seconds: float) -> None:
+        """Sleep between reconnection attempts; a stop request ends the sleep early."""
+        self._wake.wait(seconds)
 
     # -- signals ---------------------------------------------------------------------
 
