@@ -9,6 +9,7 @@ the queue "examples", so a shared Redis keeps its other queues untouched.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -16,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import redis
@@ -58,9 +60,20 @@ def find_redis() -> tuple[str, subprocess.Popen[bytes] | None]:
     return url, server
 
 
-def main() -> None:
+@contextlib.contextmanager
+def demo_redis() -> Iterator[str]:
+    """The URL of a Redis for a demo; a private server started for it is stopped after."""
     url, server = find_redis()
     try:
+        yield url
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait()
+
+
+def main() -> None:
+    with demo_redis() as url:
         taskit.configure(url=url)
         queue = Queue("examples")
         queue.empty()
@@ -79,17 +92,16 @@ def main() -> None:
             env=env, cwd=ROOT, check=True,
         )
         print("\ndemo: results", flush=True)
+        failed = []
         for job in Job.fetch_many([j.id for j in jobs]):
             assert job is not None
             lines = (job.exc_info or "").strip().splitlines()
             outcome = repr(job.result) if job.is_finished else (lines[-1] if lines else "")
             print(f"  {job.description:55} {job.get_status():9} attempts={job.attempts}  {outcome}")
-        print(f"\n  failed registry of 'examples': {queue.failed_job_registry.get_job_ids()}")
+            if job.id in queue.failed_job_registry:
+                failed.append(job.id)
+        print(f"\n  in the failed registry of 'examples': {', '.join(failed)}")
         print("  requeue them with: taskit requeue --queue examples --all")
-    finally:
-        if server is not None:
-            server.terminate()
-            server.wait()
 
 
 if __name__ == "__main__":

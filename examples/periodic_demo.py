@@ -24,13 +24,12 @@ sys.path.insert(0, str(ROOT))
 
 import taskit
 from examples import periodic as tasks
-from examples.demo import find_redis
+from examples.demo import demo_redis
 from taskit import Job, Queue
 
 
 def main() -> None:
-    url, server = find_redis()
-    try:
+    with demo_redis() as url:
         taskit.configure(url=url)
         queue = Queue(tasks.QUEUE)
         queue.empty()
@@ -63,10 +62,6 @@ def main() -> None:
             print(f"  {job.description:45} {job.get_status():9} attempts={job.attempts} result={job.result!r}")
         ticks = [t.decode() for t in connection.lrange("examples:ticks", 0, -1)]
         print(f"  periodic ticks, each run once by one of the two workers: {ticks}")
-    finally:
-        if server is not None:
-            server.terminate()
-            server.wait()
 
 
 if __name__ == "__main__":

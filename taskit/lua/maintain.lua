@@ -26,12 +26,7 @@ for q = 3, #KEYS, 6 do
     local job = job_prefix .. id
     local worker = redis.call('HGET', job, 'w')
     if worker then redis.call('LREM', inflight_prefix .. worker, 0, id) end
-    local outcome = recover(job, id, queue, wake, failed, ARGV[9] .. id, ARGV[1], max_deaths, default_failure_ttl)
-    if outcome == 'recovered' then
-      recovered[#recovered + 1] = id
-    elseif outcome == 'abandoned' then
-      abandoned[#abandoned + 1] = id
-    end
+    recover(job, id, queue, wake, failed, ARGV[9] .. id, ARGV[1], max_deaths, default_failure_ttl, recovered, abandoned)
   end
   for r = q + 3, q + 5 do
     redis.call('ZREMRANGEBYSCORE', KEYS[r], '-inf', '(' .. ARGV[1])

@@ -16,12 +16,7 @@ for a = 5, #ARGV do
   k = k + 6
   if redis.call('HGET', job, 'w') == ARGV[2] then
     redis.call('ZREM', started, id)
-    local outcome = recover(job, id, queue, wake, failed, done, ARGV[1], tonumber(ARGV[3]), tonumber(ARGV[4]))
-    if outcome == 'recovered' then
-      recovered[#recovered + 1] = id
-    elseif outcome == 'abandoned' then
-      abandoned[#abandoned + 1] = id
-    end
+    recover(job, id, queue, wake, failed, done, ARGV[1], tonumber(ARGV[3]), tonumber(ARGV[4]), recovered, abandoned)
   end
 end
 redis.call('DEL', KEYS[1], KEYS[3])

@@ -3,7 +3,7 @@
 -- Put a started job whose worker died back at the front of its queue, or, once it has
 -- killed max_deaths workers, fail it as abandoned. Returns 'recovered', 'abandoned', or
 -- nil when the job is gone or no longer started.
-local function recover(job, id, queue, wake, failed, done, now, max_deaths, default_failure_ttl)
+local function recover_job(job, id, queue, wake, failed, done, now, max_deaths, default_failure_ttl)
   local f = redis.call('HMGET', job, 'w', 's', 'ft')
   if f[2] ~= 'started' then
     return nil
@@ -26,4 +26,14 @@ local function recover(job, id, queue, wake, failed, done, now, max_deaths, defa
   end
   signal_end(job, done, 'failed')
   return 'abandoned'
+end
+
+-- recover_job, noting the id in `recovered` or `abandoned` by what became of it.
+local function recover(job, id, queue, wake, failed, done, now, max_deaths, default_failure_ttl, recovered, abandoned)
+  local outcome = recover_job(job, id, queue, wake, failed, done, now, max_deaths, default_failure_ttl)
+  if outcome == 'recovered' then
+    recovered[#recovered + 1] = id
+  elseif outcome == 'abandoned' then
+    abandoned[#abandoned + 1] = id
+  end
 end
