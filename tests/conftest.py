@@ -90,6 +90,12 @@ def connection(redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch) -> It
 
 
 @pytest.fixture
+def queue(connection: redis.Redis) -> taskit.Queue:
+    """The default queue on the private server."""
+    return taskit.Queue(connection=connection)
+
+
+@pytest.fixture
 def cli_env(redis_server: RedisServer) -> dict[str, str]:
     """Environment for `taskit` subprocesses: the private Redis and the tests' modules importable."""
     env = dict(os.environ)

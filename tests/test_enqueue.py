@@ -68,11 +68,6 @@ def _clear_ran():
     RAN.clear()
 
 
-@pytest.fixture
-def queue(connection: redis.Redis) -> Queue:
-    return Queue(connection=connection)
-
-
 # -- @task ------------------------------------------------------------------------------------
 
 
@@ -150,7 +145,6 @@ def test_apply_async_refuses_unknown_options_and_bad_args(connection):
 
 def test_task_enqueue_and_call_types_are_checked_by_mypy(tmp_path, request):
     """The ParamSpec on Task lets a type checker catch wrong `.delay()` arguments."""
-    pytest.importorskip("mypy")
     snippet = tmp_path / "snippet.py"
     snippet.write_text(textwrap.dedent("""
         from taskit import task

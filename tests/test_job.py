@@ -8,7 +8,6 @@ import time
 import uuid
 
 import pytest
-import redis
 from roundtrips import commands_run, counting_client
 
 import taskit
@@ -88,11 +87,6 @@ def near_now(value: dt.datetime | None, within: float = 5.0) -> bool:
 @pytest.fixture(autouse=True)
 def _clear_ran():
     RAN.clear()
-
-
-@pytest.fixture
-def queue(connection: redis.Redis) -> Queue:
-    return Queue(connection=connection)
 
 
 # -- imports and statuses ------------------------------------------------------------------
