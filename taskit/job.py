@@ -2,7 +2,7 @@
 
 A job lives in one Redis hash, `taskit:job:<id>`, with the short field names listed in
 `taskit.storage.keys.Field`. Options equal to their default are not stored (timeout 180 s,
-result_ttl 500 s, failure_ttl one year, no ttl), nor are empty arguments, so a queued job
+result_ttl 500 s, failure_ttl one year, no ttl, queue "default"), nor are empty arguments, so a queued job
 costs little Redis memory. Job ids are 22 random base-62 characters unless given.
 
 Reading a job never changes it (DESIGN.md, principle 4).
@@ -31,7 +31,7 @@ from .exceptions import (
     SerializationError,
     WaitTimeoutError,
 )
-from .storage.keys import Field
+from .storage.keys import DEFAULT_QUEUE, Field
 from .storage.store import BLOCK_SECONDS, Fields, Store
 
 if TYPE_CHECKING:
@@ -154,7 +154,7 @@ class Job:
         self._args: tuple[Any, ...] | None = None
         self._kwargs: dict[str, Any] | None = None
         self._status: JobStatus | None = None
-        self.origin = "default"
+        self.origin = DEFAULT_QUEUE
         self.created_at: dt.datetime | None = None
         self.enqueued_at: dt.datetime | None = None
         self.started_at: dt.datetime | None = None
@@ -185,7 +185,7 @@ class Job:
         *,
         connection: redis.Redis | None = None,
         id: str | None = None,
-        origin: str = "default",
+        origin: str = DEFAULT_QUEUE,
         ttl: int | dt.timedelta | None = UNSET,
         result_ttl: int | dt.timedelta | None = UNSET,
         failure_ttl: int | dt.timedelta | None = UNSET,
@@ -246,9 +246,10 @@ class Job:
         fields: dict[str, bytes | str | int | float] = {
             Field.FUNC: self.func_name,
             Field.STATUS: status.value,
-            Field.QUEUE: self.origin,
             Field.ENQUEUED: enqueued,
         }
+        if self.origin != DEFAULT_QUEUE:
+            fields[Field.QUEUE] = self.origin
         if self._args or self._kwargs:
             fields[Field.ARGS] = self._call
         created = _ms(self.created_at.timestamp())
@@ -287,7 +288,7 @@ class Job:
             name = "status"
             self._status = JobStatus(f[Field.STATUS].decode())
             name = "queue"
-            self.origin = f[Field.QUEUE].decode()
+            self.origin = f[Field.QUEUE].decode() if Field.QUEUE in f else DEFAULT_QUEUE
             for name, field in _TIMES:
                 setattr(self, name, _time(f.get(field)))
             if self.created_at is None:

@@ -660,7 +660,7 @@ def test_fetch_of_a_corrupt_result_names_the_field(connection, queue):
         Job.fetch(job.id)
 
 
-@pytest.mark.parametrize("field", ["func", "status", "queue"])
+@pytest.mark.parametrize("field", ["func", "status"])
 def test_fetch_of_a_record_missing_a_field_says_so(connection, queue, field):
     job = queue.enqueue(add, 1, 2)
     connection.hdel(key(job.id), FIELDS[field])

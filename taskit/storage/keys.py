@@ -26,6 +26,8 @@ from __future__ import annotations
 import os
 
 PREFIX = os.environ.get("TASKIT_PREFIX", "taskit")
+#: the queue a job goes to when none is named (not stored in its hash)
+DEFAULT_QUEUE = "default"
 
 JOB = f"{PREFIX}:job:"
 INFLIGHT = f"{PREFIX}:inflight:"
@@ -72,7 +74,7 @@ class Field:
     """The fields of a job hash. Every queued job carries its field names, so they are short.
 
         f   func          a   args (msgpack [args, kwargs]; absent = no arguments)
-        s   status        q   queue
+        s   status        q   queue (absent = "default")
         c   created_at    e   enqueued_at      st  started_at    en  ended_at
                           (times in Unix milliseconds; c absent = same as e)
         to  timeout       tl  ttl              rt  result_ttl    ft  failure_ttl

@@ -404,7 +404,9 @@ class Store:
             pipe = self.redis.pipeline(transaction=False)
             for job_id in ids:
                 pipe.hget(keys.job(job_id), keys.Field.QUEUE)
-            return [(i, q.decode()) for i, q in zip(ids, pipe.execute()) if q is not None]
+                pipe.exists(keys.job(job_id))
+            exists = pipe.execute()
+            return [(i, q.decode() if q else keys.DEFAULT_QUEUE) for i, q, e in zip(ids, exists[0::2], exists[1::2]) if e]
 
         jobs = self._call(held)
         script_keys, args = [keys.inflight(worker), keys.WORKERS, keys.worker(worker)], [now, worker, max_deaths, default_failure_ttl]

@@ -129,7 +129,6 @@ class Worker:
         self._avg_seconds = 0.0
         self._next_maintenance = 0.0
         self._stop_requested = False
-        self._stop_now = False
         self._wake = threading.Event()
         self.jobs_run = 0
 
@@ -139,7 +138,7 @@ class Worker:
         """Run jobs until stopped (or, with `burst`, until nothing is due). Returns jobs run."""
         if max_jobs is not None and max_jobs < 1:
             raise ConfigurationError("max_jobs must be a positive number")
-        self._stop_requested = self._stop_now = False
+        self._stop_requested = False
         self.jobs_run = 0
         previous_handlers = self._install_signal_handlers()
         self.alarm = Alarm()
@@ -390,7 +389,6 @@ class Worker:
     def _on_signal(self, signum: int, frame: Any) -> None:
         name = signal.Signals(signum).name
         if self._stop_requested:
-            self._stop_now = True
             if self.alarm.in_job:
                 log.warning("%s again: stopping now; the running job goes back on its queue", name)
                 raise ColdShutdown()
