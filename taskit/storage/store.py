@@ -117,13 +117,7 @@ class Store:
         calls = []
         for job_id, queue, ttl, at_front, run_at, fields in jobs:
             flat = [x for pair in fields.items() for x in pair]
-            job_keys = [
-                keys.job(job_id),
-                keys.queue(queue),
-                keys.wake(queue),
-                keys.registry("scheduled", queue),
-                keys.QUEUES,
-            ]
+            job_keys = _new_job_keys(job_id, queue)
             options: list[Any] = [job_id, queue, "" if ttl is None else ttl, int(at_front), "" if run_at is None else run_at]
             calls.append((self.scripts.enqueue, job_keys, options + flat))
         started = time.monotonic()
@@ -147,14 +141,7 @@ class Store:
         calls = []
         for name, tick, past, job_id, queue, ttl, run_at, fields in ticks:
             flat = [x for pair in fields.items() for x in pair]
-            tick_keys = [
-                keys.periodic(name),
-                keys.job(job_id),
-                keys.queue(queue),
-                keys.wake(queue),
-                keys.registry("scheduled", queue),
-                keys.QUEUES,
-            ]
+            tick_keys = [keys.periodic(name), *_new_job_keys(job_id, queue)]
             options = [repr(tick), int(past), job_id, queue, "" if ttl is None else ttl, "" if run_at is None else repr(run_at)]
             calls.append((self.scripts.periodic, tick_keys, options + flat))
         return [int(r) for r in self._call(self._run_scripts, calls)] if calls else []
@@ -469,6 +456,11 @@ class Record:
 
     def __repr__(self) -> str:
         return f"Record({self.job_id!r}, {self.outcome!r}, token={self.token})"
+
+
+def _new_job_keys(job_id: str, queue: str) -> list[str]:
+    """The keys lua/lib/add_job.lua writes: job hash, queue, wake list, schedule, queue set."""
+    return [keys.job(job_id), keys.queue(queue), keys.wake(queue), keys.registry("scheduled", queue), keys.QUEUES]
 
 
 def _decode_keys(raw: dict[bytes, bytes]) -> Fields | None:
