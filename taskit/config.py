@@ -26,6 +26,8 @@ def redis_url() -> str:
 
 def connect(url: str) -> redis.Redis:
     """A client for `url` with timeouts that turn a dead Redis into an error within seconds."""
+    if not isinstance(url, str):
+        raise ConfigurationError(f"the Redis URL must be a string, not {type(url).__name__}")
     try:
         # redis-py's own retries are turned off: taskit's Store retries within one budget
         return redis.Redis.from_url(

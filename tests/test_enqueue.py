@@ -639,4 +639,6 @@ def test_configure_refuses_bad_input():
         taskit.configure(url="redis://x", connection=redis.Redis())
     with pytest.raises(ConfigurationError, match="bad Redis URL"):
         taskit.configure(url="http://not-redis")
+    with pytest.raises(ConfigurationError, match="must be a string, not int"):
+        taskit.configure(url=6379)  # type: ignore[arg-type]
     taskit.configure()
