@@ -116,9 +116,23 @@ def _ms(when: float) -> int:
     return round(when * 1000)
 
 
-def _time(raw: bytes | None) -> dt.datetime | None:
-    """A stored time (Unix milliseconds) as an aware UTC datetime."""
-    return None if raw is None else dt.datetime.fromtimestamp(float(raw) / 1000, tz=dt.timezone.utc)
+class _StoredTime:
+    """A job's time: kept as stored (Unix milliseconds) and made a UTC datetime when read,
+    so that a worker loading thousands of jobs a second does not build datetimes it never uses."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.slot = "_" + name
+
+    def __get__(self, job: Any, owner: type | None = None) -> Any:
+        if job is None:
+            return self
+        value = job.__dict__.get(self.slot)
+        if isinstance(value, float):
+            value = job.__dict__[self.slot] = dt.datetime.fromtimestamp(value / 1000, tz=dt.timezone.utc)
+        return value
+
+    def __set__(self, job: Any, value: dt.datetime | float | None) -> None:
+        job.__dict__[self.slot] = value
 
 
 def _int(raw: bytes | None, default: int | None) -> int | None:
@@ -146,6 +160,12 @@ _NUMBERS = (
 class Job:
     """One unit of work. Build with `Job.create`, `Queue.enqueue` or `task.delay`; read with `Job.fetch`."""
 
+    #: timezone-aware UTC datetimes, or None
+    created_at = _StoredTime()
+    enqueued_at = _StoredTime()
+    started_at = _StoredTime()
+    ended_at = _StoredTime()
+
     def __init__(self, id: str, connection: redis.Redis | None = None) -> None:
         self.id = id
         self._connection = connection
@@ -155,10 +175,7 @@ class Job:
         self._kwargs: dict[str, Any] | None = None
         self._status: JobStatus | None = None
         self.origin = DEFAULT_QUEUE
-        self.created_at: dt.datetime | None = None
-        self.enqueued_at: dt.datetime | None = None
-        self.started_at: dt.datetime | None = None
-        self.ended_at: dt.datetime | None = None
+        self.created_at = self.enqueued_at = self.started_at = self.ended_at = None
         self.timeout: int | None = DEFAULT_TIMEOUT
         self.ttl: int | None = None
         self.result_ttl: int = DEFAULT_RESULT_TTL
@@ -290,9 +307,10 @@ class Job:
             name = "queue"
             self.origin = f[Field.QUEUE].decode() if Field.QUEUE in f else DEFAULT_QUEUE
             for name, field in _TIMES:
-                setattr(self, name, _time(f.get(field)))
-            if self.created_at is None:
-                self.created_at = self.enqueued_at
+                raw = f.get(field)
+                setattr(self, name, None if raw is None else float(raw))  # checked here, parsed when read
+            if f.get(Field.CREATED) is None:
+                self.created_at = self.__dict__["_enqueued_at"]
             name = "timeout"
             timeout = _int(f.get(Field.TIMEOUT), DEFAULT_TIMEOUT)
             self.timeout = None if timeout == -1 else timeout

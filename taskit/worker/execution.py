@@ -62,6 +62,8 @@ class Alarm:
         self.enabled = threading.current_thread() is threading.main_thread()
         self.in_job = False
         self.timeout: float | None = None
+        self._deadline = 0.0  # monotonic time the running job must end by
+        self._fires_at: float | None = None  # when the armed timer goes off, if armed
         self._previous_handler: Any = None
         self._previous_timer = (0.0, 0.0)
         self._opened = time.monotonic()
@@ -70,17 +72,29 @@ class Alarm:
             self._previous_timer = signal.setitimer(signal.ITIMER_REAL, 0)  # paused until close()
 
     def _fire(self, signum: int, frame: Any) -> None:
-        if self.in_job and self.timeout:
-            raise JobTimeoutError(f"job exceeded its timeout of {self.timeout:g}s and was stopped")
+        self._fires_at = None
+        if not (self.in_job and self.timeout):
+            return  # armed for a job that has ended: nothing to stop
+        left = self._deadline - time.monotonic()
+        if left > 0.001:  # armed for an earlier job: wait for this one's deadline
+            self._set(left)
+            return
+        raise JobTimeoutError(f"job exceeded its timeout of {self.timeout:g}s and was stopped")
 
     def arm(self, timeout: float | None) -> None:
+        """Start a job's clock. The timer is left running between jobs and only re-armed
+        when it would go off too late, so a stream of short jobs costs no system calls."""
         self.timeout = timeout
-        if self.enabled and timeout:
-            signal.setitimer(signal.ITIMER_REAL, timeout)
+        if not (self.enabled and timeout):
+            return
+        now = time.monotonic()
+        self._deadline = now + timeout
+        if self._fires_at is None or self._fires_at > self._deadline:
+            self._set(timeout)
 
-    def disarm(self) -> None:
-        if self.enabled and self.timeout:
-            signal.setitimer(signal.ITIMER_REAL, 0)
+    def _set(self, seconds: float) -> None:
+        self._fires_at = time.monotonic() + seconds
+        signal.setitimer(signal.ITIMER_REAL, seconds)
 
     def close(self) -> None:
         if not self.enabled:
@@ -109,8 +123,7 @@ def call_job(job: Job, target: Callable[..., Any], alarm: Alarm, keep_result: bo
         try:
             result = fn(*args, **kwargs)
         finally:
-            alarm.in_job = False
-            alarm.disarm()
+            alarm.in_job = False  # a timer still armed now goes off harmlessly
         outcome.seconds = time.perf_counter() - started
         if keep_result:
             try:
