@@ -688,3 +688,18 @@ def test_wait_wakes_when_the_job_is_canceled(connection: redis.Redis) -> None:
     with pytest.raises(JobFailedError, match="canceled"):
         job.wait(timeout=30)
     assert time.monotonic() - started < 3, "woken by the cancel's signal, not by the 5 s re-check"
+
+
+def test_each_job_gets_its_own_timeout_whatever_ran_before(connection: redis.Redis) -> None:
+    """The timer is left armed between jobs; it must still stop each job at its own deadline."""
+    queue = Queue(connection=connection)
+    long_then_short = [queue.enqueue(sample_tasks.add, 1, 1, job_timeout=60), queue.enqueue(sample_tasks.sleep, 5, job_timeout=1)]
+    short_then_long = [queue.enqueue(sample_tasks.add, 1, 1, job_timeout=1), queue.enqueue(sample_tasks.sleep, 5, job_timeout=2)]
+    Worker([queue]).work(burst=True)
+    stopped_early, stopped_late = long_then_short[1], short_then_long[1]
+    for job in (stopped_early, stopped_late):
+        job.refresh()
+        assert job.get_status() == JobStatus.FAILED and "JobTimeoutError" in job.exc_info
+    ran = (stopped_late.ended_at - stopped_late.started_at).total_seconds()
+    assert ran >= 1.5, f"stopped after {ran:.2f}s: the previous job's 1 s timer was taken for this job's 2 s"
+    assert (stopped_early.ended_at - stopped_early.started_at).total_seconds() < 4
