@@ -12,6 +12,7 @@ import importlib
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -252,5 +253,10 @@ def info(url: str) -> None:
         )
     from .storage.store import Store
 
-    workers = Store.of(connection).workers()
-    click.echo(f"{len(workers)} worker(s)" + (": " + ", ".join(name for name, _ in workers) if workers else ""))
+    workers = Store.of(connection).worker_details()
+    click.echo(f"{len(workers)} worker(s)" + (":" if workers else ""))
+    now = time.time()
+    for name, deadline, registered, held in workers:
+        where = f"pid {registered.get('pid', '?')} on {registered.get('host', '?')}"
+        lease = f"lease {deadline - now:.0f}s left" if deadline > now else f"lease expired {now - deadline:.0f}s ago (presumed dead)"
+        click.echo(f"  {name}  {where}  queues {registered.get('queues', '?')}  holding {held} job(s)  {lease}")

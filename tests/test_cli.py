@@ -7,6 +7,7 @@ redis-server of conftest.py.
 from __future__ import annotations
 
 import subprocess
+import time
 import uuid
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import sample_tasks
 from conftest import free_port, taskit_command
 
 from taskit import Job, JobStatus, Queue, Worker
+from taskit.storage import keys
 
 
 def taskit(env: dict[str, str], *args: str, cwd: Path | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -252,3 +254,24 @@ def test_help(cli_env: dict[str, str]) -> None:
     requeue = ok(taskit(cli_env, "requeue", "-h")).stdout
     assert "taskit requeue --queue myqueue -u redis://localhost:6379 foo_job_id bar_job_id" in requeue
     assert "--all" in requeue
+
+
+def test_info_lists_queues_and_live_workers(connection: redis.Redis, cli_env: dict[str, str]) -> None:
+    sample_tasks.add.delay(1, 2)
+    worker = subprocess.Popen(taskit_command("worker", "sample_tasks", "-q", "other", "-n", "info-worker"),
+                              env=cli_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while not connection.zscore(keys.WORKERS, "info-worker"):
+            assert time.monotonic() < deadline, "the worker did not register"
+            time.sleep(0.05)
+        out = taskit(cli_env, "info")
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+    assert out.returncode == 0, out.stderr
+    default = next(line for line in out.stdout.splitlines() if line.startswith("default "))
+    assert default.split()[1] == "1"  # one job queued
+    assert "1 worker(s):" in out.stdout
+    line = next(line for line in out.stdout.splitlines() if "info-worker" in line)
+    assert f"pid {worker.pid}" in line and "queues other" in line and "holding 0 job(s)" in line and "s left" in line

@@ -377,6 +377,25 @@ class Store:
     def workers(self) -> list[tuple[str, float]]:
         return [(n.decode(), s) for n, s in self._call(self.redis.zrange, keys.WORKERS, 0, -1, withscores=True)]
 
+    def worker_details(self) -> list[tuple[str, float, dict[str, str], int]]:
+        """(name, lease deadline, what it registered, jobs it holds) per worker (two round trips)."""
+        workers = self.workers()
+        if not workers:
+            return []
+
+        def run() -> list[Any]:
+            pipe = self.redis.pipeline(transaction=False)
+            for name, _ in workers:
+                pipe.hgetall(keys.worker(name))
+                pipe.llen(keys.inflight(name))
+            return pipe.execute()
+
+        replies = self._call(run)
+        return [
+            (name, deadline, {k.decode(): v.decode() for k, v in info.items()}, held)
+            for (name, deadline), info, held in zip(workers, replies[0::2], replies[1::2])
+        ]
+
     def inflight(self, worker: str) -> list[str]:
         return [i.decode() for i in self._call(self.redis.lrange, keys.inflight(worker), 0, -1)]
 
