@@ -21,6 +21,7 @@ import redis
 import sample_tasks
 from conftest import taskit_command
 
+import taskit
 from taskit import Job, JobStatus, Queue, Worker, get_current_job, task
 from taskit.exceptions import (
     JobFailedError,
@@ -703,3 +704,31 @@ def test_each_job_gets_its_own_timeout_whatever_ran_before(connection: redis.Red
     ran = (stopped_late.ended_at - stopped_late.started_at).total_seconds()
     assert ran >= 1.5, f"stopped after {ran:.2f}s: the previous job's 1 s timer was taken for this job's 2 s"
     assert (stopped_early.ended_at - stopped_early.started_at).total_seconds() < 4
+
+
+def test_a_timer_going_off_as_a_job_starts_is_rearmed_for_it() -> None:
+    """The timer left armed by the previous job may go off just as the next one starts;
+    it must re-arm for the new job's deadline, never be lost and never stop it early."""
+    from taskit.worker.execution import Alarm
+
+    alarm = Alarm()
+    try:
+        alarm.start(3)
+        alarm._fire(signal.SIGALRM, None)  # the previous job's timer, going off now
+        left, _ = signal.getitimer(signal.ITIMER_REAL)
+        assert 2 < left <= 3, f"re-armed for {left:.2f}s instead of the job's 3 s"
+        alarm.stop()
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        alarm._fire(signal.SIGALRM, None)  # going off after the job: harmless, nothing re-armed
+        assert signal.getitimer(signal.ITIMER_REAL)[0] == 0
+    finally:
+        alarm.close()
+
+
+def test_unreadable_arguments_are_refused_not_retried(connection: redis.Redis) -> None:
+    job = Queue(connection=connection).enqueue(sample_tasks.add, 1, 2, retry=taskit.Retry(max=2))
+    connection.hset(keys.job(job.id), keys.Field.ARGS, b"\x80\x04pickled")
+    Worker(["default"], connection).work(burst=True)
+    job.refresh()
+    assert (job.get_status(), job.retries, job.attempts) == (JobStatus.FAILED, 0, 1)
+    assert "SerializationError" in job.exc_info and "'args' is unreadable" in job.exc_info

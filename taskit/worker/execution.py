@@ -73,24 +73,31 @@ class Alarm:
 
     def _fire(self, signum: int, frame: Any) -> None:
         self._fires_at = None
-        if not (self.in_job and self.timeout):
-            return  # armed for a job that has ended: nothing to stop
+        if not self.timeout:
+            return
         left = self._deadline - time.monotonic()
-        if left > 0.001:  # armed for an earlier job: wait for this one's deadline
+        if left > 0.001:  # armed for an earlier job (or going off as this one starts): wait
             self._set(left)
             return
-        raise JobTimeoutError(f"job exceeded its timeout of {self.timeout:g}s and was stopped")
+        if self.in_job:
+            raise JobTimeoutError(f"job exceeded its timeout of {self.timeout:g}s and was stopped")
 
-    def arm(self, timeout: float | None) -> None:
-        """Start a job's clock. The timer is left running between jobs and only re-armed
-        when it would go off too late, so a stream of short jobs costs no system calls."""
-        self.timeout = timeout
-        if not (self.enabled and timeout):
-            return
-        now = time.monotonic()
-        self._deadline = now + timeout
-        if self._fires_at is None or self._fires_at > self._deadline:
-            self._set(timeout)
+    def start(self, timeout: float | None) -> None:
+        """A job starts: set its deadline. The timer is left running between jobs and only
+        re-armed when it would go off too late, so a stream of short jobs costs no system
+        calls. The deadline is set before the job counts as running, so a timer going off
+        in between re-arms for it (see `_fire`) instead of being lost."""
+        self.timeout = timeout if self.enabled else None
+        if self.timeout:
+            self._deadline = time.monotonic() + self.timeout
+        self.in_job = True
+        if self.timeout and (self._fires_at is None or self._fires_at > self._deadline):
+            self._set(self.timeout)
+
+    def stop(self) -> None:
+        """The job ended: a timer still armed now goes off harmlessly."""
+        self.in_job = False
+        self._deadline = 0.0
 
     def _set(self, seconds: float) -> None:
         self._fires_at = time.monotonic() + seconds
@@ -118,12 +125,11 @@ def call_job(job: Job, target: Callable[..., Any], alarm: Alarm, keep_result: bo
             fn = target.fn
             if target.bind:
                 args = (job, *args)
-        alarm.arm(job.timeout)
-        alarm.in_job = True
+        alarm.start(job.timeout)
         try:
             result = fn(*args, **kwargs)
         finally:
-            alarm.in_job = False  # a timer still armed now goes off harmlessly
+            alarm.stop()
         outcome.seconds = time.perf_counter() - started
         if keep_result:
             try:

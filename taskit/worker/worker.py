@@ -228,6 +228,7 @@ class Worker:
             return
         try:
             job = Job.from_fields(job_id, fields, self.connection)
+            _ = job.args  # unpacks the arguments now: unreadable ones are refused, not run
             target = functions.resolve(job.func_name, self.modules)
         except (SerializationError, TaskNotAllowedError) as exc:
             log.error("%s: refused job %s: %s", queue, job_id, exc)
