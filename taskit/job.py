@@ -32,7 +32,7 @@ from .exceptions import (
     WaitTimeoutError,
 )
 from .storage.keys import DEFAULT_QUEUE, Field
-from .storage.store import BLOCK_SECONDS, Fields, Store
+from .storage.store import Fields, Store
 
 if TYPE_CHECKING:
     from .retry import Retry
@@ -508,10 +508,10 @@ class Job:
                     return self._result
                 reason = (self.exc_info or "").strip().splitlines()[-1:] or [str(self._status)]
                 raise JobFailedError(f"job {self.id} ({self.func_name}) {self._status}: {reason[0]}", self.exc_info)
-            left = BLOCK_SECONDS if deadline is None else deadline - time.monotonic()
+            left = store.block_seconds if deadline is None else deadline - time.monotonic()
             if left <= 0:
                 raise WaitTimeoutError(f"job {self.id} is still {status} after {timeout}s")
-            signal = store.wait_signal(self.id, min(left, BLOCK_SECONDS))
+            signal = store.wait_signal(self.id, left)
 
     get = wait
 

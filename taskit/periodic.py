@@ -55,6 +55,10 @@ _lock = threading.Lock()
 _registry: dict[str, PeriodicTask] = {}
 
 
+#: most ticks of one task enqueued ahead in one maintenance step
+MAX_TICKS_AHEAD = 100
+
+
 class PeriodicTask:
     """One registered schedule: what to enqueue, where, and when."""
 
@@ -76,13 +80,17 @@ class PeriodicTask:
         """The id of a tick's job: the same on every worker."""
         return f"periodic:{self.name}:{int(tick)}"
 
-    def due(self, now: float, lookahead: float = 0.0) -> tuple[float, float | None]:
-        """(tick, run_at) to enqueue at `now`: the upcoming tick if within `lookahead`
-        (run_at = the tick), else the latest past tick (run_at None: run at once)."""
+    def due(self, now: float, lookahead: float = 0.0) -> list[tuple[float, float | None]]:
+        """(tick, run_at) pairs to enqueue at `now`, oldest first: the latest past tick
+        (run_at None: run at once; refused in Redis if already enqueued), then every tick
+        within `lookahead` (run_at = the tick), so that a schedule finer than the
+        maintenance interval keeps every tick."""
+        ticks: list[tuple[float, float | None]] = [(self.schedule.previous(now), None)]
         upcoming = self.schedule.next(now)
-        if lookahead > 0 and upcoming - now <= lookahead:
-            return upcoming, upcoming
-        return self.schedule.previous(now), None
+        while lookahead > 0 and upcoming - now <= lookahead and len(ticks) <= MAX_TICKS_AHEAD:
+            ticks.append((upcoming, upcoming))
+            upcoming = self.schedule.next(upcoming)
+        return ticks
 
     def next_run(self, now: float | None = None) -> dt.datetime:
         """When the next tick fires (UTC)."""
@@ -175,15 +183,15 @@ def enqueue_due(
     ticks, jobs = [], []
     for entry in entries:
         try:
-            tick, run_at = entry.due(now, lookahead)
-            job = entry.job_for(tick, store.redis)
+            due = [(tick, run_at, entry.job_for(tick, store.redis)) for tick, run_at in entry.due(now, lookahead)]
         except TaskitError as exc:
             log.error("periodic task %s: cannot enqueue its tick: %s", entry.name, exc)
             continue
-        status = JobStatus.QUEUED if run_at is None else JobStatus.SCHEDULED
-        fields = job.to_fields(status, now)
-        ticks.append((entry.name, tick, run_at is None, job.id, job.origin, job.ttl, run_at, fields))
-        jobs.append((job, status, entry, tick))
+        for tick, run_at, job in due:
+            status = JobStatus.QUEUED if run_at is None else JobStatus.SCHEDULED
+            fields = job.to_fields(status, now)
+            ticks.append((entry.name, tick, run_at is None, job.id, job.origin, job.ttl, run_at, fields))
+            jobs.append((job, status, entry, tick))
     enqueued = []
     for (job, status, entry, tick), result in zip(jobs, store.enqueue_ticks(ticks)):
         when = dt.datetime.fromtimestamp(tick, tz=UTC).isoformat()

@@ -6,8 +6,11 @@
 --       queue list, wake list, started zset, scheduled zset
 -- ARGV: 1 worker name, 2 now (Unix seconds), 3 lease deadline, 4 max jobs to claim,
 --       5 job key prefix
--- Fields (see storage/keys.py Field): reads s, rc, tl; writes s, n, st, w (and c, e when
--- promoting). The returned fields are read before those writes; the caller knows them.
+-- Fields (see storage/keys.py Field): reads s, rc, tl, n; writes s, n, st, w, al (and c, e
+-- when promoting). The returned fields are read before those writes; the caller knows them.
+-- 'al' is 1 for a job claimed on its own: only such a job is blamed if its worker dies
+-- (lib/recover.lua), since in a batch it may not have been the one running.
+-- The script never raises on a job's corrupt field: Redis does not roll a script back.
 -- Returns {claimed, next_run_at} where claimed is a flat list of
 --   id, attempt, queue index (0-based), {hash field/value pairs}, ... and next_run_at is
 --   the earliest scheduled time among the queues ('' when none is scheduled).
@@ -17,6 +20,7 @@ local now_ms = string.format('%.0f', now * 1000)
 local limit, prefix = tonumber(ARGV[4]), ARGV[5]
 local inflight = KEYS[1]
 local claimed, count, next_run_at = {}, 0, nil
+local last_key
 
 for q = 3, #KEYS, 4 do
   local queue, wake, started, scheduled = KEYS[q], KEYS[q + 1], KEYS[q + 2], KEYS[q + 3]
@@ -40,12 +44,13 @@ for q = 3, #KEYS, 4 do
     if not id then break end
     local key = prefix .. id
     local fields = redis.call('HGETALL', key)
-    local status, recovered, ttl
+    local status, recovered, ttl, attempts
     for i = 1, #fields, 2 do
       local name = fields[i]
       if name == 's' then status = fields[i + 1]
       elseif name == 'rc' then recovered = true
       elseif name == 'tl' then ttl = true
+      elseif name == 'n' then attempts = tonumber(fields[i + 1])
       end
     end
     if status ~= 'queued' then
@@ -57,8 +62,9 @@ for q = 3, #KEYS, 4 do
       redis.call('LMOVE', inflight, queue, 'RIGHT', 'LEFT')
       limit = count
     else
-      local attempt = redis.call('HINCRBY', key, 'n', 1)
-      redis.call('HSET', key, 's', 'started', 'st', now_ms, 'w', worker)
+      local attempt = (attempts or 0) + 1
+      redis.call('HSET', key, 's', 'started', 'st', now_ms, 'w', worker, 'n', attempt, 'al', '0')
+      last_key = key
       if ttl then redis.call('PERSIST', key) end
       leases[#leases + 1] = deadline
       leases[#leases + 1] = id
@@ -84,5 +90,8 @@ end
 
 if count > 0 then
   redis.call('ZADD', KEYS[2], deadline, worker)
+end
+if count == 1 then
+  redis.call('HSET', last_key, 'al', '1')
 end
 return {claimed, next_run_at or ''}

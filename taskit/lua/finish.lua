@@ -3,7 +3,8 @@
 -- recovered, or it was deleted) is left untouched: a newer attempt owns it.
 -- KEYS: 1 in-flight list, then per job: job hash, started zset, target key, queue list,
 --       wake list, done list. The target is the finished, failed or scheduled zset.
--- ARGV: 1 now (Unix seconds), then per job: id, token, outcome, payload, keep seconds, run-at
+-- ARGV: 1 now (Unix seconds), 2 worker name, then per job: id, token, outcome, payload,
+--       keep seconds, run-at
 --   outcome finished : payload = packed result ('' = do not keep)   -> finished registry
 --           failed   : payload = traceback text                      -> failed registry
 --           retry    : payload = traceback text, back on the queue now
@@ -11,8 +12,8 @@
 --           released : never ran (prefetched); back to the front of the queue
 --           interrupted: stopped mid-run by a cold shutdown; back to the front
 --   keep: 0 delete at once, -1 keep forever, n keep n seconds
--- Fields (see storage/keys.py Field): reads n, s, wt, rn; writes s, en, r, x, rn, n, c, e.
--- Returns one 1 (recorded) or 0 (claim lost) per job.
+-- Fields (see storage/keys.py Field): reads n, s, wt, rn, w; writes s, en, r, x, rn, n, c, e.
+-- Returns one 1 (recorded, now or by an earlier try of the same call) or 0 (claim lost) per job.
 --#include signal_end
 --#include queueing
 local now = tonumber(ARGV[1])
@@ -26,8 +27,9 @@ local function gather(into, key, ...)
   for _, value in ipairs({...}) do list[#list + 1] = value end
 end
 
+local worker = ARGV[2]
 local k = 2
-for a = 2, #ARGV, 6 do
+for a = 3, #ARGV, 6 do
   local id, token, outcome, payload = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
   local keep, run_at = tonumber(ARGV[a + 4]), ARGV[a + 5]
   local job, started, target, queue, wake, done =
@@ -35,9 +37,11 @@ for a = 2, #ARGV, 6 do
   k = k + 6
 
   local held = redis.call('LREM', KEYS[1], 1, id)
-  local f = redis.call('HMGET', job, 'n', 's', 'wt', 'rn')
+  local f = redis.call('HMGET', job, 'n', 's', 'wt', 'rn', 'w')
   if held == 0 or f[1] ~= token or f[2] ~= 'started' then
-    out[#out + 1] = 0
+    -- a retried round trip finds its own record already written: that counts as recorded
+    local already = held == 0 and f[1] == token and f[5] == worker and f[2] ~= 'started'
+    out[#out + 1] = already and 1 or 0
   else
     gather(removals, started, id)
     if outcome == 'finished' or outcome == 'failed' then
@@ -51,6 +55,9 @@ for a = 2, #ARGV, 6 do
       else
         redis.call('HSET', job, 's', outcome, 'en', now_ms, 'x', payload)
       end
+      if f[3] then
+        signal_end(job, done, outcome)  -- before a keep of 0 deletes the job
+      end
       if keep == 0 then
         redis.call('DEL', job)
       elseif keep < 0 then
@@ -59,18 +66,15 @@ for a = 2, #ARGV, 6 do
         redis.call('EXPIRE', job, keep)
         gather(additions, target, now + keep, id)
       end
-      if f[3] then
-        signal_end(job, done, outcome)
-      end
     elseif outcome == 'scheduled' then
-      redis.call('HINCRBY', job, 'rn', 1)
+      incr(job, 'rn', 1)
       redis.call('HSET', job, 's', 'scheduled', 'x', payload)
       gather(additions, target, run_at, id)
     else
       if outcome == 'released' then
-        redis.call('HINCRBY', job, 'n', -1)
+        incr(job, 'n', -1)
       elseif outcome == 'retry' then
-        redis.call('HINCRBY', job, 'rn', 1)
+        incr(job, 'rn', 1)
         redis.call('HSET', job, 'x', payload)
       end
       requeued(job, now_ms)

@@ -12,7 +12,9 @@ local k = 3
 for a = 4, #ARGV, 2 do
   local id, token = ARGV[a], ARGV[a + 1]
   local f = redis.call('HMGET', KEYS[k], 'n', 'w', 's')
-  if f[1] ~= token or f[2] ~= ARGV[1] then
+  if not f[3] then
+    -- gone (deleted, or just recorded with result_ttl=0): nothing to renew or report
+  elseif f[1] ~= token or f[2] ~= ARGV[1] then
     lost[#lost + 1] = id
   elseif f[3] == 'started' then
     redis.call('ZADD', KEYS[k + 1], 'XX', ARGV[2], id)

@@ -5,7 +5,7 @@
 --       failed zset, finished zset, canceled zset
 -- ARGV: 1 now, 2 lock token, 3 lock milliseconds, 4 job key prefix, 5 in-flight prefix,
 --       6 worker hash prefix, 7 deaths before a job is abandoned, 8 default failure ttl,
---       9 done list prefix
+--       9 done list prefix, 10 queue list prefix, 11 wake list prefix
 -- Returns {recovered ids, abandoned ids, dead worker names}, or false if the lock is held.
 --#include signal_end
 --#include queueing
@@ -33,10 +33,23 @@ for q = 3, #KEYS, 6 do
   end
 end
 
--- A dead worker's jobs were recovered above (their leases ran out with its own).
+-- A dead worker's jobs were recovered above (their leases ran out with its own). Anything
+-- still in its in-flight list was never given a lease (a claim cut short): back to its queue.
+local now_ms = string.format('%.0f', now * 1000)
 for _, name in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, 1000)) do
   redis.call('ZREM', KEYS[2], name)
-  redis.call('DEL', inflight_prefix .. name, worker_prefix .. name)
+  local inflight = inflight_prefix .. name
+  for _, id in ipairs(redis.call('LRANGE', inflight, 0, -1)) do
+    local job = job_prefix .. id
+    local f = redis.call('HMGET', job, 's', 'w', 'q')
+    if f[1] == 'queued' or (f[1] == 'started' and f[2] == name) then
+      local queue = f[3] or 'default'
+      requeued(job, now_ms)
+      push(ARGV[10] .. queue, ARGV[11] .. queue, id, true)
+      recovered[#recovered + 1] = id
+    end
+  end
+  redis.call('DEL', inflight, worker_prefix .. name)
   dead[#dead + 1] = name
 end
 return {recovered, abandoned, dead}

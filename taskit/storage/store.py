@@ -29,7 +29,7 @@ Fields = dict[str, bytes]
 
 #: how long a producer call keeps retrying an unreachable Redis before it raises
 RETRY_SECONDS = 5.0
-#: longest single blocking wait; below the client's socket timeout so a block is never a timeout
+#: longest single blocking wait (halved to stay below a client's shorter socket timeout)
 BLOCK_SECONDS = 5.0
 
 _TRANSIENT = (redis.ConnectionError, redis.TimeoutError)
@@ -56,6 +56,9 @@ class Store:
         self.where = describe(connection)
         self.scripts = Scripts(connection)
         self.retry_seconds = retry_seconds
+        # a block must end well before the socket times out, or it reads as an outage
+        socket_timeout = connection.connection_pool.connection_kwargs.get("socket_timeout")
+        self.block_seconds = min(BLOCK_SECONDS, socket_timeout / 2) if socket_timeout else BLOCK_SECONDS
 
     @classmethod
     def of(cls, connection: redis.Redis) -> Store:
@@ -78,6 +81,17 @@ class Store:
         except redis.RedisError as exc:
             raise StorageError(f"Redis at {self.where} refused the command: {exc}") from None
         return self._retry(started, first_error, fn, *args, **kwargs)
+
+    def _call_once(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run an operation that must not be repeated blindly (a claim: a lost reply would
+        leave jobs claimed that the caller never saw); a lost connection raises at once,
+        and the worker releases what it does not know of when Redis is back."""
+        try:
+            return fn(*args)
+        except _TRANSIENT as exc:
+            raise RedisUnavailableError(f"cannot reach Redis at {self.where}: {exc}") from None
+        except redis.RedisError as exc:
+            raise StorageError(f"Redis at {self.where} refused the command: {exc}") from None
 
     def _retry(self, started: float, error: Exception, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Retry `fn` within what is left of the budget that began at `started`.
@@ -240,7 +254,7 @@ class Store:
         BLMOVE from the done list onto itself leaves the signal for other waiters.
         """
         key = keys.done(job_id)
-        signal = self._call(self.redis.blmove, key, key, timeout, "LEFT", "RIGHT")
+        signal = self._call(self.redis.blmove, key, key, min(timeout, self.block_seconds), "LEFT", "RIGHT")
         return signal.decode() if signal is not None else None
 
     # -- queues and registries -------------------------------------------------------------
@@ -289,7 +303,8 @@ class Store:
         self, worker: str, queues: Sequence[str], now: float, deadline: float, limit: int
     ) -> tuple[Claimed, float | None]:
         """Promote due scheduled jobs and claim up to `limit` jobs: (claimed, next run-at)."""
-        return _parse_claim(self._call(self._run_scripts, [self._claim(worker, queues, now, deadline, limit)])[0], worker, now)
+        reply = self._call_once(self._run_scripts, [self._claim(worker, queues, now, deadline, limit)])
+        return _parse_claim(reply[0], worker, now)
 
     def finish_and_claim(
         self,
@@ -303,7 +318,7 @@ class Store:
         """Record finished jobs and claim the next batch in the same round trip."""
 
         calls = [self._finish(worker, records, now), self._claim(worker, queues, now, deadline, limit)]
-        recorded, claim = self._call(self._run_scripts, calls)
+        recorded, claim = self._call_once(self._run_scripts, calls)
         return list(recorded), *_parse_claim(claim, worker, now)
 
     def finish(self, worker: str, records: Sequence[Record], now: float) -> list[int]:
@@ -323,7 +338,7 @@ class Store:
 
     def _finish(self, worker: str, records: Sequence[Record], now: float) -> Any:
         script_keys = [keys.inflight(worker)]
-        args: list[Any] = [now]
+        args: list[Any] = [now, worker]
         for r in records:
             target = {"finished": "finished", "failed": "failed", "scheduled": "scheduled"}.get(r.outcome, "started")
             script_keys += [
@@ -339,7 +354,7 @@ class Store:
 
     def block_for_work(self, queues: Sequence[str], timeout: float) -> bool:
         """Block until one of the queues is woken (a job was pushed) or `timeout` passes."""
-        wait = max(0.001, min(timeout, BLOCK_SECONDS))
+        wait = max(0.001, min(timeout, self.block_seconds))
         return self._call(self.redis.blpop, [keys.wake(q) for q in queues], wait) is not None
 
     def heartbeat(
@@ -364,12 +379,15 @@ class Store:
         self._call(run)
 
     def unregister_worker(self, worker: str) -> None:
-        """Forget a worker that holds nothing any more (call after releasing its jobs)."""
+        """Forget a worker that holds nothing any more (call after releasing its jobs).
+
+        Its in-flight list is not touched: empty, Redis has already dropped it; not empty,
+        the maintenance step must find it through the worker's expiring lease."""
 
         def run() -> None:
             pipe = self.redis.pipeline(transaction=True)
             pipe.zrem(keys.WORKERS, worker)
-            pipe.delete(keys.worker(worker), keys.inflight(worker))
+            pipe.delete(keys.worker(worker))
             pipe.execute()
 
         self._call(run)
@@ -414,7 +432,7 @@ class Store:
             exists = pipe.execute()
             return [(i, q.decode() if q else keys.DEFAULT_QUEUE) for i, q, e in zip(ids, exists[0::2], exists[1::2]) if e]
 
-        jobs = self._call(held)
+        jobs = self._call(held)[::-1]  # each goes back to the queue's front: last first keeps their order
         script_keys, args = [keys.inflight(worker), keys.WORKERS, keys.worker(worker)], [now, worker, max_deaths, default_failure_ttl]
         for job_id, queue in jobs:
             script_keys += [
@@ -447,7 +465,10 @@ class Store:
                 keys.registry("finished", queue),
                 keys.registry("canceled", queue),
             ]
-        args = [now, token, lock_ms, keys.JOB, keys.INFLIGHT, keys.worker(""), max_deaths, default_failure_ttl, keys.done("")]
+        args = [
+            now, token, lock_ms, keys.JOB, keys.INFLIGHT, keys.worker(""), max_deaths, default_failure_ttl,
+            keys.done(""), keys.queue(""), keys.wake(""),
+        ]
         result = self._call(self.scripts.maintain, keys=script_keys, args=args)
         if not result:
             return None

@@ -58,7 +58,8 @@ class Heartbeat(threading.Thread):
         self.lease, self.interval, self.clock = lease, interval, clock
         self.info_ttl = int(lease) + 60
         self._stop_event = threading.Event()
-        self.lost: set[str] = set()
+        #: (job id, token) of claims this worker lost; a later claim of the same job is new
+        self.lost: set[tuple[str, int]] = set()
         self._parent_pid: int | None = None
         self._orphaned: Callable[[], None] | None = None
 
@@ -68,17 +69,17 @@ class Heartbeat(threading.Thread):
 
     def beat(self) -> None:
         """Renew the leases now; remember claims that were lost (recovered elsewhere)."""
-        lost = self.store.heartbeat(self.worker_name, self.clock() + self.lease, self.info_ttl, self.held.snapshot())
-        # a job recorded while the heartbeat was under way is no longer held: not lost
-        lost = [job_id for job_id in lost if job_id in self.held]
-        for job_id in lost:
-            if job_id not in self.lost:
+        held = self.held.snapshot()
+        lost = set(self.store.heartbeat(self.worker_name, self.clock() + self.lease, self.info_ttl, held))
+        for job_id, _, token in held:
+            # a job recorded while the heartbeat was under way is no longer held: not lost
+            if job_id in lost and job_id in self.held and (job_id, token) not in self.lost:
                 log.warning(
                     "lost the claim on job %s: its lease expired and another worker owns it now; "
                     "this worker's result for it will be discarded",
                     job_id,
                 )
-        self.lost.update(lost)
+                self.lost.add((job_id, token))
 
     def run(self) -> None:
         while not self._stop_event.wait(self.interval):

@@ -34,7 +34,7 @@ log = logging.getLogger("taskit.worker")
 
 #: seconds past a job's timeout before its worker process is killed (SIGALRM gets the first chance)
 HARD_KILL_GRACE = 3.0
-_SLOT = struct.Struct("dq64s128s")  # deadline, token, queue, job id
+_SLOT = struct.Struct("dq128s128s")  # deadline, token, queue, job id (names are at most 128 characters)
 
 
 class JobBoard:

@@ -27,11 +27,13 @@ from ..exceptions import (
     ConfigurationError,
     RedisUnavailableError,
     SerializationError,
+    StorageError,
+    TaskitError,
     TaskNotAllowedError,
 )
 from ..job import DEFAULT_FAILURE_TTL, Job, validate_id
 from ..queue import Queue
-from ..storage.keys import Field
+from ..storage.keys import DEFAULT_QUEUE, Field
 from ..storage.store import Fields, Record, Store
 from .execution import Alarm, ColdShutdown, Outcome, call_job
 from .heartbeat import Heartbeat, Held
@@ -129,6 +131,7 @@ class Worker:
         self._avg_seconds = 0.0
         self._next_maintenance = 0.0
         self._stop_requested = False
+        self._refusals = 0
         self._wake = threading.Event()
         self.jobs_run = 0
 
@@ -155,8 +158,11 @@ class Worker:
                 try:
                     if not self._step(burst, max_jobs):
                         break
+                    self._refusals = 0
                 except RedisUnavailableError as exc:
                     self._wait_for_redis(exc)
+                except StorageError as exc:
+                    self._refused(exc)
         finally:
             heartbeat.stop()
             self.alarm.close()
@@ -223,7 +229,8 @@ class Worker:
         if self._stop_requested:
             self._add_record(Record(job_id, queue, token, "released"))
             return
-        if job_id in self.heartbeat.lost:
+        if (job_id, token) in self.heartbeat.lost:
+            self.heartbeat.lost.discard((job_id, token))
             self.held.discard(job_id)
             return
         try:
@@ -281,8 +288,8 @@ class Worker:
     # -- recording -------------------------------------------------------------------
 
     def _add_record(self, record: Record) -> None:
-        """Queue an outcome for recording; the job stops being renewed by the heartbeat."""
-        self.held.discard(record.job_id)
+        """Queue an outcome for recording. The job stays held (its lease renewed) until the
+        record is written, however long the next job of the batch takes."""
         if not self._pending:
             self._pending_since = self.clock()
         self._pending.append(record)
@@ -295,6 +302,8 @@ class Worker:
 
     def _recorded(self, results: list[int]) -> None:
         for record, ok in zip(self._pending, results):
+            self.held.discard(record.job_id)
+            self.heartbeat.lost.discard((record.job_id, record.token))
             if not ok and record.outcome != "released":
                 log.warning(
                     "%s: job %s was not recorded as %s: this worker no longer holds it "
@@ -325,6 +334,7 @@ class Worker:
         from ..periodic import enqueue_due
 
         enqueue_due(self.store, now, queues=self.queues, lookahead=self.maintenance_interval)
+        self._release_strays()
         result = self.store.maintain(
             now, self.name, int(self.maintenance_interval * 1000), self.max_deaths, DEFAULT_FAILURE_TTL
         )
@@ -343,14 +353,16 @@ class Worker:
 
     def _shutdown(self) -> None:
         """Record what is pending, hand back prefetched jobs, and sign off."""
-        while self._batch:
-            job_id, token, queue, _ = self._batch.popleft()
+        # each released job goes back to the queue's front: the last first keeps their order
+        for job_id, token, queue, _ in reversed(self._batch):
             self._add_record(Record(job_id, queue, token, "released"))
+        self._batch.clear()
         try:
             self._flush()
-            if not len(self.held):
+            self._release_strays()
+            if not self.store.inflight(self.name):
                 self.store.unregister_worker(self.name)
-        except RedisUnavailableError as exc:
+        except TaskitError as exc:
             log.warning("could not record the last results (%s); their leases will expire and they will re-run", exc)
         log.info("worker %s stopped after %d job(s)", self.name, self.jobs_run)
 
@@ -371,6 +383,36 @@ class Worker:
             return  # asked to stop while Redis is away
         log.warning("Redis at %s is back after %.0fs; resuming", self.store.where, time.monotonic() - started)
         self._next_maintenance = 0.0
+        try:
+            self._release_strays()
+        except TaskitError as exc:  # their leases will expire and recovery will return them
+            log.warning("could not hand back jobs claimed while the connection was lost: %s", exc)
+
+    def _release_strays(self) -> None:
+        """Hand back jobs in this worker's in-flight list that it does not know of: claimed by
+        a round trip whose reply was lost with the connection (taskit never retries a claim,
+        but a redis-py client with retries on may). One LRANGE when there are none."""
+        known = {job_id for job_id, _, _ in self.held.snapshot()} | {r.job_id for r in self._pending}
+        strays = [job_id for job_id in self.store.inflight(self.name) if job_id not in known]
+        if not strays:
+            return
+        records = []
+        for job_id, fields in zip(strays, self.store.fetch(strays)):
+            if fields is not None and fields.get(Field.WORKER) == self.name.encode():
+                queue = fields.get(Field.QUEUE, DEFAULT_QUEUE.encode()).decode()
+                records.append(Record(job_id, queue, int(fields.get(Field.ATTEMPTS, b"0")), "released"))
+        if records:
+            self.store.finish(self.name, records[::-1], self.clock())
+            log.warning("handed back %d job(s) claimed while the connection was lost: %s",
+                        len(records), ", ".join(r.job_id for r in records))
+
+    def _refused(self, exc: StorageError) -> None:
+        """Redis answered with an error (a key of the wrong type, out of memory, ...): say so
+        and back off (1, 2, 4 ... 30 s) rather than crash or spin."""
+        self._refusals += 1
+        delay = min(30.0, 2.0 ** (self._refusals - 1))
+        log.error("%s; trying again in %.0fs", exc, delay)
+        self._pause(delay)
 
     def _pause(self, seconds: float) -> None:
         """Sleep between reconnection attempts; a stop request ends the sleep early."""

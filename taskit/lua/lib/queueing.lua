@@ -18,3 +18,12 @@ local function requeued(job, now_ms)
   end
   redis.call('HSET', job, 's', 'queued', 'e', now_ms)
 end
+
+-- Shared: add `by` to a numeric job field, reading a missing or unreadable value as 0.
+-- (HINCRBY would raise on a corrupt value and abort the script after its earlier writes:
+-- a Redis script is not rolled back on error.)
+local function incr(key, field, by)
+  local value = (tonumber(redis.call('HGET', key, field)) or 0) + by
+  redis.call('HSET', key, field, value)
+  return value
+end

@@ -1,14 +1,16 @@
 -- Shared by maintain.lua and reap.lua (pasted in where a script says --#include recover;
--- include signal_end and queueing first). Fields: reads w, s, ft; writes rc, s, e, c, en, x.
+-- include signal_end and queueing first). Fields: reads w, s, ft, al; writes rc, s, e, c, en, x.
 -- Put a started job whose worker died back at the front of its queue, or, once it has
--- killed max_deaths workers, fail it as abandoned. Returns 'recovered', 'abandoned', or
--- nil when the job is gone or no longer started.
+-- killed max_deaths workers, fail it as abandoned. Only a job claimed on its own ('al' 1)
+-- is blamed: one claimed in a batch may not have been running. It is not counted, but
+-- gets an 'rc' field, so that from now on it is claimed on its own (claim.lua).
+-- Returns 'recovered', 'abandoned', or nil when the job is gone or no longer started.
 local function recover_job(job, id, queue, wake, failed, done, now, max_deaths, default_failure_ttl)
-  local f = redis.call('HMGET', job, 'w', 's', 'ft')
+  local f = redis.call('HMGET', job, 'w', 's', 'ft', 'al')
   if f[2] ~= 'started' then
     return nil
   end
-  local deaths = redis.call('HINCRBY', job, 'rc', 1)
+  local deaths = incr(job, 'rc', f[4] == '1' and 1 or 0)
   if deaths < max_deaths then
     requeued(job, string.format('%.0f', tonumber(now) * 1000))
     push(queue, wake, id, true)
