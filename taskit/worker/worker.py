@@ -109,6 +109,10 @@ class Worker:
             raise ConfigurationError("a worker needs at least one queue")
         if lease <= 0 or maintenance_interval <= 0 or prefetch < 1 or max_deaths < 1:
             raise ConfigurationError("lease, maintenance_interval, prefetch and max_deaths must be positive")
+        if heartbeat_interval is not None and not 0 < heartbeat_interval < lease:
+            raise ConfigurationError(
+                f"heartbeat_interval must be more than 0 and less than the lease ({lease}s), not {heartbeat_interval}"
+            )
         self.queues = names
         self.connection = config.get_connection(connection)
         # a short retry budget: an outage is reported within a second, then backed off from
@@ -385,8 +389,8 @@ class Worker:
         self._next_maintenance = 0.0
         try:
             self._release_strays()
-        except TaskitError as exc:  # their leases will expire and recovery will return them
-            log.warning("could not hand back jobs claimed while the connection was lost: %s", exc)
+        except TaskitError as error:  # their leases will expire and recovery will return them
+            log.warning("could not hand back jobs claimed while the connection was lost: %s", error)
 
     def _release_strays(self) -> None:
         """Hand back jobs in this worker's in-flight list that it does not know of: claimed by

@@ -1,0 +1,335 @@
+"""Edge cases a review of the core found broken, kept as regression tests: waiting on jobs
+that drop their record, blocks against short socket timeouts, results not yet recorded,
+lost claims, blame for a worker's death, corrupt counters, lost claim replies, fine
+periodic schedules, the order of handed-back jobs, long queue names under `-c N`.
+
+Tasks used by subprocess workers are defined here too (`taskit worker test_edge_cases`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import fault_tasks
+import pytest
+import redis
+import sample_tasks
+from test_faults import FAST, WorkerProcess, wait_until
+
+import taskit
+from taskit import Job, JobStatus, Queue, Retry, Worker, get_current_job, task
+from taskit.exceptions import JobFailedError
+from taskit.storage import keys
+
+# -- tasks ---------------------------------------------------------------------------------------
+
+
+def _count(name: str) -> int:
+    job = get_current_job()
+    assert job is not None
+    return int(job.connection.incr(f"review:calls:{name}"))
+
+
+def calls(connection: redis.Redis, name: str) -> int:
+    return int(connection.get(f"review:calls:{name}") or 0)
+
+
+@task
+def counted(name: str) -> str:
+    _count(name)
+    return name
+
+
+@task
+def counted_sleep(name: str, seconds: float) -> str:
+    _count(name)
+    time.sleep(seconds)
+    return name
+
+
+@task(retry=Retry(max=5, interval=2))
+def slow_then_fail_then_ok(name: str) -> int:
+    """Attempt 1 is slow, attempt 2 fails (retried 2 s later), later attempts succeed."""
+    n = _count(name)
+    job = get_current_job()
+    if job.attempts == 1:
+        time.sleep(4)
+    elif job.attempts == 2:
+        raise RuntimeError("attempt 2 fails")
+    return n
+
+
+def places(connection: redis.Redis, job_id: str, queue: str = "default") -> list[str]:
+    """Every list or registry that holds `job_id`."""
+    found = []
+    if job_id.encode() in connection.lrange(keys.queue(queue), 0, -1):
+        found.append("queue")
+    for kind in keys.REGISTRIES:
+        if connection.zscore(keys.registry(kind, queue), job_id) is not None:
+            found.append(kind)
+    for key in connection.scan_iter(keys.INFLIGHT + "*"):
+        if job_id.encode() in connection.lrange(key, 0, -1):
+            found.append(key.decode())
+    return found
+
+
+# -- 1. job.wait() and result_ttl=0 / failure_ttl=0 ----------------------------------------------
+
+
+def _burst_later(queue: Queue, delay: float = 0.3) -> threading.Thread:
+    def run() -> None:
+        time.sleep(delay)
+        Worker([queue], modules=("sample_tasks",)).work(burst=True)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+def test_wait_on_a_result_ttl_zero_job_returns(connection: redis.Redis) -> None:
+    queue = Queue(connection=connection)
+    job = queue.enqueue(sample_tasks.add, 1, 2, result_ttl=0)
+    thread = _burst_later(queue)
+    started = time.monotonic()
+    try:
+        # (timeout below the client's 5 s socket timeout: see test 2 for that bug)
+        assert job.wait(timeout=3) is None  # Job.wait: "ended, and result_ttl=0 dropped the record"
+    finally:
+        thread.join()
+    assert time.monotonic() - started < 2
+
+
+def test_wait_on_a_failure_ttl_zero_job_raises_job_failed(connection: redis.Redis) -> None:
+    queue = Queue(connection=connection)
+    job = queue.enqueue(sample_tasks.fail, failure_ttl=0)
+    thread = _burst_later(queue)
+    try:
+        with pytest.raises(JobFailedError):
+            job.wait(timeout=3)  # raises NoSuchJobError after the full 3 s instead
+    finally:
+        thread.join()
+
+
+# -- 2. job.wait() blocks as long as redis-py's default socket timeout ---------------------------
+
+
+def test_wait_times_out_on_time_with_a_default_client(connection: redis.Redis) -> None:
+    assert connection.connection_pool.connection_kwargs["socket_timeout"] == 5  # redis.Redis() as users build it
+    job = Queue(connection=connection).enqueue(sample_tasks.add, 1, 2)  # nobody runs it
+    started = time.monotonic()
+    with pytest.raises(taskit.exceptions.WaitTimeoutError):  # today: RedisUnavailableError after ~60 s
+        job.wait(timeout=12)
+    assert time.monotonic() - started < 15
+
+
+# -- 3. a job run but not yet recorded loses its lease --------------------------------------------
+
+
+def test_a_finished_job_is_not_run_again_while_the_next_job_runs(connection: redis.Redis) -> None:
+    queue = Queue(connection=connection)
+    queue.enqueue(counted, "warm")          # the first claim takes one job; then the batch grows
+    fast = queue.enqueue(counted, "fast")
+    queue.enqueue(counted_sleep, "slow", 3.0)  # claimed in the same batch as `fast`
+
+    def another_worker() -> None:  # any other worker, 2 s later: its maintenance step sees fast's lease expired
+        time.sleep(2.0)
+        Worker([queue], name="other", lease=1, maintenance_interval=0.1).work(burst=True)
+
+    thread = threading.Thread(target=another_worker)
+    thread.start()
+    Worker([queue], name="main", lease=1, maintenance_interval=0.1).work(burst=True)
+    thread.join()
+    job = Job.fetch(fast.id)
+    assert calls(connection, "fast") == 1, "a job that had finished was recovered and run again"
+    assert job.recoveries == 0
+
+
+# -- 4. a claim lost once is never run by this worker again --------------------------------------
+
+
+def test_a_worker_runs_a_job_it_lost_once_when_it_claims_it_again(
+    connection: redis.Redis, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    job = slow_then_fail_then_ok.delay("x")
+    a = WorkerProcess(cli_env, tmp_path, "test_edge_cases", *FAST, "-n", "A")
+    try:
+        wait_until(lambda: Job.fetch(job.id).get_status() == JobStatus.STARTED, what="attempt 1 to start on A")
+        a.signal(signal.SIGSTOP)  # A stalls (GC pause, swapped out, ...) past its 1 s lease mid-job
+        time.sleep(1.5)
+        # another worker recovers the job and runs attempt 2, which fails: retried in 2 s
+        Worker([Queue(connection=connection)], name="B", lease=1, maintenance_interval=0.1).work(burst=True)
+        assert Job.fetch(job.id).get_status() == JobStatus.SCHEDULED
+        a.signal(signal.SIGCONT)  # A's heartbeat now learns it lost attempt 1; later A claims the retry
+        wait_until(lambda: Job.fetch(job.id).get_status() in (JobStatus.FINISHED, JobStatus.FAILED),
+                   timeout=20, what="the job to end")
+        job.refresh()
+        assert job.get_status() == JobStatus.FINISHED, (job.exc_info, a.output()[-3000:])
+        assert calls(connection, "x") == 3
+    finally:
+        a.signal(signal.SIGCONT)
+        a.stop()
+
+
+# -- 5. prefetched jobs that never ran are blamed for their worker's death -------------------------
+
+
+def test_prefetched_jobs_are_not_blamed_for_their_workers_death(connection: redis.Redis, cli_env, tmp_path) -> None:
+    fault_tasks.work.delay(0)  # the first claim takes one job; after it the batch grows
+    killer = fault_tasks.kill_my_worker.delay()
+    bystanders = [fault_tasks.work.delay(i) for i in range(5)]  # claimed in the killer's batch
+    for _ in range(4):  # workers until the killer is abandoned
+        WorkerProcess(cli_env, tmp_path, *FAST, "--burst", "--max-deaths", "1").wait()
+        if Job.fetch(killer.id).get_status() == JobStatus.FAILED:
+            break
+        time.sleep(1.3)  # the dead worker's lease runs out
+    assert WorkerProcess(cli_env, tmp_path, *FAST, "--burst", "--max-deaths", "1").wait() == 0
+    assert "abandoned" in Job.fetch(killer.id).exc_info
+    for i, bystander in enumerate(bystanders):
+        job = Job.fetch(bystander.id)
+        assert (job.get_status(), job.exc_info) == (JobStatus.FINISHED, None), f"bystander {i} was blamed"
+
+
+# -- 6. the supervisor fails a timed-out job on a truncated queue name ----------------------------
+
+
+def test_a_job_killed_for_its_timeout_on_a_long_queue_lands_in_its_failed_registry(
+    connection: redis.Redis, cli_env, tmp_path
+) -> None:
+    long_name = "q" * 80  # validate_id allows up to 128 characters
+    stuck = fault_tasks.stuck.apply_async((60,), queue=long_name)
+    parent = WorkerProcess(cli_env, tmp_path, "-q", long_name, "-c", "1")
+    try:
+        wait_until(lambda: Job.fetch(stuck.id).get_status() == JobStatus.FAILED, timeout=30, what="the kill")
+        assert "was killed" in Job.fetch(stuck.id).exc_info
+        found = places(connection, stuck.id, long_name)
+        truncated = connection.zscore(keys.registry("failed", "q" * 64), stuck.id) is not None
+        assert "failed" in found, f"in {found} of its queue; in the failed registry of 'q'*64: {truncated}"
+    finally:
+        parent.signal(signal.SIGTERM)
+        parent.wait()
+
+
+# -- 7. a script error midway leaves partial writes: jobs lost from every list --------------------
+
+
+def test_a_corrupt_attempts_field_loses_no_other_job(connection: redis.Redis) -> None:
+    queue = Queue(connection=connection)
+    queue.enqueue(counted, "warm")
+    good = [queue.enqueue(counted, f"good{i}") for i in range(3)]
+    bad = queue.enqueue(counted, "bad")
+    connection.hset(keys.job(bad.id), keys.Field.ATTEMPTS, b"not a number")
+    crashed = None
+    try:
+        Worker([queue], name="w").work(burst=True)
+    except taskit.exceptions.TaskitError as exc:
+        crashed = exc
+    lost = {j.id: connection.hget(keys.job(j.id), keys.Field.STATUS) for j in [*good, bad] if not places(connection, j.id)}
+    assert not lost, f"jobs in no queue, registry or in-flight list (hash kept): {lost}; worker raised {crashed!r}"
+    assert crashed is None
+
+
+def test_a_corrupt_recoveries_field_does_not_lose_the_job(connection: redis.Redis, cli_env, tmp_path) -> None:
+    job = fault_tasks.work.delay(1)
+    WorkerProcess(cli_env, tmp_path, *FAST, crash_at="after_claim").wait()  # claims it and dies
+    connection.hset(keys.job(job.id), keys.Field.RECOVERIES, b"??")
+    time.sleep(1.2)  # its lease runs out
+    crashed = None
+    try:
+        Worker([Queue(connection=connection)], name="m", lease=1, maintenance_interval=0.1).work(burst=True)
+    except taskit.exceptions.TaskitError as exc:
+        crashed = exc
+    assert places(connection, job.id), f"job ({connection.hget(keys.job(job.id), keys.Field.STATUS)}) is in no place; worker raised {crashed!r}"
+    assert crashed is None
+
+
+# -- 8. a lost claim reply strands the claimed jobs ------------------------------------------------
+
+
+def _reply_dropping_proxy(redis_port: int, marker: bytes) -> tuple[int, threading.Event]:
+    """A TCP proxy to Redis that cuts the connection instead of delivering the first reply holding `marker`."""
+    import socket
+
+    from conftest import free_port
+
+    port, dropped = free_port(), threading.Event()
+
+    def pump(src: socket.socket, dst: socket.socket, watch: bool) -> None:
+        try:
+            while data := src.recv(65536):
+                if watch and not dropped.is_set() and marker in data:
+                    dropped.set()  # Redis ran the command; the client never hears back
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+                s.close()
+            except OSError:
+                pass
+
+    listener = socket.create_server(("127.0.0.1", port))
+
+    def serve() -> None:
+        while True:
+            client, _ = listener.accept()
+            server = socket.create_connection(("127.0.0.1", redis_port))
+            threading.Thread(target=pump, args=(client, server, False), daemon=True).start()
+            threading.Thread(target=pump, args=(server, client, True), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return port, dropped
+
+
+def test_a_claim_whose_reply_is_lost_does_not_strand_its_jobs(connection: redis.Redis, redis_server) -> None:
+    queue = Queue(connection=connection)
+    victim = queue.enqueue(counted, "victim")
+    queue.enqueue(counted, "other")
+    port, dropped = _reply_dropping_proxy(redis_server.port, victim.id.encode())
+    through_proxy = redis.Redis(port=port)
+    Worker([Queue(connection=through_proxy)], name="w1", lease=1, maintenance_interval=0.1).work(burst=True)
+    assert dropped.is_set()
+    status = Job.fetch(victim.id).get_status()
+    assert status in (JobStatus.FINISHED, JobStatus.QUEUED), f"victim left {status} by a worker that has exited"
+
+
+# -- 9. periodic ticks finer than the maintenance interval are skipped -----------------------------
+
+
+def test_an_every_2s_schedule_runs_every_2s_with_live_workers(connection: redis.Redis) -> None:
+    from taskit.periodic import enqueue_due, periodic, unregister
+
+    periodic(counted, 2, name="every-2s", args=["tick"], queue="p-review")
+    try:
+        start = 1_800_000_000.0
+        enqueued = []
+        for step in range(13):  # a worker's maintenance step every 5 s (the default), for 60 s
+            enqueued += enqueue_due(connection, start + 5 * step, queues=["p-review"], lookahead=5.0)
+        ticks = sorted(int(job.id.rsplit(":", 1)[1]) for job in enqueued)
+        gaps = {b - a for a, b in itertools.pairwise(ticks)}
+        assert gaps == {2}, f"ticks enqueued: {[t - int(start) for t in ticks]}"
+    finally:
+        unregister("every-2s")
+
+
+# -- 10. prefetched jobs handed back on stop come back in reverse order ---------------------------
+
+
+@task
+def stop_my_worker() -> None:
+    os.kill(os.getpid(), signal.SIGTERM)  # as `kill <worker pid>` would, mid-batch
+
+
+def test_released_prefetched_jobs_keep_their_queue_order(connection: redis.Redis) -> None:
+    queue = Queue(connection=connection)
+    queue.enqueue(counted, "warm")  # the first claim takes one job; then the batch grows
+    queue.enqueue(stop_my_worker)
+    waiting = [queue.enqueue(counted, f"n{i}").id for i in range(5)]  # prefetched with stop_my_worker
+    Worker([queue], name="w").work()  # stops after stop_my_worker, handing back the rest
+    assert queue.job_ids == waiting
