@@ -6,7 +6,7 @@ import os
 import signal
 import time
 
-from taskit import get_current_job, task
+from taskit import Retry, get_current_job, task
 
 
 @task
@@ -52,3 +52,14 @@ def stuck(seconds: float) -> None:
     """Past its 1 s timeout with SIGALRM blocked, as if stuck in C code: only a kill stops it."""
     signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGALRM])
     time.sleep(seconds)
+
+
+@task(timeout=1, retry=Retry(max=1))
+def stuck_once() -> str:
+    """Stuck past its timeout (SIGALRM blocked) on the first attempt only; its policy retries it."""
+    job = get_current_job()
+    assert job is not None
+    if job.attempts == 1:
+        signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGALRM])
+        time.sleep(60)
+    return "ok"

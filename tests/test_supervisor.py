@@ -94,3 +94,15 @@ def test_workers_stop_when_the_parent_dies(connection, cli_env, tmp_path):
     wait_until(lambda: connection.zcard(keys.WORKERS) == 0, timeout=15, what="the orphans to sign off")
     wait_until(lambda: not any(os.path.exists(f"/proc/{pid}") for pid in children), timeout=10,
                what="the orphans to exit")
+
+
+def test_a_job_killed_for_its_timeout_follows_its_retry_policy(connection, cli_env, tmp_path):
+    job = fault_tasks.stuck_once.delay()
+    parent = WorkerProcess(cli_env, tmp_path, "-c", "1")
+    try:
+        wait_until(lambda: status(job.id) == JobStatus.FINISHED, timeout=30, what="the retry after the kill")
+        job.refresh()
+        assert (job.result, job.attempts, job.retries) == ("ok", 2, 1)
+    finally:
+        parent.signal(signal.SIGTERM)
+        assert parent.wait() == 0

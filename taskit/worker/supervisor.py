@@ -24,11 +24,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ..exceptions import TaskitError
-from ..job import DEFAULT_FAILURE_TTL
-from ..storage.keys import Field
-from ..storage.store import Record, Store
-from .worker import Worker
+from ..exceptions import JobTimeoutError, TaskitError
+from ..job import DEFAULT_FAILURE_TTL, Job
+from ..storage.store import Store
+from .worker import Worker, failure_record
 
 log = logging.getLogger("taskit.worker")
 
@@ -178,14 +177,17 @@ class Supervisor:
             )
             os.kill(pid, signal.SIGKILL)
             self.timed_out.add(pid)
-            text = (
-                "taskit.exceptions.JobTimeoutError: job exceeded its timeout and did not stop "
-                f"(stuck outside Python?); its worker process {pid} was killed"
+            error = JobTimeoutError(
+                f"job exceeded its timeout and did not stop (stuck outside Python?); its worker process {pid} was killed"
             )
             try:
-                fields = self.store.fetch([job_id])[0] or {}
-                keep = int(fields.get(Field.FAILURE_TTL, DEFAULT_FAILURE_TTL))
-                self.store.finish(name, [Record(job_id, queue, token, "failed", text.encode(), keep)], now)
+                fields = self.store.fetch([job_id])[0]
+                if fields is None:
+                    continue  # deleted meanwhile: nothing to record
+                job = Job.from_fields(job_id, fields)
+                summary = f"JobTimeoutError: {error}"
+                record = failure_record(job, token, queue, error, summary, f"taskit.exceptions.{summary}", now)
+                self.store.finish(name, [record], now)
             except TaskitError as exc:
                 log.warning("could not record the timeout of job %s (%s); it will be recovered", job_id, exc)
 

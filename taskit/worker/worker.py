@@ -267,22 +267,8 @@ class Worker:
             if log.isEnabledFor(logging.INFO):
                 log.info("%s: %s finished in %s (job %s)", queue, _short(job), _took(outcome.seconds), job.id)
             return Record(job.id, queue, token, "finished", outcome.packed_result or b"", job.result_ttl)
-        error = outcome.summary  # safe even when the exception's str() raises
-        # the job's retry policy, or the task's own RetryLater (issue 5)
-        from ..retry import delay_after_failure
-
-        delay = delay_after_failure(job, outcome.error, self.clock())
-        payload = outcome.traceback.encode()
-        if delay is None:
-            log.error(
-                "%s: %s failed: %s (job %s, attempt %d); kept in the failed registry",
-                queue, _short(job), error, job.id, job.attempts,
-            )
-            return Record(job.id, queue, token, "failed", payload, job.failure_ttl)
-        log.warning("%s: %s failed: %s; retry %d in %s (job %s)", queue, _short(job), error, job.retries + 1, _took(delay), job.id)
-        if delay <= 0:
-            return Record(job.id, queue, token, "retry", payload)
-        return Record(job.id, queue, token, "scheduled", payload, run_at=self.clock() + delay)
+        # outcome.summary is safe even when the exception's str() raises
+        return failure_record(job, token, queue, outcome.error, outcome.summary, outcome.traceback, self.clock())
 
     def _adapt(self, seconds: float) -> None:
         """Size the next claim so that a batch holds about BATCH_SECONDS of work."""
@@ -452,6 +438,25 @@ class Worker:
         """Ask the loop to stop after the current job (thread-safe)."""
         self._stop_requested = True
         self._wake.set()
+
+
+def failure_record(job: Job, token: int, queue: str, error: BaseException, summary: str, text: str, now: float) -> Record:
+    """What to record for a failed attempt: a retry now, a retry later, or the failure for good,
+    as the job's retry policy (or the task's own RetryLater) says."""
+    from ..retry import delay_after_failure
+
+    delay = delay_after_failure(job, error, now)
+    payload = text.encode()
+    if delay is None:
+        log.error(
+            "%s: %s failed: %s (job %s, attempt %d); kept in the failed registry",
+            queue, _short(job), summary, job.id, job.attempts,
+        )
+        return Record(job.id, queue, token, "failed", payload, job.failure_ttl)
+    log.warning("%s: %s failed: %s; retry %d in %s (job %s)", queue, _short(job), summary, job.retries + 1, _took(delay), job.id)
+    if delay <= 0:
+        return Record(job.id, queue, token, "retry", payload)
+    return Record(job.id, queue, token, "scheduled", payload, run_at=now + delay)
 
 
 def default_worker_name() -> str:
