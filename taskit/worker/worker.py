@@ -372,11 +372,7 @@ class Worker:
         except RedisUnavailableError:
             return  # asked to stop while Redis is away
         log.warning("Redis at %s is back after %.0fs; resuming", self.store.where, time.monotonic() - started)
-        self._next_maintenance = 0.0
-        try:
-            self._release_strays()
-        except TaskitError as error:  # their leases will expire and recovery will return them
-            log.warning("could not hand back jobs claimed while the connection was lost: %s", error)
+        self._next_maintenance = 0.0  # at once: it also hands back claims whose reply was lost
 
     def _release_strays(self) -> None:
         """Hand back jobs in this worker's in-flight list that it does not know of: claimed by
