@@ -25,6 +25,7 @@ import taskit
 from taskit import Job, JobStatus, Queue, Retry, Worker, get_current_job, task
 from taskit.exceptions import JobFailedError
 from taskit.storage import keys
+from taskit.storage.store import Store
 
 # -- tasks ---------------------------------------------------------------------------------------
 
@@ -333,3 +334,43 @@ def test_released_prefetched_jobs_keep_their_queue_order(connection: redis.Redis
     waiting = [queue.enqueue(counted, f"n{i}").id for i in range(5)]  # prefetched with stop_my_worker
     Worker([queue], name="w").work()  # stops after stop_my_worker, handing back the rest
     assert queue.job_ids == waiting
+
+
+# -- a worker back from a stall does not run prefetched jobs recovered meanwhile ------------------
+
+
+class SteppedClock:
+    """A worker clock the test can move forward (a stall, as seen by the worker)."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.offset
+
+
+STALL: dict[str, object] = {}
+
+
+@task
+def stall_and_be_recovered() -> None:
+    """The worker stalls past its lease, and meanwhile its jobs are recovered (as another
+    worker's maintenance, or the supervisor, would)."""
+    clock, worker = STALL["clock"], STALL["worker"]
+    clock.offset += 100  # type: ignore[attr-defined]
+    job = get_current_job()
+    assert job is not None
+    Store.of(job.connection).reap(worker, clock(), 3, 31_536_000)  # type: ignore[arg-type, operator]
+
+
+def test_a_worker_back_from_a_stall_skips_prefetched_jobs_recovered_meanwhile(connection: redis.Redis) -> None:
+    queue = Queue(connection=connection)
+    queue.enqueue(counted, "warm")  # the first claim takes one job; then the batch grows
+    queue.enqueue(stall_and_be_recovered)
+    victims = [queue.enqueue(counted, f"victim{i}") for i in range(3)]  # prefetched with the stall
+    clock = SteppedClock()
+    STALL.update(clock=clock, worker="stalled")
+    Worker([queue], name="stalled", clock=clock).work(burst=True)
+    for i, victim in enumerate(victims):
+        assert calls(connection, f"victim{i}") == 1, f"victim{i} ran {calls(connection, f'victim{i}')} times"
+        assert Job.fetch(victim.id).get_status() == JobStatus.FINISHED

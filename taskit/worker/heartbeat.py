@@ -58,6 +58,8 @@ class Heartbeat(threading.Thread):
         self.lease, self.interval, self.clock = lease, interval, clock
         self.info_ttl = int(lease) + 60
         self._stop_event = threading.Event()
+        #: when the leases were last renewed (the worker checks it after a stall)
+        self.renewed_at = clock()
         #: (job id, token) of claims this worker lost; a later claim of the same job is new
         self.lost: set[tuple[str, int]] = set()
         self._parent_pid: int | None = None
@@ -69,8 +71,9 @@ class Heartbeat(threading.Thread):
 
     def beat(self) -> None:
         """Renew the leases now; remember claims that were lost (recovered elsewhere)."""
-        held = self.held.snapshot()
-        lost = set(self.store.heartbeat(self.worker_name, self.clock() + self.lease, self.info_ttl, held))
+        held, now = self.held.snapshot(), self.clock()
+        lost = set(self.store.heartbeat(self.worker_name, now + self.lease, self.info_ttl, held))
+        self.renewed_at = now
         for job_id, _, token in held:
             # a job recorded while the heartbeat was under way is no longer held: not lost
             if job_id in lost and job_id in self.held and (job_id, token) not in self.lost:

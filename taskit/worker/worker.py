@@ -134,6 +134,7 @@ class Worker:
         self._window = 1
         self._avg_seconds = 0.0
         self._next_maintenance = 0.0
+        self._claimed_at = 0.0
         self._stop_requested = False
         self._refusals = 0
         self._wake = threading.Event()
@@ -212,6 +213,7 @@ class Worker:
         else:
             claimed, next_run_at = self.store.claim(self.name, self.queues, now, deadline, limit)
         if claimed:
+            self._claimed_at = now
             _crash.hit("after_claim")
         for job_id, token, queue_index, fields in claimed:
             queue = self.queues[queue_index]
@@ -233,6 +235,8 @@ class Worker:
         if self._stop_requested:
             self._add_record(Record(job_id, queue, token, "released"))
             return
+        if self.clock() - max(self.heartbeat.renewed_at, self._claimed_at) > self.lease / 2:
+            self.heartbeat.beat()  # a stall (paused process, swapping): are these claims still ours?
         if (job_id, token) in self.heartbeat.lost:
             self.heartbeat.lost.discard((job_id, token))
             self.held.discard(job_id)

@@ -1,5 +1,6 @@
 -- Shared by maintain.lua and reap.lua (pasted in where a script says --#include recover;
--- include signal_end and queueing first). Fields: reads w, s, ft, al; writes rc, s, e, c, en, x.
+-- include signal_end and queueing first). Fields: reads w, s, ft, al; writes rc, s, e, c, en, x;
+-- clears w.
 -- Put a started job whose worker died back at the front of its queue, or, once it has
 -- killed max_deaths workers, fail it as abandoned. Only a job claimed on its own ('al' 1)
 -- is blamed: one claimed in a batch may not have been running. It is not counted, but
@@ -12,6 +13,8 @@ local function recover_job(job, id, queue, wake, failed, done, now, max_deaths, 
   end
   local deaths = incr(job, 'rc', f[4] == '1' and 1 or 0)
   if deaths < max_deaths then
+    -- no worker holds it now: the one that had it learns so at its next heartbeat
+    redis.call('HDEL', job, 'w')
     requeued(job, string.format('%.0f', tonumber(now) * 1000))
     push(queue, wake, id, true)
     return 'recovered'
