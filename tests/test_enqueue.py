@@ -640,5 +640,5 @@ def test_configure_refuses_bad_input():
     with pytest.raises(ConfigurationError, match="bad Redis URL"):
         taskit.configure(url="http://not-redis")
     with pytest.raises(ConfigurationError, match="must be a string, not int"):
-        taskit.configure(url=6379)  # type: ignore[arg-type]
+        taskit.configure(url=1234)  # type: ignore[arg-type]
     taskit.configure()
