@@ -10,7 +10,7 @@ from typing import Any
 import redis
 
 from . import config
-from .exceptions import ConfigurationError, DuplicateJobError, ScheduleError
+from .exceptions import ConfigurationError, DuplicateJobError
 from .job import Job, JobStatus, validate_id
 from .registry import (
     CanceledJobRegistry,
@@ -19,6 +19,7 @@ from .registry import (
     ScheduledJobRegistry,
     StartedJobRegistry,
 )
+from .schedule import run_at
 from .storage.store import Store
 
 #: options `enqueue()` takes out of the keyword arguments, as RQ does
@@ -196,25 +197,3 @@ class Queue:
 
     def __hash__(self) -> int:
         return hash(self.name)
-
-
-def run_at(countdown: dt.timedelta | float | None = None, eta: dt.datetime | None = None) -> float:
-    """Unix time for a countdown or an eta; refuses negative delays and naive datetimes."""
-    if countdown is not None and eta is not None:
-        raise ScheduleError("give a countdown or an eta, not both")
-    if eta is not None:
-        if not isinstance(eta, dt.datetime):
-            raise ScheduleError(f"eta must be a datetime, not {type(eta).__name__}")
-        if eta.tzinfo is None or eta.utcoffset() is None:
-            raise ScheduleError(
-                f"eta {eta.isoformat()} has no timezone; pass an aware datetime, "
-                "e.g. datetime.now(timezone.utc) + timedelta(minutes=5)"
-            )
-        return eta.timestamp()
-    if isinstance(countdown, dt.timedelta):
-        countdown = countdown.total_seconds()
-    if isinstance(countdown, bool) or not isinstance(countdown, (int, float)):
-        raise ScheduleError(f"countdown must be seconds or a timedelta, not {type(countdown).__name__}")
-    if not 0 <= countdown < float("inf"):  # also refuses NaN
-        raise ScheduleError(f"countdown must be zero or more (finite) seconds, not {countdown}")
-    return time.time() + countdown

@@ -32,7 +32,8 @@ from typing import TYPE_CHECKING, Any
 
 import tenacity
 
-from .exceptions import ConfigurationError, ScheduleError, TaskitError
+from .exceptions import ConfigurationError, TaskitError
+from .schedule import run_at
 
 if TYPE_CHECKING:
     from tenacity.retry import retry_base
@@ -237,17 +238,10 @@ class RetryLater(TaskitError):
         eta: dt.datetime | None = None,
         max_retries: int | None = None,
     ) -> None:
-        if countdown is not None and eta is not None:
-            raise ScheduleError("RetryLater takes a countdown or an eta, not both")
+        if countdown is not None or eta is not None:
+            run_at(countdown, eta)  # the checks every countdown and eta goes through
         if isinstance(countdown, dt.timedelta):
             countdown = countdown.total_seconds()
-        if countdown is not None and (
-            isinstance(countdown, bool) or not isinstance(countdown, (int, float))
-            or not math.isfinite(countdown) or countdown < 0
-        ):
-            raise ScheduleError(f"RetryLater countdown must be zero or more seconds, not {countdown!r}")
-        if eta is not None and (not isinstance(eta, dt.datetime) or eta.utcoffset() is None):
-            raise ScheduleError(f"RetryLater eta must be a timezone-aware datetime, not {eta!r}")
         if max_retries is not None and (isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0):
             raise ConfigurationError(f"RetryLater max_retries must be an int >= 0, not {max_retries!r}")
         self.countdown, self.eta, self.max_retries = countdown, eta, max_retries

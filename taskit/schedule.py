@@ -20,6 +20,7 @@ from __future__ import annotations
 import calendar
 import datetime as dt
 import math
+import time
 from abc import ABC, abstractmethod
 
 from .exceptions import ScheduleError
@@ -233,3 +234,25 @@ def parse_schedule(value: object) -> Schedule:
         f"a schedule must be a cron string, seconds, a timedelta, or a taskit.schedule.Cron/Every, "
         f"not {type(value).__name__}"
     )
+
+
+def run_at(countdown: dt.timedelta | float | None = None, eta: dt.datetime | None = None) -> float:
+    """Unix time for a countdown or an eta; refuses negative delays and naive datetimes."""
+    if countdown is not None and eta is not None:
+        raise ScheduleError("give a countdown or an eta, not both")
+    if eta is not None:
+        if not isinstance(eta, dt.datetime):
+            raise ScheduleError(f"eta must be a datetime, not {type(eta).__name__}")
+        if eta.tzinfo is None or eta.utcoffset() is None:
+            raise ScheduleError(
+                f"eta {eta.isoformat()} has no timezone; pass an aware datetime, "
+                "e.g. datetime.now(timezone.utc) + timedelta(minutes=5)"
+            )
+        return eta.timestamp()
+    if isinstance(countdown, dt.timedelta):
+        countdown = countdown.total_seconds()
+    if isinstance(countdown, bool) or not isinstance(countdown, (int, float)):
+        raise ScheduleError(f"countdown must be seconds or a timedelta, not {type(countdown).__name__}")
+    if not 0 <= countdown < float("inf"):  # also refuses NaN
+        raise ScheduleError(f"countdown must be zero or more (finite) seconds, not {countdown}")
+    return time.time() + countdown

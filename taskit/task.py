@@ -12,8 +12,9 @@ import redis
 from . import functions
 from .exceptions import ConfigurationError
 from .job import Job, seconds
-from .queue import Queue, run_at
+from .queue import Queue
 from .retry import Retry
+from .schedule import run_at
 
 P = ParamSpec("P")
 R = TypeVar("R")

@@ -36,9 +36,6 @@ class Held:
         with self._lock:
             return [(job_id, queue, token) for job_id, (queue, token) in self._jobs.items()]
 
-    def __len__(self) -> int:
-        return len(self._jobs)
-
     def __contains__(self, job_id: str) -> bool:
         return job_id in self._jobs
 
