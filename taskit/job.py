@@ -1,9 +1,11 @@
 """The Job record: what to run, with what, and what happened.
 
 A job lives in one Redis hash, `taskit:job:<id>`, with the short field names listed in
-`taskit.storage.keys.Field`. Options equal to their default are not stored (timeout 180 s,
-result_ttl 500 s, failure_ttl one year, no ttl, queue "default"), nor are empty arguments, so a queued job
-costs little Redis memory. Job ids are 22 random base-62 characters unless given.
+`taskit.storage.keys.Field` (a job waiting to run now is first kept packed: see
+`taskit.storage.keys.packed`). Options equal to their default are not stored (timeout 180 s,
+result_ttl 500 s, failure_ttl one year, no ttl, queue "default"), nor are empty arguments, nor a
+created_at within a second of enqueued_at, so a queued job costs little Redis memory. Job ids
+are 22 random base-62 characters unless given.
 
 Reading a job never changes it (DESIGN.md, principle 4).
 """
@@ -40,6 +42,9 @@ if TYPE_CHECKING:
 DEFAULT_TIMEOUT = 180
 DEFAULT_RESULT_TTL = 500
 DEFAULT_FAILURE_TTL = 31_536_000  # one year
+#: created_at is stored apart only when a job was made this long before it was enqueued
+#: (Job.create, then enqueue_job later); otherwise it reads as enqueued_at
+CREATED_APART_MS = 1000
 
 class _Unset:
     """Marks an option the caller did not give, so a task's own option can fill it."""
@@ -270,7 +275,7 @@ class Job:
         if self._args or self._kwargs:
             fields[Field.ARGS] = self._call
         created = _ms(self.created_at.timestamp())
-        if created != enqueued:
+        if enqueued - created >= CREATED_APART_MS:
             fields[Field.CREATED] = created
         if self.timeout != DEFAULT_TIMEOUT:
             fields[Field.TIMEOUT] = -1 if self.timeout is None else self.timeout
@@ -370,7 +375,7 @@ class Job:
 
     def get_status(self, refresh: bool = True) -> JobStatus:
         if refresh:
-            raw = self._store.field(self.id, Field.STATUS)
+            raw = self._store.fields(self.id, Field.STATUS)[0]
             if raw is None and self._status == JobStatus.CREATED:
                 return self._status  # built with Job.create and not enqueued yet: not in Redis
             if raw is None:

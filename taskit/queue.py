@@ -20,6 +20,7 @@ from .registry import (
     StartedJobRegistry,
 )
 from .schedule import run_at
+from .storage.keys import Field
 from .storage.store import Store
 
 #: options `enqueue()` takes out of the keyword arguments, as RQ does
@@ -120,8 +121,10 @@ class Queue:
                 f"{'it' if len(taken) == 1 else 'them'}" + (" (the others were enqueued)" if len(taken) < len(jobs) else "")
             )
         enqueued_at = dt.datetime.fromtimestamp(now, tz=dt.timezone.utc)
-        for job in jobs:
+        for job, entry in zip(jobs, entries):
             job._status, job.enqueued_at = status, enqueued_at
+            if Field.CREATED not in entry[-1]:
+                job.created_at = enqueued_at  # not stored apart: read back as enqueued_at
             if job._connection is None:
                 job._connection = self._connection
         return jobs

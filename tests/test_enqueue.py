@@ -14,6 +14,7 @@ import redis
 import redis.backoff
 import redis.retry
 from conftest import free_port
+from records import stored
 from roundtrips import commands_run, counting_client
 
 import taskit
@@ -128,7 +129,7 @@ def test_apply_async_with_every_option(connection):
 def test_apply_async_defaults_and_explicit_connection(redis_server, connection):
     other = redis_server.client(db=1)
     job = multiply.apply_async([2, 3], connection=other)
-    assert other.exists(key(job.id)) == 1 and connection.exists(key(job.id)) == 0
+    assert stored(other, job.id) and stored(connection, job.id) is None
     assert Job.fetch(job.id, connection=other).args == (2, 3)
     other.close()
 
@@ -288,12 +289,12 @@ def test_enqueue_many_is_one_round_trip(redis_server, connection):
 
 def test_enqueue_many_with_a_taken_id(connection, queue):
     first = queue.enqueue(plain, 1, job_id="taken")
-    before = connection.hgetall(key("taken"))
+    before = stored(connection, "taken")
     jobs = [queue.prepare_data(plain, (2,)), queue.prepare_data(plain, (3,), job_id="taken")]
     with pytest.raises(DuplicateJobError, match="taken already exists.*the others were enqueued"):
         queue.enqueue_many(jobs)
     assert queue.job_ids == [first.id, jobs[0].id]
-    assert connection.hgetall(key("taken")) == before
+    assert stored(connection, "taken") == before
 
 
 def test_enqueue_many_refuses_what_is_not_a_job(connection, queue):
@@ -324,7 +325,7 @@ def test_count_len_job_ids_jobs_and_empty(connection, queue):
     assert queue.fetch_job(jobs[0].id) == jobs[0] and queue.fetch_job("nope") is None
     assert queue.empty() == 3
     assert queue.count == 0 and queue.job_ids == []
-    assert all(connection.exists(key(j.id)) == 0 for j in jobs)
+    assert all(stored(connection, j.id) is None for j in jobs)
     assert other.count == 1  # other queues untouched
 
 
@@ -332,7 +333,7 @@ def test_queue_reads_are_reads(redis_server, connection, queue):
     queue.enqueue(plain, 1)
     with commands_run(redis_server) as ran:
         assert queue.count == 1 and len(queue) == 1 and len(queue.job_ids) == 1 and len(queue.jobs) == 1
-    assert set(ran) <= {"llen", "lrange", "hgetall"}, ran
+    assert set(ran) <= {"llen", "lrange", "hgetall", "hget", "multi", "exec"}, ran
 
 
 def test_at_front_ordering(connection, queue):
@@ -477,14 +478,13 @@ def test_delay_of_an_unserializable_kwarg(connection):
 
 def test_a_duplicate_job_id_is_refused_and_the_first_job_is_untouched(connection, queue):
     first = queue.enqueue(plain, 1, job_id="dup", meta={"v": 1})
-    before = connection.hgetall(key("dup"))
-    ttl_before = connection.ttl(key("dup"))
+    before = stored(connection, "dup")
     with pytest.raises(DuplicateJobError, match="a job with id dup already exists"):
         queue.enqueue(multiply, 7, 8, job_id="dup", ttl=5, meta={"v": 2})
     with pytest.raises(DuplicateJobError):
         multiply.apply_async((1, 2), job_id="dup", queue="other")
-    assert connection.hgetall(key("dup")) == before
-    assert connection.ttl(key("dup")) == ttl_before == -1
+    assert stored(connection, "dup") == before
+    assert connection.ttl(key("dup")) == -2  # packed: no key (and no ttl) of its own
     assert queue.job_ids == [first.id] and Queue("other").count == 0
     assert Job.fetch("dup").args == (1,)
 
@@ -602,7 +602,7 @@ def test_configure_url_sets_the_default_connection(redis_server, connection):
     job = multiply.delay(1, 2)
     Queue().enqueue(plain, 3)
     db2 = redis_server.client(db=2)
-    assert db2.exists(key(job.id)) == 1 and connection.exists(key(job.id)) == 0
+    assert stored(db2, job.id) and stored(connection, job.id) is None
     assert Job.fetch(job.id).args == (1, 2)
     assert Queue().count == 2
     db2.close()
@@ -613,7 +613,7 @@ def test_taskit_redis_url_is_the_fallback(redis_server, connection, monkeypatch)
     monkeypatch.setenv("TASKIT_REDIS_URL", redis_server.url.rsplit("/", 1)[0] + "/3")
     job = multiply.delay(2, 2)
     db3 = redis_server.client(db=3)
-    assert db3.exists(key(job.id)) == 1 and connection.exists(key(job.id)) == 0
+    assert stored(db3, job.id) and stored(connection, job.id) is None
     db3.close()
 
 
@@ -631,7 +631,7 @@ def test_the_default_url(monkeypatch):
 def test_an_explicit_connection_wins_over_the_default(redis_server, connection):
     taskit.configure(url=redis_server.url.rsplit("/", 1)[0] + "/4")
     job = Queue(connection=connection).enqueue(plain, 1)
-    assert connection.exists(key(job.id)) == 1
+    assert stored(connection, job.id)
 
 
 def test_configure_refuses_bad_input():

@@ -15,10 +15,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import fault_tasks
+import msgpack
 import pytest
 from conftest import taskit_command
+from records import own_hash
 
-from taskit import Job, JobStatus, Queue
+from taskit import Job, JobStatus, Queue, SerializationError
 from taskit.storage import keys
 
 FAST = ("--lease", "1", "--maintenance-interval", "0.2")
@@ -290,7 +292,11 @@ def test_worker_survives_a_redis_restart(connection, workers, redis_server):
 def test_corrupt_and_missing_jobs_do_not_stop_the_worker(connection, workers):
     q = Queue()
     corrupt = fault_tasks.work.delay(1)
-    connection.hset(keys.job(corrupt.id), keys.Field.ARGS, b"\xc1not msgpack")
+    connection.hset(own_hash(connection, corrupt.id), keys.Field.ARGS, b"\xc1not msgpack")
+    garbled = fault_tasks.work.delay(5)  # its packed entry (storage/keys.py `packed`) garbled
+    connection.hset(keys.packed(garbled.id), garbled.id, b"\xc1not msgpack")
+    misshapen = fault_tasks.work.delay(6)
+    connection.hset(keys.packed(misshapen.id), misshapen.id, msgpack.packb(["f", ["nested"], "odd"]))
     expired = q.enqueue(fault_tasks.work, 2, ttl=1)
     connection.delete(keys.job(expired.id))  # as if its ttl ran out: the id stays queued
     unknown = q.enqueue("fault_tasks.no_such_function", 3)
@@ -304,6 +310,11 @@ def test_corrupt_and_missing_jobs_do_not_stop_the_worker(connection, workers):
     assert "no_such_function" in Job.fetch(unknown.id).exc_info
     assert "os.system" in Job.fetch(forbidden.id).exc_info
     assert not os.path.exists("/tmp/taskit-fault-test-should-not-exist")
+    for unreadable in (garbled, misshapen):
+        with pytest.raises(SerializationError, match="field 'func' is missing"):
+            Job.fetch(unreadable.id)
+        assert connection.hget(keys.job(unreadable.id), keys.Field.STATUS) == b"failed"
+        assert unreadable.id in q.failed_job_registry
     assert_nothing_held(connection)
 
 

@@ -8,6 +8,7 @@ import time
 import uuid
 
 import pytest
+from records import own_hash, stored
 from roundtrips import commands_run, counting_client
 
 import taskit
@@ -199,6 +200,19 @@ def test_create_accepts_timedeltas_and_forever():
     assert (job.ttl, job.result_ttl, job.failure_ttl, job.timeout) == (120, -1, -1, None)
 
 
+def test_created_at_is_stored_apart_only_for_a_job_made_well_before_it_was_enqueued(connection, queue):
+    early = Job.create(add, args=(1, 2))
+    early.created_at -= dt.timedelta(seconds=90)  # as if made a while ago
+    queue.enqueue_job(early)
+    soon = queue.prepare_data(add, (1, 2))
+    queue.enqueue_many([soon])
+    fields = {job.id: stored(connection, job.id) for job in (early, soon)}
+    assert FIELDS["created_at"] in fields[early.id] and FIELDS["created_at"] not in fields[soon.id]
+    assert 89 < (Job.fetch(early.id).enqueued_at - Job.fetch(early.id).created_at).total_seconds() < 91
+    assert soon.created_at == soon.enqueued_at  # as a fetch reads it back (to the millisecond)
+    assert abs((Job.fetch(soon.id).created_at - soon.created_at).total_seconds()) < 0.001
+
+
 # -- fetch --------------------------------------------------------------------------------------
 
 
@@ -248,12 +262,12 @@ def test_fetch_refuses_a_malformed_id(connection):
 
 def test_fetch_is_a_read(redis_server, connection, queue):
     job = queue.enqueue(add, 1, 2)
-    before = connection.hgetall(key(job.id))
+    before = stored(connection, job.id)
     with commands_run(redis_server) as ran:
         fetched = Job.fetch(job.id)
         assert fetched.result is None and fetched.get_status() == "queued"
-    assert set(ran) <= {"hgetall", "hget", "hmget"}, ran
-    assert connection.hgetall(key(job.id)) == before
+    assert set(ran) <= {"hgetall", "hget", "hmget", "multi", "exec"}, ran
+    assert stored(connection, job.id) == before
 
 
 def test_fetch_many_is_one_round_trip_with_none_for_missing(redis_server, connection, queue):
@@ -263,7 +277,7 @@ def test_fetch_many_is_one_round_trip_with_none_for_missing(redis_server, connec
     with commands_run(redis_server) as ran:
         fetched = Job.fetch_many(ids, connection=client)
     assert trips.trips == 1
-    assert ran == {"hgetall": len(ids)}
+    assert ran == {"multi": 1, "hgetall": len(ids), "hget": len(ids), "exec": 1}  # own hash, or packed
     assert [j.id if j else None for j in fetched] == [
         jobs[0].id, None, jobs[1].id, jobs[2].id, None, jobs[3].id, jobs[4].id
     ]
@@ -382,7 +396,7 @@ def test_refresh_of_a_deleted_job_raises(connection, queue):
 
 def test_save_meta_writes_only_meta(redis_server, connection, queue):
     job = queue.enqueue(add, 1, 2, description="original")
-    before = connection.hgetall(key(job.id))
+    before = stored(connection, job.id)
     job.meta["progress"] = 0.5
     job.meta["when"] = dt.datetime(2024, 1, 1, tzinfo=UTC)
     job.timeout = 1  # local changes to other attributes must not be written
@@ -390,10 +404,14 @@ def test_save_meta_writes_only_meta(redis_server, connection, queue):
     job.func_name = "os.system"
     with commands_run(redis_server) as ran:
         job.save_meta()
-    assert ran == {"evalsha": 1, "exists": 1, "hset": 1}  # one script: EXISTS, then HSET of meta
-    after = connection.hgetall(key(job.id))
-    assert set(after) == set(before) | {FIELDS["meta"].encode()}
-    assert {k: v for k, v in after.items() if k != FIELDS["meta"].encode()} == before
+    # one script: the packed job gets its own hash (HGET, HDEL, HSET), then HSET of meta
+    assert ran == {"evalsha": 1, "hget": 1, "hdel": 1, "hset": 2}, ran
+    after = {k.decode(): v for k, v in connection.hgetall(key(job.id)).items()}
+    assert set(after) == set(before) | {FIELDS["meta"]}
+    assert {k: v for k, v in after.items() if k != FIELDS["meta"]} == before
+    with commands_run(redis_server) as ran:
+        job.save_meta()
+    assert ran == {"evalsha": 1, "hget": 1, "exists": 1, "hset": 1}, ran  # not packed any more
     assert connection.ttl(key(job.id)) == -1
     other = redis_server.client()
     assert Job.fetch(job.id, connection=other).meta == {"progress": 0.5, "when": dt.datetime(2024, 1, 1, tzinfo=UTC)}
@@ -572,7 +590,7 @@ def test_ttl_sets_an_expiry_only_until_the_job_starts(connection, queue):
     job = queue.enqueue(add, 1, 2, ttl=30)
     assert 0 < connection.ttl(key(job.id)) <= 30
     no_ttl = queue.enqueue(add, 1, 2)
-    assert connection.ttl(key(no_ttl.id)) == -1
+    assert connection.ttl(key(no_ttl.id)) == -2 and stored(connection, no_ttl.id)  # packed, no expiry
     run_all(queue)
     # started: the ttl no longer applies; the finished record lives for result_ttl
     assert 30 < connection.ttl(key(job.id)) <= DEFAULT_RESULT_TTL
@@ -663,14 +681,14 @@ def test_fetch_of_a_corrupt_result_names_the_field(connection, queue):
 @pytest.mark.parametrize("field", ["func", "status"])
 def test_fetch_of_a_record_missing_a_field_says_so(connection, queue, field):
     job = queue.enqueue(add, 1, 2)
-    connection.hdel(key(job.id), FIELDS[field])
+    connection.hdel(own_hash(connection, job.id), FIELDS[field])
     with pytest.raises(SerializationError, match=f"field '{field}' is missing"):
         Job.fetch(job.id)
 
 
 def test_corrupt_args_are_named_when_read(connection, queue):
     job = queue.enqueue(add, 1, 2)
-    connection.hset(key(job.id), FIELDS["args"], b"\x93garbage")
+    connection.hset(own_hash(connection, job.id), FIELDS["args"], b"\x93garbage")
     fetched = Job.fetch(job.id)  # args are unpacked on first use
     with pytest.raises(SerializationError, match=f"job {job.id} is corrupt: field 'args' is unreadable"):
         _ = fetched.args
@@ -681,7 +699,7 @@ def test_corrupt_args_are_named_when_read(connection, queue):
 
 def test_args_that_are_valid_msgpack_but_not_a_call_are_corrupt(connection, queue):
     job = queue.enqueue(add, 1, 2)
-    connection.hset(key(job.id), FIELDS["args"], taskit.serialization.dumps(42))
+    connection.hset(own_hash(connection, job.id), FIELDS["args"], taskit.serialization.dumps(42))
     with pytest.raises(SerializationError, match="field 'args' is unreadable"):
         _ = Job.fetch(job.id).args
 

@@ -17,6 +17,7 @@ import redis
 import retry_tasks
 import tenacity
 from conftest import taskit_command
+from records import own_hash, stored
 from retry_tasks import Permanent, Transient
 
 from taskit import Job, JobStatus, Queue, Retry, RetryLater, Worker, task
@@ -171,7 +172,7 @@ def test_policy_is_stored_as_msgpack_data_not_pickle(connection: redis.Redis) ->
         retry=tenacity.retry_if_exception_type((ConnectionError, Transient)),
     )
     job = retry_tasks.plain_fail.apply_async(["raw"], retry=policy)
-    data = msgpack.unpackb(connection.hget(keys.job(job.id), keys.Field.RETRY))
+    data = msgpack.unpackb(stored(connection, job.id)[keys.Field.RETRY])
     assert data["stop"] == [
         "stop_any",
         [["stop_after_attempt", {"max_attempt_number": 5}], ["stop_after_delay", {"max_delay": 600.0}]],
@@ -184,8 +185,8 @@ def test_policy_is_stored_as_msgpack_data_not_pickle(connection: redis.Redis) ->
 def test_unknown_exception_names_match_nothing_and_import_nothing(connection: redis.Redis) -> None:
     """Job data names a module nobody imported: the worker neither imports it nor retries."""
     job = retry_tasks.plain_fail.apply_async(["ghost"], retry=Retry(max=3))
-    stored = {"max": 3, "intervals": [0], "retry": ["retry_if_exception_type", ["taskit_ghost_module.Boom"]]}
-    connection.hset(keys.job(job.id), keys.Field.RETRY, msgpack.packb(stored))
+    policy = {"max": 3, "intervals": [0], "retry": ["retry_if_exception_type", ["taskit_ghost_module.Boom"]]}
+    connection.hset(own_hash(connection, job.id), keys.Field.RETRY, msgpack.packb(policy))
     burst()
     job.refresh()
     assert job.status == JobStatus.FAILED and job.retries == 0
@@ -194,7 +195,7 @@ def test_unknown_exception_names_match_nothing_and_import_nothing(connection: re
 
 def test_corrupt_stored_policy_fails_the_job_cleanly(connection: redis.Redis) -> None:
     job = retry_tasks.plain_fail.apply_async(["corrupt"], retry=Retry(max=3))
-    connection.hset(keys.job(job.id), keys.Field.RETRY, msgpack.packb({"stop": ["os.system", {"command": "true"}]}))
+    connection.hset(own_hash(connection, job.id), keys.Field.RETRY, msgpack.packb({"stop": ["os.system", {"command": "true"}]}))
     burst()
     status, exc_info = connection.hmget(keys.job(job.id), keys.Field.STATUS, keys.Field.EXC_INFO)  # Job.fetch would refuse it too
     assert status == b"failed"

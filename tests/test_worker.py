@@ -20,6 +20,7 @@ import pytest
 import redis
 import sample_tasks
 from conftest import taskit_command
+from records import own_hash
 
 import taskit
 from taskit import Job, JobStatus, Queue, Worker, get_current_job, task
@@ -727,7 +728,7 @@ def test_a_timer_going_off_as_a_job_starts_is_rearmed_for_it() -> None:
 
 def test_unreadable_arguments_are_refused_not_retried(connection: redis.Redis) -> None:
     job = Queue(connection=connection).enqueue(sample_tasks.add, 1, 2, retry=taskit.Retry(max=2))
-    connection.hset(keys.job(job.id), keys.Field.ARGS, b"\x80\x04pickled")
+    connection.hset(own_hash(connection, job.id), keys.Field.ARGS, b"\x80\x04pickled")
     Worker(["default"], connection).work(burst=True)
     job.refresh()
     assert (job.get_status(), job.retries, job.attempts) == (JobStatus.FAILED, 0, 1)

@@ -1,9 +1,12 @@
 -- Cancel a job that has not started: off its queue or schedule, into the canceled registry.
--- KEYS: 1 job hash, 2 queue list, 3 scheduled zset, 4 canceled zset, 5 done list
+-- KEYS: 1 job hash, 2 queue list, 3 scheduled zset, 4 canceled zset, 5 done list,
+--       6 packed-job bucket
 -- ARGV: 1 id, 2 now, 3 keep seconds (-1 forever)
 -- Fields (see storage/keys.py Field): reads s; writes s, en.
 -- Returns 'ok', or the job's status when it cannot be canceled (false if there is no job).
 --#include signal_end
+--#include packed
+unpack_job(KEYS[1], KEYS[6], ARGV[1])
 local status = redis.call('HGET', KEYS[1], 's')
 if status ~= 'queued' and status ~= 'scheduled' and status ~= 'created' then
   return status

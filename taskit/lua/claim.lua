@@ -5,9 +5,10 @@
 -- KEYS: 1 in-flight list, 2 workers zset, then per queue in priority order:
 --       queue list, wake list, started zset, scheduled zset
 -- ARGV: 1 worker name, 2 now (Unix seconds), 3 lease deadline, 4 max jobs to claim,
---       5 job key prefix
+--       5 job key prefix, 6 packed-job bucket prefix
 -- Fields (see storage/keys.py Field): reads s, rc, tl, n; writes s, n, st, w, al (and c, e
 -- when promoting). The returned fields are read before those writes; the caller knows them.
+-- A packed job (lib/packed.lua) is taken out of its bucket and given its own hash here.
 -- 'al' is 1 for a job claimed on its own: only such a job is blamed if its worker dies
 -- (lib/recover.lua), since in a batch it may not have been the one running.
 -- The script never raises on a job's corrupt field: Redis does not roll a script back.
@@ -15,9 +16,10 @@
 --   id, attempt, queue index (0-based), {hash field/value pairs}, ... and next_run_at is
 --   the earliest scheduled time among the queues ('' when none is scheduled).
 --#include queueing
+--#include packed
 local worker, now, deadline = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local now_ms = string.format('%.0f', now * 1000)
-local limit, prefix = tonumber(ARGV[4]), ARGV[5]
+local limit, prefix, packed_prefix = tonumber(ARGV[4]), ARGV[5], ARGV[6]
 local inflight = KEYS[1]
 local claimed, count, next_run_at = {}, 0, nil
 local last_key
@@ -43,7 +45,8 @@ for q = 3, #KEYS, 4 do
     local id = redis.call('LMOVE', queue, inflight, 'LEFT', 'RIGHT')
     if not id then break end
     local key = prefix .. id
-    local fields = redis.call('HGETALL', key)
+    local packed = take_packed(packed_key(packed_prefix, id), id)
+    local fields = packed or redis.call('HGETALL', key)
     local status, recovered, ttl, attempts
     for i = 1, #fields, 2 do
       local name = fields[i]
@@ -56,13 +59,14 @@ for q = 3, #KEYS, 4 do
     if status ~= 'queued' then
       -- expired by its ttl, deleted, or canceled: nothing to run
       redis.call('LREM', inflight, -1, id)
-    elseif recovered and count > 0 then
+    elseif recovered and count > 0 then  -- (never a packed job)
       -- a job whose worker died runs in a claim of its own, so that a death is
       -- only ever blamed on the job that may have caused it
       redis.call('LMOVE', inflight, queue, 'RIGHT', 'LEFT')
       limit = count
     else
       local attempt = (attempts or 0) + 1
+      if packed then redis.call('HSET', key, unpack(fields)) end
       redis.call('HSET', key, 's', 'started', 'st', now_ms, 'w', worker, 'n', attempt, 'al', '0')
       last_key = key
       if ttl then redis.call('PERSIST', key) end

@@ -1,12 +1,14 @@
 -- Write a new job and make it runnable, in one step.
--- KEYS: 1 job hash, 2 queue list, 3 wake list, 4 scheduled zset, 5 queues set
+-- KEYS: 1 job hash, 2 packed-job bucket, 3 queue list, 4 wake list, 5 scheduled zset,
+--       6 queues set
 -- ARGV: 1 job id, 2 queue name, 3 ttl seconds ('' = none), 4 at_front ('1'/'0'),
 --       5 run-at time ('' = run now), 6.. field, value pairs for the hash
 -- Returns 1, or 0 when a job with this id already exists (nothing is written).
 --#include queueing
+--#include packed
 --#include add_job
-if redis.call('EXISTS', KEYS[1]) == 1 then
+if job_exists(KEYS[1], KEYS[2], ARGV[1]) then
   return 0
 end
-add_job(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], 6)
+add_job(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], 6)
 return 1

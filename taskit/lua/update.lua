@@ -1,9 +1,11 @@
 -- Set fields on a job only if it still exists (never resurrect an expired job as a stub).
--- KEYS: 1 job hash
--- ARGV: field, value pairs
+-- A packed job gets its own hash first.
+-- KEYS: 1 job hash, 2 packed-job bucket
+-- ARGV: 1 id, then field, value pairs
 -- Returns 1, or 0 if there is no such job.
-if redis.call('EXISTS', KEYS[1]) == 0 then
+--#include packed
+if not unpack_job(KEYS[1], KEYS[2], ARGV[1]) and redis.call('EXISTS', KEYS[1]) == 0 then
   return 0
 end
-redis.call('HSET', KEYS[1], unpack(ARGV))
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
 return 1

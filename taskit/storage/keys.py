@@ -1,6 +1,8 @@
 """Every Redis key taskit uses, in one place.
 
     taskit:job:<id>              hash   one job (fields: see Field below)
+    taskit:packed:<n>            hash   queued jobs not yet given a hash of their own,
+                                        id -> packed fields (see `packed` below)
     taskit:queue:<queue>         list   ids ready to run, oldest at the head
     taskit:wake:<queue>          list   at most one token; idle workers block on it
     taskit:queues                set    every queue name ever enqueued to
@@ -30,6 +32,10 @@ PREFIX = os.environ.get("TASKIT_PREFIX", "taskit")
 DEFAULT_QUEUE = "default"
 
 JOB = f"{PREFIX}:job:"
+PACKED = f"{PREFIX}:packed:"
+#: how many packed-job hashes there are; each stays a compact listpack up to Redis's
+#: hash-max-listpack-entries (512 by default), so up to ~500,000 waiting jobs
+PACKED_BUCKETS = 1024
 INFLIGHT = f"{PREFIX}:inflight:"
 QUEUES = f"{PREFIX}:queues"
 WORKERS = f"{PREFIX}:workers"
@@ -40,6 +46,21 @@ REGISTRIES = ("started", "finished", "failed", "canceled", "scheduled")
 
 def job(job_id: str) -> str:
     return JOB + job_id
+
+
+def packed(job_id: str) -> str:
+    """The hash that holds a waiting job's packed fields.
+
+    A key of its own costs a job about 100 bytes of Redis bookkeeping, more than its data.
+    So a job enqueued to run now (no ttl, no delay) is kept as one entry, id -> msgpack
+    [field, value, ...] without its status ("queued"), in one of PACKED_BUCKETS hashes,
+    and gets its own hash only when something changes it: the claim that starts it,
+    cancel, save_meta or wait (lua/lib/packed.lua; the same bucket arithmetic is there).
+    """
+    bucket = 0
+    for byte in job_id.encode():
+        bucket = (bucket * 31 + byte) % PACKED_BUCKETS
+    return f"{PACKED}{bucket}"
 
 
 def queue(name: str) -> str:

@@ -16,6 +16,7 @@ import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, ClassVar, TypeVar
 
+import msgpack
 import redis
 import tenacity
 from redis.commands.core import Script
@@ -183,28 +184,40 @@ class Store:
         return results
 
     def fetch(self, job_ids: Sequence[str]) -> list[Fields | None]:
-        """Every field of each job (None where it does not exist)."""
-        if len(job_ids) == 1:
-            return [_decode_keys(self._call(self.redis.hgetall, keys.job(job_ids[0])))]
+        """Every field of each job (None where it does not exist), packed or not.
+
+        A transaction, so that a claim unpacking a job between the two reads cannot hide it.
+        """
 
         def run() -> list[Fields | None]:
-            pipe = self.redis.pipeline(transaction=False)
+            pipe = self.redis.pipeline(transaction=True)
             for job_id in job_ids:
                 pipe.hgetall(keys.job(job_id))
-            return [_decode_keys(raw) for raw in pipe.execute()]
+                pipe.hget(keys.packed(job_id), job_id)
+            replies = pipe.execute()
+            return [_job_fields(raw, packed) for raw, packed in zip(replies[0::2], replies[1::2])]
 
         return self._call(run)
 
-    def field(self, job_id: str, name: str) -> bytes | None:
-        return self._call(self.redis.hget, keys.job(job_id), name)
-
     def fields(self, job_id: str, *names: str) -> list[bytes | None]:
-        return self._call(self.redis.hmget, keys.job(job_id), names)
+        """Some fields of one job (all None if it does not exist); a transaction, as `fetch`."""
+
+        def run() -> list[bytes | None]:
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.hmget(keys.job(job_id), names)
+            pipe.hget(keys.packed(job_id), job_id)
+            values, packed = pipe.execute()
+            if packed is None:
+                return values
+            fields = _job_fields({}, packed) or {}
+            return [fields.get(name) for name in names]
+
+        return self._call(run)
 
     def update(self, job_id: str, fields: Fields) -> bool:
         """Set fields on an existing job; False if it does not exist."""
         flat = [x for pair in fields.items() for x in pair]
-        return bool(self._call(self.scripts.update, keys=[keys.job(job_id)], args=flat))
+        return bool(self._call(self.scripts.update, keys=[keys.job(job_id), keys.packed(job_id)], args=[job_id, *flat]))
 
     def delete(self, job_id: str, queue: str) -> None:
         """Remove a job from its queue, every registry and Redis, atomically."""
@@ -215,6 +228,7 @@ class Store:
             for kind in keys.REGISTRIES:
                 pipe.zrem(keys.registry(kind, queue), job_id)
             pipe.delete(keys.job(job_id), keys.done(job_id))
+            pipe.hdel(keys.packed(job_id), job_id)
             pipe.execute()
 
         self._call(run)
@@ -229,6 +243,7 @@ class Store:
                 keys.registry("scheduled", queue),
                 keys.registry("canceled", queue),
                 keys.done(job_id),
+                keys.packed(job_id),
             ],
             args=[job_id, now, keep],
         )
@@ -245,7 +260,7 @@ class Store:
 
     def start_waiting(self, job_id: str) -> str | None:
         """The job's status, after asking for an end signal if it has not ended."""
-        status = self._call(self.scripts.wait, keys=[keys.job(job_id)])
+        status = self._call(self.scripts.wait, keys=[keys.job(job_id), keys.packed(job_id)], args=[job_id])
         return status.decode() if status else None
 
     def wait_signal(self, job_id: str, timeout: float) -> str | None:
@@ -266,7 +281,7 @@ class Store:
         return self._call(self.redis.llen, keys.queue(queue))
 
     def empty_queue(self, queue: str) -> int:
-        return self._call(self.scripts.empty, keys=[keys.queue(queue), keys.wake(queue)], args=[keys.JOB])
+        return self._call(self.scripts.empty, keys=[keys.queue(queue), keys.wake(queue)], args=[keys.JOB, keys.PACKED])
 
     def queue_ids(self, queue: str, start: int = 0, end: int = -1) -> list[str]:
         return [i.decode() for i in self._call(self.redis.lrange, keys.queue(queue), start, end)]
@@ -334,7 +349,7 @@ class Store:
                 keys.registry("started", queue),
                 keys.registry("scheduled", queue),
             ]
-        return self.scripts.claim, script_keys, [worker, now, deadline, limit, keys.JOB]
+        return self.scripts.claim, script_keys, [worker, now, deadline, limit, keys.JOB, keys.PACKED]
 
     def _finish(self, worker: str, records: Sequence[Record], now: float) -> Any:
         script_keys = [keys.inflight(worker)]
@@ -499,12 +514,34 @@ class Record:
 
 
 def _new_job_keys(job_id: str, queue: str) -> list[str]:
-    """The keys lua/lib/add_job.lua writes: job hash, queue, wake list, schedule, queue set."""
-    return [keys.job(job_id), keys.queue(queue), keys.wake(queue), keys.registry("scheduled", queue), keys.QUEUES]
+    """The keys lua/lib/add_job.lua writes: job hash, packed-job bucket, queue, wake list,
+    schedule, queue set."""
+    return [keys.job(job_id), keys.packed(job_id), keys.queue(queue), keys.wake(queue), keys.registry("scheduled", queue), keys.QUEUES]
 
 
-def _decode_keys(raw: dict[bytes, bytes]) -> Fields | None:
-    return {k.decode(): v for k, v in raw.items()} if raw else None
+def _job_fields(raw: dict[bytes, bytes], packed: bytes | None) -> Fields | None:
+    """A job's fields from its hash, or else from its packed entry (lib/packed.lua); an
+    unreadable entry yields only its status, so reading the job reports it corrupt."""
+    if raw:
+        return {k.decode(): v for k, v in raw.items()}
+    if packed is None:
+        return None
+    try:
+        flat = msgpack.unpackb(packed, raw=True)
+        fields = {flat[i].decode(): _bytes(flat[i + 1]) for i in range(0, len(flat), 2)}
+    except (ValueError, TypeError, IndexError, AttributeError, msgpack.UnpackException):
+        fields = {}
+    fields[keys.Field.STATUS] = b"queued"
+    return fields
+
+
+def _bytes(value: bytes | int) -> bytes:
+    """A packed value as Redis would return it from a hash (the enqueue time is packed as a number)."""
+    if isinstance(value, int):
+        return b"%d" % value
+    if isinstance(value, bytes):
+        return value
+    raise TypeError(f"a packed field is a {type(value).__name__}")
 
 
 Claimed = list[tuple[str, int, int, Fields]]
