@@ -12,7 +12,7 @@ import sample_tasks
 from records import stored
 
 from taskit import Job, JobStatus, Queue, Worker
-from taskit.exceptions import DuplicateJobError
+from taskit.exceptions import DuplicateJobError, StorageError
 from taskit.storage import keys
 
 
@@ -82,3 +82,17 @@ def test_a_duplicate_of_a_packed_job_is_refused(connection, queue):
         with pytest.raises(DuplicateJobError, match="already exists"):
             queue.enqueue(sample_tasks.add, 3, 4, job_id="once", **options)
     assert Job.fetch("once").args == (1, 2) and queue.count == 1
+
+
+def test_a_bucket_overwritten_by_something_else_is_a_clear_error_and_stops_nothing(connection, queue):
+    lost = queue.enqueue(sample_tasks.add, 1, 2)
+    good = queue.enqueue(sample_tasks.add, 3, 4, ttl=60)  # its own hash: not in a bucket
+    bucket = keys.packed(lost.id)
+    connection.delete(bucket)
+    connection.set(bucket, "not a hash")
+    before = connection.dbsize()
+    with pytest.raises(StorageError, match="WRONGTYPE"):
+        queue.enqueue(sample_tasks.add, 5, 6, job_id=lost.id)  # an id whose bucket is that key
+    assert connection.dbsize() == before  # nothing written
+    assert Worker([queue]).work(burst=True) == 1  # the lost job is passed over; the worker goes on
+    assert Job.fetch(good.id).result == 7 and queue.count == 0

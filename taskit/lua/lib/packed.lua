@@ -24,12 +24,12 @@ local function pack_job(bucket, id, first)
 end
 
 -- Take a packed job out of its bucket: its field, value pairs with status 'queued', or
--- nil if it is not packed. An unreadable entry yields only the status, so the job still
+-- nil if it is not packed (nor when something else overwrote the bucket). An unreadable entry yields only the status, so the job still
 -- gets a hash and the worker fails it as corrupt (a raise here would abort the script
 -- halfway: Redis does not roll a script back).
 local function take_packed(bucket, id)
-  local blob = redis.call('HGET', bucket, id)
-  if not blob then return nil end
+  local blob = redis.pcall('HGET', bucket, id)
+  if type(blob) ~= 'string' then return nil end  -- absent, or the bucket is not a hash
   redis.call('HDEL', bucket, id)
   local ok, fields = pcall(cmsgpack.unpack, blob)
   if not ok or type(fields) ~= 'table' or #fields % 2 == 1 then fields = {} end
