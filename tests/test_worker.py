@@ -7,6 +7,7 @@ subprocesses. Everything talks to the private redis-server of conftest.py.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import subprocess
 import sys
@@ -50,29 +51,33 @@ def run_worker(env: dict[str, str], *args: str, timeout: float = 60) -> subproce
     return proc
 
 
+@contextlib.contextmanager
+def worker_process(env: dict[str, str], tmp_path: Path, name: str) -> Iterator[subprocess.Popen[str]]:
+    """`taskit worker sample_tasks -n NAME` in the background; SIGTERM (and a clean exit) after."""
+    log_path = tmp_path / f"{name}.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(taskit_command("worker", "sample_tasks", "-n", name), env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        yield proc
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0, log_path.read_text()
+        assert "Traceback" not in log_path.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 @pytest.fixture
 def background_worker(connection: redis.Redis, cli_env: dict[str, str], tmp_path: Path) -> Iterator[subprocess.Popen[str]]:
-    """A long-running `taskit worker sample_tasks` subprocess, stopped with SIGTERM afterwards."""
-    log_path = tmp_path / "worker.log"
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(
-            taskit_command("worker", "sample_tasks", "-n", "bg-worker"),
-            env=cli_env, stdout=log, stderr=subprocess.STDOUT, text=True,
-        )
-        try:
-            deadline = time.monotonic() + 20
-            while connection.zscore(keys.WORKERS, "bg-worker") is None:  # registered: it is about to claim
-                assert proc.poll() is None, log_path.read_text()
-                assert time.monotonic() < deadline, "worker did not start"
-                time.sleep(0.02)
-            yield proc
-            proc.send_signal(signal.SIGTERM)
-            assert proc.wait(timeout=20) == 0, log_path.read_text()
-            assert "Traceback" not in log_path.read_text()
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+    """A long-running `taskit worker sample_tasks` subprocess, registered before the test runs."""
+    with worker_process(cli_env, tmp_path, "bg-worker") as proc:
+        deadline = time.monotonic() + 20
+        while connection.zscore(keys.WORKERS, "bg-worker") is None:  # registered: it is about to claim
+            assert proc.poll() is None, (tmp_path / "bg-worker.log").read_text()
+            assert time.monotonic() < deadline, "worker did not start"
+            time.sleep(0.02)
+        yield proc
 
 
 def poll(predicate, timeout: float = 10.0, interval: float = 0.01):  # type: ignore[no-untyped-def]
@@ -733,3 +738,31 @@ def test_unreadable_arguments_are_refused_not_retried(connection: redis.Redis) -
     job.refresh()
     assert (job.get_status(), job.retries, job.attempts) == (JobStatus.FAILED, 0, 1)
     assert "SerializationError" in job.exc_info and "'args' is unreadable" in job.exc_info
+
+
+def test_a_slow_job_holds_up_neither_the_results_before_it_nor_the_jobs_claimed_after_it(
+    connection: redis.Redis, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Prefetch's head-of-line problem: one claim takes many short jobs and a slow one."""
+    q = Queue(connection=connection)
+    before = [q.enqueue(sample_tasks.add, i, i) for i in range(20)]  # short: the claim window grows
+    slow = q.enqueue(sample_tasks.sleep, 6)
+    after = [q.enqueue(sample_tasks.add, i, 100) for i in range(5)]
+
+    def status(job: Job) -> JobStatus:
+        return Job.fetch(job.id, connection=connection).get_status()
+
+    with worker_process(cli_env, tmp_path, "first"):
+        # claimed by "first" in the batch that holds the slow job
+        poll(lambda: all(connection.hget(keys.job(j.id), keys.Field.WORKER) == b"first" for j in after))
+        with worker_process(cli_env, tmp_path, "second"):
+            # the results before the slow job are recorded while it runs, not after
+            poll(lambda: all(status(j) == JobStatus.FINISHED for j in before), timeout=4)
+            assert status(slow) == JobStatus.STARTED
+            # the jobs claimed after it were handed back, and the idle worker ran them
+            poll(lambda: all(status(j) == JobStatus.FINISHED for j in after), timeout=4)
+            assert status(slow) == JobStatus.STARTED
+            assert {Job.fetch(j.id).worker_name for j in after} == {"second"}
+            assert [Job.fetch(j.id).attempts for j in after] == [1] * 5  # handed back, not counted as run
+        poll(lambda: status(slow) == JobStatus.FINISHED, timeout=10)
+    assert Job.fetch(slow.id).worker_name == "first"

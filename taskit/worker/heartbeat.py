@@ -9,12 +9,16 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 
 from ..exceptions import TaskitError
 from ..storage.store import Store
 
 log = logging.getLogger("taskit.worker")
+
+#: how often (seconds) the thread wakes between beats, to run the worker's `on_tick` check
+TICK = 0.5
 
 
 class Held:
@@ -61,6 +65,8 @@ class Heartbeat(threading.Thread):
         self.lost: set[tuple[str, int]] = set()
         self._parent_pid: int | None = None
         self._orphaned: Callable[[], None] | None = None
+        #: called every TICK seconds (the worker hands back jobs waiting behind a slow one)
+        self.on_tick: Callable[[], None] | None = None
 
     def on_orphan(self, parent_pid: int, callback: Callable[[], None]) -> None:
         """Call `callback` once if this process's parent changes (the supervisor died)."""
@@ -82,12 +88,17 @@ class Heartbeat(threading.Thread):
                 self.lost.add((job_id, token))
 
     def run(self) -> None:
-        while not self._stop_event.wait(self.interval):
+        next_beat = time.monotonic() + self.interval
+        while not self._stop_event.wait(min(TICK, self.interval)):
             if self._orphaned is not None and os.getppid() != self._parent_pid:
                 self._orphaned()
                 self._orphaned = None
             try:
-                self.beat()
+                if self.on_tick is not None:
+                    self.on_tick()
+                if time.monotonic() >= next_beat:
+                    next_beat = time.monotonic() + self.interval
+                    self.beat()
             except TaskitError as exc:  # the main loop reports outages; keep beating
                 log.debug("heartbeat failed: %s", exc)
 

@@ -2,8 +2,10 @@
 
 One iteration is one round trip when jobs are waiting: the outcomes of the last batch
 are recorded in the same pipeline that claims the next batch. The batch size adapts
-to how long jobs take (many tiny jobs per claim, one slow job per claim), so a
-prefetched job is never stuck behind a slow one for long.
+to how long jobs take (many tiny jobs per claim, one slow job per claim), and jobs of a
+batch still waiting behind one that runs longer than HAND_BACK_AFTER are handed back to
+their queues for other workers (and the outcomes before it are recorded), so neither a
+prefetched job nor a finished job's result is stuck behind a slow one.
 """
 
 from __future__ import annotations
@@ -46,6 +48,9 @@ FLUSH_AFTER = 0.002
 BATCH_SECONDS = 0.005
 #: longest idle block, so stop signals are noticed promptly
 IDLE_BLOCK = 1.0
+#: a job running this long (seconds) makes the worker record the outcomes before it and
+#: hand back the jobs claimed with it
+HAND_BACK_AFTER = 1.0
 
 
 class _CrashPoints:
@@ -129,6 +134,10 @@ class Worker:
         self.parent_pid = parent_pid
         self.held = Held()
         self._batch: deque[tuple[str, int, str, Fields]] = deque()
+        self._running_since: float | None = None  # monotonic start of the job running now
+        # while a job runs, the heartbeat thread may take the batch and the pending records
+        # (`_while_slow`); this lock makes "a job is running" and that taking one step
+        self._lock = threading.Lock()
         self._pending: list[Record] = []
         self._pending_since = 0.0
         self._window = 1
@@ -151,6 +160,7 @@ class Worker:
         previous_handlers = self._install_signal_handlers()
         self.alarm = Alarm()
         heartbeat = Heartbeat(self.store, self.name, self.held, self.lease, self.heartbeat_interval, self.clock)
+        heartbeat.on_tick = self._while_slow
         if self.parent_pid is not None:
             heartbeat.on_orphan(self.parent_pid, self._orphaned)
         self.heartbeat = heartbeat
@@ -196,7 +206,11 @@ class Worker:
                     return False
                 self._idle(next_run_at)
                 return True
-        self._run(*self._batch.popleft())
+        with self._lock:
+            next_job = self._batch.popleft() if self._batch else None
+        if next_job is None:
+            return True  # handed back while the last job ran
+        self._run(*next_job)
         if self._pending and self._batch and self.clock() - self._pending_since > FLUSH_AFTER:
             self._flush()
         return True
@@ -208,7 +222,8 @@ class Worker:
             recorded, claimed, next_run_at = self.store.finish_and_claim(
                 self.name, self._pending, now, self.queues, deadline, limit
             )
-            self._recorded(recorded)
+            self._recorded(self._pending, recorded)
+            self._pending = []
             _crash.hit("after_record")
         else:
             claimed, next_run_at = self.store.claim(self.name, self.queues, now, deadline, limit)
@@ -218,7 +233,8 @@ class Worker:
         for job_id, token, queue_index, fields in claimed:
             queue = self.queues[queue_index]
             self.held.add(job_id, queue, token)
-            self._batch.append((job_id, token, queue, fields))
+            with self._lock:
+                self._batch.append((job_id, token, queue, fields))
         return len(claimed), next_run_at
 
     def _idle(self, next_run_at: float | None) -> None:
@@ -254,7 +270,13 @@ class Worker:
             return
         if self.monitor is not None:
             self.monitor.job_started(job_id, queue, token, job.timeout)
-        outcome = call_job(job, target, self.alarm, keep_result=job.result_ttl != 0)
+        with self._lock:
+            self._running_since = time.monotonic()
+        try:
+            outcome = call_job(job, target, self.alarm, keep_result=job.result_ttl != 0)
+        finally:
+            with self._lock:
+                self._running_since = None
         if self.monitor is not None:
             self.monitor.job_ended()
         self.jobs_run += 1
@@ -279,6 +301,42 @@ class Worker:
         self._avg_seconds = seconds if not self._avg_seconds else 0.8 * self._avg_seconds + 0.2 * seconds
         self._window = max(1, min(self.prefetch, int(BATCH_SECONDS / max(self._avg_seconds, 1e-6))))
 
+    def _while_slow(self) -> None:
+        """Called by the heartbeat thread. Once the job running has taken HAND_BACK_AFTER
+        seconds, record the outcomes waiting to be sent, and hand the jobs claimed with it
+        back to the front of their queues, where idle workers get them, in one round trip:
+        neither waits for it to end (prefetch's head-of-line problem).
+
+        Handed-back jobs stop being held first, so this worker's own next claim of one is
+        never dropped by mistake. If the round trip fails, the outcomes go back to be sent by
+        the loop, and the maintenance step hands the jobs back as strays (they are in this
+        worker's in-flight list, and no longer held)."""
+        with self._lock:
+            started = self._running_since
+            if started is None or time.monotonic() - started < HAND_BACK_AFTER:
+                return
+            waiting, records = list(self._batch), self._pending
+            self._batch.clear()
+            self._pending = []
+        if not waiting and not records:
+            return
+        for job_id, _, _, _ in waiting:
+            self.held.discard(job_id)
+        # each goes back to its queue's front: the last first keeps their order
+        released = [Record(job_id, queue, token, "released") for job_id, token, queue, _ in reversed(waiting)]
+        try:
+            results = self.store.finish(self.name, records + released, self.clock())
+        except TaskitError:
+            with self._lock:
+                self._pending[:0] = records
+            raise
+        self._recorded(records, results)
+        if released:
+            log.info(
+                "handed back %d job(s) claimed behind one that has run %.1fs, for other workers: %s",
+                len(released), time.monotonic() - started, ", ".join(r.job_id for r in released),
+            )
+
     # -- recording -------------------------------------------------------------------
 
     def _add_record(self, record: Record) -> None:
@@ -291,11 +349,12 @@ class Worker:
     def _flush(self) -> None:
         if self._pending:
             _crash.hit("before_record")
-            self._recorded(self.store.finish(self.name, self._pending, self.clock()))
+            self._recorded(self._pending, self.store.finish(self.name, self._pending, self.clock()))
+            self._pending = []
             _crash.hit("after_record")
 
-    def _recorded(self, results: list[int]) -> None:
-        for record, ok in zip(self._pending, results):
+    def _recorded(self, records: list[Record], results: list[int]) -> None:
+        for record, ok in zip(records, results):
             self.held.discard(record.job_id)
             self.heartbeat.lost.discard((record.job_id, record.token))
             if not ok and record.outcome != "released":
@@ -304,7 +363,6 @@ class Worker:
                     "(its lease expired and it was recovered, or it was deleted)",
                     record.queue, record.job_id, record.outcome,
                 )
-        self._pending = []
 
     # -- the books -------------------------------------------------------------------
 
@@ -348,9 +406,10 @@ class Worker:
     def _shutdown(self) -> None:
         """Record what is pending, hand back prefetched jobs, and sign off."""
         # each released job goes back to the queue's front: the last first keeps their order
-        for job_id, token, queue, _ in reversed(self._batch):
-            self._add_record(Record(job_id, queue, token, "released"))
-        self._batch.clear()
+        with self._lock:
+            for job_id, token, queue, _ in reversed(self._batch):
+                self._add_record(Record(job_id, queue, token, "released"))
+            self._batch.clear()
         try:
             self._flush()
             self._release_strays()
