@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
+import signal
 import sys
 import time
 import uuid
@@ -594,6 +596,20 @@ def test_ttl_sets_an_expiry_only_until_the_job_starts(connection, queue):
     run_all(queue)
     # started: the ttl no longer applies; the finished record lives for result_ttl
     assert 30 < connection.ttl(key(job.id)) <= DEFAULT_RESULT_TTL
+
+
+def stop_the_worker():
+    os.kill(os.getpid(), signal.SIGTERM)  # an in-process worker: it finishes this job, then stops
+
+
+def test_a_job_claimed_but_handed_back_unrun_gets_its_ttl_again(connection, queue):
+    queue.enqueue(add, 0, 0)  # a short job first: the next claim takes the two below together
+    queue.enqueue(stop_the_worker)
+    job = queue.enqueue(add, 1, 2, ttl=30)
+    assert run_all(queue) == 2
+    assert Job.fetch(job.id).get_status() == JobStatus.QUEUED and queue.job_ids == [job.id]
+    assert Job.fetch(job.id).attempts == 0  # handed back, not run
+    assert 0 < connection.ttl(key(job.id)) <= 30
 
 
 def nap(seconds):

@@ -12,7 +12,7 @@
 --           released : never ran (prefetched); back to the front of the queue
 --           interrupted: stopped mid-run by a cold shutdown; back to the front
 --   keep: 0 delete at once, -1 keep forever, n keep n seconds
--- Fields (see storage/keys.py Field): reads n, s, wt, rn, w; writes s, en, r, x, rn, n, c, e.
+-- Fields (see storage/keys.py Field): reads n, s, wt, rn, w, tl; writes s, en, r, x, rn, n, c, e.
 -- Returns one 1 (recorded, now or by an earlier try of the same call) or 0 (claim lost) per job.
 --#include signal_end
 --#include queueing
@@ -73,6 +73,9 @@ for a = 3, #ARGV, 6 do
     else
       if outcome == 'released' then
         incr(job, 'n', -1)
+        -- it never ran: its ttl (dropped when it was claimed) applies again, from now
+        local ttl = tonumber(redis.call('HGET', job, 'tl'))
+        if ttl then redis.call('EXPIRE', job, ttl) end
       elseif outcome == 'retry' then
         incr(job, 'rn', 1)
         redis.call('HSET', job, 'x', payload)
