@@ -322,8 +322,7 @@ class Worker:
             return
         for job_id, _, _, _ in waiting:
             self.held.discard(job_id)
-        # each goes back to its queue's front: the last first keeps their order
-        released = [Record(job_id, queue, token, "released") for job_id, token, queue, _ in reversed(waiting)]
+        released = _released(waiting)
         try:
             results = self.store.finish(self.name, records + released, self.clock())
         except TaskitError:
@@ -405,10 +404,9 @@ class Worker:
 
     def _shutdown(self) -> None:
         """Record what is pending, hand back prefetched jobs, and sign off."""
-        # each released job goes back to the queue's front: the last first keeps their order
         with self._lock:
-            for job_id, token, queue, _ in reversed(self._batch):
-                self._add_record(Record(job_id, queue, token, "released"))
+            for record in _released(self._batch):
+                self._add_record(record)
             self._batch.clear()
         try:
             self._flush()
@@ -528,6 +526,12 @@ def _int_field(fields: Fields, name: str, default: int) -> int:
         return int(fields[name]) if name in fields else default
     except ValueError:
         return default
+
+
+def _released(batch: Iterable[tuple[str, int, str, Fields]]) -> list[Record]:
+    """Records handing claimed, unrun jobs back. Each goes back to its queue's front, so
+    the last comes first: that keeps their order."""
+    return [Record(job_id, queue, token, "released") for job_id, token, queue, _ in reversed(list(batch))]
 
 
 def _short(job: Job, limit: int = 80) -> str:
