@@ -13,6 +13,7 @@
 from .config import configure
 from .context import get_current_job
 from .exceptions import (
+    JobCanceledError,
     JobFailedError,
     JobTimeoutError,
     NoSuchJobError,
@@ -23,10 +24,11 @@ from .job import Job, JobStatus
 from .queue import Queue
 from .retry import Retry, RetryLater
 from .task import Task, task
-from .worker import Worker
+from .worker import Worker, on_worker_start, on_worker_stop
 
 __all__ = [
     "Job",
+    "JobCanceledError",
     "JobFailedError",
     "JobStatus",
     "JobTimeoutError",
@@ -40,6 +42,8 @@ __all__ = [
     "Worker",
     "configure",
     "get_current_job",
+    "on_worker_start",
+    "on_worker_stop",
     "task",
 ]
 __version__ = "0.1.0"

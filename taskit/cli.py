@@ -26,7 +26,7 @@ from .exceptions import (
     NoSuchJobError,
     TaskitError,
 )
-from .job import Job
+from .job import Job, JobStatus
 from .queue import Queue
 from .registry import FailedJobRegistry
 from .storage.store import describe
@@ -121,10 +121,21 @@ def worker_queues(given: Sequence[str]) -> list[str]:
 @url_option
 @click.option("-b", "--burst", is_flag=True, help="Exit when no job is due instead of waiting for more.")
 @click.option("-n", "--name", help="Worker name (default: host.pid.random).")
-@click.option("--max-jobs", type=click.IntRange(min=1), help="Exit after running this many jobs (per process).")
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True, metavar="N",
+              help="Sync jobs run at once per process, on N threads (1: in the worker's own thread). "
+                   "For I/O-bound tasks; see docs/concurrency.md.")
+@click.option("--async-tasks", type=click.IntRange(min=1), default=10, show_default=True, metavar="N",
+              help="`async def` jobs run at once per process, on its event loop.")
 @click.option("-c", "--concurrency", type=click.IntRange(min=1), metavar="N",
               help="Run N worker processes under a supervising parent, which restarts them if they die "
                    "and kills one whose job is stuck past its timeout. Default: one process, no parent.")
+@click.option("--max-jobs", type=click.IntRange(min=1),
+              help="Stop after running this many jobs (per process; under -c N the process is replaced).")
+@click.option("--max-memory", type=click.FloatRange(min=1), metavar="MB",
+              help="Stop after the job that takes the process past MB megabytes of resident memory "
+                   "(under -c N it is replaced).")
+@click.option("--shutdown-timeout", type=click.FloatRange(min=0), default=30.0, show_default=True, metavar="S",
+              help="On SIGTERM, seconds running jobs may finish before they are interrupted and go back on their queues.")
 @click.option("-P", "--path", "paths", multiple=True, type=click.Path(file_okay=False),
               help="Directory to import MODULES from (the current directory always is).")
 @click.option("--lease", type=click.FloatRange(min=0.1), default=20.0, show_default=True,
@@ -139,7 +150,8 @@ def worker_queues(given: Sequence[str]) -> list[str]:
               default="info", show_default=True, help="Least severe log line to print (on stderr).")
 @_fail_cleanly
 def worker(modules: tuple[str, ...], queues: tuple[str, ...], url: str, burst: bool, name: str | None,
-           max_jobs: int | None, concurrency: int | None, paths: tuple[str, ...], lease: float,
+           threads: int, async_tasks: int, concurrency: int | None, max_jobs: int | None, max_memory: float | None,
+           shutdown_timeout: float, paths: tuple[str, ...], lease: float,
            maintenance_interval: float, max_deaths: int, prefetch: int, log_level: str) -> None:
     """Run jobs from Redis, using the tasks defined in MODULES.
 
@@ -149,14 +161,16 @@ def worker(modules: tuple[str, ...], queues: tuple[str, ...], url: str, burst: b
       taskit worker myapp.tasks -q high -q low   every 'high' job before any 'low' one
       taskit worker myapp.tasks --burst          exit once no job is due
       taskit worker tasks -P src -n w1           import src/tasks.py; call the worker w1
+      taskit worker myapp.tasks --threads 32     32 sync jobs at once (I/O-bound tasks)
+      taskit worker myapp.tasks -c 4 --async-tasks 500   4 processes, 500 async jobs each
 
     MODULES are imported at start (the current directory is importable, as with
     `python -m`) and the tasks found are listed. Only registered @task functions and
     functions defined in MODULES (or their imported submodules) run; a job naming
     anything else fails, naming the function and the reason, and runs nothing.
 
-    SIGTERM or Ctrl-C finishes the current job and exits; a second one stops at once and
-    puts the job back on its queue.
+    SIGTERM or Ctrl-C lets running jobs finish (up to --shutdown-timeout) and exits; a
+    second one stops them at once and puts them back on their queues.
     """
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     import_modules(modules, paths)
@@ -164,7 +178,9 @@ def worker(modules: tuple[str, ...], queues: tuple[str, ...], url: str, burst: b
     from .worker import Worker, default_worker_name
 
     settings: dict[str, Any] = {"modules": modules, "lease": lease, "maintenance_interval": maintenance_interval,
-                                "max_deaths": max_deaths, "prefetch": prefetch}
+                                "max_deaths": max_deaths, "prefetch": prefetch, "threads": threads,
+                                "async_tasks": async_tasks, "shutdown_timeout": shutdown_timeout,
+                                "max_memory": max_memory}
     if concurrency is None:
         Worker(worker_queues(queues), connection, name, **settings).work(burst=burst, max_jobs=max_jobs)
         return
@@ -176,7 +192,7 @@ def worker(modules: tuple[str, ...], queues: tuple[str, ...], url: str, burst: b
                       parent_pid=parent_pid, **settings)
 
     supervisor = Supervisor(concurrency, make_worker, Store.of(connection), name=name or default_worker_name(),
-                            burst=burst, max_jobs=max_jobs, max_deaths=max_deaths)
+                            slots=threads + async_tasks, burst=burst, max_jobs=max_jobs, max_deaths=max_deaths)
     sys.exit(supervisor.run())
 
 
@@ -224,6 +240,47 @@ def requeue(job_ids: tuple[str, ...], queue: str, url: str, requeue_all: bool) -
     click.echo(f"Requeued {len(done)} of {len(job_ids)} job(s) on queue {queue!r}.")
     for line in problems:
         click.echo(f"not requeued: {line}", err=True)
+    if problems:
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("job_ids", nargs=-1, required=True, metavar="JOB_ID...")
+@url_option
+@click.option("-r", "--reason", help="Why; kept with the job in the canceled registry.")
+@_fail_cleanly
+def cancel(job_ids: tuple[str, ...], url: str, reason: str | None) -> None:
+    """Cancel jobs: queued or scheduled ones never run, running ones are stopped.
+
+    \b
+    Examples:
+      taskit cancel 74k25w6xkpeXVNFxhD3j0H
+      taskit cancel ID1 ID2 --reason "customer left"
+
+    A running job is stopped by its worker within about a second (see
+    docs/concurrency.md); every canceled job goes to the canceled registry and is never
+    retried. An id that cannot be canceled (unknown, or already ended) is named on
+    stderr, and the exit status is 1; the other ids are still canceled.
+    """
+    _connect(url)
+    problems = []
+    for job_id in dict.fromkeys(job_ids):  # each id once, in the order given
+        try:
+            job = Job.fetch(job_id)
+        except (InvalidJobIdError, NoSuchJobError) as exc:
+            problems.append(f"{job_id}: {exc}")
+            continue
+        try:
+            job.cancel(reason)
+        except (NoSuchJobError, InvalidOperationError):
+            problems.append(f"{job_id}: already {job.status} (only a job that has not ended can be canceled)")
+        else:
+            if job.status == JobStatus.STARTED:
+                click.echo(f"stopping {job_id} (running on {job.worker_name})")
+            else:
+                click.echo(f"canceled {job_id}")
+    for line in problems:
+        click.echo(f"not canceled: {line}", err=True)
     if problems:
         sys.exit(1)
 

@@ -12,8 +12,10 @@
     ├── InvalidOperationError     the job is not in a state that allows this
     ├── JobTimeoutError           raised inside a task that ran past its timeout
     ├── JobFailedError            `job.wait()` on a job that failed; carries exc_info
+    │   └── JobCanceledError      ... that was canceled (also raised inside a running job to stop it)
     ├── WaitTimeoutError          `job.wait(timeout=...)` ran out (also a TimeoutError)
     ├── TaskNotAllowedError       the worker refused to run a function it was not given
+    ├── HookError                 a worker start or stop hook raised
     └── RetryLater                raised by a task to run again later (defined in taskit.retry)
 
 Catch `TaskitError` to catch them all; the standard-library bases let code that
@@ -75,9 +77,21 @@ class JobFailedError(TaskitError):
         self.exc_info = exc_info
 
 
+class JobCanceledError(JobFailedError):
+    """The job was canceled. `job.wait()` raises it; a running job that is canceled gets it
+    raised inside (a thread or single-threaded job; an `async def` job gets CancelledError)."""
+
+    def __init__(self, message: str = "the job was canceled", exc_info: str | None = None) -> None:
+        super().__init__(message, exc_info)
+
+
 class WaitTimeoutError(TaskitError, TimeoutError):
     """`job.wait(timeout=...)` returned before the job ended."""
 
 
 class TaskNotAllowedError(TaskitError):
     """The job names a function the worker was not told it may run."""
+
+
+class HookError(TaskitError):
+    """An `on_worker_start` / `on_worker_stop` hook raised; the message names the hook."""

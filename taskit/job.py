@@ -28,6 +28,7 @@ from .exceptions import (
     ConfigurationError,
     InvalidJobIdError,
     InvalidOperationError,
+    JobCanceledError,
     JobFailedError,
     NoSuchJobError,
     SerializationError,
@@ -477,13 +478,26 @@ class Job:
         if not self._store.update(self.id, {Field.META: blob}):
             raise NoSuchJobError(f"no job {self.id!r}: cannot save meta (expired or deleted)")
 
-    def cancel(self) -> None:
-        """Take a queued or scheduled job off its queue into the canceled registry."""
-        result = self._store.cancel(self.id, self.origin, time.time(), self.failure_ttl)
+    def cancel(self, reason: str | None = None) -> None:
+        """Cancel the job, into the canceled registry (with `reason`, if given), never to be retried.
+
+        A queued or scheduled job is taken off its queue at once. A job that has started is
+        stopped by its worker, from any process, within about a second (docs/concurrency.md
+        says how in each mode); until then its status stays "started", and `job.wait()`
+        raises `JobCanceledError` once it has stopped. `InvalidOperationError` if it has ended.
+        """
+        if reason is not None and not isinstance(reason, str):
+            raise ConfigurationError(f"reason must be a string, not {type(reason).__name__}")
+        result = self._store.cancel(self.id, self.origin, time.time(), self.failure_ttl, reason or "")
         if result is None:
             raise NoSuchJobError(f"no job {self.id!r} to cancel")
+        if result == "requested":
+            self._status = JobStatus.STARTED
+            return
         if result != "ok":
-            raise InvalidOperationError(f"job {self.id} is {result}; only queued or scheduled jobs can be canceled")
+            if result in JobStatus._value2member_map_:
+                self._status = JobStatus(result)
+            raise InvalidOperationError(f"job {self.id} is {result}; only a job that has not ended can be canceled")
         self._status = JobStatus.CANCELED
 
     def delete(self) -> None:
@@ -491,7 +505,8 @@ class Job:
         self._store.delete(self.id, self.origin)
 
     def wait(self, timeout: float | None = None) -> Any:
-        """Block until the job ends; return its result or raise `JobFailedError`.
+        """Block until the job ends; return its result or raise `JobFailedError`
+        (`JobCanceledError`, a subclass, if it was canceled).
 
         Blocks on Redis (a per-job signal list), not on a sleep loop. `WaitTimeoutError`
         if `timeout` seconds pass first.
@@ -505,6 +520,8 @@ class Job:
                 return None  # ended, and result_ttl=0 dropped the record
             if status is None and signal == "failed":
                 raise JobFailedError(f"job {self.id} ({self.func_name}) failed; failure_ttl=0 dropped its record")
+            if status is None and signal == "canceled":
+                raise JobCanceledError(f"job {self.id} ({self.func_name}) was canceled; failure_ttl=0 dropped its record")
             if status is None:
                 raise NoSuchJobError(f"no job {self.id!r} (expired, deleted, or result_ttl=0 dropped it)")
             if status in ENDED:
@@ -512,6 +529,8 @@ class Job:
                 if self._status == JobStatus.FINISHED:
                     return self._result
                 reason = (self.exc_info or "").strip().splitlines()[-1:] or [str(self._status)]
+                if self._status == JobStatus.CANCELED:
+                    raise JobCanceledError(f"job {self.id} ({self.func_name}) was canceled: {reason[0]}", self.exc_info)
                 raise JobFailedError(f"job {self.id} ({self.func_name}) {self._status}: {reason[0]}", self.exc_info)
             left = store.block_seconds if deadline is None else deadline - time.monotonic()
             if left <= 0:

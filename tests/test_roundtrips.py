@@ -22,17 +22,17 @@ def test_claim_finish_and_heartbeat_are_one_round_trip_each(redis_server, connec
     now = time.time()
 
     trips.reset()
-    claimed, _ = store.claim("w1", ["default"], now, now + 30, 5)
+    claimed = store.claim("w1", ["default"], now, now + 30, 5).jobs
     assert (len(claimed), trips.trips) == (5, 1)
 
     trips.reset()
-    lost = store.heartbeat("w1", now + 60, 90, [(job_id, "default", token) for job_id, token, _, _ in claimed])
-    assert (lost, trips.trips) == ([], 1)
+    renewed = store.heartbeat("w1", now + 60, 90, [(job_id, "default", token) for job_id, token, _, _ in claimed])
+    assert (renewed, trips.trips) == (([], []), 1)
 
     records = [Record(job_id, "default", token, "finished", b"\x01", 500) for job_id, token, _, _ in claimed]
     trips.reset()
-    recorded, more, _ = store.finish_and_claim("w1", records[:3], now, ["default"], now + 30, 5)
-    assert (recorded, len(more), trips.trips) == ([1, 1, 1], 5, 1)
+    recorded, more = store.finish_and_claim("w1", records[:3], now, ["default"], now + 30, 5, (False, None))
+    assert (recorded, len(more.jobs), trips.trips) == ([1, 1, 1], 5, 1)
 
     trips.reset()
     assert store.finish("w1", records[3:], now) == [1, 1]

@@ -2,11 +2,12 @@
 -- A job whose claim this worker no longer holds (its lease expired and the job was
 -- recovered, or it was deleted) is left untouched: a newer attempt owns it.
 -- KEYS: 1 in-flight list, then per job: job hash, started zset, target key, queue list,
---       wake list, done list. The target is the finished, failed or scheduled zset.
+--       wake list, done list. The target is the finished, failed, canceled or scheduled zset.
 -- ARGV: 1 now (Unix seconds), 2 worker name, then per job: id, token, outcome, payload,
 --       keep seconds, run-at
 --   outcome finished : payload = packed result ('' = do not keep)   -> finished registry
 --           failed   : payload = traceback text                      -> failed registry
+--           canceled : payload = why (traceback text); stopped on request -> canceled registry
 --           retry    : payload = traceback text, back on the queue now
 --           scheduled: payload = traceback text, retried at run-at     -> scheduled registry
 --           released : never ran (prefetched); back to the front of the queue
@@ -44,7 +45,7 @@ for a = 3, #ARGV, 6 do
     out[#out + 1] = already and 1 or 0
   else
     gather(removals, started, id)
-    if outcome == 'finished' or outcome == 'failed' then
+    if outcome == 'finished' or outcome == 'failed' or outcome == 'canceled' then
       if outcome == 'finished' then
         if f[4] then redis.call('HDEL', job, 'x') end  -- an earlier attempt's traceback
         if payload ~= '' then

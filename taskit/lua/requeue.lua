@@ -2,7 +2,7 @@
 -- KEYS: 1 registry zset, 2 job hash, 3 queue list, 4 wake list, 5 done list (the last end
 --       signal, which would wake a new waiter at once)
 -- ARGV: 1 id, 2 now
--- Fields (see storage/keys.py Field): clears st, en, x, r, w, rc, rn; writes s, e, c.
+-- Fields (see storage/keys.py Field): clears st, en, x, r, w, rc, rn, ru, cx; writes s, e, c.
 -- Returns 'ok', 'absent' (not in this registry) or 'expired' (its record is gone).
 --#include queueing
 local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
@@ -14,7 +14,7 @@ if tonumber(score) <= tonumber(ARGV[2]) or redis.call('EXISTS', KEYS[2]) == 0 th
   return 'expired'
 end
 redis.call('ZREM', KEYS[1], ARGV[1])
-redis.call('HDEL', KEYS[2], 'st', 'en', 'x', 'r', 'w', 'rc', 'rn')
+redis.call('HDEL', KEYS[2], 'st', 'en', 'x', 'r', 'w', 'rc', 'rn', 'ru', 'cx')
 requeued(KEYS[2], string.format('%.0f', tonumber(ARGV[2]) * 1000))
 redis.call('PERSIST', KEYS[2])
 redis.call('DEL', KEYS[5])

@@ -17,6 +17,7 @@
     taskit:done:<id>             list   completion signal for `job.wait()`, short-lived
     taskit:lock:maintenance      string held by the worker running the maintenance step
     taskit:periodic:<name>       string last tick enqueued for a periodic task
+    taskit:cancel:<worker>       pub/sub channel: ids of running jobs to stop (not a key)
 
 Times are Unix seconds (floats). Lua scripts get every fixed key through KEYS[];
 job and in-flight keys, which a script only learns while it runs, are built from the
@@ -91,6 +92,11 @@ def periodic(name: str) -> str:
     return f"{PREFIX}:periodic:{name}"
 
 
+def cancel_channel(worker_name: str) -> str:
+    """The pub/sub channel on which a worker hears which of its running jobs to stop."""
+    return f"{PREFIX}:cancel:{worker_name}"
+
+
 class Field:
     """The fields of a job hash. Every queued job carries its field names, so they are short.
 
@@ -101,8 +107,11 @@ class Field:
         to  timeout       tl  ttl              rt  result_ttl    ft  failure_ttl
         de  description   m   meta (msgpack)   r   result (msgpack)
         x   exc_info      w   worker           n   attempts (the claim token)
-        rc  recoveries    rn  retries done     rp  retry policy (msgpack)
+        rc  recoveries (deaths blamed on it)   ru  recoveries not blamed on it
+        rn  retries done  rp  retry policy (msgpack)
         wt  waited (someone blocks in job.wait())
+        al  claimed alone (1: blamed if its worker dies)
+        cx  cancel requested while it ran (the reason)
 
     The Lua scripts use the same names (their headers say which they touch).
     """
@@ -126,9 +135,12 @@ class Field:
     WORKER = "w"
     ATTEMPTS = "n"
     RECOVERIES = "rc"
+    UNBLAMED = "ru"
     RETRIES = "rn"
     RETRY = "rp"
     WAITED = "wt"
+    ALONE = "al"
+    CANCEL = "cx"
 
 
 #: the job attribute (or option) name of each field -> its short name, for tools and tests
@@ -152,7 +164,10 @@ FIELDS = {
     "worker": Field.WORKER,
     "attempts": Field.ATTEMPTS,
     "recoveries": Field.RECOVERIES,
+    "unblamed_recoveries": Field.UNBLAMED,
     "retries": Field.RETRIES,
     "retry": Field.RETRY,
     "waited": Field.WAITED,
+    "alone": Field.ALONE,
+    "cancel": Field.CANCEL,
 }

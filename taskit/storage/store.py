@@ -14,7 +14,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, NamedTuple, TypeVar
 
 import msgpack
 import redis
@@ -34,6 +34,10 @@ RETRY_SECONDS = 5.0
 BLOCK_SECONDS = 5.0
 
 _TRANSIENT = (redis.ConnectionError, redis.TimeoutError)
+#: (the worker holds nothing else, (id, token) of a job it holds that no longer runs alone,
+#: or None): see `Store.claim` and lua/claim.lua
+Alone = tuple[bool, "tuple[str, int] | None"]
+ALONE: Alone = (True, None)
 
 
 def describe(connection: redis.Redis) -> str:
@@ -233,8 +237,9 @@ class Store:
 
         self._call(run)
 
-    def cancel(self, job_id: str, queue: str, now: float, keep: int) -> str | None:
-        """'ok', or the status that prevents canceling (None: no such job)."""
+    def cancel(self, job_id: str, queue: str, now: float, keep: int, reason: str = "") -> str | None:
+        """'ok' (canceled), 'requested' (running: its worker was told to stop it), or the
+        status that prevents canceling (None: no such job)."""
         result = self._call(
             self.scripts.cancel,
             keys=[
@@ -245,7 +250,7 @@ class Store:
                 keys.done(job_id),
                 keys.packed(job_id),
             ],
-            args=[job_id, now, keep],
+            args=[job_id, now, keep, reason, keys.cancel_channel("")],
         )
         return result.decode() if result else None
 
@@ -315,10 +320,13 @@ class Store:
     # -- workers ---------------------------------------------------------------------------
 
     def claim(
-        self, worker: str, queues: Sequence[str], now: float, deadline: float, limit: int
-    ) -> tuple[Claimed, float | None]:
-        """Promote due scheduled jobs and claim up to `limit` jobs: (claimed, next run-at)."""
-        reply = self._call_once(self._run_scripts, [self._claim(worker, queues, now, deadline, limit)])
+        self, worker: str, queues: Sequence[str], now: float, deadline: float, limit: int, alone: Alone = ALONE
+    ) -> Claim:
+        """Promote due scheduled jobs and claim up to `limit` jobs (see `Claim`).
+
+        `alone`: (the worker holds nothing else, (id, token) of a job it holds that was
+        claimed alone and will no longer run alone, or None); see lua/claim.lua."""
+        reply = self._call_once(self._run_scripts, [self._claim(worker, queues, now, deadline, limit, alone)])
         return _parse_claim(reply[0], worker, now)
 
     def finish_and_claim(
@@ -329,18 +337,19 @@ class Store:
         queues: Sequence[str],
         deadline: float,
         limit: int,
-    ) -> tuple[list[int], Claimed, float | None]:
+        alone: Alone = ALONE,
+    ) -> tuple[list[int], Claim]:
         """Record finished jobs and claim the next batch in the same round trip."""
 
-        calls = [self._finish(worker, records, now), self._claim(worker, queues, now, deadline, limit)]
+        calls = [self._finish(worker, records, now), self._claim(worker, queues, now, deadline, limit, alone)]
         recorded, claim = self._call_once(self._run_scripts, calls)
-        return list(recorded), *_parse_claim(claim, worker, now)
+        return list(recorded), _parse_claim(claim, worker, now)
 
     def finish(self, worker: str, records: Sequence[Record], now: float) -> list[int]:
         """Record outcomes of claimed jobs (fenced by token): 1 recorded, 0 claim lost."""
         return list(self._call(self._run_scripts, [self._finish(worker, records, now)])[0])
 
-    def _claim(self, worker: str, queues: Sequence[str], now: float, deadline: float, limit: int) -> Any:
+    def _claim(self, worker: str, queues: Sequence[str], now: float, deadline: float, limit: int, alone: Alone) -> Any:
         script_keys = [keys.inflight(worker), keys.WORKERS]
         for queue in queues:
             script_keys += [
@@ -349,13 +358,16 @@ class Store:
                 keys.registry("started", queue),
                 keys.registry("scheduled", queue),
             ]
-        return self.scripts.claim, script_keys, [worker, now, deadline, limit, keys.JOB, keys.PACKED]
+        holds_nothing, no_longer_alone = alone
+        job_id, token = no_longer_alone or ("", "")
+        args = [worker, now, deadline, limit, keys.JOB, keys.PACKED, int(holds_nothing), job_id, token]
+        return self.scripts.claim, script_keys, args
 
     def _finish(self, worker: str, records: Sequence[Record], now: float) -> Any:
         script_keys = [keys.inflight(worker)]
         args: list[Any] = [now, worker]
         for r in records:
-            target = {"finished": "finished", "failed": "failed", "scheduled": "scheduled"}.get(r.outcome, "started")
+            target = _TARGETS.get(r.outcome, "started")
             script_keys += [
                 keys.job(r.job_id),
                 keys.registry("started", r.queue),
@@ -374,14 +386,22 @@ class Store:
 
     def heartbeat(
         self, worker: str, deadline: float, info_ttl: int, held: Iterable[tuple[str, str, int]]
-    ) -> list[str]:
-        """Renew the worker's lease and those of its held (id, queue, token) jobs; return lost ids."""
+    ) -> tuple[list[str], list[tuple[str, str]]]:
+        """Renew the worker's lease and those of its held (id, queue, token) jobs.
+
+        Returns the ids of claims it lost, and (id, reason) of held jobs whose cancel was
+        requested (a backup for a missed message on the worker's cancel channel)."""
         script_keys, args = [keys.WORKERS, keys.worker(worker)], [worker, deadline, info_ttl]
         for job_id, queue, token in held:
             script_keys += [keys.job(job_id), keys.registry("started", queue)]
             args += [job_id, token]
-        lost = self._call(self.scripts.heartbeat, keys=script_keys, args=args)
-        return [i.decode() for i in lost]
+        lost, canceled = self._call(self.scripts.heartbeat, keys=script_keys, args=args)
+        pairs = [(canceled[i].decode(), canceled[i + 1].decode(errors="replace")) for i in range(0, len(canceled), 2)]
+        return [i.decode() for i in lost], pairs
+
+    def cancel_requests(self, worker: str) -> CancelRequests:
+        """A subscription to the worker's cancel channel (its own connection; see the class)."""
+        return CancelRequests(self, keys.cancel_channel(worker))
 
     def register_worker(self, worker: str, info: dict[str, str], deadline: float, info_ttl: int) -> None:
         def run() -> None:
@@ -491,6 +511,63 @@ class Store:
         return recovered, abandoned, dead
 
 
+class CancelRequests:
+    """A worker's subscription to its cancel channel (lua/cancel.lua publishes the running
+    jobs to stop there), on a connection of its own.
+
+    Pub/sub keeps nothing: a request sent while the connection is down is lost, which is why
+    the heartbeat reports those jobs too. After an error, `receive` subscribes afresh.
+    """
+
+    def __init__(self, store: Store, channel: str) -> None:
+        self._store, self._channel = store, channel
+        self._pubsub: Any = None
+
+    def subscribe(self) -> None:
+        """Listen from now on (one round trip); a worker does it before its first claim."""
+        self._guarded(self._subscribe)
+
+    def _subscribe(self) -> None:
+        if self._pubsub is None:
+            pubsub = self._store.redis.pubsub(ignore_subscribe_messages=True)
+            self._pubsub = pubsub
+            pubsub.subscribe(self._channel)
+
+    def receive(self, timeout: float) -> list[tuple[str, str]]:
+        """(job id, reason) of the requests that arrive within `timeout` seconds (subscribing
+        afresh after an error); `RedisUnavailableError` / `StorageError` if Redis fails."""
+        return self._guarded(self._receive, timeout)
+
+    def _receive(self, timeout: float) -> list[tuple[str, str]]:
+        self._subscribe()
+        requests = []
+        message = self._pubsub.get_message(timeout=timeout)
+        while message is not None:
+            if message.get("type") in (b"message", "message"):
+                job_id, _, reason = bytes(message["data"]).decode(errors="replace").partition("\n")
+                requests.append((job_id, reason))
+            message = self._pubsub.get_message(timeout=0)
+        return requests
+
+    def _guarded(self, fn: Callable[..., T], *args: Any) -> T:
+        try:
+            return fn(*args)
+        except _TRANSIENT as exc:
+            self.close()
+            raise RedisUnavailableError(f"cannot reach Redis at {self._store.where}: {exc}") from None
+        except redis.RedisError as exc:
+            self.close()
+            raise StorageError(f"Redis at {self._store.where} refused the command: {exc}") from None
+
+    def close(self) -> None:
+        pubsub, self._pubsub = self._pubsub, None
+        if pubsub is not None:
+            try:
+                pubsub.close()
+            except (redis.RedisError, OSError):
+                pass
+
+
 class Record:
     """What happened to one claimed job, as `finish.lua` takes it."""
 
@@ -545,15 +622,32 @@ def _bytes(value: bytes | int) -> bytes:
 
 
 Claimed = list[tuple[str, int, int, Fields]]
+#: the registry each outcome of `Record` goes to ("started" where there is none: unused)
+_TARGETS = {"finished": "finished", "failed": "failed", "scheduled": "scheduled", "canceled": "canceled"}
 
 
-def _parse_claim(reply: Any, worker: str, now: float) -> tuple[Claimed, float | None]:
-    """(id, token, queue index, fields) per claimed job, and the next scheduled run-at.
+class Claim(NamedTuple):
+    """What a claim returned.
+
+    jobs: (id, token, queue index, fields) per claimed job.
+    next_run_at: the earliest scheduled run-at among the queues, or None.
+    quarantine: '' , 'drain' (a job that may only run alone waits: finish what you hold, then
+        claim with nothing held) or 'alone' (the one job claimed may only run alone: claim
+        nothing more until it ends). See lua/claim.lua.
+    """
+
+    jobs: Claimed
+    next_run_at: float | None
+    quarantine: str
+
+
+def _parse_claim(reply: Any, worker: str, now: float) -> Claim:
+    """The claim's reply, parsed.
 
     claim.lua returns each job's fields as they were before it marked the claim; the
     claim's own writes are known here and filled in.
     """
-    flat, next_run_at = reply
+    flat, next_run_at, quarantine = reply
     claimed = []
     started = {
         keys.Field.STATUS: b"started",
@@ -566,4 +660,4 @@ def _parse_claim(reply: Any, worker: str, now: float) -> tuple[Claimed, float | 
         fields.update(started)
         fields[keys.Field.ATTEMPTS] = b"%d" % flat[i + 1]
         claimed.append((flat[i].decode(), int(flat[i + 1]), int(flat[i + 2]), fields))
-    return claimed, float(next_run_at) if next_run_at else None
+    return Claim(claimed, float(next_run_at) if next_run_at else None, quarantine.decode())

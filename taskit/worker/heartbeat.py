@@ -1,7 +1,9 @@
-"""The heartbeat: a thread that renews the worker's lease and those of the jobs it holds.
+"""The monitor thread: it renews the worker's lease and those of the jobs it holds, and
+every TICK runs the worker's checks (deadlines of running jobs, jobs waiting too long).
 
-It runs beside the task, so a CPU-bound task is not mistaken for a dead worker (Python
-switches threads every few milliseconds). One round trip renews every held job.
+It runs beside the tasks, so a CPU-bound task is not mistaken for a dead worker (Python
+switches threads every few milliseconds). One round trip renews every held job, and its
+reply also names held jobs whose cancel was requested (in case the worker missed the message).
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ from ..storage.store import Store
 
 log = logging.getLogger("taskit.worker")
 
-#: how often (seconds) the thread wakes between beats, to run the worker's `on_tick` check
-TICK = 0.5
+#: how often (seconds) the thread wakes between beats, to run the worker's `on_tick` checks
+TICK = 0.25
 
 
 class Held:
@@ -65,8 +67,10 @@ class Heartbeat(threading.Thread):
         self.lost: set[tuple[str, int]] = set()
         self._parent_pid: int | None = None
         self._orphaned: Callable[[], None] | None = None
-        #: called every TICK seconds (the worker hands back jobs waiting behind a slow one)
+        #: called every TICK seconds (the worker's checks of running and waiting jobs)
         self.on_tick: Callable[[], None] | None = None
+        #: called with (job id, reason) for a held job whose cancel was requested
+        self.on_cancel: Callable[[str, str], None] | None = None
 
     def on_orphan(self, parent_pid: int, callback: Callable[[], None]) -> None:
         """Call `callback` once if this process's parent changes (the supervisor died)."""
@@ -75,8 +79,12 @@ class Heartbeat(threading.Thread):
     def beat(self) -> None:
         """Renew the leases now; remember claims that were lost (recovered elsewhere)."""
         held, now = self.held.snapshot(), self.clock()
-        lost = set(self.store.heartbeat(self.worker_name, now + self.lease, self.info_ttl, held))
+        lost_ids, canceled = self.store.heartbeat(self.worker_name, now + self.lease, self.info_ttl, held)
+        lost = set(lost_ids)
         self.renewed_at = now
+        if self.on_cancel is not None:
+            for job_id, reason in canceled:
+                self.on_cancel(job_id, reason)
         for job_id, _, token in held:
             # a job recorded while the heartbeat was under way is no longer held: not lost
             if job_id in lost and job_id in self.held and (job_id, token) not in self.lost:

@@ -4,13 +4,18 @@ The parent forks the workers after the task modules are imported, then watches t
 
 * a worker that dies is replaced (with backoff if it keeps dying), and the jobs it held
   go back on their queues at once instead of after its lease;
-* a job that runs past its timeout and does not stop (stuck in C code, where SIGALRM
-  cannot reach it) has its worker process killed and is failed with JobTimeoutError;
-* SIGTERM / SIGINT to the parent reaches every worker: the first finishes current jobs,
-  a second stops at once. Workers stop on their own if the parent disappears.
+* a job that does not stop when told to (past its timeout, or canceled), stuck where no
+  exception reaches it (in C code, or a coroutine that blocks the event loop), has its
+  worker process killed; the parent records that job (failed with JobTimeoutError, or
+  canceled), and the process's other jobs go back on their queues, unblamed;
+* a worker that exits to be replaced (--max-jobs, --max-memory) is replaced at once;
+* SIGTERM / SIGINT to the parent reaches every worker: the first lets running jobs
+  finish (up to --shutdown-timeout), a second stops them at once. Workers stop on their
+  own if the parent disappears.
 
-Each worker writes the job it is running into a small shared-memory board, so the
-parent knows which job to fail when it kills a worker, without asking Redis.
+Each worker writes the jobs it runs into a small shared-memory board, one entry per slot
+(a thread, or an async task), so the parent knows which jobs to record when it kills a
+worker, without asking Redis.
 """
 
 from __future__ import annotations
@@ -24,37 +29,66 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ..exceptions import JobTimeoutError, TaskitError
+from ..exceptions import JobCanceledError, JobTimeoutError, TaskitError
 from ..job import DEFAULT_FAILURE_TTL, Job
-from ..storage.store import Store
-from .worker import Worker, failure_record
+from ..storage.store import Record, Store
+from .execution import STOP_GRACE
+from .worker import RECYCLE_EXIT, Worker, failure_record
 
 log = logging.getLogger("taskit.worker")
 
-#: seconds past a job's timeout before its worker process is killed (SIGALRM gets the first chance)
-HARD_KILL_GRACE = 3.0
-_SLOT = struct.Struct("dq128s128s")  # deadline, token, queue, job id (names are at most 128 characters)
+#: seconds past a job's timeout before its worker process is killed (its own stop gets the first chance)
+HARD_KILL_GRACE = STOP_GRACE
+_DEADLINE = struct.Struct("d")
+_ENTRY = struct.Struct("cq128s128s")  # why ('t' timeout, 'c' cancel), token, queue, job id (names <= 128 characters)
 
 
 class JobBoard:
-    """Shared memory where worker i says which job it runs and when it must be done by."""
+    """Shared memory where the worker processes say which jobs they run, and by when each
+    must be done: per process, `slots` deadlines (one array the parent scans quickly) and
+    `slots` entries."""
 
-    def __init__(self, size: int) -> None:
-        self._map = mmap.mmap(-1, _SLOT.size * size)
+    def __init__(self, processes: int, slots: int) -> None:
+        self.slots = slots
+        self._block = slots * (_DEADLINE.size + _ENTRY.size)
+        self._map = mmap.mmap(-1, self._block * processes)
+        self._deadlines = [memoryview(self._map)[i * self._block : i * self._block + slots * _DEADLINE.size].cast("d") for i in range(processes)]
 
-    def started(self, index: int, job_id: str, queue: str, token: int, timeout: float | None) -> None:
-        deadline = time.time() + timeout + HARD_KILL_GRACE if timeout else 0.0
-        _SLOT.pack_into(self._map, index * _SLOT.size, deadline, token, queue.encode(), job_id.encode())
+    def _entry_at(self, index: int, slot: int) -> int:
+        return index * self._block + self.slots * _DEADLINE.size + slot * _ENTRY.size
 
-    def ended(self, index: int) -> None:
-        _SLOT.pack_into(self._map, index * _SLOT.size, 0.0, 0, b"", b"")
+    def started(self, index: int, slot: int, job_id: str, queue: str, token: int, timeout: float | None) -> None:
+        _ENTRY.pack_into(self._map, self._entry_at(index, slot), b"t", token, queue.encode(), job_id.encode())
+        self._deadlines[index][slot] = time.time() + timeout + HARD_KILL_GRACE if timeout else 0.0
 
-    def overdue(self, index: int, now: float) -> tuple[str, str, int] | None:
-        """(job id, queue, token) if worker i runs a job past its deadline."""
-        deadline, token, queue, job_id = _SLOT.unpack_from(self._map, index * _SLOT.size)
-        if not deadline or now < deadline:
-            return None
-        return job_id.rstrip(b"\0").decode(), queue.rstrip(b"\0").decode(), token
+    def stopping(self, index: int, slot: int) -> None:
+        """The job in this slot was canceled: it has STOP_GRACE seconds to end."""
+        offset = self._entry_at(index, slot)
+        self._map[offset : offset + 1] = b"c"
+        deadline = time.time() + STOP_GRACE
+        current = self._deadlines[index][slot]
+        self._deadlines[index][slot] = min(current, deadline) if current else deadline
+
+    def ended(self, index: int, slot: int) -> None:
+        self._deadlines[index][slot] = 0.0
+
+    def clear(self, index: int) -> None:
+        deadlines = self._deadlines[index]
+        for slot in range(self.slots):
+            deadlines[slot] = 0.0
+
+    def overdue(self, index: int, now: float) -> list[tuple[str, str, int, str]]:
+        """(job id, queue, token, why) of the jobs process i runs past their deadlines."""
+        deadlines = self._deadlines[index]
+        found = []
+        for slot, deadline in enumerate(deadlines):
+            if deadline and now >= deadline:
+                why, token, queue, job_id = _ENTRY.unpack_from(self._map, self._entry_at(index, slot))
+                found.append((job_id.rstrip(b"\0").decode(), queue.rstrip(b"\0").decode(), token, why.decode()))
+        return found
+
+    def any_overdue(self, index: int, now: float) -> bool:
+        return any(0.0 < deadline <= now for deadline in self._deadlines[index])
 
 
 class BoardMonitor:
@@ -63,15 +97,19 @@ class BoardMonitor:
     def __init__(self, board: JobBoard, index: int) -> None:
         self.board, self.index = board, index
 
-    def job_started(self, job_id: str, queue: str, token: int, timeout: float | None) -> None:
-        self.board.started(self.index, job_id, queue, token, timeout)
+    def job_started(self, slot: int, job_id: str, queue: str, token: int, timeout: float | None) -> None:
+        self.board.started(self.index, slot, job_id, queue, token, timeout)
 
-    def job_ended(self) -> None:
-        self.board.ended(self.index)
+    def job_stopping(self, slot: int) -> None:
+        self.board.stopping(self.index, slot)
+
+    def job_ended(self, slot: int) -> None:
+        self.board.ended(self.index, slot)
 
 
 class Supervisor:
-    """Runs `concurrency` workers built by `make_worker(name, monitor, parent_pid)`."""
+    """Runs `concurrency` workers built by `make_worker(name, monitor, parent_pid)`, each
+    with `slots` jobs at once at most."""
 
     def __init__(
         self,
@@ -80,6 +118,7 @@ class Supervisor:
         store: Store,
         *,
         name: str,
+        slots: int = 1,
         burst: bool = False,
         max_jobs: int | None = None,
         max_deaths: int = 3,
@@ -88,11 +127,11 @@ class Supervisor:
         self.burst, self.max_jobs, self.max_deaths = burst, max_jobs, max_deaths
         self.name = name
         self.spawned = 0
-        self.board = JobBoard(concurrency)
+        self.board = JobBoard(concurrency, slots)
         self.children: dict[int, tuple[int, str, float]] = {}  # pid -> (index, worker name, started)
         self.restart_at: dict[int, float] = {}  # index -> when to start it again
         self.backoff: dict[int, float] = {}
-        self.timed_out: set[int] = set()
+        self.killed: set[int] = set()
         self.signals = 0
 
     def run(self) -> int:
@@ -115,6 +154,7 @@ class Supervisor:
     def _spawn(self, index: int) -> None:
         self.spawned += 1
         name = f"{self.name}.{self.spawned}"
+        self.board.clear(index)
         pid = os.fork()
         if pid == 0:  # the worker process
             code = 1
@@ -124,7 +164,9 @@ class Supervisor:
                     signal.signal(sig, signal.SIG_DFL)
                 worker = self.make_worker(name, BoardMonitor(self.board, index), os.getppid())
                 worker.work(burst=self.burst, max_jobs=self.max_jobs)
-                code = 0
+                code = RECYCLE_EXIT if worker.recycle else 0
+            except TaskitError as exc:
+                log.error("worker process %d stopped: %s", os.getpid(), exc)
             except BaseException:
                 log.exception("worker process %d crashed", os.getpid())
             finally:
@@ -138,12 +180,19 @@ class Supervisor:
             if pid == 0:
                 return
             index, name, started = self.children.pop(pid)
-            self.board.ended(index)
+            self.board.clear(index)
             code = os.waitstatus_to_exitcode(status)
-            if code == 0 and pid not in self.timed_out:
-                continue  # finished on its own: a burst that ran dry, --max-jobs, or a stop
+            killed = pid in self.killed
+            self.killed.discard(pid)
+            if code == 0 and not killed:
+                continue  # finished on its own: a burst that ran dry, or a stop
+            if code == RECYCLE_EXIT and not killed:
+                self._recover(name, "recycled")  # (it handed everything back; this is a check)
+                if not self.signals:
+                    log.info("worker process %d stopped to be replaced (--max-jobs or --max-memory); starting a new one", pid)
+                    self.restart_at[index] = time.monotonic()
+                continue
             how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit status {code}"
-            self.timed_out.discard(pid)
             self._recover(name, how)
             if not self.signals:
                 lived = time.monotonic() - started
@@ -167,29 +216,40 @@ class Supervisor:
     def _kill_overdue(self) -> None:
         now = time.time()
         for pid, (index, name, _) in list(self.children.items()):
-            overdue = self.board.overdue(index, now)
-            if overdue is None or pid in self.timed_out:
+            if pid in self.killed or not self.board.any_overdue(index, now):
                 continue
-            job_id, queue, token = overdue
+            overdue = self.board.overdue(index, now)
             log.error(
-                "job %s ran past its timeout and did not stop; killing worker process %d and failing the job",
-                job_id, pid,
+                "job(s) %s did not stop when told to (past a timeout, or canceled); killing worker process %d "
+                "and recording them; its other jobs go back on their queues",
+                ", ".join(job_id for job_id, _, _, _ in overdue), pid,
             )
             os.kill(pid, signal.SIGKILL)
-            self.timed_out.add(pid)
-            error = JobTimeoutError(
-                f"job exceeded its timeout and did not stop (stuck outside Python?); its worker process {pid} was killed"
-            )
-            try:
-                fields = self.store.fetch([job_id])[0]
-                if fields is None:
-                    continue  # deleted meanwhile: nothing to record
-                job = Job.from_fields(job_id, fields)
+            self.killed.add(pid)
+            for job_id, queue, token, why in overdue:
+                self._record_killed(name, pid, job_id, queue, token, why, now)
+
+    def _record_killed(self, worker: str, pid: int, job_id: str, queue: str, token: int, why: str, now: float) -> None:
+        try:
+            fields = self.store.fetch([job_id])[0]
+            if fields is None:
+                return  # deleted meanwhile: nothing to record
+            job = Job.from_fields(job_id, fields)
+            if why == "c":
+                error: TaskitError = JobCanceledError(
+                    f"canceled while it ran; it did not stop within {STOP_GRACE:g}s, so its worker process {pid} was killed"
+                )
+                text = f"taskit.exceptions.JobCanceledError: {error}"
+                record = Record(job_id, queue, token, "canceled", text.encode(), job.failure_ttl)
+            else:
+                error = JobTimeoutError(
+                    f"job exceeded its timeout and did not stop (stuck outside Python?); its worker process {pid} was killed"
+                )
                 summary = f"JobTimeoutError: {error}"
                 record = failure_record(job, token, queue, error, summary, f"taskit.exceptions.{summary}", now)
-                self.store.finish(name, [record], now)
-            except TaskitError as exc:
-                log.warning("could not record the timeout of job %s (%s); it will be recovered", job_id, exc)
+            self.store.finish(worker, [record], now)
+        except TaskitError as exc:
+            log.warning("could not record job %s (%s); it will be recovered", job_id, exc)
 
     def _restart_due(self) -> None:
         if self.signals:
@@ -203,7 +263,7 @@ class Supervisor:
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         self.signals += 1
-        what = "finishing current jobs" if self.signals == 1 else "stopping at once"
+        what = "finishing running jobs" if self.signals == 1 else "stopping at once"
         log.warning("%s: %s in %d worker process(es)", signal.Signals(signum).name, what, len(self.children))
         for pid in self.children:
             try:

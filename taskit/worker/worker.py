@@ -1,17 +1,24 @@
-"""The worker loop: claim jobs, run them, record what happened, and keep the books.
+"""The worker: one loop per process claims jobs, hands them to executors, records outcomes.
 
-One iteration is one round trip when jobs are waiting: the outcomes of the last batch
-are recorded in the same pipeline that claims the next batch. The batch size adapts
-to how long jobs take (many tiny jobs per claim, one slow job per claim), and jobs of a
-batch still waiting behind one that runs longer than HAND_BACK_AFTER are handed back to
-their queues for other workers (and the outcomes before it are recorded), so neither a
-prefetched job nor a finished job's result is stuck behind a slow one.
+The loop (the thread that calls `work()`) is the only code that claims and records, always
+through the Store. Executors only run jobs (taskit.worker.executors): sync jobs in the
+loop's own thread (`threads=1`) or on a pool of threads, coroutine jobs on an event loop.
+Capacity is a number of free slots, and a claim asks for the free slots only, plus a small
+prefetch when jobs are short (about BATCH_SECONDS of work per slot), so tiny jobs come 64
+at a time and slow ones one per free slot. Outcomes come back through a mailbox and are
+recorded in the round trip that claims the next jobs.
+
+Beside the loop: the monitor thread (heartbeat.py) renews every lease in one round trip
+and runs `_tick` (timeouts, jobs told to stop that do not, the shutdown deadline, jobs
+waiting too long for a slot); two listeners (listener.py) hear cancel requests and, while
+jobs run elsewhere, new work. Anything that goes wrong with one job fails that job only.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import queue as queue_module
 import signal
 import socket
 import threading
@@ -27,30 +34,46 @@ import tenacity
 from .. import config, functions
 from ..exceptions import (
     ConfigurationError,
+    HookError,
     RedisUnavailableError,
-    SerializationError,
     StorageError,
     TaskitError,
-    TaskNotAllowedError,
 )
 from ..job import DEFAULT_FAILURE_TTL, Job, validate_id
 from ..queue import Queue
 from ..storage.keys import DEFAULT_QUEUE, Field
 from ..storage.store import Fields, Record, Store
-from .execution import Alarm, ColdShutdown, Outcome, call_job
+from . import hooks
+from .execution import (
+    STOP_GRACE,
+    Alarm,
+    ColdShutdown,
+    Outcome,
+    RunningJob,
+    describe_error,
+    error_message,
+    given_up_outcome,
+    is_async,
+)
+from .executors import AsyncExecutor, Executor, InlineExecutor, ThreadExecutor
 from .heartbeat import Heartbeat, Held
+from .listener import CancelListener, WorkWatcher
 
 log = logging.getLogger("taskit.worker")
 
 #: record outcomes at once when the oldest waiting one is older than this (seconds)
 FLUSH_AFTER = 0.002
-#: aim for claims that hold about this much work (seconds), within [1, prefetch]
+#: aim for claims that hold about this much work per free slot (seconds), within [1, prefetch]
 BATCH_SECONDS = 0.005
 #: longest idle block, so stop signals are noticed promptly
 IDLE_BLOCK = 1.0
-#: a job running this long (seconds) makes the worker record the outcomes before it and
-#: hand back the jobs claimed with it
+#: a claimed job that waits this long (seconds) for a slot goes back to its queue for
+#: other workers, and outcomes not recorded for this long are recorded by the monitor
 HAND_BACK_AFTER = 1.0
+#: exit status of a `-c N` child that stopped to be replaced (--max-jobs, --max-memory)
+RECYCLE_EXIT = 75
+#: put in the mailbox to wake the loop (a stop, a record added by another thread, new work)
+_WAKE, _WORK = "wake", "work"
 
 
 class _CrashPoints:
@@ -75,6 +98,12 @@ _crash = _CrashPoints(os.environ.get("TASKIT_CRASH_AT"))
 class Worker:
     """Runs jobs from queues, in priority order. `Worker([queue]).work(burst=True)`.
 
+    threads: sync jobs run at once (1: in the worker's own thread, with SIGALRM timeouts).
+    async_tasks: `async def` jobs run at once on the worker's event loop.
+    shutdown_timeout: seconds a stop lets running jobs finish before interrupting them
+        (they go back to their queues).
+    max_memory: megabytes of resident memory past which the worker stops after the job
+        that took it there (`taskit worker -c N` starts a new one).
     lease: seconds a claim stays valid without a heartbeat; a dead worker's jobs are
         recovered about this long after it dies.
     modules: module names this worker was told to import; their functions may run.
@@ -90,6 +119,10 @@ class Worker:
         name: str | None = None,
         *,
         modules: Sequence[str] = (),
+        threads: int = 1,
+        async_tasks: int = 10,
+        shutdown_timeout: float = 30.0,
+        max_memory: float | None = None,
         lease: float = 20.0,
         heartbeat_interval: float | None = None,
         maintenance_interval: float = 5.0,
@@ -118,12 +151,21 @@ class Worker:
             raise ConfigurationError(
                 f"heartbeat_interval must be more than 0 and less than the lease ({lease}s), not {heartbeat_interval}"
             )
+        for what, value in (("threads", threads), ("async_tasks", async_tasks)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigurationError(f"{what} must be a whole number of at least 1, not {value!r}")
+        if not 0 <= shutdown_timeout < float("inf"):
+            raise ConfigurationError(f"shutdown_timeout must be 0 or more seconds, not {shutdown_timeout!r}")
+        if max_memory is not None and not 0 < max_memory < float("inf"):
+            raise ConfigurationError(f"max_memory must be a positive number of megabytes, not {max_memory!r}")
         self.queues = names
         self.connection = config.get_connection(connection)
         # a short retry budget: an outage is reported within a second, then backed off from
         self.store = Store(self.connection, retry_seconds=1.0)
         self.name = validate_id(name, "worker name") if name else default_worker_name()
         self.modules = tuple(modules)
+        self.threads, self.async_tasks = threads, async_tasks
+        self.shutdown_timeout, self.max_memory = float(shutdown_timeout), max_memory
         self.lease = float(lease)
         self.heartbeat_interval = heartbeat_interval or self.lease / 4
         self.maintenance_interval = float(maintenance_interval)
@@ -133,21 +175,25 @@ class Worker:
         self.monitor = monitor
         self.parent_pid = parent_pid
         self.held = Held()
-        self._batch: deque[tuple[str, int, str, Fields]] = deque()
-        self._running_since: float | None = None  # monotonic start of the job running now
-        # while a job runs, the heartbeat thread may take the batch and the pending records
-        # (`_while_slow`); this lock makes "a job is running" and that taking one step
+        # the loop, the monitor and the listeners share what is held here; this lock makes
+        # each change to the waiting jobs, the pending records and a job's stop one step
         self._lock = threading.Lock()
         self._pending: list[Record] = []
         self._pending_since = 0.0
-        self._window = 1
-        self._avg_seconds = 0.0
+        self._running: dict[str, RunningJob] = {}
         self._next_maintenance = 0.0
         self._claimed_at = 0.0
         self._stop_requested = False
         self._refusals = 0
         self._wake = threading.Event()
         self.jobs_run = 0
+        #: set when the worker stopped to be replaced (--max-jobs, --max-memory)
+        self.recycle = False
+
+    #: slots per process, for the supervisor's board
+    @property
+    def slots(self) -> int:
+        return self.threads + self.async_tasks
 
     # -- the loop --------------------------------------------------------------------
 
@@ -155,21 +201,38 @@ class Worker:
         """Run jobs until stopped (or, with `burst`, until nothing is due). Returns jobs run."""
         if max_jobs is not None and max_jobs < 1:
             raise ConfigurationError("max_jobs must be a positive number")
-        self._stop_requested = False
-        self.jobs_run = 0
+        self._prepare()
         previous_handlers = self._install_signal_handlers()
         self.alarm = Alarm()
+        self._sync: Executor = (
+            InlineExecutor(self._report, self.alarm) if self.threads == 1 else ThreadExecutor(self.threads, self._report, self.name)
+        )
+        self._async = AsyncExecutor(self.async_tasks, self._report, self.name)
+        self._async.used = any(is_async(fn) for fn in functions.registered_tasks().values())
+        self._executors: tuple[Executor, ...] = (self._async, self._sync)  # non-blocking submits first
+        self._waiting: dict[Executor, deque[RunningJob]] = {ex: deque() for ex in self._executors}
+        self._queues = tuple(self._waiting.values())
+        self._kinds: dict[Any, bool] = {}  # function -> is it async (asked once each)
+        self._board_slots = list(range(self.slots))[::-1]
         heartbeat = Heartbeat(self.store, self.name, self.held, self.lease, self.heartbeat_interval, self.clock)
-        heartbeat.on_tick = self._while_slow
+        heartbeat.on_tick, heartbeat.on_cancel = self._tick, self._cancel_requested
         if self.parent_pid is not None:
             heartbeat.on_orphan(self.parent_pid, self._orphaned)
         self.heartbeat = heartbeat
+        cancels = CancelListener(self.store.cancel_requests(self.name), self._cancel_requested, self.name)
+        self._watcher = WorkWatcher(self.store, self.queues, lambda: self._mailbox.put(_WORK), self.name)
+        hooks_started = False
         try:
             self._register()
+            cancels.requests.subscribe()  # before the first claim: no request is missed
             heartbeat.start()
-            while not self._stop_requested:
-                if max_jobs is not None and self.jobs_run >= max_jobs and not self._batch:
-                    break
+            cancels.start()
+            for executor in self._executors:
+                if executor.used:
+                    executor.start()
+            self._run_hooks(hooks.start_hooks(), "on_worker_start")
+            hooks_started = True
+            while True:
                 try:
                     if not self._step(burst, max_jobs):
                         break
@@ -180,177 +243,434 @@ class Worker:
                     self._refused(exc)
         finally:
             heartbeat.stop()
+            self._watcher.stop()
             self.alarm.close()
             self._restore_signal_handlers(previous_handlers)
-            self._shutdown()
+            self._shutdown(hooks_started)
+            cancels.stop()  # last: it hands its closed connection back to the pool
         return self.jobs_run
 
+    def _prepare(self) -> None:
+        self._stop_requested = self._interrupt_all = False
+        self._stop_deadline: float | None = None
+        self.jobs_run = 0
+        self.recycle = False
+        self._mailbox: queue_module.SimpleQueue[Any] = queue_module.SimpleQueue()
+        self._queues_empty = False  # the last claim found no more work (until woken or rechecked)
+        self._recheck_at = 0.0
+        self._next_run_at: float | None = None
+        self._alone: RunningJob | None = None  # claimed alone (al=1): see lua/claim.lua
+        self._quarantine = ""
+
     def _step(self, burst: bool, max_jobs: int | None) -> bool:
-        """One turn of the loop; False when a burst worker has nothing left to do."""
+        """One turn of the loop; False when there is nothing left to do (a burst ran dry,
+        --max-jobs reached, or a stop has let every job end)."""
         now = self.clock()
-        if now >= self._next_maintenance:
+        if now >= self._next_maintenance and not self._stop_requested:
             self._maintain(now)
-        if not self._batch:
-            limit = self._window
-            if max_jobs is not None:
-                limit = max(1, min(limit, max_jobs - self.jobs_run))
+        self._collect()
+        if self._stop_requested:
+            return self._drain()
+        if self._claim_due(now, max_jobs):
             recorded = bool(self._pending)
-            claimed, next_run_at = self._record_and_claim(now, limit)
-            if not claimed:
+            claimed = self._record_and_claim(now, self._claim_limit(max_jobs))
+            if not claimed and not self._running:
                 if recorded:
                     # a retry just recorded may be runnable; only a claim that records
                     # nothing proves the queues empty (after a NOSCRIPT reload the
                     # recording can even run after the claim in the same round trip)
                     return True
-                if burst and (next_run_at is None or next_run_at > self.clock()):
+                if burst and (self._next_run_at is None or self._next_run_at > self.clock()):
                     return False
-                self._idle(next_run_at)
+                self._idle()
                 return True
-        with self._lock:
-            next_job = self._batch.popleft() if self._batch else None
-        if next_job is None:
-            return True  # handed back while the last job ran
-        self._run(*next_job)
-        if self._pending and self._batch and self.clock() - self._pending_since > FLUSH_AFTER:
-            self._flush()
-        return True
+        running = self._next_to_start()
+        if running is not None:
+            self._start(running)
+            if self._pending and self._has_waiting() and self.clock() - self._pending_since > FLUSH_AFTER:
+                self._flush()
+            return True
+        if self._running:
+            self._await_outcomes()
+            return True
+        if self._has_waiting():
+            return True  # a job stopped before it started was just dropped
+        # nothing held, and no claim due: --max-jobs reached
+        return max_jobs is None or self.jobs_run < max_jobs
 
-    def _record_and_claim(self, now: float, limit: int) -> tuple[int, float | None]:
+    def _claim_due(self, now: float, max_jobs: int | None) -> bool:
+        held = len(self._running)
+        if max_jobs is not None and self.jobs_run + held >= max_jobs:
+            if not held:
+                self.recycle = True
+            return False
+        if self._has_waiting():
+            return False
+        if not held:
+            return True  # nothing here: claim (or block in Redis for work)
+        if self._quarantine or self._free_slots() == 0:
+            return False
+        return not (self._queues_empty and now < self._recheck_at)
+
+    def _free_slots(self) -> int:
+        return sum(ex.free for ex in self._executors if ex.used or ex is self._sync)
+
+    def _claim_limit(self, max_jobs: int | None) -> int:
+        """Free slots, times about BATCH_SECONDS of work per slot for short jobs."""
+        wanted = free = 0
+        for ex in self._executors:
+            if ex.used or ex is self._sync:
+                window = max(1, min(self.prefetch, int(BATCH_SECONDS / ex.avg_seconds))) if ex.avg_seconds else 1
+                free += ex.free
+                wanted += ex.free * window
+        limit = min(wanted, max(self.prefetch, free))
+        if max_jobs is not None:
+            limit = min(limit, max_jobs - self.jobs_run - len(self._running))
+        return max(1, limit)
+
+    def _record_and_claim(self, now: float, limit: int) -> int:
         deadline = now + self.lease
-        if self._pending:
-            _crash.hit("before_record")
-            recorded, claimed, next_run_at = self.store.finish_and_claim(
-                self.name, self._pending, now, self.queues, deadline, limit
-            )
-            self._recorded(self._pending, recorded)
-            self._pending = []
-            _crash.hit("after_record")
-        else:
-            claimed, next_run_at = self.store.claim(self.name, self.queues, now, deadline, limit)
-        if claimed:
+        holds_nothing = not self._running
+        if holds_nothing:
+            self._alone = None
+        alone = self._alone
+        claiming_beside = (alone.job_id, alone.token) if alone is not None and not holds_nothing else None
+        with self._lock:
+            records, self._pending = self._pending, []
+        try:
+            if records:
+                _crash.hit("before_record")
+                recorded, claim = self.store.finish_and_claim(
+                    self.name, records, now, self.queues, deadline, limit, (holds_nothing, claiming_beside)
+                )
+                self._recorded(records, recorded)
+                _crash.hit("after_record")
+            else:
+                claim = self.store.claim(self.name, self.queues, now, deadline, limit, (holds_nothing, claiming_beside))
+        except BaseException:
+            self._put_back(records)
+            raise
+        if claiming_beside is not None:
+            self._alone = None  # no longer runs alone: its 'al' is 0 now
+        self._next_run_at = claim.next_run_at
+        self._quarantine = claim.quarantine
+        self._queues_empty = len(claim.jobs) < limit and claim.quarantine != "drain"
+        self._recheck_at = time.monotonic() + IDLE_BLOCK
+        if claim.next_run_at is not None:
+            self._recheck_at = min(self._recheck_at, time.monotonic() + max(0.0, claim.next_run_at - now))
+        if claim.jobs:
             self._claimed_at = now
             _crash.hit("after_claim")
-        for job_id, token, queue_index, fields in claimed:
-            queue = self.queues[queue_index]
-            self.held.add(job_id, queue, token)
-            with self._lock:
-                self._batch.append((job_id, token, queue, fields))
-        return len(claimed), next_run_at
+        claimed_at = time.monotonic()
+        for job_id, token, queue_index, fields in claim.jobs:
+            running = RunningJob(job_id, token, self.queues[queue_index], fields, claimed_at)
+            self.held.add(job_id, running.queue, token)
+            self._accept(running)
+            if holds_nothing and len(claim.jobs) == 1:
+                self._alone = running
+        return len(claim.jobs)
 
-    def _idle(self, next_run_at: float | None) -> None:
+    def _idle(self) -> None:
+        """Nothing held: block in Redis until a job is pushed, maintenance is due, or a
+        scheduled job comes due."""
         now = self.clock()
         timeout = min(IDLE_BLOCK, max(0.0, self._next_maintenance - now))
-        if next_run_at is not None:
-            timeout = min(timeout, max(0.0, next_run_at - now))
+        if self._next_run_at is not None:
+            timeout = min(timeout, max(0.0, self._next_run_at - now))
         if timeout > 0:
             self.store.block_for_work(self.queues, timeout)
 
-    # -- running one job -------------------------------------------------------------
-
-    def _run(self, job_id: str, token: int, queue: str, fields: Fields) -> None:
-        if self._stop_requested:
-            self._add_record(Record(job_id, queue, token, "released"))
+    def _await_outcomes(self) -> None:
+        """Jobs run elsewhere and none can start: wait for an outcome (or new work, or a stop)."""
+        if self._pending:
+            # results ride on the next claim, if one comes soon; otherwise they go now
+            if not self._collect(FLUSH_AFTER):
+                self._flush()
             return
-        if self.clock() - max(self.heartbeat.renewed_at, self._claimed_at) > self.lease / 2:
-            self.heartbeat.beat()  # a stall (paused process, swapping): are these claims still ours?
-        if (job_id, token) in self.heartbeat.lost:
-            self.heartbeat.lost.discard((job_id, token))
-            self.held.discard(job_id)
+        if self._queues_empty and not self._quarantine and self._free_slots() > 0:
+            self._watcher.want()  # (started on first use)
+            if not self._watcher.is_alive():
+                self._watcher.start()
+        timeout = min(IDLE_BLOCK, max(0.001, self._next_maintenance - self.clock()))
+        if self._queues_empty:
+            timeout = min(timeout, max(0.001, self._recheck_at - time.monotonic()))
+        self._collect(timeout)
+
+    # -- one job ---------------------------------------------------------------------
+
+    def _accept(self, running: RunningJob) -> None:
+        """A job just claimed: read it, find its function, and queue it for its executor.
+        Anything that goes wrong fails this job only."""
+        fields = running.fields
+        if Field.CANCEL in fields:  # its cancel was requested while an earlier attempt ran
+            reason = fields[Field.CANCEL].decode(errors="replace")
+            self._add_record(self._canceled_record(running, "canceled while it ran" + (f": {reason}" if reason else "")))
             return
         try:
-            job = Job.from_fields(job_id, fields, self.connection)
+            job = Job.from_fields(running.job_id, fields, self.connection)
             _ = job.args  # unpacks the arguments now: unreadable ones are refused, not run
             target = functions.resolve(job.func_name, self.modules)
-        except (SerializationError, TaskNotAllowedError) as exc:
-            log.error("%s: refused job %s: %s", queue, job_id, exc)
-            failure_ttl = _int_field(fields, Field.FAILURE_TTL, DEFAULT_FAILURE_TTL)
-            text = f"taskit.exceptions.{type(exc).__name__}: {exc}"
-            self._add_record(Record(job_id, queue, token, "failed", text.encode(), failure_ttl))
-            self.jobs_run += 1
+            kind = self._kinds.get(target)
+            if kind is None:
+                kind = self._kinds[target] = is_async(target)
+            running.is_async = kind
+        except Exception as exc:  # noqa: BLE001 (one job's bad data or name fails that job only)
+            self._refuse(running, exc)
             return
-        if self.monitor is not None:
-            self.monitor.job_started(job_id, queue, token, job.timeout)
+        running.job, running.target = job, target
+        executor = self._async if running.is_async else self._sync
+        if not executor.used:
+            executor.used = True
+            executor.start()
+        running.executor = executor
         with self._lock:
-            self._running_since = time.monotonic()
-        try:
-            outcome = call_job(job, target, self.alarm, keep_result=job.result_ttl != 0)
-        finally:
-            with self._lock:
-                self._running_since = None
-        if self.monitor is not None:
-            self.monitor.job_ended()
+            self._waiting[executor].append(running)
+
+    def _refuse(self, running: RunningJob, exc: Exception) -> None:
+        if isinstance(exc, TaskitError):
+            text, reason = f"taskit.exceptions.{describe_error(exc)}", error_message(exc)
+        else:  # something in the task module raised while its name was looked up
+            reason = f"cannot load or find the job's function: {describe_error(exc)}"
+            text = reason
+        log.error("%s: refused job %s: %s", running.queue, running.job_id, reason)
+        failure_ttl = _int_field(running.fields, Field.FAILURE_TTL, DEFAULT_FAILURE_TTL)
+        self._add_record(Record(running.job_id, running.queue, running.token, "failed", text.encode(), failure_ttl))
         self.jobs_run += 1
-        if outcome.interrupted:
-            log.warning("%s: %s interrupted by shutdown; back on the queue (job %s)", queue, job.func_name, job_id)
-            self._add_record(Record(job_id, queue, token, "interrupted"))
-            self._stop_requested = True
+
+    def _next_to_start(self) -> RunningJob | None:
+        for executor in self._executors:
+            waiting = self._waiting[executor]
+            if waiting and executor.busy < executor.capacity:
+                with self._lock:
+                    return waiting.popleft() if waiting else None
+        return None
+
+    def _has_waiting(self) -> bool:
+        for waiting in self._queues:
+            if waiting:
+                return True
+        return False
+
+    def _start(self, running: RunningJob) -> None:
+        if self.clock() - max(self.heartbeat.renewed_at, self._claimed_at) > self.lease / 2:
+            self.heartbeat.beat()  # a stall (paused process, swapping): are these claims still ours?
+        if (running.job_id, running.token) in self.heartbeat.lost:
+            self.heartbeat.lost.discard((running.job_id, running.token))
+            self.held.discard(running.job_id)
             return
-        self._adapt(outcome.seconds)
-        self._add_record(self._record_for(job, token, queue, outcome))
+        job, executor = running.job, running.executor
+        assert job is not None
+        running.started_at = time.monotonic()
+        if job.timeout and not (executor is self._sync and self.alarm.enabled and self.threads == 1):
+            running.deadline = running.started_at + job.timeout  # (SIGALRM stops the inline job)
+        self._running[running.job_id] = running
+        executor.busy += 1
+        if self.monitor is not None:
+            running.slot = self._board_slots.pop()
+            self.monitor.job_started(running.slot, running.job_id, running.queue, running.token, job.timeout)
+        executor.submit(running)  # the inline executor runs it now
 
-    def _record_for(self, job: Job, token: int, queue: str, outcome: Outcome) -> Record:
-        if outcome.error is None:
-            if log.isEnabledFor(logging.INFO):
-                log.info("%s: %s finished in %s (job %s)", queue, _short(job), _took(outcome.seconds), job.id)
-            return Record(job.id, queue, token, "finished", outcome.packed_result or b"", job.result_ttl)
-        # outcome.summary is safe even when the exception's str() raises
-        return failure_record(job, token, queue, outcome.error, outcome.summary, outcome.traceback, self.clock())
+    def _report(self, running: RunningJob, outcome: Outcome) -> None:
+        """Called by an executor (any thread) when a job it was given has ended."""
+        self._mailbox.put((running, outcome))
 
-    def _adapt(self, seconds: float) -> None:
-        """Size the next claim so that a batch holds about BATCH_SECONDS of work."""
-        self._avg_seconds = seconds if not self._avg_seconds else 0.8 * self._avg_seconds + 0.2 * seconds
-        self._window = max(1, min(self.prefetch, int(BATCH_SECONDS / max(self._avg_seconds, 1e-6))))
+    def _collect(self, timeout: float | None = None) -> bool:
+        """Take the outcomes the executors reported (waiting up to `timeout` seconds for the
+        first); True if anything came."""
+        mailbox = self._mailbox
+        if timeout is not None:
+            try:
+                item = mailbox.get(timeout=timeout)
+            except queue_module.Empty:
+                return False
+            self._take(item)
+        elif mailbox.empty():
+            return False
+        while not mailbox.empty():
+            self._take(mailbox.get_nowait())
+        return True
 
-    def _while_slow(self) -> None:
-        """Called by the heartbeat thread. Once the job running has taken HAND_BACK_AFTER
-        seconds, record the outcomes waiting to be sent, and hand the jobs claimed with it
-        back to the front of their queues, where idle workers get them, in one round trip:
-        neither waits for it to end (prefetch's head-of-line problem).
+    def _take(self, item: Any) -> None:
+        if item is _WORK:
+            self._queues_empty = False
+            return
+        if item is _WAKE:
+            return
+        running, outcome = item
+        executor = running.executor
+        executor.busy -= 1
+        self._running.pop(running.job_id, None)
+        if running.slot >= 0:
+            self.monitor.job_ended(running.slot)
+            self._board_slots.append(running.slot)
+        self.jobs_run += 1
+        if running is self._alone:
+            self._alone = None
+            if self._quarantine == "alone":
+                self._quarantine = ""
+        if running.stop is None:
+            seconds = outcome.seconds
+            executor.avg_seconds = seconds if not executor.avg_seconds else 0.8 * executor.avg_seconds + 0.2 * seconds
+        self._add_record(self._record_for(running, outcome))
+        if self.max_memory is not None:
+            self._check_memory(running)
+
+    def _record_for(self, running: RunningJob, outcome: Outcome) -> Record:
+        job = running.job
+        assert job is not None
+        try:
+            if outcome.error is None:
+                if log.isEnabledFor(logging.INFO):
+                    log.info("%s: %s finished in %s (job %s)", running.queue, _short(job), _took(outcome.seconds), job.id)
+                return Record(job.id, running.queue, running.token, "finished", outcome.packed_result or b"", job.result_ttl)
+            if running.stop == "shutdown" or isinstance(outcome.error, ColdShutdown):
+                log.warning("%s: %s interrupted by shutdown; back on the queue (job %s)", running.queue, job.func_name, job.id)
+                return Record(job.id, running.queue, running.token, "interrupted")
+            if running.stop == "cancel":
+                log.warning("%s: %s %s (job %s)", running.queue, _short(job), outcome.summary, job.id)
+                return Record(job.id, running.queue, running.token, "canceled", outcome.traceback.encode(), job.failure_ttl)
+            # outcome.summary is safe even when the exception's str() raises
+            return failure_record(job, running.token, running.queue, outcome.error, outcome.summary, outcome.traceback, self.clock())
+        except Exception as exc:  # noqa: BLE001 (recording one job must not fail the worker)
+            log.error("%s: could not build the record of job %s (%s); failing it", running.queue, running.job_id, describe_error(exc))
+            text = f"{outcome.traceback}\nand then, recording it: {describe_error(exc)}".strip()
+            return Record(running.job_id, running.queue, running.token, "failed", text.encode(), job.failure_ttl)
+
+    def _canceled_record(self, running: RunningJob, why: str) -> Record:
+        text = f"taskit.exceptions.JobCanceledError: {why}"
+        log.warning("%s: job %s %s", running.queue, running.job_id, why)
+        ttl = _int_field(running.fields, Field.FAILURE_TTL, DEFAULT_FAILURE_TTL)
+        return Record(running.job_id, running.queue, running.token, "canceled", text.encode(), ttl)
+
+    # -- stopping jobs (any thread) -----------------------------------------------------
+
+    def _stop_job(self, running: RunningJob, why: str) -> None:
+        """Tell a running job to stop ("timeout", "cancel" or "shutdown"); the first reason wins."""
+        with self._lock:
+            if running.stop is not None or running.settled:
+                return
+            running.stop, running.stop_at = why, time.monotonic()
+        if why != "shutdown":
+            log.warning("%s: stopping job %s: %s", running.queue, running.job_id, running.stop_message())
+        if self.monitor is not None and why == "cancel" and running.slot >= 0:
+            self.monitor.job_stopping(running.slot)
+        running.executor.stop_job(running)
+
+    def _cancel_requested(self, job_id: str, reason: str) -> None:
+        """A cancel request for a job this worker holds (from the listener or the heartbeat)."""
+        with self._lock:
+            for waiting in self._waiting.values():
+                for running in waiting:
+                    if running.job_id == job_id:
+                        waiting.remove(running)
+                        break
+                else:
+                    continue
+                break
+            else:
+                running = None
+        if running is not None:  # claimed, not started: it never runs
+            self._add_record(self._canceled_record(running, "canceled before it started" + (f": {reason}" if reason else "")))
+            self._mailbox.put(_WAKE)
+            return
+        running = self._running.get(job_id)
+        if running is not None and running.stop is None:
+            running.reason = reason
+            self._stop_job(running, "cancel")
+
+    def _tick(self) -> None:
+        """The monitor's checks, every heartbeat.TICK seconds."""
+        now = time.monotonic()
+        if self._stop_deadline is not None and (self._interrupt_all or now >= self._stop_deadline):
+            self._stop_deadline = None
+            if self._running:
+                log.warning("stopping %d job(s) still running; they go back on their queues", len(self._running))
+            for running in list(self._running.values()):
+                self._stop_job(running, "shutdown")
+        for running in list(self._running.values()):
+            if running.stop is None:
+                if running.deadline is not None and now >= running.deadline:
+                    self._stop_job(running, "timeout")
+            elif now - running.stop_at >= STOP_GRACE and not running.settled and (
+                self.monitor is None or running.stop == "shutdown"  # under -c N the supervisor kills the process
+            ):
+                self._give_up(running)
+        if self._async.loop is not None:
+            self._async.watch()
+        self._hand_back(now)
+
+    def _give_up(self, running: RunningJob) -> None:
+        how = "so the worker stopped waiting for it" if running.is_async else "so its thread was abandoned (it may still be running)"
+        if running.executor.give_up(running, given_up_outcome(running, how)):
+            log.error(
+                "%s: job %s did not stop within %gs of being told to (%s); %s. Run the worker with -c N "
+                "to have such a process replaced",
+                running.queue, running.job_id, STOP_GRACE, running.stop, how,
+            )
+
+    def _hand_back(self, now: float) -> None:
+        """Called by the monitor. Hand claimed jobs that have waited HAND_BACK_AFTER for a slot
+        back to the front of their queues, where idle workers get them, and record outcomes
+        that have waited as long (the loop is busy running a job), in one round trip: neither
+        waits for a slow job to end (prefetch's head-of-line problem).
 
         Handed-back jobs stop being held first, so this worker's own next claim of one is
         never dropped by mistake. If the round trip fails, the outcomes go back to be sent by
         the loop, and the maintenance step hands the jobs back as strays (they are in this
         worker's in-flight list, and no longer held)."""
         with self._lock:
-            started = self._running_since
-            if started is None or time.monotonic() - started < HAND_BACK_AFTER:
-                return
-            waiting, records = list(self._batch), self._pending
-            self._batch.clear()
-            self._pending = []
-        if not waiting and not records:
+            stale: list[RunningJob] = []
+            for waiting in self._waiting.values():
+                while waiting and now - waiting[0].claimed_at >= HAND_BACK_AFTER:
+                    stale.append(waiting.popleft())
+            records: list[Record] = []
+            if self._pending and self.clock() - self._pending_since >= HAND_BACK_AFTER:
+                records, self._pending = self._pending, []
+        if not stale and not records:
             return
-        for job_id, _, _, _ in waiting:
-            self.held.discard(job_id)
-        released = _released(waiting)
+        for running in stale:
+            self.held.discard(running.job_id)
+        released = _released(stale)
         try:
             results = self.store.finish(self.name, records + released, self.clock())
         except TaskitError:
-            with self._lock:
-                self._pending[:0] = records
+            self._put_back(records)
             raise
         self._recorded(records, results)
         if released:
             log.info(
-                "handed back %d job(s) claimed behind one that has run %.1fs, for other workers: %s",
-                len(released), time.monotonic() - started, ", ".join(r.job_id for r in released),
+                "handed back %d job(s) that waited %.1fs for a free slot, for other workers: %s",
+                len(released), HAND_BACK_AFTER, ", ".join(r.job_id for r in released),
             )
 
     # -- recording -------------------------------------------------------------------
 
     def _add_record(self, record: Record) -> None:
         """Queue an outcome for recording. The job stays held (its lease renewed) until the
-        record is written, however long the next job of the batch takes."""
-        if not self._pending:
-            self._pending_since = self.clock()
-        self._pending.append(record)
+        record is written, however long the next job takes."""
+        with self._lock:
+            if not self._pending:
+                self._pending_since = self.clock()
+            self._pending.append(record)
+
+    def _put_back(self, records: list[Record]) -> None:
+        """Records a failed round trip did not write: sent again later."""
+        if records:
+            with self._lock:
+                self._pending[:0] = records
 
     def _flush(self) -> None:
-        if self._pending:
+        with self._lock:
+            records, self._pending = self._pending, []
+        if not records:
+            return
+        try:
             _crash.hit("before_record")
-            self._recorded(self._pending, self.store.finish(self.name, self._pending, self.clock()))
-            self._pending = []
+            self._recorded(records, self.store.finish(self.name, records, self.clock()))
             _crash.hit("after_record")
+        except BaseException:
+            self._put_back(records)
+            raise
 
     def _recorded(self, records: list[Record], results: list[int]) -> None:
         for record, ok in zip(records, results):
@@ -375,9 +695,24 @@ class Worker:
         self.store.register_worker(self.name, info, self.clock() + self.lease, int(self.lease) + 60)
         tasks = sorted(functions.registered_tasks())
         log.info(
-            "worker %s started; queues: %s; %d task%s: %s",
+            "worker %s started; queues: %s; %d task%s: %s; runs %d sync job%s and %d async job%s at once",
             self.name, ", ".join(self.queues), len(tasks), "" if len(tasks) == 1 else "s", ", ".join(tasks) or "none",
+            self.threads, "" if self.threads == 1 else "s", self.async_tasks, "" if self.async_tasks == 1 else "s",
         )
+
+    def _run_hooks(self, functions_: list[Callable[[], Any]], what: str) -> None:
+        """Run start or stop hooks: sync ones here, async ones on the event loop."""
+        for hook in functions_:
+            try:
+                if is_async(hook):
+                    self._async.run(hook)
+                else:
+                    hook()
+            except Exception as exc:  # a hook's failure is reported, naming it
+                message = f"{what} hook {hooks.name_of(hook)} raised {describe_error(exc)}"
+                if what == "on_worker_start":
+                    raise HookError(f"{message}; the worker cannot start") from exc
+                log.error("%s", message)
 
     def _maintain(self, now: float) -> None:
         self._next_maintenance = now + self.maintenance_interval
@@ -402,19 +737,44 @@ class Worker:
                 len(abandoned), self.max_deaths, ", ".join(abandoned),
             )
 
-    def _shutdown(self) -> None:
-        """Record what is pending, hand back prefetched jobs, and sign off."""
+    def _drain(self) -> bool:
+        """A stop: hand back jobs not started, let running ones end (the monitor interrupts
+        them at the shutdown deadline), record; False once nothing is left."""
         with self._lock:
-            for record in _released(self._batch):
-                self._add_record(record)
-            self._batch.clear()
+            released = [running for waiting in self._waiting.values() for running in waiting]
+            for waiting in self._waiting.values():
+                waiting.clear()
+        for record in _released(released):
+            self._add_record(record)
+        if not self._running:
+            return False
+        if self._pending:
+            self._flush()
+        self._collect(IDLE_BLOCK)
+        return True
+
+    def _shutdown(self, hooks_started: bool) -> None:
+        """Record what is pending, hand back jobs not started, run the stop hooks, sign off."""
+        with self._lock:
+            released = [running for waiting in self._waiting.values() for running in waiting]
+            for waiting in self._waiting.values():
+                waiting.clear()
+        for record in _released(released):
+            self._add_record(record)
         try:
             self._flush()
+        except TaskitError as exc:
+            log.warning("could not record the last results (%s); their leases will expire and they will re-run", exc)
+        if hooks_started:
+            self._run_hooks(hooks.stop_hooks(), "on_worker_stop")
+        for executor in self._executors:
+            executor.close(timeout=STOP_GRACE)
+        try:
             self._release_strays()
             if not self.store.inflight(self.name):
                 self.store.unregister_worker(self.name)
         except TaskitError as exc:
-            log.warning("could not record the last results (%s); their leases will expire and they will re-run", exc)
+            log.warning("could not sign off (%s); this worker's lease will expire", exc)
         log.info("worker %s stopped after %d job(s)", self.name, self.jobs_run)
 
     def _wait_for_redis(self, exc: RedisUnavailableError) -> None:
@@ -439,14 +799,16 @@ class Worker:
         """Hand back jobs in this worker's in-flight list that it does not know of: claimed by
         a round trip whose reply was lost with the connection (taskit never retries a claim,
         but a redis-py client with retries on may). One LRANGE when there are none."""
-        known = {job_id for job_id, _, _ in self.held.snapshot()} | {r.job_id for r in self._pending}
+        with self._lock:
+            pending = {r.job_id for r in self._pending}
+        known = {job_id for job_id, _, _ in self.held.snapshot()} | pending
         strays = [job_id for job_id in self.store.inflight(self.name) if job_id not in known]
         if not strays:
             return
         records = []
         for job_id, fields in zip(strays, self.store.fetch(strays)):
             if fields is not None and fields.get(Field.WORKER) == self.name.encode():
-                queue = fields.get(Field.QUEUE, DEFAULT_QUEUE.encode()).decode()
+                queue = fields.get(Field.QUEUE, DEFAULT_QUEUE.encode()).decode(errors="replace")
                 records.append(Record(job_id, queue, int(fields.get(Field.ATTEMPTS, b"0")), "released"))
         if records:
             self.store.finish(self.name, records[::-1], self.clock())
@@ -465,6 +827,16 @@ class Worker:
         """Sleep between reconnection attempts; a stop request ends the sleep early."""
         self._wake.wait(seconds)
 
+    def _check_memory(self, running: RunningJob) -> None:
+        rss = resident_megabytes()
+        if rss is not None and self.max_memory is not None and rss > self.max_memory and not self._stop_requested:
+            log.warning(
+                "worker process %d uses %.0f MB, past --max-memory %g MB (after job %s); stopping to be replaced",
+                os.getpid(), rss, self.max_memory, running.job_id,
+            )
+            self.recycle = True
+            self.request_stop(quiet=True)
+
     # -- signals ---------------------------------------------------------------------
 
     def _install_signal_handlers(self) -> dict[int, Any]:
@@ -477,24 +849,36 @@ class Worker:
             signal.signal(sig, handler)
 
     def _on_signal(self, signum: int, frame: Any) -> None:
+        # no lock is taken here: the main thread may hold it when the signal arrives
         name = signal.Signals(signum).name
         if self._stop_requested:
-            if self.alarm.in_job:
-                log.warning("%s again: stopping now; the running job goes back on its queue", name)
-                raise ColdShutdown()
+            log.warning("%s again: stopping now; running jobs go back on their queues", name)
+            self._interrupt_all = True
+            if self._stop_deadline is None:
+                self._stop_deadline = 0.0
             return
-        self._stop_requested = True
-        self._wake.set()
-        log.warning("%s: finishing the current job, then stopping (send it again to stop at once)", name)
+        log.warning(
+            "%s: finishing running jobs (for up to %gs), then stopping (send it again to stop at once)",
+            name, self.shutdown_timeout,
+        )
+        self.request_stop(quiet=True)
 
     def _orphaned(self) -> None:
-        log.warning("the supervising process %d is gone; stopping after the current job", self.parent_pid)
-        self.request_stop()
+        log.warning("the supervising process %d is gone; stopping after the running jobs", self.parent_pid)
+        self.request_stop(quiet=True)
 
-    def request_stop(self) -> None:
-        """Ask the loop to stop after the current job (thread-safe)."""
-        self._stop_requested = True
+    def request_stop(self, quiet: bool = False) -> None:
+        """Stop claiming, let running jobs finish (up to `shutdown_timeout`), then stop
+        (thread-safe; a signal handler may call it)."""
+        if not quiet:
+            log.info("worker %s asked to stop", self.name)
+        if not self._stop_requested:
+            self._stop_deadline = time.monotonic() + self.shutdown_timeout
+            self._stop_requested = True
         self._wake.set()
+        mailbox = getattr(self, "_mailbox", None)
+        if mailbox is not None:
+            mailbox.put(_WAKE)
 
 
 def failure_record(job: Job, token: int, queue: str, error: BaseException, summary: str, text: str, now: float) -> Record:
@@ -521,6 +905,20 @@ def default_worker_name() -> str:
     return f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:6]}"
 
 
+def resident_megabytes() -> float | None:
+    """This process's resident memory now (Linux /proc), or its peak elsewhere."""
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1_048_576
+    except (OSError, ValueError, IndexError):
+        try:
+            import resource
+
+            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        except (ImportError, OSError):
+            return None
+
+
 def _int_field(fields: Fields, name: str, default: int) -> int:
     try:
         return int(fields[name]) if name in fields else default
@@ -528,10 +926,10 @@ def _int_field(fields: Fields, name: str, default: int) -> int:
         return default
 
 
-def _released(batch: Iterable[tuple[str, int, str, Fields]]) -> list[Record]:
+def _released(jobs: Iterable[RunningJob]) -> list[Record]:
     """Records handing claimed, unrun jobs back. Each goes back to its queue's front, so
     the last comes first: that keeps their order."""
-    return [Record(job_id, queue, token, "released") for job_id, token, queue, _ in reversed(list(batch))]
+    return [Record(r.job_id, r.queue, r.token, "released") for r in reversed(list(jobs))]
 
 
 def _short(job: Job, limit: int = 80) -> str:
