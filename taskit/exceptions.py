@@ -81,7 +81,7 @@ class JobCanceledError(JobFailedError):
     """The job was canceled. `job.wait()` raises it; a running job that is canceled gets it
     raised inside (a thread or single-threaded job; an `async def` job gets CancelledError)."""
 
-    def __init__(self, message: str = "the job was canceled", exc_info: str | None = None) -> None:
+    def __init__(self, message: str = "", exc_info: str | None = None) -> None:
         super().__init__(message, exc_info)
 
 

@@ -63,3 +63,10 @@ def stuck_once() -> str:
         signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGALRM])
         time.sleep(60)
     return "ok"
+
+
+@task(retry=Retry(max=3))
+def sleep_retried(seconds: float) -> int:
+    """One long sleep, with a retry policy (a canceled job must not be retried)."""
+    time.sleep(seconds)
+    return os.getpid()

@@ -27,11 +27,13 @@ FAST = ("--lease", "1", "--maintenance-interval", "0.2")
 
 
 class WorkerProcess:
-    """A `taskit worker fault_tasks` subprocess with its output in a log file."""
+    """A `taskit worker fault_tasks` subprocess (or of other `modules`) with its output in a log file."""
 
     count = 0
 
-    def __init__(self, env: dict[str, str], tmp_path: Path, *args: str, crash_at: str | None = None) -> None:
+    def __init__(
+        self, env: dict[str, str], tmp_path: Path, *args: str, crash_at: str | None = None, modules: tuple[str, ...] = ("fault_tasks",)
+    ) -> None:
         WorkerProcess.count += 1
         self.log = tmp_path / f"worker-{WorkerProcess.count}.log"
         env = dict(env)
@@ -39,7 +41,7 @@ class WorkerProcess:
             env["TASKIT_CRASH_AT"] = crash_at
         with open(self.log, "wb") as out:
             self.process = subprocess.Popen(
-                taskit_command("worker", "fault_tasks", *args), env=env, stdout=out, stderr=subprocess.STDOUT
+                taskit_command("worker", *modules, *args), env=env, stdout=out, stderr=subprocess.STDOUT
             )
 
     @property

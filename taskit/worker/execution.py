@@ -146,7 +146,7 @@ def as_stop_error(running: RunningJob, exc: BaseException) -> BaseException:
         return exc
     wanted = STOP_EXCEPTIONS[running.stop]
     if isinstance(exc, wanted):
-        if not exc.args:
+        if not any(exc.args):  # raised by the worker, as a class: no message
             exc.args = (running.stop_message(),)
         return exc
     if isinstance(exc, asyncio.CancelledError):

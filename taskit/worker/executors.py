@@ -53,7 +53,6 @@ class Executor:
         self._lock = threading.Lock()
         #: the average run time of its jobs; the claim window adapts to it
         self.avg_seconds = 0.0
-        self.used = False  # it has been given a job (the claim counts its slots from then)
 
     @property
     def free(self) -> int:

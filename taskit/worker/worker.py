@@ -65,6 +65,8 @@ log = logging.getLogger("taskit.worker")
 FLUSH_AFTER = 0.002
 #: aim for claims that hold about this much work per free slot (seconds), within [1, prefetch]
 BATCH_SECONDS = 0.005
+#: a kind of job (sync or async) rarer than this among recent jobs does not limit claims
+RARE = 0.05
 #: longest idle block, so stop signals are noticed promptly
 IDLE_BLOCK = 1.0
 #: a claimed job that waits this long (seconds) for a slot goes back to its queue for
@@ -204,11 +206,18 @@ class Worker:
         self._prepare()
         previous_handlers = self._install_signal_handlers()
         self.alarm = Alarm()
+        kinds = [is_async(fn) for fn in functions.registered_tasks().values()]
+        # one sync job at a time runs in the loop's own thread, unless async jobs need the
+        # loop to go on claiming and recording meanwhile
+        inline = self.threads == 1 and not any(kinds)
         self._sync: Executor = (
-            InlineExecutor(self._report, self.alarm) if self.threads == 1 else ThreadExecutor(self.threads, self._report, self.name)
+            InlineExecutor(self._report, self.alarm) if inline else ThreadExecutor(self.threads, self._report, self.name)
         )
         self._async = AsyncExecutor(self.async_tasks, self._report, self.name)
-        self._async.used = any(is_async(fn) for fn in functions.registered_tasks().values())
+        #: the share of async jobs among those claimed lately: a kind rarer than RARE does not
+        #: count its free slots. At first, from the tasks the worker knows
+        self._async_share = 0.0 if not any(kinds) else 1.0 if all(kinds) else 0.5
+        self._blocked: Executor | None = None  # its jobs were handed back: claim once it has a free slot
         self._executors: tuple[Executor, ...] = (self._async, self._sync)  # non-blocking submits first
         self._waiting: dict[Executor, deque[RunningJob]] = {ex: deque() for ex in self._executors}
         self._queues = tuple(self._waiting.values())
@@ -227,9 +236,9 @@ class Worker:
             cancels.requests.subscribe()  # before the first claim: no request is missed
             heartbeat.start()
             cancels.start()
-            for executor in self._executors:
-                if executor.used:
-                    executor.start()
+            self._sync.start()
+            if any(kinds):
+                self._async.start()
             self._run_hooks(hooks.start_hooks(), "on_worker_start")
             hooks_started = True
             while True:
@@ -271,9 +280,10 @@ class Worker:
         self._collect()
         if self._stop_requested:
             return self._drain()
-        if self._claim_due(now, max_jobs):
+        limit = self._claim_limit(now, max_jobs)
+        if limit:
             recorded = bool(self._pending)
-            claimed = self._record_and_claim(now, self._claim_limit(max_jobs))
+            claimed = self._record_and_claim(now, limit)
             if not claimed and not self._running:
                 if recorded:
                     # a retry just recorded may be runnable; only a claim that records
@@ -298,35 +308,41 @@ class Worker:
         # nothing held, and no claim due: --max-jobs reached
         return max_jobs is None or self.jobs_run < max_jobs
 
-    def _claim_due(self, now: float, max_jobs: int | None) -> bool:
+    def _claim_limit(self, now: float, max_jobs: int | None) -> int:
+        """How many jobs to claim now (0: no claim is due).
+
+        The free slots of each kind of job seen lately (sync, async), times about
+        BATCH_SECONDS of work per slot for short jobs. A job that finds the slots of its kind
+        full waits (claimed, so recoverable) and is handed back after HAND_BACK_AFTER; the
+        next claim then waits for a slot of that kind."""
         held = len(self._running)
         if max_jobs is not None and self.jobs_run + held >= max_jobs:
             if not held:
                 self.recycle = True
-            return False
+            return 0
         if self._has_waiting():
-            return False
-        if not held:
-            return True  # nothing here: claim (or block in Redis for work)
-        if self._quarantine or self._free_slots() == 0:
-            return False
-        return not (self._queues_empty and now < self._recheck_at)
+            return 0
+        if held and (self._quarantine or (self._queues_empty and now < self._recheck_at)):
+            return 0
+        blocked = self._blocked
+        if blocked is not None:
+            if held and blocked.free == 0:
+                return 0
+            self._blocked = None
+        wanted = free = 0
+        for executor, share in ((self._sync, 1.0 - self._async_share), (self._async, self._async_share)):
+            if share >= RARE:
+                seconds = executor.avg_seconds
+                window = max(1, min(self.prefetch, int(BATCH_SECONDS / seconds))) if seconds else 1
+                free += executor.free
+                wanted += executor.free * window
+        wanted = min(wanted, max(self.prefetch, free))
+        if max_jobs is not None:
+            wanted = min(wanted, max_jobs - self.jobs_run - held)
+        return wanted if held else max(1, wanted)  # holding nothing: claim (or block in Redis for work)
 
     def _free_slots(self) -> int:
-        return sum(ex.free for ex in self._executors if ex.used or ex is self._sync)
-
-    def _claim_limit(self, max_jobs: int | None) -> int:
-        """Free slots, times about BATCH_SECONDS of work per slot for short jobs."""
-        wanted = free = 0
-        for ex in self._executors:
-            if ex.used or ex is self._sync:
-                window = max(1, min(self.prefetch, int(BATCH_SECONDS / ex.avg_seconds))) if ex.avg_seconds else 1
-                free += ex.free
-                wanted += ex.free * window
-        limit = min(wanted, max(self.prefetch, free))
-        if max_jobs is not None:
-            limit = min(limit, max_jobs - self.jobs_run - len(self._running))
-        return max(1, limit)
+        return self._sync.free + (self._async.free if self._async_share >= RARE else 0)
 
     def _record_and_claim(self, now: float, limit: int) -> int:
         deadline = now + self.lease
@@ -404,7 +420,8 @@ class Worker:
         fields = running.fields
         if Field.CANCEL in fields:  # its cancel was requested while an earlier attempt ran
             reason = fields[Field.CANCEL].decode(errors="replace")
-            self._add_record(self._canceled_record(running, "canceled while it ran" + (f": {reason}" if reason else "")))
+            why = "canceled while an earlier attempt ran" + (f": {reason}" if reason else "")
+            self._add_record(self._canceled_record(running, f"{why} (its worker died; not run again)"))
             return
         try:
             job = Job.from_fields(running.job_id, fields, self.connection)
@@ -414,14 +431,15 @@ class Worker:
             if kind is None:
                 kind = self._kinds[target] = is_async(target)
             running.is_async = kind
+            self._async_share = 0.9 * self._async_share + (0.1 if kind else 0.0)
         except Exception as exc:  # noqa: BLE001 (one job's bad data or name fails that job only)
             self._refuse(running, exc)
             return
         running.job, running.target = job, target
-        executor = self._async if running.is_async else self._sync
-        if not executor.used:
-            executor.used = True
-            executor.start()
+        executor: Executor = self._sync
+        if running.is_async:
+            executor = self._async
+            self._async.start()  # (at the first async job; then it returns at once)
         running.executor = executor
         with self._lock:
             self._waiting[executor].append(running)
@@ -630,6 +648,7 @@ class Worker:
             return
         for running in stale:
             self.held.discard(running.job_id)
+            self._blocked = running.executor
         released = _released(stale)
         try:
             results = self.store.finish(self.name, records + released, self.clock())

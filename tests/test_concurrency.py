@@ -1,0 +1,272 @@
+"""Many jobs at once in one worker (issue 10): threads, async def tasks, timeouts and cancel in
+each mode, and every guarantee kept for every job in flight.
+
+Real `taskit worker` processes against the private Redis of conftest.py; overlap is proven from
+the start and end times the jobs record, never from how long the test took.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import concurrency_tasks as ct
+import fault_tasks
+import pytest
+from conftest import taskit_command
+from test_faults import FAST, WorkerProcess, assert_nothing_held, status, wait_until
+
+from taskit import Job, JobCanceledError, JobStatus, Queue
+
+MODULES = ("concurrency_tasks",)
+
+
+@pytest.fixture
+def start(cli_env: dict[str, str], tmp_path: Path):
+    """Start `taskit worker concurrency_tasks ARGS` processes; killed after the test if still up."""
+    started: list[WorkerProcess] = []
+
+    def run(*args: str, modules: tuple[str, ...] = MODULES) -> WorkerProcess:
+        worker = WorkerProcess(cli_env, tmp_path, *args, modules=modules)
+        started.append(worker)
+        return worker
+
+    yield run
+    for worker in started:
+        worker.stop()
+
+
+def enqueue(task, calls: list[tuple]) -> list[Job]:
+    queue = Queue()
+    return queue.enqueue_many([queue.prepare_data(task, args) for args in calls])
+
+
+def results(jobs: list[Job]) -> list:
+    found = Job.fetch_many([j.id for j in jobs])
+    assert all(j is not None and j.get_status(refresh=False) == JobStatus.FINISHED for j in found), [
+        (j.id, j.get_status(refresh=False), j.exc_info) for j in found if j is not None
+    ]
+    return [j.result for j in found if j is not None]
+
+
+def all_ended(jobs: list[Job]) -> bool:
+    found = Job.fetch_many([j.id for j in jobs])
+    return all(j is not None and j.get_status(refresh=False) in (JobStatus.FINISHED, JobStatus.FAILED, JobStatus.CANCELED) for j in found)
+
+
+def stop(worker: WorkerProcess) -> None:
+    worker.signal(signal.SIGTERM)
+    assert worker.wait() == 0, worker.output()
+    assert "Traceback" not in worker.output(), worker.output()
+
+
+# -- jobs at once --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("task", "args"), [(ct.span, ("--threads", "8")), (ct.async_span, ("--async-tasks", "8"))])
+def test_jobs_run_at_the_same_time(connection, start, task, args):
+    jobs = enqueue(task, [(1.0,)] * 8)
+    worker = start(*args, "--burst")
+    assert worker.wait() == 0, worker.output()
+    spans = results(jobs)
+    assert len({s["pid"] for s in spans}) == 1
+    # every job started before any ended: all eight ran at once, in one process
+    assert max(s["start"] for s in spans) < min(s["end"] for s in spans)
+    if task is ct.span:
+        assert len({s["thread"] for s in spans}) == 8
+    assert [s["id"] for s in spans] == [j.id for j in jobs]
+
+
+def test_a_claim_takes_only_free_slots(connection, start):
+    """Slow jobs are not prefetched past the free slots: they stay on the queue for others."""
+    jobs = enqueue(fault_tasks.sleep_then_pid, [(1.0,)] * 8)
+    worker = start("--threads", "4", "--burst", modules=("fault_tasks",))
+    wait_until(lambda: Queue().started_job_registry.count == 4, what="four jobs to start")
+    time.sleep(0.3)
+    assert (Queue().started_job_registry.count, Queue().count) == (4, 4)
+    assert worker.wait() == 0, worker.output()
+    assert results(jobs) == [worker.pid] * 8
+
+
+@pytest.mark.parametrize(("task", "args"), [(ct.who_am_i, ("--threads", "100")), (ct.async_who_am_i, ("--async-tasks", "100"))])
+def test_get_current_job_is_each_jobs_own(connection, start, task, args):
+    jobs = enqueue(task, [(0.5,)] * 100)
+    worker = start(*args, "--burst")
+    assert worker.wait(timeout=60) == 0, worker.output()
+    assert results(jobs) == [j.id for j in jobs]
+    assert [j.meta for j in Job.fetch_many([j.id for j in jobs])] == [{"mine": j.id} for j in jobs]
+
+
+def test_a_module_with_sync_and_async_tasks(connection, start):
+    sync_jobs = enqueue(ct.span, [(0.5,)] * 4)
+    async_jobs = enqueue(ct.async_span, [(0.5,)] * 4)
+    bound = ct.async_bound.delay(7)
+    worker = start("--threads", "4", "--async-tasks", "4", "--burst")
+    assert worker.wait() == 0, worker.output()
+    spans = results(sync_jobs + async_jobs)
+    assert max(s["start"] for s in spans) < min(s["end"] for s in spans)
+    assert Job.fetch(bound.id).result == [bound.id, 7]
+
+
+def test_calling_an_async_task_directly_gives_a_coroutine():
+    import asyncio
+
+    coroutine = ct.async_span(0)
+    assert asyncio.iscoroutine(coroutine)
+    coroutine.close()
+
+
+# -- timeouts ------------------------------------------------------------------------------
+
+
+def test_an_async_job_past_its_timeout_is_cancelled_and_retried_by_its_policy(connection, start):
+    job = ct.async_too_slow.delay(30)  # timeout=1, Retry(max=1)
+    other = ct.async_span.delay(0.1)
+    worker = start("--burst")
+    assert worker.wait(timeout=30) == 0, worker.output()
+    job.refresh()
+    assert (job.get_status(), job.retries, job.attempts) == (JobStatus.FAILED, 1, 2)
+    assert job.exc_info.rstrip().endswith("JobTimeoutError: job exceeded its timeout of 1s and was stopped")
+    assert "CancelledError" in job.exc_info  # where the coroutine was when it was cancelled
+    assert results([other])[0]["id"] == other.id
+
+
+def test_a_thread_job_past_its_timeout_gets_the_error_in_its_thread(connection, start):
+    job = ct.too_slow.delay(30)  # timeout=1
+    quick = ct.too_slow.delay(0)
+    worker = start("--threads", "2", "--burst")
+    assert worker.wait(timeout=20) == 0, worker.output()
+    job.refresh()
+    assert job.get_status() == JobStatus.FAILED
+    assert job.exc_info.rstrip().endswith("JobTimeoutError: job exceeded its timeout of 1s and was stopped")
+    assert "in too_slow" in job.exc_info  # raised in the task's own code
+    assert Job.fetch(quick.id).result == "done"
+
+
+def test_a_thread_job_that_ignores_its_timeout_is_failed_after_the_grace(connection, start):
+    stubborn = ct.ignores_timeout.delay(20)
+    worker = start("--threads", "2", *FAST)
+    wait_until(lambda: status(stubborn.id) == JobStatus.FAILED, timeout=15, what="the stubborn job to be failed")
+    stubborn.refresh()
+    assert "did not stop within 3s, so its thread was abandoned" in stubborn.exc_info
+    assert "it was stuck here" in stubborn.exc_info and "ignores_timeout" in stubborn.exc_info
+    # the worker goes on, with a new thread in place of the abandoned one
+    after = [ct.span.delay(0.2) for _ in range(2)]
+    wait_until(lambda: all_ended(after), what="the next jobs")
+    spans = results(after)
+    assert max(s["start"] for s in spans) < min(s["end"] for s in spans)
+    assert "did not stop within 3s" in worker.output()
+    stop(worker)
+
+
+def test_a_job_that_blocks_the_event_loop_is_reported(connection, start):
+    job = ct.blocks_the_loop.delay(5)  # timeout=1
+    worker = start(*FAST)
+    wait_until(lambda: "the event loop has not answered" in worker.output(), timeout=15, what="the watchdog")
+    assert "in blocks_the_loop" in worker.output()  # its stack names the culprit
+    # its cancel cannot land while it blocks the loop: it is failed once the grace is over
+    wait_until(lambda: status(job.id) == JobStatus.FAILED, timeout=15, what="the job to fail")
+    assert "did not stop within 3s, so the worker stopped waiting for it" in Job.fetch(job.id).exc_info
+    wait_until(lambda: "the event loop answers again" in worker.output(), timeout=15, what="the loop to answer")
+    after = ct.async_span.delay(0)
+    wait_until(lambda: all_ended([after]), what="a job after it")
+    stop(worker)
+
+
+# -- cancel a running job ------------------------------------------------------------------
+
+
+CANCEL_MODES = {
+    # (task, worker arguments): one job in the worker's own thread (a signal cuts its sleep
+    # short), on a pool thread (waiting in small steps), and on the event loop
+    "single-threaded": (fault_tasks.sleep_retried, ("--lease", "5"), ("fault_tasks",)),
+    "threads": (ct.long_sync, ("--threads", "4", "--lease", "5"), MODULES),
+    "async": (ct.long_async, ("--lease", "5"), MODULES),
+}
+
+
+@pytest.mark.parametrize("mode", list(CANCEL_MODES))
+def test_cancel_a_running_job_from_another_process(connection, start, mode):
+    task, args, modules = CANCEL_MODES[mode]
+    job = task.delay(30)
+    worker = start(*args, modules=modules)
+    wait_until(lambda: status(job.id) == JobStatus.STARTED, what="the job to start")
+    time.sleep(0.3)
+    asked = time.monotonic()
+    Job.fetch(job.id).cancel("no longer needed")  # this test is the other process
+    with pytest.raises(JobCanceledError, match="was canceled: .*canceled while it ran: no longer needed"):
+        job.wait(timeout=20)
+    took = time.monotonic() - asked
+    print(f"{mode}: stopped {took:.2f}s after the cancel")
+    assert took < 3, f"stopped after {took:.1f}s"
+    job.refresh()
+    assert job.get_status() == JobStatus.CANCELED and job.id in Queue().canceled_job_registry
+    assert (job.retries, job.attempts, job.result) == (0, 1, None)  # not retried
+    assert job.exc_info.rstrip().endswith("canceled while it ran: no longer needed")
+    assert worker.alive()
+    stop(worker)
+    assert_nothing_held(connection)
+
+
+def test_cancel_a_job_claimed_but_not_started(connection, start):
+    """Prefetched behind a running job (one thread): dropped, never run."""
+    blocker = ct.long_sync.delay(2)
+    behind = ct.long_sync.delay(0)
+    worker = start("--threads", "1", "--prefetch", "64", *FAST)
+    wait_until(lambda: status(behind.id) == JobStatus.STARTED, what="both to be claimed")
+    Job.fetch(behind.id).cancel()
+    with pytest.raises(JobCanceledError, match="canceled before it started"):
+        behind.wait(timeout=10)
+    assert Job.fetch(blocker.id).wait(timeout=10) == "not canceled"
+    stop(worker)
+
+
+def test_a_thread_job_that_ignores_its_cancel_is_canceled_after_the_grace(connection, start):
+    job = ct.stuck_in_c.delay(20)
+    worker = start("--threads", "2", *FAST)
+    wait_until(lambda: status(job.id) == JobStatus.STARTED, what="the job to start")
+    job.cancel()
+    with pytest.raises(JobCanceledError, match="did not stop within 3s"):
+        job.wait(timeout=15)
+    assert Job.fetch(job.id).retries == 0
+    stop(worker)
+
+
+def test_a_cancel_requested_while_its_worker_is_dead_is_not_lost(connection, start):
+    job = ct.long_async.delay(30)
+    doomed = start(*FAST)
+    wait_until(lambda: status(job.id) == JobStatus.STARTED, what="the job to start")
+    doomed.signal(signal.SIGKILL)
+    doomed.wait()
+    Job.fetch(job.id).cancel("while nobody ran it")  # no worker hears this one
+    rescuer = start(*FAST)
+    with pytest.raises(JobCanceledError, match="while nobody ran it .its worker died; not run again"):
+        job.wait(timeout=20)  # recovered, then canceled by the worker that claimed it, unrun
+    stop(rescuer)
+    assert_nothing_held(connection)
+
+
+def test_taskit_cancel(connection, start, cli_env):
+    running = ct.long_async.delay(30)
+    queued = ct.long_sync.apply_async([1], countdown=3600)
+    done = ct.async_span.delay(0)
+    worker = start()
+    wait_until(lambda: status(running.id) == JobStatus.STARTED and status(done.id) == JobStatus.FINISHED,
+               what="one job running, one finished")
+    proc = subprocess.run(
+        taskit_command("cancel", running.id, queued.id, done.id, "no-such-job", "--reason", "ops"),
+        env=cli_env, capture_output=True, text=True, timeout=30, check=False,
+    )
+    assert proc.returncode == 1, proc
+    assert f"stopping {running.id} (running on " in proc.stdout
+    assert f"canceled {queued.id}" in proc.stdout
+    assert f"not canceled: {done.id}: already finished" in proc.stderr
+    assert "not canceled: no-such-job: no job 'no-such-job'" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    with pytest.raises(JobCanceledError, match="ops"):
+        running.wait(timeout=10)
+    assert Job.fetch(queued.id).get_status() == JobStatus.CANCELED
+    assert "canceled before it started: ops" in Job.fetch(queued.id).exc_info
+    stop(worker)
