@@ -19,6 +19,7 @@ from conftest import taskit_command
 from test_faults import FAST, WorkerProcess, assert_nothing_held, status, wait_until
 
 from taskit import Job, JobCanceledError, JobStatus, Queue
+from taskit.storage import keys
 
 MODULES = ("concurrency_tasks",)
 
@@ -270,3 +271,129 @@ def test_taskit_cancel(connection, start, cli_env):
     assert Job.fetch(queued.id).get_status() == JobStatus.CANCELED
     assert "canceled before it started: ops" in Job.fetch(queued.id).exc_info
     stop(worker)
+
+
+# -- every job in flight keeps its guarantees ------------------------------------------------------
+
+
+@pytest.mark.parametrize(("task", "args"), [(ct.async_first_attempt_sleeps, ("--async-tasks", "150")),
+                                            (ct.first_attempt_sleeps, ("--threads", "120"))])
+def test_kill_9_with_many_jobs_in_flight_loses_none(connection, start, task, args):
+    jobs = enqueue(task, [(60,)] * 120)
+    doomed = start(*args, *FAST)
+    wait_until(lambda: Queue().started_job_registry.count == 120 and Queue().count == 0, what="all 120 to start")
+    doomed.signal(signal.SIGKILL)
+    doomed.wait()
+    rescuer = start(*args, *FAST)
+    wait_until(lambda: all_ended(jobs), timeout=60, what="every job to be recovered and run")
+    outcomes = results(jobs)
+    assert {o["pid"] for o in outcomes} == {rescuer.pid} and {o["attempt"] for o in outcomes} == {2}
+    found = Job.fetch_many([j.id for j in jobs])
+    # one crash of a process running many jobs blames none of them
+    assert {j.recoveries for j in found if j is not None} == {0}
+    stop(rescuer)
+    assert_nothing_held(connection)
+
+
+def test_a_paused_worker_holding_many_jobs_cannot_record_them(connection, start):
+    jobs = enqueue(ct.async_first_attempt_sleeps, [(4,)] * 50)
+    zombie = start("--async-tasks", "50", *FAST)
+    wait_until(lambda: Queue().started_job_registry.count == 50, what="all 50 to start")
+    zombie.signal(signal.SIGSTOP)
+    try:
+        rescuer = start("--async-tasks", "50", *FAST)
+        wait_until(lambda: all_ended(jobs), timeout=30, what="the re-runs")
+    finally:
+        zombie.signal(signal.SIGCONT)
+    wait_until(lambda: zombie.output().count("was not recorded") == 50, timeout=20,
+               what="the zombie to give up all 50 results")
+    assert {o["pid"] for o in results(jobs)} == {rescuer.pid}
+    stop(zombie)
+    stop(rescuer)
+
+
+# -- stopping the worker -------------------------------------------------------------------
+
+
+def test_sigterm_lets_running_jobs_finish(connection, start):
+    jobs = enqueue(ct.span, [(1,)] * 4) + enqueue(ct.async_span, [(1,)] * 4)
+    worker = start("--threads", "4", *FAST)
+    wait_until(lambda: Queue().started_job_registry.count == 8, what="all eight to start")
+    worker.signal(signal.SIGTERM)
+    assert worker.wait() == 0, worker.output()
+    assert len(results(jobs)) == 8
+    assert connection.zcard(keys.WORKERS) == 0
+    assert_nothing_held(connection)
+
+
+def test_sigterm_hands_back_what_does_not_finish_in_the_shutdown_timeout(connection, start):
+    slow = enqueue(ct.long_sync, [(30,)] * 2) + enqueue(ct.long_async, [(30,)] * 2) + enqueue(ct.stuck_in_c, [(30,)])
+    quick = enqueue(ct.span, [(0.5,)])
+    worker = start("--threads", "4", "--shutdown-timeout", "1.5", *FAST)
+    wait_until(lambda: Queue().started_job_registry.count == 6, what="all six to start")
+    stopped_at = time.monotonic()
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(timeout=20) == 0, worker.output()
+    took = time.monotonic() - stopped_at
+    assert took < 10, f"stopped after {took:.1f}s"
+    assert results(quick)[0]["pid"] == worker.pid
+    # interrupted, not failed: back on the queue, to run again from the start
+    assert [Job.fetch(j.id).get_status() for j in slow] == [JobStatus.QUEUED] * 5
+    assert sorted(Queue().job_ids) == sorted(j.id for j in slow)
+    assert [Job.fetch(j.id).retries for j in slow] == [0] * 5
+    assert "interrupted by shutdown" in worker.output()
+    assert_nothing_held(connection, queues=False)
+
+
+# -- hooks ---------------------------------------------------------------------------------
+
+
+def test_start_and_stop_hooks_run_once_per_process(connection, start):
+    import hook_tasks
+
+    job = hook_tasks.loop_is_the_hooks.delay()
+    parent = start("-c", "2", "--burst", modules=("hook_tasks",))
+    assert parent.wait() == 0, parent.output()
+    assert Job.fetch(job.id).result is True  # async tasks run on the loop the async hook ran on
+    notes = [n.decode() for n in connection.lrange(hook_tasks.KEY, 0, -1)]
+    pids = {n.split(":")[1] for n in notes}
+    assert len(pids) == 2 and str(parent.pid) not in pids
+    for pid in pids:
+        mine = [n.split(":")[0] for n in notes if n.endswith(f":{pid}")]
+        assert mine == ["start-sync", "start-async", "stop-async", "stop-sync"]
+
+
+def test_a_failing_start_hook_stops_the_worker_with_one_line(connection, cli_env, tmp_path):
+    (tmp_path / "bad_hooks.py").write_text(
+        "from taskit import on_worker_start\n\n@on_worker_start\ndef connect():\n    raise ConnectionError('db down')\n"
+    )
+    proc = subprocess.run(taskit_command("worker", "bad_hooks", "-P", str(tmp_path), "--burst"),
+                          env=cli_env, capture_output=True, text=True, timeout=30, check=False)
+    assert proc.returncode == 1
+    assert "Error: on_worker_start hook bad_hooks.connect raised ConnectionError: db down; the worker cannot start" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+# -- blame after a crash ---------------------------------------------------------------------
+
+
+def test_a_job_that_kills_its_many_job_worker_is_found_and_abandoned(connection, start):
+    """Crashes of processes running many jobs blame none; a job recovered twice then runs
+    alone, so the one that kills its worker is blamed (and abandoned), the others are not."""
+    killer = fault_tasks.kill_my_worker.delay()
+    bystanders = enqueue(fault_tasks.work, [(i, 0.3) for i in range(6)])
+    for _ in range(8):
+        if status(killer.id) == JobStatus.FAILED:
+            break
+        worker = start("--threads", "4", "--burst", "--max-deaths", "2", *FAST, modules=("fault_tasks",))
+        worker.wait(timeout=30)
+        time.sleep(1.3)  # the lease runs out; the next worker's maintenance recovers the jobs
+    start("--burst", *FAST, modules=("fault_tasks",)).wait(timeout=30)
+    killer.refresh()
+    assert killer.get_status() == JobStatus.FAILED, killer.get_status()
+    assert "abandoned: worker died 2 times" in killer.exc_info
+    assert killer.recoveries == 2  # blamed only for the deaths while it ran alone
+    for i, job in enumerate(bystanders):
+        job.refresh()
+        assert (job.get_status(), job.result, job.recoveries) == (JobStatus.FINISHED, i, 0), "a bystander was blamed"
+    assert_nothing_held(connection)

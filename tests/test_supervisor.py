@@ -8,9 +8,10 @@ import time
 from pathlib import Path
 
 import fault_tasks
+import pytest
 from test_faults import WorkerProcess, status, wait_until
 
-from taskit import Job, JobStatus, Queue
+from taskit import Job, JobCanceledError, JobStatus, Queue
 from taskit.storage import keys
 
 
@@ -103,6 +104,86 @@ def test_a_job_killed_for_its_timeout_follows_its_retry_policy(connection, cli_e
         wait_until(lambda: status(job.id) == JobStatus.FINISHED, timeout=30, what="the retry after the kill")
         job.refresh()
         assert (job.result, job.attempts, job.retries) == ("ok", 2, 1)
+    finally:
+        parent.signal(signal.SIGTERM)
+        assert parent.wait() == 0
+
+
+# -- many jobs per process (issue 10) -------------------------------------------------------
+
+
+def _start(cli_env, tmp_path, *args: str) -> WorkerProcess:
+    return WorkerProcess(cli_env, tmp_path, *args, modules=("concurrency_tasks",))
+
+
+def test_a_thread_job_that_ignores_its_timeout_gets_its_process_killed_and_replaced(connection, cli_env, tmp_path):
+    import concurrency_tasks as ct
+
+    stubborn = ct.ignores_timeout.delay(60)  # timeout=1
+    bystanders = [ct.first_attempt_sleeps.delay(60) for _ in range(3)]
+    parent = _start(cli_env, tmp_path, "-c", "1", "--threads", "4")
+    try:
+        wait_until(lambda: all(status(j.id) == JobStatus.STARTED for j in [stubborn, *bystanders]), what="all to start")
+        [child] = children_of(parent.pid)
+        wait_until(lambda: status(stubborn.id) == JobStatus.FAILED, timeout=20, what="the stubborn job to be failed")
+        assert "was killed" in Job.fetch(stubborn.id).exc_info
+        # the others ran again in the new process, unblamed
+        wait_until(lambda: all(status(j.id) == JobStatus.FINISHED for j in bystanders), timeout=30,
+                   what="the bystanders to re-run")
+        for job in bystanders:
+            job.refresh()
+            assert job.result["pid"] != child and (job.attempts, job.recoveries) == (2, 0)
+        assert children_of(parent.pid) != [child]
+    finally:
+        parent.signal(signal.SIGTERM)
+        assert parent.wait() == 0
+
+
+def test_a_canceled_job_that_does_not_stop_gets_its_process_killed(connection, cli_env, tmp_path):
+    import concurrency_tasks as ct
+
+    job = ct.stuck_in_c.delay(60)
+    parent = _start(cli_env, tmp_path, "-c", "1", "--threads", "2")
+    try:
+        wait_until(lambda: status(job.id) == JobStatus.STARTED, what="the job to start")
+        [child] = children_of(parent.pid)
+        job.cancel("stop it")
+        with pytest.raises(JobCanceledError, match="its worker process .* was killed"):
+            job.wait(timeout=20)
+        assert Job.fetch(job.id).retries == 0
+        wait_until(lambda: children_of(parent.pid) and children_of(parent.pid) != [child], what="a new process")
+    finally:
+        parent.signal(signal.SIGTERM)
+        assert parent.wait() == 0
+
+
+def test_max_jobs_recycles_worker_processes(connection, cli_env, tmp_path):
+    import concurrency_tasks as ct
+
+    jobs = [ct.pid.delay() for _ in range(12)]
+    parent = _start(cli_env, tmp_path, "-c", "2", "--max-jobs", "3")
+    try:
+        wait_until(lambda: all(status(j.id) == JobStatus.FINISHED for j in jobs), timeout=60, what="every job")
+        pids = [Job.fetch(j.id).result for j in jobs]
+        assert max(pids.count(pid) for pid in set(pids)) <= 3 and len(set(pids)) >= 4
+        assert "stopped to be replaced" in parent.output()
+        assert len(children_of(parent.pid)) == 2  # still two processes working
+    finally:
+        parent.signal(signal.SIGTERM)
+        assert parent.wait() == 0
+
+
+def test_max_memory_recycles_a_worker_process(connection, cli_env, tmp_path):
+    import concurrency_tasks as ct
+
+    parent = _start(cli_env, tmp_path, "-c", "1", "--max-memory", "150")
+    try:
+        first = ct.grow.delay(200)  # takes the process past 150 MB
+        wait_until(lambda: status(first.id) == JobStatus.FINISHED, what="the big job")
+        second = ct.pid.delay()
+        wait_until(lambda: status(second.id) == JobStatus.FINISHED, timeout=30, what="a job after it")
+        assert Job.fetch(second.id).result != Job.fetch(first.id).result  # a new process ran it
+        assert "past --max-memory 150 MB" in parent.output()
     finally:
         parent.signal(signal.SIGTERM)
         assert parent.wait() == 0

@@ -44,7 +44,8 @@ LOOP_STALL = 2.0
 class Executor:
     """Runs jobs; the loop keeps count of its free slots (`busy`, `capacity`)."""
 
-    kind = "sync"
+    #: it stops jobs at their timeout itself (else the monitor does)
+    times_out = False
 
     def __init__(self, capacity: int, report: Report) -> None:
         self.capacity = capacity
@@ -93,6 +94,7 @@ class InlineExecutor(Executor):
         self.alarm = alarm
         # not in the main thread, SIGALRM is not ours: stop the job as a pool thread's
         self._interrupts = None if alarm.enabled else ThreadInterrupts()
+        self.times_out = alarm.enabled
 
     def submit(self, running: RunningJob) -> None:
         if self._interrupts is None:
@@ -200,8 +202,6 @@ class AsyncExecutor(Executor):
     answer for LOOP_STALL seconds is blocked by sync code in a coroutine, and the stack of
     that code is logged.
     """
-
-    kind = "async"
 
     def __init__(self, size: int, report: Report, name: str) -> None:
         super().__init__(size, report)

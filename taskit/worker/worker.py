@@ -207,11 +207,10 @@ class Worker:
         previous_handlers = self._install_signal_handlers()
         self.alarm = Alarm()
         kinds = [is_async(fn) for fn in functions.registered_tasks().values()]
-        # one sync job at a time runs in the loop's own thread, unless async jobs need the
-        # loop to go on claiming and recording meanwhile
-        inline = self.threads == 1 and not any(kinds)
+        # threads=1: sync jobs run in the loop's own thread, until an async job comes (then on
+        # a thread, so that the loop goes on claiming and recording while one runs)
         self._sync: Executor = (
-            InlineExecutor(self._report, self.alarm) if inline else ThreadExecutor(self.threads, self._report, self.name)
+            InlineExecutor(self._report, self.alarm) if self.threads == 1 else ThreadExecutor(self.threads, self._report, self.name)
         )
         self._async = AsyncExecutor(self.async_tasks, self._report, self.name)
         #: the share of async jobs among those claimed lately: a kind rarer than RARE does not
@@ -439,10 +438,25 @@ class Worker:
         executor: Executor = self._sync
         if running.is_async:
             executor = self._async
-            self._async.start()  # (at the first async job; then it returns at once)
+            if self._async.loop is None:  # the first async job
+                self._async.start()
+                if isinstance(self._sync, InlineExecutor):
+                    self._sync_on_a_thread()
         running.executor = executor
         with self._lock:
             self._waiting[executor].append(running)
+
+    def _sync_on_a_thread(self) -> None:
+        """From now on, run sync jobs on a thread of their own (called by the loop, between jobs)."""
+        inline, thread = self._sync, ThreadExecutor(1, self._report, self.name)
+        thread.start()
+        thread.avg_seconds = inline.avg_seconds
+        with self._lock:
+            waiting = self._waiting.pop(inline)
+            for running in waiting:
+                running.executor = thread
+            self._sync, self._waiting[thread] = thread, waiting
+            self._executors = (self._async, thread)
 
     def _refuse(self, running: RunningJob, exc: Exception) -> None:
         if isinstance(exc, TaskitError):
@@ -479,8 +493,8 @@ class Worker:
         job, executor = running.job, running.executor
         assert job is not None
         running.started_at = time.monotonic()
-        if job.timeout and not (executor is self._sync and self.alarm.enabled and self.threads == 1):
-            running.deadline = running.started_at + job.timeout  # (SIGALRM stops the inline job)
+        if job.timeout and not executor.times_out:
+            running.deadline = running.started_at + job.timeout  # the monitor stops it then
         self._running[running.job_id] = running
         executor.busy += 1
         if self.monitor is not None:
