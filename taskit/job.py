@@ -530,7 +530,10 @@ class Job:
                     return self._result
                 reason = (self.exc_info or "").strip().splitlines()[-1:] or [str(self._status)]
                 if self._status == JobStatus.CANCELED:
-                    raise JobCanceledError(f"job {self.id} ({self.func_name}) was canceled: {reason[0]}", self.exc_info)
+                    # "canceled while it ran: why", "canceled before it started", ...
+                    why = reason[0].removeprefix("taskit.exceptions.JobCanceledError: ")
+                    why = why.removeprefix("canceled") if why.startswith("canceled") else f": {why}"
+                    raise JobCanceledError(f"job {self.id} ({self.func_name}) was canceled{why}", self.exc_info)
                 raise JobFailedError(f"job {self.id} ({self.func_name}) {self._status}: {reason[0]}", self.exc_info)
             left = store.block_seconds if deadline is None else deadline - time.monotonic()
             if left <= 0:

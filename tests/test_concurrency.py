@@ -197,7 +197,7 @@ def test_cancel_a_running_job_from_another_process(connection, start, mode):
     time.sleep(0.3)
     asked = time.monotonic()
     Job.fetch(job.id).cancel("no longer needed")  # this test is the other process
-    with pytest.raises(JobCanceledError, match="was canceled: .*canceled while it ran: no longer needed"):
+    with pytest.raises(JobCanceledError, match=r"\) was canceled while it ran: no longer needed$"):
         job.wait(timeout=20)
     took = time.monotonic() - asked
     print(f"{mode}: stopped {took:.2f}s after the cancel")

@@ -276,27 +276,31 @@ class Worker:
         now = self.clock()
         if now >= self._next_maintenance and not self._stop_requested:
             self._maintain(now)
-        self._collect()
+        mailbox = self._mailbox
+        while not mailbox.empty():
+            self._take(mailbox.get_nowait())
         if self._stop_requested:
             return self._drain()
-        limit = self._claim_limit(now, max_jobs)
-        if limit:
-            recorded = bool(self._pending)
-            claimed = self._record_and_claim(now, limit)
-            if not claimed and not self._running:
-                if recorded:
-                    # a retry just recorded may be runnable; only a claim that records
-                    # nothing proves the queues empty (after a NOSCRIPT reload the
-                    # recording can even run after the claim in the same round trip)
-                    return True
-                if burst and (self._next_run_at is None or self._next_run_at > self.clock()):
-                    return False
-                self._idle()
-                return True
         running = self._next_to_start()
+        if running is None:
+            limit = self._claim_limit(now, max_jobs)
+            if limit:
+                recorded = bool(self._pending)
+                claimed = self._record_and_claim(now, limit)
+                if not claimed and not self._running:
+                    if recorded:
+                        # a retry just recorded may be runnable; only a claim that records
+                        # nothing proves the queues empty (after a NOSCRIPT reload the
+                        # recording can even run after the claim in the same round trip)
+                        return True
+                    if burst and (self._next_run_at is None or self._next_run_at > self.clock()):
+                        return False
+                    self._idle()
+                    return True
+                running = self._next_to_start()
         if running is not None:
             self._start(running)
-            if self._pending and self._has_waiting() and self.clock() - self._pending_since > FLUSH_AFTER:
+            if self._pending and self.clock() - self._pending_since > FLUSH_AFTER and self._has_waiting():
                 self._flush()
             return True
         if self._running:
@@ -559,7 +563,7 @@ class Worker:
                 log.warning("%s: %s interrupted by shutdown; back on the queue (job %s)", running.queue, job.func_name, job.id)
                 return Record(job.id, running.queue, running.token, "interrupted")
             if running.stop == "cancel":
-                log.warning("%s: %s %s (job %s)", running.queue, _short(job), outcome.summary, job.id)
+                log.warning("%s: %s stopped: %s (job %s)", running.queue, _short(job), outcome.summary, job.id)
                 return Record(job.id, running.queue, running.token, "canceled", outcome.traceback.encode(), job.failure_ttl)
             # outcome.summary is safe even when the exception's str() raises
             return failure_record(job, running.token, running.queue, outcome.error, outcome.summary, outcome.traceback, self.clock())
@@ -582,8 +586,11 @@ class Worker:
             if running.stop is not None or running.settled:
                 return
             running.stop, running.stop_at = why, time.monotonic()
-        if why != "shutdown":
-            log.warning("%s: stopping job %s: %s", running.queue, running.job_id, running.stop_message())
+        if why == "timeout":
+            assert running.job is not None
+            log.warning("%s: stopping job %s: it ran past its timeout of %gs", running.queue, running.job_id, running.job.timeout)
+        elif why == "cancel":
+            log.warning("%s: stopping job %s: canceled%s", running.queue, running.job_id, f" ({running.reason})" if running.reason else "")
         if self.monitor is not None and why == "cancel" and running.slot >= 0:
             self.monitor.job_stopping(running.slot)
         running.executor.stop_job(running)
