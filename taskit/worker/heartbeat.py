@@ -101,14 +101,19 @@ class Heartbeat(threading.Thread):
             if self._orphaned is not None and os.getppid() != self._parent_pid:
                 self._orphaned()
                 self._orphaned = None
-            try:
-                if self.on_tick is not None:
+            if self.on_tick is not None:
+                try:
                     self.on_tick()
-                if time.monotonic() >= next_beat:
-                    next_beat = time.monotonic() + self.interval
+                except TaskitError as exc:  # the main loop reports outages
+                    log.debug("the monitor's checks failed: %s", exc)
+                except Exception:  # whatever goes wrong there, the leases must be renewed
+                    log.exception("the monitor's checks failed; going on")
+            if time.monotonic() >= next_beat:
+                next_beat = time.monotonic() + self.interval
+                try:
                     self.beat()
-            except TaskitError as exc:  # the main loop reports outages; keep beating
-                log.debug("heartbeat failed: %s", exc)
+                except TaskitError as exc:  # the main loop reports outages; keep beating
+                    log.debug("heartbeat failed: %s", exc)
 
     def stop(self) -> None:
         self._stop_event.set()

@@ -33,7 +33,8 @@ from ..exceptions import JobCanceledError, JobTimeoutError, TaskitError
 from ..job import DEFAULT_FAILURE_TTL, Job
 from ..storage.store import Record, Store
 from .execution import STOP_GRACE
-from .worker import RECYCLE_EXIT, Worker, failure_record
+from .records import failure_record
+from .worker import RECYCLE_EXIT, Worker
 
 log = logging.getLogger("taskit.worker")
 

@@ -24,7 +24,6 @@ import socket
 import threading
 import time
 import uuid
-from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -42,33 +41,33 @@ from ..exceptions import (
 from ..job import DEFAULT_FAILURE_TTL, Job, validate_id
 from ..queue import Queue
 from ..storage.keys import DEFAULT_QUEUE, Field
-from ..storage.store import Fields, Record, Store
+from ..storage.store import Record, Store
 from . import hooks
+from .claims import IDLE_BLOCK, ClaimPolicy
 from .execution import (
     STOP_GRACE,
     Alarm,
-    ColdShutdown,
     Outcome,
     RunningJob,
     describe_error,
-    error_message,
     given_up_outcome,
     is_async,
 )
 from .executors import AsyncExecutor, Executor, InlineExecutor, ThreadExecutor
 from .heartbeat import Heartbeat, Held
+from .inflight import InFlight
 from .listener import CancelListener, WorkWatcher
+from .records import (
+    canceled_record,
+    record_for,
+    refused_record,
+    released,
+)
 
 log = logging.getLogger("taskit.worker")
 
 #: record outcomes at once when the oldest waiting one is older than this (seconds)
 FLUSH_AFTER = 0.002
-#: aim for claims that hold about this much work per free slot (seconds), within [1, prefetch]
-BATCH_SECONDS = 0.005
-#: a kind of job (sync or async) rarer than this among recent jobs does not limit claims
-RARE = 0.05
-#: longest idle block, so stop signals are noticed promptly
-IDLE_BLOCK = 1.0
 #: a claimed job that waits this long (seconds) for a slot goes back to its queue for
 #: other workers, and outcomes not recorded for this long are recorded by the monitor
 HAND_BACK_AFTER = 1.0
@@ -177,12 +176,6 @@ class Worker:
         self.monitor = monitor
         self.parent_pid = parent_pid
         self.held = Held()
-        # the loop, the monitor and the listeners share what is held here; this lock makes
-        # each change to the waiting jobs, the pending records and a job's stop one step
-        self._lock = threading.Lock()
-        self._pending: list[Record] = []
-        self._pending_since = 0.0
-        self._running: dict[str, RunningJob] = {}
         self._next_maintenance = 0.0
         self._claimed_at = 0.0
         self._stop_requested = False
@@ -213,13 +206,11 @@ class Worker:
             InlineExecutor(self._report, self.alarm) if self.threads == 1 else ThreadExecutor(self.threads, self._report, self.name)
         )
         self._async = AsyncExecutor(self.async_tasks, self._report, self.name)
-        #: the share of async jobs among those claimed lately: a kind rarer than RARE does not
-        #: count its free slots. At first, from the tasks the worker knows
-        self._async_share = 0.0 if not any(kinds) else 1.0 if all(kinds) else 0.5
-        self._blocked: Executor | None = None  # its jobs were handed back: claim once it has a free slot
+        # the share of async jobs at first, from the tasks the worker knows
+        share = 0.0 if not any(kinds) else 1.0 if all(kinds) else 0.5
+        self._claims = ClaimPolicy(self.prefetch, self._sync, self._async, share)
         self._executors: tuple[Executor, ...] = (self._async, self._sync)  # non-blocking submits first
-        self._waiting: dict[Executor, deque[RunningJob]] = {ex: deque() for ex in self._executors}
-        self._queues = tuple(self._waiting.values())
+        self._inflight = InFlight(self._executors, self.clock)
         self._kinds: dict[Any, bool] = {}  # function -> is it async (asked once each)
         self._board_slots = list(range(self.slots))[::-1]
         heartbeat = Heartbeat(self.store, self.name, self.held, self.lease, self.heartbeat_interval, self.clock)
@@ -264,11 +255,6 @@ class Worker:
         self.jobs_run = 0
         self.recycle = False
         self._mailbox: queue_module.SimpleQueue[Any] = queue_module.SimpleQueue()
-        self._queues_empty = False  # the last claim found no more work (until woken or rechecked)
-        self._recheck_at = 0.0
-        self._next_run_at: float | None = None
-        self._alone: RunningJob | None = None  # claimed alone (al=1): see lua/claim.lua
-        self._quarantine = ""
 
     def _step(self, burst: bool, max_jobs: int | None) -> bool:
         """One turn of the loop; False when there is nothing left to do (a burst ran dry,
@@ -282,137 +268,94 @@ class Worker:
         if self._stop_requested:
             return self._drain()
         running = self._next_to_start()
-        if running is None:
-            limit = self._claim_limit(now, max_jobs)
+        if running is None and not self._inflight.has_waiting():
+            limit = self._claim_limit(max_jobs)
             if limit:
-                recorded = bool(self._pending)
+                recorded = bool(self._inflight.pending)
                 claimed = self._record_and_claim(now, limit)
-                if not claimed and not self._running:
+                if not claimed and not self._inflight.running:
                     if recorded:
                         # a retry just recorded may be runnable; only a claim that records
                         # nothing proves the queues empty (after a NOSCRIPT reload the
                         # recording can even run after the claim in the same round trip)
                         return True
-                    if burst and (self._next_run_at is None or self._next_run_at > self.clock()):
+                    next_run_at = self._claims.next_run_at
+                    if burst and (next_run_at is None or next_run_at > self.clock()):
                         return False
                     self._idle()
                     return True
                 running = self._next_to_start()
         if running is not None:
             self._start(running)
-            if self._pending and self.clock() - self._pending_since > FLUSH_AFTER and self._has_waiting():
+            inflight = self._inflight
+            if inflight.pending and self.clock() - inflight.pending_since > FLUSH_AFTER and inflight.has_waiting():
                 self._flush()
             return True
-        if self._running:
+        if self._inflight.running:
             self._await_outcomes()
             return True
-        if self._has_waiting():
+        if self._inflight.has_waiting():
             return True  # a job stopped before it started was just dropped
         # nothing held, and no claim due: --max-jobs reached
         return max_jobs is None or self.jobs_run < max_jobs
 
-    def _claim_limit(self, now: float, max_jobs: int | None) -> int:
-        """How many jobs to claim now (0: no claim is due).
-
-        The free slots of each kind of job seen lately (sync, async), times about
-        BATCH_SECONDS of work per slot for short jobs. A job that finds the slots of its kind
-        full waits (claimed, so recoverable) and is handed back after HAND_BACK_AFTER; the
-        next claim then waits for a slot of that kind."""
-        held = len(self._running)
-        if max_jobs is not None and self.jobs_run + held >= max_jobs:
-            if not held:
-                self.recycle = True
-            return 0
-        if self._has_waiting():
-            return 0
-        if held and (self._quarantine or (self._queues_empty and now < self._recheck_at)):
-            return 0
-        blocked = self._blocked
-        if blocked is not None:
-            if held and blocked.free == 0:
-                return 0
-            self._blocked = None
-        wanted = free = 0
-        for executor, share in ((self._sync, 1.0 - self._async_share), (self._async, self._async_share)):
-            if share >= RARE:
-                seconds = executor.avg_seconds
-                window = max(1, min(self.prefetch, int(BATCH_SECONDS / seconds))) if seconds else 1
-                free += executor.free
-                wanted += executor.free * window
-        wanted = min(wanted, max(self.prefetch, free))
-        if max_jobs is not None:
-            wanted = min(wanted, max_jobs - self.jobs_run - held)
-        return wanted if held else max(1, wanted)  # holding nothing: claim (or block in Redis for work)
-
-    def _free_slots(self) -> int:
-        return self._sync.free + (self._async.free if self._async_share >= RARE else 0)
+    def _claim_limit(self, max_jobs: int | None) -> int:
+        held = len(self._inflight.running)
+        room = None if max_jobs is None else max_jobs - self.jobs_run - held
+        if room is not None and room <= 0 and not held:
+            self.recycle = True  # --max-jobs reached: a supervisor starts a new process
+        return self._claims.limit(held, room)
 
     def _record_and_claim(self, now: float, limit: int) -> int:
         deadline = now + self.lease
-        holds_nothing = not self._running
-        if holds_nothing:
-            self._alone = None
-        alone = self._alone
-        claiming_beside = (alone.job_id, alone.token) if alone is not None and not holds_nothing else None
-        with self._lock:
-            records, self._pending = self._pending, []
+        alone = self._claims.alone(holds_nothing=not self._inflight.running)
+        records = self._inflight.take_records()
         try:
             if records:
                 _crash.hit("before_record")
-                recorded, claim = self.store.finish_and_claim(
-                    self.name, records, now, self.queues, deadline, limit, (holds_nothing, claiming_beside)
-                )
+                recorded, claim = self.store.finish_and_claim(self.name, records, now, self.queues, deadline, limit, alone)
                 self._recorded(records, recorded)
                 _crash.hit("after_record")
             else:
-                claim = self.store.claim(self.name, self.queues, now, deadline, limit, (holds_nothing, claiming_beside))
+                claim = self.store.claim(self.name, self.queues, now, deadline, limit, alone)
         except BaseException:
-            self._put_back(records)
+            self._inflight.put_back(records)
             raise
-        if claiming_beside is not None:
-            self._alone = None  # no longer runs alone: its 'al' is 0 now
-        self._next_run_at = claim.next_run_at
-        self._quarantine = claim.quarantine
-        self._queues_empty = len(claim.jobs) < limit and claim.quarantine != "drain"
-        self._recheck_at = time.monotonic() + IDLE_BLOCK
-        if claim.next_run_at is not None:
-            self._recheck_at = min(self._recheck_at, time.monotonic() + max(0.0, claim.next_run_at - now))
         if claim.jobs:
             self._claimed_at = now
             _crash.hit("after_claim")
         claimed_at = time.monotonic()
-        for job_id, token, queue_index, fields in claim.jobs:
-            running = RunningJob(job_id, token, self.queues[queue_index], fields, claimed_at)
-            self.held.add(job_id, running.queue, token)
+        jobs = [RunningJob(job_id, token, self.queues[index], fields, claimed_at) for job_id, token, index, fields in claim.jobs]
+        self._claims.claimed(claim, limit, alone, jobs, now)
+        for running in jobs:
+            self.held.add(running.job_id, running.queue, running.token)
             self._accept(running)
-            if holds_nothing and len(claim.jobs) == 1:
-                self._alone = running
-        return len(claim.jobs)
+        return len(jobs)
 
     def _idle(self) -> None:
         """Nothing held: block in Redis until a job is pushed, maintenance is due, or a
         scheduled job comes due."""
         now = self.clock()
         timeout = min(IDLE_BLOCK, max(0.0, self._next_maintenance - now))
-        if self._next_run_at is not None:
-            timeout = min(timeout, max(0.0, self._next_run_at - now))
+        if self._claims.next_run_at is not None:
+            timeout = min(timeout, max(0.0, self._claims.next_run_at - now))
         if timeout > 0:
             self.store.block_for_work(self.queues, timeout)
 
     def _await_outcomes(self) -> None:
         """Jobs run elsewhere and none can start: wait for an outcome (or new work, or a stop)."""
-        if self._pending:
+        if self._inflight.pending:
             # results ride on the next claim, if one comes soon; otherwise they go now
             if not self._collect(FLUSH_AFTER):
                 self._flush()
             return
-        if self._queues_empty and not self._quarantine and self._free_slots() > 0:
+        timeout = min(IDLE_BLOCK, max(0.001, self._next_maintenance - self.clock()))
+        if self._claims.wants_work():
             self._watcher.want()  # (started on first use)
             if not self._watcher.is_alive():
                 self._watcher.start()
-        timeout = min(IDLE_BLOCK, max(0.001, self._next_maintenance - self.clock()))
-        if self._queues_empty:
-            timeout = min(timeout, max(0.001, self._recheck_at - time.monotonic()))
+        if self._claims.queues_empty:
+            timeout = min(timeout, max(0.001, self._claims.recheck_in()))
         self._collect(timeout)
 
     # -- one job ---------------------------------------------------------------------
@@ -424,7 +367,7 @@ class Worker:
         if Field.CANCEL in fields:  # its cancel was requested while an earlier attempt ran
             reason = fields[Field.CANCEL].decode(errors="replace")
             why = "canceled while an earlier attempt ran" + (f": {reason}" if reason else "")
-            self._add_record(self._canceled_record(running, f"{why} (its worker died; not run again)"))
+            self._inflight.add_record(canceled_record(running, f"{why} (its worker died; not run again)"))
             return
         try:
             job = Job.from_fields(running.job_id, fields, self.connection)
@@ -434,9 +377,10 @@ class Worker:
             if kind is None:
                 kind = self._kinds[target] = is_async(target)
             running.is_async = kind
-            self._async_share = 0.9 * self._async_share + (0.1 if kind else 0.0)
+            self._claims.seen(kind)
         except Exception as exc:  # noqa: BLE001 (one job's bad data or name fails that job only)
-            self._refuse(running, exc)
+            self._inflight.add_record(refused_record(running, exc))
+            self.jobs_run += 1
             return
         running.job, running.target = job, target
         executor: Executor = self._sync
@@ -447,45 +391,24 @@ class Worker:
                 if isinstance(self._sync, InlineExecutor):
                     self._sync_on_a_thread()
         running.executor = executor
-        with self._lock:
-            self._waiting[executor].append(running)
+        self._inflight.wait(running)
 
     def _sync_on_a_thread(self) -> None:
         """From now on, run sync jobs on a thread of their own (called by the loop, between jobs)."""
         inline, thread = self._sync, ThreadExecutor(1, self._report, self.name)
         thread.start()
         thread.avg_seconds = inline.avg_seconds
-        with self._lock:
-            waiting = self._waiting.pop(inline)
-            for running in waiting:
-                running.executor = thread
-            self._sync, self._waiting[thread] = thread, waiting
-            self._executors = (self._async, thread)
-
-    def _refuse(self, running: RunningJob, exc: Exception) -> None:
-        if isinstance(exc, TaskitError):
-            text, reason = f"taskit.exceptions.{describe_error(exc)}", error_message(exc)
-        else:  # something in the task module raised while its name was looked up
-            reason = f"cannot load or find the job's function: {describe_error(exc)}"
-            text = reason
-        log.error("%s: refused job %s: %s", running.queue, running.job_id, reason)
-        failure_ttl = _int_field(running.fields, Field.FAILURE_TTL, DEFAULT_FAILURE_TTL)
-        self._add_record(Record(running.job_id, running.queue, running.token, "failed", text.encode(), failure_ttl))
-        self.jobs_run += 1
+        self._inflight.move_waiting(inline, thread)
+        self._sync, self._executors = thread, (self._async, thread)
+        self._claims.use(thread)
 
     def _next_to_start(self) -> RunningJob | None:
         for executor in self._executors:
-            waiting = self._waiting[executor]
-            if waiting and executor.busy < executor.capacity:
-                with self._lock:
-                    return waiting.popleft() if waiting else None
+            if executor.busy < executor.capacity:
+                running = self._inflight.next_for(executor)
+                if running is not None:
+                    return running
         return None
-
-    def _has_waiting(self) -> bool:
-        for waiting in self._queues:
-            if waiting:
-                return True
-        return False
 
     def _start(self, running: RunningJob) -> None:
         if self.clock() - max(self.heartbeat.renewed_at, self._claimed_at) > self.lease / 2:
@@ -499,7 +422,7 @@ class Worker:
         running.started_at = time.monotonic()
         if job.timeout and not executor.times_out:
             running.deadline = running.started_at + job.timeout  # the monitor stops it then
-        self._running[running.job_id] = running
+        self._inflight.running[running.job_id] = running
         executor.busy += 1
         if self.monitor is not None:
             running.slot = self._board_slots.pop()
@@ -528,64 +451,32 @@ class Worker:
 
     def _take(self, item: Any) -> None:
         if item is _WORK:
-            self._queues_empty = False
+            self._claims.woken()
             return
         if item is _WAKE:
             return
         running, outcome = item
         executor = running.executor
         executor.busy -= 1
-        self._running.pop(running.job_id, None)
+        self._inflight.running.pop(running.job_id, None)
         if running.slot >= 0:
             self.monitor.job_ended(running.slot)
             self._board_slots.append(running.slot)
         self.jobs_run += 1
-        if running is self._alone:
-            self._alone = None
-            if self._quarantine == "alone":
-                self._quarantine = ""
+        self._claims.ended(running)
         if running.stop is None:
             seconds = outcome.seconds
             executor.avg_seconds = seconds if not executor.avg_seconds else 0.8 * executor.avg_seconds + 0.2 * seconds
-        self._add_record(self._record_for(running, outcome))
+        self._inflight.add_record(record_for(running, outcome, self.clock()))
         if self.max_memory is not None:
             self._check_memory(running)
-
-    def _record_for(self, running: RunningJob, outcome: Outcome) -> Record:
-        job = running.job
-        assert job is not None
-        try:
-            if outcome.error is None:
-                if log.isEnabledFor(logging.INFO):
-                    log.info("%s: %s finished in %s (job %s)", running.queue, _short(job), _took(outcome.seconds), job.id)
-                return Record(job.id, running.queue, running.token, "finished", outcome.packed_result or b"", job.result_ttl)
-            if running.stop == "shutdown" or isinstance(outcome.error, ColdShutdown):
-                log.warning("%s: %s interrupted by shutdown; back on the queue (job %s)", running.queue, job.func_name, job.id)
-                return Record(job.id, running.queue, running.token, "interrupted")
-            if running.stop == "cancel":
-                log.warning("%s: %s stopped: %s (job %s)", running.queue, _short(job), outcome.summary, job.id)
-                return Record(job.id, running.queue, running.token, "canceled", outcome.traceback.encode(), job.failure_ttl)
-            # outcome.summary is safe even when the exception's str() raises
-            return failure_record(job, running.token, running.queue, outcome.error, outcome.summary, outcome.traceback, self.clock())
-        except Exception as exc:  # noqa: BLE001 (recording one job must not fail the worker)
-            log.error("%s: could not build the record of job %s (%s); failing it", running.queue, running.job_id, describe_error(exc))
-            text = f"{outcome.traceback}\nand then, recording it: {describe_error(exc)}".strip()
-            return Record(running.job_id, running.queue, running.token, "failed", text.encode(), job.failure_ttl)
-
-    def _canceled_record(self, running: RunningJob, why: str) -> Record:
-        text = f"taskit.exceptions.JobCanceledError: {why}"
-        log.warning("%s: job %s %s", running.queue, running.job_id, why)
-        ttl = _int_field(running.fields, Field.FAILURE_TTL, DEFAULT_FAILURE_TTL)
-        return Record(running.job_id, running.queue, running.token, "canceled", text.encode(), ttl)
 
     # -- stopping jobs (any thread) -----------------------------------------------------
 
     def _stop_job(self, running: RunningJob, why: str) -> None:
         """Tell a running job to stop ("timeout", "cancel" or "shutdown"); the first reason wins."""
-        with self._lock:
-            if running.stop is not None or running.settled:
-                return
-            running.stop, running.stop_at = why, time.monotonic()
+        if not self._inflight.mark_stop(running, why, time.monotonic()):
+            return
         if why == "timeout":
             assert running.job is not None
             log.warning("%s: stopping job %s: it ran past its timeout of %gs", running.queue, running.job_id, running.job.timeout)
@@ -597,22 +488,12 @@ class Worker:
 
     def _cancel_requested(self, job_id: str, reason: str) -> None:
         """A cancel request for a job this worker holds (from the listener or the heartbeat)."""
-        with self._lock:
-            for waiting in self._waiting.values():
-                for running in waiting:
-                    if running.job_id == job_id:
-                        waiting.remove(running)
-                        break
-                else:
-                    continue
-                break
-            else:
-                running = None
+        running = self._inflight.take_waiting(job_id)
         if running is not None:  # claimed, not started: it never runs
-            self._add_record(self._canceled_record(running, "canceled before it started" + (f": {reason}" if reason else "")))
+            self._inflight.add_record(canceled_record(running, "canceled before it started" + (f": {reason}" if reason else "")))
             self._mailbox.put(_WAKE)
             return
-        running = self._running.get(job_id)
+        running = self._inflight.running.get(job_id)
         if running is not None and running.stop is None:
             running.reason = reason
             self._stop_job(running, "cancel")
@@ -622,11 +503,12 @@ class Worker:
         now = time.monotonic()
         if self._stop_deadline is not None and (self._interrupt_all or now >= self._stop_deadline):
             self._stop_deadline = None
-            if self._running:
-                log.warning("stopping %d job(s) still running; they go back on their queues", len(self._running))
-            for running in list(self._running.values()):
+            running_now = list(self._inflight.running.values())
+            if running_now:
+                log.warning("stopping %d job(s) still running; they go back on their queues", len(running_now))
+            for running in running_now:
                 self._stop_job(running, "shutdown")
-        for running in list(self._running.values()):
+        for running in list(self._inflight.running.values()):
             if running.stop is None:
                 if running.deadline is not None and now >= running.deadline:
                     self._stop_job(running, "timeout")
@@ -657,51 +539,32 @@ class Worker:
         never dropped by mistake. If the round trip fails, the outcomes go back to be sent by
         the loop, and the maintenance step hands the jobs back as strays (they are in this
         worker's in-flight list, and no longer held)."""
-        with self._lock:
-            stale: list[RunningJob] = []
-            for waiting in self._waiting.values():
-                while waiting and now - waiting[0].claimed_at >= HAND_BACK_AFTER:
-                    stale.append(waiting.popleft())
-            records: list[Record] = []
-            if self._pending and self.clock() - self._pending_since >= HAND_BACK_AFTER:
-                records, self._pending = self._pending, []
+        stale = self._inflight.take_stale(now, HAND_BACK_AFTER)
+        records = self._inflight.take_records(older_than=HAND_BACK_AFTER)
         if not stale and not records:
             return
         for running in stale:
             self.held.discard(running.job_id)
-            self._blocked = running.executor
-        released = _released(stale)
+            self._claims.handed_back(running.executor)
+        handed_back = released(stale)
         try:
-            results = self.store.finish(self.name, records + released, self.clock())
+            results = self.store.finish(self.name, records + handed_back, self.clock())
         except TaskitError:
-            self._put_back(records)
+            self._inflight.put_back(records)
             raise
         self._recorded(records, results)
-        if released:
+        if handed_back:
             log.info(
                 "handed back %d job(s) that waited %.1fs for a free slot, for other workers: %s",
-                len(released), HAND_BACK_AFTER, ", ".join(r.job_id for r in released),
+                len(handed_back), HAND_BACK_AFTER, ", ".join(r.job_id for r in handed_back),
             )
 
     # -- recording -------------------------------------------------------------------
 
-    def _add_record(self, record: Record) -> None:
-        """Queue an outcome for recording. The job stays held (its lease renewed) until the
-        record is written, however long the next job takes."""
-        with self._lock:
-            if not self._pending:
-                self._pending_since = self.clock()
-            self._pending.append(record)
-
-    def _put_back(self, records: list[Record]) -> None:
-        """Records a failed round trip did not write: sent again later."""
-        if records:
-            with self._lock:
-                self._pending[:0] = records
-
     def _flush(self) -> None:
-        with self._lock:
-            records, self._pending = self._pending, []
+        """Record the pending outcomes now. (A job stays held, its lease renewed, until its
+        record is written, however long the next job takes.)"""
+        records = self._inflight.take_records()
         if not records:
             return
         try:
@@ -709,7 +572,7 @@ class Worker:
             self._recorded(records, self.store.finish(self.name, records, self.clock()))
             _crash.hit("after_record")
         except BaseException:
-            self._put_back(records)
+            self._inflight.put_back(records)
             raise
 
     def _recorded(self, records: list[Record], results: list[int]) -> None:
@@ -780,27 +643,22 @@ class Worker:
     def _drain(self) -> bool:
         """A stop: hand back jobs not started, let running ones end (the monitor interrupts
         them at the shutdown deadline), record; False once nothing is left."""
-        with self._lock:
-            released = [running for waiting in self._waiting.values() for running in waiting]
-            for waiting in self._waiting.values():
-                waiting.clear()
-        for record in _released(released):
-            self._add_record(record)
-        if not self._running:
+        self._hand_back_waiting()
+        if not self._inflight.running:
             return False
-        if self._pending:
+        if self._inflight.pending:
             self._flush()
         self._collect(IDLE_BLOCK)
         return True
 
+    def _hand_back_waiting(self) -> None:
+        """Jobs claimed and not started go back to their queues (with the next record)."""
+        for record in released(self._inflight.take_all_waiting()):
+            self._inflight.add_record(record)
+
     def _shutdown(self, hooks_started: bool) -> None:
         """Record what is pending, hand back jobs not started, run the stop hooks, sign off."""
-        with self._lock:
-            released = [running for waiting in self._waiting.values() for running in waiting]
-            for waiting in self._waiting.values():
-                waiting.clear()
-        for record in _released(released):
-            self._add_record(record)
+        self._hand_back_waiting()
         try:
             self._flush()
         except TaskitError as exc:
@@ -839,9 +697,7 @@ class Worker:
         """Hand back jobs in this worker's in-flight list that it does not know of: claimed by
         a round trip whose reply was lost with the connection (taskit never retries a claim,
         but a redis-py client with retries on may). One LRANGE when there are none."""
-        with self._lock:
-            pending = {r.job_id for r in self._pending}
-        known = {job_id for job_id, _, _ in self.held.snapshot()} | pending
+        known = {job_id for job_id, _, _ in self.held.snapshot()} | self._inflight.pending_ids()
         strays = [job_id for job_id in self.store.inflight(self.name) if job_id not in known]
         if not strays:
             return
@@ -921,25 +777,6 @@ class Worker:
             mailbox.put(_WAKE)
 
 
-def failure_record(job: Job, token: int, queue: str, error: BaseException, summary: str, text: str, now: float) -> Record:
-    """What to record for a failed attempt: a retry now, a retry later, or the failure for good,
-    as the job's retry policy (or the task's own RetryLater) says."""
-    from ..retry import delay_after_failure
-
-    delay = delay_after_failure(job, error, now)
-    payload = text.encode()
-    if delay is None:
-        log.error(
-            "%s: %s failed: %s (job %s, attempt %d); kept in the failed registry",
-            queue, _short(job), summary, job.id, job.attempts,
-        )
-        return Record(job.id, queue, token, "failed", payload, job.failure_ttl)
-    log.warning("%s: %s failed: %s; retry %d in %s (job %s)", queue, _short(job), summary, job.retries + 1, _took(delay), job.id)
-    if delay <= 0:
-        return Record(job.id, queue, token, "retry", payload)
-    return Record(job.id, queue, token, "scheduled", payload, run_at=now + delay)
-
-
 def default_worker_name() -> str:
     """host.pid.random: unique per process, so a restarted worker never inherits a dead one's claims."""
     return f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:6]}"
@@ -957,25 +794,3 @@ def resident_megabytes() -> float | None:
             return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         except (ImportError, OSError):
             return None
-
-
-def _int_field(fields: Fields, name: str, default: int) -> int:
-    try:
-        return int(fields[name]) if name in fields else default
-    except ValueError:
-        return default
-
-
-def _released(jobs: Iterable[RunningJob]) -> list[Record]:
-    """Records handing claimed, unrun jobs back. Each goes back to its queue's front, so
-    the last comes first: that keeps their order."""
-    return [Record(r.job_id, r.queue, r.token, "released") for r in reversed(list(jobs))]
-
-
-def _short(job: Job, limit: int = 80) -> str:
-    text = job.description
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _took(seconds: float) -> str:
-    return f"{seconds * 1000:.1f} ms" if seconds < 1 else f"{seconds:.2f} s"
