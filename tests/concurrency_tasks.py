@@ -120,16 +120,8 @@ async def long_async(seconds: float) -> str:
 
 
 @task
-def first_attempt_sleeps(seconds: float) -> dict:
-    job = get_current_job()
-    assert job is not None
-    if job.attempts == 1:
-        time.sleep(seconds)
-    return {"pid": os.getpid(), "attempt": job.attempts}
-
-
-@task
 async def async_first_attempt_sleeps(seconds: float) -> dict:
+    """fault_tasks.slow_first_attempt, async."""
     job = get_current_job()
     assert job is not None
     if job.attempts == 1:

@@ -21,7 +21,7 @@ from test_faults import FAST, WorkerProcess, assert_nothing_held, status, wait_u
 from taskit import Job, JobCanceledError, JobStatus, Queue
 from taskit.storage import keys
 
-MODULES = ("concurrency_tasks",)
+MODULES = ("concurrency_tasks", "fault_tasks")
 
 
 @pytest.fixture
@@ -277,7 +277,7 @@ def test_taskit_cancel(connection, start, cli_env):
 
 
 @pytest.mark.parametrize(("task", "args"), [(ct.async_first_attempt_sleeps, ("--async-tasks", "150")),
-                                            (ct.first_attempt_sleeps, ("--threads", "120"))])
+                                            (fault_tasks.slow_first_attempt, ("--threads", "120"))])
 def test_kill_9_with_many_jobs_in_flight_loses_none(connection, start, task, args):
     jobs = enqueue(task, [(60,)] * 120)
     doomed = start(*args, *FAST)

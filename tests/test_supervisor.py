@@ -113,14 +113,14 @@ def test_a_job_killed_for_its_timeout_follows_its_retry_policy(connection, cli_e
 
 
 def _start(cli_env, tmp_path, *args: str) -> WorkerProcess:
-    return WorkerProcess(cli_env, tmp_path, *args, modules=("concurrency_tasks",))
+    return WorkerProcess(cli_env, tmp_path, *args, modules=("concurrency_tasks", "fault_tasks"))
 
 
 def test_a_thread_job_that_ignores_its_timeout_gets_its_process_killed_and_replaced(connection, cli_env, tmp_path):
     import concurrency_tasks as ct
 
     stubborn = ct.ignores_timeout.delay(60)  # timeout=1
-    bystanders = [ct.first_attempt_sleeps.delay(60) for _ in range(3)]
+    bystanders = [fault_tasks.slow_first_attempt.delay(60) for _ in range(3)]
     parent = _start(cli_env, tmp_path, "-c", "1", "--threads", "4")
     try:
         wait_until(lambda: all(status(j.id) == JobStatus.STARTED for j in [stubborn, *bystanders]), what="all to start")

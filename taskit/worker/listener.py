@@ -67,9 +67,6 @@ class WorkWatcher(threading.Thread):
     def want(self) -> None:
         self._wanted.set()
 
-    def unwant(self) -> None:
-        self._wanted.clear()
-
     def run(self) -> None:
         while not self._stop_event.is_set():
             if not self._wanted.wait(LISTEN_SECONDS):

@@ -346,7 +346,8 @@ class Worker:
         """Jobs run elsewhere and none can start: wait for an outcome (or new work, or a stop)."""
         if self._inflight.pending:
             # results ride on the next claim, if one comes soon; otherwise they go now
-            if not self._collect(FLUSH_AFTER):
+            left = FLUSH_AFTER - (self.clock() - self._inflight.pending_since)
+            if left <= 0 or not self._collect(left):
                 self._flush()
             return
         timeout = min(IDLE_BLOCK, max(0.001, self._next_maintenance - self.clock()))
