@@ -397,3 +397,33 @@ def test_a_job_that_kills_its_many_job_worker_is_found_and_abandoned(connection,
         job.refresh()
         assert (job.get_status(), job.result, job.recoveries) == (JobStatus.FINISHED, i, 0), "a bystander was blamed"
     assert_nothing_held(connection)
+
+
+# -- in-process workers ------------------------------------------------------------------------
+
+
+def test_a_worker_off_the_main_thread_still_stops_a_job_at_its_timeout(connection):
+    """SIGALRM is the main thread's: elsewhere the timeout is raised in the job's thread."""
+    import threading
+
+    from taskit import Worker
+
+    job = ct.too_slow.delay(30)  # timeout=1, waits in small steps
+    done: list[int] = []
+    thread = threading.Thread(target=lambda: done.append(Worker(["default"], connection).work(burst=True)))
+    thread.start()
+    thread.join(timeout=20)
+    assert done == [1]
+    job.refresh()
+    assert job.get_status() == JobStatus.FAILED
+    assert "JobTimeoutError: job exceeded its timeout of 1s and was stopped" in job.exc_info
+
+
+@pytest.mark.parametrize("options", [{"threads": 0}, {"async_tasks": 0}, {"threads": 2.5}, {"shutdown_timeout": -1},
+                                     {"max_memory": 0}, {"max_memory": float("nan")}])
+def test_bad_concurrency_options_are_refused(connection, options):
+    from taskit import Worker
+    from taskit.exceptions import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match=next(iter(options))):
+        Worker(["default"], connection, **options)
