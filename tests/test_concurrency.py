@@ -16,6 +16,7 @@ import concurrency_tasks as ct
 import fault_tasks
 import pytest
 from conftest import taskit_command
+from records import own_hash
 from test_faults import FAST, WorkerProcess, assert_nothing_held, status, wait_until
 
 from taskit import Job, JobCanceledError, JobStatus, Queue
@@ -427,3 +428,32 @@ def test_bad_concurrency_options_are_refused(connection, options):
 
     with pytest.raises(ConfigurationError, match=next(iter(options))):
         Worker(["default"], connection, **options)
+
+
+def test_a_claim_marks_a_job_alone_only_while_it_runs_alone(connection):
+    """lua/claim.lua: 'al' 1 for a job claimed alone by a worker that holds nothing; the next
+    claim beside it clears it, in the same script, before it claims anything else."""
+    from taskit.storage.store import Store
+
+    store, now = Store(connection), time.time()
+    first, second = enqueue(ct.span, [(0,)] * 2)
+    [(job_id, token, _, _)] = store.claim("w1", ["default"], now, now + 30, 1, (True, None)).jobs
+    assert job_id == first.id and connection.hget(keys.job(first.id), "al") == b"1"
+    more = store.claim("w1", ["default"], now, now + 30, 5, (False, (job_id, token))).jobs
+    assert [j[0] for j in more] == [second.id]
+    assert connection.hget(keys.job(first.id), "al") == b"0"
+    assert connection.hget(keys.job(second.id), "al") == b"0"  # claimed beside another
+
+
+def test_a_quarantined_job_is_claimed_only_by_a_worker_holding_nothing(connection):
+    from taskit.storage.store import Store
+
+    store, now = Store(connection), time.time()
+    suspect, after = enqueue(ct.span, [(0,)] * 2)
+    connection.hset(own_hash(connection, suspect.id), "ru", 2)  # recovered unblamed twice
+    busy = store.claim("w1", ["default"], now, now + 30, 5, (False, None))
+    assert (busy.jobs, busy.quarantine) == ([], "drain")  # left at the head for an idle worker
+    idle = store.claim("w2", ["default"], now, now + 30, 5, (True, None))
+    assert ([j[0] for j in idle.jobs], idle.quarantine) == ([suspect.id], "alone")
+    assert connection.hget(keys.job(suspect.id), "al") == b"1"
+    assert Queue().job_ids == [after.id]
