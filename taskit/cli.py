@@ -81,7 +81,9 @@ def main() -> None:
       taskit worker myapp.tasks                  run the tasks of myapp.tasks
       taskit worker myapp.tasks -q high -q low   high-priority queue first
       taskit worker myapp.tasks --burst          exit when no job is left
+      taskit worker myapp.tasks --threads 32     32 jobs at once (see docs/concurrency.md)
       taskit requeue --queue default --all       retry every failed job
+      taskit cancel JOB_ID                       stop a job, even a running one
       taskit info                                queues, registries, workers
 
     The Redis URL comes from -u/--url or TASKIT_REDIS_URL (default

@@ -16,6 +16,7 @@ import asyncio
 import contextvars
 import functools
 import logging
+import queue
 import sys
 import threading
 import time
@@ -110,8 +111,7 @@ class InlineExecutor(Executor):
     def stop_job(self, running: RunningJob) -> None:
         assert running.stop is not None
         if self._interrupts is None:
-            exc = STOP_EXCEPTIONS[running.stop](running.stop_message()) if running.stop != "shutdown" else STOP_EXCEPTIONS["shutdown"]()
-            self.alarm.interrupt(running, exc)
+            self.alarm.interrupt(running, STOP_EXCEPTIONS[running.stop](running.stop_message()))
         else:
             self._interrupts.interrupt(running)
 
@@ -136,8 +136,6 @@ class ThreadExecutor(Executor):
         self._started = 0
 
     def start(self) -> None:
-        import queue
-
         if self._inbox is None:
             self._inbox = queue.SimpleQueue()
             for _ in range(self.capacity):
@@ -197,7 +195,7 @@ class ThreadExecutor(Executor):
 class AsyncExecutor(Executor):
     """Coroutine jobs as tasks of one event loop, which runs in a thread of its own.
 
-    The loop also runs the async worker hooks (taskit.hooks), so a connection pool they make
+    The loop also runs the async worker hooks (taskit.worker.hooks), so a connection pool they make
     belongs to the loop the jobs run on. The monitor pings it (`watch`): a loop that does not
     answer for LOOP_STALL seconds is blocked by sync code in a coroutine, and the stack of
     that code is logged.
@@ -208,6 +206,7 @@ class AsyncExecutor(Executor):
         self.name = name
         self.loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
+        self._incoming: list[RunningJob] = []  # given, not begun yet
         self._pinged_at: float | None = None  # monotonic time of a ping not yet answered
         self._stall_logged = False
 
@@ -228,8 +227,18 @@ class AsyncExecutor(Executor):
         self.loop = loop
 
     def submit(self, running: RunningJob) -> None:
-        assert self.loop is not None
-        self.loop.call_soon_threadsafe(self._begin, running)
+        with self._lock:
+            self._incoming.append(running)
+            first = len(self._incoming) == 1
+        if first:  # one wake-up of the loop for all the jobs given meanwhile
+            assert self.loop is not None
+            self.loop.call_soon_threadsafe(self._begin_all)
+
+    def _begin_all(self) -> None:
+        with self._lock:
+            given, self._incoming = self._incoming, []
+        for running in given:
+            self._begin(running)
 
     def _begin(self, running: RunningJob) -> None:
         assert self.loop is not None
