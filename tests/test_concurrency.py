@@ -112,6 +112,19 @@ def test_a_module_with_sync_and_async_tasks(connection, start):
     assert Job.fetch(bound.id).result == [bound.id, 7]
 
 
+def test_with_one_thread_a_sync_job_does_not_hold_up_async_ones(connection, start):
+    """--threads 1 runs sync jobs in the loop's own thread until an async job comes; then on a
+    thread, so that async jobs are claimed and recorded while a sync one runs (here also with
+    an async start hook, which starts the event loop before any job)."""
+    sync_job = ct.span.delay(3)
+    worker = start("--threads", "1", *FAST, modules=(*MODULES, "hook_tasks"))
+    wait_until(lambda: status(sync_job.id) == JobStatus.STARTED, what="the sync job to start")
+    async_jobs = enqueue(ct.async_span, [(0.2,)] * 3)  # claimed, run and recorded meanwhile:
+    wait_until(lambda: all_ended(async_jobs), timeout=2.5, what="the async jobs")
+    assert status(sync_job.id) == JobStatus.STARTED
+    stop(worker)
+
+
 def test_calling_an_async_task_directly_gives_a_coroutine():
     import asyncio
 

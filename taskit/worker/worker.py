@@ -199,11 +199,13 @@ class Worker:
         self._prepare()
         previous_handlers = self._install_signal_handlers()
         self.alarm = Alarm()
-        kinds = [is_async(fn) for fn in functions.registered_tasks().values()]
-        # threads=1: sync jobs run in the loop's own thread, until an async job comes (then on
-        # a thread, so that the loop goes on claiming and recording while one runs)
+        kinds = [is_async(fn) for fn in self._own_tasks()]
+        # threads=1: sync jobs run in the loop's own thread, unless async jobs need the loop to
+        # go on claiming and recording while one runs (then on a thread: from the start if the
+        # worker's modules hold async tasks, else from the first async job)
+        inline = self.threads == 1 and not any(kinds)
         self._sync: Executor = (
-            InlineExecutor(self._report, self.alarm) if self.threads == 1 else ThreadExecutor(self.threads, self._report, self.name)
+            InlineExecutor(self._report, self.alarm) if inline else ThreadExecutor(self.threads, self._report, self.name)
         )
         self._async = AsyncExecutor(self.async_tasks, self._report, self.name)
         # the share of async jobs at first, from the tasks the worker knows
@@ -248,6 +250,15 @@ class Worker:
             self._shutdown(hooks_started)
             cancels.stop()  # last: it hands its closed connection back to the pool
         return self.jobs_run
+
+    def _own_tasks(self) -> list[Callable[..., Any]]:
+        """The registered tasks defined in the modules this worker was given (`taskit worker
+        MODULE`): the kinds of job to expect, before any comes."""
+        prefixes = tuple(f"{m}." for m in self.modules)
+        return [
+            fn for fn in functions.registered_tasks().values()
+            if (module := getattr(getattr(fn, "fn", fn), "__module__", "")) in self.modules or module.startswith(prefixes)
+        ]
 
     def _prepare(self) -> None:
         self._stop_requested = self._interrupt_all = False
@@ -387,10 +398,9 @@ class Worker:
         executor: Executor = self._sync
         if running.is_async:
             executor = self._async
-            if self._async.loop is None:  # the first async job
-                self._async.start()
-                if isinstance(self._sync, InlineExecutor):
-                    self._sync_on_a_thread()
+            executor.start()  # (returns at once once started)
+            if isinstance(self._sync, InlineExecutor):  # the first async job
+                self._sync_on_a_thread()
         running.executor = executor
         self._inflight.wait(running)
 
