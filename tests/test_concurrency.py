@@ -470,3 +470,14 @@ def test_a_quarantined_job_is_claimed_only_by_a_worker_holding_nothing(connectio
     assert ([j[0] for j in idle.jobs], idle.quarantine) == ([suspect.id], "alone")
     assert connection.hget(keys.job(suspect.id), "al") == b"1"
     assert Queue().job_ids == [after.id]
+
+
+def test_a_cancel_whose_message_was_missed_is_found_by_the_heartbeat(connection, start):
+    """Pub/sub keeps nothing: the request written on the job is reported by the next heartbeat."""
+    job = ct.long_async.delay(30)
+    worker = start(*FAST)  # a heartbeat every 0.25 s
+    wait_until(lambda: status(job.id) == JobStatus.STARTED, what="the job to start")
+    connection.hset(keys.job(job.id), keys.Field.CANCEL, "message lost")  # as cancel.lua does, unpublished
+    with pytest.raises(JobCanceledError, match="canceled while it ran: message lost"):
+        job.wait(timeout=10)
+    stop(worker)
