@@ -131,10 +131,11 @@ def main() -> None:
             print(f"  {job.description:55} {job.get_status():9} attempts={job.attempts}  {outcome}")
             if job.id in queue.failed_job_registry:
                 failed.append(job.id)
-        print(f"\n  in the failed registry of 'examples' for {FAILURE_TTL // 60} minutes: {', '.join(failed)}")
         if where.private:
-            print("  (the private redis-server stops now, and these jobs with it)")
+            print(f"\n  in the failed registry of 'examples': {', '.join(failed)}")
+            print("  (the private redis-server stops now, and every job of the demo with it)")
         else:
+            print(f"\n  in the failed registry of 'examples' for {FAILURE_TTL // 60} minutes: {', '.join(failed)}")
             print("  requeue them with: taskit requeue --queue examples --all")
 
 
