@@ -73,6 +73,7 @@ def parse(path: Path) -> Page:
             )
             if MODULE_FILE.fullmatch(first):
                 path_in_page = MODULE_FILE.fullmatch(first)["path"]  # type: ignore[index]
+                compile(body, where, "exec")  # a module no block imports is still checked
                 page.files[path_in_page] = page.files.get(path_in_page, "") + body
                 page.file_blocks += 1
             elif NOT_RUN.match(first):
@@ -139,3 +140,10 @@ def test_every_python_block_is_run_or_says_why_not() -> None:
     assert (run, files, len(not_run)) != (0, 0, 0)
     assert run + files + len(not_run) == total, "a python block the parser did not see: check its fences"
     assert len(not_run) <= 2, f"blocks not run: {not_run}; make them run"
+
+
+def test_ci_runs_the_readme_test_command_as_written() -> None:
+    """The README's way to run the tests is what CI runs, so a fresh machine can trust it."""
+    readme = (ROOT / "README.md").read_text()
+    (command,) = [line for line in readme.splitlines() if line.endswith("python -m pytest")]
+    assert command in (ROOT / ".ci" / "run").read_text().splitlines()
