@@ -71,8 +71,8 @@ def parse(path: Path) -> Page:
                 f"{where}: Redis() connects to localhost:6379 whatever TASKIT_REDIS_URL says; "
                 'use Redis.from_url(os.environ.get("TASKIT_REDIS_URL", "redis://localhost:6379/0"))'
             )
-            if MODULE_FILE.fullmatch(first):
-                path_in_page = MODULE_FILE.fullmatch(first)["path"]  # type: ignore[index]
+            if module := MODULE_FILE.fullmatch(first):
+                path_in_page = module["path"]
                 compile(body, where, "exec")  # a module no block imports is still checked
                 page.files[path_in_page] = page.files.get(path_in_page, "") + body
                 page.file_blocks += 1
