@@ -164,7 +164,20 @@ def test_requeue_all_as_in_the_seed(connection: redis.Redis, cli_env: dict[str, 
     assert sorted(queue.job_ids) == sorted(ids) and len(queue.failed_job_registry) == 0
     assert Queue("elsewhere", connection=connection).failed_job_registry.get_job_ids() == untouched
     again = ok(taskit(cli_env, "requeue", "--queue", "myqueue", "--all"))
-    assert again.stdout == "Requeued 0 failed job(s) on queue 'myqueue'.\n"
+    assert again.stdout == "Queue 'myqueue' has no failed jobs: nothing to requeue.\n"
+
+
+def test_requeue_all_of_an_unknown_queue_says_so(connection: redis.Redis, cli_env: dict[str, str]) -> None:
+    failed_jobs(Queue("myqueue", connection=connection), 1)
+    Queue("other", connection=connection).enqueue(sample_tasks.add, 1, 1)
+    line = one_error_line(taskit(cli_env, "requeue", "--queue", "myqeue", "--all"))
+    assert line == ("Error: unknown queue 'myqeue': no job waits on it or is in its registries "
+                    "(known queues: 'myqueue', 'other')")
+    # a queue whose name was forgotten but whose registries hold jobs is known
+    connection.delete(keys.QUEUES)
+    done = ok(taskit(cli_env, "requeue", "--queue", "myqueue", "--all"))
+    assert done.stdout.splitlines()[-1] == "Requeued 1 failed job(s) on queue 'myqueue'."
+    assert ok(taskit(cli_env, "requeue", "--queue", "other", "--all")).stdout.endswith("nothing to requeue.\n")
 
 
 def test_requeue_names_each_id_it_could_not_requeue(connection: redis.Redis, cli_env: dict[str, str]) -> None:
