@@ -7,7 +7,6 @@ durations, a local Job equal to the stored one, `wait()` saying no worker listen
 from __future__ import annotations
 
 import datetime as dt
-import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -17,7 +16,7 @@ import pytest
 import redis
 import retry_tasks
 import sample_tasks
-from conftest import free_port, taskit_command
+from conftest import free_port, registered_worker
 from records import stored
 from roundtrips import commands_run, counting_client
 
@@ -233,13 +232,7 @@ def test_wait_timeout_says_no_worker_is_alive(connection: redis.Redis) -> None:
 def test_wait_timeout_names_the_queues_live_workers_listen_on(connection: redis.Redis, cli_env: dict[str, str]) -> None:
     waiting = Queue("reports", connection=connection).enqueue(echo, 1)
     scheduled = Queue("reports", connection=connection).enqueue_in(3600, echo, 2)
-    worker = subprocess.Popen(taskit_command("worker", "sample_tasks", "-q", "emails", "-q", "high", "-n", "w-hint"),
-                              env=cli_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 30
-        while not connection.zscore(keys.WORKERS, "w-hint"):
-            assert time.monotonic() < deadline, "the worker did not register"
-            time.sleep(0.05)
+    with registered_worker(cli_env, connection, "w-hint", "-q", "emails", "-q", "high"):
         for job, status in ((waiting, "queued"), (scheduled, "scheduled")):
             with pytest.raises(WaitTimeoutError) as timed_out:
                 job.wait(timeout=0.2)
@@ -255,9 +248,6 @@ def test_wait_timeout_names_the_queues_live_workers_listen_on(connection: redis.
         with pytest.raises(WaitTimeoutError) as running:
             listened.wait(timeout=0.2)
         assert str(running.value) == f"job {listened.id} is still started after 0.2s"  # no hint: it runs
-    finally:
-        worker.kill()
-        worker.wait(timeout=30)
 
 
 def test_wait_reads_the_workers_only_when_it_times_out(redis_server, connection: redis.Redis, queue: Queue) -> None:

@@ -7,14 +7,13 @@ redis-server of conftest.py.
 from __future__ import annotations
 
 import subprocess
-import time
 import uuid
 from pathlib import Path
 
 import pytest
 import redis
 import sample_tasks
-from conftest import free_port, taskit_command
+from conftest import free_port, registered_worker, taskit_command
 
 from taskit import Job, JobStatus, Queue, Worker
 from taskit.storage import keys
@@ -271,18 +270,10 @@ def test_help(cli_env: dict[str, str]) -> None:
 
 def test_info_lists_queues_and_live_workers(connection: redis.Redis, cli_env: dict[str, str]) -> None:
     sample_tasks.add.delay(1, 2)
-    worker = subprocess.Popen(taskit_command("worker", "sample_tasks", "-q", "other", "-n", "info-worker"),
-                              env=cli_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 30
-        while not connection.zscore(keys.WORKERS, "info-worker"):
-            assert time.monotonic() < deadline, "the worker did not register"
-            time.sleep(0.05)
+    with registered_worker(cli_env, connection, "info-worker", "-q", "other") as worker:
         out = taskit(cli_env, "info")
-    finally:
-        worker.terminate()
-        worker.wait(timeout=30)
     assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[0] == f"Redis at {cli_env['TASKIT_REDIS_URL']}"
     default = next(line for line in out.stdout.splitlines() if line.startswith("default "))
     assert default.split()[1] == "1"  # one job queued
     assert "1 worker(s):" in out.stdout
