@@ -21,6 +21,7 @@ import redis
 import tenacity
 from redis.commands.core import Script
 
+from ..config import describe
 from ..exceptions import RedisUnavailableError, StorageError
 from . import keys
 from .scripts import Scripts
@@ -34,14 +35,6 @@ RETRY_SECONDS = 5.0
 BLOCK_SECONDS = 5.0
 
 _TRANSIENT = (redis.ConnectionError, redis.TimeoutError)
-
-
-def describe(connection: redis.Redis) -> str:
-    """Where a client points, for error messages: 'redis://host:port/db'."""
-    kw = connection.connection_pool.connection_kwargs
-    if kw.get("path"):
-        return f"unix://{kw['path']}?db={kw.get('db', 0)}"
-    return f"redis://{kw.get('host', 'localhost')}:{kw.get('port', 6379)}/{kw.get('db', 0)}"
 
 
 class Store:
