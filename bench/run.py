@@ -138,8 +138,10 @@ def run_phase(server: RedisServer, mode: str, phase: str, args: argparse.Namespa
     if process.returncode != 0 or not out.strip():
         print(f"{note}  FAILED ({time.monotonic() - started:.0f}s)\n{err.strip()[-3000:]}", file=sys.stderr)
         return {"error": (err.strip().splitlines() or ["no output"])[-1]}
-    print(f"{note}  done ({time.monotonic() - started:.0f}s)", file=sys.stderr)
-    return json.loads(out.strip().splitlines()[-1])
+    result = json.loads(out.strip().splitlines()[-1])
+    outcome = f"skipped: {result['skipped']}" if "skipped" in result else f"done ({time.monotonic() - started:.0f}s)"
+    print(f"{note}  {outcome}", file=sys.stderr)
+    return result
 
 
 def run_io(server: RedisServer, modes: list[str], args: argparse.Namespace, tmp: Path,
@@ -258,11 +260,14 @@ def _best(io: dict[str, dict[str, Any]], pool: str | None = None) -> str | None:
 
 
 def io_table(io: dict[str, dict[str, Any]]) -> str:
-    headers = ["I/O mode", "processes x concurrency", "jobs", "jobs/s", "runs min–max", "vs best peer"]
+    headers = ["I/O mode", "processes x concurrency", "ceiling", "jobs", "jobs/s", "runs min–max", "vs best peer"]
     best = _best(io)
     rows = []
     for mode, result in io.items():
-        size = f"{result['processes']} x {result['concurrency']}" if "processes" in result else "—"
+        size = ceiling = "—"
+        if "processes" in result:
+            size = f"{result['processes']} x {result['concurrency']}"
+            ceiling = _num(result["processes"] * result["concurrency"] / WAIT)
         rate = ratio = spread = "—"
         if "jobs_per_s" in result:
             rate = _num(result["jobs_per_s"])
@@ -277,7 +282,7 @@ def io_table(io: dict[str, dict[str, Any]]) -> str:
         elif "error" in result:
             rate = "failed"
         jobs = _num(result.get("jobs")) if result["runs"] else "—"
-        rows.append([result.get("label", mode), size, jobs, rate, spread, ratio])
+        rows.append([result.get("label", mode), size, ceiling, jobs, rate, spread, ratio])
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
     lines = ["| " + " | ".join(h.ljust(w) for h, w in zip(headers, widths)) + " |",
              "|" + "|".join("-" * (w + 1) + ":" if i > 1 else "-" * (w + 2) for i, w in enumerate(widths)) + "|"]
@@ -303,6 +308,22 @@ def errors(results: dict[str, dict[str, Any]], io: dict[str, dict[str, Any]]) ->
         f"{mode} io: {result['error']}" for mode, result in io.items() if "error" in result]
 
 
+def io_report(info: dict[str, Any], io: dict[str, dict[str, Any]], args: argparse.Namespace,
+              alone: bool) -> list[str]:
+    runs = f"the median of {args.io_repeats} runs" if args.io_repeats > 1 else "one run"
+    workload = (
+        f"I/O workload: each job waits {WAIT * 1000:.0f} ms (time.sleep; asyncio.sleep in the async modes); "
+        f"{args.io_jobs:,} jobs per run, or {args.io_rounds} rounds of a mode's processes x concurrency where that "
+        f"is fewer (RQ, and every mode that runs few jobs at once); jobs/s from the first job's start to the last "
+        f"job's end, {runs}; {info['io_seconds']:.0f} s{' in all' if alone else ''}."
+    )
+    legend = (
+        f"ceiling = processes x concurrency / {WAIT * 1000:.0f} ms, the most jobs/s that many jobs at once can run; "
+        "vs best peer = jobs/s divided by the best peer mode's (not taskit's) in this run."
+    )
+    return [workload, "", io_table(io), "", legend, *io_notes(io)]
+
+
 def report(info: dict[str, Any], results: dict[str, dict[str, Any]], io: dict[str, dict[str, Any]],
            args: argparse.Namespace) -> str:
     versions = ", ".join(f"{k} {v}" for k, v in info["versions"].items() if v != "not installed")
@@ -326,20 +347,7 @@ def report(info: dict[str, Any], results: dict[str, dict[str, Any]], io: dict[st
     if results:
         lines += [workload, "", table(results, args.processes), "", legend]
     if io:
-        lines += [""] if results else []
-        lines += [
-            (
-                f"I/O workload: each job waits {WAIT * 1000:.0f} ms (time.sleep; asyncio.sleep in the async modes); "
-                f"{args.io_jobs:,} jobs per run, or {args.io_rounds} rounds of a mode's processes x concurrency "
-                f"where that is fewer (RQ, and every mode that runs few jobs at once); jobs/s from the first job's "
-                f"start to the last job's end, {f'the median of {args.io_repeats} runs' if args.io_repeats > 1 else 'one run'}; "
-                f"{info['io_seconds']:.0f} s{'' if results else ' in all'}."),
-            "",
-            io_table(io),
-            "",
-            "vs best peer = jobs/s divided by the best peer mode's (not taskit's) in this run.",
-            *io_notes(io),
-        ]
+        lines += ([""] if results else []) + io_report(info, io, args, alone=not results)
     problems = errors(results, io)
     if problems:
         lines += ["", "Failures:"] + [f"  {p}" for p in problems]
@@ -347,7 +355,7 @@ def report(info: dict[str, Any], results: dict[str, dict[str, Any]], io: dict[st
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="Benchmark taskit against RQ, Celery, Dramatiq and Huey.")
+    parser = argparse.ArgumentParser(description="Benchmark taskit against RQ, Celery, Dramatiq, Huey and (I/O workload) SAQ.")
     parser.add_argument("--jobs", type=int, default=5000, help="jobs per enqueue and processing run (default 5000)")
     parser.add_argument("--samples", type=int, default=200, help="jobs in the latency run (default 200)")
     parser.add_argument("--processes", type=int, default=os.cpu_count() or 1,

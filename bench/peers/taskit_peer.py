@@ -8,6 +8,7 @@ with a taskit that lacks them those modes are skipped, with a note, not failed.
 from __future__ import annotations
 
 import functools
+import re
 import subprocess
 import sys
 from typing import Any
@@ -66,7 +67,8 @@ class Peer:
 
     def io_missing(self, pool: str) -> str | None:
         option = IO_OPTIONS.get(pool)
-        if option is None or option in _worker_help():
+        # an option's own line in the help ("  --threads N  ..."), not a mention in another's text
+        if option is None or re.search(rf"^\s*(-\w, )?{option}\b", _worker_help(), re.MULTILINE):
             return None
         return f"this taskit has no `taskit worker {option}` (issue 10)"
 
