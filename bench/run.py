@@ -240,10 +240,17 @@ def table(results: dict[str, dict[str, Any]], processes: int) -> str:
                 text = _lead(text, _get(base, *path), value, higher, mode == "taskit")
             row.append(text)
         rows.append(row)
+    return markdown(headers, rows)
+
+
+def markdown(headers: list[str], rows: list[list[str]], text_columns: int = 1) -> str:
+    """A Markdown table, padded to line up in a terminal; the first `text_columns` left-aligned."""
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
     lines = ["| " + " | ".join(h.ljust(w) for h, w in zip(headers, widths)) + " |",
-             "|" + "|".join("-" * (w + 1) + ":" if i else "-" * (w + 2) for i, w in enumerate(widths)) + "|"]
-    lines += ["| " + " | ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) + " |"
+             "|" + "|".join("-" * (w + 1) + ":" if i >= text_columns else "-" * (w + 2)
+                            for i, w in enumerate(widths)) + "|"]
+    lines += ["| " + " | ".join(c.ljust(w) if i < text_columns else c.rjust(w)
+                                for i, (c, w) in enumerate(zip(r, widths))) + " |"
               for r in rows]
     return "\n".join(lines)
 
@@ -275,7 +282,7 @@ def io_table(io: dict[str, dict[str, Any]]) -> str:
                 rate += " (cut off)"
             rates = [r["jobs_per_s"] for r in result["runs"]]
             spread = f"{_num(min(rates))}–{_num(max(rates))}" if len(rates) > 1 else "—"
-            if best is not None:
+            if best is not None and io[best]["jobs_per_s"]:
                 ratio = _ratio(result["jobs_per_s"] / io[best]["jobs_per_s"])
         elif "skipped" in result:
             rate = "skipped"
@@ -283,12 +290,7 @@ def io_table(io: dict[str, dict[str, Any]]) -> str:
             rate = "failed"
         jobs = _num(result.get("jobs")) if result["runs"] else "—"
         rows.append([result.get("label", mode), size, ceiling, jobs, rate, spread, ratio])
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-    lines = ["| " + " | ".join(h.ljust(w) for h, w in zip(headers, widths)) + " |",
-             "|" + "|".join("-" * (w + 1) + ":" if i > 1 else "-" * (w + 2) for i, w in enumerate(widths)) + "|"]
-    lines += ["| " + " | ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) + " |"
-              for r in rows]
-    return "\n".join(lines)
+    return markdown(headers, rows, text_columns=2)
 
 
 def io_notes(io: dict[str, dict[str, Any]]) -> list[str]:
