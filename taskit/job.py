@@ -33,7 +33,7 @@ from .exceptions import (
     SerializationError,
     WaitTimeoutError,
 )
-from .storage.keys import DEFAULT_QUEUE, Field
+from .storage.keys import DEFAULT_QUEUE, NAME, Field
 from .storage.store import Fields, Store
 
 if TYPE_CHECKING:
@@ -63,7 +63,7 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "retry": None,
 }
 
-_ID = re.compile(r"[A-Za-z0-9_.:@-]{1,128}")
+_ID = NAME
 
 
 class JobStatus(str, Enum):
