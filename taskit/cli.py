@@ -253,6 +253,9 @@ def info(url: str) -> None:
         )
     from .storage.store import Store
 
+    unreadable = Store.of(connection).read_queue_names()[1]
+    if unreadable:
+        click.echo(f"({unreadable} unreadable queue name(s) skipped: not valid queue names)")
     workers = Store.of(connection).worker_details()
     click.echo(f"{len(workers)} worker(s)" + (":" if workers else ""))
     now = time.time()

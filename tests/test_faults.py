@@ -11,7 +11,8 @@ import random
 import signal
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import fault_tasks
@@ -68,18 +69,27 @@ class WorkerProcess:
             self.process.wait()
 
 
-@pytest.fixture
-def workers(cli_env: dict[str, str], tmp_path: Path):
+@contextmanager
+def worker_pool(env: dict[str, str], tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
+    """`start(*args, crash_at=None)` starts a worker process; all are killed at the end."""
     started: list[WorkerProcess] = []
 
     def start(*args: str, crash_at: str | None = None) -> WorkerProcess:
-        worker = WorkerProcess(cli_env, tmp_path, *args, crash_at=crash_at)
+        worker = WorkerProcess(env, tmp_path, *args, crash_at=crash_at)
         started.append(worker)
         return worker
 
-    yield start
-    for worker in started:
-        worker.stop()
+    try:
+        yield start
+    finally:
+        for worker in started:
+            worker.stop()
+
+
+@pytest.fixture
+def workers(cli_env: dict[str, str], tmp_path: Path):
+    with worker_pool(cli_env, tmp_path) as start:
+        yield start
 
 
 def wait_until(condition: Callable[[], object], timeout: float = 30, what: str = "condition") -> None:

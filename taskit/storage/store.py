@@ -137,9 +137,9 @@ class Store:
         """Write jobs and push them, all in one round trip; False where the id was taken.
 
         Each entry is (id, queue, ttl, at_front, run_at, fields). A retry after a lost
-        reply may find its own job already written: lua/enqueue.lua tells it (same
-        function, arguments and enqueue time) from an older job with the same id, which
-        is still reported as taken.
+        reply (ours, or the client's own) may find its own job already written:
+        lua/enqueue.lua tells it (same function, arguments and enqueue time, to the
+        millisecond) from an older job with the same id, which is still reported as taken.
         """
 
         calls = []
@@ -150,7 +150,7 @@ class Store:
             calls.append((self.scripts.enqueue, job_keys, options + flat))
         started = time.monotonic()
         try:
-            return [r == 1 for r in self._run_scripts(calls)]
+            return [r in (1, 2) for r in self._run_scripts(calls)]
         except _TRANSIENT as exc:
             first_error: Exception = exc
         except redis.RedisError as exc:

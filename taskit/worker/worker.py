@@ -35,6 +35,7 @@ from ..exceptions import (
 )
 from ..job import DEFAULT_FAILURE_TTL, Job, validate_id
 from ..queue import Queue
+from ..storage import keys
 from ..storage.keys import DEFAULT_QUEUE, Field
 from ..storage.store import Fields, Record, Store
 from .execution import Alarm, ColdShutdown, Outcome, call_job
@@ -482,8 +483,10 @@ class Worker:
         records = []
         for job_id, fields in zip(strays, self.store.fetch(strays)):
             if fields is not None and fields.get(Field.WORKER) == self.name.encode():
-                queue = fields.get(Field.QUEUE, DEFAULT_QUEUE.encode()).decode()
-                records.append(Record(job_id, queue, int(fields.get(Field.ATTEMPTS, b"0")), "released"))
+                # a queue field that is no queue name: left to its lease, which names its queue
+                queue = keys.readable_name(fields.get(Field.QUEUE, DEFAULT_QUEUE.encode()))
+                if queue is not None:
+                    records.append(Record(job_id, queue, _int_field(fields, Field.ATTEMPTS, 0), "released"))
         if records:
             self.store.finish(self.name, records[::-1], self.clock())
             log.warning("handed back %d job(s) claimed while the connection was lost: %s",
