@@ -40,7 +40,7 @@ BLOCK_SECONDS = 5.0
 #: step costs Redis a few microseconds per queue (lua/maintain.lua, lua/next_queues.lua)
 MAINTENANCE_CHUNK = 200
 #: how many waiting jobs one call of lua/empty.lua deletes (a few milliseconds of Redis)
-EMPTY_CHUNK = 1000
+EMPTY_CHUNK = 500
 #: how long a job failed as corrupt (its record overwritten) is kept: a year, as a failed job
 CORRUPT_KEEP = 31_536_000
 
