@@ -48,6 +48,7 @@ for q = 3, #KEYS, 5 do
   local queue, wake, started, scheduled, failed = KEYS[q], KEYS[q + 1], KEYS[q + 2], KEYS[q + 3], KEYS[q + 4]
   local name = ARGV[8 + (q - 3) / 5]
   local usable = fits(queue, 'list') and fits(started, 'zset')
+  repair(wake, 'list')  -- idle workers block on it: one of another type would wake them at once
 
   if usable and fits(scheduled, 'zset') then
     local due = redis.call('ZRANGEBYSCORE', scheduled, '-inf', now, 'LIMIT', 0, 1000)

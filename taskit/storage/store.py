@@ -436,9 +436,17 @@ class Store:
         return self.scripts.finish, script_keys, args
 
     def block_for_work(self, queues: Sequence[str], timeout: float) -> bool:
-        """Block until one of the queues is woken (a job was pushed) or `timeout` passes."""
+        """Block until one of the queues is woken (a job was pushed) or `timeout` passes.
+
+        A wake list overwritten by another type counts as a wake: the claim that follows
+        repairs it (lua/claim.lua)."""
         wait = max(0.001, min(timeout, self.block_seconds))
-        return self._call(self.redis.blpop, [keys.wake(q) for q in queues], wait) is not None
+        try:
+            return self._call(self.redis.blpop, [keys.wake(q) for q in queues], wait) is not None
+        except StorageError as exc:
+            if "WRONGTYPE" not in str(exc):
+                raise
+            return True
 
     def heartbeat(
         self,
