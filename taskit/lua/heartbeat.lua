@@ -7,8 +7,8 @@
 -- A worker that could not renew for more than half its lease reports that stall here, so
 -- that verdicts on leases that ran out meanwhile wait for their workers (lib/verdicts.lua).
 -- KEYS: 1 workers zset, 2 worker hash, 3 maintenance hash, then per job: job hash, started zset
--- ARGV: 1 worker name, 2 lease deadline, 3 worker hash ttl seconds, 4 now, 5 stall began
---       ('' = no stall to report), 6 stall ended, 7 grace seconds, then per job: id, token
+-- ARGV: 1 worker name, 2 lease deadline, 3 worker hash ttl seconds, 4 when the stall to
+--       report began ('' = none), 5 grace seconds, then per job: id, token
 -- Fields (see storage/keys.py Field): reads n, w, s.
 --#include guard
 --#include verdicts
@@ -16,12 +16,12 @@ repair(KEYS[1], 'zset')
 repair(KEYS[2], 'hash')
 redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
 redis.call('EXPIRE', KEYS[2], ARGV[3])
-if ARGV[5] ~= '' then
-  hold_verdicts(KEYS[3], unix_time(ARGV[4], 0), ARGV[5], ARGV[6], ARGV[7])
+if ARGV[4] ~= '' then
+  hold_verdicts(KEYS[3], ARGV[4], ARGV[5])
 end
 local lost = {}
 local k = 4
-for a = 8, #ARGV, 2 do
+for a = 6, #ARGV, 2 do
   local id, token = ARGV[a], ARGV[a + 1]
   local job, started = KEYS[k], KEYS[k + 1]
   k = k + 2

@@ -7,9 +7,9 @@
 -- ARGV: 1 now, 2 job key prefix, 3 in-flight prefix, 4 worker hash prefix, 5 deaths before
 --       a job is abandoned, 6 default failure ttl, 7 done list prefix, 8 queue list prefix,
 --       9 wake list prefix, 10 started zset prefix, 11 failed zset prefix, 12 the queue-set
---       cursor to save ('' = leave it), 13 stall began ('' = no stall to report), 14 stall
---       ended, 15 grace seconds, 16 n, then n names to drop from the queue set (not queue
---       names: unreadable), then the queue names of KEYS, one per queue
+--       cursor to save ('' = leave it), 13 when the stall to report began ('' = none),
+--       14 grace seconds, 15 n, then n names to drop from the queue set (not queue names:
+--       unreadable), then the queue names of KEYS, one per queue
 -- A dead worker's jobs are found through its in-flight list, so they come back at the first
 -- step after its lease runs out, whichever queues that step visits; a job whose own lease
 -- ran out is found in its queue's started zset, when a step visits that queue. Verdicts
@@ -33,17 +33,17 @@ local dead, broken, dropped = {}, {}, 0
 repair(KEYS[1], 'zset')
 repair(KEYS[3], 'set')
 if ARGV[13] ~= '' then
-  hold_verdicts(KEYS[2], now, ARGV[13], ARGV[14], ARGV[15])
+  hold_verdicts(KEYS[2], ARGV[13], ARGV[14])
 end
 local cutoff = verdict_time(KEYS[2], now)
 if ARGV[12] ~= '' then
   redis.call('HSET', KEYS[2], 'cursor', ARGV[12])
 end
-local drops = tonumber(ARGV[16])
-for i = 17, 16 + drops do
+local drops = tonumber(ARGV[15])
+for i = 16, 15 + drops do
   redis.call('SREM', KEYS[3], ARGV[i])
 end
-local first_name = 17 + drops
+local first_name = 16 + drops
 
 -- A queue name as storage/keys.py allows it (job.validate_id): keys are built from it.
 local function valid_name(name)

@@ -454,19 +454,17 @@ class Store:
         deadline: float,
         info_ttl: int,
         held: Iterable[tuple[str, str, int]],
-        now: float = 0.0,
-        stall: tuple[float, float] | None = None,
+        stall_began: float | None = None,
         grace: float = 0.0,
     ) -> list[str]:
         """Renew the worker's lease and those of its held (id, queue, token) jobs; return lost ids.
 
-        stall: (began, ended), when the worker could not renew for more than half its
-        lease: verdicts on leases that ran out since it began are held until `grace`
-        seconds after it ended (lua/lib/verdicts.lua).
+        stall_began: when a stall began, if the worker could not renew for more than half its
+        lease: verdicts on leases that ran out since are held for `grace` seconds
+        (lua/lib/verdicts.lua).
         """
-        began, ended = ("", "") if stall is None else (repr(stall[0]), repr(stall[1]))
         script_keys = [keys.WORKERS, keys.worker(worker), keys.MAINTENANCE]
-        args = [worker, deadline, info_ttl, repr(now), began, ended, repr(grace)]
+        args = [worker, deadline, info_ttl, "" if stall_began is None else repr(stall_began), repr(grace)]
         for job_id, queue, token in held:
             script_keys += [keys.job(job_id), keys.registry("started", queue)]
             args += [job_id, token]
@@ -584,7 +582,7 @@ class Store:
         max_deaths: int,
         default_failure_ttl: int,
         queues: Sequence[str] = (),
-        stall: tuple[float, float] | None = None,
+        stall_began: float | None = None,
         grace: float = 0.0,
     ) -> Maintenance | None:
         """The maintenance step, or None if another worker holds the maintenance lock.
@@ -593,7 +591,7 @@ class Store:
         MAINTENANCE_CHUNK names of the queue set (a cursor in Redis walks the whole set,
         step after step), then lua/maintain.lua does the work on those queues and on
         `queues` (the worker's own, visited at every step). Members of the queue set that
-        are not queue names are dropped from it, and reported. stall, grace: as for
+        are not queue names are dropped from it, and reported. stall_began, grace: as for
         `heartbeat`, reported by this worker.
         """
         begun = self._call(
@@ -613,11 +611,10 @@ class Store:
                 keys.wake(queue),
                 *(keys.registry(kind, queue) for kind in ("started", "scheduled", "failed", "finished", "canceled")),
             ]
-        began, ended = ("", "") if stall is None else (repr(stall[0]), repr(stall[1]))
         args = [
             repr(now), keys.JOB, keys.INFLIGHT, keys.worker(""), max_deaths, default_failure_ttl, keys.done(""),
             keys.queue(""), keys.wake(""), keys.registry("started", ""), keys.registry("failed", ""),
-            cursor, began, ended, repr(grace), len(unreadable), *unreadable, *visit,
+            cursor, "" if stall_began is None else repr(stall_began), repr(grace), len(unreadable), *unreadable, *visit,
         ]
         recovered, abandoned, dead, failed, broken, dropped = self._call(self.scripts.maintain, keys=script_keys, args=args)
         return Maintenance(

@@ -77,19 +77,23 @@ class Heartbeat(threading.Thread):
         """Call `callback` once if this process's parent changes (the supervisor died)."""
         self._parent_pid, self._orphaned = parent_pid, callback
 
-    def stall(self, now: float) -> tuple[float, float] | None:
-        """The stall to report at `now`, as (began, ended): the one going on, if the leases have
-        not been renewed for too long, else the last one. Every other live worker was most
-        likely cut off too, so verdicts on its leases must wait (lua/lib/verdicts.lua)."""
+    def stall_began(self, now: float) -> float | None:
+        """When the stall to report at `now` began: the one going on, if the leases have not
+        been renewed for too long, else one that ended less than a lease ago. Every other
+        live worker was most likely cut off too, so verdicts on its leases must wait
+        (lua/lib/verdicts.lua)."""
         if now - self.renewed_at > self.stall_after:
-            return (self.renewed_at, now)
-        return self.last_stall
+            return self.renewed_at
+        if self.last_stall is not None and now - self.last_stall[1] < self.lease:
+            return self.last_stall[0]
+        return None
 
     def beat(self) -> None:
         """Renew the leases now; remember claims that were lost (recovered elsewhere)."""
         held, now = self.held.snapshot(), self.clock()
         stall = (self.renewed_at, now) if now - self.renewed_at > self.stall_after else None
-        lost = set(self.store.heartbeat(self.worker_name, now + self.lease, self.info_ttl, held, now, stall, self.lease))
+        began = None if stall is None else stall[0]
+        lost = set(self.store.heartbeat(self.worker_name, now + self.lease, self.info_ttl, held, began, self.lease))
         self.renewed_at = now
         if stall is not None:
             self.last_stall = stall

@@ -414,7 +414,7 @@ class Worker:
         """Recover the jobs of dead workers and expired leases, and report what needs an operator."""
         result = self.store.maintain(
             now, self.name, int(self.maintenance_interval * 1000), self.max_deaths, DEFAULT_FAILURE_TTL,
-            queues=self.queues, stall=self.heartbeat.stall(now), grace=self.lease,
+            queues=self.queues, stall_began=self.heartbeat.stall_began(now), grace=self.lease,
         )
         if result is None:
             return

@@ -3,39 +3,47 @@
 -- unreachable, the machine suspended, the process paused) reports that stall. Every other
 -- live worker was most likely cut off too and could not renew its own leases meanwhile,
 -- so leases that ran out after the stall began are not judged (expired jobs, dead workers)
--- until `grace` seconds after it ended: long enough for every live worker to heartbeat
--- once. Leases that ran out before the stall are judged as usual. The hold is kept in the
--- maintenance hash: fields hf (held from) and hu (held until), Unix seconds.
+-- for `grace` seconds: long enough for every live worker to heartbeat once. Leases that
+-- ran out before the stall are judged as usual. The hold is kept in the maintenance hash:
+-- hf, the time the stall began (the workers' clock, as lease deadlines are), and hu, when
+-- the hold ends by Redis's own clock (so a worker whose clock jumped cannot stretch it).
 
--- The current hold: from, until (nil, nil when none is in force at `now`).
-local function current_hold(state, now)
+-- Redis's clock, in Unix seconds.
+local function redis_time()
+  local now = redis.call('TIME')
+  return tonumber(now[1]) + tonumber(now[2]) / 1000000
+end
+
+-- The hold in force: the time its stall began, or nil.
+local function held_from(state)
   local hold = redis.call('HMGET', state, 'hf', 'hu')
   local from, to = unix_time(hold[1], nil), unix_time(hold[2], nil)
-  if from and to and to > now then
-    return from, to
+  if from and to and to > redis_time() then
+    return from
   end
-  return nil, nil
+  return nil
 end
 
--- Record a stall [from, to] reported by a worker whose lease is `grace` seconds (ARGV text).
-local function hold_verdicts(state, now, from, to, grace)
+-- Record a stall that began at `began`, reported by a worker whose lease is `grace` seconds
+-- (both ARGV text; a stall reported again while its hold lasts extends it).
+local function hold_verdicts(state, began, grace)
   repair(state, 'hash')
-  from, to, grace = unix_time(from, nil), unix_time(to, nil), number(grace, 0, 0, 86400)
-  if not from or not to or to + grace <= now then
+  local from = unix_time(began, nil)
+  if not from then
     return
   end
-  local held_from, held_until = current_hold(state, now)
-  local hold_until = to + grace
-  if held_from then
-    from, hold_until = math.min(from, held_from), math.max(held_until, hold_until)
+  local earlier = held_from(state)
+  if earlier then
+    from = math.min(from, earlier)
   end
-  redis.call('HSET', state, 'hf', string.format('%.3f', from), 'hu', string.format('%.3f', hold_until))
+  local to = redis_time() + number(grace, 0, 0, 86400)
+  redis.call('HSET', state, 'hf', string.format('%.3f', from), 'hu', string.format('%.3f', to))
 end
 
--- The time up to which leases may be judged: `now`, or during a hold the time it began.
+-- The time up to which leases may be judged: `now`, or during a hold the time its stall began.
 local function verdict_time(state, now)
   repair(state, 'hash')
-  local from = current_hold(state, now)
+  local from = held_from(state)
   if from and from < now then
     return from
   end
