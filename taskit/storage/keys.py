@@ -24,7 +24,8 @@
 
 Times are Unix seconds (floats). Lua scripts get every fixed key through KEYS[];
 job and in-flight keys, which a script only learns while it runs, are built from the
-prefixes below (all keys share one prefix, so a cluster hash tag would cover them).
+prefixes below, and so are the queue keys of a dead worker's jobs in the maintenance
+step (all keys share one prefix, so a cluster hash tag would cover them).
 """
 
 from __future__ import annotations
