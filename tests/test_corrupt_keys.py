@@ -249,10 +249,10 @@ def test_a_wake_list_overwritten_is_repaired_and_the_job_runs(connection, queue)
     assert Worker([queue]).work(burst=True) == 1 and Job.fetch(job.id).result == 1
 
 
-@pytest.mark.parametrize("key", [keys.queue("default"), keys.registry("scheduled", "default"), "bucket"])
+@pytest.mark.parametrize("key", [keys.queue("default"), keys.registry("scheduled", "default"), "bucket", "job"])
 def test_enqueue_refuses_a_data_key_of_the_wrong_type_and_writes_nothing(connection, queue, key):
-    if key == "bucket":
-        key = keys.packed("fixed-id")
+    if key in ("bucket", "job"):
+        key = keys.packed("fixed-id") if key == "bucket" else keys.job("fixed-id")
     connection.set(key, "not what it should be")
     before = connection.dbsize()
     with pytest.raises(StorageError, match=f"WRONGTYPE taskit: {key} is a string"):

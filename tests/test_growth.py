@@ -122,6 +122,12 @@ def test_an_interrupted_emptying_is_finished_by_the_next(connection, queue):
     assert not connection.exists(keys.emptying("default"), keys.queue("default"))
 
 
+def test_a_maintenance_lock_left_without_expiry_does_not_stop_maintenance(connection):
+    connection.set(keys.MAINTENANCE_LOCK, "garbage, no expiry")
+    assert Store.of(connection).maintain(time.time(), "maintainer", 60_000, 3, 60) is not None
+    assert 0 < connection.pttl(keys.MAINTENANCE_LOCK) <= 60_000
+
+
 @pytest.mark.parametrize("name", ["gone", "x" * 128])
 def test_a_queue_whose_keys_are_broken_is_reported_and_kept(connection, name):
     connection.sadd(keys.QUEUES, name)

@@ -15,7 +15,7 @@
 --#include queueing
 --#include packed
 --#include add_job
-check_new_job(KEYS[3], KEYS[4], KEYS[6], ARGV[5], ARGV[6])
+check_new_job(KEYS[2], KEYS[3], KEYS[4], KEYS[6], ARGV[5], ARGV[6])
 local tick = unix_time(ARGV[1], nil)
 if not tick then
   error(redis.error_reply('ERR taskit: tick ' .. ARGV[1] .. ' is not a time'))

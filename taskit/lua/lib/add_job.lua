@@ -3,7 +3,8 @@
 -- Refuse (raise, before anything is written) when a key a new job is written to holds
 -- another type, or when its ttl or run-at is not a number. The wake list and the
 -- queue-name set are not checked here: add_job repairs them.
-local function check_new_job(bucket, queue, scheduled, ttl, run_at)
+local function check_new_job(job, bucket, queue, scheduled, ttl, run_at)
+  refuse_unless(job, 'hash')
   refuse_unless(bucket, 'hash')
   refuse_unless(queue, 'list')
   refuse_unless(scheduled, 'zset')
