@@ -144,7 +144,7 @@ def test_claims_and_records_of_thousands_of_jobs_stay_within_lua_limits(connecti
 def test_an_unreadable_last_tick_is_replaced_and_the_tick_enqueued(connection, caplog):
     entry = periodic(fault_tasks.work, 60, args=[1], name="corrupt-tick", queue="ticks")
     try:
-        for corrupt in ("not a number", "nan", "inf"):
+        for corrupt in ("not a number", "nan", "inf", "9e10"):
             connection.set(keys.periodic("corrupt-tick"), corrupt)
             tick_job = entry.job_id(entry.schedule.previous(time.time()))
             connection.delete(keys.job(tick_job))

@@ -2,8 +2,9 @@
 -- KEYS[1] holds the last tick enqueued; a tick at or before it is refused. When the
 -- task is seen for the first time (no last tick) a tick that is already past is only
 -- remembered, not run, so a newly deployed schedule waits for its next tick. A last tick
--- that cannot be read (not a number, or not a string) is replaced by this tick, and the
--- tick is enqueued unless its job exists (its id is the same on every worker).
+-- that cannot be read (not a time, more than ten years after this tick, not a string) is
+-- replaced by this tick, and the tick is enqueued unless its job exists (its id is the
+-- same on every worker).
 -- KEYS: 1 last-tick string, 2 job hash, 3 packed-job bucket, 4 queue list, 5 wake list,
 --       6 scheduled zset, 7 queues set
 -- ARGV: 1 tick (Unix time), 2 '1' = a past tick (remember only if first seen), 3 job id,
@@ -23,7 +24,7 @@ end
 local last, unreadable = nil, false
 local found = key_type(KEYS[1])
 if found == 'string' then
-  last = unix_time(redis.call('GET', KEYS[1]), nil)
+  last = number(redis.call('GET', KEYS[1]), nil, 0, tick + 315576000)
   unreadable = last == nil
 elseif found ~= 'none' then
   unreadable = true

@@ -14,11 +14,13 @@ local function redis_time()
   return tonumber(now[1]) + tonumber(now[2]) / 1000000
 end
 
--- The hold in force: the time its stall began, or nil.
+-- The hold in force: the time its stall began, or nil. One that would last longer than any
+-- grace is garbage, not a hold.
+local MAX_GRACE = 86400
 local function held_from(state)
   local hold = redis.call('HMGET', state, 'hf', 'hu')
-  local from, to = unix_time(hold[1], nil), unix_time(hold[2], nil)
-  if from and to and to > redis_time() then
+  local from, to, now = unix_time(hold[1], nil), unix_time(hold[2], nil), redis_time()
+  if from and to and to > now and to <= now + MAX_GRACE then
     return from
   end
   return nil
@@ -36,7 +38,7 @@ local function hold_verdicts(state, began, grace)
   if earlier then
     from = math.min(from, earlier)
   end
-  local to = redis_time() + number(grace, 0, 0, 86400)
+  local to = redis_time() + number(grace, 0, 0, MAX_GRACE)
   redis.call('HSET', state, 'hf', string.format('%.3f', from), 'hu', string.format('%.3f', to))
 end
 
