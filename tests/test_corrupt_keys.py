@@ -344,3 +344,13 @@ def test_a_retry_after_a_lost_reply_still_reports_an_older_job_with_the_same_id(
         Queue(connection=client).enqueue(fault_tasks.work, 2, job_id="taken")
     assert dropped.is_set()
     assert Job.fetch("taken").args == (1,) and Queue().count == 1
+
+
+def test_the_same_job_enqueued_twice_at_once_is_still_a_duplicate(connection, queue):
+    """Within one millisecond, a second enqueue of the same job finds what a retry of the
+    first would find (the very job); this Store knows it was told the first was written."""
+    for i in range(50):
+        job = Job.create(func=fault_tasks.work, args=(i,), id=f"twice-{i}", connection=connection)
+        queue.enqueue_job(job)
+        with pytest.raises(DuplicateJobError):
+            queue.enqueue_job(job)

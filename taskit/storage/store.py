@@ -68,6 +68,7 @@ class Store:
         self.where = describe(connection)
         self.scripts = Scripts(connection)
         self.retry_seconds = retry_seconds
+        self._written = _Written()
         # a block must end well before the socket times out, or it reads as an outage
         socket_timeout = connection.connection_pool.connection_kwargs.get("socket_timeout")
         self.block_seconds = min(BLOCK_SECONDS, socket_timeout / 2) if socket_timeout else BLOCK_SECONDS
@@ -137,9 +138,10 @@ class Store:
         """Write jobs and push them, all in one round trip; False where the id was taken.
 
         Each entry is (id, queue, ttl, at_front, run_at, fields). A retry after a lost
-        reply (ours, or the client's own) may find its own job already written:
+        reply (ours, or redis-py's own) may find its own job already written:
         lua/enqueue.lua tells it (same function, arguments and enqueue time, to the
-        millisecond) from an older job with the same id, which is still reported as taken.
+        millisecond) from an older job with the same id, which is still reported as taken
+        (see `_Written` for the same job enqueued twice by this process).
         """
 
         calls = []
@@ -150,12 +152,12 @@ class Store:
             calls.append((self.scripts.enqueue, job_keys, options + flat))
         started = time.monotonic()
         try:
-            return [r in (1, 2) for r in self._run_scripts(calls)]
+            results = self._run_scripts(calls)
         except _TRANSIENT as exc:
-            first_error: Exception = exc
+            results = self._retry(started, exc, self._run_scripts, calls)
         except redis.RedisError as exc:
             raise StorageError(f"Redis at {self.where} refused the command: {exc}") from None
-        return [r in (1, 2) for r in self._retry(started, first_error, self._run_scripts, calls)]
+        return [self._written.written(job[0], job[5], r) for job, r in zip(jobs, results)]
 
     def enqueue_ticks(
         self, ticks: Sequence[tuple[str, float, bool, str, str, int | None, float | None, dict[str, Any]]]
@@ -621,6 +623,32 @@ class Store:
             _texts(recovered), _texts(abandoned), _texts(dead), _texts(failed), _texts(broken), int(dropped),
             _texts(unreadable),
         )
+
+
+class _Written:
+    """(id, enqueue time) of the jobs this Store wrote lately, to read lua/enqueue.lua's
+    answer 2 ("the job stored is this very one: same function, arguments and enqueue time").
+    That is a retry finding its own write, after a lost reply (the Store's retry, or
+    redis-py's own, invisible here), unless this Store was already told it wrote that job:
+    then it is the same job enqueued twice within a millisecond, a duplicate."""
+
+    SIZE = 4096
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._recent: dict[tuple[str, Any], None] = {}
+
+    def written(self, job_id: str, fields: Mapping[str, Any], answer: int) -> bool:
+        if answer not in (1, 2):
+            return False
+        key = (job_id, fields.get(keys.Field.ENQUEUED))
+        with self._lock:
+            if answer == 2 and key in self._recent:
+                return False
+            self._recent[key] = None
+            if len(self._recent) > self.SIZE:
+                del self._recent[next(iter(self._recent))]
+        return True
 
 
 class Maintenance(NamedTuple):
