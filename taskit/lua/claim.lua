@@ -8,7 +8,8 @@
 --       5 job key prefix, 6 packed-job bucket prefix, 7 failure ttl of a corrupt job,
 --       8.. the queue names, one per queue of KEYS
 -- Fields (see storage/keys.py Field): reads s, rc, tl, n; writes s, n, st, w, al (and c, e
--- when promoting). The returned fields are read before those writes; the caller knows them.
+-- when promoting; lib/failing.lua's for a corrupt job). The returned fields are read before
+-- those writes; the caller knows them.
 -- A packed job (lib/packed.lua) is taken out of its bucket and given its own hash here.
 -- 'al' is 1 for a job claimed on its own: only such a job is blamed if its worker dies
 -- (lib/recover.lua), since in a batch it may not have been the one running.

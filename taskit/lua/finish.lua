@@ -12,7 +12,8 @@
 --           released : never ran (prefetched); back to the front of the queue
 --           interrupted: stopped mid-run by a cold shutdown; back to the front
 --   keep: 0 delete at once, -1 keep forever, n keep n seconds (more than 100 years: forever)
--- Fields (see storage/keys.py Field): reads n, s, wt, rn, w, tl; writes s, en, r, x, rn, n, c, e.
+-- Fields (see storage/keys.py Field): reads n, s, wt, rn, w, tl; writes s, en, r, x, rn, n, c, e
+-- (and lib/failing.lua's for a job failed instead).
 -- The script never raises on data (lib/guard.lua), so one bad job costs only itself: a job
 -- whose key was overwritten by something other than a hash is failed as corrupt
 -- (lib/failing.lua), and a job whose outcome cannot be written where it goes (that

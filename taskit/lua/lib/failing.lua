@@ -1,4 +1,6 @@
 -- Shared (include guard and signal_end first): end a job as failed, for good.
+-- Fields (see storage/keys.py Field): writes s, en, x; a record that replaces an overwritten
+-- one also gets f (empty), q and what the caller adds (n, w).
 
 -- Mark a job (a hash) failed with `reason` as its exc_info, keep it `keep` seconds (-1:
 -- forever) and list it in the failed registry, unless that registry is broken too (then
