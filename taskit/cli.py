@@ -295,6 +295,9 @@ def info(url: str) -> None:
             f"{q.name:20} {q.count:>8} {q.started_job_registry.count:>8} {q.scheduled_job_registry.count:>10} "
             f"{q.failed_job_registry.count:>8} {q.finished_job_registry.count:>9}"
         )
+    unreadable = Store.of(connection).read_queue_names()[1]
+    if unreadable:
+        click.echo(f"({unreadable} unreadable queue name(s) skipped: not valid queue names)")
     workers = Store.of(connection).worker_details()
     click.echo(f"{len(workers)} worker(s)" + (":" if workers else ""))
     now = time.time()

@@ -35,7 +35,7 @@ from .exceptions import (
     WaitTimeoutError,
 )
 from .schedule import MAX_SECONDS
-from .storage.keys import DEFAULT_QUEUE, Field
+from .storage.keys import DEFAULT_QUEUE, NAME, Field
 from .storage.store import Fields, Store
 
 if TYPE_CHECKING:
@@ -65,7 +65,7 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "retry": None,
 }
 
-_ID = re.compile(r"[A-Za-z0-9_.:@-]{1,128}")
+_ID = NAME
 
 
 class JobStatus(str, Enum):

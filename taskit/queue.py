@@ -54,7 +54,8 @@ class Queue:
 
     @classmethod
     def all(cls, connection: redis.Redis | None = None) -> list[Queue]:
-        """Every queue that has ever had a job enqueued."""
+        """Every queue that holds a job (waiting, running, scheduled or kept in a registry);
+        the maintenance step drops a queue emptied of everything, an enqueue adds it back."""
         return [cls(name, connection) for name in Store.of(config.get_connection(connection)).queue_names()]
 
     @property
