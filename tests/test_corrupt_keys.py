@@ -354,3 +354,11 @@ def test_the_same_job_enqueued_twice_at_once_is_still_a_duplicate(connection, qu
         queue.enqueue_job(job)
         with pytest.raises(DuplicateJobError):
             queue.enqueue_job(job)
+
+
+def test_the_scripts_bound_durations_as_the_api_does():
+    """A record's duration over the API's bound reads as forever in Lua: the two bounds are one."""
+    from taskit.schedule import MAX_SECONDS
+    from taskit.storage.scripts import source
+
+    assert f"local MAX_SECONDS = {MAX_SECONDS}" in source("finish")

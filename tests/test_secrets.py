@@ -121,7 +121,7 @@ def test_storage_errors_name_redis_without_the_secret(redis_server, connection: 
     connection.set("taskit:job:wrong-type", "a string")
     with pytest.raises(StorageError) as refused:
         Job.fetch("wrong-type", connection=live)
-    assert str(refused.value).startswith(f"Redis at redis://***@127.0.0.1:{redis_server.port}/0 refused the command")
+    assert str(refused.value).startswith(f"Redis at redis://***@127.0.0.1:{redis_server.port}/0 refused ")
     for message in (str(unreachable.value), str(refused.value)):
         assert SECRET not in message
     dead.close()

@@ -61,7 +61,7 @@ end
 
 -- A ttl or keep in whole seconds: -1 (forever), 0 .. 100 years, or `default` when unreadable.
 -- A longer one, which Redis would refuse to EXPIRE (and abort the script), is forever.
-local MAX_SECONDS = 3153600000
+local MAX_SECONDS = 3155760000  -- taskit.schedule.MAX_SECONDS (tests/test_corrupt_keys.py checks they agree)
 local function seconds(value, default)
   local n = tonumber(value)
   if n == nil or n ~= n or (n < 0 and n ~= -1) then
