@@ -65,7 +65,9 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "retry": None,
 }
 
-_ID = re.compile(r"[A-Za-z0-9_.:@-]{1,128}")
+#: longest job id, queue name or worker name
+MAX_ID_LENGTH = 128
+_ID = re.compile(rf"[A-Za-z0-9_.:@-]{{1,{MAX_ID_LENGTH}}}")
 
 
 class JobStatus(str, Enum):
@@ -382,7 +384,9 @@ class Job:
             name = "result"
             self._outcome_loaded = self._status in ENDED
             self._result = serialization.loads(f.get(Field.RESULT))
-        except (KeyError, ValueError, TypeError, UnicodeDecodeError, SerializationError) as exc:
+        except (KeyError, ValueError, TypeError, UnicodeDecodeError, SerializationError, RecursionError) as exc:
+            # (RecursionError: data nested too deep for a check that recurses; job data is
+            # whatever someone wrote, so reading it must end in this one error)
             missing = isinstance(exc, KeyError)
             raise SerializationError(
                 f"job {self.id} is corrupt: field {name!r} is {'missing' if missing else 'unreadable'}"

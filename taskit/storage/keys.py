@@ -58,7 +58,7 @@ def packed(job_id: str) -> str:
     cancel, save_meta or wait (lua/lib/packed.lua; the same bucket arithmetic is there).
     """
     bucket = 0
-    for byte in job_id.encode():
+    for byte in job_id.encode("utf-8", "surrogateescape"):  # (an id read from Redis may not be UTF-8)
         bucket = (bucket * 31 + byte) % PACKED_BUCKETS
     return f"{PACKED}{bucket}"
 

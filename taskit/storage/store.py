@@ -50,6 +50,9 @@ class Store:
         self.where = describe(connection)
         self.scripts = Scripts(connection)
         self.retry_seconds = retry_seconds
+        #: calls that found the connection lost, so far (a Redis restart may have lost what
+        #: the caller keeps there: the worker registers again when this changes)
+        self.lost_connections = 0
         # a block must end well before the socket times out, or it reads as an outage
         socket_timeout = connection.connection_pool.connection_kwargs.get("socket_timeout")
         self.block_seconds = min(BLOCK_SECONDS, socket_timeout / 2) if socket_timeout else BLOCK_SECONDS
@@ -83,6 +86,7 @@ class Store:
         try:
             return fn(*args)
         except _TRANSIENT as exc:
+            self.lost_connections += 1
             raise RedisUnavailableError(f"cannot reach Redis at {self.where}: {exc}") from None
         except redis.RedisError as exc:
             raise StorageError(f"Redis at {self.where} refused the command: {exc}") from None
@@ -185,8 +189,8 @@ class Store:
         def run() -> list[Fields | None]:
             pipe = self.redis.pipeline(transaction=True)
             for job_id in job_ids:
-                pipe.hgetall(keys.job(job_id))
-                pipe.hget(keys.packed(job_id), job_id)
+                pipe.hgetall(_raw(keys.job(job_id)))
+                pipe.hget(keys.packed(job_id), _raw(job_id))
             replies = pipe.execute()
             return [_job_fields(raw, packed) for raw, packed in zip(replies[0::2], replies[1::2])]
 
@@ -345,19 +349,20 @@ class Store:
         return self.scripts.claim, script_keys, [worker, now, deadline, limit, keys.JOB, keys.PACKED]
 
     def _finish(self, worker: str, records: Sequence[Record], now: float) -> Any:
-        script_keys = [keys.inflight(worker)]
+        script_keys: list[str | bytes] = [keys.inflight(worker)]
         args: list[Any] = [now, worker]
         for r in records:
             target = {"finished": "finished", "failed": "failed", "scheduled": "scheduled"}.get(r.outcome, "started")
+            job_id, job_key, done_key = _job_wire(r.job_id)
             script_keys += [
-                keys.job(r.job_id),
+                job_key,
                 keys.registry("started", r.queue),
                 keys.registry(target, r.queue),
                 keys.queue(r.queue),
                 keys.wake(r.queue),
-                keys.done(r.job_id),
+                done_key,
             ]
-            args += [r.job_id, r.token, r.outcome, r.payload, r.keep, "" if r.run_at is None else r.run_at]
+            args += [job_id, r.token, r.outcome, r.payload, r.keep, "" if r.run_at is None else r.run_at]
         return self.scripts.finish, script_keys, args
 
     def block_for_work(self, queues: Sequence[str], timeout: float) -> bool:
@@ -369,12 +374,14 @@ class Store:
         self, worker: str, deadline: float, info_ttl: int, held: Iterable[tuple[str, str, int]]
     ) -> list[str]:
         """Renew the worker's lease and those of its held (id, queue, token) jobs; return lost ids."""
-        script_keys, args = [keys.WORKERS, keys.worker(worker)], [worker, deadline, info_ttl]
+        script_keys: list[str | bytes] = [keys.WORKERS, keys.worker(worker)]
+        args: list[Any] = [worker, deadline, info_ttl]
         for job_id, queue, token in held:
-            script_keys += [keys.job(job_id), keys.registry("started", queue)]
-            args += [job_id, token]
+            wire_id, job_key, _ = _job_wire(job_id)
+            script_keys += [job_key, keys.registry("started", queue)]
+            args += [wire_id, token]
         lost = self._call(self.scripts.heartbeat, keys=script_keys, args=args)
-        return [i.decode() for i in lost]
+        return [_text(i) for i in lost]
 
     def register_worker(self, worker: str, info: dict[str, str], deadline: float, info_ttl: int) -> None:
         def run() -> None:
@@ -423,7 +430,7 @@ class Store:
         ]
 
     def inflight(self, worker: str) -> list[str]:
-        return [i.decode() for i in self._call(self.redis.lrange, keys.inflight(worker), 0, -1)]
+        return [_text(i) for i in self._call(self.redis.lrange, keys.inflight(worker), 0, -1)]
 
     def reap(self, worker: str, now: float, max_deaths: int, default_failure_ttl: int) -> tuple[list[str], list[str]]:
         """Recover at once every job a worker that is known dead held (two round trips).
@@ -516,7 +523,7 @@ def _job_fields(raw: dict[bytes, bytes], packed: bytes | None) -> Fields | None:
     """A job's fields from its hash, or else from its packed entry (lib/packed.lua); an
     unreadable entry yields only its status, so reading the job reports it corrupt."""
     if raw:
-        return {k.decode(): v for k, v in raw.items()}
+        return {_text(k): v for k, v in raw.items()}
     if packed is None:
         return None
     try:
@@ -540,6 +547,26 @@ def _bytes(value: bytes | int) -> bytes:
 Claimed = list[tuple[str, int, int, Fields]]
 
 
+def _text(raw: bytes) -> str:
+    """A job id or field name read from Redis. taskit writes ASCII, but anyone can write to
+    Redis: bytes that are not UTF-8 become surrogates, which `_raw` turns back into the
+    same bytes, so such a job can still be recorded (as failed) rather than crash its reader."""
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def _raw(text: str) -> str | bytes:
+    """`text` as redis-py must be given it: redis-py encodes str strictly, which fails on
+    the surrogates of `_text`."""
+    return text if text.isascii() else text.encode("utf-8", "surrogateescape")
+
+
+def _job_wire(job_id: str) -> tuple[str | bytes, str | bytes, str | bytes]:
+    """A job's id, hash key and done key as redis-py must be given them (see `_raw`)."""
+    if job_id.isascii():
+        return job_id, keys.job(job_id), keys.done(job_id)
+    return _raw(job_id), _raw(keys.job(job_id)), _raw(keys.done(job_id))
+
+
 def _parse_claim(reply: Any, worker: str, now: float) -> tuple[Claimed, float | None]:
     """(id, token, queue index, fields) per claimed job, and the next scheduled run-at.
 
@@ -555,8 +582,13 @@ def _parse_claim(reply: Any, worker: str, now: float) -> tuple[Claimed, float | 
     }
     for i in range(0, len(flat), 4):
         pairs = flat[i + 3]
-        fields = {pairs[j].decode(): pairs[j + 1] for j in range(0, len(pairs), 2)}
+        try:
+            job_id = flat[i].decode()
+            fields = {pairs[j].decode(): pairs[j + 1] for j in range(0, len(pairs), 2)}
+        except UnicodeDecodeError:  # written by hand: see _text
+            job_id = _text(flat[i])
+            fields = {_text(pairs[j]): pairs[j + 1] for j in range(0, len(pairs), 2)}
         fields.update(started)
         fields[keys.Field.ATTEMPTS] = b"%d" % flat[i + 1]
-        claimed.append((flat[i].decode(), int(flat[i + 1]), int(flat[i + 2]), fields))
+        claimed.append((job_id, int(flat[i + 1]), int(flat[i + 2]), fields))
     return claimed, float(next_run_at) if next_run_at else None

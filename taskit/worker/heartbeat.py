@@ -101,6 +101,8 @@ class Heartbeat(threading.Thread):
                     self.beat()
             except TaskitError as exc:  # the main loop reports outages; keep beating
                 log.debug("heartbeat failed: %s", exc)
+            except Exception:  # (a bug here must not stop every lease being renewed)
+                log.exception("heartbeat failed; trying again at the next beat")
 
     def stop(self) -> None:
         self._stop_event.set()
