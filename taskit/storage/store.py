@@ -29,7 +29,8 @@ from .scripts import Scripts
 T = TypeVar("T")
 Fields = dict[str, bytes]
 
-#: how long a producer call keeps retrying an unreachable Redis before it raises
+#: how long a producer call may wait for an unreachable Redis before it raises, its first
+#: attempt included (so a client's socket timeout, config.SOCKET_TIMEOUT, must be shorter)
 RETRY_SECONDS = 5.0
 #: longest single blocking wait (halved to stay below a client's shorter socket timeout)
 BLOCK_SECONDS = 5.0
@@ -94,24 +95,41 @@ class Store:
     def _retry(self, started: float, error: Exception, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Retry `fn` within what is left of the budget that began at `started`.
 
-        The budget covers the first attempt too: a client that retries on its own (as
-        redis-py's default client does) must not stretch it.
+        The budget bounds the whole wait, the first attempt included: a client that retries
+        on its own (as redis-py's default client does) must not stretch it, and no attempt
+        starts that would end past the budget if it took as long as the slowest one so far
+        (against a frozen Redis, every attempt lasts a whole socket timeout).
         """
-        left = self.retry_seconds - (time.monotonic() - started)
+        self.lost_connections += 1
+        slowest = time.monotonic() - started
+        backoff = tenacity.wait_exponential(multiplier=0.1, max=1.0)
+
+        def attempt() -> T:
+            nonlocal slowest
+            began = time.monotonic()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                slowest = max(slowest, time.monotonic() - began)
+
+        def out_of_budget(state: tenacity.RetryCallState | None) -> bool:
+            wait = backoff(state) if state is not None else 0.0
+            return time.monotonic() - started + wait + slowest > self.retry_seconds
+
         try:
-            if left > 0:
+            if not out_of_budget(None):
                 return tenacity.Retrying(
-                    stop=tenacity.stop_after_delay(left),
-                    wait=tenacity.wait_exponential(multiplier=0.1, max=1.0),
+                    stop=out_of_budget,
+                    wait=backoff,
                     retry=tenacity.retry_if_exception_type(_TRANSIENT),
                     reraise=True,
-                )(fn, *args, **kwargs)
+                )(attempt)
         except _TRANSIENT as exc:
             error = exc
         except redis.RedisError as exc:
             raise StorageError(f"Redis at {self.where} refused the command: {exc}") from None
         raise RedisUnavailableError(
-            f"cannot reach Redis at {self.where} (gave up after {time.monotonic() - started:.1f}s): {error}"
+            f"cannot reach Redis at {self.where} (tried for {time.monotonic() - started:.1f}s): {error}"
         ) from None
 
     def ping(self) -> None:
