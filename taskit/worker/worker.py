@@ -175,10 +175,10 @@ class Worker:
         self.heartbeat = heartbeat
         try:
             self._register()
+            if self.monitor is not None:
+                self.monitor.worker_ready()  # connected: a death from now on is not a start-up crash
             self._announce()
             heartbeat.start()
-            if self.monitor is not None:
-                self.monitor.worker_ready()  # started: a death from now on is not a start-up crash
             while not self._stop_requested:
                 if max_jobs is not None and self.jobs_run >= max_jobs and not self._batch:
                     break
