@@ -185,3 +185,21 @@ def test_a_job_whose_stall_check_finds_redis_away_still_runs(connection: redis.R
     for i, job in enumerate(jobs):
         job = Job.fetch(job.id)
         assert (job.get_status(), job.result) == (JobStatus.FINISHED, i), job
+
+
+def test_a_beat_under_way_at_shutdown_does_not_bring_the_worker_back(connection: redis.Redis, monkeypatch):
+    w = Worker([Queue()], lease=1, name="signing-off")  # a beat every 0.25 s
+    real_heartbeat, beating = w.store.heartbeat, threading.Event()
+
+    def slow_heartbeat(*args: Any) -> list[str]:
+        beating.set()
+        time.sleep(1.5)  # the loop stops meanwhile, and the worker signs off...
+        return real_heartbeat(*args)  # ...before this puts it back on the list of live workers
+
+    monkeypatch.setattr(w.store, "heartbeat", slow_heartbeat)
+    stopper = threading.Thread(target=lambda: beating.wait(10) and w.request_stop())
+    stopper.start()
+    w.work()
+    stopper.join()
+    time.sleep(2)  # (longer than the beat takes)
+    assert connection.zscore(keys.WORKERS, "signing-off") is None

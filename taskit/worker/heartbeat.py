@@ -105,4 +105,8 @@ class Heartbeat(threading.Thread):
                 log.exception("heartbeat failed; trying again at the next beat")
 
     def stop(self) -> None:
+        """Stop beating, and wait for a beat under way: one that ended after the worker
+        signed off would put it back on the list of live workers."""
         self._stop_event.set()
+        if self.is_alive() and self is not threading.current_thread():
+            self.join()
