@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import importlib
 import logging
+import math
 import os
 import sys
 import time
@@ -26,10 +27,11 @@ from .exceptions import (
     NoSuchJobError,
     TaskitError,
 )
-from .job import Job
+from .job import Job, validate_id
 from .queue import Queue
 from .registry import FailedJobRegistry
 from .storage import keys
+from .storage.keys import MAX_NAME_LENGTH
 from .storage.store import Store
 
 
@@ -127,6 +129,45 @@ def import_modules(modules: Sequence[str], paths: Sequence[str]) -> None:
             raise click.ClickException(f"cannot import module {name!r}: {type(exc).__name__}: {exc}") from None
 
 
+class UsageError(click.ClickException):
+    """A bad command line, said in one line (click's own usage errors print the usage too)."""
+
+    exit_code = 2
+
+
+#: the -c N processes are named NAME.1, NAME.2, ...: room for the dot and 7 digits of restarts
+_CHILD_SUFFIX = 8
+#: --lease and --maintenance-interval, in seconds
+_SECONDS_RANGE = (0.1, 86_400.0)
+
+
+def check_worker_options(modules: Sequence[str], queues: Sequence[str], name: str | None, concurrency: int | None,
+                         **seconds: float) -> None:
+    """Refuse a bad `taskit worker` command line before anything is imported, forked or
+    started: under -c N, a worker process that cannot start is restarted, again and again."""
+    if not modules:
+        raise UsageError(
+            "name the modules that define your tasks, e.g. `taskit worker myapp.tasks`: "
+            "a worker runs only functions from the modules it imports"
+        )
+    try:
+        for queue in queues:
+            validate_id(queue, "queue name")
+        if name is not None:
+            validate_id(name, "worker name")
+    except InvalidJobIdError as exc:
+        raise UsageError(str(exc)) from None
+    if name is not None and concurrency is not None and len(name) + _CHILD_SUFFIX > MAX_NAME_LENGTH:
+        raise UsageError(
+            f"worker name {name[:20]!r}... is too long for -c: its processes are named NAME.1, NAME.2, ..., "
+            f"so use at most {MAX_NAME_LENGTH - _CHILD_SUFFIX} characters"
+        )
+    low, high = _SECONDS_RANGE
+    for option, value in seconds.items():
+        if not (math.isfinite(value) and low <= value <= high):
+            raise UsageError(f"--{option.replace('_', '-')} must be from {low:g} to {high:g} seconds, not {value:g}")
+
+
 def worker_queues(given: Sequence[str]) -> list[str]:
     """The -q queues; without any, 'default' and every queue a discovered task names."""
     if given:
@@ -153,9 +194,9 @@ def worker_queues(given: Sequence[str]) -> list[str]:
                    "and kills one whose job is stuck past its timeout. Default: one process, no parent.")
 @click.option("-P", "--path", "paths", multiple=True, type=click.Path(file_okay=False),
               help="Directory to import MODULES from (the current directory always is).")
-@click.option("--lease", type=click.FloatRange(min=0.1), default=20.0, show_default=True,
+@click.option("--lease", type=float, default=20.0, show_default=True,
               help="Seconds a claim lives without a heartbeat; a dead worker's jobs return about this long after it dies.")
-@click.option("--maintenance-interval", type=click.FloatRange(min=0.1), default=5.0, show_default=True,
+@click.option("--maintenance-interval", type=float, default=5.0, show_default=True,
               help="Seconds between maintenance steps (recovering jobs of dead workers, promoting, cleaning).")
 @click.option("--max-deaths", type=click.IntRange(min=1), default=3, show_default=True,
               help="Times a job may kill its worker before it is failed as abandoned.")
@@ -184,6 +225,7 @@ def worker(modules: tuple[str, ...], queues: tuple[str, ...], url: str, burst: b
     SIGTERM or Ctrl-C finishes the current job and exits; a second one stops at once and
     puts the job back on its queue.
     """
+    check_worker_options(modules, queues, name, concurrency, lease=lease, maintenance_interval=maintenance_interval)
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     import_modules(modules, paths)
     connection = _connect(url)

@@ -19,7 +19,10 @@ from .exceptions import ConfigurationError
 
 DEFAULT_URL = "redis://localhost:6379/0"
 CONNECT_TIMEOUT = 2.0  # seconds; a dead Redis must fail fast, not hang a producer
-SOCKET_TIMEOUT = 10.0  # longer than any blocking command taskit issues (see storage.BLOCK_SECONDS)
+#: seconds a reply may take. Shorter than a producer's retry budget (storage.store.RETRY_SECONDS),
+#: so that a frozen Redis, which makes every attempt last this long, is reported within that
+#: budget; twice any block taskit asks of Redis (storage.store.Store.block_seconds).
+SOCKET_TIMEOUT = 4.0
 #: what a user name or password is shown as
 REDACTED = "***"
 

@@ -382,7 +382,9 @@ class Job:
             name = "result"
             self._outcome_loaded = self._status in ENDED
             self._result = serialization.loads(f.get(Field.RESULT))
-        except (KeyError, ValueError, TypeError, UnicodeDecodeError, SerializationError) as exc:
+        except (KeyError, ValueError, TypeError, UnicodeDecodeError, SerializationError, RecursionError) as exc:
+            # (RecursionError: data nested too deep for a check that recurses; job data is
+            # whatever someone wrote, so reading it must end in this one error)
             missing = isinstance(exc, KeyError)
             raise SerializationError(
                 f"job {self.id} is corrupt: field {name!r} is {'missing' if missing else 'unreadable'}"

@@ -49,7 +49,9 @@ MAINTENANCE_LOCK = f"{PREFIX}:lock:maintenance"
 MAINTENANCE = f"{PREFIX}:maintenance"
 
 #: what a job id, queue name or worker name may be (job.validate_id); keys are built from them
-NAME = re.compile(r"[A-Za-z0-9_.:@-]{1,128}")
+#: longest job id, queue name or worker name
+MAX_NAME_LENGTH = 128
+NAME = re.compile(rf"[A-Za-z0-9_.:@-]{{1,{MAX_NAME_LENGTH}}}")
 
 REGISTRIES = ("started", "finished", "failed", "canceled", "scheduled")
 
@@ -68,7 +70,7 @@ def packed(job_id: str) -> str:
     cancel, save_meta or wait (lua/lib/packed.lua; the same bucket arithmetic is there).
     """
     bucket = 0
-    for byte in job_id.encode():
+    for byte in job_id.encode("utf-8", "surrogateescape"):  # (an id read from Redis may not be UTF-8)
         bucket = (bucket * 31 + byte) % PACKED_BUCKETS
     return f"{PACKED}{bucket}"
 

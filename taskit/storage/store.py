@@ -32,7 +32,8 @@ Fields = dict[str, bytes]
 
 log = logging.getLogger("taskit.storage")
 
-#: how long a producer call keeps retrying an unreachable Redis before it raises
+#: how long a producer call may wait for an unreachable Redis before it raises, its first
+#: attempt included (so a client's socket timeout, config.SOCKET_TIMEOUT, must be shorter)
 RETRY_SECONDS = 5.0
 #: longest single blocking wait (halved to stay below a client's shorter socket timeout)
 BLOCK_SECONDS = 5.0
@@ -62,6 +63,9 @@ class Store:
         self.scripts = Scripts(connection)
         self.retry_seconds = retry_seconds
         self._written = _Written()
+        #: calls that found the connection lost, so far (a Redis restart may have lost what
+        #: the caller keeps there: the worker registers again when this changes)
+        self.lost_connections = 0
         # a block must end well before the socket times out, or it reads as an outage
         socket_timeout = connection.connection_pool.connection_kwargs.get("socket_timeout")
         self.block_seconds = min(BLOCK_SECONDS, socket_timeout / 2) if socket_timeout else BLOCK_SECONDS
@@ -95,6 +99,7 @@ class Store:
         try:
             return fn(*args)
         except _TRANSIENT as exc:
+            self.lost_connections += 1
             raise RedisUnavailableError(f"cannot reach Redis at {self.where}: {exc}") from None
         except redis.RedisError as exc:
             raise StorageError(f"Redis at {self.where} refused the command: {exc}") from None
@@ -102,24 +107,41 @@ class Store:
     def _retry(self, started: float, error: Exception, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Retry `fn` within what is left of the budget that began at `started`.
 
-        The budget covers the first attempt too: a client that retries on its own (as
-        redis-py's default client does) must not stretch it.
+        The budget bounds the whole wait, the first attempt included: a client that retries
+        on its own (as redis-py's default client does) must not stretch it, and no attempt
+        starts that would end past the budget if it took as long as the slowest one so far
+        (against a frozen Redis, every attempt lasts a whole socket timeout).
         """
-        left = self.retry_seconds - (time.monotonic() - started)
+        self.lost_connections += 1
+        slowest = time.monotonic() - started
+        backoff = tenacity.wait_exponential(multiplier=0.1, max=1.0)
+
+        def attempt() -> T:
+            nonlocal slowest
+            began = time.monotonic()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                slowest = max(slowest, time.monotonic() - began)
+
+        def out_of_budget(state: tenacity.RetryCallState | None) -> bool:
+            wait = backoff(state) if state is not None else 0.0
+            return time.monotonic() - started + wait + slowest > self.retry_seconds
+
         try:
-            if left > 0:
+            if not out_of_budget(None):
                 return tenacity.Retrying(
-                    stop=tenacity.stop_after_delay(left),
-                    wait=tenacity.wait_exponential(multiplier=0.1, max=1.0),
+                    stop=out_of_budget,
+                    wait=backoff,
                     retry=tenacity.retry_if_exception_type(_TRANSIENT),
                     reraise=True,
-                )(fn, *args, **kwargs)
+                )(attempt)
         except _TRANSIENT as exc:
             error = exc
         except redis.RedisError as exc:
             raise StorageError(f"Redis at {self.where} refused the command: {exc}") from None
         raise RedisUnavailableError(
-            f"cannot reach Redis at {self.where} (gave up after {time.monotonic() - started:.1f}s): {error}"
+            f"cannot reach Redis at {self.where} (tried for {time.monotonic() - started:.1f}s): {error}"
         ) from None
 
     def ping(self) -> None:
@@ -222,8 +244,8 @@ class Store:
             names = []
             for job_id in job_ids:
                 names += [keys.job(job_id), keys.packed(job_id)]
-                pipe.hgetall(names[-2])
-                pipe.hget(names[-1], job_id)
+                pipe.hgetall(_raw(names[-2]))
+                pipe.hget(names[-1], _raw(job_id))
             replies = self._named(pipe.execute(raise_on_error=False), names)
             return [_job_fields(raw, packed) for raw, packed in zip(replies[0::2], replies[1::2])]
 
@@ -414,20 +436,21 @@ class Store:
         return self.scripts.claim, script_keys, args
 
     def _finish(self, worker: str, records: Sequence[Record], now: float) -> Any:
-        script_keys = [keys.inflight(worker)]
+        script_keys: list[str | bytes] = [keys.inflight(worker)]
         args: list[Any] = [now, worker, CORRUPT_KEEP]
         for r in records:
             target = {"finished": "finished", "failed": "failed", "scheduled": "scheduled"}.get(r.outcome, "started")
+            job_id, job_key, done_key = _job_wire(r.job_id)
             script_keys += [
-                keys.job(r.job_id),
+                job_key,
                 keys.registry("started", r.queue),
                 keys.registry(target, r.queue),
                 keys.registry("failed", r.queue),
                 keys.queue(r.queue),
                 keys.wake(r.queue),
-                keys.done(r.job_id),
+                done_key,
             ]
-            args += [r.job_id, r.token, r.outcome, r.payload, r.keep, "" if r.run_at is None else r.run_at, r.queue]
+            args += [job_id, r.token, r.outcome, r.payload, r.keep, "" if r.run_at is None else r.run_at, r.queue]
         return self.scripts.finish, script_keys, args
 
     def block_for_work(self, queues: Sequence[str], timeout: float) -> bool:
@@ -458,13 +481,14 @@ class Store:
         lease: verdicts on leases that ran out since are held for `grace` seconds
         (lua/lib/verdicts.lua).
         """
-        script_keys = [keys.WORKERS, keys.worker(worker), keys.MAINTENANCE]
-        args = [worker, deadline, info_ttl, "" if stall_began is None else repr(stall_began), repr(grace)]
+        script_keys: list[str | bytes] = [keys.WORKERS, keys.worker(worker), keys.MAINTENANCE]
+        args: list[Any] = [worker, deadline, info_ttl, "" if stall_began is None else repr(stall_began), repr(grace)]
         for job_id, queue, token in held:
-            script_keys += [keys.job(job_id), keys.registry("started", queue)]
-            args += [job_id, token]
+            wire_id, job_key, _ = _job_wire(job_id)
+            script_keys += [job_key, keys.registry("started", queue)]
+            args += [wire_id, token]
         lost = self._call(self.scripts.heartbeat, keys=script_keys, args=args)
-        return [i.decode() for i in lost]
+        return [_text(i) for i in lost]
 
     def register_worker(self, worker: str, info: dict[str, str], deadline: float, info_ttl: int) -> None:
         def run() -> None:
@@ -522,9 +546,8 @@ class Store:
         ]
 
     def inflight(self, worker: str) -> list[str]:
-        """The ids in a worker's in-flight list (an entry that is no job id is left out)."""
-        ids = self._call(self.redis.lrange, keys.inflight(worker), 0, -1)
-        return [job_id for job_id in map(keys.readable_name, ids) if job_id is not None]
+        """The ids in a worker's in-flight list (see `_text` for ids that are not UTF-8)."""
+        return [_text(i) for i in self._call(self.redis.lrange, keys.inflight(worker), 0, -1)]
 
     def reap(self, worker: str, now: float, max_deaths: int, default_failure_ttl: int) -> tuple[list[str], list[str]]:
         """Recover at once every job a worker that is known dead held (two round trips).
@@ -751,6 +774,26 @@ def _bytes(value: bytes | int) -> bytes:
 Claimed = list[tuple[str, int, int, Fields]]
 
 
+def _text(raw: bytes) -> str:
+    """A job id or field name read from Redis. taskit writes ASCII, but anyone can write to
+    Redis: bytes that are not UTF-8 become surrogates, which `_raw` turns back into the
+    same bytes, so such a job can still be recorded (as failed) rather than crash its reader."""
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def _raw(text: str) -> str | bytes:
+    """`text` as redis-py must be given it: redis-py encodes str strictly, which fails on
+    the surrogates of `_text`."""
+    return text if text.isascii() else text.encode("utf-8", "surrogateescape")
+
+
+def _job_wire(job_id: str) -> tuple[str | bytes, str | bytes, str | bytes]:
+    """A job's id, hash key and done key as redis-py must be given them (see `_raw`)."""
+    if job_id.isascii():
+        return job_id, keys.job(job_id), keys.done(job_id)
+    return _raw(job_id), _raw(keys.job(job_id)), _raw(keys.done(job_id))
+
+
 def _parse_claim(reply: Any, worker: str, now: float) -> tuple[Claimed, float | None]:
     """(id, token, queue index, fields) per claimed job, and the next scheduled run-at.
 
@@ -772,9 +815,7 @@ def _parse_claim(reply: Any, worker: str, now: float) -> tuple[Claimed, float | 
         keys.Field.WORKER: worker.encode(),
     }
     for i in range(0, len(flat), 4):
-        job_id = keys.readable_name(flat[i])
-        if job_id is None:  # not an id taskit writes; its lease runs out and it is recovered
-            continue
+        job_id = _text(flat[i])  # an id written by hand may not be UTF-8: see _text
         pairs = flat[i + 3]
         fields = _text_keys(zip(pairs[0::2], pairs[1::2]))
         fields.update(started)

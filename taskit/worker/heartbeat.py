@@ -129,6 +129,12 @@ class Heartbeat(threading.Thread):
                         next_beat = 0.0  # it waited out a stall: renew again at once, reporting it
             except TaskitError as exc:  # the main loop reports outages; keep beating
                 log.debug("heartbeat failed: %s", exc)
+            except Exception:  # (a bug here must not stop every lease being renewed)
+                log.exception("heartbeat failed; trying again at the next beat")
 
     def stop(self) -> None:
+        """Stop beating, and wait for a beat under way: one that ended after the worker
+        signed off would put it back on the list of live workers."""
         self._stop_event.set()
+        if self.is_alive() and self is not threading.current_thread():
+            self.join()

@@ -2,15 +2,19 @@
 
 The parent forks the workers after the task modules are imported, then watches them:
 
-* a worker that dies is replaced (with backoff if it keeps dying), and the jobs it held
-  go back on their queues at once instead of after its lease;
+* a worker that dies is replaced at once, and the jobs it held go back on their queues
+  at once instead of after its lease; only a worker that dies before its loop started
+  (it could not connect, say) is replaced with backoff (1, 2, 4 ... 30 s), so that a
+  pool whose workers are being killed keeps running jobs, and one that cannot start
+  does not spin;
 * a job that runs past its timeout and does not stop (stuck in C code, where SIGALRM
   cannot reach it) has its worker process killed and is failed with JobTimeoutError;
 * SIGTERM / SIGINT to the parent reaches every worker: the first finishes current jobs,
   a second stops at once. Workers stop on their own if the parent disappears.
 
 Each worker writes the job it is running into a small shared-memory board, so the
-parent knows which job to fail when it kills a worker, without asking Redis.
+parent knows which job to fail when it kills a worker, without asking Redis; the board
+also says which workers have started their loop, and which signal the parent got.
 """
 
 from __future__ import annotations
@@ -37,10 +41,32 @@ _SLOT = struct.Struct("dq128s128s")  # deadline, token, queue, job id (names are
 
 
 class JobBoard:
-    """Shared memory where worker i says which job it runs and when it must be done by."""
+    """Shared memory where worker i says which job it runs and when it must be done by, and
+    whether its loop has started; and where the parent says which stop signal it got."""
 
     def __init__(self, size: int) -> None:
-        self._map = mmap.mmap(-1, _SLOT.size * size)
+        self._flags = _SLOT.size * size  # then one byte per worker: its loop started
+        self._signal = self._flags + size  # then the stop signal the parent got (0: none)
+        self._map = mmap.mmap(-1, self._signal + 1)
+
+    def spawning(self, index: int) -> None:
+        """A new worker process takes slot i: nothing started yet."""
+        self.ended(index)
+        self._map[self._flags + index] = 0
+
+    def ready(self, index: int) -> None:
+        self._map[self._flags + index] = 1
+
+    def was_ready(self, index: int) -> bool:
+        return self._map[self._flags + index] == 1
+
+    def got_signal(self, signum: int) -> None:
+        self._map[self._signal] = signum
+
+    def stop_signal(self) -> str | None:
+        """The name of the stop signal the parent got, if it got one."""
+        signum = self._map[self._signal]
+        return signal.Signals(signum).name if signum else None
 
     def started(self, index: int, job_id: str, queue: str, token: int, timeout: float | None) -> None:
         deadline = time.time() + timeout + HARD_KILL_GRACE if timeout else 0.0
@@ -69,6 +95,14 @@ class BoardMonitor:
     def job_ended(self) -> None:
         self.board.ended(self.index)
 
+    def worker_ready(self) -> None:
+        """The worker connected, registered and starts its loop."""
+        self.board.ready(self.index)
+
+    def stop_signal(self) -> str | None:
+        """The signal the parent got, if the stop signal this worker got is the parent's."""
+        return self.board.stop_signal()
+
 
 class Supervisor:
     """Runs `concurrency` workers built by `make_worker(name, monitor, parent_pid)`."""
@@ -91,7 +125,7 @@ class Supervisor:
         self.board = JobBoard(concurrency)
         self.children: dict[int, tuple[int, str, float]] = {}  # pid -> (index, worker name, started)
         self.restart_at: dict[int, float] = {}  # index -> when to start it again
-        self.backoff: dict[int, float] = {}
+        self.backoff: dict[int, float] = {}  # index -> the last delay after a start-up crash
         self.timed_out: set[int] = set()
         self.signals = 0
 
@@ -115,6 +149,7 @@ class Supervisor:
     def _spawn(self, index: int) -> None:
         self.spawned += 1
         name = f"{self.name}.{self.spawned}"
+        self.board.spawning(index)
         pid = os.fork()
         if pid == 0:  # the worker process
             code = 1
@@ -125,6 +160,8 @@ class Supervisor:
                 worker = self.make_worker(name, BoardMonitor(self.board, index), os.getppid())
                 worker.work(burst=self.burst, max_jobs=self.max_jobs)
                 code = 0
+            except TaskitError as exc:  # Redis is away at start-up, say: one line, no traceback
+                log.error("worker process %d stopped: %s", os.getpid(), exc)
             except BaseException:
                 log.exception("worker process %d crashed", os.getpid())
             finally:
@@ -137,20 +174,29 @@ class Supervisor:
             pid, status = os.waitpid(-1, os.WNOHANG)
             if pid == 0:
                 return
-            index, name, started = self.children.pop(pid)
+            index, name, _ = self.children.pop(pid)
+            started = self.board.was_ready(index)
             self.board.ended(index)
             code = os.waitstatus_to_exitcode(status)
             if code == 0 and pid not in self.timed_out:
-                continue  # finished on its own: a burst that ran dry, --max-jobs, or a stop
-            how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit status {code}"
-            self.timed_out.discard(pid)
-            self._recover(name, how)
-            if not self.signals:
-                lived = time.monotonic() - started
-                delay = 0.0 if lived > 10 else min(30.0, max(1.0, self.backoff.get(index, 0.5) * 2))
+                if self.burst or self.max_jobs is not None or self.signals:
+                    continue  # finished on its own: a burst that ran dry, --max-jobs, or our stop
+                how = "it was asked to stop, but not by this process"
+            else:
+                how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit status {code}"
+                self.timed_out.discard(pid)
+                self._recover(name, how)
+            if self.signals:
+                continue
+            if started:  # killed or crashed while working: replace it now
+                self.backoff.pop(index, None)
+                self.restart_at[index] = time.monotonic()
+                log.warning("worker process %d ended (%s); starting a new one now", pid, how)
+            else:  # it never got going: starting it again at once would only spin
+                delay = min(30.0, self.backoff.get(index, 0.5) * 2)
                 self.backoff[index] = delay
                 self.restart_at[index] = time.monotonic() + delay
-                log.warning("worker process %d ended (%s); starting a new one in %.0fs", pid, how, delay)
+                log.warning("worker process %d could not start (%s); trying again in %.0fs", pid, how, delay)
 
     def _recover(self, name: str, how: str) -> None:
         """Put the jobs of a dead worker back on their queues now, not after its lease."""
@@ -203,6 +249,7 @@ class Supervisor:
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         self.signals += 1
+        self.board.got_signal(signum)  # so that the workers can say why they stop
         what = "finishing current jobs" if self.signals == 1 else "stopping at once"
         log.warning("%s: %s in %d worker process(es)", signal.Signals(signum).name, what, len(self.children))
         for pid in self.children:

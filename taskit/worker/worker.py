@@ -10,21 +10,24 @@ prefetched job nor a finished job's result is stuck behind a slow one.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import math
 import os
 import signal
 import socket
 import threading
 import time
+import traceback
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import redis
 import tenacity
 
-from .. import config, functions
+from .. import config, display, functions
 from ..exceptions import (
     ConfigurationError,
     RedisUnavailableError,
@@ -38,7 +41,7 @@ from ..queue import Queue
 from ..storage import keys
 from ..storage.keys import DEFAULT_QUEUE, Field
 from ..storage.store import Fields, Record, Store
-from .execution import Alarm, ColdShutdown, Outcome, call_job
+from .execution import Alarm, ColdShutdown, Outcome, call_job, describe_error
 from .heartbeat import Heartbeat, Held
 
 log = logging.getLogger("taskit.worker")
@@ -113,8 +116,11 @@ class Worker:
                 names.append(qname)
         if not names:
             raise ConfigurationError("a worker needs at least one queue")
-        if lease <= 0 or maintenance_interval <= 0 or prefetch < 1 or max_deaths < 1:
-            raise ConfigurationError("lease, maintenance_interval, prefetch and max_deaths must be positive")
+        for what, seconds in (("lease", lease), ("maintenance_interval", maintenance_interval)):
+            if not (isinstance(seconds, (int, float)) and math.isfinite(seconds) and seconds > 0):
+                raise ConfigurationError(f"{what} must be a positive number of seconds, not {seconds!r}")
+        if prefetch < 1 or max_deaths < 1:
+            raise ConfigurationError("prefetch and max_deaths must be positive")
         if heartbeat_interval is not None and not 0 < heartbeat_interval < lease:
             raise ConfigurationError(
                 f"heartbeat_interval must be more than 0 and less than the lease ({lease}s), not {heartbeat_interval}"
@@ -149,6 +155,8 @@ class Worker:
         self._refusals = 0
         self._reported: set[str] = set()  # broken keys already logged
         self._wake = threading.Event()
+        self._registration: dict[str, str] = {}
+        self._losses_seen = 0  # store.lost_connections when this worker last registered
         self.jobs_run = 0
 
     # -- the loop --------------------------------------------------------------------
@@ -168,6 +176,9 @@ class Worker:
         self.heartbeat = heartbeat
         try:
             self._register()
+            if self.monitor is not None:
+                self.monitor.worker_ready()  # connected: a death from now on is not a start-up crash
+            self._announce()
             heartbeat.start()
             while not self._stop_requested:
                 if max_jobs is not None and self.jobs_run >= max_jobs and not self._batch:
@@ -196,8 +207,7 @@ class Worker:
             limit = self._window
             if max_jobs is not None:
                 limit = max(1, min(limit, max_jobs - self.jobs_run))
-            recorded = bool(self._pending)
-            claimed, next_run_at = self._record_and_claim(now, limit)
+            recorded, claimed, next_run_at = self._record_and_claim(now, limit)
             if not claimed:
                 if recorded:
                     # a retry just recorded may be runnable; only a claim that records
@@ -217,15 +227,17 @@ class Worker:
             self._flush()
         return True
 
-    def _record_and_claim(self, now: float, limit: int) -> tuple[int, float | None]:
+    def _record_and_claim(self, now: float, limit: int) -> tuple[bool, int, float | None]:
+        """Send the pending outcomes and claim the next batch: (recorded any, claimed, next run-at)."""
         deadline = now + self.lease
-        if self._pending:
+        records = self._take_pending()
+        if records:
             _crash.hit("before_record")
-            recorded, claimed, next_run_at = self.store.finish_and_claim(
-                self.name, self._pending, now, self.queues, deadline, limit
-            )
-            self._recorded(self._pending, recorded)
-            self._pending = []
+            with self._sending(records):
+                recorded, claimed, next_run_at = self.store.finish_and_claim(
+                    self.name, records, now, self.queues, deadline, limit
+                )
+            self._recorded(records, recorded)
             _crash.hit("after_record")
         else:
             claimed, next_run_at = self.store.claim(self.name, self.queues, now, deadline, limit)
@@ -237,7 +249,7 @@ class Worker:
             self.held.add(job_id, queue, token)
             with self._lock:
                 self._batch.append((job_id, token, queue, fields))
-        return len(claimed), next_run_at
+        return bool(records), len(claimed), next_run_at
 
     def _idle(self, next_run_at: float | None) -> None:
         now = self.clock()
@@ -254,46 +266,60 @@ class Worker:
             self._add_record(Record(job_id, queue, token, "released"))
             return
         if self.clock() - max(self.heartbeat.renewed_at, self._claimed_at) > self.lease / 2:
-            self.heartbeat.beat()  # a stall (paused process, swapping): are these claims still ours?
+            # a stall (paused process, swapping): are these claims still ours?
+            try:
+                self.heartbeat.beat()
+            except BaseException:  # Redis is away: the job waits, first in line, for the loop to go on
+                with self._lock:
+                    self._batch.appendleft((job_id, token, queue, fields))
+                raise
         if (job_id, token) in self.heartbeat.lost:
             self.heartbeat.lost.discard((job_id, token))
             self.held.discard(job_id)
             return
         try:
-            job = Job.from_fields(job_id, fields, self.connection)
-            _ = job.args  # unpacks the arguments now: unreadable ones are refused, not run
-            target = functions.resolve(job.func_name, self.modules)
-        except (SerializationError, TaskNotAllowedError) as exc:
-            log.error("%s: refused job %s: %s", queue, job_id, exc)
-            failure_ttl = _int_field(fields, Field.FAILURE_TTL, DEFAULT_FAILURE_TTL)
-            text = f"taskit.exceptions.{type(exc).__name__}: {exc}"
-            self._add_record(Record(job_id, queue, token, "failed", text.encode(), failure_ttl))
+            record = self._attempt(job_id, token, queue, fields)
+        except Exception as exc:  # noqa: BLE001 (the rule: what goes wrong with one job fails that job, never the worker)
+            record = _failure_of(job_id, token, queue, fields, exc)
+        if record.outcome == "interrupted":
+            self._stop_requested = True  # a cold shutdown: the job goes back, and it did not run
+        else:
             self.jobs_run += 1
-            return
+        self._add_record(record)
+
+    def _attempt(self, job_id: str, token: int, queue: str, fields: Fields) -> Record:
+        """Load, resolve and run one job, and build its record. The task's own exceptions are
+        its outcome; anything this raises (unreadable data, a function this worker may not
+        run, a failure around the task) becomes the job's failure in `_run`."""
+        if not job_id.isascii():  # not even UTF-8 (see storage.store._text): written by hand
+            raise SerializationError(f"job id {display.shown(job_id)} is corrupt: not an id taskit writes")
+        job = Job.from_fields(job_id, fields, self.connection)
+        _ = job.args  # unpacks the arguments now: unreadable ones fail the job, and nothing runs
+        target = functions.resolve(job.func_name, self.modules)
+        outcome = self._execute(job, target, queue, token)
+        if outcome.interrupted:
+            log.warning("%s: %s interrupted by shutdown; back on the queue (job %s)", queue, display.call(job), job_id)
+            return Record(job_id, queue, token, "interrupted")
+        self._adapt(outcome.seconds)
+        return self._record_for(job, token, queue, outcome)
+
+    def _execute(self, job: Job, target: Callable[..., Any], queue: str, token: int) -> Outcome:
+        """Run the job's function, with the supervisor and the heartbeat thread told it runs."""
         if self.monitor is not None:
-            self.monitor.job_started(job_id, queue, token, job.timeout)
-        with self._lock:
-            self._running_since = time.monotonic()
+            self.monitor.job_started(job.id, queue, token, job.timeout)
+        self._running_since = time.monotonic()  # (only its end must be under the lock: see _while_slow)
         try:
-            outcome = call_job(job, target, self.alarm, keep_result=job.result_ttl != 0)
+            return call_job(job, target, self.alarm, keep_result=job.result_ttl != 0)
         finally:
             with self._lock:
                 self._running_since = None
-        if self.monitor is not None:
-            self.monitor.job_ended()
-        self.jobs_run += 1
-        if outcome.interrupted:
-            log.warning("%s: %s interrupted by shutdown; back on the queue (job %s)", queue, job.func_name, job_id)
-            self._add_record(Record(job_id, queue, token, "interrupted"))
-            self._stop_requested = True
-            return
-        self._adapt(outcome.seconds)
-        self._add_record(self._record_for(job, token, queue, outcome))
+            if self.monitor is not None:
+                self.monitor.job_ended()
 
     def _record_for(self, job: Job, token: int, queue: str, outcome: Outcome) -> Record:
         if outcome.error is None:
             if log.isEnabledFor(logging.INFO):
-                log.info("%s: %s finished in %s (job %s)", queue, _short(job), _took(outcome.seconds), job.id)
+                log.info("%s: %s finished in %s (job %s)", queue, display.call(job), _took(outcome.seconds), job.id)
             return Record(job.id, queue, token, "finished", outcome.packed_result or b"", job.result_ttl)
         # outcome.summary is safe even when the exception's str() raises
         return failure_record(job, token, queue, outcome.error, outcome.summary, outcome.traceback, self.clock())
@@ -325,12 +351,8 @@ class Worker:
         for job_id, _, _, _ in waiting:
             self.held.discard(job_id)
         released = _released(waiting)
-        try:
+        with self._sending(records):
             results = self.store.finish(self.name, records + released, self.clock())
-        except TaskitError:
-            with self._lock:
-                self._pending[:0] = records
-            raise
         self._recorded(records, results)
         if released:
             log.info(
@@ -340,18 +362,40 @@ class Worker:
 
     # -- recording -------------------------------------------------------------------
 
+    # The pending outcomes are shared with the heartbeat thread (`_while_slow` sends them
+    # while a slow job runs): the list is only added to, taken or put back under the lock.
+
     def _add_record(self, record: Record) -> None:
         """Queue an outcome for recording. The job stays held (its lease renewed) until the
         record is written, however long the next job of the batch takes."""
-        if not self._pending:
-            self._pending_since = self.clock()
-        self._pending.append(record)
+        with self._lock:
+            if not self._pending:
+                self._pending_since = self.clock()
+            self._pending.append(record)
+
+    def _take_pending(self) -> list[Record]:
+        with self._lock:
+            records, self._pending = self._pending, []
+        return records
+
+    @contextlib.contextmanager
+    def _sending(self, records: list[Record]) -> Iterator[None]:
+        """Records taken to be sent go back to the front of the pending list if sending
+        them fails, to be sent again later, ahead of any added meanwhile."""
+        try:
+            yield
+        except BaseException:
+            with self._lock:
+                self._pending[:0] = records
+            raise
 
     def _flush(self) -> None:
-        if self._pending:
+        records = self._take_pending()
+        if records:
             _crash.hit("before_record")
-            self._recorded(self._pending, self.store.finish(self.name, self._pending, self.clock()))
-            self._pending = []
+            with self._sending(records):
+                results = self.store.finish(self.name, records, self.clock())
+            self._recorded(records, results)
             _crash.hit("after_record")
 
     def _recorded(self, records: list[Record], results: list[int]) -> None:
@@ -374,23 +418,47 @@ class Worker:
     # -- the books -------------------------------------------------------------------
 
     def _register(self) -> None:
-        info = {
-            "host": socket.gethostname(),
-            "pid": str(os.getpid()),
-            "queues": ",".join(self.queues),
-            "started_at": repr(time.time()),
-        }
-        self.store.register_worker(self.name, info, self.clock() + self.lease, int(self.lease) + 60)
+        """Say who this worker is (`taskit info` shows it). Done again after the connection
+        was lost, since a Redis restart may have lost the registration."""
+        if not self._registration:
+            self._registration = {
+                "host": socket.gethostname(),
+                "pid": str(os.getpid()),
+                "queues": ",".join(self.queues),
+                "started_at": repr(time.time()),
+            }
+        self._losses_seen = self.store.lost_connections
+        self.store.register_worker(self.name, self._registration, self.clock() + self.lease, int(self.lease) + 60)
+
+    def _announce(self) -> None:
         tasks = sorted(functions.registered_tasks())
         log.info(
             "worker %s started; queues: %s; %d task%s: %s",
             self.name, ", ".join(self.queues), len(tasks), "" if len(tasks) == 1 else "s", ", ".join(tasks) or "none",
         )
+        if tasks:
+            return
+        if self.modules:
+            log.warning(
+                "module%s %s register%s no @task: only functions defined in %s can run, and a job naming "
+                "any other function fails with TaskNotAllowedError. If your tasks are defined elsewhere, "
+                "give that module instead (taskit worker myapp.tasks)",
+                "" if len(self.modules) == 1 else "s", ", ".join(self.modules),
+                "s" if len(self.modules) == 1 else "", "it" if len(self.modules) == 1 else "them",
+            )
+        elif not functions.enqueued_names():
+            log.warning(
+                "this worker was given no modules and knows no task, so every job will fail with "
+                "TaskNotAllowedError: name the modules that define your tasks "
+                "(taskit worker myapp.tasks, or Worker(..., modules=['myapp.tasks']))"
+            )
 
     def _maintain(self, now: float) -> None:
         """The maintenance step. Its parts are kept apart: one that fails (a corrupt key, a
         bug) is logged and the others still run; only an outage stops the step."""
         self._next_maintenance = now + self.maintenance_interval
+        if self.store.lost_connections != self._losses_seen:
+            self._register()
         # periodic tasks: enqueue their due ticks, each once across workers (issue 5)
         from ..periodic import enqueue_due
 
@@ -442,9 +510,10 @@ class Worker:
     def _shutdown(self) -> None:
         """Record what is pending, hand back prefetched jobs, and sign off."""
         with self._lock:
-            for record in _released(self._batch):
-                self._add_record(record)
+            waiting = list(self._batch)
             self._batch.clear()
+        for record in _released(waiting):
+            self._add_record(record)
         try:
             self._flush()
             self._release_strays()
@@ -476,7 +545,9 @@ class Worker:
         """Hand back jobs in this worker's in-flight list that it does not know of: claimed by
         a round trip whose reply was lost with the connection (taskit never retries a claim,
         but a redis-py client with retries on may). One LRANGE when there are none."""
-        known = {job_id for job_id, _, _ in self.held.snapshot()} | {r.job_id for r in self._pending}
+        with self._lock:
+            known = {r.job_id for r in self._pending}
+        known.update(job_id for job_id, _, _ in self.held.snapshot())
         strays = [job_id for job_id in self.store.inflight(self.name) if job_id not in known]
         if not strays:
             return
@@ -485,8 +556,10 @@ class Worker:
             if fields is not None and fields.get(Field.WORKER) == self.name.encode():
                 # a queue field that is no queue name: left to its lease, which names its queue
                 queue = keys.readable_name(fields.get(Field.QUEUE, DEFAULT_QUEUE.encode()))
-                if queue is not None:
-                    records.append(Record(job_id, queue, _int_field(fields, Field.ATTEMPTS, 0), "released"))
+                if queue is None:
+                    log.error("job %s has a corrupt queue field; leaving it to its lease", display.name(job_id))
+                    continue
+                records.append(Record(job_id, queue, _int_field(fields, Field.ATTEMPTS, 0), "released"))
         if records:
             self.store.finish(self.name, records[::-1], self.clock())
             log.warning("handed back %d job(s) claimed while the connection was lost: %s",
@@ -517,14 +590,23 @@ class Worker:
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         name = signal.Signals(signum).name
+        # under `-c N` the supervising process passes its stop signal on as SIGTERM
+        forwarded = self.monitor.stop_signal() if self.monitor is not None else None
         if self._stop_requested:
             if self.alarm.in_job:
-                log.warning("%s again: stopping now; the running job goes back on its queue", name)
+                cause = f"the supervising process got {forwarded} again" if forwarded else f"{name} again"
+                log.warning("%s: stopping now; the running job goes back on its queue", cause)
                 raise ColdShutdown()
             return
         self._stop_requested = True
         self._wake.set()
-        log.warning("%s: finishing the current job, then stopping (send it again to stop at once)", name)
+        if forwarded:
+            log.warning(
+                "the supervising process got %s and asked this worker to stop: finishing the current job, "
+                "then stopping (another %s to it stops at once)", forwarded, forwarded,
+            )
+        else:
+            log.warning("%s: finishing the current job, then stopping (send it again to stop at once)", name)
 
     def _orphaned(self) -> None:
         log.warning("the supervising process %d is gone; stopping after the current job", self.parent_pid)
@@ -542,14 +624,17 @@ def failure_record(job: Job, token: int, queue: str, error: BaseException, summa
     from ..retry import delay_after_failure
 
     delay = delay_after_failure(job, error, now)
-    payload = text.encode()
+    payload = text.encode("utf-8", "backslashreplace")  # (a message may hold lone surrogates)
+    summary = display.clipped(summary, 200)
     if delay is None:
         log.error(
             "%s: %s failed: %s (job %s, attempt %d); kept in the failed registry",
-            queue, _short(job), summary, job.id, job.attempts,
+            queue, display.call(job), summary, job.id, job.attempts,
         )
         return Record(job.id, queue, token, "failed", payload, job.failure_ttl)
-    log.warning("%s: %s failed: %s; retry %d in %s (job %s)", queue, _short(job), summary, job.retries + 1, _took(delay), job.id)
+    log.warning(
+        "%s: %s failed: %s; retry %d in %s (job %s)", queue, display.call(job), summary, job.retries + 1, _took(delay), job.id
+    )
     if delay <= 0:
         return Record(job.id, queue, token, "retry", payload)
     return Record(job.id, queue, token, "scheduled", payload, run_at=now + delay)
@@ -573,9 +658,24 @@ def _released(batch: Iterable[tuple[str, int, str, Fields]]) -> list[Record]:
     return [Record(job_id, queue, token, "released") for job_id, token, queue, _ in reversed(list(batch))]
 
 
-def _short(job: Job, limit: int = 80) -> str:
-    text = job.description
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+def _failure_of(job_id: str, token: int, queue: str, fields: Fields, exc: Exception) -> Record:
+    """The failure record of a job that went wrong outside its task: its data could not be
+    read, it names a function this worker may not run, or something broke while the worker
+    loaded, logged or recorded it. Every such error of `Worker._run` comes here, and this
+    never raises: the job fails with the reason in its exc_info, and the worker goes on."""
+    shown_id = display.name(job_id)
+    if isinstance(exc, (SerializationError, TaskNotAllowedError)):
+        text = f"taskit.exceptions.{type(exc).__name__}: {exc}"
+        log.error("%s: refused job %s: %s", queue, shown_id, display.clipped(str(exc), 300))
+    else:
+        try:
+            trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        except Exception:  # noqa: BLE001 (say what failed, however little can be said)
+            trace = describe_error(exc)
+        text = f"the worker failed while handling this job (the error is taskit's, not the task's):\n{trace}"
+        log.error("%s: job %s failed in the worker, outside its task: %s", queue, shown_id, display.clipped(describe_error(exc), 300))
+    failure_ttl = _int_field(fields, Field.FAILURE_TTL, DEFAULT_FAILURE_TTL)
+    return Record(job_id, queue, token, "failed", text.encode("utf-8", "backslashreplace"), failure_ttl)
 
 
 def _took(seconds: float) -> str:
