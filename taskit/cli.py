@@ -10,10 +10,11 @@ from __future__ import annotations
 import functools
 import importlib
 import logging
+import math
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import click
@@ -26,20 +27,47 @@ from .exceptions import (
     NoSuchJobError,
     TaskitError,
 )
-from .job import Job, JobStatus
+from .job import Job, JobStatus, validate_id
 from .queue import Queue
 from .registry import FailedJobRegistry
-from .storage.store import describe
+from .storage import keys
+from .storage.keys import MAX_NAME_LENGTH
+from .storage.store import Store
+
+
+def url_in_effect() -> str:
+    """The Redis URL a command uses without -u, redacted, and where it comes from."""
+    from_env = os.environ.get("TASKIT_REDIS_URL")
+    if from_env:
+        return f"{config.redact_url(from_env)} (from TASKIT_REDIS_URL)"
+    return f"{config.DEFAULT_URL} (the default; TASKIT_REDIS_URL is not set)"
+
+
+class _UrlOption(click.Option):
+    """-u/--url: its help names the URL in effect when the help is shown, not the one
+    in effect when this module was imported."""
+
+    def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
+        self.help = f"Redis URL. Without it: {url_in_effect()}."
+        return super().get_help_record(ctx)
+
 
 url_option = click.option(
     "-u",
     "--url",
+    cls=_UrlOption,
     envvar="TASKIT_REDIS_URL",
     default=config.DEFAULT_URL,
-    show_default=True,
     metavar="URL",
-    help="Redis URL, e.g. redis://localhost:6379/0 (env: TASKIT_REDIS_URL).",
 )
+
+
+class _TaskitGroup(click.Group):
+    def format_help_text(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        super().format_help_text(ctx, formatter)
+        formatter.write_paragraph()
+        with formatter.indentation():
+            formatter.write_text(f"Redis URL now: {url_in_effect()}.")
 
 
 def _connect(url: str) -> Any:
@@ -52,7 +80,7 @@ def _connect(url: str) -> Any:
     try:
         connection.ping()
     except redis.RedisError as exc:
-        raise click.ClickException(f"cannot reach Redis at {describe(connection)}: {exc}") from None
+        raise click.ClickException(f"cannot reach Redis at {config.describe(connection)}: {exc}") from None
     # code run here (a task enqueuing another job, Queue() without connection=) uses it too
     config.configure(connection=connection)
     return connection
@@ -71,7 +99,7 @@ def _fail_cleanly(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_TaskitGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="taskit")
 def main() -> None:
     """taskit: background jobs in Redis.
@@ -86,8 +114,8 @@ def main() -> None:
       taskit cancel JOB_ID                       stop a job, even a running one
       taskit info                                queues, registries, workers
 
-    The Redis URL comes from -u/--url or TASKIT_REDIS_URL (default
-    redis://localhost:6379/0). Run `taskit COMMAND --help` for a command's options.
+    The Redis URL comes from -u/--url, else TASKIT_REDIS_URL, else
+    redis://localhost:6379/0. Run `taskit COMMAND --help` for a command's options.
     """
 
 
@@ -101,6 +129,55 @@ def import_modules(modules: Sequence[str], paths: Sequence[str]) -> None:
             importlib.import_module(name)
         except Exception as exc:  # noqa: BLE001 (any import-time error is the operator's to fix, in one line)
             raise click.ClickException(f"cannot import module {name!r}: {type(exc).__name__}: {exc}") from None
+
+
+class UsageError(click.ClickException):
+    """A bad command line, said in one line (click's own usage errors print the usage too)."""
+
+    exit_code = 2
+
+
+#: the -c N processes are named NAME.1, NAME.2, ...: room for the dot and 7 digits of restarts
+_CHILD_SUFFIX = 8
+#: the options given in seconds, and the range of each
+_SECONDS_RANGE = {"lease": (0.1, 86_400.0), "maintenance_interval": (0.1, 86_400.0), "shutdown_timeout": (0.0, 86_400.0)}
+
+
+def check_worker_options(modules: Sequence[str], queues: Sequence[str], name: str | None, concurrency: int | None,
+                         *, counts: Mapping[str, int], max_memory: float | None, **seconds: float) -> None:
+    """Refuse a bad `taskit worker` command line before anything is imported, forked or
+    started: under -c N, a worker process that cannot start is restarted, again and again.
+    `counts`: the options that are a number of jobs at once (--threads, --async-tasks)."""
+    if not modules:
+        raise UsageError(
+            "name the modules that define your tasks, e.g. `taskit worker myapp.tasks`: "
+            "a worker runs only functions from the modules it imports"
+        )
+    try:
+        for queue in queues:
+            validate_id(queue, "queue name")
+        if name is not None:
+            validate_id(name, "worker name")
+    except InvalidJobIdError as exc:
+        raise UsageError(str(exc)) from None
+    if name is not None and concurrency is not None and len(name) + _CHILD_SUFFIX > MAX_NAME_LENGTH:
+        raise UsageError(
+            f"worker name {name[:20]!r}... is too long for -c: its processes are named NAME.1, NAME.2, ..., "
+            f"so use at most {MAX_NAME_LENGTH - _CHILD_SUFFIX} characters"
+        )
+    for option, value in seconds.items():
+        low, high = _SECONDS_RANGE[option]
+        if not (math.isfinite(value) and low <= value <= high):
+            raise UsageError(f"--{_flag(option)} must be from {low:g} to {high:g} seconds, not {value:g}")
+    for option, count in counts.items():
+        if count < 1:
+            raise UsageError(f"--{_flag(option)} must be at least 1, not {count}")
+    if max_memory is not None and not (math.isfinite(max_memory) and max_memory >= 1):
+        raise UsageError(f"--max-memory must be a number of megabytes, at least 1, not {max_memory:g}")
+
+
+def _flag(option: str) -> str:
+    return option.replace("_", "-")
 
 
 def worker_queues(given: Sequence[str]) -> list[str]:
@@ -123,26 +200,26 @@ def worker_queues(given: Sequence[str]) -> list[str]:
 @url_option
 @click.option("-b", "--burst", is_flag=True, help="Exit when no job is due instead of waiting for more.")
 @click.option("-n", "--name", help="Worker name (default: host.pid.random).")
-@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True, metavar="N",
+@click.option("--threads", type=int, default=1, show_default=True, metavar="N",
               help="Sync jobs run at once per process, on N threads (1: in the worker's own thread). "
                    "For I/O-bound tasks; see docs/concurrency.md.")
-@click.option("--async-tasks", type=click.IntRange(min=1), default=10, show_default=True, metavar="N",
+@click.option("--async-tasks", type=int, default=10, show_default=True, metavar="N",
               help="`async def` jobs run at once per process, on its event loop.")
 @click.option("-c", "--concurrency", type=click.IntRange(min=1), metavar="N",
               help="Run N worker processes under a supervising parent, which restarts them if they die "
                    "and kills one whose job is stuck past its timeout. Default: one process, no parent.")
 @click.option("--max-jobs", type=click.IntRange(min=1),
               help="Stop after running this many jobs (per process; under -c N the process is replaced).")
-@click.option("--max-memory", type=click.FloatRange(min=1), metavar="MB",
+@click.option("--max-memory", type=float, metavar="MB",
               help="Stop after the job that takes the process past MB megabytes of resident memory "
                    "(under -c N it is replaced).")
-@click.option("--shutdown-timeout", type=click.FloatRange(min=0), default=30.0, show_default=True, metavar="S",
+@click.option("--shutdown-timeout", type=float, default=30.0, show_default=True, metavar="S",
               help="On SIGTERM, seconds running jobs may finish before they are interrupted and go back on their queues.")
 @click.option("-P", "--path", "paths", multiple=True, type=click.Path(file_okay=False),
               help="Directory to import MODULES from (the current directory always is).")
-@click.option("--lease", type=click.FloatRange(min=0.1), default=20.0, show_default=True,
+@click.option("--lease", type=float, default=20.0, show_default=True,
               help="Seconds a claim lives without a heartbeat; a dead worker's jobs return about this long after it dies.")
-@click.option("--maintenance-interval", type=click.FloatRange(min=0.1), default=5.0, show_default=True,
+@click.option("--maintenance-interval", type=float, default=5.0, show_default=True,
               help="Seconds between maintenance steps (recovering jobs of dead workers, promoting, cleaning).")
 @click.option("--max-deaths", type=click.IntRange(min=1), default=3, show_default=True,
               help="Times a job may kill its worker before it is failed as abandoned.")
@@ -174,6 +251,9 @@ def worker(modules: tuple[str, ...], queues: tuple[str, ...], url: str, burst: b
     SIGTERM or Ctrl-C lets running jobs finish (up to --shutdown-timeout) and exits; a
     second one stops them at once and puts them back on their queues.
     """
+    check_worker_options(modules, queues, name, concurrency, counts={"threads": threads, "async_tasks": async_tasks},
+                         max_memory=max_memory, lease=lease, maintenance_interval=maintenance_interval,
+                         shutdown_timeout=shutdown_timeout)
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     import_modules(modules, paths)
     connection = _connect(url)
@@ -186,7 +266,6 @@ def worker(modules: tuple[str, ...], queues: tuple[str, ...], url: str, burst: b
     if concurrency is None:
         Worker(worker_queues(queues), connection, name, **settings).work(burst=burst, max_jobs=max_jobs)
         return
-    from .storage.store import Store
     from .worker.supervisor import Supervisor
 
     def make_worker(child_name: str, monitor: object, parent_pid: int) -> Worker:
@@ -219,11 +298,16 @@ def requeue(job_ids: tuple[str, ...], queue: str, url: str, requeue_all: bool) -
     """
     if bool(job_ids) == requeue_all:
         raise click.UsageError("give job ids or --all (not both)")
-    registry = FailedJobRegistry(queue, _connect(url))
+    connection = _connect(url)
+    registry = FailedJobRegistry(queue, connection)
     if requeue_all:
         done = registry.requeue_all()
         for job_id in done:
             click.echo(f"requeued {job_id}")
+        if not done:
+            _check_queue_known(Store.of(connection), queue)
+            click.echo(f"Queue {queue!r} has no failed jobs: nothing to requeue.")
+            return
         click.echo(f"Requeued {len(done)} failed job(s) on queue {queue!r}.")
         return
     done, problems = [], []
@@ -244,6 +328,28 @@ def requeue(job_ids: tuple[str, ...], queue: str, url: str, requeue_all: bool) -
         click.echo(f"not requeued: {line}", err=True)
     if problems:
         sys.exit(1)
+
+
+def _check_queue_known(store: Store, queue: str) -> None:
+    """Fail when `queue` is a name taskit does not know (a typo, most likely): not among
+    the queue names, and no job waiting on it or in any of its registries."""
+    names = store.queue_names()
+    if queue in names or store.queue_count(queue) or any(store.registry_count(kind, queue) for kind in keys.REGISTRIES):
+        return
+    known = ", ".join(repr(name) for name in names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
+    raise click.ClickException(
+        f"unknown queue {queue!r}: no job waits on it or is in its registries (known queues: {known or 'none'})"
+    )
+
+
+def _why_not_failed(job_id: str, queue: str) -> str:
+    """Why a job is not in the failed registry of `queue`, for one line of output."""
+    job = Job.fetch_many([job_id])[0]
+    if job is None:
+        return "no such job (never enqueued, or expired)"
+    if job.origin != queue:
+        return f"belongs to queue {job.origin!r}, not {queue!r}"
+    return f"not failed (it is {job.get_status(refresh=False)})"
 
 
 @main.command()
@@ -287,16 +393,6 @@ def cancel(job_ids: tuple[str, ...], url: str, reason: str | None) -> None:
         sys.exit(1)
 
 
-def _why_not_failed(job_id: str, queue: str) -> str:
-    """Why a job is not in the failed registry of `queue`, for one line of output."""
-    job = Job.fetch_many([job_id])[0]
-    if job is None:
-        return "no such job (never enqueued, or expired)"
-    if job.origin != queue:
-        return f"belongs to queue {job.origin!r}, not {queue!r}"
-    return f"not failed (it is {job.get_status(refresh=False)})"
-
-
 @main.command()
 @url_option
 @_fail_cleanly
@@ -304,14 +400,16 @@ def info(url: str) -> None:
     """Show queues (waiting, running, scheduled, failed) and live workers."""
     connection = _connect(url)
     queues = Queue.all(connection)
+    click.echo(f"Redis at {config.describe(connection)}")
     click.echo(f"{'queue':20} {'queued':>8} {'started':>8} {'scheduled':>10} {'failed':>8} {'finished':>9}")
     for q in queues:
         click.echo(
             f"{q.name:20} {q.count:>8} {q.started_job_registry.count:>8} {q.scheduled_job_registry.count:>10} "
             f"{q.failed_job_registry.count:>8} {q.finished_job_registry.count:>9}"
         )
-    from .storage.store import Store
-
+    unreadable = Store.of(connection).read_queue_names()[1]
+    if unreadable:
+        click.echo(f"({unreadable} unreadable queue name(s) skipped: not valid queue names)")
     workers = Store.of(connection).worker_details()
     click.echo(f"{len(workers)} worker(s)" + (":" if workers else ""))
     now = time.time()

@@ -26,13 +26,14 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import math
-import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import tenacity
 
+from .display import shown
 from .exceptions import ConfigurationError, TaskitError
+from .functions import lookup
 from .schedule import run_at
 
 if TYPE_CHECKING:
@@ -48,6 +49,9 @@ log = logging.getLogger("taskit.retry")
 
 #: retries allowed when neither `max` nor `stop` is given (Celery's default too)
 DEFAULT_MAX = 3
+#: most levels of strategies combined into one (`a | b | c` is two): a stored policy is
+#: job data, and a crafted one nested thousands deep must not exhaust the reader's stack
+MAX_DEPTH = 32
 
 # How a strategy is rebuilt from data:
 #   "args"       constructor argument -> the attribute that holds its value
@@ -138,7 +142,7 @@ class Retry:
         self = cls.__new__(cls)
         max_ = data.get("max")
         if max_ is not None and (isinstance(max_, bool) or not isinstance(max_, int) or max_ < 1):
-            raise ConfigurationError(f"stored retry max {max_!r} is not a positive int")
+            raise ConfigurationError(f"stored retry max {shown(max_)} is not a positive int")
         if max_ is None and data.get("stop") is None:
             max_ = DEFAULT_MAX  # as Retry() does: never unbounded by omission
         self.max = max_
@@ -303,7 +307,7 @@ def _intervals(interval: object) -> list[float]:
         or not intervals
         or any(isinstance(i, bool) or not isinstance(i, (int, float)) or not i >= 0 or not math.isfinite(i) for i in intervals)
     ):
-        raise ConfigurationError(f"Retry(interval=...) must be seconds >= 0 or a list of them, not {interval!r}")
+        raise ConfigurationError(f"Retry(interval=...) must be seconds >= 0 or a list of them, not {shown(interval)}")
     return list(intervals)
 
 
@@ -311,7 +315,7 @@ def _supported(kind: str) -> str:
     return ", ".join(name for name, spec in _STRATEGIES.items() if spec[0] == kind)
 
 
-def _describe(strategy: Any, kind: str, where: str) -> list[Any]:
+def _describe(strategy: Any, kind: str, where: str, depth: int = 1) -> list[Any]:
     """[name, arguments] for a tenacity strategy, or ConfigurationError naming what is supported."""
     name = _NAME_OF.get(type(strategy))
     if name is not None and _STRATEGIES[name][0] != kind:
@@ -327,7 +331,9 @@ def _describe(strategy: Any, kind: str, where: str) -> list[Any]:
     if form == "singleton":
         return [name, None]
     if form == "nested":
-        return [name, [_describe(child, kind, where) for child in getattr(strategy, detail)]]
+        if depth >= MAX_DEPTH:
+            raise ConfigurationError(f"{where}: strategies are combined more than {MAX_DEPTH} levels deep")
+        return [name, [_describe(child, kind, where, depth + 1) for child in getattr(strategy, detail)]]
     if form == "exceptions":
         types = getattr(strategy, detail)
         return [name, [_exception_name(t, where) for t in (types if isinstance(types, tuple) else (types,))]]
@@ -353,25 +359,21 @@ def _exception_name(cls: object, where: str) -> str:
 
 
 def _resolve_exception(name: str) -> type[BaseException] | None:
-    """The exception class `name` denotes, from already-imported modules only."""
-    parts = name.split(".")
-    for i in range(len(parts) - 1, 0, -1):
-        module = sys.modules.get(".".join(parts[:i]))
-        if module is None:
-            continue
-        target: Any = module
-        for attribute in parts[i:]:
-            target = getattr(target, attribute, None)
-        if isinstance(target, type) and issubclass(target, BaseException):
-            return target
+    """The exception class `name` denotes, from already-imported modules only, found
+    without running any code (`functions.lookup`)."""
+    found = lookup(name)
+    if found is None:
         return None
+    target = found[0]
+    if issubclass(type(target), type) and issubclass(target, BaseException):  # type: ignore[arg-type]
+        return target  # type: ignore[return-value]
     return None
 
 
-def _check(desc: Any, kind: str) -> None:
+def _check(desc: Any, kind: str, depth: int = 1) -> None:
     """Refuse stored data that is not a strategy description of the right kind."""
-    if not isinstance(desc, (list, tuple)) or len(desc) != 2 or desc[0] not in _STRATEGIES:
-        raise ConfigurationError(f"stored {kind} strategy {desc!r} is not one taskit knows")
+    if not isinstance(desc, (list, tuple)) or len(desc) != 2 or not isinstance(desc[0], str) or desc[0] not in _STRATEGIES:
+        raise ConfigurationError(f"stored {kind} strategy {shown(desc)} is not one taskit knows")
     name, args = desc
     spec_kind, form, detail = _STRATEGIES[name]
     if spec_kind != kind:
@@ -379,8 +381,10 @@ def _check(desc: Any, kind: str) -> None:
     if form == "nested":
         if not isinstance(args, (list, tuple)) or not args:
             raise ConfigurationError(f"stored {name} has no strategies")
+        if depth >= MAX_DEPTH:
+            raise ConfigurationError(f"stored {kind} strategy nests strategies more than {MAX_DEPTH} deep")
         for child in args:
-            _check(child, kind)
+            _check(child, kind, depth + 1)
     elif form == "exceptions":
         if not isinstance(args, (list, tuple)) or not all(isinstance(a, str) for a in args):
             raise ConfigurationError(f"stored {name} must list exception names")
@@ -389,7 +393,7 @@ def _check(desc: Any, kind: str) -> None:
         or not set(args) <= set(detail)
         or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in args.values())
     ):
-        raise ConfigurationError(f"stored {name} has bad arguments {args!r}")
+        raise ConfigurationError(f"stored {name} has bad arguments {shown(args)}")
 
 
 def _build(desc: Any) -> Any:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import threading
 import uuid
 import zoneinfo
 from collections.abc import Callable
@@ -20,7 +21,13 @@ import msgpack
 
 from .exceptions import SerializationError
 
-__all__ = ["SUPPORTED_TYPES", "dumps", "dumps_call", "loads", "loads_call"]
+__all__ = ["MAX_NESTING", "SUPPORTED_TYPES", "dumps", "dumps_call", "loads", "loads_call"]
+
+#: most extension values (tuples, sets, datetimes, ...) nested one inside another. Each one
+#: is packed and unpacked by a msgpack call of its own, on the C stack: unpacking takes
+#: tens of KB per level, so a crafted blob of one kilobyte nesting 400 tuples would crash
+#: the process that reads it; and each level may hold 1,024 levels of lists of its own.
+MAX_NESTING = 16
 
 
 def _tz_key(value: dt.datetime | dt.time) -> str | None:
@@ -59,19 +66,34 @@ SUPPORTED_TYPES = "None, bool, int, float, str, bytes, list, dict, " + ", ".join
 )
 
 
+_nesting = threading.local()
+
+
+def _one_level_down(work: Callable[[Any], Any], value: Any, too_deep: type[Exception]) -> Any:
+    """`work(value)` one extension level deeper; `too_deep` past MAX_NESTING levels."""
+    level = getattr(_nesting, "level", 0)
+    if level >= MAX_NESTING:
+        raise too_deep(f"tuples, sets and other extension values are nested more than {MAX_NESTING} deep")
+    _nesting.level = level + 1
+    try:
+        return work(value)
+    finally:
+        _nesting.level = level
+
+
 def _default(value: Any) -> msgpack.ExtType:
     entry = _EXT.get(type(value))
     if entry is None:
         raise TypeError(type(value))
     code, encode, _ = entry
-    return msgpack.ExtType(code, _packb(encode(value)))
+    return msgpack.ExtType(code, _one_level_down(_packb, encode(value), ValueError))
 
 
 def _ext_hook(code: int, data: bytes) -> Any:
     decode = _DECODERS.get(code)
     if decode is None:
         raise SerializationError(f"unknown msgpack extension type {code}; written by a newer taskit?")
-    return decode(_unpackb(data))
+    return decode(_one_level_down(_unpackb, data, SerializationError))
 
 
 def _packb(value: Any) -> bytes:
@@ -159,5 +181,17 @@ def dumps_call(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
 
 
 def loads_call(data: bytes) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    args, kwargs = loads(data)
+    """Unpack what `dumps_call` packed; `SerializationError` unless it is [list, dict with str keys]."""
+    call = loads(data)
+    if type(call) is not list or len(call) != 2 or type(call[0]) is not list or type(call[1]) is not dict:
+        raise SerializationError(f"the arguments are not [args list, kwargs dict] but {_kind(call)}")
+    args, kwargs = call
+    if not all(type(key) is str for key in kwargs):
+        raise SerializationError("the keyword arguments have a key that is not a string")
     return tuple(args), kwargs
+
+
+def _kind(value: Any) -> str:
+    if type(value) is list:
+        return f"a list of {len(value)}: [{', '.join(type(item).__name__ for item in value[:3])}{', ...' if len(value) > 3 else ''}]"
+    return f"a {type(value).__name__}"

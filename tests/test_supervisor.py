@@ -188,3 +188,58 @@ def test_max_memory_recycles_a_worker_process(connection, cli_env, tmp_path):
     finally:
         parent.signal(signal.SIGTERM)
         assert parent.wait() == 0
+
+
+
+def live_workers(connection, parent: WorkerProcess, started: int) -> set[str]:
+    """Names of the registered workers, once every child of the parent has registered and
+    `started` worker loops in all have said so (a child killed a moment before that counts
+    as one that could not start)."""
+    if parent.output().count("started; queues") < started:
+        return set()
+    names = {name.decode() for name in connection.zrange(keys.WORKERS, 0, -1)}
+    return names if len(names) == len(children_of(parent.pid)) else set()
+
+
+def test_killed_workers_are_replaced_at_once_however_often(connection, cli_env, tmp_path):
+    job = fault_tasks.slow_first_attempt.delay(60)
+    parent = WorkerProcess(cli_env, tmp_path, "-c", "2")  # default 20 s lease: the parent recovers the job
+    try:
+        wait_until(lambda: status(job.id) == JobStatus.STARTED, what="the job to start")
+        wait_until(lambda: len(live_workers(connection, parent, 2)) == 2, what="two workers")
+        for kill in range(5):  # the OOM killer, say, or an operator: each time at every worker
+            before = live_workers(connection, parent, 2 * (kill + 1))
+            for child in children_of(parent.pid):
+                os.kill(child, signal.SIGKILL if kill < 4 else signal.SIGTERM)
+            # replaced at once (it was 1, 2, 4, 8, 16 s, and so no worker at all most of the time)
+            wait_until(lambda old=before, k=kill: len(live_workers(connection, parent, 2 * (k + 2)) - old) == 2,
+                       timeout=6, what=f"two new workers after kill {kill + 1}")
+        wait_until(lambda: status(job.id) == JobStatus.FINISHED, what="the job killed mid-run to run again")
+        log = parent.output()
+        assert log.count("starting a new one now") == 10, log
+        assert "it was asked to stop, but not by this process" in log  # (the SIGTERM round)
+        assert "trying again in" not in log
+    finally:
+        parent.signal(signal.SIGTERM)
+        assert parent.wait() == 0
+
+
+def test_a_worker_that_cannot_start_is_restarted_with_backoff(connection, cli_env, tmp_path, redis_server):
+    parent = WorkerProcess(cli_env, tmp_path, "-c", "1")
+    try:
+        wait_until(lambda: len(live_workers(connection, parent, 1)) == 1, what="the worker")
+        redis_server.stop()
+        [child] = children_of(parent.pid)
+        os.kill(child, signal.SIGKILL)  # its replacement cannot connect: a crash at start-up
+        wait_until(lambda: "trying again in 2s" in parent.output(), timeout=30, what="a second, longer delay")
+        log = parent.output()
+        assert "starting a new one now" in log, log  # the killed worker had been running
+        assert "could not start (exit status 1); trying again in 1s" in log
+        assert "Traceback" not in log and "cannot reach Redis" in log
+        redis_server.start()
+        fresh = redis_server.client()
+        wait_until(lambda: fresh.zcard(keys.WORKERS) == 1, timeout=30, what="a worker once Redis is back")
+        fresh.close()
+    finally:
+        parent.signal(signal.SIGTERM)
+        assert parent.wait() == 0

@@ -5,7 +5,8 @@
                                         id -> packed fields (see `packed` below)
     taskit:queue:<queue>         list   ids ready to run, oldest at the head
     taskit:wake:<queue>          list   at most one token; idle workers block on it
-    taskit:queues                set    every queue name ever enqueued to
+    taskit:queues                set    the queues that hold something: names are added with a
+                                        job; the maintenance step drops a queue whose keys are all empty
     taskit:started:<queue>       zset   running (or prefetched) ids, score = lease deadline
     taskit:finished:<queue>      zset   score = expiry time (+inf = kept forever)
     taskit:failed:<queue>        zset   score = expiry time
@@ -16,17 +17,22 @@
     taskit:inflight:<name>       list   ids a worker holds
     taskit:done:<id>             list   completion signal for `job.wait()`, short-lived
     taskit:lock:maintenance      string held by the worker running the maintenance step
+    taskit:maintenance           hash   the maintenance step's own state: cursor (where in the queue
+                                        set the next step starts), hf/hu (verdicts held after a stall)
+    taskit:emptying:<queue>      list   ids `Queue.empty()` is deleting, a chunk at a time
     taskit:periodic:<name>       string last tick enqueued for a periodic task
     taskit:cancel:<worker>       pub/sub channel: ids of running jobs to stop (not a key)
 
 Times are Unix seconds (floats). Lua scripts get every fixed key through KEYS[];
 job and in-flight keys, which a script only learns while it runs, are built from the
-prefixes below (all keys share one prefix, so a cluster hash tag would cover them).
+prefixes below, and so are the queue keys of a dead worker's jobs in the maintenance
+step (all keys share one prefix, so a cluster hash tag would cover them).
 """
 
 from __future__ import annotations
 
 import os
+import re
 
 PREFIX = os.environ.get("TASKIT_PREFIX", "taskit")
 #: the queue a job goes to when none is named (not stored in its hash)
@@ -41,6 +47,12 @@ INFLIGHT = f"{PREFIX}:inflight:"
 QUEUES = f"{PREFIX}:queues"
 WORKERS = f"{PREFIX}:workers"
 MAINTENANCE_LOCK = f"{PREFIX}:lock:maintenance"
+MAINTENANCE = f"{PREFIX}:maintenance"
+
+#: what a job id, queue name or worker name may be (job.validate_id); keys are built from them
+#: longest job id, queue name or worker name
+MAX_NAME_LENGTH = 128
+NAME = re.compile(rf"[A-Za-z0-9_.:@-]{{1,{MAX_NAME_LENGTH}}}")
 
 REGISTRIES = ("started", "finished", "failed", "canceled", "scheduled")
 
@@ -59,13 +71,27 @@ def packed(job_id: str) -> str:
     cancel, save_meta or wait (lua/lib/packed.lua; the same bucket arithmetic is there).
     """
     bucket = 0
-    for byte in job_id.encode():
+    for byte in job_id.encode("utf-8", "surrogateescape"):  # (an id read from Redis may not be UTF-8)
         bucket = (bucket * 31 + byte) % PACKED_BUCKETS
     return f"{PACKED}{bucket}"
 
 
 def queue(name: str) -> str:
     return f"{PREFIX}:queue:{name}"
+
+
+def readable_name(raw: bytes) -> str | None:
+    """A name read from Redis (a member of the queue set, an id in a list), or None if it is
+    not one taskit could have written: not UTF-8, or not matching NAME."""
+    try:
+        name = raw.decode()
+    except UnicodeDecodeError:
+        return None
+    return name if NAME.fullmatch(name) else None
+
+
+def emptying(name: str) -> str:
+    return f"{PREFIX}:emptying:{name}"
 
 
 def wake(name: str) -> str:

@@ -31,10 +31,15 @@ class InFlight:
 
     # -- waiting -------------------------------------------------------------------------
 
-    def wait(self, running: RunningJob) -> None:
-        """A job just claimed waits for a slot of its executor."""
+    def wait(self, running: RunningJob, first: bool = False) -> None:
+        """A job just claimed waits for a slot of its executor (`first`: at the head of the
+        line, a job taken to start that could not)."""
         with self._lock:
-            self._waiting[running.executor].append(running)
+            waiting = self._waiting[running.executor]
+            if first:
+                waiting.appendleft(running)
+            else:
+                waiting.append(running)
 
     def next_for(self, executor: Executor) -> RunningJob | None:
         waiting = self._waiting[executor]

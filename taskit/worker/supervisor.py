@@ -2,8 +2,11 @@
 
 The parent forks the workers after the task modules are imported, then watches them:
 
-* a worker that dies is replaced (with backoff if it keeps dying), and the jobs it held
-  go back on their queues at once instead of after its lease;
+* a worker that dies is replaced at once, and the jobs it held go back on their queues
+  at once instead of after its lease; only a worker that dies before its loop started
+  (it could not connect, say) is replaced with backoff (1, 2, 4 ... 30 s), so that a
+  pool whose workers are being killed keeps running jobs, and one that cannot start
+  does not spin;
 * a job that does not stop when told to (past its timeout, or canceled), stuck where no
   exception reaches it (in C code, or a coroutine that blocks the event loop), has its
   worker process killed; the parent records that job (failed with JobTimeoutError, or
@@ -15,7 +18,8 @@ The parent forks the workers after the task modules are imported, then watches t
 
 Each worker writes the jobs it runs into a small shared-memory board, one entry per slot
 (a thread, or an async task), so the parent knows which jobs to record when it kills a
-worker, without asking Redis.
+worker, without asking Redis; the board also says which workers have started their loop,
+and which signal the parent got.
 """
 
 from __future__ import annotations
@@ -47,13 +51,35 @@ _ENTRY = struct.Struct("cq128s128s")  # why ('t' timeout, 'c' cancel), token, qu
 class JobBoard:
     """Shared memory where the worker processes say which jobs they run, and by when each
     must be done: per process, `slots` deadlines (one array the parent scans quickly) and
-    `slots` entries."""
+    `slots` entries; then one byte per process (its loop started), and one where the parent
+    says which stop signal it got."""
 
     def __init__(self, processes: int, slots: int) -> None:
         self.slots = slots
         self._block = slots * (_DEADLINE.size + _ENTRY.size)
-        self._map = mmap.mmap(-1, self._block * processes)
+        self._flags = self._block * processes  # one byte per process: its loop started
+        self._signal = self._flags + processes  # the stop signal the parent got (0: none)
+        self._map = mmap.mmap(-1, self._signal + 1)
         self._deadlines = [memoryview(self._map)[i * self._block : i * self._block + slots * _DEADLINE.size].cast("d") for i in range(processes)]
+
+    def spawning(self, index: int) -> None:
+        """A new worker process takes the place of process i: no job, nothing started yet."""
+        self.clear(index)
+        self._map[self._flags + index] = 0
+
+    def ready(self, index: int) -> None:
+        self._map[self._flags + index] = 1
+
+    def was_ready(self, index: int) -> bool:
+        return self._map[self._flags + index] == 1
+
+    def got_signal(self, signum: int) -> None:
+        self._map[self._signal] = signum
+
+    def stop_signal(self) -> str | None:
+        """The name of the stop signal the parent got, if it got one."""
+        signum = self._map[self._signal]
+        return signal.Signals(signum).name if signum else None
 
     def _entry_at(self, index: int, slot: int) -> int:
         return index * self._block + self.slots * _DEADLINE.size + slot * _ENTRY.size
@@ -107,6 +133,14 @@ class BoardMonitor:
     def job_ended(self, slot: int) -> None:
         self.board.ended(self.index, slot)
 
+    def worker_ready(self) -> None:
+        """The worker connected, registered and starts its loop."""
+        self.board.ready(self.index)
+
+    def stop_signal(self) -> str | None:
+        """The signal the parent got, if the stop signal this worker got is the parent's."""
+        return self.board.stop_signal()
+
 
 class Supervisor:
     """Runs `concurrency` workers built by `make_worker(name, monitor, parent_pid)`, each
@@ -131,7 +165,7 @@ class Supervisor:
         self.board = JobBoard(concurrency, slots)
         self.children: dict[int, tuple[int, str, float]] = {}  # pid -> (index, worker name, started)
         self.restart_at: dict[int, float] = {}  # index -> when to start it again
-        self.backoff: dict[int, float] = {}
+        self.backoff: dict[int, float] = {}  # index -> the last delay after a start-up crash
         self.killed: set[int] = set()
         self.signals = 0
 
@@ -155,7 +189,7 @@ class Supervisor:
     def _spawn(self, index: int) -> None:
         self.spawned += 1
         name = f"{self.name}.{self.spawned}"
-        self.board.clear(index)
+        self.board.spawning(index)
         pid = os.fork()
         if pid == 0:  # the worker process
             code = 1
@@ -166,7 +200,7 @@ class Supervisor:
                 worker = self.make_worker(name, BoardMonitor(self.board, index), os.getppid())
                 worker.work(burst=self.burst, max_jobs=self.max_jobs)
                 code = RECYCLE_EXIT if worker.recycle else 0
-            except TaskitError as exc:
+            except TaskitError as exc:  # Redis is away at start-up, say: one line, no traceback
                 log.error("worker process %d stopped: %s", os.getpid(), exc)
             except BaseException:
                 log.exception("worker process %d crashed", os.getpid())
@@ -180,27 +214,36 @@ class Supervisor:
             pid, status = os.waitpid(-1, os.WNOHANG)
             if pid == 0:
                 return
-            index, name, started = self.children.pop(pid)
+            index, name, _ = self.children.pop(pid)
+            started = self.board.was_ready(index)
             self.board.clear(index)
             code = os.waitstatus_to_exitcode(status)
             killed = pid in self.killed
             self.killed.discard(pid)
-            if code == 0 and not killed:
-                continue  # finished on its own: a burst that ran dry, or a stop
             if code == RECYCLE_EXIT and not killed:
                 self._recover(name, "recycled")  # (it handed everything back; this is a check)
                 if not self.signals:
                     log.info("worker process %d stopped to be replaced (--max-jobs or --max-memory); starting a new one", pid)
                     self.restart_at[index] = time.monotonic()
                 continue
-            how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit status {code}"
-            self._recover(name, how)
-            if not self.signals:
-                lived = time.monotonic() - started
-                delay = 0.0 if lived > 10 else min(30.0, max(1.0, self.backoff.get(index, 0.5) * 2))
+            if code == 0 and not killed:
+                if self.burst or self.max_jobs is not None or self.signals:
+                    continue  # finished on its own: a burst that ran dry, --max-jobs, or our stop
+                how = "it was asked to stop, but not by this process"
+            else:
+                how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit status {code}"
+                self._recover(name, how)
+            if self.signals:
+                continue
+            if started:  # killed or crashed while working: replace it now
+                self.backoff.pop(index, None)
+                self.restart_at[index] = time.monotonic()
+                log.warning("worker process %d ended (%s); starting a new one now", pid, how)
+            else:  # it never got going: starting it again at once would only spin
+                delay = min(30.0, self.backoff.get(index, 0.5) * 2)
                 self.backoff[index] = delay
                 self.restart_at[index] = time.monotonic() + delay
-                log.warning("worker process %d ended (%s); starting a new one in %.0fs", pid, how, delay)
+                log.warning("worker process %d could not start (%s); trying again in %.0fs", pid, how, delay)
 
     def _recover(self, name: str, how: str) -> None:
         """Put the jobs of a dead worker back on their queues now, not after its lease."""
@@ -264,6 +307,7 @@ class Supervisor:
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         self.signals += 1
+        self.board.got_signal(signum)  # so that the workers can say why they stop
         what = "finishing running jobs" if self.signals == 1 else "stopping at once"
         log.warning("%s: %s in %d worker process(es)", signal.Signals(signum).name, what, len(self.children))
         for pid in self.children:

@@ -17,6 +17,7 @@ jobs run elsewhere, new work. Anything that goes wrong with one job fails that j
 from __future__ import annotations
 
 import logging
+import math
 import os
 import queue as queue_module
 import signal
@@ -30,16 +31,18 @@ from typing import Any
 import redis
 import tenacity
 
-from .. import config, functions
+from .. import config, display, functions
 from ..exceptions import (
     ConfigurationError,
     HookError,
     RedisUnavailableError,
+    SerializationError,
     StorageError,
     TaskitError,
 )
 from ..job import DEFAULT_FAILURE_TTL, Job, validate_id
 from ..queue import Queue
+from ..storage import keys
 from ..storage.keys import DEFAULT_QUEUE, Field
 from ..storage.store import Record, Store
 from . import hooks
@@ -59,6 +62,7 @@ from .inflight import InFlight
 from .listener import CancelListener, WorkWatcher
 from .records import (
     canceled_record,
+    int_field,
     record_for,
     refused_record,
     released,
@@ -146,8 +150,11 @@ class Worker:
                 names.append(qname)
         if not names:
             raise ConfigurationError("a worker needs at least one queue")
-        if lease <= 0 or maintenance_interval <= 0 or prefetch < 1 or max_deaths < 1:
-            raise ConfigurationError("lease, maintenance_interval, prefetch and max_deaths must be positive")
+        for what, seconds in (("lease", lease), ("maintenance_interval", maintenance_interval)):
+            if not (isinstance(seconds, (int, float)) and math.isfinite(seconds) and seconds > 0):
+                raise ConfigurationError(f"{what} must be a positive number of seconds, not {seconds!r}")
+        if prefetch < 1 or max_deaths < 1:
+            raise ConfigurationError("prefetch and max_deaths must be positive")
         if heartbeat_interval is not None and not 0 < heartbeat_interval < lease:
             raise ConfigurationError(
                 f"heartbeat_interval must be more than 0 and less than the lease ({lease}s), not {heartbeat_interval}"
@@ -180,7 +187,10 @@ class Worker:
         self._claimed_at = 0.0
         self._stop_requested = False
         self._refusals = 0
+        self._reported: set[str] = set()  # broken keys already logged
         self._wake = threading.Event()
+        self._registration: dict[str, str] = {}
+        self._losses_seen = 0  # store.lost_connections when this worker last registered
         self.jobs_run = 0
         #: set when the worker stopped to be replaced (--max-jobs, --max-memory)
         self.recycle = False
@@ -233,6 +243,9 @@ class Worker:
                 self._async.start()
             self._run_hooks(hooks.start_hooks(), "on_worker_start")
             hooks_started = True
+            if self.monitor is not None:
+                self.monitor.worker_ready()  # started: a death from now on is not a start-up crash
+            self._announce()
             while True:
                 try:
                     if not self._step(burst, max_jobs):
@@ -382,15 +395,17 @@ class Worker:
             self._inflight.add_record(canceled_record(running, f"{why} (its worker died; not run again)"))
             return
         try:
+            if not running.job_id.isascii():  # not even UTF-8 (see storage.store._text): written by hand
+                raise SerializationError(f"job id {display.shown(running.job_id)} is corrupt: not an id taskit writes")
             job = Job.from_fields(running.job_id, fields, self.connection)
-            _ = job.args  # unpacks the arguments now: unreadable ones are refused, not run
+            _ = job.args  # unpacks the arguments now: unreadable ones fail the job, and nothing runs
             target = functions.resolve(job.func_name, self.modules)
             kind = self._kinds.get(target)
             if kind is None:
                 kind = self._kinds[target] = is_async(target)
             running.is_async = kind
             self._claims.seen(kind)
-        except Exception as exc:  # noqa: BLE001 (one job's bad data or name fails that job only)
+        except Exception as exc:  # noqa: BLE001 (the rule: what goes wrong with one job fails that job, never the worker)
             self._inflight.add_record(refused_record(running, exc))
             self.jobs_run += 1
             return
@@ -423,7 +438,12 @@ class Worker:
 
     def _start(self, running: RunningJob) -> None:
         if self.clock() - max(self.heartbeat.renewed_at, self._claimed_at) > self.lease / 2:
-            self.heartbeat.beat()  # a stall (paused process, swapping): are these claims still ours?
+            # a stall (paused process, swapping): are these claims still ours?
+            try:
+                self.heartbeat.beat()
+            except BaseException:  # Redis is away: the job waits, first in line, for the loop to go on
+                self._inflight.wait(running, first=True)
+                raise
         if (running.job_id, running.token) in self.heartbeat.lost:
             self.heartbeat.lost.discard((running.job_id, running.token))
             self.held.discard(running.job_id)
@@ -473,12 +493,14 @@ class Worker:
         if running.slot >= 0:
             self.monitor.job_ended(running.slot)
             self._board_slots.append(running.slot)
-        self.jobs_run += 1
         self._claims.ended(running)
         if running.stop is None:
             seconds = outcome.seconds
             executor.avg_seconds = seconds if not executor.avg_seconds else 0.8 * executor.avg_seconds + 0.2 * seconds
-        self._inflight.add_record(record_for(running, outcome, self.clock()))
+        record = record_for(running, outcome, self.clock())
+        if record.outcome != "interrupted":  # (a job handed back by a shutdown did not run)
+            self.jobs_run += 1
+        self._inflight.add_record(record)
         if self.max_memory is not None:
             self._check_memory(running)
 
@@ -560,7 +582,7 @@ class Worker:
         handed_back = released(stale)
         try:
             results = self.store.finish(self.name, records + handed_back, self.clock())
-        except TaskitError:
+        except BaseException:
             self._inflight.put_back(records)
             raise
         self._recorded(records, results)
@@ -590,7 +612,13 @@ class Worker:
         for record, ok in zip(records, results):
             self.held.discard(record.job_id)
             self.heartbeat.lost.discard((record.job_id, record.token))
-            if not ok and record.outcome != "released":
+            if ok == 2:
+                log.error(
+                    "%s: job %s was failed as corrupt instead of recorded as %s: its record, or the registry "
+                    "or queue it goes to, was overwritten by another type (see its exc_info)",
+                    record.queue, display.name(record.job_id), record.outcome,
+                )
+            elif not ok and record.outcome != "released":
                 log.warning(
                     "%s: job %s was not recorded as %s: this worker no longer holds it "
                     "(its lease expired and it was recovered, or it was deleted)",
@@ -600,19 +628,41 @@ class Worker:
     # -- the books -------------------------------------------------------------------
 
     def _register(self) -> None:
-        info = {
-            "host": socket.gethostname(),
-            "pid": str(os.getpid()),
-            "queues": ",".join(self.queues),
-            "started_at": repr(time.time()),
-        }
-        self.store.register_worker(self.name, info, self.clock() + self.lease, int(self.lease) + 60)
+        """Say who this worker is (`taskit info` shows it). Done again after the connection
+        was lost, since a Redis restart may have lost the registration."""
+        if not self._registration:
+            self._registration = {
+                "host": socket.gethostname(),
+                "pid": str(os.getpid()),
+                "queues": ",".join(self.queues),
+                "started_at": repr(time.time()),
+            }
+        self._losses_seen = self.store.lost_connections
+        self.store.register_worker(self.name, self._registration, self.clock() + self.lease, int(self.lease) + 60)
+
+    def _announce(self) -> None:
         tasks = sorted(functions.registered_tasks())
         log.info(
             "worker %s started; queues: %s; %d task%s: %s; runs %d sync job%s and %d async job%s at once",
             self.name, ", ".join(self.queues), len(tasks), "" if len(tasks) == 1 else "s", ", ".join(tasks) or "none",
             self.threads, "" if self.threads == 1 else "s", self.async_tasks, "" if self.async_tasks == 1 else "s",
         )
+        if tasks:
+            return
+        if self.modules:
+            log.warning(
+                "module%s %s register%s no @task: only functions defined in %s can run, and a job naming "
+                "any other function fails with TaskNotAllowedError. If your tasks are defined elsewhere, "
+                "give that module instead (taskit worker myapp.tasks)",
+                "" if len(self.modules) == 1 else "s", ", ".join(self.modules),
+                "s" if len(self.modules) == 1 else "", "it" if len(self.modules) == 1 else "them",
+            )
+        elif not functions.enqueued_names():
+            log.warning(
+                "this worker was given no modules and knows no task, so every job will fail with "
+                "TaskNotAllowedError: name the modules that define your tasks "
+                "(taskit worker myapp.tasks, or Worker(..., modules=['myapp.tasks']))"
+            )
 
     def _run_hooks(self, functions_: list[Callable[[], Any]], what: str) -> None:
         """Run start or stop hooks: sync ones here, async ones on the event loop."""
@@ -629,27 +679,58 @@ class Worker:
                 log.error("%s", message)
 
     def _maintain(self, now: float) -> None:
+        """The maintenance step. Its parts are kept apart: one that fails (a corrupt key, a
+        bug) is logged and the others still run; only an outage stops the step."""
         self._next_maintenance = now + self.maintenance_interval
+        if self.store.lost_connections != self._losses_seen:
+            self._register()
         # periodic tasks: enqueue their due ticks, each once across workers (issue 5)
         from ..periodic import enqueue_due
 
-        enqueue_due(self.store, now, queues=self.queues, lookahead=self.maintenance_interval)
-        self._release_strays()
+        parts: list[tuple[str, Callable[[], object]]] = [
+            ("enqueueing periodic tasks", lambda: enqueue_due(
+                self.store, now, queues=self.queues, lookahead=self.maintenance_interval)),
+            ("handing back stray claims", self._release_strays),
+            ("recovering jobs", lambda: self._recover(now)),
+        ]
+        for part, run in parts:
+            try:
+                run()
+            except RedisUnavailableError:
+                raise
+            except TaskitError as exc:
+                log.error("maintenance: %s failed: %s; the rest of the step went on", part, exc)
+            except Exception:
+                log.exception("maintenance: %s failed; the rest of the step went on", part)
+
+    def _recover(self, now: float) -> None:
+        """Recover the jobs of dead workers and expired leases, and report what needs an operator."""
         result = self.store.maintain(
-            now, self.name, int(self.maintenance_interval * 1000), self.max_deaths, DEFAULT_FAILURE_TTL
+            now, self.name, int(self.maintenance_interval * 1000), self.max_deaths, DEFAULT_FAILURE_TTL,
+            queues=self.queues, stall_began=self.heartbeat.stall_began(now), grace=self.lease,
         )
         if result is None:
             return
-        recovered, abandoned, dead = result
-        if dead:
-            log.warning("workers gone (lease expired): %s", ", ".join(dead))
-        if recovered:
-            log.warning("recovered %d job(s) whose worker died; back on their queues: %s", len(recovered), ", ".join(recovered))
-        if abandoned:
+        if result.dead:
+            log.warning("workers gone (lease expired): %s", ", ".join(result.dead))
+        if result.recovered:
+            log.warning("recovered %d job(s) whose worker died; back on their queues: %s",
+                        len(result.recovered), ", ".join(result.recovered))
+        if result.abandoned:
             log.error(
                 "abandoned %d job(s) that killed their worker %d times; in the failed registry: %s",
-                len(abandoned), self.max_deaths, ", ".join(abandoned),
+                len(result.abandoned), self.max_deaths, ", ".join(result.abandoned),
             )
+        if result.failed:
+            log.error("failed %d job(s) as corrupt (record overwritten, or queue not a list); see their exc_info: %s",
+                      len(result.failed), ", ".join(result.failed))
+        for problem in result.broken:
+            if problem not in self._reported:
+                self._reported.add(problem)
+                log.error("%s: that queue's jobs cannot be written there until the key is deleted or repaired", problem)
+        if result.unreadable:
+            log.warning("dropped %d member(s) of the queue set that are no queue names: %s",
+                        len(result.unreadable), ", ".join(map(repr, result.unreadable)))
 
     def _drain(self) -> bool:
         """A stop: hand back jobs not started, let running ones end (the monitor interrupts
@@ -715,12 +796,16 @@ class Worker:
         records = []
         for job_id, fields in zip(strays, self.store.fetch(strays)):
             if fields is not None and fields.get(Field.WORKER) == self.name.encode():
-                queue = fields.get(Field.QUEUE, DEFAULT_QUEUE.encode()).decode(errors="replace")
-                records.append(Record(job_id, queue, int(fields.get(Field.ATTEMPTS, b"0")), "released"))
+                # a queue field that is no queue name: left to its lease, which names its queue
+                queue = keys.readable_name(fields.get(Field.QUEUE, DEFAULT_QUEUE.encode()))
+                if queue is None:
+                    log.error("job %s has a corrupt queue field; leaving it to its lease", display.name(job_id))
+                    continue
+                records.append(Record(job_id, queue, int_field(fields, Field.ATTEMPTS, 0), "released"))
         if records:
             self.store.finish(self.name, records[::-1], self.clock())
             log.warning("handed back %d job(s) claimed while the connection was lost: %s",
-                        len(records), ", ".join(r.job_id for r in records))
+                        len(records), ", ".join(display.name(r.job_id) for r in records))
 
     def _refused(self, exc: StorageError) -> None:
         """Redis answered with an error (a key of the wrong type, out of memory, ...): say so
@@ -758,16 +843,25 @@ class Worker:
     def _on_signal(self, signum: int, frame: Any) -> None:
         # no lock is taken here: the main thread may hold it when the signal arrives
         name = signal.Signals(signum).name
+        # under `-c N` the supervising process passes its stop signal on as SIGTERM
+        forwarded = self.monitor.stop_signal() if self.monitor is not None else None
         if self._stop_requested:
-            log.warning("%s again: stopping now; running jobs go back on their queues", name)
+            cause = f"the supervising process got {forwarded} again" if forwarded else f"{name} again"
+            log.warning("%s: stopping now; running jobs go back on their queues", cause)
             self._interrupt_all = True
             if self._stop_deadline is None:
                 self._stop_deadline = 0.0
             return
-        log.warning(
-            "%s: finishing running jobs (for up to %gs), then stopping (send it again to stop at once)",
-            name, self.shutdown_timeout,
-        )
+        if forwarded:
+            log.warning(
+                "the supervising process got %s and asked this worker to stop: finishing running jobs "
+                "(for up to %gs), then stopping (another %s to it stops at once)", forwarded, self.shutdown_timeout, forwarded,
+            )
+        else:
+            log.warning(
+                "%s: finishing running jobs (for up to %gs), then stopping (send it again to stop at once)",
+                name, self.shutdown_timeout,
+            )
         self.request_stop(quiet=True)
 
     def _orphaned(self) -> None:
