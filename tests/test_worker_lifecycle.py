@@ -35,6 +35,14 @@ from taskit.worker import worker as worker_module
         (["--lease", "nan"], "--lease must be from 0.1 to 86400 seconds, not nan"),
         (["--lease", "0"], "--lease must be from 0.1 to 86400 seconds, not 0"),
         (["--maintenance-interval", "inf"], "--maintenance-interval must be from 0.1 to 86400 seconds, not inf"),
+        # the options of many jobs at once (issue 10): refused before forking too
+        (["-c", "2", "--shutdown-timeout", "nan"], "--shutdown-timeout must be from 0 to 86400 seconds, not nan"),
+        (["--shutdown-timeout", "inf"], "--shutdown-timeout must be from 0 to 86400 seconds, not inf"),
+        (["--shutdown-timeout", "-1"], "--shutdown-timeout must be from 0 to 86400 seconds, not -1"),
+        (["-c", "2", "--max-memory", "inf"], "--max-memory must be a number of megabytes, at least 1, not inf"),
+        (["--max-memory", "nan"], "--max-memory must be a number of megabytes, at least 1, not nan"),
+        (["-c", "2", "--threads", "0"], "--threads must be at least 1, not 0"),
+        (["--async-tasks", "-3"], "--async-tasks must be at least 1, not -3"),
     ],
 )
 def test_bad_worker_options_end_in_one_line_before_anything_starts(cli_env, args, says):
