@@ -111,6 +111,7 @@ def main() -> None:
       taskit worker myapp.tasks --burst          exit when no job is left
       taskit requeue --queue default --all       retry every failed job
       taskit info                                queues, registries, workers
+      taskit acl                                 the ACL line for a least-privilege user
 
     The Redis URL comes from -u/--url, else TASKIT_REDIS_URL, else
     redis://localhost:6379/0. Run `taskit COMMAND --help` for a command's options.
@@ -347,3 +348,27 @@ def info(url: str) -> None:
         where = f"pid {registered.get('pid', '?')} on {registered.get('host', '?')}"
         lease = f"lease {deadline - now:.0f}s left" if deadline > now else f"lease expired {now - deadline:.0f}s ago (presumed dead)"
         click.echo(f"  {name}  {where}  queues {registered.get('queues', '?')}  holding {held} job(s)  {lease}")
+
+
+@main.command()
+@click.option("--user", default="taskit", show_default=True, metavar="NAME", help="The user's name.")
+@click.option("--rules", "rules_only", is_flag=True,
+              help="Print only the access rules (a managed service's user 'access string').")
+def acl(user: str, rules_only: bool) -> None:
+    """Print the ACL SETUSER line for a least-privilege taskit user.
+
+    \b
+    Examples:
+      taskit acl                      the line for user 'taskit'
+      taskit acl --user jobs --rules  only the rules, for a managed service
+
+    The user may touch only keys and channels under the prefix (TASKIT_PREFIX, default
+    'taskit') and run only the commands taskit sends. Replace CHANGE-ME with its password,
+    run the line as an administrator (redis-cli, on every node of a cluster; ACL SAVE or
+    CONFIG REWRITE to keep it), then give taskit redis://taskit:PASSWORD@host:6379/0.
+    """
+    from .storage import acl as acl_rules
+
+    if not user or any(c.isspace() for c in user):
+        raise click.BadParameter(f"{user!r} is not a user name (no spaces)", param_hint="--user")
+    click.echo(acl_rules.rules() if rules_only else acl_rules.setuser(user))

@@ -4,8 +4,9 @@ Everything above it (jobs, queues, registries, the worker) calls a `Store` metho
 never a Redis command, so the round trips of each operation can be read off this file:
 each public method is one round trip unless its docstring says otherwise.
 
-Connection failures are retried for a bounded time (`retry_seconds`) with backoff and
-then raised as `RedisUnavailableError`; any other Redis error becomes `StorageError`.
+Transient failures (a lost connection, a failover: see `transient`) are retried for a
+bounded time (`retry_seconds`) with backoff and then raised as `RedisUnavailableError`;
+any other Redis error becomes `StorageError`.
 """
 
 from __future__ import annotations
@@ -21,8 +22,15 @@ import msgpack
 import redis
 import tenacity
 from redis.commands.core import Script
+from redis.exceptions import (
+    ClusterError,
+    ReadOnlyError,
+    RedisClusterException,
+    SlotNotCoveredError,
+    TryAgainError,
+)
 
-from ..config import describe
+from ..connections import Client, describe
 from ..exceptions import RedisUnavailableError, StorageError
 from . import keys
 from .scripts import Scripts
@@ -46,16 +54,36 @@ EMPTY_CHUNK = 500
 #: how long a job failed as corrupt (its record overwritten) is kept: a year, as a failed job
 CORRUPT_KEEP = 31_536_000
 
-_TRANSIENT = (redis.ConnectionError, redis.TimeoutError)
+#: what a Redis client can raise
+_ERRORS = (redis.RedisError, RedisClusterException)
+#: errors an outage or a failover causes, which go away by themselves
+_TRANSIENT = (
+    # a lost connection; also a Sentinel-managed master that was demoted (redis-py turns
+    # its READONLY into a ConnectionError) and no master known while the sentinels elect one
+    redis.ConnectionError,
+    redis.TimeoutError,
+    ReadOnlyError,  # a demoted master reached directly: it is a replica now
+    ClusterError,  # CLUSTERDOWN or MASTERDOWN in a cluster failover; "TTL exhausted" after a storm of MOVED
+    TryAgainError,  # TRYAGAIN: keys of one call split by a slot migration
+    SlotNotCoveredError,  # a slot with no master in the client's map, while it refreshes the map
+)
+
+
+def transient(error: BaseException) -> bool:
+    """Whether retrying may help: the error is an outage or a failover, not a refusal."""
+    if isinstance(error, _TRANSIENT):
+        return True
+    # a cluster client that reached none of its nodes while refreshing its slot map
+    return isinstance(error, RedisClusterException) and isinstance(error.__cause__, _TRANSIENT)
 
 
 class Store:
     """Redis operations on taskit's keys for one client. Get one with `Store.of(connection)`."""
 
-    _stores: ClassVar[weakref.WeakKeyDictionary[redis.Redis, Store]] = weakref.WeakKeyDictionary()
+    _stores: ClassVar[weakref.WeakKeyDictionary[Client, Store]] = weakref.WeakKeyDictionary()
     _stores_lock = threading.Lock()
 
-    def __init__(self, connection: redis.Redis, retry_seconds: float = RETRY_SECONDS) -> None:
+    def __init__(self, connection: Client, retry_seconds: float = RETRY_SECONDS) -> None:
         # typed loosely: redis-py's stubs allow str replies, but taskit refuses
         # decode_responses (config.check_connection), so every reply here is bytes
         self.redis: Any = connection
@@ -67,11 +95,11 @@ class Store:
         #: the caller keeps there: the worker registers again when this changes)
         self.lost_connections = 0
         # a block must end well before the socket times out, or it reads as an outage
-        socket_timeout = connection.connection_pool.connection_kwargs.get("socket_timeout")
+        socket_timeout = connection.get_connection_kwargs().get("socket_timeout")
         self.block_seconds = min(BLOCK_SECONDS, socket_timeout / 2) if socket_timeout else BLOCK_SECONDS
 
     @classmethod
-    def of(cls, connection: redis.Redis) -> Store:
+    def of(cls, connection: Client) -> Store:
         """The store for a client, built once (its scripts are registered once)."""
         with cls._stores_lock:
             store = cls._stores.get(connection)
@@ -86,10 +114,8 @@ class Store:
         started = time.monotonic()
         try:
             return fn(*args, **kwargs)
-        except _TRANSIENT as exc:
-            first_error: Exception = exc
-        except redis.RedisError as exc:
-            raise StorageError(f"Redis at {self.where} refused the command: {exc}") from None
+        except _ERRORS as exc:
+            first_error = self._transient_or_raise(exc)
         return self._retry(started, first_error, fn, *args, **kwargs)
 
     def _call_once(self, fn: Callable[..., T], *args: Any) -> T:
@@ -98,11 +124,16 @@ class Store:
         and the worker releases what it does not know of when Redis is back."""
         try:
             return fn(*args)
-        except _TRANSIENT as exc:
-            self.lost_connections += 1
-            raise RedisUnavailableError(f"cannot reach Redis at {self.where}: {exc}") from None
-        except redis.RedisError as exc:
-            raise StorageError(f"Redis at {self.where} refused the command: {exc}") from None
+        except _ERRORS as exc:
+            error = self._transient_or_raise(exc)
+        self.lost_connections += 1
+        raise RedisUnavailableError(f"cannot reach Redis at {self.where}: {error}")
+
+    def _transient_or_raise(self, error: Exception) -> Exception:
+        """`error` if it is transient (worth retrying); else it is raised as a StorageError."""
+        if transient(error):
+            return error
+        raise self._refused(error) from None
 
     def _retry(self, started: float, error: Exception, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Retry `fn` within what is left of the budget that began at `started`.
@@ -133,16 +164,14 @@ class Store:
                 return tenacity.Retrying(
                     stop=out_of_budget,
                     wait=backoff,
-                    retry=tenacity.retry_if_exception_type(_TRANSIENT),
+                    retry=tenacity.retry_if_exception(transient),
                     reraise=True,
                 )(attempt)
-        except _TRANSIENT as exc:
-            error = exc
-        except redis.RedisError as exc:
-            raise StorageError(f"Redis at {self.where} refused the command: {exc}") from None
+        except _ERRORS as exc:
+            error = self._transient_or_raise(exc)
         raise RedisUnavailableError(
             f"cannot reach Redis at {self.where} (tried for {time.monotonic() - started:.1f}s): {error}"
-        ) from None
+        )
 
     def ping(self) -> None:
         self._call(self.redis.ping)
@@ -168,10 +197,8 @@ class Store:
         started = time.monotonic()
         try:
             results = self._run_scripts(calls)
-        except _TRANSIENT as exc:
-            results = self._retry(started, exc, self._run_scripts, calls)
-        except redis.RedisError as exc:
-            raise StorageError(f"Redis at {self.where} refused the command: {exc}") from None
+        except _ERRORS as exc:
+            results = self._retry(started, self._transient_or_raise(exc), self._run_scripts, calls)
         return [self._written.written(job[0], job[5], r) for job, r in zip(jobs, results)]
 
     def enqueue_ticks(
@@ -212,7 +239,7 @@ class Store:
         redis-py would check every script with SCRIPT EXISTS before each pipeline (an
         extra round trip); EVALSHA alone is enough, and a script Redis lost (a restart)
         is loaded and that one call re-run. `each`: a call Redis refuses gets its error
-        in its place instead of raising (a lost connection still raises).
+        in its place instead of raising (a lost connection or a failover still raises).
         """
         if len(calls) == 1 and not each:
             script, script_keys, args = calls[0]
@@ -228,7 +255,8 @@ class Store:
                     results[i] = script(keys=script_keys, args=args)
                 except redis.ResponseError as exc:
                     results[i] = exc
-            if isinstance(results[i], Exception) and not (each and isinstance(results[i], redis.ResponseError)):
+            refused = isinstance(results[i], redis.ResponseError) and not transient(results[i])
+            if isinstance(results[i], Exception) and not (each and refused):
                 raise results[i]
         return results
 

@@ -24,10 +24,10 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
-import redis
 import tenacity
 
 from .. import config, display, functions
+from ..connections import Client
 from ..exceptions import (
     ConfigurationError,
     RedisUnavailableError,
@@ -90,7 +90,7 @@ class Worker:
     def __init__(
         self,
         queues: Iterable[Queue | str] | Queue | str,
-        connection: redis.Redis | None = None,
+        connection: Client | None = None,
         name: str | None = None,
         *,
         modules: Sequence[str] = (),
