@@ -59,13 +59,14 @@ DEFAULT_PORT = 6379
 DEFAULT_SENTINEL_PORT = 26379
 #: options for the sentinels themselves (the others go to the data nodes)
 SENTINEL_OPTIONS = ("sentinel_username", "sentinel_password")
-#: options whose value is a secret (shown as *** by redact_url)
+#: options whose value is a secret
 SECRET_OPTIONS = ("username", "password", "ssl_password", *SENTINEL_OPTIONS)
 
 #: everything from the scheme up to the last "@": a password may hold an unencoded / ? # or @
 _USER_INFO = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)?(?P<user_info>.*)@", re.DOTALL)
-#: credentials given as query parameters (redis-py reads ?password= and ?username=)
-_QUERY_CREDENTIAL = re.compile(rf"(?P<name>[?&;](?:{'|'.join(SECRET_OPTIONS)})=)[^&;#]*", re.IGNORECASE)
+#: credentials given as query parameters (?password=, ?sentinel_password=, ?ssl_password=, ...),
+#: misspelled ones too: a refused ?pasword= is quoted in the error that refuses it
+_QUERY_CREDENTIAL = re.compile(r"(?P<name>[?&;]\w*(?:pas|pwd|user|secret|token|auth)\w*=)[^&;#]*", re.IGNORECASE)
 
 
 def _taskit_settings() -> dict[str, Any]:
