@@ -41,9 +41,6 @@ class RedisServer(topologies.Node):
         except topologies.TopologyError as exc:
             pytest.exit(str(exc), 2)
 
-    def stop(self) -> None:
-        self.kill()
-
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import redis
 
@@ -113,6 +113,8 @@ class Node:
             self.process.wait()
             self.process = None
 
+    stop = kill
+
     def client(self, **kwargs: Any) -> redis.Redis:
         """A plain client of this one node (for the fixtures' own checks and admin commands)."""
         return redis.Redis(port=self.port, **{**(self.tls or {}), **kwargs})
@@ -144,7 +146,13 @@ class Topology:
             node.kill()
 
 
-T = TypeVar("T", bound=Topology)
+class Startable(Protocol):
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+T = TypeVar("T", bound=Startable)
 
 
 @contextmanager
