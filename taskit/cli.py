@@ -352,14 +352,16 @@ def info(url: str) -> None:
 
 @main.command()
 @click.option("--user", default="taskit", show_default=True, metavar="NAME", help="The user's name.")
+@click.option("--cluster", is_flag=True, help="Add what redis-py's cluster client sends (for Redis Cluster).")
 @click.option("--rules", "rules_only", is_flag=True,
               help="Print only the access rules (a managed service's user 'access string').")
-def acl(user: str, rules_only: bool) -> None:
+def acl(user: str, cluster: bool, rules_only: bool) -> None:
     """Print the ACL SETUSER line for a least-privilege taskit user.
 
     \b
     Examples:
       taskit acl                      the line for user 'taskit'
+      taskit acl --cluster            the line for a cluster (run it on every node)
       taskit acl --user jobs --rules  only the rules, for a managed service
 
     The user may touch only keys and channels under the prefix (TASKIT_PREFIX, default
@@ -371,4 +373,4 @@ def acl(user: str, rules_only: bool) -> None:
 
     if not user or any(c.isspace() for c in user):
         raise click.BadParameter(f"{user!r} is not a user name (no spaces)", param_hint="--user")
-    click.echo(acl_rules.rules() if rules_only else acl_rules.setuser(user))
+    click.echo(acl_rules.rules(cluster) if rules_only else acl_rules.setuser(user, cluster=cluster))

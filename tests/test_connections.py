@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import subprocess
 from pathlib import Path
+from urllib.parse import urlencode
 
 import pytest
 import redis
@@ -128,7 +129,7 @@ TLS_OPTIONS = {
 
 
 def test_tls_options_are_the_same_in_the_url_and_as_keywords(monkeypatch: pytest.MonkeyPatch) -> None:
-    query = "&".join(f"{name}={in_url}" for name, (in_url, _) in TLS_OPTIONS.items())
+    query = urlencode({name: in_url for name, (in_url, _) in TLS_OPTIONS.items()})  # '+' as %2B
     from_url = config.connect(f"rediss://h:6380/0?{query}").get_connection_kwargs()
     keywords = {name: value for name, (_, value) in TLS_OPTIONS.items()}
     from_keywords = config.connect("rediss://h:6380/0", **keywords).get_connection_kwargs()

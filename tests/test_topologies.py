@@ -265,6 +265,24 @@ def test_the_cluster_fixture_answers_through_a_cluster_url_and_survives_a_master
     client.close()
 
 
+def test_the_acl_line_for_a_cluster_lets_redis_py_learn_the_slots(cluster: topologies.Cluster) -> None:
+    user, password = "taskit-acl", secrets.token_hex(12)
+    admins = [node.client() for node in cluster.live()]
+    for admin in admins:
+        admin.execute_command(*acl.setuser(user, password, cluster=True).split())
+        admin.execute_command("ACL", "LOG", "RESET")
+    try:
+        client = config.connect(cluster.url.replace("redis+cluster://", f"redis+cluster://{user}:{password}@"))
+        assert client.ping() and Store(client).queue_count("default") == 0
+        client.close()
+        denied = {admin.connection_pool.connection_kwargs["port"]: admin.execute_command("ACL", "LOG") for admin in admins}
+        assert not any(denied.values()), denied
+    finally:
+        for admin in admins:
+            admin.execute_command("ACL", "DELUSER", user)
+            admin.close()
+
+
 # -- a demoted master reached directly --------------------------------------------------------
 
 

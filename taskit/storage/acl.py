@@ -25,22 +25,28 @@ COMMANDS = (
     "zadd", "zcount", "zrange", "zrangebyscore", "zrem", "zremrangebyscore", "zscore",
 )
 
+#: what redis-py's cluster client sends besides: the slot map, the commands' key positions,
+#: and ASKING when a slot is being moved
+CLUSTER_COMMANDS = ("cluster|slots", "command", "asking")
+
 #: the password placeholder `taskit acl` prints: replace it before running the line
 PASSWORD_PLACEHOLDER = "CHANGE-ME"
 
 
-def rules(prefix: str = keys.PREFIX) -> str:
+def rules(cluster: bool = False, prefix: str = keys.PREFIX) -> str:
     """The user's access rules: what a managed service's user "access string" takes.
 
     `resetchannels` comes first so that no channel is allowed beyond `&prefix:*`, even where
     acl-pubsub-default is allchannels (Redis 6.2's default).
     """
-    return " ".join(["on", f"~{prefix}:*", "resetchannels", f"&{prefix}:*", "-@all", *(f"+{c}" for c in COMMANDS)])
+    commands = COMMANDS + (CLUSTER_COMMANDS if cluster else ())
+    return " ".join(["on", f"~{prefix}:*", "resetchannels", f"&{prefix}:*", "-@all", *(f"+{c}" for c in commands)])
 
 
-def setuser(user: str = "taskit", password: str = PASSWORD_PLACEHOLDER, prefix: str = keys.PREFIX) -> str:
-    """The `ACL SETUSER` line that makes `user` taskit's least-privilege user.
+def setuser(user: str = "taskit", password: str = PASSWORD_PLACEHOLDER, cluster: bool = False, prefix: str = keys.PREFIX) -> str:
+    """The `ACL SETUSER` line that makes `user` taskit's least-privilege user (on a cluster,
+    run the `cluster=True` line on every node).
 
     `reset` first: running the line again gives the same user, whatever it had before.
     """
-    return f"ACL SETUSER {user} reset >{password} {rules(prefix)}"
+    return f"ACL SETUSER {user} reset >{password} {rules(cluster, prefix)}"
