@@ -55,13 +55,21 @@ def connection(redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch) -> It
     """A client of the private server, flushed first and made taskit's default."""
     if not redis_server.alive:
         redis_server.start()  # a test stopped it
-    client = redis_server.client()
+    with taskit_default(redis_server.client(), redis_server.url, monkeypatch) as client:
+        yield client
+
+
+@contextmanager
+def taskit_default(client: redis.Redis, url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[redis.Redis]:
+    """`client` flushed, and taskit's default (TASKIT_REDIS_URL too) until the block ends."""
     client.flushall()
-    monkeypatch.setenv("TASKIT_REDIS_URL", redis_server.url)
+    monkeypatch.setenv("TASKIT_REDIS_URL", url)
     taskit.configure(connection=client)
-    yield client
-    taskit.configure()
-    client.close()
+    try:
+        yield client
+    finally:
+        taskit.configure()
+        client.close()
 
 
 @pytest.fixture
@@ -124,13 +132,8 @@ def sentinel_connection(sentinels: topologies.Sentinels, monkeypatch: pytest.Mon
     for node in sentinels.data:
         if not node.alive:
             sentinels.restore(node)  # a test failed over and did not bring it back
-    client = config.connect(sentinels.url)
-    client.flushall()
-    monkeypatch.setenv("TASKIT_REDIS_URL", sentinels.url)
-    taskit.configure(connection=client)
-    yield client
-    taskit.configure()
-    client.close()
+    with taskit_default(config.connect(sentinels.url), sentinels.url, monkeypatch) as client:
+        yield client
 
 
 @pytest.fixture(scope="session")
