@@ -196,21 +196,21 @@ def _plan(url: str, options: Mapping[str, Any]) -> Callable[[], Client]:
 def _connection_settings(url: str, options: Mapping[str, Any]) -> tuple[type[redis.Connection], dict[str, Any]]:
     """(connection class, its keyword arguments) for a one-node URL of redis-py's own schemes,
     the options given as keywords and taskit's settings, checked by building one connection."""
-    query = [name for name, _ in parse_qsl(urlsplit(url).query)]
-    for name in options:
-        if name in query:
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    for name, _ in query:
+        if name in options:
             raise ValueError(f"option {name!r} is given in the URL and as an argument: give it once")
-    if "ssl_min_version" in options:
-        options = {**options, "ssl_min_version": _tls_version(options["ssl_min_version"])}
-    url = _TLS_VERSION_IN_QUERY.sub(lambda m: m["name"] + str(_tls_version(m["value"])), url)
+    if any(name in _TYPED_OPTIONS for name, _ in query):
+        # redis-py passes these on as text from a URL (some versions): taskit reads them
+        options = {**options, **{name: value for name, value in query if name in _TYPED_OPTIONS}}
+        url = parts._replace(query=urlencode([(n, v) for n, v in query if n not in _TYPED_OPTIONS])).geturl()
+    options = {name: _TYPED_OPTIONS[name](value) if name in _TYPED_OPTIONS else value for name, value in options.items()}
     # the query wins over taskit's settings, as in redis-py
     pool = redis.ConnectionPool.from_url(url, **{**_taskit_settings(), **options})
     # an unknown option (?timeout=5) would raise TypeError only at the first command
     pool.connection_class(**pool.connection_kwargs).disconnect()
     return pool.connection_class, dict(pool.connection_kwargs)
-
-
-_TLS_VERSION_IN_QUERY = re.compile(r"(?P<name>[?&;]ssl_min_version=)(?P<value>[^&;#]*)")
 
 
 def _tls_version(value: object) -> int:
@@ -224,6 +224,19 @@ def _tls_version(value: object) -> int:
         return int(ssl.TLSVersion[name])
     except KeyError:
         raise ValueError(f"ssl_min_version must be TLSv1_2 or TLSv1_3, not {value!r}") from None
+
+
+def _check_hostname(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).lower()
+    if text not in ("true", "yes", "1", "false", "no", "0"):
+        raise ValueError(f"ssl_check_hostname must be true or false, not {value!r}")
+    return text in ("true", "yes", "1")
+
+
+#: options whose text in a URL taskit turns into their type (the same as given as keywords)
+_TYPED_OPTIONS: dict[str, Callable[[object], Any]] = {"ssl_min_version": _tls_version, "ssl_check_hostname": _check_hostname}
 
 
 def _nodes(url: str, default_port: int) -> tuple[str, list[tuple[str, int]], str, str]:
@@ -266,7 +279,14 @@ def _cluster_plan(url: str, base: str, options: Mapping[str, Any]) -> Callable[[
     # RedisCluster takes `retry` apart from the nodes' settings, and drops what it does not pass on
     kwargs = {name: value for name, value in kwargs.items() if name in REDIS_ALLOWED_KEYS and name != "retry"}
     startup_nodes = [ClusterNode(host, port) for host, port in nodes]
-    return lambda: RedisCluster(startup_nodes=startup_nodes, retry=Retry(NoBackoff(), 0), **kwargs)
+
+    def cluster() -> RedisCluster:
+        client = RedisCluster(startup_nodes=startup_nodes, retry=Retry(NoBackoff(), 0), **kwargs)
+        if not hasattr(client, "startup_nodes"):  # redis-py < 6 keeps only the nodes it found: `describe` names the seeds
+            client.startup_nodes = startup_nodes
+        return client
+
+    return cluster
 
 
 def _sentinel_plan(url: str, base: str, options: Mapping[str, Any]) -> Callable[[], Client]:

@@ -246,7 +246,7 @@ class Cluster(Topology):
     def owner(self, key: str) -> Node:
         """The master that holds `key`'s slot."""
         with self.live()[0].client(socket_timeout=2) as client:
-            slot = int(raw(client, "CLUSTER", "KEYSLOT", key))
+            slot = int(client.execute_command("CLUSTER KEYSLOT", key))
             ports = [port for start, end, (_, port, *_), *_ in raw(client, "CLUSTER", "SLOTS") if start <= slot <= end]
         return next(node for node in self.nodes if node.port in ports)
 
@@ -292,12 +292,9 @@ def cluster_view(client: redis.Redis) -> dict[int, str]:
 def raw(client: redis.Redis, *command: str) -> Any:
     """A command's reply as Redis wrote it, text decoded (redis-py parses CLUSTER replies
     differently from version to version)."""
-    connection = client.connection_pool.get_connection()
-    try:
-        connection.send_command(*command)
-        reply = connection.read_response()
-    finally:
-        client.connection_pool.release(connection)
+    name = " ".join(command)
+    client.set_response_callback(name, lambda response, **options: response)
+    reply = client.execute_command(name)
     return reply.decode() if isinstance(reply, bytes) else reply
 
 
