@@ -42,7 +42,7 @@ from redis.sentinel import Sentinel, SentinelConnectionPool
 from .exceptions import ConfigurationError, RedisUnavailableError
 
 #: a client taskit can use: one Redis (plain, TLS, Unix socket or a Sentinel-managed master) or a cluster
-Client: TypeAlias = "redis.Redis | RedisCluster"
+Client: TypeAlias = "redis.Redis | RedisCluster"  # a string: redis-py's stubs make Redis generic
 
 CONNECT_TIMEOUT = 2.0  # seconds; a dead Redis must fail fast, not hang a producer
 #: seconds a reply may take. Shorter than a producer's retry budget (storage.store.RETRY_SECONDS),
@@ -173,8 +173,8 @@ def check_connection(connection: object) -> Client:
 def _plan(url: str, options: Mapping[str, Any]) -> Callable[[], Client]:
     """Parse and check `url` and `options` without any network: the client's constructor.
 
-    Raises ValueError or TypeError (redis-py's, for a bad port or an unknown option) when
-    they cannot work.
+    Raises ValueError, TypeError or RedisError (redis-py's, for a bad port, an unknown
+    option or a bad TLS setting) when they cannot work.
     """
     scheme = url.partition("://")[0].lower() if "://" in url else ""
     if scheme not in SCHEMES:
@@ -239,8 +239,8 @@ def _check_hostname(value: object) -> bool:
 _TYPED_OPTIONS: dict[str, Callable[[object], Any]] = {"ssl_min_version": _tls_version, "ssl_check_hostname": _check_hostname}
 
 
-def _nodes(url: str, default_port: int) -> tuple[str, list[tuple[str, int]], str, str]:
-    """(user info with its '@', [(host, port), ...], path, query) of a many-host URL."""
+def _nodes(url: str, default_port: int) -> tuple[str, list[tuple[str, int]], str]:
+    """(user info with its '@', [(host, port), ...], query) of a many-host URL."""
     parts = urlsplit(url)
     user_info, at, hosts = parts.netloc.rpartition("@")
     nodes = []
@@ -249,13 +249,13 @@ def _nodes(url: str, default_port: int) -> tuple[str, list[tuple[str, int]], str
         if not node.hostname:
             raise ValueError(f"a host is missing in {hosts!r}: write host:port[,host:port...]")
         nodes.append((node.hostname, node.port or default_port))
-    return user_info + at, nodes, parts.path, parts.query
+    return user_info + at, nodes, parts.query
 
 
 def _node_settings(base: str, url: str, default_port: int, db: str, options: Mapping[str, Any]) -> tuple[list[tuple[str, int]], dict[str, Any]]:
     """The nodes of a many-host URL and the connection settings for its data nodes, as
     redis-py would read them from a one-host URL of the `base` scheme."""
-    user_info, nodes, _, query = _nodes(url, default_port)
+    user_info, nodes, query = _nodes(url, default_port)
     host, port = nodes[0]
     connection_class, kwargs = _connection_settings(f"{base}://{user_info}{_host_port(host, port)}/{db}?{query}", options)
     for name in ("host", "port"):
