@@ -18,11 +18,13 @@ COMMANDS = (
     # store.py: transactions, scripts (EVALSHA; SCRIPT LOAD when Redis lost a script), blocking waits
     "multi", "exec", "evalsha", "script|load", "blpop", "blmove",
     # store.py and the scripts: keys
-    "del", "exists", "expire", "persist", "get", "set",
+    "del", "exists", "expire", "persist", "pttl", "rename", "type", "get", "set",
     "hdel", "hexists", "hget", "hgetall", "hmget", "hset",
     "llen", "lmove", "lpush", "lrange", "lrem", "ltrim", "rpush",
-    "sadd", "smembers",
+    "sadd", "smembers", "srem", "sscan",
     "zadd", "zcount", "zrange", "zrangebyscore", "zrem", "zremrangebyscore", "zscore",
+    # the scripts: Redis's clock (lib/verdicts.lua)
+    "time",
 )
 
 #: what redis-py's cluster client sends besides: the slot map, the commands' key positions,
