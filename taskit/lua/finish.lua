@@ -3,8 +3,10 @@
 -- recovered, or it was deleted) is left untouched: a newer attempt owns it.
 -- KEYS: 1 in-flight list, then per job: job hash, started zset, target key, queue list,
 --       wake list, done list. The target is the finished, failed or scheduled zset.
+--       Then the stats keys, three per queue (lib/stats.lua).
 -- ARGV: 1 now (Unix seconds), 2 worker name, then per job: id, token, outcome, payload,
---       keep seconds, run-at
+--       keep seconds, run-at, task name and run time in microseconds (both for the stats;
+--       '' = not counted)
 --   outcome finished : payload = packed result ('' = do not keep)   -> finished registry
 --           failed   : payload = traceback text                      -> failed registry
 --           retry    : payload = traceback text, back on the queue now
@@ -16,6 +18,7 @@
 -- Returns one 1 (recorded, now or by an earlier try of the same call) or 0 (claim lost) per job.
 --#include signal_end
 --#include queueing
+--#include stats
 local now = tonumber(ARGV[1])
 local now_ms = string.format('%.0f', now * 1000)
 local out = {}
@@ -29,7 +32,9 @@ end
 
 local worker = ARGV[2]
 local k = 2
-for a = 3, #ARGV, 6 do
+stats_keys_from(2 + 6 * (#ARGV - 2) / 8)
+local minute = string.format('%.0f', math.floor(now / 60))
+for a = 3, #ARGV, 8 do
   local id, token, outcome, payload = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
   local keep, run_at = tonumber(ARGV[a + 4]), ARGV[a + 5]
   local job, started, target, queue, wake, done =
@@ -44,6 +49,9 @@ for a = 3, #ARGV, 6 do
     out[#out + 1] = already and 1 or 0
   else
     gather(removals, started, id)
+    if outcome ~= 'released' and outcome ~= 'interrupted' then
+      count_outcome(queue, ARGV[a + 6], outcome, ARGV[a + 7], minute)
+    end
     if outcome == 'finished' or outcome == 'failed' then
       if outcome == 'finished' then
         if f[4] then redis.call('HDEL', job, 'x') end  -- an earlier attempt's traceback
@@ -92,4 +100,5 @@ end
 for key, pairs_ in pairs(additions) do
   redis.call('ZADD', key, unpack(pairs_))
 end
+write_stats(now)
 return out

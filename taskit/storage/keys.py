@@ -17,6 +17,10 @@
     taskit:done:<id>             list   completion signal for `job.wait()`, short-lived
     taskit:lock:maintenance      string held by the worker running the maintenance step
     taskit:periodic:<name>       string last tick enqueued for a periodic task
+    taskit:stats:<queue>:<hour>  hash   jobs finished/failed/retried per minute of one hour
+                                        (Unix hour); expires a day later (lua/lib/stats.lua)
+    taskit:totals:<queue>        hash   the same per task since the start, and run-time
+                                        histograms per task (lua/lib/stats.lua)
 
 Times are Unix seconds (floats). Lua scripts get every fixed key through KEYS[];
 job and in-flight keys, which a script only learns while it runs, are built from the
@@ -89,6 +93,15 @@ def done(job_id: str) -> str:
 
 def periodic(name: str) -> str:
     return f"{PREFIX}:periodic:{name}"
+
+
+def stats(queue_name: str, hour: int) -> str:
+    """Per-minute counters of one queue for one Unix hour (`int(time // 3600)`)."""
+    return f"{PREFIX}:stats:{queue_name}:{hour}"
+
+
+def totals(queue_name: str) -> str:
+    return f"{PREFIX}:totals:{queue_name}"
 
 
 class Field:

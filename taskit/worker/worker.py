@@ -265,7 +265,8 @@ class Worker:
             log.error("%s: refused job %s: %s", queue, job_id, exc)
             failure_ttl = _int_field(fields, Field.FAILURE_TTL, DEFAULT_FAILURE_TTL)
             text = f"taskit.exceptions.{type(exc).__name__}: {exc}"
-            self._add_record(Record(job_id, queue, token, "failed", text.encode(), failure_ttl))
+            task = fields.get(Field.FUNC, b"?").decode(errors="replace")
+            self._add_record(Record(job_id, queue, token, "failed", text.encode(), failure_ttl, task=task))
             self.jobs_run += 1
             return
         if self.monitor is not None:
@@ -292,9 +293,12 @@ class Worker:
         if outcome.error is None:
             if log.isEnabledFor(logging.INFO):
                 log.info("%s: %s finished in %s (job %s)", queue, _short(job), _took(outcome.seconds), job.id)
-            return Record(job.id, queue, token, "finished", outcome.packed_result or b"", job.result_ttl)
+            return Record(job.id, queue, token, "finished", outcome.packed_result or b"", job.result_ttl,
+                          task=job.func_name, micros=int(outcome.seconds * 1_000_000))
         # outcome.summary is safe even when the exception's str() raises
-        return failure_record(job, token, queue, outcome.error, outcome.summary, outcome.traceback, self.clock())
+        return failure_record(
+            job, token, queue, outcome.error, outcome.summary, outcome.traceback, self.clock(), outcome.seconds
+        )
 
     def _adapt(self, seconds: float) -> None:
         """Size the next claim so that a batch holds about BATCH_SECONDS of work."""
@@ -371,6 +375,7 @@ class Worker:
             "pid": str(os.getpid()),
             "queues": ",".join(self.queues),
             "started_at": repr(time.time()),
+            "lease": repr(self.lease),  # heartbeat age = now - (lease deadline - lease), for the dashboard
         }
         self.store.register_worker(self.name, info, self.clock() + self.lease, int(self.lease) + 60)
         tasks = sorted(functions.registered_tasks())
@@ -497,23 +502,27 @@ class Worker:
         self._wake.set()
 
 
-def failure_record(job: Job, token: int, queue: str, error: BaseException, summary: str, text: str, now: float) -> Record:
+def failure_record(
+    job: Job, token: int, queue: str, error: BaseException, summary: str, text: str, now: float,
+    seconds: float | None = None,
+) -> Record:
     """What to record for a failed attempt: a retry now, a retry later, or the failure for good,
-    as the job's retry policy (or the task's own RetryLater) says."""
+    as the job's retry policy (or the task's own RetryLater) says. `seconds`: how long it ran."""
     from ..retry import delay_after_failure
 
     delay = delay_after_failure(job, error, now)
     payload = text.encode()
+    stats: dict[str, Any] = {"task": job.func_name, "micros": None if seconds is None else int(seconds * 1_000_000)}
     if delay is None:
         log.error(
             "%s: %s failed: %s (job %s, attempt %d); kept in the failed registry",
             queue, _short(job), summary, job.id, job.attempts,
         )
-        return Record(job.id, queue, token, "failed", payload, job.failure_ttl)
+        return Record(job.id, queue, token, "failed", payload, job.failure_ttl, **stats)
     log.warning("%s: %s failed: %s; retry %d in %s (job %s)", queue, _short(job), summary, job.retries + 1, _took(delay), job.id)
     if delay <= 0:
-        return Record(job.id, queue, token, "retry", payload)
-    return Record(job.id, queue, token, "scheduled", payload, run_at=now + delay)
+        return Record(job.id, queue, token, "retry", payload, **stats)
+    return Record(job.id, queue, token, "scheduled", payload, run_at=now + delay, **stats)
 
 
 def default_worker_name() -> str:
