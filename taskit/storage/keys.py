@@ -116,6 +116,7 @@ class Field:
         x   exc_info      w   worker           n   attempts (the claim token)
         rc  recoveries    rn  retries done     rp  retry policy (msgpack)
         wt  waited (someone blocks in job.wait())
+        tc  trace context (msgpack propagator carrier; only with taskit.tracing on)
 
     The Lua scripts use the same names (their headers say which they touch).
     """
@@ -142,6 +143,7 @@ class Field:
     RETRIES = "rn"
     RETRY = "rp"
     WAITED = "wt"
+    TRACE = "tc"
 
 
 #: the job attribute (or option) name of each field -> its short name, for tools and tests
@@ -168,4 +170,5 @@ FIELDS = {
     "retries": Field.RETRIES,
     "retry": Field.RETRY,
     "waited": Field.WAITED,
+    "trace_context": Field.TRACE,
 }

@@ -24,7 +24,7 @@ from typing import Any
 import redis
 import tenacity
 
-from .. import config, functions
+from .. import config, functions, tracing
 from ..exceptions import (
     ConfigurationError,
     RedisUnavailableError,
@@ -159,6 +159,7 @@ class Worker:
         self.jobs_run = 0
         previous_handlers = self._install_signal_handlers()
         self.alarm = Alarm()
+        self._call_job = tracing.consumer(call_job)  # call_job itself unless taskit.tracing is on
         heartbeat = Heartbeat(self.store, self.name, self.held, self.lease, self.heartbeat_interval, self.clock)
         heartbeat.on_tick = self._while_slow
         if self.parent_pid is not None:
@@ -274,7 +275,7 @@ class Worker:
         with self._lock:
             self._running_since = time.monotonic()
         try:
-            outcome = call_job(job, target, self.alarm, keep_result=job.result_ttl != 0)
+            outcome = self._call_job(job, target, self.alarm, keep_result=job.result_ttl != 0)
         finally:
             with self._lock:
                 self._running_since = None
