@@ -253,3 +253,26 @@ def test_refuses_a_public_address_without_auth(cli_env: dict[str, str]) -> None:
 
 def _basic(user: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def test_mounted_inside_another_asgi_app(connection) -> None:
+    """As docs/dashboard.md shows: links, static files, cookies and redirects stay under the mount."""
+    import re
+
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+    from starlette.testclient import TestClient
+
+    from taskit.dashboard import create_app
+
+    job = failed_job(connection)
+    app = Starlette(routes=[Mount("/ops/taskit", app=create_app(connection))])
+    client = TestClient(app, base_url="http://localhost")
+    page = client.get(f"/ops/taskit/jobs/{job.id}")
+    assert page.status_code == 200 and 'href="/ops/taskit/static/style.css"' in page.text
+    assert client.get("/ops/taskit/static/style.css").status_code == 200
+    token = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
+    done = client.post(f"/ops/taskit/jobs/{job.id}/requeue", data={"csrf": token}, follow_redirects=False)
+    assert done.status_code == 303 and done.headers["location"] == f"/ops/taskit/jobs/{job.id}"
+    assert job.get_status() == JobStatus.QUEUED
+    assert "Requeued job" in client.get(done.headers["location"]).text
