@@ -52,6 +52,7 @@ from ..overview import (
 )
 from ..queue import Queue
 from ..registry import CanceledJobRegistry, FailedJobRegistry
+from ..storage.keys import Field
 from ..storage.store import Store
 from .charts import chart
 from .security import CSRF_FIELD, Guard, csrf_ok, csrf_token, set_csrf_cookie
@@ -184,7 +185,7 @@ class _Pages:
         while scanned < SCAN_LIMIT and len(matches) <= start + PAGE_SIZE:
             chunk = self._ids(queue, registry, scanned, 200)
             for job_id, fields in zip(chunk, self.store.fetch(chunk) if chunk else []):
-                if fields is not None and fields.get("f", b"").decode(errors="replace") == task:
+                if fields is not None and fields.get(Field.FUNC, b"").decode(errors="replace") == task:
                     matches.append(job_id)
             scanned += len(chunk)
             if len(chunk) < 200:

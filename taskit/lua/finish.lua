@@ -33,7 +33,6 @@ end
 local worker = ARGV[2]
 local k = 2
 stats_keys_from(2 + 6 * (#ARGV - 2) / 8)
-local minute = string.format('%.0f', math.floor(now / 60))
 for a = 3, #ARGV, 8 do
   local id, token, outcome, payload = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
   local keep, run_at = tonumber(ARGV[a + 4]), ARGV[a + 5]
@@ -50,7 +49,7 @@ for a = 3, #ARGV, 8 do
   else
     gather(removals, started, id)
     if outcome ~= 'released' and outcome ~= 'interrupted' then
-      count_outcome(queue, ARGV[a + 6], outcome, ARGV[a + 7], minute)
+      count_outcome(queue, ARGV[a + 6], outcome, ARGV[a + 7])
     end
     if outcome == 'finished' or outcome == 'failed' then
       if outcome == 'finished' then

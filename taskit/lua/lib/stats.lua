@@ -16,13 +16,7 @@ local STAT_BOUNDS = {
   {250000, '0.25'}, {500000, '0.5'}, {1000000, '1'}, {2500000, '2.5'}, {5000000, '5'},
   {10000000, '10'}, {30000000, '30'}, {60000000, '60'}, {300000000, '300'},
 }
-local stat_counts, stat_keys = {}, {}
-
-local function stat_add(key, field, n)
-  local fields = stat_counts[key]
-  if not fields then fields = {}; stat_counts[key] = fields end
-  fields[field] = (fields[field] or 0) + n
-end
+local stat_keys, stat_queues = {}, {}
 
 -- Learn the stats keys from KEYS[first..]: triples of queue list, hour hash, totals hash.
 local function stats_keys_from(first)
@@ -32,33 +26,47 @@ local function stats_keys_from(first)
 end
 
 -- Count one recorded outcome (finished, failed, retry or scheduled) of `task`, which ran
--- `micros` microseconds ('' = it never ran: refused before running).
-local function count_outcome(queue, task, outcome, micros, minute)
-  local pair = stat_keys[queue]
-  if not pair or task == '' then return end
+-- `micros` microseconds ('' = it never ran: refused before running). Only numbers are
+-- added here, per job; field names are built once per batch, in write_stats.
+local function count_outcome(queue, task, outcome, micros)
+  if task == '' or not stat_keys[queue] then return end
+  local per_queue = stat_queues[queue]
+  if not per_queue then per_queue = {d = 0, f = 0, r = 0, tasks = {}}; stat_queues[queue] = per_queue end
+  local counts = per_queue.tasks[task]
+  if not counts then counts = {d = 0, f = 0, r = 0, us = 0, runs = {}}; per_queue.tasks[task] = counts end
   local kind = (outcome == 'finished' and 'd') or (outcome == 'failed' and 'f') or 'r'
-  stat_add(pair[1], kind .. ':' .. minute, 1)
-  stat_add(pair[2], kind .. ':' .. task, 1)
+  per_queue[kind] = per_queue[kind] + 1
+  counts[kind] = counts[kind] + 1
   local us = tonumber(micros)
   if us then
-    local bucket = '+Inf'
-    for _, bound in ipairs(STAT_BOUNDS) do
-      if us <= bound[1] then bucket = bound[2]; break end
+    local bucket = #STAT_BOUNDS + 1
+    for i = 1, #STAT_BOUNDS do
+      if us <= STAT_BOUNDS[i][1] then bucket = i; break end
     end
-    stat_add(pair[2], 'us:' .. task, math.floor(us))
-    stat_add(pair[2], 'h' .. bucket .. ':' .. task, 1)
+    counts.us = counts.us + math.floor(us)
+    counts.runs[bucket] = (counts.runs[bucket] or 0) + 1
   end
 end
 
 -- Write every counter once; hour hashes expire 26 hours after their hour began.
 local function write_stats(now)
+  local minute = string.format('%.0f', math.floor(now / 60))
   local expire_at = (math.floor(now / 3600) + 26) * 3600
-  for key, fields in pairs(stat_counts) do
-    for field, n in pairs(fields) do
-      redis.pcall('HINCRBY', key, field, string.format('%.0f', n))
+  for queue, per_queue in pairs(stat_queues) do
+    local hour, totals = stat_keys[queue][1], stat_keys[queue][2]
+    for _, kind in ipairs({'d', 'f', 'r'}) do
+      if per_queue[kind] > 0 then redis.pcall('HINCRBY', hour, kind .. ':' .. minute, per_queue[kind]) end
     end
-  end
-  for _, pair in pairs(stat_keys) do
-    if stat_counts[pair[1]] then redis.pcall('EXPIREAT', pair[1], expire_at) end
+    redis.pcall('EXPIREAT', hour, expire_at)
+    for task, counts in pairs(per_queue.tasks) do
+      for _, kind in ipairs({'d', 'f', 'r'}) do
+        if counts[kind] > 0 then redis.pcall('HINCRBY', totals, kind .. ':' .. task, counts[kind]) end
+      end
+      if counts.us > 0 then redis.pcall('HINCRBY', totals, 'us:' .. task, string.format('%.0f', counts.us)) end
+      for bucket, n in pairs(counts.runs) do
+        local bound = STAT_BOUNDS[bucket] and STAT_BOUNDS[bucket][2] or '+Inf'
+        redis.pcall('HINCRBY', totals, 'h' .. bound .. ':' .. task, n)
+      end
+    end
   end
 end
