@@ -245,7 +245,7 @@ def _why_not_failed(job_id: str, queue: str) -> str:
     return f"not failed (it is {job.get_status(refresh=False)})"
 
 
-@main.command()
+@main.command(short_help="Show queues and workers with their jobs (-i N: refresh).")
 @url_option
 @click.option("-i", "--interval", type=click.FloatRange(min=0.1), metavar="SECONDS",
               help="Refresh in place every SECONDS until Ctrl-C.")
@@ -308,7 +308,7 @@ def _print_overview(overview: Any) -> None:
             click.echo(f"      running {running.task} (job {running.id}){since}{more}")
 
 
-@main.command("job")
+@main.command("job", short_help="Show one job: arguments, result or traceback, timeline.")
 @click.argument("job_id")
 @url_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
@@ -377,7 +377,7 @@ def failed(queues: tuple[str, ...], url: str, limit: int) -> None:
                + f" on {', '.join(repr(n) for n in names) or 'no queue'}.")
 
 
-@main.command()
+@main.command(short_help="Delete the jobs waiting on a queue.")
 @click.argument("queues", nargs=-1, required=True, metavar="QUEUE...")
 @url_option
 @_fail_cleanly
@@ -402,7 +402,7 @@ def _parse_value(text: str) -> Any:
         return text
 
 
-@main.command("enqueue", context_settings={"ignore_unknown_options": True})
+@main.command("enqueue", context_settings={"ignore_unknown_options": True}, short_help="Enqueue a job from the shell.")
 @click.argument("function")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 @click.option("-k", "--kwarg", "kwargs", multiple=True, metavar="NAME=VALUE",
@@ -469,7 +469,7 @@ def _import_function(path: str, paths: Sequence[str]) -> Any:
     return target
 
 
-@main.command()
+@main.command(short_help="Serve Prometheus metrics (also on the dashboard).")
 @url_option
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("-p", "--port", type=click.IntRange(1, 65535), default=9808, show_default=True, help="Port to listen on.")
@@ -507,7 +507,7 @@ def _wait_for_stop() -> None:
         pass
 
 
-@main.command()
+@main.command(short_help="Serve the web dashboard (queues, jobs, workers, periodic).")
 @click.argument("modules", nargs=-1)
 @url_option
 @click.option("--host", default="127.0.0.1", show_default=True,
