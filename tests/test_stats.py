@@ -62,8 +62,8 @@ def test_a_record_of_a_lost_claim_or_a_released_job_is_not_counted(connection: r
     now = time.time()
     claimed, _ = store.claim("w1", ["default"], now, now + 30, 2)
     (first, token, _, _), (second, token2, _, _) = claimed
-    lost = Record(first, "default", token + 1, "finished", b"", 500, task="sample_tasks.add", micros=10)
-    released = Record(second, "default", token2, "released", task="", micros=None)
+    lost = Record(first, "default", token + 1, "finished", b"", 500, micros=10)
+    released = Record(second, "default", token2, "released")
     assert store.finish("w1", [lost, released], now) == [0, 1]
     (tasks,) = store.task_totals(["default"])
     assert tasks == {}

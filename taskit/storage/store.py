@@ -366,8 +366,8 @@ class Store:
                 keys.done(r.job_id),
             ]
             args += [r.job_id, r.token, r.outcome, r.payload, r.keep, "" if r.run_at is None else r.run_at,
-                     r.task, "" if r.micros is None else r.micros]
-            if r.task:
+                     "" if r.micros is None else r.micros]
+            if r.outcome in _COUNTED:
                 counted.add(r.queue)
         hour = int(now // 3600)
         for queue in counted:  # lua/lib/stats.lua
@@ -640,11 +640,10 @@ class Store:
 class Record:
     """What happened to one claimed job, as `finish.lua` takes it.
 
-    task and micros feed the statistics (lua/lib/stats.lua): the task's name ('' = not
-    counted: the job never ran) and how long it ran in microseconds (None = it was refused
-    before running, or its run time is unknown)."""
+    micros, how long it ran in microseconds, feeds the run-time histograms
+    (lua/lib/stats.lua); None: refused before running, or not measured."""
 
-    __slots__ = ("job_id", "keep", "micros", "outcome", "payload", "queue", "run_at", "task", "token")
+    __slots__ = ("job_id", "keep", "micros", "outcome", "payload", "queue", "run_at", "token")
 
     def __init__(
         self,
@@ -655,15 +654,18 @@ class Record:
         payload: bytes | str = b"",
         keep: int = 0,
         run_at: float | None = None,
-        task: str = "",
         micros: int | None = None,
     ) -> None:
         self.job_id, self.queue, self.token, self.outcome = job_id, queue, token, outcome
         self.payload, self.keep, self.run_at = payload, keep, run_at
-        self.task, self.micros = task, micros
+        self.micros = micros
 
     def __repr__(self) -> str:
         return f"Record({self.job_id!r}, {self.outcome!r}, token={self.token})"
+
+
+#: the outcomes the statistics count (a released or interrupted job did not run to an end)
+_COUNTED = frozenset({"finished", "failed", "retry", "scheduled"})
 
 
 def _new_job_keys(job_id: str, queue: str) -> list[str]:

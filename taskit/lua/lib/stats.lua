@@ -25,11 +25,12 @@ local function stats_keys_from(first)
   end
 end
 
--- Count one recorded outcome (finished, failed, retry or scheduled) of `task`, which ran
--- `micros` microseconds ('' = it never ran: refused before running). Only numbers are
--- added here, per job; field names are built once per batch, in write_stats.
+-- Count one recorded outcome (finished, failed, retry or scheduled) of `task` (the job's
+-- f field, false if it has none), which ran `micros` microseconds ('' = unknown: refused
+-- before running). Only numbers are added here, per job; field names are built once per
+-- batch, in write_stats.
 local function count_outcome(queue, task, outcome, micros)
-  if task == '' or not stat_keys[queue] then return end
+  if not task or not stat_keys[queue] then return end
   local per_queue = stat_queues[queue]
   if not per_queue then per_queue = {d = 0, f = 0, r = 0, tasks = {}}; stat_queues[queue] = per_queue end
   local counts = per_queue.tasks[task]
