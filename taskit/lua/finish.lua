@@ -3,10 +3,9 @@
 -- recovered, or it was deleted) is left untouched: a newer attempt owns it.
 -- KEYS: 1 in-flight list, then per job: job hash, started zset, target key, queue list,
 --       wake list, done list. The target is the finished, failed or scheduled zset.
---       Then the stats keys, two per queue (lib/stats.lua).
+--       Then the stats keys, three per queue (lib/stats.lua).
 -- ARGV: 1 now (Unix seconds), 2 worker name, then per job: id, token, outcome, payload,
---       keep seconds, run-at, stats group, run time in microseconds (lib/stats.lua);
---       last: the batch's stats (lib/stats.lua)
+--       keep seconds, run-at, run time in microseconds (for the stats; '' = unknown)
 --   outcome finished : payload = packed result ('' = do not keep)   -> finished registry
 --           failed   : payload = traceback text                      -> failed registry
 --           retry    : payload = traceback text, back on the queue now
@@ -14,7 +13,7 @@
 --           released : never ran (prefetched); back to the front of the queue
 --           interrupted: stopped mid-run by a cold shutdown; back to the front
 --   keep: 0 delete at once, -1 keep forever, n keep n seconds
--- Fields (see storage/keys.py Field): reads n, s, wt, rn, w, tl; writes s, en, r, x, rn, n, c, e.
+-- Fields (see storage/keys.py Field): reads n, s, wt, rn, w, tl, f; writes s, en, r, x, rn, n, c, e.
 -- Returns one 1 (recorded, now or by an earlier try of the same call) or 0 (claim lost) per job.
 --#include signal_end
 --#include queueing
@@ -32,8 +31,8 @@ end
 
 local worker = ARGV[2]
 local k = 2
-stats_from(ARGV[#ARGV], 2 + 6 * (#ARGV - 3) / 8)
-for a = 3, #ARGV - 1, 8 do
+stats_keys_from(2 + 6 * (#ARGV - 2) / 7)
+for a = 3, #ARGV, 7 do
   local id, token, outcome, payload = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
   local keep, run_at = tonumber(ARGV[a + 4]), ARGV[a + 5]
   local job, started, target, queue, wake, done =
@@ -41,14 +40,16 @@ for a = 3, #ARGV - 1, 8 do
   k = k + 6
 
   local held = redis.call('LREM', KEYS[1], 1, id)
-  local f = redis.call('HMGET', job, 'n', 's', 'wt', 'rn', 'w')
+  local f = redis.call('HMGET', job, 'n', 's', 'wt', 'rn', 'w', 'f')
   if held == 0 or f[1] ~= token or f[2] ~= 'started' then
     -- a retried round trip finds its own record already written: that counts as recorded
     local already = held == 0 and f[1] == token and f[5] == worker and f[2] ~= 'started'
     out[#out + 1] = already and 1 or 0
-    stats_not_recorded(ARGV[a + 6], ARGV[a + 7])
   else
     gather(removals, started, id)
+    if outcome ~= 'released' and outcome ~= 'interrupted' then
+      count_outcome(queue, f[6], outcome, ARGV[a + 6])
+    end
     if outcome == 'finished' or outcome == 'failed' then
       if outcome == 'finished' then
         if f[4] then redis.call('HDEL', job, 'x') end  -- an earlier attempt's traceback

@@ -10,7 +10,6 @@ then raised as `RedisUnavailableError`; any other Redis error becomes `StorageEr
 
 from __future__ import annotations
 
-import bisect
 import threading
 import time
 import weakref
@@ -355,8 +354,7 @@ class Store:
     def _finish(self, worker: str, records: Sequence[Record], now: float) -> Any:
         script_keys = [keys.inflight(worker)]
         args: list[Any] = [now, worker]
-        groups: dict[tuple[str, str, str, str], list[Any]] = {}  # lua/lib/stats.lua
-        queues: dict[str, int] = {}
+        counted: set[str] = set()
         for r in records:
             target = {"finished": "finished", "failed": "failed", "scheduled": "scheduled"}.get(r.outcome, "started")
             script_keys += [
@@ -367,23 +365,13 @@ class Store:
                 keys.wake(r.queue),
                 keys.done(r.job_id),
             ]
-            group: int | str = ""
-            kind = _STAT_KIND.get(r.outcome)
-            if kind is not None and r.task:
-                bound = "" if r.micros is None else _RUN_TIME_BOUNDS[bisect.bisect_left(_RUN_TIME_LIMITS, r.micros)]
-                row = groups.get((r.queue, kind, r.task, bound))
-                if row is None:
-                    number = queues.setdefault(r.queue, len(queues))
-                    row = groups[(r.queue, kind, r.task, bound)] = [number, kind, r.task, bound, 0, 0, len(groups) + 1]
-                row[4] += 1
-                row[5] += r.micros or 0
-                group = row[6]
             args += [r.job_id, r.token, r.outcome, r.payload, r.keep, "" if r.run_at is None else r.run_at,
-                     group, "" if r.micros is None else r.micros]
+                     "" if r.micros is None else r.micros]
+            if r.outcome in _COUNTED:
+                counted.add(r.queue)
         hour = int(now // 3600)
-        for queue in queues:  # in the order of their numbers
-            script_keys += [keys.stats(queue, hour), keys.totals(queue)]
-        args.append(msgpack.packb([row[:6] for row in groups.values()]))
+        for queue in counted:  # lua/lib/stats.lua
+            script_keys += [keys.queue(queue), keys.stats(queue, hour), keys.totals(queue)]
         return self.scripts.finish, script_keys, args
 
     def block_for_work(self, queues: Sequence[str], timeout: float) -> bool:
@@ -652,11 +640,10 @@ class Store:
 class Record:
     """What happened to one claimed job, as `finish.lua` takes it.
 
-    task and micros feed the statistics (lua/lib/stats.lua): the task's name ('' = not
-    counted) and how long it ran in microseconds (None: refused before running, or not
-    measured: counted, but not in the run-time histogram)."""
+    micros, how long it ran in microseconds, feeds the run-time histograms
+    (lua/lib/stats.lua); None: refused before running, or not measured."""
 
-    __slots__ = ("job_id", "keep", "micros", "outcome", "payload", "queue", "run_at", "task", "token")
+    __slots__ = ("job_id", "keep", "micros", "outcome", "payload", "queue", "run_at", "token")
 
     def __init__(
         self,
@@ -667,22 +654,18 @@ class Record:
         payload: bytes | str = b"",
         keep: int = 0,
         run_at: float | None = None,
-        task: str = "",
         micros: int | None = None,
     ) -> None:
         self.job_id, self.queue, self.token, self.outcome = job_id, queue, token, outcome
         self.payload, self.keep, self.run_at = payload, keep, run_at
-        self.task, self.micros = task, micros
+        self.micros = micros
 
     def __repr__(self) -> str:
         return f"Record({self.job_id!r}, {self.outcome!r}, token={self.token})"
 
 
-#: outcome -> what the statistics count it as (a released or interrupted job is not counted)
-_STAT_KIND = {"finished": "d", "failed": "f", "retry": "r", "scheduled": "r"}
-#: run-time histogram buckets: upper bounds in seconds (as field names) and microseconds
-_RUN_TIME_BOUNDS = ("0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "10", "30", "60", "300", "+Inf")
-_RUN_TIME_LIMITS = [round(float(bound) * 1_000_000) for bound in _RUN_TIME_BOUNDS[:-1]]
+#: the outcomes the statistics count (a released or interrupted job did not run to an end)
+_COUNTED = frozenset({"finished", "failed", "retry", "scheduled"})
 
 
 def _new_job_keys(job_id: str, queue: str) -> list[str]:

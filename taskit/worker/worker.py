@@ -266,8 +266,7 @@ class Worker:
             log.error("%s: refused job %s: %s", queue, job_id, exc)
             failure_ttl = _int_field(fields, Field.FAILURE_TTL, DEFAULT_FAILURE_TTL)
             text = f"taskit.exceptions.{type(exc).__name__}: {exc}"
-            task = fields.get(Field.FUNC, b"?").decode(errors="replace")
-            self._add_record(Record(job_id, queue, token, "failed", text.encode(), failure_ttl, task=task))
+            self._add_record(Record(job_id, queue, token, "failed", text.encode(), failure_ttl))
             self.jobs_run += 1
             return
         if self.monitor is not None:
@@ -295,7 +294,7 @@ class Worker:
             if log.isEnabledFor(logging.INFO):
                 log.info("%s: %s finished in %s (job %s)", queue, _short(job), _took(outcome.seconds), job.id)
             return Record(job.id, queue, token, "finished", outcome.packed_result or b"", job.result_ttl,
-                          task=job.func_name, micros=int(outcome.seconds * 1_000_000))
+                          micros=int(outcome.seconds * 1_000_000))
         # outcome.summary is safe even when the exception's str() raises
         return failure_record(
             job, token, queue, outcome.error, outcome.summary, outcome.traceback, self.clock(), outcome.seconds
@@ -513,17 +512,17 @@ def failure_record(
 
     delay = delay_after_failure(job, error, now)
     payload = text.encode()
-    stats: dict[str, Any] = {"task": job.func_name, "micros": None if seconds is None else int(seconds * 1_000_000)}
+    micros = None if seconds is None else int(seconds * 1_000_000)
     if delay is None:
         log.error(
             "%s: %s failed: %s (job %s, attempt %d); kept in the failed registry",
             queue, _short(job), summary, job.id, job.attempts,
         )
-        return Record(job.id, queue, token, "failed", payload, job.failure_ttl, **stats)
+        return Record(job.id, queue, token, "failed", payload, job.failure_ttl, micros=micros)
     log.warning("%s: %s failed: %s; retry %d in %s (job %s)", queue, _short(job), summary, job.retries + 1, _took(delay), job.id)
     if delay <= 0:
-        return Record(job.id, queue, token, "retry", payload, **stats)
-    return Record(job.id, queue, token, "scheduled", payload, run_at=now + delay, **stats)
+        return Record(job.id, queue, token, "retry", payload, micros=micros)
+    return Record(job.id, queue, token, "scheduled", payload, run_at=now + delay, micros=micros)
 
 
 def default_worker_name() -> str:
