@@ -56,18 +56,20 @@ def test_a_slow_job_lands_in_a_slower_bucket(connection: redis.Redis, queue: Que
 
 
 def test_a_record_of_a_lost_claim_or_a_released_job_is_not_counted(connection: redis.Redis, queue: Queue) -> None:
-    queue.enqueue(sample_tasks.add, 1, 1)
-    queue.enqueue(sample_tasks.add, 2, 2)
+    for i in range(3):
+        queue.enqueue(sample_tasks.add, i, i)
     store = Store.of(connection)
     now = time.time()
-    claimed, _ = store.claim("w1", ["default"], now, now + 30, 2)
-    (first, token, _, _), (second, token2, _, _) = claimed
-    lost = Record(first, "default", token + 1, "finished", b"", 500, micros=10)
+    claimed, _ = store.claim("w1", ["default"], now, now + 30, 3)
+    (first, token, _, _), (second, token2, _, _), (third, token3, _, _) = claimed
+    lost = Record(first, "default", token + 1, "finished", b"", 500, micros=1000)
     released = Record(second, "default", token2, "released")
-    assert store.finish("w1", [lost, released], now) == [0, 1]
+    recorded = Record(third, "default", token3, "finished", b"", 500, micros=20)
+    assert store.finish("w1", [lost, released, recorded], now) == [0, 1, 1]
     (tasks,) = store.task_totals(["default"])
-    assert tasks == {}
-    assert store.minute_counts(["default"], minute_now() - 1, minute_now() + 1)[0] == {"d": {}, "f": {}, "r": {}}
+    assert tasks == {"sample_tasks.add": {"d": 1, "us": 20, "h0.005": 1}}
+    (minutes,) = store.minute_counts(["default"], minute_now() - 1, minute_now() + 1)
+    assert minutes == {"d": {int(now // 60): 1}, "f": {}, "r": {}}
 
 
 def test_a_damaged_stats_key_never_stops_outcomes_from_being_recorded(connection: redis.Redis, queue: Queue) -> None:
