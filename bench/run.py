@@ -1,13 +1,16 @@
-"""taskit against its peers on one private Redis: one command, one table.
+"""taskit against its peers on one private Redis: one command, two tables.
 
-    pip install -e '.[bench]' && python bench/run.py            # about 3 minutes
-    python bench/run.py --quick                                  # a smoke run, under a minute
+    pip install -e '.[bench]' && python bench/run.py            # about 8 minutes
+    python bench/run.py --quick                                  # a smoke run, under 2 minutes
     python bench/run.py --only taskit,rq-simple --jobs 20000
+    python bench/run.py --only-io                                # the I/O workload alone
 
 Starts its own redis-server (free port, temporary directory, no persistence), then for
 each library and each phase starts `python -m bench.peers.driver` (one process per
-library and phase, against a freshly flushed database), and prints the machine and one
-Markdown table. What each column means and how it is measured: bench/README.md.
+library and phase, against a freshly flushed database), and prints the machine and two
+Markdown tables: the no-op workload, then the I/O-bound one (jobs that wait 50 ms, each
+mode run --io-repeats times, the median shown). What each column means and how it is
+measured: bench/README.md.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import platform
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -33,12 +37,13 @@ if str(ROOT) not in sys.path:
 
 import redis
 
-from bench.peers.driver import MODES
+from bench.peers.driver import IO_MODES, MODES, io_size
+from bench.peers.io_work import WAIT
 from bench.peers.tools import guarded
 
 #: modes whose enqueue path is another mode's (same library, other worker): measured once
 SAME_ENQUEUE = {"rq-simple": "rq"}
-DISTRIBUTIONS = ["taskit", "rq", "celery", "kombu", "dramatiq", "huey", "redis", "hiredis"]
+DISTRIBUTIONS = ["taskit", "rq", "celery", "kombu", "dramatiq", "huey", "saq", "redis", "hiredis"]
 
 
 class RedisServer:
@@ -107,11 +112,11 @@ def machine(server: RedisServer) -> dict[str, Any]:
 
 
 def run_phase(server: RedisServer, mode: str, phase: str, args: argparse.Namespace, workdir: Path,
-              processes: int = 1) -> dict[str, Any]:
+              processes: int = 1, jobs: int = 0, note: str = "") -> dict[str, Any]:
     server.client.flushall()
     command = [
         sys.executable, "-m", "bench.peers.driver", "--peer", mode, "--phase", phase, "--url", server.url,
-        "--jobs", str(args.jobs), "--processes", str(processes), "--samples", str(args.samples),
+        "--jobs", str(jobs or args.jobs), "--processes", str(processes), "--samples", str(args.samples),
         "--timeout", str(args.timeout), "--process-cap", str(args.fork_jobs), "--workdir", str(workdir),
     ]
     env = dict(os.environ)
@@ -129,12 +134,34 @@ def run_phase(server: RedisServer, mode: str, phase: str, args: argparse.Namespa
             process.kill()
             process.communicate()
         raise
-    note = f"  {mode:10} {phase:8}{'' if phase != 'process' else f' x{processes}'}"
+    note = f"  {mode:16} {phase:8}{'' if phase != 'process' else f' x{processes}'}{note}"
     if process.returncode != 0 or not out.strip():
         print(f"{note}  FAILED ({time.monotonic() - started:.0f}s)\n{err.strip()[-3000:]}", file=sys.stderr)
         return {"error": (err.strip().splitlines() or ["no output"])[-1]}
-    print(f"{note}  done ({time.monotonic() - started:.0f}s)", file=sys.stderr)
-    return json.loads(out.strip().splitlines()[-1])
+    result = json.loads(out.strip().splitlines()[-1])
+    outcome = f"skipped: {result['skipped']}" if "skipped" in result else f"done ({time.monotonic() - started:.0f}s)"
+    print(f"{note}  {outcome}", file=sys.stderr)
+    return result
+
+
+def run_io(server: RedisServer, modes: list[str], args: argparse.Namespace, tmp: Path,
+           results: dict[str, dict[str, Any]]) -> None:
+    """Each I/O mode --io-repeats times into `results`, in rounds (every mode once, then again)
+    so that a noisy minute on the machine is spread over the modes; the median run counts."""
+    for repeat in range(1, args.io_repeats + 1):
+        for mode in modes:
+            entry = results.setdefault(mode, {"runs": []})
+            if "skipped" in entry or "error" in entry:
+                continue
+            processes, concurrency = io_size(IO_MODES[mode], args.processes)
+            jobs = min(args.io_jobs, args.io_rounds * processes * concurrency)
+            run = run_phase(server, mode, "io", args, tmp / f"io-{mode}", args.processes, jobs,
+                            note=f" run {repeat}/{args.io_repeats}, {jobs:,} jobs")
+            entry.update({k: run[k] for k in ("label", "processes", "concurrency", "skipped", "error") if k in run})
+            entry["jobs"] = jobs
+            if "jobs_per_s" in run:
+                entry["runs"].append(run)
+                entry["jobs_per_s"] = statistics.median(r["jobs_per_s"] for r in entry["runs"])
 
 
 # -- the table -----------------------------------------------------------------------------------
@@ -213,20 +240,94 @@ def table(results: dict[str, dict[str, Any]], processes: int) -> str:
                 text = _lead(text, _get(base, *path), value, higher, mode == "taskit")
             row.append(text)
         rows.append(row)
+    return markdown(headers, rows)
+
+
+def markdown(headers: list[str], rows: list[list[str]], text_columns: int = 1) -> str:
+    """A Markdown table, padded to line up in a terminal; the first `text_columns` left-aligned."""
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
     lines = ["| " + " | ".join(h.ljust(w) for h, w in zip(headers, widths)) + " |",
-             "|" + "|".join("-" * (w + 1) + ":" if i else "-" * (w + 2) for i, w in enumerate(widths)) + "|"]
-    lines += ["| " + " | ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) + " |"
+             "|" + "|".join("-" * (w + 1) + ":" if i >= text_columns else "-" * (w + 2)
+                            for i, w in enumerate(widths)) + "|"]
+    lines += ["| " + " | ".join(c.ljust(w) if i < text_columns else c.rjust(w)
+                                for i, (c, w) in enumerate(zip(r, widths))) + " |"
               for r in rows]
     return "\n".join(lines)
 
 
-def errors(results: dict[str, dict[str, Any]]) -> list[str]:
+def _ratio(value: float) -> str:
+    return f"{value:.0f}x" if value >= 10 else f"{value:.1f}x" if value >= 0.1 else f"{value:.2f}x"
+
+
+def _best(io: dict[str, dict[str, Any]], pool: str | None = None) -> str | None:
+    """The peer mode (not taskit's) with the most jobs/s; with `pool`, among that pool's modes."""
+    peers = [m for m, r in io.items() if not m.startswith("taskit") and "jobs_per_s" in r
+             and (pool is None or IO_MODES[m].pool == pool)]
+    return max(peers, key=lambda m: io[m]["jobs_per_s"], default=None)
+
+
+def io_table(io: dict[str, dict[str, Any]]) -> str:
+    headers = ["I/O mode", "processes x concurrency", "ceiling", "jobs", "jobs/s", "runs min–max", "vs best peer"]
+    best = _best(io)
+    rows = []
+    for mode, result in io.items():
+        size = ceiling = "—"
+        if "processes" in result:
+            size = f"{result['processes']} x {result['concurrency']}"
+            ceiling = _num(result["processes"] * result["concurrency"] / WAIT)
+        rate = ratio = spread = "—"
+        if "jobs_per_s" in result:
+            rate = _num(result["jobs_per_s"])
+            if any(r.get("cut_off") for r in result["runs"]):
+                rate += " (cut off)"
+            rates = [r["jobs_per_s"] for r in result["runs"]]
+            spread = f"{_num(min(rates))}–{_num(max(rates))}" if len(rates) > 1 else "—"
+            if best is not None and io[best]["jobs_per_s"]:
+                ratio = _ratio(result["jobs_per_s"] / io[best]["jobs_per_s"])
+        elif "skipped" in result:
+            rate = "skipped"
+        elif "error" in result:
+            rate = "failed"
+        jobs = _num(result.get("jobs")) if result["runs"] else "—"
+        rows.append([result.get("label", mode), size, ceiling, jobs, rate, spread, ratio])
+    return markdown(headers, rows, text_columns=2)
+
+
+def io_notes(io: dict[str, dict[str, Any]]) -> list[str]:
+    notes = []
+    for name, pool in (("Best peer mode", None), ("Best thread-based peer (32 threads)", "threads")):
+        best = _best(io, pool)
+        if best is not None:
+            notes.append(f"{name}: {io[best]['label']}, {_num(io[best]['jobs_per_s'])} jobs/s.")
+    notes += [f"{result.get('label', mode)}: skipped: {result['skipped']}." for mode, result in io.items()
+              if "skipped" in result]
+    return notes
+
+
+def errors(results: dict[str, dict[str, Any]], io: dict[str, dict[str, Any]]) -> list[str]:
     return [f"{mode} {phase}: {part['error']}" for mode, result in results.items()
-            for phase, part in result.items() if isinstance(part, dict) and "error" in part]
+            for phase, part in result.items() if isinstance(part, dict) and "error" in part] + [
+        f"{mode} io: {result['error']}" for mode, result in io.items() if "error" in result]
 
 
-def report(info: dict[str, Any], results: dict[str, dict[str, Any]], args: argparse.Namespace) -> str:
+def io_report(info: dict[str, Any], io: dict[str, dict[str, Any]], args: argparse.Namespace,
+              alone: bool) -> list[str]:
+    runs = f"the median of {args.io_repeats} runs" if args.io_repeats > 1 else "one run"
+    workload = (
+        f"I/O workload: each job waits {WAIT * 1000:.0f} ms (time.sleep; asyncio.sleep in the async modes); "
+        f"{args.io_jobs:,} jobs per run, or {args.io_rounds} rounds of a mode's processes x concurrency where that "
+        f"is fewer (RQ, and every mode that runs few jobs at once); jobs/s from the first job's start to the last "
+        f"job's end, {runs}; {info['io_seconds']:.0f} s{' in all' if alone else ''}."
+    )
+    legend = (
+        f"ceiling = processes x concurrency / {WAIT * 1000:.0f} ms, the most jobs/s that many jobs at once can run; "
+        "vs best peer = jobs/s divided by the best peer mode's (not taskit's) in this run."
+    )
+    return [workload, "", io_table(io), "", legend, *io_notes(io)]
+
+
+def report(info: dict[str, Any], results: dict[str, dict[str, Any]], io: dict[str, dict[str, Any]],
+           args: argparse.Namespace) -> str:
     versions = ", ".join(f"{k} {v}" for k, v in info["versions"].items() if v != "not installed")
     machine_line = (
         f"Machine: {info['cpu']}, {info['cores']} cores; {info['os']}; Python {info['python']}; "
@@ -244,48 +345,71 @@ def report(info: dict[str, Any], results: dict[str, dict[str, Any]], args: argpa
     lines = [
         machine_line,
         f"Libraries: {versions} (taskit at {info['taskit_commit'] or 'unknown commit'})",
-        workload,
-        "",
-        table(results, args.processes),
-        "",
-        legend,
     ]
-    problems = errors(results)
+    if results:
+        lines += [workload, "", table(results, args.processes), "", legend]
+    if io:
+        lines += ([""] if results else []) + io_report(info, io, args, alone=not results)
+    problems = errors(results, io)
     if problems:
         lines += ["", "Failures:"] + [f"  {p}" for p in problems]
     return "\n".join(lines)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="Benchmark taskit against RQ, Celery, Dramatiq and Huey.")
+    parser = argparse.ArgumentParser(description="Benchmark taskit against RQ, Celery, Dramatiq, Huey and (I/O workload) SAQ.")
     parser.add_argument("--jobs", type=int, default=5000, help="jobs per enqueue and processing run (default 5000)")
     parser.add_argument("--samples", type=int, default=200, help="jobs in the latency run (default 200)")
     parser.add_argument("--processes", type=int, default=os.cpu_count() or 1,
-                        help="worker processes for the multi-process run (default: the cores)")
+                        help="worker processes for the multi-process run and the I/O modes (default: the cores)")
     parser.add_argument("--fork-jobs", type=int, default=300,
                         help="jobs for RQ's forking Worker, which runs tens of jobs/s (default 300)")
     parser.add_argument("--timeout", type=float, default=60.0,
                         help="seconds a processing run may take; past it the rate so far is reported")
-    parser.add_argument("--only", help=f"comma-separated modes, from: {', '.join(MODES)}")
-    parser.add_argument("--quick", action="store_true", help="a smoke run: 500 jobs, 30 latency samples")
+    parser.add_argument("--only", help=f"comma-separated modes, from: {', '.join(MODES)}; and I/O modes, from: "
+                        f"{', '.join(IO_MODES)} (a library's name selects all its I/O modes)")
+    parser.add_argument("--io-jobs", type=int, default=10000, help="jobs per run of the I/O workload (default 10000)")
+    parser.add_argument("--io-rounds", type=int, default=200,
+                        help="at most this many rounds of a mode's processes x concurrency per I/O run "
+                             "(default 200: a mode that runs 2 jobs at once gets 400 jobs, at least 10 s)")
+    parser.add_argument("--io-repeats", type=int, default=3, help="runs of each I/O mode; the median is shown")
+    workloads = parser.add_mutually_exclusive_group()
+    workloads.add_argument("--only-io", action="store_true", help="run the I/O workload alone")
+    workloads.add_argument("--skip-io", action="store_true", help="run the no-op workload alone")
+    parser.add_argument("--quick", action="store_true",
+                        help="a smoke run: 500 jobs, 30 latency samples; I/O: 1,000 jobs, 40 rounds, one run")
     parser.add_argument("--json", type=Path, help="also write the raw results to this file")
     parser.add_argument("--markdown", type=Path, help="also write the report to this file")
     args = parser.parse_args()
     if args.quick:
         args.jobs, args.samples, args.fork_jobs, args.timeout = 500, 30, 50, 20.0
-    modes = list(MODES) if not args.only else [m.strip() for m in args.only.split(",") if m.strip()]
-    unknown = [m for m in modes if m not in MODES]
-    if unknown:
-        parser.error(f"unknown mode {', '.join(unknown)}; choose from {', '.join(MODES)}")
+        args.io_jobs, args.io_rounds, args.io_repeats = 1000, 40, 1
+    modes, io_modes = list(MODES), list(IO_MODES)
+    if args.only:
+        names = {m.strip() for m in args.only.split(",") if m.strip()}
+        modes = [m for m in MODES if m in names]
+        io_modes = [m for m in IO_MODES if m in names or m.split("-")[0] in names]
+        unknown = names - set(modes) - set(io_modes) - {m.split("-")[0] for m in io_modes}
+        if unknown:
+            parser.error(f"unknown mode {', '.join(sorted(unknown))}; choose from {', '.join(MODES)}, "
+                         f"or the I/O modes {', '.join(IO_MODES)}")
+    if args.only_io:
+        modes = []
+    if args.skip_io:
+        io_modes = []
+    if not modes and not io_modes:
+        parser.error("nothing to run: --only names no mode of the selected workload")
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # unwind (and clean up) like Ctrl-C
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="taskit-bench-") as tmp:
         server = RedisServer(Path(tmp))
         results: dict[str, dict[str, Any]] = {}
+        io: dict[str, dict[str, Any]] = {}
         try:
             info = machine(server)
-            print(f"redis-server on port {server.port}; {', '.join(modes)}", file=sys.stderr)
+            print(f"redis-server on port {server.port}; {', '.join(modes + [f'io:{m}' for m in io_modes])}",
+                  file=sys.stderr)
             for mode in modes:
                 result: dict[str, Any] = {"jobs": args.jobs}
                 workdir = Path(tmp) / mode
@@ -299,25 +423,31 @@ def main() -> None:
                 result["label"] = next((result[p]["label"] for p in ("process1", "latency", "processN", "enqueue")
                                         if "label" in result[p]), mode)
                 results[mode] = result
+            io_started = time.monotonic()
+            try:
+                run_io(server, io_modes, args, Path(tmp), io)
+            finally:
+                info["io_seconds"] = time.monotonic() - io_started
         except KeyboardInterrupt:
             print("\ninterrupted; workers and redis-server stopped", file=sys.stderr)
-            if not results:
+            if not results and not io:
                 sys.exit(130)
         except redis.RedisError as exc:
             print(f"\nthe benchmark's redis-server failed ({exc}); stopping", file=sys.stderr)
-            if not results:
+            if not results and not io:
                 sys.exit(1)
         finally:
             server.stop()
     info["load_after"] = os.getloadavg()[0]
     info["seconds"] = time.monotonic() - started
-    text = report(info, results, args)
+    text = report(info, results, io, args)
     print(text)
     if args.markdown:
         args.markdown.write_text(text + "\n")
     if args.json:
-        args.json.write_text(json.dumps({"machine": info, "results": results, "jobs": args.jobs}, indent=2) + "\n")
-    if errors(results):
+        args.json.write_text(json.dumps({"machine": info, "results": results, "jobs": args.jobs, "io": io},
+                                        indent=2) + "\n")
+    if errors(results, io):
         sys.exit(1)
 
 

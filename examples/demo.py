@@ -2,14 +2,17 @@
 
     python examples/demo.py
 
-Uses the Redis at TASKIT_REDIS_URL (default redis://localhost:6379/0) if one answers;
-otherwise starts a private redis-server for the demo and stops it afterwards. Jobs go to
-the queue "examples", so a shared Redis keeps its other queues untouched.
+Redis: the one at TASKIT_REDIS_URL (default redis://localhost:6379/0) if it answers, and the
+demo says which (a password shows as ***). If none answers, it starts a private redis-server
+and stops it at the end, with every job the demo made. Jobs go to the queue "examples"
+(emptied first), so a shared Redis keeps its other queues untouched; there, the demo's jobs
+expire on their own: the failed one after FAILURE_TTL seconds, finished ones after 500.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import shutil
 import socket
@@ -17,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,18 +33,44 @@ import taskit
 from examples import tasks
 from taskit import Job, Queue
 
+FAILURE_TTL = 600  # the failing job's record, kept long enough to look at and requeue, not a year
 
-def find_redis() -> tuple[str, subprocess.Popen[bytes] | None]:
-    url = os.environ.get("TASKIT_REDIS_URL", "redis://localhost:6379/0")
+
+@dataclasses.dataclass(frozen=True)
+class DemoRedis:
+    url: str
+    private: bool  # a redis-server started for the demo, gone (with its jobs) when the demo ends
+
+
+def shown(url: str) -> str:
+    """`url` fit to print: a password in it (user info or ?password=) becomes ***."""
+    parts = urllib.parse.urlsplit(url)
+    netloc = parts.netloc
+    if parts.password is not None:
+        netloc = f"{parts.username or ''}:***@{netloc.rsplit('@', 1)[1]}"
+    query = "&".join(
+        f"{key}=***" if key == "password" else f"{key}={value}"
+        for key, value in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    )
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
+def find_redis() -> tuple[DemoRedis, subprocess.Popen[bytes] | None]:
+    configured = os.environ.get("TASKIT_REDIS_URL")
+    url = configured or "redis://localhost:6379/0"
+    source = "TASKIT_REDIS_URL" if configured else "the default; set TASKIT_REDIS_URL for another"
     try:
         redis.Redis.from_url(url, socket_connect_timeout=1).ping()
-        return url, None
-    except redis.RedisError:
-        pass
+        print(f"demo: using the Redis at {shown(url)} ({source})")
+        return DemoRedis(url, private=False), None
+    except ValueError as exc:
+        sys.exit(f"demo: bad Redis URL {shown(url)} ({source}): {exc}")
+    except redis.RedisError as exc:
+        reason = type(exc).__name__
     binary = shutil.which("redis-server")
     if binary is None:
-        sys.exit(f"demo: no Redis answers at {url} and redis-server is not installed; "
-                 "install it (apt-get install redis-server) or set TASKIT_REDIS_URL")
+        sys.exit(f"demo: no Redis answers at {shown(url)} ({source}: {reason}) and redis-server is not "
+                 "installed; install it (apt-get install redis-server) or set TASKIT_REDIS_URL")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -49,23 +79,27 @@ def find_redis() -> tuple[str, subprocess.Popen[bytes] | None]:
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", directory],
         stdout=subprocess.DEVNULL,
     )
-    url = f"redis://127.0.0.1:{port}/0"
+    private = f"redis://127.0.0.1:{port}/0"
     for _ in range(100):
         try:
-            redis.Redis.from_url(url).ping()
+            redis.Redis.from_url(private).ping()
             break
         except redis.ConnectionError:
             time.sleep(0.05)
-    print(f"demo: no Redis at the configured URL; started a private redis-server at {url}")
-    return url, server
+    else:
+        server.kill()
+        sys.exit(f"demo: the private redis-server on port {port} did not start")
+    print(f"demo: no Redis answers at {shown(url)} ({source}: {reason}); "
+          f"using a private redis-server at {private}, stopped when the demo ends")
+    return DemoRedis(private, private=True), server
 
 
 @contextlib.contextmanager
-def demo_redis() -> Iterator[str]:
-    """The URL of a Redis for a demo; a private server started for it is stopped after."""
-    url, server = find_redis()
+def demo_redis() -> Iterator[DemoRedis]:
+    """The Redis for a demo; a private server started for it is stopped after."""
+    found, server = find_redis()
     try:
-        yield url
+        yield found
     finally:
         if server is not None:
             server.terminate()
@@ -73,24 +107,21 @@ def demo_redis() -> Iterator[str]:
 
 
 def main() -> None:
-    with demo_redis() as url:
-        taskit.configure(url=url)
+    with demo_redis() as where:
+        taskit.configure(url=where.url)
         queue = Queue("examples")
         queue.empty()
         jobs = [
             tasks.add.delay(2, 3),
             tasks.count_words.delay("the quick brown fox jumps over the lazy dog"),
             tasks.slow_square.delay(7),
-            tasks.divide.delay(1, 0),
+            tasks.divide.apply_async((1, 0), failure_ttl=FAILURE_TTL),
             tasks.flaky.delay(succeed_on=2),
         ]
-        sys.stdout.flush()
-        print(f"demo: enqueued {len(jobs)} jobs on queue 'examples'; starting `taskit worker examples.tasks --burst`\n")
-        env = dict(os.environ, TASKIT_REDIS_URL=url, PYTHONPATH=str(ROOT))
-        subprocess.run(
-            [sys.executable, "-m", "taskit", "worker", "examples.tasks", "-q", "examples", "--burst"],
-            env=env, cwd=ROOT, check=True,
-        )
+        command = ["taskit", "worker", "examples.tasks", "-q", "examples", "--burst"]
+        print(f"demo: enqueued {len(jobs)} jobs on queue 'examples'; starting `{' '.join(command)}`\n", flush=True)
+        env = dict(os.environ, TASKIT_REDIS_URL=where.url, PYTHONPATH=str(ROOT))
+        subprocess.run([sys.executable, "-m", *command], env=env, cwd=ROOT, check=True)
         print("\ndemo: results", flush=True)
         failed = []
         for job in Job.fetch_many([j.id for j in jobs]):
@@ -100,8 +131,12 @@ def main() -> None:
             print(f"  {job.description:55} {job.get_status():9} attempts={job.attempts}  {outcome}")
             if job.id in queue.failed_job_registry:
                 failed.append(job.id)
-        print(f"\n  in the failed registry of 'examples': {', '.join(failed)}")
-        print("  requeue them with: taskit requeue --queue examples --all")
+        if where.private:
+            print(f"\n  in the failed registry of 'examples': {', '.join(failed)}")
+            print("  (the private redis-server stops now, and every job of the demo with it)")
+        else:
+            print(f"\n  in the failed registry of 'examples' for {FAILURE_TTL // 60} minutes: {', '.join(failed)}")
+            print("  requeue them with: taskit requeue --queue examples --all")
 
 
 if __name__ == "__main__":

@@ -29,8 +29,8 @@ from taskit import Job, Queue
 
 
 def main() -> None:
-    with demo_redis() as url:
-        taskit.configure(url=url)
+    with demo_redis() as where:
+        taskit.configure(url=where.url)
         queue = Queue(tasks.QUEUE)
         queue.empty()
         connection = taskit.config.get_connection()
@@ -45,7 +45,7 @@ def main() -> None:
         ]
         print(f"enqueued {len(jobs)} jobs, {len(queue.scheduled_job_registry)} of them for later; "
               "running two workers for 7 seconds", flush=True)
-        env = dict(os.environ, TASKIT_REDIS_URL=url, PYTHONPATH=str(ROOT))
+        env = dict(os.environ, TASKIT_REDIS_URL=where.url, PYTHONPATH=str(ROOT))
         command = [sys.executable, "-m", "taskit", "worker", "examples.periodic", "-q", tasks.QUEUE,
                    "--maintenance-interval", "0.5", "--log-level", "warning"]
         workers = [subprocess.Popen(command, env=env, cwd=ROOT) for _ in range(2)]
@@ -61,6 +61,7 @@ def main() -> None:
             assert job is not None
             print(f"  {job.description:45} {job.get_status():9} attempts={job.attempts} result={job.result!r}")
         ticks = [t.decode() for t in connection.lrange("examples:ticks", 0, -1)]
+        connection.delete("examples:ticks")  # the demo's own list; the jobs expire on their own
         print(f"  periodic ticks, each run once by one of the two workers: {ticks}")
 
 

@@ -30,17 +30,43 @@ from .exceptions import (
 from .job import Job
 from .queue import Queue
 from .registry import FailedJobRegistry
-from .storage.store import describe
+from .storage import keys
+from .storage.store import Store
+
+
+def url_in_effect() -> str:
+    """The Redis URL a command uses without -u, redacted, and where it comes from."""
+    from_env = os.environ.get("TASKIT_REDIS_URL")
+    if from_env:
+        return f"{config.redact_url(from_env)} (from TASKIT_REDIS_URL)"
+    return f"{config.DEFAULT_URL} (the default; TASKIT_REDIS_URL is not set)"
+
+
+class _UrlOption(click.Option):
+    """-u/--url: its help names the URL in effect when the help is shown, not the one
+    in effect when this module was imported."""
+
+    def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
+        self.help = f"Redis URL. Without it: {url_in_effect()}."
+        return super().get_help_record(ctx)
+
 
 url_option = click.option(
     "-u",
     "--url",
+    cls=_UrlOption,
     envvar="TASKIT_REDIS_URL",
     default=config.DEFAULT_URL,
-    show_default=True,
     metavar="URL",
-    help="Redis URL, e.g. redis://localhost:6379/0 (env: TASKIT_REDIS_URL).",
 )
+
+
+class _TaskitGroup(click.Group):
+    def format_help_text(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        super().format_help_text(ctx, formatter)
+        formatter.write_paragraph()
+        with formatter.indentation():
+            formatter.write_text(f"Redis URL now: {url_in_effect()}.")
 
 
 def _connect(url: str) -> Any:
@@ -53,7 +79,7 @@ def _connect(url: str) -> Any:
     try:
         connection.ping()
     except redis.RedisError as exc:
-        raise click.ClickException(f"cannot reach Redis at {describe(connection)}: {exc}") from None
+        raise click.ClickException(f"cannot reach Redis at {config.describe(connection)}: {exc}") from None
     # code run here (a task enqueuing another job, Queue() without connection=) uses it too
     config.configure(connection=connection)
     return connection
@@ -72,7 +98,7 @@ def _fail_cleanly(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_TaskitGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="taskit")
 def main() -> None:
     """taskit: background jobs in Redis.
@@ -91,8 +117,8 @@ def main() -> None:
       taskit dashboard myapp.tasks               the web dashboard
       taskit metrics                             Prometheus metrics
 
-    The Redis URL comes from -u/--url or TASKIT_REDIS_URL (default
-    redis://localhost:6379/0). Run `taskit COMMAND --help` for a command's options.
+    The Redis URL comes from -u/--url, else TASKIT_REDIS_URL, else
+    redis://localhost:6379/0. Run `taskit COMMAND --help` for a command's options.
     """
 
 
@@ -208,11 +234,16 @@ def requeue(job_ids: tuple[str, ...], queue: str, url: str, requeue_all: bool) -
     """
     if bool(job_ids) == requeue_all:
         raise click.UsageError("give job ids or --all (not both)")
-    registry = FailedJobRegistry(queue, _connect(url))
+    connection = _connect(url)
+    registry = FailedJobRegistry(queue, connection)
     if requeue_all:
         done = registry.requeue_all()
         for job_id in done:
             click.echo(f"requeued {job_id}")
+        if not done:
+            _check_queue_known(Store.of(connection), queue)
+            click.echo(f"Queue {queue!r} has no failed jobs: nothing to requeue.")
+            return
         click.echo(f"Requeued {len(done)} failed job(s) on queue {queue!r}.")
         return
     done, problems = [], []
@@ -233,6 +264,18 @@ def requeue(job_ids: tuple[str, ...], queue: str, url: str, requeue_all: bool) -
         click.echo(f"not requeued: {line}", err=True)
     if problems:
         sys.exit(1)
+
+
+def _check_queue_known(store: Store, queue: str) -> None:
+    """Fail when `queue` is a name taskit does not know (a typo, most likely): not among
+    the queue names, and no job waiting on it or in any of its registries."""
+    names = store.queue_names()
+    if queue in names or store.queue_count(queue) or any(store.registry_count(kind, queue) for kind in keys.REGISTRIES):
+        return
+    known = ", ".join(repr(name) for name in names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
+    raise click.ClickException(
+        f"unknown queue {queue!r}: no job waits on it or is in its registries (known queues: {known or 'none'})"
+    )
 
 
 def _why_not_failed(job_id: str, queue: str) -> str:
@@ -284,6 +327,7 @@ def _print_overview(overview: Any) -> None:
     from .jobview import ago
 
     now = overview.at
+    click.echo(f"Redis at {overview.redis}")
     click.echo(f"{'queue':20} {'queued':>8} {'started':>8} {'scheduled':>10} {'failed':>8} {'finished':>9} "
                f"{'canceled':>9}  oldest waiting")
     for q in overview.queues:
@@ -292,6 +336,8 @@ def _print_overview(overview: Any) -> None:
             f"{q.name:20} {c['queued']:>8} {c['started']:>8} {c['scheduled']:>10} {c['failed']:>8} "
             f"{c['finished']:>9} {c['canceled']:>9}  {ago(q.oldest_age(now))}"
         )
+    if overview.unreadable_queues:
+        click.echo(f"({overview.unreadable_queues} unreadable queue name(s) skipped: not valid queue names)")
     workers = overview.workers
     click.echo(f"{len(workers)} worker(s)" + (":" if workers else ""))
     for w in workers:
@@ -556,4 +602,7 @@ def dashboard(modules: tuple[str, ...], url: str, host: str, port: int, username
 
     click.echo(f"taskit dashboard on http://{host}:{port}/ ({'read-only' if read_only else 'read-write'}, "
                f"{'auth required' if secured else 'no auth'}; Ctrl-C to stop)", err=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="warning")
+    except KeyboardInterrupt:  # Ctrl-C before uvicorn took over the signal
+        return

@@ -13,6 +13,7 @@ Reading a job never changes it (DESIGN.md, principle 4).
 from __future__ import annotations
 
 import datetime as dt
+import math
 import os
 import re
 import string
@@ -33,7 +34,8 @@ from .exceptions import (
     SerializationError,
     WaitTimeoutError,
 )
-from .storage.keys import DEFAULT_QUEUE, Field
+from .schedule import MAX_SECONDS
+from .storage.keys import DEFAULT_QUEUE, NAME, Field
 from .storage.store import Fields, Store
 
 if TYPE_CHECKING:
@@ -63,7 +65,7 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "retry": None,
 }
 
-_ID = re.compile(r"[A-Za-z0-9_.:@-]{1,128}")
+_ID = NAME
 
 
 class JobStatus(str, Enum):
@@ -92,8 +94,16 @@ def validate_id(value: object, what: str = "job id") -> str:
     return value
 
 
+def whole_number(name: str, value: object) -> int:
+    """Validate an index or count argument (offsets, lengths, registry ranges)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigurationError(f"{name} must be a whole number, not {type(value).__name__}")
+    return value
+
+
 def seconds(name: str, value: object, *, allow_zero: bool = False, forever: bool = False) -> int | None:
-    """Validate a duration option: an int or timedelta; -1 (or None) means forever where allowed."""
+    """Validate a duration option: an int or timedelta up to MAX_SECONDS (100 years, so that
+    Redis never refuses the expiry later); -1 (or None) means forever where allowed."""
     if isinstance(value, dt.timedelta):
         value = int(value.total_seconds())
     if value is None and forever:
@@ -102,9 +112,12 @@ def seconds(name: str, value: object, *, allow_zero: bool = False, forever: bool
         raise ConfigurationError(f"{name} must be a whole number of seconds, not {type(value).__name__}")
     if value == -1 and forever:
         return -1
-    if value < 0 or (value == 0 and not allow_zero):
-        allowed = "a positive number of seconds" + (", 0" if allow_zero else "") + (" or -1 (forever)" if forever else "")
-        raise ConfigurationError(f"{name} must be {allowed}, not {value}")
+    if value < 0 or (value == 0 and not allow_zero) or value > MAX_SECONDS:
+        least = "0" if allow_zero else "1"
+        raise ConfigurationError(
+            f"{name} must be {least} to {MAX_SECONDS:,} seconds (100 years)"
+            + (", or -1 for forever" if forever else "") + f", not {value}"
+        )
     return value
 
 
@@ -148,6 +161,16 @@ def _int(raw: bytes | None, default: int | None) -> int | None:
 _TIMES = (
     ("created_at", Field.CREATED),
     ("enqueued_at", Field.ENQUEUED),
+    ("started_at", Field.STARTED),
+    ("ended_at", Field.ENDED),
+)
+_TIME_FIELDS = frozenset(field for _, field in _TIMES)
+#: (attribute, field) of what changes along with the status (read by `get_status`)
+_PROGRESS = (
+    ("attempts", Field.ATTEMPTS),
+    ("retries", Field.RETRIES),
+    ("recoveries", Field.RECOVERIES),
+    ("worker_name", Field.WORKER),
     ("started_at", Field.STARTED),
     ("ended_at", Field.ENDED),
 )
@@ -259,13 +282,35 @@ class Job:
             if not isinstance(retry, Retry):
                 raise ConfigurationError(f"retry must be a taskit.Retry, not {type(retry).__name__}")
         job.retry = retry
+        if status not in (JobStatus.CREATED, JobStatus.QUEUED, JobStatus.SCHEDULED):
+            raise ConfigurationError(f"status must be JobStatus.CREATED, QUEUED or SCHEDULED, not {status!r}")
         job._status = JobStatus(status)
-        job.created_at = dt.datetime.now(dt.timezone.utc)
+        job.created_at = float(_ms(time.time()))  # as stored: to the millisecond
+        return job
+
+    @classmethod
+    def detached(cls, func: Callable[..., Any], args: Iterable[Any] = (), kwargs: dict[str, Any] | None = None) -> Job:
+        """The job a `bind=True` task receives when it is called directly, outside a worker.
+
+        It has an id, the task's options and `meta`, but is never written to Redis: its
+        status stays `created`, and `save_meta()` keeps `meta` on the object. The call's
+        arguments are kept as given, not serialized, so a direct call works as it would
+        without taskit. It cannot be enqueued.
+        """
+        job = cls.create(func)
+        job._call = None
+        job._args, job._kwargs = tuple(args), dict(kwargs or {})
+        queue = getattr(func, "queue", None)
+        if isinstance(queue, str):
+            job.origin = queue
         return job
 
     def to_fields(self, status: JobStatus, now: float) -> dict[str, bytes | str | int | float]:
         """The hash fields for a new job; defaults are left out (see the module docstring)."""
-        assert self._call is not None and self.created_at is not None
+        if self._call is None or self.created_at is None:
+            raise InvalidOperationError(
+                f"job {self.id} cannot be enqueued: build it with Job.create or Queue.prepare_data"
+            )
         enqueued = _ms(now)
         fields: dict[str, bytes | str | int | float] = {
             Field.FUNC: self.func_name,
@@ -361,8 +406,8 @@ class Job:
     @classmethod
     def fetch_many(cls, job_ids: Iterable[str], connection: redis.Redis | None = None) -> list[Job | None]:
         """Read many jobs in one round trip; None where a job does not exist."""
-        if isinstance(job_ids, str):
-            raise ConfigurationError("fetch_many takes a list of job ids, not one string")
+        if isinstance(job_ids, (str, bytes)) or not isinstance(job_ids, Iterable):
+            raise ConfigurationError(f"fetch_many takes a list of job ids, not {type(job_ids).__name__}")
         ids = [validate_id(i) for i in job_ids]
         if not ids:
             return []
@@ -377,15 +422,35 @@ class Job:
         self._load(fields)
 
     def get_status(self, refresh: bool = True) -> JobStatus:
+        """The status, read fresh from Redis unless `refresh=False`.
+
+        The same read refreshes what changes with it (attempts, retries, recoveries,
+        worker_name, started_at, ended_at), so a held Job never shows a new status beside
+        stale counts; `refresh()` reloads everything.
+        """
         if refresh:
-            raw = self._store.fields(self.id, Field.STATUS)[0]
+            raw, *progress = self._store.fields(self.id, Field.STATUS, *(field for _, field in _PROGRESS))
             if raw is None and self._status == JobStatus.CREATED:
                 return self._status  # built with Job.create and not enqueued yet: not in Redis
             if raw is None:
                 raise NoSuchJobError(f"no job {self.id!r} (expired or deleted)")
-            self._status = JobStatus(raw.decode())
+            self._load_progress(raw, progress)
         assert self._status is not None
         return self._status
+
+    def _load_progress(self, status: bytes, values: list[bytes | None]) -> None:
+        name = "status"
+        try:
+            self._status = JobStatus(status.decode())
+            for (name, field), raw in zip(_PROGRESS, values):
+                if field in _TIME_FIELDS:
+                    setattr(self, name, None if raw is None else float(raw))
+                elif field == Field.WORKER:
+                    self.worker_name = None if raw is None else raw.decode()
+                else:
+                    setattr(self, name, _int(raw, 0))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise SerializationError(f"job {self.id} is corrupt: field {name!r} is unreadable ({exc})") from None
 
     @property
     def connection(self) -> redis.Redis:
@@ -475,8 +540,17 @@ class Job:
     # -- changing ----------------------------------------------------------------
 
     def save_meta(self) -> None:
-        """Write `job.meta` (and only meta); other processes see it at once."""
+        """Write `job.meta` (and only meta); other processes see it at once.
+
+        A job not enqueued yet (`Job.create`, or the job a `bind=True` task gets when
+        called directly) is not in Redis: its meta is only checked, and is written when
+        the job is enqueued.
+        """
+        if not isinstance(self.meta, dict):
+            raise ConfigurationError(f"job.meta must be a dict, not {type(self.meta).__name__}")
         blob = serialization.dumps(self.meta, "meta")
+        if self._status == JobStatus.CREATED:
+            return
         if not self._store.update(self.id, {Field.META: blob}):
             raise NoSuchJobError(f"no job {self.id!r}: cannot save meta (expired or deleted)")
 
@@ -499,6 +573,10 @@ class Job:
         Blocks on Redis (a per-job signal list), not on a sleep loop. `WaitTimeoutError`
         if `timeout` seconds pass first.
         """
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 <= timeout < math.inf
+        ):
+            raise ConfigurationError(f"wait timeout must be None or zero or more seconds, not {timeout!r}")
         deadline = None if timeout is None else time.monotonic() + timeout
         store = self._store
         signal: str | None = None
@@ -518,8 +596,25 @@ class Job:
                 raise JobFailedError(f"job {self.id} ({self.func_name}) {self._status}: {reason[0]}", self.exc_info)
             left = store.block_seconds if deadline is None else deadline - time.monotonic()
             if left <= 0:
-                raise WaitTimeoutError(f"job {self.id} is still {status} after {timeout}s")
+                raise WaitTimeoutError(f"job {self.id} is still {status} after {timeout}s{self._no_worker_hint(status)}")
             signal = store.wait_signal(self.id, left)
+
+    def _no_worker_hint(self, status: str) -> str:
+        """Why a waiting job may never run, when no live worker listens on its queue (an
+        extra round trip or two, paid only when a wait times out)."""
+        if status not in (JobStatus.QUEUED, JobStatus.SCHEDULED):
+            return ""
+        now = time.time()
+        listening: set[str] = set()
+        for _, deadline, registered, _ in self._store.worker_details():
+            if deadline > now:
+                if "queues" not in registered:
+                    return ""  # a worker that does not say: it may listen here
+                listening.update(filter(None, registered["queues"].split(",")))
+        if self.origin in listening:
+            return ""
+        where = f"live workers listen on: {', '.join(sorted(listening))}" if listening else "no worker is alive"
+        return f"; no worker is listening on queue {self.origin!r} ({where})"
 
     get = wait
 

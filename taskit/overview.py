@@ -15,7 +15,6 @@ from typing import Any
 import redis
 
 from . import config
-from .queue import Queue
 from .registry import (
     CanceledJobRegistry,
     FailedJobRegistry,
@@ -79,14 +78,20 @@ class WorkerState:
 @dataclass
 class Overview:
     at: float
+    #: where Redis is (its password redacted)
+    redis: str
     queues: list[QueueState]
     workers: list[WorkerState]
+    #: members of the queue set that are not valid queue names (skipped)
+    unreadable_queues: int = 0
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-able form, with ages computed at `at`: for `taskit info --json`."""
         now = self.at
         return {
             "time": now,
+            "redis": self.redis,
+            "unreadable_queue_names": self.unreadable_queues,
             "queues": [
                 {"name": q.name, **q.counts, "oldest_waiting_seconds": _round(q.oldest_age(now))} for q in self.queues
             ],
@@ -140,10 +145,11 @@ def read_workers(store: Store, jobs_per_worker: int = 5) -> list[WorkerState]:
 
 def read_overview(connection: redis.Redis | None = None, now: float | None = None) -> Overview:
     """Queues and workers as they are now (about eight round trips in all)."""
-    store = Store.of(config.get_connection(connection))
+    connection = config.get_connection(connection)
+    store = Store.of(connection)
     now = time.time() if now is None else now
-    names = [q.name for q in Queue.all(store.redis)]
-    return Overview(now, read_queues(store, names, now), read_workers(store))
+    names, unreadable = store.read_queue_names()
+    return Overview(now, config.describe(connection), read_queues(store, names, now), read_workers(store), unreadable)
 
 
 def per_minute(

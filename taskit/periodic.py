@@ -39,6 +39,7 @@ from .exceptions import ConfigurationError, TaskitError
 from .job import Job, JobStatus, func_name_of, validate_id
 from .queue import Queue
 from .schedule import Schedule, parse_schedule
+from .storage import keys
 from .storage.store import Store
 from .task import Task
 
@@ -172,7 +173,8 @@ def enqueue_due(
 
     Returns the jobs this call enqueued; a tick another worker already enqueued is not
     among them. One round trip for all tasks, none when no task is registered. Errors of
-    one task are logged, not raised, so the worker's maintenance goes on.
+    one task or tick (a bad option, a key of the wrong type) are logged, not raised, so the
+    other ticks and the worker's maintenance go on.
     """
     wanted = None if queues is None else set(queues)
     entries = [e for e in registered().values() if wanted is None or e.queue in wanted]
@@ -195,7 +197,13 @@ def enqueue_due(
     enqueued = []
     for (job, status, entry, tick), result in zip(jobs, store.enqueue_ticks(ticks)):
         when = dt.datetime.fromtimestamp(tick, tz=UTC).isoformat()
-        if result == 1:
+        if isinstance(result, TaskitError):
+            log.error("periodic task %s: cannot enqueue the tick of %s: %s", entry.name, when, result)
+            continue
+        if result in (3, 4):
+            log.warning("periodic task %s: its last tick (%s) was unreadable; replaced by the tick of %s",
+                        entry.name, keys.periodic(entry.name), when)
+        if result in (1, 3):
             job._status = status
             job.enqueued_at = dt.datetime.fromtimestamp(now, tz=UTC)
             enqueued.append(job)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -11,7 +12,7 @@ import redis
 
 from . import config, tracing
 from .exceptions import ConfigurationError, DuplicateJobError
-from .job import Job, JobStatus, validate_id
+from .job import Job, JobStatus, validate_id, whole_number
 from .registry import (
     CanceledJobRegistry,
     FailedJobRegistry,
@@ -25,9 +26,15 @@ from .storage.store import Store
 
 #: options `enqueue()` takes out of the keyword arguments, as RQ does
 ENQUEUE_OPTIONS = ("job_timeout", "ttl", "result_ttl", "failure_ttl", "job_id", "meta", "description", "at_front", "retry")
-#: enqueue option -> Job.create argument
+#: the rest of what RQ's `enqueue()` takes out of the keyword arguments (rq.Queue.parse_args),
+#: not implemented by taskit yet: refused, never handed to the function (where a job meant
+#: to wait for another would run at once). `args=` and `kwargs=` are RQ's explicit form.
+NOT_SUPPORTED = ("depends_on", "on_success", "on_failure", "on_stopped", "repeat", "rate_limit", "webhooks",
+                 "pipeline", "unique")
+#: enqueue option -> Job.create argument (`timeout` as in RQ's enqueue_call and prepare_data)
 _JOB_ARGUMENT = {
     "job_timeout": "timeout",
+    "timeout": "timeout",
     "job_id": "id",
     "ttl": "ttl",
     "result_ttl": "result_ttl",
@@ -47,7 +54,8 @@ class Queue:
 
     @classmethod
     def all(cls, connection: redis.Redis | None = None) -> list[Queue]:
-        """Every queue that has ever had a job enqueued."""
+        """Every queue that holds a job (waiting, running, scheduled or kept in a registry);
+        the maintenance step drops a queue emptied of everything, an enqueue adds it back."""
         return [cls(name, connection) for name in Store.of(config.get_connection(connection)).queue_names()]
 
     @property
@@ -61,9 +69,10 @@ class Queue:
     # -- enqueueing ----------------------------------------------------------------
 
     def enqueue(self, f: Callable[..., Any] | str, *args: Any, **kwargs: Any) -> Job:
-        """Enqueue `f(*args, **kwargs)`. The options in ENQUEUE_OPTIONS are taken out of kwargs."""
-        options = {name: kwargs.pop(name) for name in ENQUEUE_OPTIONS if name in kwargs}
-        return self.enqueue_call(f, args, kwargs, **options)
+        """Enqueue `f(*args, **kwargs)`. The options in ENQUEUE_OPTIONS are taken out of
+        kwargs; so is RQ's explicit form, `enqueue(f, args=(1,), kwargs={"x": 2}, ttl=60)`."""
+        call_args, call_kwargs, options = split_call(args, kwargs)
+        return self.enqueue_call(f, call_args, call_kwargs, **options)
 
     def enqueue_call(
         self,
@@ -88,11 +97,18 @@ class Queue:
         Options are those of ENQUEUE_OPTIONS except at_front; a task's own options
         (`@task(timeout=...)`) fill in what is not given here (see `Job.create`).
         """
+        unsupported = [name for name in NOT_SUPPORTED if name in options]
+        if unsupported:
+            raise ConfigurationError(
+                f"taskit does not support RQ's enqueue option {'= and '.join(unsupported)}= yet; nothing was enqueued"
+            )
         unknown = sorted(set(options) - _JOB_ARGUMENT.keys())
         if unknown:
             raise ConfigurationError(
-                f"unknown enqueue option {', '.join(unknown)}; known: {', '.join(ENQUEUE_OPTIONS)}"
+                f"unknown enqueue option {', '.join(unknown)}; known: {', '.join(sorted(_JOB_ARGUMENT))}"
             )
+        if "job_timeout" in options and "timeout" in options:
+            raise ConfigurationError("give job_timeout or timeout, not both (they are the same option)")
         settings = {_JOB_ARGUMENT[name]: value for name, value in options.items()}
         if args is not None and not isinstance(args, (str, bytes, dict)) and isinstance(args, Iterable):
             args = tuple(args)
@@ -104,6 +120,14 @@ class Queue:
 
     def enqueue_many(self, jobs: Iterable[Job], at_front: bool = False, run_at: float | None = None) -> list[Job]:
         """Enqueue many prepared jobs (see `prepare_data`) in one round trip."""
+        if isinstance(jobs, Job) or not isinstance(jobs, Iterable):
+            raise ConfigurationError(f"enqueue_many takes a list of jobs, not {type(jobs).__name__}")
+        if not isinstance(at_front, bool):
+            raise ConfigurationError(f"at_front must be True or False, not {type(at_front).__name__}")
+        if run_at is not None and (
+            isinstance(run_at, bool) or not isinstance(run_at, (int, float)) or not math.isfinite(run_at)
+        ):
+            raise ConfigurationError(f"run_at must be a Unix time in seconds, not {run_at!r}")
         jobs = list(jobs)
         for job in jobs:
             if not isinstance(job, Job):
@@ -124,28 +148,33 @@ class Queue:
                 f"a job with id {', '.join(taken)} already exists; nothing was written for "
                 f"{'it' if len(taken) == 1 else 'them'}" + (" (the others were enqueued)" if len(taken) < len(jobs) else "")
             )
-        enqueued_at = dt.datetime.fromtimestamp(now, tz=dt.timezone.utc)
         for job, entry in zip(jobs, entries):
-            job._status, job.enqueued_at = status, enqueued_at
-            if Field.CREATED not in entry[-1]:
-                job.created_at = enqueued_at  # not stored apart: read back as enqueued_at
+            fields = entry[-1]
+            # the times as stored (milliseconds), so that this Job equals what Job.fetch reads
+            job._status, job.enqueued_at = status, float(fields[Field.ENQUEUED])
+            job.created_at = float(fields.get(Field.CREATED, fields[Field.ENQUEUED]))  # as Job._load reads it
             if job._connection is None:
                 job._connection = self._connection
         return jobs
 
     def enqueue_at(self, when: dt.datetime, f: Callable[..., Any] | str, *args: Any, **kwargs: Any) -> Job:
-        """Enqueue `f` to run at `when` (a timezone-aware datetime; a past time runs at once)."""
-        options = {name: kwargs.pop(name) for name in ENQUEUE_OPTIONS if name in kwargs}
-        at_front = options.pop("at_front", False)
-        return self.enqueue_job(self.prepare_data(f, args, kwargs, **options), at_front, run_at(eta=when))
+        """Enqueue `f` to run at `when` (a timezone-aware datetime; a past time runs at once).
+        Takes the options and forms of `enqueue`."""
+        return self._enqueue_later(run_at(eta=when), f, args, kwargs)
 
     def enqueue_in(
         self, delay: dt.timedelta | float, f: Callable[..., Any] | str, *args: Any, **kwargs: Any
     ) -> Job:
-        """Enqueue `f` to run after `delay` (a timedelta or seconds)."""
-        options = {name: kwargs.pop(name) for name in ENQUEUE_OPTIONS if name in kwargs}
+        """Enqueue `f` to run after `delay` (a timedelta or seconds). Takes the options and
+        forms of `enqueue`."""
+        return self._enqueue_later(run_at(countdown=delay), f, args, kwargs)
+
+    def _enqueue_later(
+        self, when: float, f: Callable[..., Any] | str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Job:
+        call_args, call_kwargs, options = split_call(args, kwargs)
         at_front = options.pop("at_front", False)
-        return self.enqueue_job(self.prepare_data(f, args, kwargs, **options), at_front, run_at(countdown=delay))
+        return self.enqueue_job(self.prepare_data(f, call_args, call_kwargs, **options), at_front, when)
 
     # -- looking -------------------------------------------------------------------
 
@@ -162,6 +191,7 @@ class Queue:
         return self._store.queue_ids(self.name)
 
     def get_job_ids(self, offset: int = 0, length: int = -1) -> list[str]:
+        offset, length = whole_number("offset", offset), whole_number("length", length)
         return self._store.queue_ids(self.name, offset, -1 if length < 0 else offset + length - 1)
 
     @property
@@ -204,3 +234,25 @@ class Queue:
 
     def __hash__(self) -> int:
         return hash(self.name)
+
+
+def split_call(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, Any, dict[str, Any]]:
+    """(args, kwargs, options) of RQ's `enqueue(f, *args, **kwargs)`.
+
+    The options (ENQUEUE_OPTIONS, and NOT_SUPPORTED so that they are refused rather than
+    handed to the function) are taken out of kwargs. In RQ's explicit form,
+    `enqueue(f, args=(1,), kwargs={"x": 2}, ttl=60)`, the call's arguments are `args=`
+    and `kwargs=`, and every other keyword must be an option.
+    """
+    options = {name: kwargs.pop(name) for name in (*ENQUEUE_OPTIONS, *NOT_SUPPORTED) if name in kwargs}
+    if "args" not in kwargs and "kwargs" not in kwargs:
+        return args, kwargs, options
+    if args:
+        raise ConfigurationError("give the function's arguments positionally or as args=/kwargs=, not both")
+    call_args, call_kwargs = kwargs.pop("args", None), kwargs.pop("kwargs", None)
+    if kwargs:
+        raise ConfigurationError(
+            f"unknown enqueue option {', '.join(sorted(kwargs))}: with args=/kwargs=, the function's keyword "
+            "arguments go in kwargs="
+        )
+    return call_args, call_kwargs, options

@@ -20,7 +20,7 @@ import redis
 
 from . import config
 from .exceptions import InvalidOperationError, NoSuchJobError
-from .job import Job, validate_id
+from .job import Job, validate_id, whole_number
 from .storage.store import Store
 
 
@@ -62,6 +62,7 @@ class BaseRegistry:
         return score is not None and (not self.scored_by_expiry or score > time.time())
 
     def get_job_ids(self, start: int = 0, end: int = -1) -> list[str]:
+        start, end = whole_number("start", start), whole_number("end", end)
         return self._store.registry_ids(self.kind, self.name, self._min_score(), start, end)
 
     def get_jobs(self, start: int = 0, end: int = -1) -> list[Job]:

@@ -236,6 +236,11 @@ def parse_schedule(value: object) -> Schedule:
     )
 
 
+#: the longest duration taskit accepts (ttl, result_ttl, failure_ttl, timeout, countdown):
+#: 100 years, far past any real use and far below what Redis's EXPIRE or a float can hold
+MAX_SECONDS = 3_155_760_000
+
+
 def run_at(countdown: dt.timedelta | float | None = None, eta: dt.datetime | None = None) -> float:
     """Unix time for a countdown or an eta; refuses negative delays and naive datetimes."""
     if countdown is not None and eta is not None:
@@ -253,6 +258,6 @@ def run_at(countdown: dt.timedelta | float | None = None, eta: dt.datetime | Non
         countdown = countdown.total_seconds()
     if isinstance(countdown, bool) or not isinstance(countdown, (int, float)):
         raise ScheduleError(f"countdown must be seconds or a timedelta, not {type(countdown).__name__}")
-    if not 0 <= countdown < float("inf"):  # also refuses NaN
-        raise ScheduleError(f"countdown must be zero or more (finite) seconds, not {countdown}")
+    if not 0 <= countdown <= MAX_SECONDS:  # also refuses NaN
+        raise ScheduleError(f"countdown must be 0 to {MAX_SECONDS:,} seconds (100 years), not {countdown}")
     return time.time() + countdown

@@ -75,7 +75,9 @@ class Task(Generic[P, R]):
         if self.bind:
             from .context import get_current_job
 
-            return self.fn(get_current_job(), *args, **kwargs)
+            # outside a worker, a job that is never enqueued: an id, meta, a harmless save_meta()
+            job = get_current_job() or Job.detached(self, args, kwargs)
+            return self.fn(job, *args, **kwargs)
         return self.fn(*args, **kwargs)
 
     def delay(self, *args: P.args, **kwargs: P.kwargs) -> Job:
@@ -97,8 +99,8 @@ class Task(Generic[P, R]):
     ) -> Job:
         """Enqueue with options: queue, job_id, countdown or eta, and any of ttl, result_ttl,
         failure_ttl, timeout, meta, description, retry (these win over the task's own)."""
-        if "timeout" in options:
-            options["job_timeout"] = options.pop("timeout")
+        if not isinstance(at_front, bool):
+            raise ConfigurationError(f"at_front must be True or False, not {type(at_front).__name__}")
         target = Queue(queue if queue is not None else self.queue, connection)
         job = target.prepare_data(self, args, kwargs, job_id=job_id, **options)
         when = None if countdown is None and eta is None else run_at(countdown, eta)
@@ -106,10 +108,10 @@ class Task(Generic[P, R]):
 
     def map(self, calls: Iterable[Iterable[Any]], **options: Any) -> list[Job]:
         """Enqueue one job per argument tuple in a single round trip: `add.map([(1, 2), (3, 4)])`."""
+        if isinstance(calls, (str, bytes)) or not isinstance(calls, Iterable):
+            raise ConfigurationError(f"map takes a list of argument tuples, not {type(calls).__name__}")
         connection = options.pop("connection", None)
         target = Queue(options.pop("queue", self.queue), connection)
-        if "timeout" in options:
-            options["job_timeout"] = options.pop("timeout")
         return target.enqueue_many([target.prepare_data(self, args, None, **options) for args in calls])
 
     def __repr__(self) -> str:

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -107,3 +108,21 @@ def cli_env(redis_server: RedisServer) -> dict[str, str]:
 
 def taskit_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "taskit", *args]
+
+
+@contextmanager
+def registered_worker(env: dict[str, str], connection: redis.Redis, name: str, *args: str) -> Iterator[subprocess.Popen[bytes]]:
+    """A `taskit worker sample_tasks -n NAME ARGS...` process, once it has registered; killed on exit."""
+    from taskit.storage import keys
+
+    worker = subprocess.Popen(taskit_command("worker", "sample_tasks", "-n", name, *args),
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while not connection.zscore(keys.WORKERS, name):
+            assert time.monotonic() < deadline and worker.poll() is None, f"worker {name} did not register"
+            time.sleep(0.05)
+        yield worker
+    finally:
+        worker.kill()
+        worker.wait(timeout=30)

@@ -7,6 +7,7 @@ import signal
 import time
 
 from taskit import Retry, get_current_job, task
+from taskit.storage import keys
 
 
 @task
@@ -63,3 +64,35 @@ def stuck_once() -> str:
         signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGALRM])
         time.sleep(60)
     return "ok"
+
+
+def runs(connection, name: str) -> int:
+    """How many times `counted(name)` has run."""
+    return int(connection.get(f"taskit-test:runs:{name}") or 0)
+
+
+@task
+def counted(name: str, seconds: float = 0.0) -> int:
+    """Counts its runs in Redis, so that a test sees a job that ran twice (`runs`)."""
+    job = get_current_job()
+    assert job is not None
+    n = int(job.connection.incr(f"taskit-test:runs:{name}"))
+    time.sleep(seconds)
+    return n
+
+
+@task
+def overwrite_my_record() -> None:
+    """Its own record is overwritten by a string while it runs (by hand, or by a bug elsewhere)."""
+    job = get_current_job()
+    assert job is not None
+    job.connection.set(keys.job(job.id), "overwritten")
+
+
+@task
+def garble_my_queue_and_die() -> None:
+    """Its queue field becomes bytes that are not UTF-8, then it takes its worker down."""
+    job = get_current_job()
+    assert job is not None
+    job.connection.hset(keys.job(job.id), keys.Field.QUEUE, b"\xff\xfe")
+    os.kill(os.getpid(), signal.SIGKILL)

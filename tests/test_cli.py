@@ -7,14 +7,13 @@ redis-server of conftest.py.
 from __future__ import annotations
 
 import subprocess
-import time
 import uuid
 from pathlib import Path
 
 import pytest
 import redis
 import sample_tasks
-from conftest import free_port, taskit_command
+from conftest import free_port, registered_worker, taskit_command
 
 from taskit import Job, JobStatus, Queue, Worker
 from taskit.storage import keys
@@ -164,7 +163,20 @@ def test_requeue_all_as_in_the_seed(connection: redis.Redis, cli_env: dict[str, 
     assert sorted(queue.job_ids) == sorted(ids) and len(queue.failed_job_registry) == 0
     assert Queue("elsewhere", connection=connection).failed_job_registry.get_job_ids() == untouched
     again = ok(taskit(cli_env, "requeue", "--queue", "myqueue", "--all"))
-    assert again.stdout == "Requeued 0 failed job(s) on queue 'myqueue'.\n"
+    assert again.stdout == "Queue 'myqueue' has no failed jobs: nothing to requeue.\n"
+
+
+def test_requeue_all_of_an_unknown_queue_says_so(connection: redis.Redis, cli_env: dict[str, str]) -> None:
+    failed_jobs(Queue("myqueue", connection=connection), 1)
+    Queue("other", connection=connection).enqueue(sample_tasks.add, 1, 1)
+    line = one_error_line(taskit(cli_env, "requeue", "--queue", "myqeue", "--all"))
+    assert line == ("Error: unknown queue 'myqeue': no job waits on it or is in its registries "
+                    "(known queues: 'myqueue', 'other')")
+    # a queue whose name was forgotten but whose registries hold jobs is known
+    connection.delete(keys.QUEUES)
+    done = ok(taskit(cli_env, "requeue", "--queue", "myqueue", "--all"))
+    assert done.stdout.splitlines()[-1] == "Requeued 1 failed job(s) on queue 'myqueue'."
+    assert ok(taskit(cli_env, "requeue", "--queue", "other", "--all")).stdout.endswith("nothing to requeue.\n")
 
 
 def test_requeue_names_each_id_it_could_not_requeue(connection: redis.Redis, cli_env: dict[str, str]) -> None:
@@ -258,18 +270,10 @@ def test_help(cli_env: dict[str, str]) -> None:
 
 def test_info_lists_queues_and_live_workers(connection: redis.Redis, cli_env: dict[str, str]) -> None:
     sample_tasks.add.delay(1, 2)
-    worker = subprocess.Popen(taskit_command("worker", "sample_tasks", "-q", "other", "-n", "info-worker"),
-                              env=cli_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 30
-        while not connection.zscore(keys.WORKERS, "info-worker"):
-            assert time.monotonic() < deadline, "the worker did not register"
-            time.sleep(0.05)
+    with registered_worker(cli_env, connection, "info-worker", "-q", "other") as worker:
         out = taskit(cli_env, "info")
-    finally:
-        worker.terminate()
-        worker.wait(timeout=30)
     assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[0] == f"Redis at {cli_env['TASKIT_REDIS_URL']}"
     default = next(line for line in out.stdout.splitlines() if line.startswith("default "))
     assert default.split()[1] == "1"  # one job queued
     assert "1 worker(s):" in out.stdout

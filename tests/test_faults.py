@@ -11,7 +11,8 @@ import random
 import signal
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import fault_tasks
@@ -68,18 +69,27 @@ class WorkerProcess:
             self.process.wait()
 
 
-@pytest.fixture
-def workers(cli_env: dict[str, str], tmp_path: Path):
+@contextmanager
+def worker_pool(env: dict[str, str], tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
+    """`start(*args, crash_at=None)` starts a worker process; all are killed at the end."""
     started: list[WorkerProcess] = []
 
     def start(*args: str, crash_at: str | None = None) -> WorkerProcess:
-        worker = WorkerProcess(cli_env, tmp_path, *args, crash_at=crash_at)
+        worker = WorkerProcess(env, tmp_path, *args, crash_at=crash_at)
         started.append(worker)
         return worker
 
-    yield start
-    for worker in started:
-        worker.stop()
+    try:
+        yield start
+    finally:
+        for worker in started:
+            worker.stop()
+
+
+@pytest.fixture
+def workers(cli_env: dict[str, str], tmp_path: Path):
+    with worker_pool(cli_env, tmp_path) as start:
+        yield start
 
 
 def wait_until(condition: Callable[[], object], timeout: float = 30, what: str = "condition") -> None:
@@ -331,3 +341,38 @@ def test_recovery_time_with_default_settings(connection, workers):
     took = time.monotonic() - killed_at
     print(f"recovered with default settings in {took:.1f}s")
     assert took < 40
+
+
+def test_a_frozen_redis_does_not_make_live_workers_look_dead(connection, workers, redis_server):
+    """Redis stopped (SIGSTOP) for three leases: no worker could renew anything meanwhile, so
+    when it resumes, leases that ran out during the freeze must wait for their workers to renew
+    them (lib/verdicts.lua) rather than be judged at once. A worker really killed just before
+    the freeze still has its job recovered afterwards."""
+    long = [fault_tasks.counted.delay(f"long{i}", 6) for i in range(2)]
+    live = [workers(*FAST, "-n", f"live-{i}") for i in range(2)]  # each claims one long job
+    wait_until(lambda: all(status(job.id) == JobStatus.STARTED for job in long), what="the long jobs to start")
+    idle = workers(*FAST, "-n", "live-idle")
+    wait_until(idle.ready, what="the idle worker to start")
+    orphan = fault_tasks.counted.apply_async(("orphan",), queue="orphans")
+    dead = workers(*FAST, "-n", "dead", "-q", "orphans", crash_at="after_claim")
+    assert dead.wait() == -signal.SIGKILL  # holds the orphan; its lease runs out during the freeze
+    assert redis_server.process is not None
+    redis_server.process.send_signal(signal.SIGSTOP)
+    try:
+        time.sleep(3)
+    finally:
+        redis_server.process.send_signal(signal.SIGCONT)
+    wait_until(lambda: all(status(job.id) == JobStatus.FINISHED for job in long), what="the long jobs to finish")
+    wait_until(lambda: Job.fetch(orphan.id).recoveries == 1, what="the killed worker's job to be recovered")
+    assert workers(*FAST, "-q", "orphans", "--burst").wait() == 0
+    logs = "".join(worker.output() for worker in [*live, idle])
+    gone = [line for line in logs.splitlines() if "workers gone" in line]
+    assert gone and all("live-" not in line for line in gone), gone
+    for i, job in enumerate(long):
+        job.refresh()
+        assert (fault_tasks.runs(connection, f"long{i}"), job.attempts, job.recoveries) == (1, 1, 0), logs
+    assert Job.fetch(orphan.id).recoveries == 1 and fault_tasks.runs(connection, "orphan") == 1
+    for worker in [*live, idle]:
+        assert worker.alive()
+        worker.signal(signal.SIGTERM)
+        assert worker.wait() == 0

@@ -406,14 +406,15 @@ def test_save_meta_writes_only_meta(redis_server, connection, queue):
     job.func_name = "os.system"
     with commands_run(redis_server) as ran:
         job.save_meta()
-    # one script: the packed job gets its own hash (HGET, HDEL, HSET), then HSET of meta
-    assert ran == {"evalsha": 1, "hget": 1, "hdel": 1, "hset": 2}, ran
+    # one script: the job key checked (TYPE), the packed job gets its own hash (HGET, HDEL,
+    # HSET), then HSET of meta
+    assert ran == {"evalsha": 1, "type": 1, "hget": 1, "hdel": 1, "hset": 2}, ran
     after = {k.decode(): v for k, v in connection.hgetall(key(job.id)).items()}
     assert set(after) == set(before) | {FIELDS["meta"]}
     assert {k: v for k, v in after.items() if k != FIELDS["meta"]} == before
     with commands_run(redis_server) as ran:
         job.save_meta()
-    assert ran == {"evalsha": 1, "hget": 1, "exists": 1, "hset": 1}, ran  # not packed any more
+    assert ran == {"evalsha": 1, "type": 1, "hget": 1, "exists": 1, "hset": 1}, ran  # not packed any more
     assert connection.ttl(key(job.id)) == -1
     other = redis_server.client()
     assert Job.fetch(job.id, connection=other).meta == {"progress": 0.5, "when": dt.datetime(2024, 1, 1, tzinfo=UTC)}

@@ -2,7 +2,8 @@
 
 Workers: `-P solo` for one process; the prefork pool with `-c N` for N processes (its
 parent process consumes from Redis and hands jobs to the N children). Prefetch and acks
-are Celery's defaults (prefetch multiplier 4, ack before running).
+are Celery's defaults (prefetch multiplier 4, ack before running). The I/O workload runs
+Celery's defaults (prefork, a child per core) and its thread pool (`-P threads -c N`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 
 from celery import Celery
 
+from . import io_work
 from .marks import mark
 from .tools import script
 
@@ -22,6 +24,11 @@ QUEUE = "celery"  # Celery's default queue: a Redis list of that name
 @app.task
 def noop() -> None:
     mark()
+
+
+@app.task
+def wait_io() -> None:
+    io_work.blocking_wait()
 
 
 class Peer:
@@ -38,6 +45,15 @@ class Peer:
     def worker_commands(self, url: str, processes: int) -> list[list[str]]:
         pool = ["-P", "solo"] if processes == 1 else ["-P", "prefork", "-c", str(processes)]
         return [[script("celery"), "-A", __name__, "worker", "-l", "WARNING", "-Q", QUEUE, *pool]]
+
+    def enqueue_io(self, n: int, pool: str) -> None:
+        for _ in range(n):
+            wait_io.delay()
+
+    def io_workers(self, url: str, pool: str, processes: int, concurrency: int) -> tuple[list[list[str]], str]:
+        flags = ["-P", "threads", "-c", str(concurrency)] if pool == "threads" else []
+        command = [script("celery"), "-A", __name__, "worker", "-l", "WARNING", "-Q", QUEUE, *flags]
+        return [command], " ".join(flags) or "defaults (prefork, a process per core)"
 
     def idle(self, client: Any) -> bool:
         with client.pipeline(transaction=False) as pipe:

@@ -16,6 +16,10 @@ carries over between phases. The phases:
 * latency  -- one idle worker; enqueue one job, wait for it to start, wait until the
              worker is idle again, repeat. Latency = task start time - time before the
              enqueue call.
+* io       -- the I/O-bound workload (`io_work.py`: each job waits 50 ms), run by one
+             of IO_MODES: M jobs are queued, then the mode's workers are started.
+             Jobs/s from the first job's start to the last job's end (and the library
+             showing nothing queued or in flight). `--peer` names the I/O mode.
 
 How things are counted (see bench/README.md):
 * Every task appends its start time to a file (`marks.py`): the driver learns what
@@ -34,6 +38,11 @@ A peer module (`taskit_peer.py`, `rq_peer.py`, ...) provides a class with:
     enqueue_bulk(n)                enqueue n no-op jobs through the bulk path
     worker_commands(url, procs)    argv lists that start `procs` worker processes
     idle(client)                   True when nothing is queued or in flight
+and, for the I/O workload:
+    enqueue_io(n, pool)            enqueue n I/O jobs (the async task where pool is "async")
+    io_workers(url, pool, processes, concurrency)
+                                   (argv lists that start the workers, the flags to show)
+    io_missing(pool)               optional: why this install cannot run that pool, or None
 """
 
 from __future__ import annotations
@@ -48,7 +57,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis
 
@@ -70,8 +79,42 @@ MODES: dict[str, tuple[str, dict[str, Any]]] = {
 BULK_CHUNK = 1000  # jobs per bulk call, the same for every library that has a bulk path
 
 
-def load_peer(mode: str) -> Any:
-    module, options = MODES[mode]
+class IoMode(NamedTuple):
+    """One way to run the I/O workload: a library, the kind of worker pool, its size."""
+
+    module: str
+    options: dict[str, Any]
+    pool: str  # "defaults" (no flags), "processes" (a job at a time each), "threads" or "async"
+    processes: int  # worker processes; 0: as many as --processes (default: the cores)
+    concurrency: int  # jobs at once in each process
+
+
+_TASKIT, _CELERY, _DRAMATIQ = "bench.peers.taskit_peer", "bench.peers.celery_peer", "bench.peers.dramatiq_peer"
+#: the I/O workload's modes, in the order of its table: taskit's, then each peer's defaults and
+#: I/O settings. arq is absent: it pins redis<6, which would downgrade everyone's client.
+IO_MODES: dict[str, IoMode] = {
+    "taskit": IoMode(_TASKIT, {}, "processes", 0, 1),
+    "taskit-threads": IoMode(_TASKIT, {}, "threads", 0, 32),
+    "taskit-async": IoMode(_TASKIT, {}, "async", 0, 500),
+    "rq": IoMode("bench.peers.rq_peer", {"worker_class": "rq.Worker"}, "processes", 0, 1),
+    "celery": IoMode(_CELERY, {}, "defaults", 0, 1),
+    "celery-threads": IoMode(_CELERY, {}, "threads", 1, 32),
+    "dramatiq": IoMode(_DRAMATIQ, {}, "defaults", 0, 8),
+    "dramatiq-threads": IoMode(_DRAMATIQ, {}, "threads", 0, 32),
+    "huey-threads": IoMode("bench.peers.huey_peer", {}, "threads", 1, 32),
+    "saq-async": IoMode("bench.peers.saq_peer", {}, "async", 0, 500),
+}
+
+
+def io_size(mode: IoMode, processes: int) -> tuple[int, int]:
+    """(worker processes, jobs at once in each) of an I/O mode; a library's defaults use the cores."""
+    if mode.pool == "defaults":
+        return os.cpu_count() or 1, mode.concurrency
+    return mode.processes or processes, mode.concurrency
+
+
+def load_peer(mode: str, phase: str = "") -> Any:
+    module, options = IO_MODES[mode][:2] if phase == "io" else MODES[mode]
     return importlib.import_module(module).Peer(**options)
 
 
@@ -240,13 +283,45 @@ def phase_process(
     if cap and getattr(peer, "slow", False):
         jobs = min(jobs, cap)
     _fill(peer, jobs)
-    workers = Workers(peer.worker_commands(url, processes), url, marks_path, log_dir)
+    out = _run_workers(peer, client, url, jobs, peer.worker_commands(url, processes), timeout, marks_path, log_dir)
+    out["processes"] = processes
+    return out
+
+
+def phase_io(
+    peer: Any, mode: IoMode, client: redis.Redis, url: str, jobs: int, processes: int, timeout: float,
+    marks_path: str, done_path: str, log_dir: Path,
+) -> dict[str, Any]:
+    processes, concurrency = io_size(mode, processes)
+    commands, flags = peer.io_workers(url, mode.pool, processes, concurrency)
+    shown = {"label": f"{peer.dist} {flags}", "processes": processes, "concurrency": concurrency}
+    missing = getattr(peer, "io_missing", lambda pool: None)(mode.pool)
+    if missing:
+        return {"skipped": missing, **shown}
+    left = jobs
+    while left:
+        peer.enqueue_io(min(BULK_CHUNK, left), mode.pool)
+        left -= min(BULK_CHUNK, left)
+    out = _run_workers(peer, client, url, jobs, commands, timeout, marks_path, log_dir, done_path)
+    return {**out, **shown}
+
+
+def _run_workers(
+    peer: Any, client: redis.Redis, url: str, jobs: int, commands: list[list[str]], timeout: float,
+    marks_path: str, log_dir: Path, done_path: str = "",
+) -> dict[str, Any]:
+    """Start the workers on `jobs` queued jobs; the rate from the first start to the last end.
+
+    A job ends at its start (the no-op task) or at its `marks.done` line (`done_path`).
+    """
+    ended = done_path or marks_path
+    workers = Workers(commands, url, marks_path, log_dir)
     try:
         if not _wait_for(lambda: marks.count(marks_path) >= 1, 60, 0.002, workers):
             raise RuntimeError("no job started within 60 s of starting the workers\n" + workers.log_tail())
         first = Snapshot(client)
         early = marks.count(marks_path)
-        complete = _wait_for(lambda: marks.count(marks_path) >= jobs, timeout, 0.005, workers)
+        complete = _wait_for(lambda: marks.count(ended) >= jobs, timeout, 0.005, workers)
         finished_at = None
         if complete and _wait_for(lambda: peer.idle(client), 30, 0.001):
             finished_at = time.time()
@@ -256,12 +331,15 @@ def phase_process(
     finally:
         workers.stop()
     times = sorted(marks.read(marks_path))
+    ends = sorted(marks.read(done_path)) if done_path else times
     started = len(times)
-    out: dict[str, Any] = {"jobs": jobs, "started": started, "processes": processes}
+    out: dict[str, Any] = {"jobs": jobs, "started": started}
+    if done_path:
+        out["done"] = len(ends)
     if finished_at is not None:
-        out["jobs_per_s"] = started / (max(finished_at, times[-1]) - times[0])
-    else:  # cut off by the time limit: the rate at which jobs were starting
-        out["jobs_per_s"] = (started - 1) / (times[-1] - times[0]) if started > 1 else 0.0
+        out["jobs_per_s"] = len(ends) / (max(finished_at, ends[-1]) - times[0])
+    else:  # cut off by the time limit: the rate at which jobs were ending
+        out["jobs_per_s"] = (len(ends) - 1) / (ends[-1] - times[0]) if len(ends) > 1 else 0.0
         out["cut_off"] = True
     lo, hi = int(started * 0.05), int(started * 0.95) - 1
     if hi > lo:
@@ -299,8 +377,9 @@ def phase_latency(
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--peer", required=True, choices=sorted(MODES))
-    parser.add_argument("--phase", required=True, choices=["enqueue", "process", "latency"])
+    parser.add_argument("--peer", required=True, choices=sorted(set(MODES) | set(IO_MODES)),
+                        help="a mode; with --phase io, an I/O mode")
+    parser.add_argument("--phase", required=True, choices=["enqueue", "process", "latency", "io"])
     parser.add_argument("--url", required=True)
     parser.add_argument("--jobs", type=int, default=5000)
     parser.add_argument("--processes", type=int, default=1)
@@ -309,17 +388,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--process-cap", type=int, default=0)
     parser.add_argument("--workdir", required=True)
     args = parser.parse_args(argv)
+    if args.peer not in (IO_MODES if args.phase == "io" else MODES):
+        parser.error(f"{args.peer} is not a mode of the {args.phase} phase")
 
     # a SIGTERM from bench/run.py unwinds like Ctrl-C, so the workers are stopped
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     marks_path = str(workdir / "marks")
+    done_path = str(workdir / "done")
     Path(marks_path).write_bytes(b"")
+    Path(done_path).write_bytes(b"")
     os.environ["BENCH_REDIS_URL"] = args.url
     os.environ["BENCH_MARKS"] = marks_path
+    os.environ["BENCH_DONE"] = done_path
 
-    peer = load_peer(args.peer)
+    peer = load_peer(args.peer, args.phase)
     peer.connect(args.url)
     client = own_client(args.url)
     if args.phase == "enqueue":
@@ -328,9 +412,12 @@ def main(argv: list[str] | None = None) -> None:
         result = phase_process(
             peer, client, args.url, args.jobs, args.processes, args.timeout, marks_path, workdir, args.process_cap
         )
+    elif args.phase == "io":
+        result = phase_io(peer, IO_MODES[args.peer], client, args.url, args.jobs, args.processes, args.timeout,
+                          marks_path, done_path, workdir)
     else:
         result = phase_latency(peer, client, args.url, args.samples, marks_path, workdir)
-    result["label"] = peer.label
+    result.setdefault("label", peer.label)
     print(json.dumps(result), flush=True)
 
 

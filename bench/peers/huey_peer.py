@@ -2,6 +2,7 @@
 
 Workers: `huey_consumer -w 1 -k thread` for one process; `-w N -k process` for N.
 RedisHuey blocks on BRPOP (read timeout 1 s) rather than sleeping between polls.
+The I/O workload runs `-k thread -w N` (one process, N worker threads).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Any
 
 from huey import RedisHuey
 
+from . import io_work
 from .marks import mark
 from .tools import script
 
@@ -20,6 +22,11 @@ huey = RedisHuey("bench", url=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0
 @huey.task()
 def noop() -> None:
     mark()
+
+
+@huey.task()
+def wait_io() -> None:
+    io_work.blocking_wait()
 
 
 class Peer:
@@ -36,6 +43,14 @@ class Peer:
     def worker_commands(self, url: str, processes: int) -> list[list[str]]:
         kind = ["-w", "1", "-k", "thread"] if processes == 1 else ["-w", str(processes), "-k", "process"]
         return [[script("huey_consumer"), f"{__name__}.huey", "-q", *kind]]
+
+    def enqueue_io(self, n: int, pool: str) -> None:
+        for _ in range(n):
+            wait_io()
+
+    def io_workers(self, url: str, pool: str, processes: int, concurrency: int) -> tuple[list[list[str]], str]:
+        flags = ["-k", "thread", "-w", str(concurrency)]
+        return [[script("huey_consumer"), f"{__name__}.huey", "-q", *flags]], " ".join(flags)
 
     def idle(self, client: Any) -> bool:
         return client.llen(huey.storage.queue_key) == 0

@@ -1,16 +1,22 @@
 """taskit: the no-op task, and how the benchmark enqueues it and starts workers.
 
-Written against the public API and the `taskit worker` command only.
+Written against the public API and the `taskit worker` command only. The I/O workload's
+thread and async modes need `taskit worker --threads` and `--async-tasks` (issue 10);
+with a taskit that lacks them those modes are skipped, with a note, not failed.
 """
 
 from __future__ import annotations
 
+import functools
+import re
+import subprocess
 import sys
 from typing import Any
 
 import taskit
 from taskit import task
 
+from . import io_work
 from .marks import mark
 
 QUEUE = "bench"
@@ -19,6 +25,26 @@ QUEUE = "bench"
 @task(queue=QUEUE)
 def noop() -> None:
     mark()
+
+
+@task(queue=QUEUE)
+def wait_io() -> None:
+    io_work.blocking_wait()
+
+
+@task(queue=QUEUE)
+async def wait_io_async() -> None:
+    await io_work.async_wait()
+
+
+#: the I/O workload's pools -> the `taskit worker` option that sizes them
+IO_OPTIONS = {"threads": "--threads", "async": "--async-tasks"}
+
+
+@functools.lru_cache(maxsize=1)
+def _worker_help() -> str:
+    command = [sys.executable, "-m", "taskit", "worker", "--help"]
+    return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False).stdout
 
 
 class Peer:
@@ -38,6 +64,23 @@ class Peer:
     def worker_commands(self, url: str, processes: int) -> list[list[str]]:
         command = [sys.executable, "-m", "taskit", "worker", __name__, "-q", QUEUE, "-u", url, "--log-level", "warning"]
         return [command] * processes
+
+    def io_missing(self, pool: str) -> str | None:
+        option = IO_OPTIONS.get(pool)
+        # an option's own line in the help ("  --threads N  ..."), not a mention in another's text
+        if option is None or re.search(rf"^\s*(-\w, )?{option}\b", _worker_help(), re.MULTILINE):
+            return None
+        return f"this taskit has no `taskit worker {option}` (issue 10)"
+
+    def enqueue_io(self, n: int, pool: str) -> None:
+        (wait_io_async if pool == "async" else wait_io).map([()] * n)
+
+    def io_workers(self, url: str, pool: str, processes: int, concurrency: int) -> tuple[list[list[str]], str]:
+        flags = ["-c", str(processes)]
+        if pool in IO_OPTIONS:
+            flags += [IO_OPTIONS[pool], str(concurrency)]
+        command = self.worker_commands(url, 1)[0]
+        return [command + flags], " ".join(flags)
 
     def idle(self, client: Any) -> bool:
         queue = taskit.Queue(QUEUE, connection=client)

@@ -1,12 +1,29 @@
--- Delete every job waiting on a queue, and the queue.
--- KEYS: 1 queue list, 2 wake list
--- ARGV: 1 job key prefix, 2 packed-job bucket prefix
--- Returns how many jobs were removed.
+-- Delete the jobs waiting on a queue, a bounded chunk per call (one long script would
+-- block Redis: half a million jobs took 1.9 s). The first call moves the whole queue
+-- aside, at once, to its emptying list; each call then deletes up to N jobs from there.
+-- Jobs enqueued meanwhile wait on a new queue and are kept. An emptying list left by an
+-- interrupted call is finished first, then the queue is moved.
+-- KEYS: 1 queue list, 2 wake list, 3 emptying list
+-- ARGV: 1 job key prefix, 2 packed-job bucket prefix, 3 N, 4 '1' = move the queue aside
+--       (if its emptying list is empty)
+-- A queue that is not a list is refused (WRONGTYPE) before anything is written.
+-- Returns {jobs deleted by this call, jobs left to delete, 1 if the queue was moved aside}.
+--#include guard
 --#include packed
-local ids = redis.call('LRANGE', KEYS[1], 0, -1)
+refuse_unless(KEYS[1], 'list')
+repair(KEYS[3], 'list')
+local moved = 0
+if ARGV[4] == '1' and redis.call('EXISTS', KEYS[3]) == 0 then
+  if redis.call('EXISTS', KEYS[1]) == 1 then
+    redis.call('RENAME', KEYS[1], KEYS[3])
+  end
+  redis.call('DEL', KEYS[2])
+  moved = 1
+end
+local ids = redis.call('LRANGE', KEYS[3], 0, tonumber(ARGV[3]) - 1)
 for _, id in ipairs(ids) do
   redis.call('DEL', ARGV[1] .. id)
-  redis.call('HDEL', packed_key(ARGV[2], id), id)
+  redis.pcall('HDEL', packed_key(ARGV[2], id), id)  -- a bucket that is not a hash holds no job
 end
-redis.call('DEL', KEYS[1], KEYS[2])
-return #ids
+redis.call('LTRIM', KEYS[3], #ids, -1)
+return {#ids, redis.call('LLEN', KEYS[3]), moved}

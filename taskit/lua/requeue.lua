@@ -3,8 +3,13 @@
 --       signal, which would wake a new waiter at once)
 -- ARGV: 1 id, 2 now
 -- Fields (see storage/keys.py Field): clears st, en, x, r, w, rc, rn; writes s, e, c.
+-- A key of the wrong type is refused with WRONGTYPE before anything is written.
 -- Returns 'ok', 'absent' (not in this registry) or 'expired' (its record is gone).
+--#include guard
 --#include queueing
+refuse_unless(KEYS[1], 'zset')
+refuse_unless(KEYS[2], 'hash')
+refuse_unless(KEYS[3], 'list')
 local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
 if not score then
   return 'absent'

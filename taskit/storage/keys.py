@@ -5,7 +5,8 @@
                                         id -> packed fields (see `packed` below)
     taskit:queue:<queue>         list   ids ready to run, oldest at the head
     taskit:wake:<queue>          list   at most one token; idle workers block on it
-    taskit:queues                set    every queue name ever enqueued to
+    taskit:queues                set    the queues that hold something: names are added with a
+                                        job; the maintenance step drops a queue whose keys are all empty
     taskit:started:<queue>       zset   running (or prefetched) ids, score = lease deadline
     taskit:finished:<queue>      zset   score = expiry time (+inf = kept forever)
     taskit:failed:<queue>        zset   score = expiry time
@@ -16,6 +17,9 @@
     taskit:inflight:<name>       list   ids a worker holds
     taskit:done:<id>             list   completion signal for `job.wait()`, short-lived
     taskit:lock:maintenance      string held by the worker running the maintenance step
+    taskit:maintenance           hash   the maintenance step's own state: cursor (where in the queue
+                                        set the next step starts), hf/hu (verdicts held after a stall)
+    taskit:emptying:<queue>      list   ids `Queue.empty()` is deleting, a chunk at a time
     taskit:periodic:<name>       string last tick enqueued for a periodic task
     taskit:stats:<queue>:<hour>  hash   jobs finished/failed/retried per minute of one hour
                                         (Unix hour); expires a day later (lua/lib/stats.lua)
@@ -24,12 +28,14 @@
 
 Times are Unix seconds (floats). Lua scripts get every fixed key through KEYS[];
 job and in-flight keys, which a script only learns while it runs, are built from the
-prefixes below (all keys share one prefix, so a cluster hash tag would cover them).
+prefixes below, and so are the queue keys of a dead worker's jobs in the maintenance
+step (all keys share one prefix, so a cluster hash tag would cover them).
 """
 
 from __future__ import annotations
 
 import os
+import re
 
 PREFIX = os.environ.get("TASKIT_PREFIX", "taskit")
 #: the queue a job goes to when none is named (not stored in its hash)
@@ -44,6 +50,10 @@ INFLIGHT = f"{PREFIX}:inflight:"
 QUEUES = f"{PREFIX}:queues"
 WORKERS = f"{PREFIX}:workers"
 MAINTENANCE_LOCK = f"{PREFIX}:lock:maintenance"
+MAINTENANCE = f"{PREFIX}:maintenance"
+
+#: what a job id, queue name or worker name may be (job.validate_id); keys are built from them
+NAME = re.compile(r"[A-Za-z0-9_.:@-]{1,128}")
 
 REGISTRIES = ("started", "finished", "failed", "canceled", "scheduled")
 
@@ -69,6 +79,20 @@ def packed(job_id: str) -> str:
 
 def queue(name: str) -> str:
     return f"{PREFIX}:queue:{name}"
+
+
+def readable_name(raw: bytes) -> str | None:
+    """A name read from Redis (a member of the queue set, an id in a list), or None if it is
+    not one taskit could have written: not UTF-8, or not matching NAME."""
+    try:
+        name = raw.decode()
+    except UnicodeDecodeError:
+        return None
+    return name if NAME.fullmatch(name) else None
+
+
+def emptying(name: str) -> str:
+    return f"{PREFIX}:emptying:{name}"
 
 
 def wake(name: str) -> str:

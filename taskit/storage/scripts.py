@@ -13,7 +13,10 @@ from importlib import resources
 import redis
 from redis.commands.core import Script
 
-NAMES = ("enqueue", "claim", "finish", "heartbeat", "maintain", "requeue", "cancel", "update", "wait", "empty", "periodic", "reap")
+NAMES = (
+    "enqueue", "claim", "finish", "heartbeat", "next_queues", "maintain", "requeue", "cancel", "update", "wait",
+    "empty", "periodic", "reap",
+)
 
 
 @functools.cache
@@ -42,6 +45,7 @@ class Scripts:
     claim: Script
     finish: Script
     heartbeat: Script
+    next_queues: Script
     maintain: Script
     requeue: Script
     cancel: Script

@@ -10,17 +10,19 @@ then raised as `RedisUnavailableError`; any other Redis error becomes `StorageEr
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, NamedTuple, TypeVar
 
 import msgpack
 import redis
 import tenacity
 from redis.commands.core import Script
 
+from ..config import describe
 from ..exceptions import RedisUnavailableError, StorageError
 from . import keys
 from .scripts import Scripts
@@ -28,20 +30,22 @@ from .scripts import Scripts
 T = TypeVar("T")
 Fields = dict[str, bytes]
 
+log = logging.getLogger("taskit.storage")
+
 #: how long a producer call keeps retrying an unreachable Redis before it raises
 RETRY_SECONDS = 5.0
 #: longest single blocking wait (halved to stay below a client's shorter socket timeout)
 BLOCK_SECONDS = 5.0
 
+#: how many queue names one maintenance step visits (besides the worker's own queues); a
+#: step costs Redis a few microseconds per queue (lua/maintain.lua, lua/next_queues.lua)
+MAINTENANCE_CHUNK = 200
+#: how many waiting jobs one call of lua/empty.lua deletes (a few milliseconds of Redis)
+EMPTY_CHUNK = 500
+#: how long a job failed as corrupt (its record overwritten) is kept: a year, as a failed job
+CORRUPT_KEEP = 31_536_000
+
 _TRANSIENT = (redis.ConnectionError, redis.TimeoutError)
-
-
-def describe(connection: redis.Redis) -> str:
-    """Where a client points, for error messages: 'redis://host:port/db'."""
-    kw = connection.connection_pool.connection_kwargs
-    if kw.get("path"):
-        return f"unix://{kw['path']}?db={kw.get('db', 0)}"
-    return f"redis://{kw.get('host', 'localhost')}:{kw.get('port', 6379)}/{kw.get('db', 0)}"
 
 
 class Store:
@@ -57,6 +61,7 @@ class Store:
         self.where = describe(connection)
         self.scripts = Scripts(connection)
         self.retry_seconds = retry_seconds
+        self._written = _Written()
         # a block must end well before the socket times out, or it reads as an outage
         socket_timeout = connection.connection_pool.connection_kwargs.get("socket_timeout")
         self.block_seconds = min(BLOCK_SECONDS, socket_timeout / 2) if socket_timeout else BLOCK_SECONDS
@@ -126,7 +131,10 @@ class Store:
         """Write jobs and push them, all in one round trip; False where the id was taken.
 
         Each entry is (id, queue, ttl, at_front, run_at, fields). A retry after a lost
-        reply may find its own job already written: that counts as written.
+        reply (ours, or redis-py's own) may find its own job already written:
+        lua/enqueue.lua tells it (same function, arguments and enqueue time, to the
+        millisecond) from an older job with the same id, which is still reported as taken
+        (see `_Written` for the same job enqueued twice by this process).
         """
 
         calls = []
@@ -137,20 +145,22 @@ class Store:
             calls.append((self.scripts.enqueue, job_keys, options + flat))
         started = time.monotonic()
         try:
-            return [bool(r) for r in self._run_scripts(calls)]
+            results = self._run_scripts(calls)
         except _TRANSIENT as exc:
-            first_error: Exception = exc
+            results = self._retry(started, exc, self._run_scripts, calls)
         except redis.RedisError as exc:
             raise StorageError(f"Redis at {self.where} refused the command: {exc}") from None
-        return [True for _ in self._retry(started, first_error, self._run_scripts, calls)]
+        return [self._written.written(job[0], job[5], r) for job, r in zip(jobs, results)]
 
     def enqueue_ticks(
         self, ticks: Sequence[tuple[str, float, bool, str, str, int | None, float | None, dict[str, Any]]]
-    ) -> list[int]:
+    ) -> list[int | StorageError]:
         """Enqueue periodic ticks, each at most once across workers, in one round trip.
 
         Each entry is (periodic name, tick, past, job id, queue, ttl, run_at, fields);
-        see lua/periodic.lua for the answers (1 enqueued, 0 already done, 2 remembered).
+        see lua/periodic.lua for the answers (1 enqueued, 0 already done, 2 remembered,
+        3 and 4 an unreadable last tick replaced). A tick Redis refused (a key of the
+        wrong type) gets its StorageError in its place, so the others still count.
         Safe to re-run after a lost reply: a tick is never enqueued twice.
         """
         calls = []
@@ -159,16 +169,30 @@ class Store:
             tick_keys = [keys.periodic(name), *_new_job_keys(job_id, queue)]
             options = [repr(tick), int(past), job_id, queue, "" if ttl is None else ttl, "" if run_at is None else repr(run_at)]
             calls.append((self.scripts.periodic, tick_keys, options + flat))
-        return [int(r) for r in self._call(self._run_scripts, calls)] if calls else []
+        if not calls:
+            return []
+        results = self._call(self._run_scripts, calls, True)
+        return [self._refused(r) if isinstance(r, redis.RedisError) else int(r) for r in results]
 
-    def _run_scripts(self, calls: Sequence[tuple[Script, Sequence[Any], Sequence[Any]]]) -> list[Any]:
+    def _refused(self, error: Exception) -> StorageError:
+        return StorageError(f"Redis at {self.where} refused the command: {error}")
+
+    def _named(self, replies: list[Any], names: Sequence[str]) -> list[Any]:
+        """Replies of a pipeline, one per key of `names`; an error raises StorageError naming its key."""
+        for reply, name in zip(replies, names):
+            if isinstance(reply, redis.ResponseError):
+                raise StorageError(f"Redis at {self.where} refused to read {name}: {reply}")
+        return replies
+
+    def _run_scripts(self, calls: Sequence[tuple[Script, Sequence[Any], Sequence[Any]]], each: bool = False) -> list[Any]:
         """Run script calls in one pipelined round trip.
 
         redis-py would check every script with SCRIPT EXISTS before each pipeline (an
         extra round trip); EVALSHA alone is enough, and a script Redis lost (a restart)
-        is loaded and that one call re-run.
+        is loaded and that one call re-run. `each`: a call Redis refuses gets its error
+        in its place instead of raising (a lost connection still raises).
         """
-        if len(calls) == 1:
+        if len(calls) == 1 and not each:
             script, script_keys, args = calls[0]
             return [script(keys=script_keys, args=args)]
         pipe = self.redis.pipeline(transaction=False)
@@ -178,23 +202,29 @@ class Store:
         for i, result in enumerate(results):
             if isinstance(result, redis.exceptions.NoScriptError):
                 script, script_keys, args = calls[i]
-                results[i] = script(keys=script_keys, args=args)
-            elif isinstance(result, Exception):
-                raise result
+                try:
+                    results[i] = script(keys=script_keys, args=args)
+                except redis.ResponseError as exc:
+                    results[i] = exc
+            if isinstance(results[i], Exception) and not (each and isinstance(results[i], redis.ResponseError)):
+                raise results[i]
         return results
 
     def fetch(self, job_ids: Sequence[str]) -> list[Fields | None]:
         """Every field of each job (None where it does not exist), packed or not.
 
         A transaction, so that a claim unpacking a job between the two reads cannot hide it.
+        A key of the wrong type raises StorageError naming it.
         """
 
         def run() -> list[Fields | None]:
             pipe = self.redis.pipeline(transaction=True)
+            names = []
             for job_id in job_ids:
-                pipe.hgetall(keys.job(job_id))
-                pipe.hget(keys.packed(job_id), job_id)
-            replies = pipe.execute()
+                names += [keys.job(job_id), keys.packed(job_id)]
+                pipe.hgetall(names[-2])
+                pipe.hget(names[-1], job_id)
+            replies = self._named(pipe.execute(raise_on_error=False), names)
             return [_job_fields(raw, packed) for raw, packed in zip(replies[0::2], replies[1::2])]
 
         return self._call(run)
@@ -206,7 +236,7 @@ class Store:
             pipe = self.redis.pipeline(transaction=True)
             pipe.hmget(keys.job(job_id), names)
             pipe.hget(keys.packed(job_id), job_id)
-            values, packed = pipe.execute()
+            values, packed = self._named(pipe.execute(raise_on_error=False), [keys.job(job_id), keys.packed(job_id)])
             if packed is None:
                 return values
             fields = _job_fields({}, packed) or {}
@@ -275,13 +305,41 @@ class Store:
     # -- queues and registries -------------------------------------------------------------
 
     def queue_names(self) -> list[str]:
-        return sorted(name.decode() for name in self._call(self.redis.smembers, keys.QUEUES))
+        """The queues that hold something, sorted; names that are not valid queue names are
+        left out (see `read_queue_names`)."""
+        return self.read_queue_names()[0]
+
+    def read_queue_names(self) -> tuple[list[str], int]:
+        """(valid queue names sorted, how many members of the queue set are not valid queue
+        names: not UTF-8, or not allowed by keys.NAME; a set of the wrong type counts as 1)."""
+        try:
+            raw = self._call(self.redis.smembers, keys.QUEUES)
+        except StorageError as exc:
+            if "WRONGTYPE" not in str(exc):
+                raise
+            return [], 1
+        names, unreadable = _queue_names(raw)
+        return sorted(names), len(unreadable)
 
     def queue_count(self, queue: str) -> int:
         return self._call(self.redis.llen, keys.queue(queue))
 
     def empty_queue(self, queue: str) -> int:
-        return self._call(self.scripts.empty, keys=[keys.queue(queue), keys.wake(queue)], args=[keys.JOB, keys.PACKED])
+        """Delete every job waiting on the queue; how many were deleted.
+
+        Several round trips, each deleting at most EMPTY_CHUNK jobs (lua/empty.lua): the
+        first moves the whole queue aside at once, so what was waiting is deleted, and
+        nothing enqueued meanwhile.
+        """
+        script_keys = [keys.queue(queue), keys.wake(queue), keys.emptying(queue)]
+        removed, moved = 0, False
+        while True:
+            deleted, left, moved_now = self._call(
+                self.scripts.empty, keys=script_keys, args=[keys.JOB, keys.PACKED, EMPTY_CHUNK, int(not moved)]
+            )
+            removed, moved = removed + deleted, moved or bool(moved_now)
+            if moved and not left:
+                return removed
 
     def queue_ids(self, queue: str, start: int = 0, end: int = -1) -> list[str]:
         return [i.decode() for i in self._call(self.redis.lrange, keys.queue(queue), start, end)]
@@ -337,7 +395,9 @@ class Store:
         return list(recorded), *_parse_claim(claim, worker, now)
 
     def finish(self, worker: str, records: Sequence[Record], now: float) -> list[int]:
-        """Record outcomes of claimed jobs (fenced by token): 1 recorded, 0 claim lost."""
+        """Record outcomes of claimed jobs (fenced by token): 1 recorded, 0 claim lost, 2
+        failed instead (its record, or the registry or queue its outcome goes to, was
+        overwritten by another type: lua/finish.lua)."""
         return list(self._call(self._run_scripts, [self._finish(worker, records, now)])[0])
 
     def _claim(self, worker: str, queues: Sequence[str], now: float, deadline: float, limit: int) -> Any:
@@ -348,12 +408,14 @@ class Store:
                 keys.wake(queue),
                 keys.registry("started", queue),
                 keys.registry("scheduled", queue),
+                keys.registry("failed", queue),
             ]
-        return self.scripts.claim, script_keys, [worker, now, deadline, limit, keys.JOB, keys.PACKED]
+        args = [worker, now, deadline, limit, keys.JOB, keys.PACKED, CORRUPT_KEEP, *queues]
+        return self.scripts.claim, script_keys, args
 
     def _finish(self, worker: str, records: Sequence[Record], now: float) -> Any:
         script_keys = [keys.inflight(worker)]
-        args: list[Any] = [now, worker]
+        args: list[Any] = [now, worker, CORRUPT_KEEP]
         counted: set[str] = set()
         for r in records:
             target = {"finished": "finished", "failed": "failed", "scheduled": "scheduled"}.get(r.outcome, "started")
@@ -361,12 +423,14 @@ class Store:
                 keys.job(r.job_id),
                 keys.registry("started", r.queue),
                 keys.registry(target, r.queue),
+                keys.registry("failed", r.queue),
                 keys.queue(r.queue),
                 keys.wake(r.queue),
                 keys.done(r.job_id),
             ]
-            args += [r.job_id, r.token, r.outcome, r.payload, r.keep, "" if r.run_at is None else r.run_at,
-                     "" if r.micros is None else r.micros]
+            # the run time rides on the outcome ('finished 1234'): lua/lib/stats.lua
+            outcome = r.outcome if r.micros is None else f"{r.outcome} {r.micros}"
+            args += [r.job_id, r.token, outcome, r.payload, r.keep, "" if r.run_at is None else r.run_at, r.queue]
             if r.outcome in _COUNTED:
                 counted.add(r.queue)
         hour = int(now // 3600)
@@ -375,15 +439,35 @@ class Store:
         return self.scripts.finish, script_keys, args
 
     def block_for_work(self, queues: Sequence[str], timeout: float) -> bool:
-        """Block until one of the queues is woken (a job was pushed) or `timeout` passes."""
+        """Block until one of the queues is woken (a job was pushed) or `timeout` passes.
+
+        A wake list overwritten by another type counts as a wake: the claim that follows
+        repairs it (lua/claim.lua)."""
         wait = max(0.001, min(timeout, self.block_seconds))
-        return self._call(self.redis.blpop, [keys.wake(q) for q in queues], wait) is not None
+        try:
+            return self._call(self.redis.blpop, [keys.wake(q) for q in queues], wait) is not None
+        except StorageError as exc:
+            if "WRONGTYPE" not in str(exc):
+                raise
+            return True
 
     def heartbeat(
-        self, worker: str, deadline: float, info_ttl: int, held: Iterable[tuple[str, str, int]]
+        self,
+        worker: str,
+        deadline: float,
+        info_ttl: int,
+        held: Iterable[tuple[str, str, int]],
+        stall_began: float | None = None,
+        grace: float = 0.0,
     ) -> list[str]:
-        """Renew the worker's lease and those of its held (id, queue, token) jobs; return lost ids."""
-        script_keys, args = [keys.WORKERS, keys.worker(worker)], [worker, deadline, info_ttl]
+        """Renew the worker's lease and those of its held (id, queue, token) jobs; return lost ids.
+
+        stall_began: when a stall began, if the worker could not renew for more than half its
+        lease: verdicts on leases that ran out since are held for `grace` seconds
+        (lua/lib/verdicts.lua).
+        """
+        script_keys = [keys.WORKERS, keys.worker(worker), keys.MAINTENANCE]
+        args = [worker, deadline, info_ttl, "" if stall_began is None else repr(stall_began), repr(grace)]
         for job_id, queue, token in held:
             script_keys += [keys.job(job_id), keys.registry("started", queue)]
             args += [job_id, token]
@@ -415,10 +499,19 @@ class Store:
         self._call(run)
 
     def workers(self) -> list[tuple[str, float]]:
-        return [(n.decode(), s) for n, s in self._call(self.redis.zrange, keys.WORKERS, 0, -1, withscores=True)]
+        """(name, lease deadline) of each registered worker (none if the workers zset was
+        overwritten by another type: every live worker adds itself back at its next heartbeat)."""
+        try:
+            members = self._call(self.redis.zrange, keys.WORKERS, 0, -1, withscores=True)
+        except StorageError as exc:
+            if "WRONGTYPE" not in str(exc):
+                raise
+            return []
+        return [(name.decode(errors="replace"), deadline) for name, deadline in members]
 
     def worker_details(self) -> list[tuple[str, float, dict[str, str], int]]:
-        """(name, lease deadline, what it registered, jobs it holds) per worker (two round trips)."""
+        """(name, lease deadline, what it registered, jobs it holds) per worker (two round trips).
+        A worker hash or in-flight list of another type reads as empty."""
         workers = self.workers()
         if not workers:
             return []
@@ -428,31 +521,43 @@ class Store:
             for name, _ in workers:
                 pipe.hgetall(keys.worker(name))
                 pipe.llen(keys.inflight(name))
-            return pipe.execute()
+            return _wrong_type_as_none(pipe.execute(raise_on_error=False))
 
         replies = self._call(run)
         return [
-            (name, deadline, {k.decode(): v.decode() for k, v in info.items()}, held)
+            (name, deadline, {k.decode(errors="replace"): v.decode(errors="replace") for k, v in (info or {}).items()}, held or 0)
             for (name, deadline), info, held in zip(workers, replies[0::2], replies[1::2])
         ]
 
     def inflight(self, worker: str) -> list[str]:
-        return [i.decode() for i in self._call(self.redis.lrange, keys.inflight(worker), 0, -1)]
+        """The ids in a worker's in-flight list (an entry that is no job id is left out)."""
+        ids = self._call(self.redis.lrange, keys.inflight(worker), 0, -1)
+        return [job_id for job_id in map(keys.readable_name, ids) if job_id is not None]
 
     def reap(self, worker: str, now: float, max_deaths: int, default_failure_ttl: int) -> tuple[list[str], list[str]]:
         """Recover at once every job a worker that is known dead held (two round trips).
 
-        Returns (recovered ids, abandoned ids).
+        Returns (recovered ids, abandoned ids). A job whose queue cannot be read (its key
+        holds another type, its queue field is no queue name) is left where it is: its
+        lease runs out and the maintenance step, which finds it through its queue's started
+        registry, recovers it then.
         """
 
         def held() -> list[tuple[str, str]]:
-            ids = [i.decode() for i in self.redis.lrange(keys.inflight(worker), 0, -1)]
+            ids = [i for i in map(keys.readable_name, self.redis.lrange(keys.inflight(worker), 0, -1)) if i]
             pipe = self.redis.pipeline(transaction=False)
             for job_id in ids:
                 pipe.hget(keys.job(job_id), keys.Field.QUEUE)
                 pipe.exists(keys.job(job_id))
-            exists = pipe.execute()
-            return [(i, q.decode() if q else keys.DEFAULT_QUEUE) for i, q, e in zip(ids, exists[0::2], exists[1::2]) if e]
+            replies = pipe.execute(raise_on_error=False)
+            jobs = []
+            for job_id, queue, exists in zip(ids, replies[0::2], replies[1::2]):
+                if isinstance(queue, Exception) or exists != 1:
+                    continue  # not a hash (left to its lease), or gone
+                name = keys.DEFAULT_QUEUE if queue is None else keys.readable_name(queue)
+                if name is not None:
+                    jobs.append((job_id, name))
+            return jobs
 
         jobs = self._call(held)[::-1]  # each goes back to the queue's front: last first keeps their order
         script_keys, args = [keys.inflight(worker), keys.WORKERS, keys.worker(worker)], [now, worker, max_deaths, default_failure_ttl]
@@ -465,37 +570,60 @@ class Store:
                 keys.registry("failed", queue),
                 keys.done(job_id),
             ]
-            args.append(job_id)
-        recovered, abandoned = self._call(self.scripts.reap, keys=script_keys, args=args)
-        return [i.decode() for i in recovered], [i.decode() for i in abandoned]
+            args += [job_id, queue]
+        recovered, abandoned, failed = self._call(self.scripts.reap, keys=script_keys, args=args)
+        if failed:
+            log.error("failed %d job(s) of worker %s that could not go back to their queue (see their exc_info): %s",
+                      len(failed), worker, ", ".join(_texts(failed)))
+        return _texts(recovered), _texts(abandoned)
 
     def maintain(
-        self, now: float, token: str, lock_ms: int, max_deaths: int, default_failure_ttl: int
-    ) -> tuple[list[str], list[str], list[str]] | None:
-        """The maintenance step (two round trips: the queue names, then the script).
+        self,
+        now: float,
+        token: str,
+        lock_ms: int,
+        max_deaths: int,
+        default_failure_ttl: int,
+        queues: Sequence[str] = (),
+        stall_began: float | None = None,
+        grace: float = 0.0,
+    ) -> Maintenance | None:
+        """The maintenance step, or None if another worker holds the maintenance lock.
 
-        Returns (recovered ids, abandoned ids, dead workers), or None if another worker
-        holds the maintenance lock.
+        Two round trips: lua/next_queues.lua takes the lock and picks the next
+        MAINTENANCE_CHUNK names of the queue set (a cursor in Redis walks the whole set,
+        step after step), then lua/maintain.lua does the work on those queues and on
+        `queues` (the worker's own, visited at every step). Members of the queue set that
+        are not queue names are dropped from it, and reported. stall_began, grace: as for
+        `heartbeat`, reported by this worker.
         """
-        script_keys = [keys.MAINTENANCE_LOCK, keys.WORKERS]
-        for queue in self.queue_names():
+        begun = self._call(
+            self.scripts.next_queues,
+            keys=[keys.MAINTENANCE_LOCK, keys.MAINTENANCE, keys.QUEUES],
+            args=[token, lock_ms, MAINTENANCE_CHUNK],
+        )
+        if not begun:
+            return None
+        cursor, members = begun
+        names, unreadable = _queue_names(members)
+        visit = list(dict.fromkeys([*queues, *names]))
+        script_keys = [keys.WORKERS, keys.MAINTENANCE, keys.QUEUES]
+        for queue in visit:
             script_keys += [
                 keys.queue(queue),
                 keys.wake(queue),
-                keys.registry("started", queue),
-                keys.registry("failed", queue),
-                keys.registry("finished", queue),
-                keys.registry("canceled", queue),
+                *(keys.registry(kind, queue) for kind in ("started", "scheduled", "failed", "finished", "canceled")),
             ]
         args = [
-            now, token, lock_ms, keys.JOB, keys.INFLIGHT, keys.worker(""), max_deaths, default_failure_ttl,
-            keys.done(""), keys.queue(""), keys.wake(""),
+            repr(now), keys.JOB, keys.INFLIGHT, keys.worker(""), max_deaths, default_failure_ttl, keys.done(""),
+            keys.queue(""), keys.wake(""), keys.registry("started", ""), keys.registry("failed", ""),
+            cursor, "" if stall_began is None else repr(stall_began), repr(grace), len(unreadable), *unreadable, *visit,
         ]
-        result = self._call(self.scripts.maintain, keys=script_keys, args=args)
-        if not result:
-            return None
-        recovered, abandoned, dead = ([x.decode() for x in part] for part in result)
-        return recovered, abandoned, dead
+        recovered, abandoned, dead, failed, broken, dropped = self._call(self.scripts.maintain, keys=script_keys, args=args)
+        return Maintenance(
+            _texts(recovered), _texts(abandoned), _texts(dead), _texts(failed), _texts(broken), int(dropped),
+            _texts(unreadable),
+        )
 
     # -- reading for the dashboard, `taskit info` and the metrics ---------------------------
 
@@ -636,6 +764,43 @@ class Store:
         return result
 
 
+class _Written:
+    """(id, enqueue time) of the jobs this Store wrote lately, to read lua/enqueue.lua's
+    answer 2 ("the job stored is this very one: same function, arguments and enqueue time").
+    That is a retry finding its own write, after a lost reply (the Store's retry, or
+    redis-py's own, invisible here), unless this Store was already told it wrote that job:
+    then it is the same job enqueued twice within a millisecond, a duplicate."""
+
+    SIZE = 4096
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._recent: dict[tuple[str, Any], None] = {}
+
+    def written(self, job_id: str, fields: Mapping[str, Any], answer: int) -> bool:
+        if answer not in (1, 2):
+            return False
+        key = (job_id, fields.get(keys.Field.ENQUEUED))
+        with self._lock:
+            if answer == 2 and key in self._recent:
+                return False
+            self._recent[key] = None
+            if len(self._recent) > self.SIZE:
+                del self._recent[next(iter(self._recent))]
+        return True
+
+
+class Maintenance(NamedTuple):
+    """What one maintenance step did (Store.maintain), for the worker to log."""
+
+    recovered: list[str]  # jobs of dead workers, or with an expired lease, back on their queue
+    abandoned: list[str]  # jobs that killed their worker too often: failed
+    dead: list[str]  # workers whose lease ran out: forgotten
+    failed: list[str]  # jobs failed as corrupt (record overwritten, or their queue is not a list)
+    broken: list[str]  # queue keys of the wrong type, left for an operator ("KEY is a string, not a list")
+    dropped: int  # queues whose keys were all empty: dropped from the queue set
+    unreadable: list[str]  # members of the queue set that are no queue name: dropped from it
+
 
 class Record:
     """What happened to one claimed job, as `finish.lua` takes it.
@@ -674,11 +839,50 @@ def _new_job_keys(job_id: str, queue: str) -> list[str]:
     return [keys.job(job_id), keys.packed(job_id), keys.queue(queue), keys.wake(queue), keys.registry("scheduled", queue), keys.QUEUES]
 
 
+def _texts(items: Iterable[bytes]) -> list[str]:
+    """Redis replies as text, for messages and ids (bytes that are not UTF-8 show as U+FFFD)."""
+    return [item.decode(errors="replace") for item in items]
+
+
+def _queue_names(raw: Iterable[bytes]) -> tuple[list[str], list[bytes]]:
+    """(the valid queue names, the members that are not) of members of the queue set."""
+    names, unreadable = [], []
+    for member in raw:
+        name = keys.readable_name(member)
+        if name is None:
+            unreadable.append(member)
+        else:
+            names.append(name)
+    return names, unreadable
+
+
+def _wrong_type_as_none(replies: list[Any]) -> list[Any]:
+    """Replies with a WRONGTYPE error (a key overwritten by another type) read as None;
+    any other error raises."""
+    for i, reply in enumerate(replies):
+        if isinstance(reply, redis.ResponseError) and str(reply).startswith("WRONGTYPE"):
+            replies[i] = None
+        elif isinstance(reply, Exception):
+            raise reply
+    return replies
+
+
+def _text_keys(pairs: Iterable[tuple[bytes, bytes]]) -> Fields:
+    """Hash fields by name; a field name that is not UTF-8 is not one of taskit's: left out."""
+    fields = {}
+    for name, value in pairs:
+        try:
+            fields[name.decode()] = value
+        except UnicodeDecodeError:
+            pass
+    return fields
+
+
 def _job_fields(raw: dict[bytes, bytes], packed: bytes | None) -> Fields | None:
     """A job's fields from its hash, or else from its packed entry (lib/packed.lua); an
     unreadable entry yields only its status, so reading the job reports it corrupt."""
     if raw:
-        return {k.decode(): v for k, v in raw.items()}
+        return _text_keys(raw.items())
     if packed is None:
         return None
     try:
@@ -706,9 +910,16 @@ def _parse_claim(reply: Any, worker: str, now: float) -> tuple[Claimed, float | 
     """(id, token, queue index, fields) per claimed job, and the next scheduled run-at.
 
     claim.lua returns each job's fields as they were before it marked the claim; the
-    claim's own writes are known here and filled in.
+    claim's own writes are known here and filled in. Jobs the claim failed as corrupt
+    (their key overwritten while they waited) are logged.
     """
-    flat, next_run_at = reply
+    flat, next_run_at, corrupt = reply
+    if corrupt:
+        log.error(
+            "failed %d job(s) as corrupt: their record was overwritten by another type while they waited; "
+            "see their exc_info in the failed registry: %s",
+            len(corrupt), ", ".join(i.decode(errors="replace") for i in corrupt),
+        )
     claimed = []
     started = {
         keys.Field.STATUS: b"started",
@@ -716,9 +927,12 @@ def _parse_claim(reply: Any, worker: str, now: float) -> tuple[Claimed, float | 
         keys.Field.WORKER: worker.encode(),
     }
     for i in range(0, len(flat), 4):
+        job_id = keys.readable_name(flat[i])
+        if job_id is None:  # not an id taskit writes; its lease runs out and it is recovered
+            continue
         pairs = flat[i + 3]
-        fields = {pairs[j].decode(): pairs[j + 1] for j in range(0, len(pairs), 2)}
+        fields = _text_keys(zip(pairs[0::2], pairs[1::2]))
         fields.update(started)
         fields[keys.Field.ATTEMPTS] = b"%d" % flat[i + 1]
-        claimed.append((flat[i].decode(), int(flat[i + 1]), int(flat[i + 2]), fields))
+        claimed.append((job_id, int(flat[i + 1]), int(flat[i + 2]), fields))
     return claimed, float(next_run_at) if next_run_at else None

@@ -61,6 +61,11 @@ class Heartbeat(threading.Thread):
         self._stop_event = threading.Event()
         #: when the leases were last renewed (the worker checks it after a stall)
         self.renewed_at = clock()
+        #: renewals further apart than this mean a stall (Redis frozen or unreachable, this
+        #: process paused): half a lease with the default interval
+        self.stall_after = interval + lease / 4
+        #: the last stall: (began, ended)
+        self.last_stall: tuple[float, float] | None = None
         #: (job id, token) of claims this worker lost; a later claim of the same job is new
         self.lost: set[tuple[str, int]] = set()
         self._parent_pid: int | None = None
@@ -72,11 +77,31 @@ class Heartbeat(threading.Thread):
         """Call `callback` once if this process's parent changes (the supervisor died)."""
         self._parent_pid, self._orphaned = parent_pid, callback
 
+    def stall_began(self, now: float) -> float | None:
+        """When the stall to report at `now` began: the one going on, if the leases have not
+        been renewed for too long, else one that ended less than a lease ago. Every other
+        live worker was most likely cut off too, so verdicts on its leases must wait
+        (lua/lib/verdicts.lua)."""
+        if now - self.renewed_at > self.stall_after:
+            return self.renewed_at
+        if self.last_stall is not None and now - self.last_stall[1] < self.lease:
+            return self.last_stall[0]
+        return None
+
     def beat(self) -> None:
         """Renew the leases now; remember claims that were lost (recovered elsewhere)."""
         held, now = self.held.snapshot(), self.clock()
-        lost = set(self.store.heartbeat(self.worker_name, now + self.lease, self.info_ttl, held))
+        stall = (self.renewed_at, now) if now - self.renewed_at > self.stall_after else None
+        began = None if stall is None else stall[0]
+        lost = set(self.store.heartbeat(self.worker_name, now + self.lease, self.info_ttl, held, began, self.lease))
         self.renewed_at = now
+        if stall is not None:
+            self.last_stall = stall
+            log.warning(
+                "leases not renewed for %.1fs (Redis frozen or unreachable, or this process paused); "
+                "verdicts on leases that ran out meanwhile wait %.0fs for their workers to renew them",
+                stall[1] - stall[0], self.lease,
+            )
         for job_id, _, token in held:
             # a job recorded while the heartbeat was under way is no longer held: not lost
             if job_id in lost and job_id in self.held and (job_id, token) not in self.lost:
@@ -97,8 +122,11 @@ class Heartbeat(threading.Thread):
                 if self.on_tick is not None:
                     self.on_tick()
                 if time.monotonic() >= next_beat:
-                    next_beat = time.monotonic() + self.interval
+                    began = time.monotonic()
+                    next_beat = began + self.interval
                     self.beat()
+                    if time.monotonic() - began > self.stall_after:
+                        next_beat = 0.0  # it waited out a stall: renew again at once, reporting it
             except TaskitError as exc:  # the main loop reports outages; keep beating
                 log.debug("heartbeat failed: %s", exc)
 

@@ -35,6 +35,7 @@ from ..exceptions import (
 )
 from ..job import DEFAULT_FAILURE_TTL, Job, validate_id
 from ..queue import Queue
+from ..storage import keys
 from ..storage.keys import DEFAULT_QUEUE, Field
 from ..storage.store import Fields, Record, Store
 from .execution import Alarm, ColdShutdown, Outcome, call_job
@@ -146,6 +147,7 @@ class Worker:
         self._claimed_at = 0.0
         self._stop_requested = False
         self._refusals = 0
+        self._reported: set[str] = set()  # broken keys already logged
         self._wake = threading.Event()
         self.jobs_run = 0
 
@@ -360,7 +362,13 @@ class Worker:
         for record, ok in zip(records, results):
             self.held.discard(record.job_id)
             self.heartbeat.lost.discard((record.job_id, record.token))
-            if not ok and record.outcome != "released":
+            if ok == 2:
+                log.error(
+                    "%s: job %s was failed as corrupt instead of recorded as %s: its record, or the registry "
+                    "or queue it goes to, was overwritten by another type (see its exc_info)",
+                    record.queue, record.job_id, record.outcome,
+                )
+            elif not ok and record.outcome != "released":
                 log.warning(
                     "%s: job %s was not recorded as %s: this worker no longer holds it "
                     "(its lease expired and it was recovered, or it was deleted)",
@@ -385,27 +393,56 @@ class Worker:
         )
 
     def _maintain(self, now: float) -> None:
+        """The maintenance step. Its parts are kept apart: one that fails (a corrupt key, a
+        bug) is logged and the others still run; only an outage stops the step."""
         self._next_maintenance = now + self.maintenance_interval
         # periodic tasks: enqueue their due ticks, each once across workers (issue 5)
         from ..periodic import enqueue_due
 
-        enqueue_due(self.store, now, queues=self.queues, lookahead=self.maintenance_interval)
-        self._release_strays()
+        parts: list[tuple[str, Callable[[], object]]] = [
+            ("enqueueing periodic tasks", lambda: enqueue_due(
+                self.store, now, queues=self.queues, lookahead=self.maintenance_interval)),
+            ("handing back stray claims", self._release_strays),
+            ("recovering jobs", lambda: self._recover(now)),
+        ]
+        for part, run in parts:
+            try:
+                run()
+            except RedisUnavailableError:
+                raise
+            except TaskitError as exc:
+                log.error("maintenance: %s failed: %s; the rest of the step went on", part, exc)
+            except Exception:
+                log.exception("maintenance: %s failed; the rest of the step went on", part)
+
+    def _recover(self, now: float) -> None:
+        """Recover the jobs of dead workers and expired leases, and report what needs an operator."""
         result = self.store.maintain(
-            now, self.name, int(self.maintenance_interval * 1000), self.max_deaths, DEFAULT_FAILURE_TTL
+            now, self.name, int(self.maintenance_interval * 1000), self.max_deaths, DEFAULT_FAILURE_TTL,
+            queues=self.queues, stall_began=self.heartbeat.stall_began(now), grace=self.lease,
         )
         if result is None:
             return
-        recovered, abandoned, dead = result
-        if dead:
-            log.warning("workers gone (lease expired): %s", ", ".join(dead))
-        if recovered:
-            log.warning("recovered %d job(s) whose worker died; back on their queues: %s", len(recovered), ", ".join(recovered))
-        if abandoned:
+        if result.dead:
+            log.warning("workers gone (lease expired): %s", ", ".join(result.dead))
+        if result.recovered:
+            log.warning("recovered %d job(s) whose worker died; back on their queues: %s",
+                        len(result.recovered), ", ".join(result.recovered))
+        if result.abandoned:
             log.error(
                 "abandoned %d job(s) that killed their worker %d times; in the failed registry: %s",
-                len(abandoned), self.max_deaths, ", ".join(abandoned),
+                len(result.abandoned), self.max_deaths, ", ".join(result.abandoned),
             )
+        if result.failed:
+            log.error("failed %d job(s) as corrupt (record overwritten, or queue not a list); see their exc_info: %s",
+                      len(result.failed), ", ".join(result.failed))
+        for problem in result.broken:
+            if problem not in self._reported:
+                self._reported.add(problem)
+                log.error("%s: that queue's jobs cannot be written there until the key is deleted or repaired", problem)
+        if result.unreadable:
+            log.warning("dropped %d member(s) of the queue set that are no queue names: %s",
+                        len(result.unreadable), ", ".join(map(repr, result.unreadable)))
 
     def _shutdown(self) -> None:
         """Record what is pending, hand back prefetched jobs, and sign off."""
@@ -451,8 +488,10 @@ class Worker:
         records = []
         for job_id, fields in zip(strays, self.store.fetch(strays)):
             if fields is not None and fields.get(Field.WORKER) == self.name.encode():
-                queue = fields.get(Field.QUEUE, DEFAULT_QUEUE.encode()).decode()
-                records.append(Record(job_id, queue, int(fields.get(Field.ATTEMPTS, b"0")), "released"))
+                # a queue field that is no queue name: left to its lease, which names its queue
+                queue = keys.readable_name(fields.get(Field.QUEUE, DEFAULT_QUEUE.encode()))
+                if queue is not None:
+                    records.append(Record(job_id, queue, _int_field(fields, Field.ATTEMPTS, 0), "released"))
         if records:
             self.store.finish(self.name, records[::-1], self.clock())
             log.warning("handed back %d job(s) claimed while the connection was lost: %s",

@@ -1,9 +1,15 @@
--- Shared (pasted in where a script says --#include signal_end): wake whoever waits in
--- job.wait() for this job to end. Only jobs someone waits for (wait.lua set 'wt')
--- get a done list, and it lives one minute.
+-- Shared (pasted in where a script says --#include signal_end; include guard first): wake
+-- whoever waits in job.wait() for a job to end. A done list lives one minute.
+local function signal(done, outcome)
+  repair(done, 'list')
+  redis.call('RPUSH', done, outcome)
+  redis.call('EXPIRE', done, 60)
+end
+
+-- Signal the end of a job (a hash) only if someone waits for it (wait.lua set 'wt');
+-- `done` nil: the script does not know the done list.
 local function signal_end(job, done, outcome)
-  if redis.call('HEXISTS', job, 'wt') == 1 then
-    redis.call('RPUSH', done, outcome)
-    redis.call('EXPIRE', done, 60)
+  if done and redis.call('HEXISTS', job, 'wt') == 1 then
+    signal(done, outcome)
   end
 end

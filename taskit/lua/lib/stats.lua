@@ -1,5 +1,6 @@
--- Shared by finish.lua (include it, call count_outcome per recorded job and write_stats
--- once at the end): the counters behind the dashboard's charts and the Prometheus metrics.
+-- Shared by finish.lua (include it, split each outcome with outcome_and_run_time, call
+-- count_outcome per recorded job and write_stats once at the end): the counters behind the
+-- dashboard's charts and the Prometheus metrics.
 -- Counts are summed in Lua while a batch is recorded, then each counter is written once,
 -- so a batch of 64 jobs of one task costs about five more commands, not 64.
 -- Stats keys come after every job's keys, three per queue of the batch (see
@@ -18,6 +19,14 @@ local STAT_BOUNDS = {
 }
 local stat_keys, stat_queues = {}, {}
 
+-- A job's outcome argument carries its run time when it ran: 'finished 1234' (µs).
+-- (One more argument per job would cost the worker more than this split costs Redis.)
+local function outcome_and_run_time(arg)
+  local space = string.find(arg, ' ', 1, true)
+  if not space then return arg, '' end
+  return string.sub(arg, 1, space - 1), string.sub(arg, space + 1)
+end
+
 -- Learn the stats keys from KEYS[first..]: triples of queue list, hour hash, totals hash.
 local function stats_keys_from(first)
   for i = first, #KEYS, 3 do
@@ -29,13 +38,14 @@ end
 -- f field, false if it has none), which ran `micros` microseconds ('' = unknown: refused
 -- before running). Only numbers are added here, per job; field names are built once per
 -- batch, in write_stats.
+local stat_kinds = {finished = 'd', failed = 'f', retry = 'r', scheduled = 'r'}  -- others: not counted
 local function count_outcome(queue, task, outcome, micros)
-  if not task or not stat_keys[queue] then return end
+  local kind = stat_kinds[outcome]
+  if not kind or not task or not stat_keys[queue] then return end
   local per_queue = stat_queues[queue]
   if not per_queue then per_queue = {d = 0, f = 0, r = 0, tasks = {}}; stat_queues[queue] = per_queue end
   local counts = per_queue.tasks[task]
   if not counts then counts = {d = 0, f = 0, r = 0, us = 0, runs = {}}; per_queue.tasks[task] = counts end
-  local kind = (outcome == 'finished' and 'd') or (outcome == 'failed' and 'f') or 'r'
   per_queue[kind] = per_queue[kind] + 1
   counts[kind] = counts[kind] + 1
   local us = tonumber(micros)
