@@ -217,6 +217,8 @@ class Job:
         self.recoveries = 0
         self.retries = 0
         self.retry: Retry | None = None
+        #: the enqueuer's trace context (taskit.tracing), as stored
+        self.trace_context: bytes | None = None
 
     # -- building ----------------------------------------------------------------
 
@@ -373,6 +375,7 @@ class Job:
             self._exc_info = f[Field.EXC_INFO].decode() if Field.EXC_INFO in f else None
             name = "worker"
             self.worker_name = f[Field.WORKER].decode() if Field.WORKER in f else None
+            self.trace_context = f.get(Field.TRACE)
             name = "retry"
             if Field.RETRY in f:
                 from .retry import Retry

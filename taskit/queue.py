@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from . import config
+from . import config, tracing
 from .connections import Client
 from .exceptions import ConfigurationError, DuplicateJobError
 from .job import Job, JobStatus, validate_id, whole_number
@@ -136,7 +136,11 @@ class Queue:
         status = JobStatus.SCHEDULED if run_at is not None else JobStatus.QUEUED
         now = time.time()
         entries = [(job.id, self.name, job.ttl, at_front, run_at, job.to_fields(status, now)) for job in jobs]
-        written = self._store.enqueue(entries)
+        if tracing.tracer is None:
+            written = self._store.enqueue(entries)
+        else:
+            with tracing.producer_spans(jobs, [entry[-1] for entry in entries]):
+                written = self._store.enqueue(entries)
         taken = [job.id for job, ok in zip(jobs, written) if not ok]
         if taken:
             raise DuplicateJobError(

@@ -15,7 +15,9 @@ The convention the pages follow (a reader can rely on it too):
   page's module files) runs beside it, as the page tells its reader to run one.
 * A block whose first line is `# not run: REASON` is not run (keep them rare).
 * In ```sh blocks, each line that starts with `taskit ` is run and must exit 0; a worker
-  that would run until stopped is run with `--burst` added; `taskit requeue` of ids of
+  that would run until stopped is run with `--burst` added; the dashboard, `taskit metrics`
+  and `taskit info -i N` are left running three seconds (servers on a free port unless the
+  line gives one), then stopped with Ctrl-C; `taskit requeue` of ids of
   your own may exit 1 naming each id it could not requeue. Other lines (installing,
   the demo) are run by .ci/run. Blocks in other languages, or none, are output and text.
 """

@@ -21,6 +21,10 @@
                                         set the next step starts), hf/hu (verdicts held after a stall)
     taskit:emptying:<queue>      list   ids `Queue.empty()` is deleting, a chunk at a time
     taskit:periodic:<name>       string last tick enqueued for a periodic task
+    taskit:stats:<queue>:<hour>  hash   jobs finished/failed/retried per minute of one hour
+                                        (Unix hour); expires a day later (lua/lib/stats.lua)
+    taskit:totals:<queue>        hash   the same per task since the start, and run-time
+                                        histograms per task (lua/lib/stats.lua)
 
 Times are Unix seconds (floats). Lua scripts get every fixed key through KEYS[];
 job and in-flight keys, which a script only learns while it runs, are built from the
@@ -117,6 +121,15 @@ def periodic(name: str) -> str:
     return f"{PREFIX}:periodic:{name}"
 
 
+def stats(queue_name: str, hour: int) -> str:
+    """Per-minute counters of one queue for one Unix hour (`int(time // 3600)`)."""
+    return f"{PREFIX}:stats:{queue_name}:{hour}"
+
+
+def totals(queue_name: str) -> str:
+    return f"{PREFIX}:totals:{queue_name}"
+
+
 class Field:
     """The fields of a job hash. Every queued job carries its field names, so they are short.
 
@@ -129,6 +142,7 @@ class Field:
         x   exc_info      w   worker           n   attempts (the claim token)
         rc  recoveries    rn  retries done     rp  retry policy (msgpack)
         wt  waited (someone blocks in job.wait())
+        tc  trace context (msgpack propagator carrier; only with taskit.tracing on)
 
     The Lua scripts use the same names (their headers say which they touch).
     """
@@ -155,6 +169,7 @@ class Field:
     RETRIES = "rn"
     RETRY = "rp"
     WAITED = "wt"
+    TRACE = "tc"
 
 
 #: the job attribute (or option) name of each field -> its short name, for tools and tests
@@ -181,4 +196,5 @@ FIELDS = {
     "retries": Field.RETRIES,
     "retry": Field.RETRY,
     "waited": Field.WAITED,
+    "trace_context": Field.TRACE,
 }

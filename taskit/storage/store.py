@@ -466,6 +466,7 @@ class Store:
     def _finish(self, worker: str, records: Sequence[Record], now: float) -> Any:
         script_keys: list[str | bytes] = [keys.inflight(worker)]
         args: list[Any] = [now, worker, CORRUPT_KEEP]
+        counted: set[str] = set()
         for r in records:
             target = {"finished": "finished", "failed": "failed", "scheduled": "scheduled"}.get(r.outcome, "started")
             job_id, job_key, done_key = _job_wire(r.job_id)
@@ -478,7 +479,14 @@ class Store:
                 keys.wake(r.queue),
                 done_key,
             ]
-            args += [job_id, r.token, r.outcome, r.payload, r.keep, "" if r.run_at is None else r.run_at, r.queue]
+            # the run time rides on the outcome ('finished 1234'): lua/lib/stats.lua
+            outcome = r.outcome if r.micros is None else f"{r.outcome} {r.micros}"
+            args += [job_id, r.token, outcome, r.payload, r.keep, "" if r.run_at is None else r.run_at, r.queue]
+            if r.outcome in _COUNTED:
+                counted.add(r.queue)
+        hour = int(now // 3600)
+        for queue in counted:  # lua/lib/stats.lua
+            script_keys += [keys.queue(queue), keys.stats(queue, hour), keys.totals(queue)]
         return self.scripts.finish, script_keys, args
 
     def block_for_work(self, queues: Sequence[str], timeout: float) -> bool:
@@ -668,6 +676,144 @@ class Store:
             _texts(unreadable),
         )
 
+    # -- reading for the dashboard, `taskit info` and the metrics ---------------------------
+
+    def queue_counts(self, queues: Sequence[str], min_scores: Mapping[str, float | str]) -> list[dict[str, int]]:
+        """Per queue: {"queued": n, <registry kind>: n, ...} in one round trip, counting the
+        registry entries scored at or above `min_scores[kind]` (now, to skip expired ones)."""
+
+        def run() -> list[Any]:
+            pipe = self.redis.pipeline(transaction=False)
+            for queue in queues:
+                pipe.llen(keys.queue(queue))
+                for kind, low in min_scores.items():
+                    pipe.zcount(keys.registry(kind, queue), low, "+inf")
+            return pipe.execute()
+
+        replies = self._call(run) if queues else []
+        names, width = ["queued", *min_scores], 1 + len(min_scores)
+        return [dict(zip(names, replies[i:i + width])) for i in range(0, len(replies), width)]
+
+    def oldest_enqueued(self, queues: Sequence[str]) -> list[float | None]:
+        """Per queue, when the job at its head was enqueued (Unix seconds; None: the queue is
+        empty, or its head just left). Two round trips for all queues."""
+
+        def heads() -> list[Any]:
+            pipe = self.redis.pipeline(transaction=False)
+            for queue in queues:
+                pipe.lindex(keys.queue(queue), 0)
+            return pipe.execute()
+
+        ids = [None if head is None else head.decode() for head in self._call(heads)] if queues else []
+        present = [job_id for job_id in ids if job_id is not None]
+        if not present:
+            return [None for _ in ids]
+
+        def enqueued() -> list[Any]:
+            pipe = self.redis.pipeline(transaction=True)
+            for job_id in present:
+                pipe.hget(keys.job(job_id), keys.Field.ENQUEUED)
+                pipe.hget(keys.packed(job_id), job_id)
+            return pipe.execute()
+
+        replies = self._call(enqueued)
+        times: dict[str, float | None] = {}
+        for job_id, own, packed in zip(present, replies[0::2], replies[1::2]):
+            raw = own if own is not None else (_job_fields({}, packed) or {}).get(keys.Field.ENQUEUED)
+            try:
+                times[job_id] = float(raw) / 1000 if raw is not None else None
+            except ValueError:
+                times[job_id] = None
+        return [None if job_id is None else times[job_id] for job_id in ids]
+
+    def held_jobs(self, workers: Sequence[str], limit: int = 10) -> list[list[tuple[str, dict[str, bytes | None]]]]:
+        """Per worker, the first `limit` jobs of its in-flight list (the one running first, then
+        those claimed with it), each as (id, {func, status, started_at, queue}); two round trips."""
+
+        def lists() -> list[Any]:
+            pipe = self.redis.pipeline(transaction=False)
+            for worker in workers:
+                pipe.lrange(keys.inflight(worker), 0, limit - 1)
+            return pipe.execute()
+
+        held = [[i.decode() for i in ids] for ids in self._call(lists)] if workers else []
+        every = [job_id for ids in held for job_id in ids]
+        if not every:
+            return [[] for _ in held]
+        names = (keys.Field.FUNC, keys.Field.STATUS, keys.Field.STARTED, keys.Field.QUEUE)
+
+        def details() -> list[Any]:
+            pipe = self.redis.pipeline(transaction=False)
+            for job_id in every:
+                pipe.hmget(keys.job(job_id), names)
+            return pipe.execute()
+
+        found = dict(zip(every, self._call(details)))
+        labels = ("func", "status", "started_at", "queue")
+        return [[(job_id, dict(zip(labels, found[job_id]))) for job_id in ids] for ids in held]
+
+    def last_ticks(self, names: Sequence[str]) -> list[float | None]:
+        """The last tick enqueued of each periodic task (Unix seconds; None: never)."""
+        values = self._call(self.redis.mget, [keys.periodic(name) for name in names]) if names else []
+        ticks: list[float | None] = []
+        for value in values:
+            try:
+                ticks.append(float(value) if value is not None else None)
+            except ValueError:
+                ticks.append(None)
+        return ticks
+
+    def minute_counts(self, queues: Sequence[str], first_minute: int, last_minute: int) -> list[dict[str, dict[int, int]]]:
+        """Per queue, jobs {"d": finished, "f": failed, "r": retried} per Unix minute in
+        [first_minute, last_minute] (lua/lib/stats.lua); minutes without any are left out.
+        One round trip."""
+        hours = range(first_minute // 60, last_minute // 60 + 1)
+
+        def run() -> list[Any]:
+            pipe = self.redis.pipeline(transaction=False)
+            for queue in queues:
+                for hour in hours:
+                    pipe.hgetall(keys.stats(queue, hour))
+            return pipe.execute()
+
+        replies = self._call(run) if queues else []
+        result = []
+        for i in range(len(queues)):
+            counts: dict[str, dict[int, int]] = {"d": {}, "f": {}, "r": {}}
+            for reply in replies[i * len(hours):(i + 1) * len(hours)]:
+                for field, value in reply.items():
+                    kind, _, minute = field.decode().partition(":")
+                    try:
+                        at, n = int(minute), int(value)
+                    except ValueError:
+                        continue
+                    if kind in counts and first_minute <= at <= last_minute:
+                        counts[kind][at] = n
+            result.append(counts)
+        return result
+
+    def task_totals(self, queues: Sequence[str]) -> list[dict[str, dict[str, int]]]:
+        """Per queue, per task, its counters since the start (lua/lib/stats.lua): {"d", "f",
+        "r", "us", "h<bound>"...} -> number. One round trip."""
+
+        def run() -> list[Any]:
+            pipe = self.redis.pipeline(transaction=False)
+            for queue in queues:
+                pipe.hgetall(keys.totals(queue))
+            return pipe.execute()
+
+        result = []
+        for reply in self._call(run) if queues else []:
+            tasks: dict[str, dict[str, int]] = {}
+            for field, value in reply.items():
+                kind, _, task = field.decode(errors="replace").partition(":")
+                try:
+                    tasks.setdefault(task, {})[kind] = int(value)
+                except ValueError:
+                    continue
+            result.append(tasks)
+        return result
+
 
 class _Written:
     """(id, enqueue time) of the jobs this Store wrote lately, to read lua/enqueue.lua's
@@ -708,9 +854,12 @@ class Maintenance(NamedTuple):
 
 
 class Record:
-    """What happened to one claimed job, as `finish.lua` takes it."""
+    """What happened to one claimed job, as `finish.lua` takes it.
 
-    __slots__ = ("job_id", "keep", "outcome", "payload", "queue", "run_at", "token")
+    micros, how long it ran in microseconds, feeds the run-time histograms
+    (lua/lib/stats.lua); None: refused before running, or not measured."""
+
+    __slots__ = ("job_id", "keep", "micros", "outcome", "payload", "queue", "run_at", "token")
 
     def __init__(
         self,
@@ -721,12 +870,18 @@ class Record:
         payload: bytes | str = b"",
         keep: int = 0,
         run_at: float | None = None,
+        micros: int | None = None,
     ) -> None:
         self.job_id, self.queue, self.token, self.outcome = job_id, queue, token, outcome
         self.payload, self.keep, self.run_at = payload, keep, run_at
+        self.micros = micros
 
     def __repr__(self) -> str:
         return f"Record({self.job_id!r}, {self.outcome!r}, token={self.token})"
+
+
+#: the outcomes the statistics count (a released or interrupted job did not run to an end)
+_COUNTED = frozenset({"finished", "failed", "retry", "scheduled"})
 
 
 def _new_job_keys(job_id: str, queue: str) -> list[str]:

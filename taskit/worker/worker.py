@@ -26,7 +26,7 @@ from typing import Any
 
 import tenacity
 
-from .. import config, display, functions
+from .. import config, display, functions, tracing
 from ..connections import Client
 from ..exceptions import (
     ConfigurationError,
@@ -169,6 +169,7 @@ class Worker:
         self.jobs_run = 0
         previous_handlers = self._install_signal_handlers()
         self.alarm = Alarm()
+        self._call_job = tracing.consumer(call_job)  # call_job itself unless taskit.tracing is on
         heartbeat = Heartbeat(self.store, self.name, self.held, self.lease, self.heartbeat_interval, self.clock)
         heartbeat.on_tick = self._while_slow
         if self.parent_pid is not None:
@@ -309,7 +310,7 @@ class Worker:
             self.monitor.job_started(job.id, queue, token, job.timeout)
         self._running_since = time.monotonic()  # (only its end must be under the lock: see _while_slow)
         try:
-            return call_job(job, target, self.alarm, keep_result=job.result_ttl != 0)
+            return self._call_job(job, target, self.alarm, keep_result=job.result_ttl != 0)
         finally:
             with self._lock:
                 self._running_since = None
@@ -320,9 +321,12 @@ class Worker:
         if outcome.error is None:
             if log.isEnabledFor(logging.INFO):
                 log.info("%s: %s finished in %s (job %s)", queue, display.call(job), _took(outcome.seconds), job.id)
-            return Record(job.id, queue, token, "finished", outcome.packed_result or b"", job.result_ttl)
+            return Record(job.id, queue, token, "finished", outcome.packed_result or b"", job.result_ttl,
+                          micros=int(outcome.seconds * 1_000_000))
         # outcome.summary is safe even when the exception's str() raises
-        return failure_record(job, token, queue, outcome.error, outcome.summary, outcome.traceback, self.clock())
+        return failure_record(
+            job, token, queue, outcome.error, outcome.summary, outcome.traceback, self.clock(), outcome.seconds
+        )
 
     def _adapt(self, seconds: float) -> None:
         """Size the next claim so that a batch holds about BATCH_SECONDS of work."""
@@ -426,6 +430,7 @@ class Worker:
                 "pid": str(os.getpid()),
                 "queues": ",".join(self.queues),
                 "started_at": repr(time.time()),
+                "lease": repr(self.lease),  # heartbeat age = now - (lease deadline - lease), for the dashboard
             }
         self._losses_seen = self.store.lost_connections
         self.store.register_worker(self.name, self._registration, self.clock() + self.lease, int(self.lease) + 60)
@@ -618,26 +623,30 @@ class Worker:
         self._wake.set()
 
 
-def failure_record(job: Job, token: int, queue: str, error: BaseException, summary: str, text: str, now: float) -> Record:
+def failure_record(
+    job: Job, token: int, queue: str, error: BaseException, summary: str, text: str, now: float,
+    seconds: float | None = None,
+) -> Record:
     """What to record for a failed attempt: a retry now, a retry later, or the failure for good,
-    as the job's retry policy (or the task's own RetryLater) says."""
+    as the job's retry policy (or the task's own RetryLater) says. `seconds`: how long it ran."""
     from ..retry import delay_after_failure
 
     delay = delay_after_failure(job, error, now)
     payload = text.encode("utf-8", "backslashreplace")  # (a message may hold lone surrogates)
     summary = display.clipped(summary, 200)
+    micros = None if seconds is None else int(seconds * 1_000_000)
     if delay is None:
         log.error(
             "%s: %s failed: %s (job %s, attempt %d); kept in the failed registry",
             queue, display.call(job), summary, job.id, job.attempts,
         )
-        return Record(job.id, queue, token, "failed", payload, job.failure_ttl)
+        return Record(job.id, queue, token, "failed", payload, job.failure_ttl, micros=micros)
     log.warning(
         "%s: %s failed: %s; retry %d in %s (job %s)", queue, display.call(job), summary, job.retries + 1, _took(delay), job.id
     )
     if delay <= 0:
-        return Record(job.id, queue, token, "retry", payload)
-    return Record(job.id, queue, token, "scheduled", payload, run_at=now + delay)
+        return Record(job.id, queue, token, "retry", payload, micros=micros)
+    return Record(job.id, queue, token, "scheduled", payload, run_at=now + delay, micros=micros)
 
 
 def default_worker_name() -> str:
