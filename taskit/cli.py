@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import json
 import logging
 import math
 import os
@@ -112,7 +113,14 @@ def main() -> None:
       taskit worker myapp.tasks --threads 32     32 jobs at once (see docs/concurrency.md)
       taskit requeue --queue default --all       retry every failed job
       taskit cancel JOB_ID                       stop a job, even a running one
-      taskit info                                queues, registries, workers
+      taskit info -i 1                           queues and workers, refreshed
+      taskit failed                              failed jobs and their errors
+      taskit job ID                              one job in full
+      taskit enqueue myapp.tasks.add 2 3         a job from the shell
+      taskit empty QUEUE                         drop the jobs waiting on QUEUE
+      taskit dashboard myapp.tasks               the web dashboard
+      taskit metrics                             Prometheus metrics
+      taskit acl                                 the ACL line for a least-privilege user
 
     The Redis URL comes from -u/--url, else TASKIT_REDIS_URL, else
     redis://localhost:6379/0. Run `taskit COMMAND --help` for a command's options.
@@ -352,6 +360,108 @@ def _why_not_failed(job_id: str, queue: str) -> str:
     return f"not failed (it is {job.get_status(refresh=False)})"
 
 
+@main.command(short_help="Show queues and workers with their jobs (-i N: refresh).")
+@url_option
+@click.option("-i", "--interval", type=click.FloatRange(min=0.1), metavar="SECONDS",
+              help="Refresh in place every SECONDS until Ctrl-C.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (with --interval: one document per line and refresh).")
+@_fail_cleanly
+def info(url: str, interval: float | None, as_json: bool) -> None:
+    """Show queues (waiting, scheduled, running, finished, failed, canceled, and how long the
+    oldest job has waited) and workers with the job each is running.
+
+    \b
+    Examples:
+      taskit info              once
+      taskit info -i 1         refresh every second until Ctrl-C
+      taskit info --json       for scripts
+    """
+    from .overview import read_overview
+
+    connection = _connect(url)
+    try:
+        while True:
+            overview = read_overview(connection)
+            if as_json:
+                click.echo(json.dumps(overview.to_json()))
+            else:
+                if interval is not None:
+                    click.clear()
+                _print_overview(overview)
+            if interval is None:
+                return
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        return
+
+
+def _print_overview(overview: Any) -> None:
+    from .jobview import ago
+
+    now = overview.at
+    click.echo(f"Redis at {overview.redis}")
+    click.echo(f"{'queue':20} {'queued':>8} {'started':>8} {'scheduled':>10} {'failed':>8} {'finished':>9} "
+               f"{'canceled':>9}  oldest waiting")
+    for q in overview.queues:
+        c = q.counts
+        click.echo(
+            f"{q.name:20} {c['queued']:>8} {c['started']:>8} {c['scheduled']:>10} {c['failed']:>8} "
+            f"{c['finished']:>9} {c['canceled']:>9}  {ago(q.oldest_age(now))}"
+        )
+    if overview.unreadable_queues:
+        click.echo(f"({overview.unreadable_queues} unreadable queue name(s) skipped: not valid queue names)")
+    workers = overview.workers
+    click.echo(f"{len(workers)} worker(s)" + (":" if workers else ""))
+    for w in workers:
+        where = f"pid {w.pid} on {w.host}"
+        lease = w.lease_deadline - now
+        state = f"lease {lease:.0f}s left" if lease > 0 else f"lease expired {-lease:.0f}s ago (presumed dead)"
+        beat = w.heartbeat_age(now)
+        heartbeat = "" if beat is None else f"  heartbeat {ago(beat)} ago"
+        click.echo(f"  {w.name}  {where}  queues {','.join(w.queues) or '?'}  holding {w.held} job(s)  {state}{heartbeat}")
+        running = w.running
+        if running is not None:
+            since = "" if running.started_at is None else f" for {ago(now - running.started_at)}"
+            more = f" (+{w.held - 1} more claimed)" if w.held > 1 else ""
+            click.echo(f"      running {running.task} (job {running.id}){since}{more}")
+
+
+@main.command("job", short_help="Show one job: arguments, result or traceback, timeline.")
+@click.argument("job_id")
+@url_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_fail_cleanly
+def job_command(job_id: str, url: str, as_json: bool) -> None:
+    """Show one job: status, task, arguments, result or traceback, and its timeline.
+
+    \b
+    Example:
+      taskit job 6VnE3sdyT0Q9nRA1cUZkHb
+    """
+    from .jobview import details
+
+    connection = _connect(url)
+    shown = details(Job.fetch(job_id, connection))
+    if as_json:
+        click.echo(json.dumps(shown))
+        return
+    traceback = shown.pop("traceback")
+    result = shown.pop("result")
+    for name, value in shown.items():
+        if name in ("error", "description") or value is None or value == {}:
+            continue
+        if isinstance(value, dict):
+            value = ", ".join(f"{k}={v}" for k, v in value.items())
+        elif isinstance(value, list):
+            value = ", ".join(value) if value else "(none)"
+        click.echo(f"{name.replace('_', ' '):12} {value}")
+    if result is not None:
+        click.echo(f"{'result':12} {result}")
+    if traceback:
+        click.echo("traceback:")
+        click.echo(traceback.rstrip())
+
+
 @main.command()
 @click.argument("job_ids", nargs=-1, required=True, metavar="JOB_ID...")
 @url_option
@@ -394,26 +504,244 @@ def cancel(job_ids: tuple[str, ...], url: str, reason: str | None) -> None:
 
 
 @main.command()
+@click.option("-q", "--queue", "queues", multiple=True, metavar="NAME",
+              help="Queue whose failed jobs to list; repeat for more. Default: every queue.")
+@url_option
+@click.option("-n", "--limit", type=click.IntRange(min=1), default=50, show_default=True,
+              help="Most jobs to list per queue (newest failures last).")
+@_fail_cleanly
+def failed(queues: tuple[str, ...], url: str, limit: int) -> None:
+    """List failed jobs with their last error line.
+
+    \b
+    Examples:
+      taskit failed                  every queue
+      taskit failed -q emails        one queue
+    Then `taskit job ID` shows one in full and `taskit requeue -q Q ID` runs it again.
+    """
+    from .jobview import call_text, last_error_line
+
+    connection = _connect(url)
+    names = list(dict.fromkeys(queues)) or [q.name for q in Queue.all(connection)]
+    shown = total = 0
+    for name in names:
+        registry = FailedJobRegistry(name, connection)
+        total += registry.count
+        for job in registry.get_jobs(0, limit - 1):
+            shown += 1
+            ended = f"{job.ended_at:%Y-%m-%d %H:%M:%S}" if job.ended_at else "-"
+            click.echo(f"{job.id}  {name}  {ended}  {call_text(job, 60)}")
+            click.echo(f"    {last_error_line(job.exc_info) or '(no traceback)'}")
+    click.echo(f"{total} failed job(s)" + (f", {shown} shown" if shown < total else "")
+               + f" on {', '.join(repr(n) for n in names) or 'no queue'}.")
+
+
+@main.command(short_help="Delete the jobs waiting on a queue.")
+@click.argument("queues", nargs=-1, required=True, metavar="QUEUE...")
 @url_option
 @_fail_cleanly
-def info(url: str) -> None:
-    """Show queues (waiting, running, scheduled, failed) and live workers."""
+def empty(queues: tuple[str, ...], url: str) -> None:
+    """Delete every job waiting on QUEUE (running, scheduled and ended jobs stay).
+
+    \b
+    Example:
+      taskit empty default
+    """
     connection = _connect(url)
-    queues = Queue.all(connection)
-    click.echo(f"Redis at {config.describe(connection)}")
-    click.echo(f"{'queue':20} {'queued':>8} {'started':>8} {'scheduled':>10} {'failed':>8} {'finished':>9}")
-    for q in queues:
-        click.echo(
-            f"{q.name:20} {q.count:>8} {q.started_job_registry.count:>8} {q.scheduled_job_registry.count:>10} "
-            f"{q.failed_job_registry.count:>8} {q.finished_job_registry.count:>9}"
+    targets = [Queue(name, connection) for name in dict.fromkeys(queues)]  # every name checked first
+    for queue in targets:
+        click.echo(f"Removed {queue.empty()} job(s) from queue {queue.name!r}.")
+
+
+def _parse_value(text: str) -> Any:
+    """A JSON value ('3', '[1, 2]', '{"a": 1}', 'true', 'null', '"3"'), else the text itself."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+@main.command("enqueue", context_settings={"ignore_unknown_options": True}, short_help="Enqueue a job from the shell.")
+@click.argument("function")
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@click.option("-k", "--kwarg", "kwargs", multiple=True, metavar="NAME=VALUE",
+              help="A keyword argument; VALUE is read as ARGS are. Repeat for more.")
+@click.option("-q", "--queue", metavar="NAME", help="Queue (default: the task's own, else 'default').")
+@url_option
+@click.option("--countdown", type=click.FloatRange(min=0), metavar="SECONDS", help="Run no sooner than SECONDS from now.")
+@click.option("--job-id", metavar="ID", help="The job's id (default: a random one).")
+@click.option("--no-import", is_flag=True,
+              help="Do not import FUNCTION's module here; enqueue the name as given (a worker resolves it).")
+@click.option("-P", "--path", "paths", multiple=True, type=click.Path(file_okay=False),
+              help="Directory to import FUNCTION's module from (the current directory always is).")
+@_fail_cleanly
+def enqueue(function: str, args: tuple[str, ...], kwargs: tuple[str, ...], queue: str | None, url: str,
+            countdown: float | None, job_id: str | None, no_import: bool, paths: tuple[str, ...]) -> None:
+    """Enqueue FUNCTION(ARGS...) from the shell and print the job's id.
+
+    \b
+    Examples:
+      taskit enqueue myapp.tasks.add 2 3                 add(2, 3)
+      taskit enqueue myapp.tasks.send bob -k urgent=true send('bob', urgent=True)
+      taskit enqueue myapp.tasks.greet '"42"'            greet('42'): a JSON string
+
+    Each ARG (and each -k VALUE) is read as JSON when it is valid JSON (numbers, true,
+    false, null, "strings", [lists], {objects}) and as a plain string otherwise.
+    FUNCTION's module is imported here (so a @task's own queue and options apply) unless
+    --no-import is given; either way a worker runs it only if it may (see `taskit worker`).
+    """
+    keywords = {}
+    for item in kwargs:
+        name, sep, value = item.partition("=")
+        if not sep or not name.isidentifier():
+            raise click.UsageError(f"-k takes NAME=VALUE, not {item!r}")
+        keywords[name] = _parse_value(value)
+    target: Any = function
+    if not no_import:
+        target = _import_function(function, paths)
+    connection = _connect(url)
+    values = [_parse_value(arg) for arg in args]
+    options: dict[str, Any] = {} if job_id is None else {"job_id": job_id}
+    from .schedule import run_at
+    from .task import Task
+
+    name = queue or (target.queue if isinstance(target, Task) else "default")
+    destination = Queue(name, connection)
+    job = destination.prepare_data(target, values, keywords, **options)
+    destination.enqueue_job(job, run_at=None if countdown is None else run_at(countdown=countdown))
+    click.echo(job.id)
+    from .jobview import call_text
+
+    when = "" if countdown is None else f", to run in {countdown:g}s"
+    click.echo(f"Enqueued {call_text(job)} on queue {name!r}{when}.", err=True)
+
+
+def _import_function(path: str, paths: Sequence[str]) -> Any:
+    """The function or task at 'module.name', importing the module."""
+    module_name, _, attribute = path.rpartition(".")
+    if not module_name:
+        raise click.UsageError(f"FUNCTION must be a dotted path 'module.function', not {path!r}")
+    import_modules([module_name], paths)
+    target = getattr(sys.modules[module_name], attribute, None)
+    if not callable(target):
+        raise click.ClickException(f"module {module_name!r} has no function {attribute!r} (use --no-import to enqueue the name as given)")
+    return target
+
+
+@main.command(short_help="Serve Prometheus metrics (also on the dashboard).")
+@url_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("-p", "--port", type=click.IntRange(1, 65535), default=9808, show_default=True, help="Port to listen on.")
+@_fail_cleanly
+def metrics(url: str, host: str, port: int) -> None:
+    """Serve Prometheus metrics at http://HOST:PORT/metrics, read from Redis at each scrape.
+
+    \b
+    Example:
+      taskit metrics --port 9808
+    Queue depths and the oldest job's age, jobs finished / failed / retried and run-time
+    histograms per task, live workers: docs/dashboard.md lists them. The dashboard serves
+    the same at /metrics.
+    """
+    from . import metrics as taskit_metrics
+
+    connection = _connect(url)
+    try:
+        taskit_metrics.serve(host, port, connection)
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    click.echo(f"Serving taskit metrics on http://{host}:{port}/metrics (Ctrl-C to stop)", err=True)
+    _wait_for_stop()
+
+
+def _wait_for_stop() -> None:
+    """Block until SIGINT or SIGTERM, then return (exit status 0)."""
+    import signal
+    import threading
+
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda signum, frame: stop.set())
+    while not stop.wait(1):
+        pass
+
+
+@main.command(short_help="Serve the web dashboard (queues, jobs, workers, periodic).")
+@click.argument("modules", nargs=-1)
+@url_option
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on. Any but a loopback one needs auth (or --insecure-no-auth).")
+@click.option("-p", "--port", type=click.IntRange(1, 65535), default=9181, show_default=True, help="Port to listen on.")
+@click.option("--username", envvar="TASKIT_DASHBOARD_USERNAME", help="Basic auth user (env: TASKIT_DASHBOARD_USERNAME).")
+@click.option("--password", envvar="TASKIT_DASHBOARD_PASSWORD",
+              help="Basic auth password; prefer the environment, which `ps` does not show (env: TASKIT_DASHBOARD_PASSWORD).")
+@click.option("--token", envvar="TASKIT_DASHBOARD_TOKEN",
+              help="Accept `Authorization: Bearer TOKEN` (or TOKEN as the basic auth password) (env: TASKIT_DASHBOARD_TOKEN).")
+@click.option("--read-only", is_flag=True, help="Show everything, change nothing (no requeue, cancel, delete, empty).")
+@click.option("--insecure-no-auth", is_flag=True, help="Allow a non-loopback --host without auth.")
+@click.option("-P", "--path", "paths", multiple=True, type=click.Path(file_okay=False),
+              help="Directory to import MODULES from (the current directory always is).")
+@_fail_cleanly
+def dashboard(modules: tuple[str, ...], url: str, host: str, port: int, username: str | None, password: str | None,
+              token: str | None, read_only: bool, insecure_no_auth: bool, paths: tuple[str, ...]) -> None:
+    """Serve the web dashboard: queues, jobs, workers, periodic tasks, and /metrics.
+
+    \b
+    Examples:
+      taskit dashboard                               http://127.0.0.1:9181
+      taskit dashboard myapp.tasks                   also list myapp's periodic tasks
+      TASKIT_DASHBOARD_PASSWORD=s3cret taskit dashboard --host 0.0.0.0 --username ops
+
+    MODULES are imported to find the periodic tasks they register. Every change is a POST
+    with a CSRF token; see docs/dashboard.md to mount the app in your own ASGI app.
+    """
+    from .dashboard.security import is_loopback
+
+    if bool(username) != bool(password):
+        raise click.UsageError("give --username and --password together (or neither)")
+    secured = bool(password or token)
+    if not secured and not is_loopback(host) and not insecure_no_auth:
+        raise click.UsageError(
+            f"refusing to serve the dashboard on {host} without auth: set --username/--password or --token "
+            "(or pass --insecure-no-auth)"
         )
-    unreadable = Store.of(connection).read_queue_names()[1]
-    if unreadable:
-        click.echo(f"({unreadable} unreadable queue name(s) skipped: not valid queue names)")
-    workers = Store.of(connection).worker_details()
-    click.echo(f"{len(workers)} worker(s)" + (":" if workers else ""))
-    now = time.time()
-    for name, deadline, registered, held in workers:
-        where = f"pid {registered.get('pid', '?')} on {registered.get('host', '?')}"
-        lease = f"lease {deadline - now:.0f}s left" if deadline > now else f"lease expired {now - deadline:.0f}s ago (presumed dead)"
-        click.echo(f"  {name}  {where}  queues {registered.get('queues', '?')}  holding {held} job(s)  {lease}")
+    import_modules(modules, paths)
+    connection = _connect(url)
+    from .dashboard import create_app
+
+    app = create_app(connection, username=username, password=password, token=token, read_only=read_only,
+                     local_only=not secured and is_loopback(host))
+    import uvicorn
+
+    click.echo(f"taskit dashboard on http://{host}:{port}/ ({'read-only' if read_only else 'read-write'}, "
+               f"{'auth required' if secured else 'no auth'}; Ctrl-C to stop)", err=True)
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="warning")
+    except KeyboardInterrupt:  # Ctrl-C before uvicorn took over the signal
+        return
+
+
+@main.command()
+@click.option("--user", default="taskit", show_default=True, metavar="NAME", help="The user's name.")
+@click.option("--cluster", is_flag=True, help="Add what redis-py's cluster client sends (for Redis Cluster).")
+@click.option("--rules", "rules_only", is_flag=True,
+              help="Print only the access rules (a managed service's user 'access string').")
+def acl(user: str, cluster: bool, rules_only: bool) -> None:
+    """Print the ACL SETUSER line for a least-privilege taskit user.
+
+    \b
+    Examples:
+      taskit acl                      the line for user 'taskit'
+      taskit acl --cluster            the line for a cluster (run it on every node)
+      taskit acl --user jobs --rules  only the rules, for a managed service
+
+    The user may touch only keys and channels under the prefix (TASKIT_PREFIX, default
+    'taskit') and run only the commands taskit sends. Replace CHANGE-ME with its password,
+    run the line as an administrator (redis-cli, on every node of a cluster; ACL SAVE or
+    CONFIG REWRITE to keep it), then give taskit redis://taskit:PASSWORD@host:6379/0.
+    """
+    from .storage import acl as acl_rules
+
+    if not user or any(c.isspace() for c in user):
+        raise click.BadParameter(f"{user!r} is not a user name (no spaces)", param_hint="--user")
+    click.echo(acl_rules.rules(cluster) if rules_only else acl_rules.setuser(user, cluster=cluster))

@@ -22,9 +22,8 @@ from collections.abc import Callable, Iterable
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
-import redis
-
 from . import config, functions, serialization
+from .connections import Client
 from .exceptions import (
     ConfigurationError,
     InvalidJobIdError,
@@ -195,7 +194,7 @@ class Job:
     started_at = _StoredTime()
     ended_at = _StoredTime()
 
-    def __init__(self, id: str, connection: redis.Redis | None = None) -> None:
+    def __init__(self, id: str, connection: Client | None = None) -> None:
         self.id = id
         self._connection = connection
         self.func_name = ""
@@ -219,6 +218,8 @@ class Job:
         self.recoveries = 0
         self.retries = 0
         self.retry: Retry | None = None
+        #: the enqueuer's trace context (taskit.tracing), as stored
+        self.trace_context: bytes | None = None
 
     # -- building ----------------------------------------------------------------
 
@@ -229,7 +230,7 @@ class Job:
         args: Iterable[Any] | None = None,
         kwargs: dict[str, Any] | None = None,
         *,
-        connection: redis.Redis | None = None,
+        connection: Client | None = None,
         id: str | None = None,
         origin: str = DEFAULT_QUEUE,
         ttl: int | dt.timedelta | None = UNSET,
@@ -340,7 +341,7 @@ class Job:
         return fields
 
     @classmethod
-    def from_fields(cls, job_id: str, fields: Fields, connection: redis.Redis | None = None) -> Job:
+    def from_fields(cls, job_id: str, fields: Fields, connection: Client | None = None) -> Job:
         """A job from its hash; a corrupt field raises `SerializationError` naming it."""
         job = cls(job_id, connection)
         job._load(fields)
@@ -375,6 +376,7 @@ class Job:
             self._exc_info = f[Field.EXC_INFO].decode() if Field.EXC_INFO in f else None
             name = "worker"
             self.worker_name = f[Field.WORKER].decode() if Field.WORKER in f else None
+            self.trace_context = f.get(Field.TRACE)
             name = "retry"
             if Field.RETRY in f:
                 from .retry import Retry
@@ -395,7 +397,7 @@ class Job:
     # -- reading -----------------------------------------------------------------
 
     @classmethod
-    def fetch(cls, id: str, connection: redis.Redis | None = None) -> Job:
+    def fetch(cls, id: str, connection: Client | None = None) -> Job:
         """Read one job; `NoSuchJobError` if it does not exist."""
         validate_id(id)
         fields = Store.of(config.get_connection(connection)).fetch([id])[0]
@@ -404,7 +406,7 @@ class Job:
         return cls.from_fields(id, fields, connection)
 
     @classmethod
-    def fetch_many(cls, job_ids: Iterable[str], connection: redis.Redis | None = None) -> list[Job | None]:
+    def fetch_many(cls, job_ids: Iterable[str], connection: Client | None = None) -> list[Job | None]:
         """Read many jobs in one round trip; None where a job does not exist."""
         if isinstance(job_ids, (str, bytes)) or not isinstance(job_ids, Iterable):
             raise ConfigurationError(f"fetch_many takes a list of job ids, not {type(job_ids).__name__}")
@@ -453,7 +455,7 @@ class Job:
             raise SerializationError(f"job {self.id} is corrupt: field {name!r} is unreadable ({exc})") from None
 
     @property
-    def connection(self) -> redis.Redis:
+    def connection(self) -> Client:
         return config.get_connection(self._connection)
 
     @property

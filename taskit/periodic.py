@@ -32,9 +32,8 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-import redis
-
 from . import config
+from .connections import Client
 from .exceptions import ConfigurationError, TaskitError
 from .job import Job, JobStatus, func_name_of, validate_id
 from .queue import Queue
@@ -98,7 +97,7 @@ class PeriodicTask:
         tick = self.schedule.next(time.time() if now is None else now)
         return dt.datetime.fromtimestamp(tick, tz=UTC)
 
-    def job_for(self, tick: float, connection: redis.Redis | None = None) -> Job:
+    def job_for(self, tick: float, connection: Client | None = None) -> Job:
         """A built (not written) job for one tick."""
         return Queue(self.queue, connection).prepare_data(
             self.func, self.args, self.kwargs, job_id=self.job_id(tick), **self.options
@@ -163,7 +162,7 @@ def registered() -> dict[str, PeriodicTask]:
 
 
 def enqueue_due(
-    connection: redis.Redis | Store | None = None,
+    connection: Client | Store | None = None,
     now: float | None = None,
     *,
     queues: Iterable[str] | None = None,

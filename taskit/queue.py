@@ -8,9 +8,8 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-import redis
-
-from . import config
+from . import config, tracing
+from .connections import Client
 from .exceptions import ConfigurationError, DuplicateJobError
 from .job import Job, JobStatus, validate_id, whole_number
 from .registry import (
@@ -48,18 +47,18 @@ _JOB_ARGUMENT = {
 class Queue:
     """A named queue in Redis. `Queue("emails", connection=Redis())`."""
 
-    def __init__(self, name: str = "default", connection: redis.Redis | None = None) -> None:
+    def __init__(self, name: str = "default", connection: Client | None = None) -> None:
         self.name = validate_id(name, "queue name")
         self._connection = config.check_connection(connection) if connection is not None else None
 
     @classmethod
-    def all(cls, connection: redis.Redis | None = None) -> list[Queue]:
+    def all(cls, connection: Client | None = None) -> list[Queue]:
         """Every queue that holds a job (waiting, running, scheduled or kept in a registry);
         the maintenance step drops a queue emptied of everything, an enqueue adds it back."""
         return [cls(name, connection) for name in Store.of(config.get_connection(connection)).queue_names()]
 
     @property
-    def connection(self) -> redis.Redis:
+    def connection(self) -> Client:
         return config.get_connection(self._connection)
 
     @property
@@ -137,7 +136,11 @@ class Queue:
         status = JobStatus.SCHEDULED if run_at is not None else JobStatus.QUEUED
         now = time.time()
         entries = [(job.id, self.name, job.ttl, at_front, run_at, job.to_fields(status, now)) for job in jobs]
-        written = self._store.enqueue(entries)
+        if tracing.tracer is None:
+            written = self._store.enqueue(entries)
+        else:
+            with tracing.producer_spans(jobs, [entry[-1] for entry in entries]):
+                written = self._store.enqueue(entries)
         taken = [job.id for job, ok in zip(jobs, written) if not ok]
         if taken:
             raise DuplicateJobError(

@@ -16,9 +16,8 @@ import datetime as dt
 import math
 import time
 
-import redis
-
 from . import config
+from .connections import Client
 from .exceptions import InvalidOperationError, NoSuchJobError
 from .job import Job, validate_id, whole_number
 from .storage.store import Store
@@ -33,12 +32,12 @@ class BaseRegistry:
     #: whether the score is an expiry time (entries below now are gone)
     scored_by_expiry = True
 
-    def __init__(self, name: str = "default", connection: redis.Redis | None = None) -> None:
+    def __init__(self, name: str = "default", connection: Client | None = None) -> None:
         self.name = validate_id(name, "queue name")
         self._connection = connection
 
     @property
-    def connection(self) -> redis.Redis:
+    def connection(self) -> Client:
         return config.get_connection(self._connection)
 
     @property

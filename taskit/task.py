@@ -7,9 +7,8 @@ import functools
 from collections.abc import Callable, Iterable
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
-import redis
-
 from . import functions
+from .connections import Client
 from .exceptions import ConfigurationError
 from .job import Job, seconds
 from .queue import Queue
@@ -93,7 +92,7 @@ class Task(Generic[P, R]):
         job_id: str | None = None,
         countdown: float | dt.timedelta | None = None,
         eta: dt.datetime | None = None,
-        connection: redis.Redis | None = None,
+        connection: Client | None = None,
         at_front: bool = False,
         **options: Any,
     ) -> Job:

@@ -2,14 +2,13 @@
 
 The server runs on a free port in a temporary directory with persistence off. Each test
 starts from an empty database of that server (it is ours to flush). If no redis-server
-binary exists, the session fails loudly instead of skipping.
+binary exists, the session fails loudly instead of skipping. The other topologies (Cluster,
+Sentinel, TLS: tests/topologies.py) start once per session, for the tests that ask for them.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -19,53 +18,28 @@ from pathlib import Path
 
 import pytest
 import redis
+import topologies
 
 import taskit
+from taskit import config
 
 ROOT = Path(__file__).resolve().parent.parent
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+free_port = topologies.free_port
 
 
-class RedisServer:
-    """A redis-server process we own: start, stop (to simulate outages), restart on the same port."""
+class RedisServer(topologies.Node):
+    """The suite's redis-server: stop it (to simulate an outage), start it again on its port."""
 
     def __init__(self, directory: Path) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            pytest.exit("redis-server is not installed; the tests need it (apt-get install redis-server)", 2)
-        self.binary, self.directory = binary, directory
-        self.port = free_port()
+        super().__init__(directory, *topologies.NO_PERSISTENCE)
         self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.directory), "--logfile", str(self.directory / "redis.log")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
-        for _ in range(200):
-            try:
-                client.ping()
-                return
-            except redis.ConnectionError:
-                time.sleep(0.025)
-        pytest.exit(f"redis-server did not start on port {self.port}; see {self.directory / 'redis.log'}", 2)
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait()
-            self.process = None
-
-    def client(self, **kwargs: object) -> redis.Redis:
-        return redis.Redis(port=self.port, **kwargs)  # type: ignore[arg-type]
+    def start(self, *extra: str) -> None:
+        try:
+            super().start(*extra)
+        except topologies.TopologyError as exc:
+            pytest.exit(str(exc), 2)
 
 
 @pytest.fixture(scope="session")
@@ -79,15 +53,23 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 @pytest.fixture
 def connection(redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[redis.Redis]:
     """A client of the private server, flushed first and made taskit's default."""
-    if redis_server.process is None or redis_server.process.poll() is not None:
+    if not redis_server.alive:
         redis_server.start()  # a test stopped it
-    client = redis_server.client()
+    with taskit_default(redis_server.client(), redis_server.url, monkeypatch) as client:
+        yield client
+
+
+@contextmanager
+def taskit_default(client: redis.Redis, url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[redis.Redis]:
+    """`client` flushed, and taskit's default (TASKIT_REDIS_URL too) until the block ends."""
     client.flushall()
-    monkeypatch.setenv("TASKIT_REDIS_URL", redis_server.url)
+    monkeypatch.setenv("TASKIT_REDIS_URL", url)
     taskit.configure(connection=client)
-    yield client
-    taskit.configure()
-    client.close()
+    try:
+        yield client
+    finally:
+        taskit.configure()
+        client.close()
 
 
 @pytest.fixture
@@ -126,3 +108,50 @@ def registered_worker(env: dict[str, str], connection: redis.Redis, name: str, *
     finally:
         worker.kill()
         worker.wait(timeout=30)
+
+
+# -- topologies (tests/topologies.py), started once per session by the tests that need them --
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[topologies.Cluster]:
+    """3 masters + 3 replicas. A test that kills a node restarts it before it ends."""
+    with topologies.started(topologies.Cluster(tmp_path_factory.mktemp("cluster"))) as started:
+        yield started
+
+
+@pytest.fixture(scope="session")
+def sentinels(tmp_path_factory: pytest.TempPathFactory) -> Iterator[topologies.Sentinels]:
+    with topologies.started(topologies.Sentinels(tmp_path_factory.mktemp("sentinel"))) as started:
+        yield started
+
+
+@pytest.fixture
+def sentinel_connection(sentinels: topologies.Sentinels, monkeypatch: pytest.MonkeyPatch) -> Iterator[redis.Redis]:
+    """A client of the Sentinel-managed master (both data nodes up, flushed), made taskit's default."""
+    for node in sentinels.data:
+        if not node.alive:
+            sentinels.restore(node)  # a test failed over and did not bring it back
+    with taskit_default(config.connect(sentinels.url), sentinels.url, monkeypatch) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def certificates(tmp_path_factory: pytest.TempPathFactory) -> topologies.Certificates:
+    return topologies.Certificates(tmp_path_factory.mktemp("certificates"))
+
+
+@pytest.fixture(scope="session")
+def tls_server(tmp_path_factory: pytest.TempPathFactory, certificates: topologies.Certificates) -> Iterator[topologies.TLSServer]:
+    """TLS only; a client certificate signed by the test CA is required."""
+    server = topologies.TLSServer(tmp_path_factory.mktemp("tls"), certificates, auth_clients="yes")
+    with topologies.started(server) as started:
+        yield started
+
+
+@pytest.fixture(scope="session")
+def tls_server_optional(tmp_path_factory: pytest.TempPathFactory, certificates: topologies.Certificates) -> Iterator[topologies.TLSServer]:
+    """TLS only; a client certificate is checked if one is shown, and not required."""
+    server = topologies.TLSServer(tmp_path_factory.mktemp("tls-optional"), certificates, auth_clients="optional")
+    with topologies.started(server) as started:
+        yield started

@@ -73,12 +73,43 @@ def stop_worker(worker: subprocess.Popen[bytes], workdir: Path) -> None:
     print((workdir / "worker.log").read_text(), end="")
 
 
+#: seconds a command that runs until stopped (a server, `info -i`) is left running
+SERVE_SECONDS = 3.0
+
+
+def runs_until_stopped(args: list[str]) -> bool:
+    """The dashboard, the metrics server and a refreshing `info` run until Ctrl-C."""
+    return args[0] in ("dashboard", "metrics") or (args[0] == "info" and {"-i", "--interval"} & set(args) != set())
+
+
+def run_until_stopped(args: list[str], workdir: Path) -> subprocess.CompletedProcess[str]:
+    """Run a command that serves until stopped (on a free port, so that parallel runs do not
+    collide), give it SERVE_SECONDS, then Ctrl-C: it must stop cleanly, with status 0."""
+    if args[0] in ("dashboard", "metrics") and not {"-p", "--port"} & set(args):
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            args += ["--port", str(s.getsockname()[1])]
+    process = subprocess.Popen(taskit(*args), cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = process.communicate(timeout=SERVE_SECONDS)  # an early exit is an answer too
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=COMMAND_TIMEOUT)
+    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
+
+
 def run_command(line: str, workdir: Path, where: str) -> bool:
-    """One `taskit ...` line of a shell block; a worker that would run forever gets --burst."""
+    """One `taskit ...` line of a shell block; a worker that would run forever gets --burst,
+    a command that serves until stopped is stopped after a moment (run_until_stopped)."""
     args = shlex.split(line, comments=True)[1:]
     if args[0] == "worker" and not {"-b", "--burst", "--max-jobs"} & set(args):
         args.append("--burst")
-    done = subprocess.run(taskit(*args), check=False, cwd=workdir, capture_output=True, text=True, timeout=COMMAND_TIMEOUT)
+    if runs_until_stopped(args):
+        done = run_until_stopped(args, workdir)
+    else:
+        done = subprocess.run(taskit(*args), check=False, cwd=workdir, capture_output=True, text=True, timeout=COMMAND_TIMEOUT)
     output = done.stdout + done.stderr
     # `requeue` or `cancel` of ids of your own: exit 1 naming each id it could not requeue or
     # cancel is its documented answer

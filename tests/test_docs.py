@@ -15,9 +15,12 @@ The convention the pages follow (a reader can rely on it too):
   page's module files) runs beside it, as the page tells its reader to run one.
 * A block whose first line is `# not run: REASON` is not run (keep them rare).
 * In ```sh blocks, each line that starts with `taskit ` is run and must exit 0; a worker
-  that would run until stopped is run with `--burst` added; `taskit requeue` or
-  `taskit cancel` of ids of your own may exit 1 naming each id it could not requeue or
-  cancel. Other lines (installing, the demo) are run by .ci/run. Blocks in other languages, or none, are output and text.
+  that would run until stopped is run with `--burst` added; the dashboard, `taskit metrics`
+  and `taskit info -i N` are left running three seconds (servers on a free port unless the
+  line gives one), then stopped with Ctrl-C; `taskit requeue` or `taskit cancel` of ids of
+  your own may exit 1 naming each id it could not requeue or cancel. Other lines
+  (installing, the demo) are run by .ci/run. Blocks in other languages, or none, are
+  output and text.
 """
 
 from __future__ import annotations

@@ -3,9 +3,10 @@
 -- recovered, or it was deleted) is left untouched: a newer attempt owns it.
 -- KEYS: 1 in-flight list, then per job: job hash, started zset, target key, failed zset,
 --       queue list, wake list, done list. The target is the finished, failed, canceled or
---       scheduled zset.
+--       scheduled zset. Then the stats keys, three per queue (lib/stats.lua).
 -- ARGV: 1 now (Unix seconds), 2 worker name, 3 failure ttl of a job failed as corrupt,
---       then per job: id, token, outcome, payload, keep seconds, run-at, queue name
+--       then per job: id, token, outcome (followed by ' <run time in µs>' when the job ran:
+--       for the stats), payload, keep seconds, run-at, queue name
 --   outcome finished : payload = packed result ('' = do not keep)   -> finished registry
 --           failed   : payload = traceback text                      -> failed registry
 --           canceled : payload = why (traceback text); stopped on request -> canceled registry
@@ -14,7 +15,7 @@
 --           released : never ran (prefetched); back to the front of the queue
 --           interrupted: stopped mid-run by a cold shutdown; back to the front
 --   keep: 0 delete at once, -1 keep forever, n keep n seconds (more than 100 years: forever)
--- Fields (see storage/keys.py Field): reads n, s, wt, rn, w, tl; writes s, en, r, x, rn, n, c, e
+-- Fields (see storage/keys.py Field): reads n, s, wt, rn, w, tl, f; writes s, en, r, x, rn, n, c, e
 -- (and lib/failing.lua's for a job failed instead).
 -- The script never raises on data (lib/guard.lua), so one bad job costs only itself: a job
 -- whose key was overwritten by something other than a hash is failed as corrupt
@@ -26,6 +27,7 @@
 --#include signal_end
 --#include queueing
 --#include failing
+--#include stats
 local now = tonumber(ARGV[1])
 local now_ms = string.format('%.0f', now * 1000)
 local worker, failure_ttl = ARGV[2], seconds(ARGV[3], 31536000)
@@ -42,8 +44,11 @@ end
 local ends = {finished = true, failed = true, canceled = true, scheduled = true}
 
 local k = 2
+stats_keys_from(2 + 7 * (#ARGV - 3) / 7)
 for a = 4, #ARGV, 7 do
   local id, token, outcome, payload = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
+  local run_time
+  outcome, run_time = outcome_and_run_time(outcome)
   local keep, run_at, queue_name = seconds(ARGV[a + 4], failure_ttl), ARGV[a + 5], ARGV[a + 6]
   local job, started, target, failed, queue, wake, done =
     KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4], KEYS[k + 5], KEYS[k + 6]
@@ -52,7 +57,7 @@ for a = 4, #ARGV, 7 do
   -- with its in-flight list overwritten, a worker's hold is judged by the record alone
   local held = inflight_ok and redis.call('LREM', KEYS[1], 1, id) or nil
   local job_ok, job_found = fits(job, 'hash')
-  local f = job_ok and redis.call('HMGET', job, 'n', 's', 'wt', 'rn', 'w') or {}
+  local f = job_ok and redis.call('HMGET', job, 'n', 's', 'wt', 'rn', 'w', 'f') or {}
   if held == nil then held = (f[5] == worker or not job_ok) and 1 or 0 end
   local function release_lease()
     if fits(started, 'zset') then gather(removals, started, id) end
@@ -126,6 +131,7 @@ for a = 4, #ARGV, 7 do
       push(queue, wake, id, outcome ~= 'retry')
       out[#out + 1] = 1
     end
+    count_outcome(queue, f[6], out[#out] == 2 and 'failed' or outcome, run_time)
   end
 end
 for key, ids in pairs(removals) do
@@ -134,4 +140,5 @@ end
 for key, pairs_ in pairs(additions) do
   call_chunked('ZADD', key, pairs_)
 end
+write_stats(now)
 return out

@@ -22,6 +22,10 @@
     taskit:emptying:<queue>      list   ids `Queue.empty()` is deleting, a chunk at a time
     taskit:periodic:<name>       string last tick enqueued for a periodic task
     taskit:cancel:<worker>       pub/sub channel: ids of running jobs to stop (not a key)
+    taskit:stats:<queue>:<hour>  hash   jobs finished/failed/retried per minute of one hour
+                                        (Unix hour); expires a day later (lua/lib/stats.lua)
+    taskit:totals:<queue>        hash   the same per task since the start, and run-time
+                                        histograms per task (lua/lib/stats.lua)
 
 Times are Unix seconds (floats). Lua scripts get every fixed key through KEYS[];
 job and in-flight keys, which a script only learns while it runs, are built from the
@@ -123,6 +127,15 @@ def cancel_channel(worker_name: str) -> str:
     return f"{PREFIX}:cancel:{worker_name}"
 
 
+def stats(queue_name: str, hour: int) -> str:
+    """Per-minute counters of one queue for one Unix hour (`int(time // 3600)`)."""
+    return f"{PREFIX}:stats:{queue_name}:{hour}"
+
+
+def totals(queue_name: str) -> str:
+    return f"{PREFIX}:totals:{queue_name}"
+
+
 class Field:
     """The fields of a job hash. Every queued job carries its field names, so they are short.
 
@@ -138,6 +151,7 @@ class Field:
         wt  waited (someone blocks in job.wait())
         al  claimed alone (1: blamed if its worker dies)
         cx  cancel requested while it ran (the reason)
+        tc  trace context (msgpack propagator carrier; only with taskit.tracing on)
 
     The Lua scripts use the same names (their headers say which they touch).
     """
@@ -167,6 +181,7 @@ class Field:
     WAITED = "wt"
     ALONE = "al"
     CANCEL = "cx"
+    TRACE = "tc"
 
 
 #: the job attribute (or option) name of each field -> its short name, for tools and tests
@@ -196,4 +211,5 @@ FIELDS = {
     "waited": Field.WAITED,
     "alone": Field.ALONE,
     "cancel": Field.CANCEL,
+    "trace_context": Field.TRACE,
 }

@@ -10,8 +10,9 @@ from __future__ import annotations
 import functools
 from importlib import resources
 
-import redis
 from redis.commands.core import Script
+
+from ..connections import Client
 
 NAMES = (
     "enqueue", "claim", "finish", "heartbeat", "next_queues", "maintain", "requeue", "cancel", "update", "wait",
@@ -37,7 +38,7 @@ def _read(path: str) -> str:
 class Scripts:
     """The scripts bound to one client; build one per connection and keep it."""
 
-    def __init__(self, connection: redis.Redis) -> None:
+    def __init__(self, connection: Client) -> None:
         for name in NAMES:
             setattr(self, name, connection.register_script(source(name)))
 

@@ -4,8 +4,9 @@ Everything above it (jobs, queues, registries, the worker) calls a `Store` metho
 never a Redis command, so the round trips of each operation can be read off this file:
 each public method is one round trip unless its docstring says otherwise.
 
-Connection failures are retried for a bounded time (`retry_seconds`) with backoff and
-then raised as `RedisUnavailableError`; any other Redis error becomes `StorageError`.
+Transient failures (a lost connection, a failover: see `transient`) are retried for a
+bounded time (`retry_seconds`) with backoff and then raised as `RedisUnavailableError`;
+any other Redis error becomes `StorageError`.
 """
 
 from __future__ import annotations
@@ -21,8 +22,15 @@ import msgpack
 import redis
 import tenacity
 from redis.commands.core import Script
+from redis.exceptions import (
+    ClusterError,
+    ReadOnlyError,
+    RedisClusterException,
+    SlotNotCoveredError,
+    TryAgainError,
+)
 
-from ..config import describe
+from ..connections import Client, describe
 from ..exceptions import RedisUnavailableError, StorageError
 from . import keys
 from .scripts import Scripts
@@ -46,7 +54,28 @@ EMPTY_CHUNK = 500
 #: how long a job failed as corrupt (its record overwritten) is kept: a year, as a failed job
 CORRUPT_KEEP = 31_536_000
 
-_TRANSIENT = (redis.ConnectionError, redis.TimeoutError)
+#: what a Redis client can raise
+_ERRORS = (redis.RedisError, RedisClusterException)
+#: errors an outage or a failover causes, which go away by themselves
+_TRANSIENT = (
+    # a lost connection; also a Sentinel-managed master that was demoted (redis-py turns
+    # its READONLY into a ConnectionError) and no master known while the sentinels elect one
+    redis.ConnectionError,
+    redis.TimeoutError,
+    ReadOnlyError,  # a demoted master reached directly: it is a replica now
+    ClusterError,  # CLUSTERDOWN or MASTERDOWN in a cluster failover; "TTL exhausted" after a storm of MOVED
+    TryAgainError,  # TRYAGAIN: keys of one call split by a slot migration
+    SlotNotCoveredError,  # a slot with no master in the client's map, while it refreshes the map
+)
+
+
+def transient(error: BaseException) -> bool:
+    """Whether retrying may help: the error is an outage or a failover, not a refusal."""
+    if isinstance(error, _TRANSIENT):
+        return True
+    # a cluster client that reached none of its nodes while refreshing its slot map
+    return isinstance(error, RedisClusterException) and isinstance(error.__cause__, _TRANSIENT)
+
 #: (the worker holds nothing else, (id, token) of a job it holds that no longer runs alone,
 #: or None): see `Store.claim` and lua/claim.lua
 Alone = tuple[bool, "tuple[str, int] | None"]
@@ -56,10 +85,10 @@ ALONE: Alone = (True, None)
 class Store:
     """Redis operations on taskit's keys for one client. Get one with `Store.of(connection)`."""
 
-    _stores: ClassVar[weakref.WeakKeyDictionary[redis.Redis, Store]] = weakref.WeakKeyDictionary()
+    _stores: ClassVar[weakref.WeakKeyDictionary[Client, Store]] = weakref.WeakKeyDictionary()
     _stores_lock = threading.Lock()
 
-    def __init__(self, connection: redis.Redis, retry_seconds: float = RETRY_SECONDS) -> None:
+    def __init__(self, connection: Client, retry_seconds: float = RETRY_SECONDS) -> None:
         # typed loosely: redis-py's stubs allow str replies, but taskit refuses
         # decode_responses (config.check_connection), so every reply here is bytes
         self.redis: Any = connection
@@ -71,11 +100,11 @@ class Store:
         #: the caller keeps there: the worker registers again when this changes)
         self.lost_connections = 0
         # a block must end well before the socket times out, or it reads as an outage
-        socket_timeout = connection.connection_pool.connection_kwargs.get("socket_timeout")
+        socket_timeout = connection.get_connection_kwargs().get("socket_timeout")
         self.block_seconds = min(BLOCK_SECONDS, socket_timeout / 2) if socket_timeout else BLOCK_SECONDS
 
     @classmethod
-    def of(cls, connection: redis.Redis) -> Store:
+    def of(cls, connection: Client) -> Store:
         """The store for a client, built once (its scripts are registered once)."""
         with cls._stores_lock:
             store = cls._stores.get(connection)
@@ -90,10 +119,8 @@ class Store:
         started = time.monotonic()
         try:
             return fn(*args, **kwargs)
-        except _TRANSIENT as exc:
-            first_error: Exception = exc
-        except redis.RedisError as exc:
-            raise StorageError(f"Redis at {self.where} refused the command: {exc}") from None
+        except _ERRORS as exc:
+            first_error = self._transient_or_raise(exc)
         return self._retry(started, first_error, fn, *args, **kwargs)
 
     def _call_once(self, fn: Callable[..., T], *args: Any) -> T:
@@ -102,11 +129,16 @@ class Store:
         and the worker releases what it does not know of when Redis is back."""
         try:
             return fn(*args)
-        except _TRANSIENT as exc:
-            self.lost_connections += 1
-            raise RedisUnavailableError(f"cannot reach Redis at {self.where}: {exc}") from None
-        except redis.RedisError as exc:
-            raise StorageError(f"Redis at {self.where} refused the command: {exc}") from None
+        except _ERRORS as exc:
+            error = self._transient_or_raise(exc)
+        self.lost_connections += 1
+        raise RedisUnavailableError(f"cannot reach Redis at {self.where}: {error}")
+
+    def _transient_or_raise(self, error: Exception) -> Exception:
+        """`error` if it is transient (worth retrying); else it is raised as a StorageError."""
+        if transient(error):
+            return error
+        raise self._refused(error) from None
 
     def _retry(self, started: float, error: Exception, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Retry `fn` within what is left of the budget that began at `started`.
@@ -137,16 +169,14 @@ class Store:
                 return tenacity.Retrying(
                     stop=out_of_budget,
                     wait=backoff,
-                    retry=tenacity.retry_if_exception_type(_TRANSIENT),
+                    retry=tenacity.retry_if_exception(transient),
                     reraise=True,
                 )(attempt)
-        except _TRANSIENT as exc:
-            error = exc
-        except redis.RedisError as exc:
-            raise StorageError(f"Redis at {self.where} refused the command: {exc}") from None
+        except _ERRORS as exc:
+            error = self._transient_or_raise(exc)
         raise RedisUnavailableError(
             f"cannot reach Redis at {self.where} (tried for {time.monotonic() - started:.1f}s): {error}"
-        ) from None
+        )
 
     def ping(self) -> None:
         self._call(self.redis.ping)
@@ -172,10 +202,8 @@ class Store:
         started = time.monotonic()
         try:
             results = self._run_scripts(calls)
-        except _TRANSIENT as exc:
-            results = self._retry(started, exc, self._run_scripts, calls)
-        except redis.RedisError as exc:
-            raise StorageError(f"Redis at {self.where} refused the command: {exc}") from None
+        except _ERRORS as exc:
+            results = self._retry(started, self._transient_or_raise(exc), self._run_scripts, calls)
         return [self._written.written(job[0], job[5], r) for job, r in zip(jobs, results)]
 
     def enqueue_ticks(
@@ -216,7 +244,7 @@ class Store:
         redis-py would check every script with SCRIPT EXISTS before each pipeline (an
         extra round trip); EVALSHA alone is enough, and a script Redis lost (a restart)
         is loaded and that one call re-run. `each`: a call Redis refuses gets its error
-        in its place instead of raising (a lost connection still raises).
+        in its place instead of raising (a lost connection or a failover still raises).
         """
         if len(calls) == 1 and not each:
             script, script_keys, args = calls[0]
@@ -232,7 +260,8 @@ class Store:
                     results[i] = script(keys=script_keys, args=args)
                 except redis.ResponseError as exc:
                     results[i] = exc
-            if isinstance(results[i], Exception) and not (each and isinstance(results[i], redis.ResponseError)):
+            refused = isinstance(results[i], redis.ResponseError) and not transient(results[i])
+            if isinstance(results[i], Exception) and not (each and refused):
                 raise results[i]
         return results
 
@@ -452,6 +481,7 @@ class Store:
     def _finish(self, worker: str, records: Sequence[Record], now: float) -> Any:
         script_keys: list[str | bytes] = [keys.inflight(worker)]
         args: list[Any] = [now, worker, CORRUPT_KEEP]
+        counted: set[str] = set()
         for r in records:
             target = _TARGETS.get(r.outcome, "started")
             job_id, job_key, done_key = _job_wire(r.job_id)
@@ -464,7 +494,14 @@ class Store:
                 keys.wake(r.queue),
                 done_key,
             ]
-            args += [job_id, r.token, r.outcome, r.payload, r.keep, "" if r.run_at is None else r.run_at, r.queue]
+            # the run time rides on the outcome ('finished 1234'): lua/lib/stats.lua
+            outcome = r.outcome if r.micros is None else f"{r.outcome} {r.micros}"
+            args += [job_id, r.token, outcome, r.payload, r.keep, "" if r.run_at is None else r.run_at, r.queue]
+            if r.outcome in _COUNTED:
+                counted.add(r.queue)
+        hour = int(now // 3600)
+        for queue in counted:  # lua/lib/stats.lua
+            script_keys += [keys.queue(queue), keys.stats(queue, hour), keys.totals(queue)]
         return self.scripts.finish, script_keys, args
 
     def block_for_work(self, queues: Sequence[str], timeout: float) -> bool:
@@ -661,6 +698,144 @@ class Store:
             _texts(unreadable),
         )
 
+    # -- reading for the dashboard, `taskit info` and the metrics ---------------------------
+
+    def queue_counts(self, queues: Sequence[str], min_scores: Mapping[str, float | str]) -> list[dict[str, int]]:
+        """Per queue: {"queued": n, <registry kind>: n, ...} in one round trip, counting the
+        registry entries scored at or above `min_scores[kind]` (now, to skip expired ones)."""
+
+        def run() -> list[Any]:
+            pipe = self.redis.pipeline(transaction=False)
+            for queue in queues:
+                pipe.llen(keys.queue(queue))
+                for kind, low in min_scores.items():
+                    pipe.zcount(keys.registry(kind, queue), low, "+inf")
+            return pipe.execute()
+
+        replies = self._call(run) if queues else []
+        names, width = ["queued", *min_scores], 1 + len(min_scores)
+        return [dict(zip(names, replies[i:i + width])) for i in range(0, len(replies), width)]
+
+    def oldest_enqueued(self, queues: Sequence[str]) -> list[float | None]:
+        """Per queue, when the job at its head was enqueued (Unix seconds; None: the queue is
+        empty, or its head just left). Two round trips for all queues."""
+
+        def heads() -> list[Any]:
+            pipe = self.redis.pipeline(transaction=False)
+            for queue in queues:
+                pipe.lindex(keys.queue(queue), 0)
+            return pipe.execute()
+
+        ids = [None if head is None else head.decode() for head in self._call(heads)] if queues else []
+        present = [job_id for job_id in ids if job_id is not None]
+        if not present:
+            return [None for _ in ids]
+
+        def enqueued() -> list[Any]:
+            pipe = self.redis.pipeline(transaction=True)
+            for job_id in present:
+                pipe.hget(keys.job(job_id), keys.Field.ENQUEUED)
+                pipe.hget(keys.packed(job_id), job_id)
+            return pipe.execute()
+
+        replies = self._call(enqueued)
+        times: dict[str, float | None] = {}
+        for job_id, own, packed in zip(present, replies[0::2], replies[1::2]):
+            raw = own if own is not None else (_job_fields({}, packed) or {}).get(keys.Field.ENQUEUED)
+            try:
+                times[job_id] = float(raw) / 1000 if raw is not None else None
+            except ValueError:
+                times[job_id] = None
+        return [None if job_id is None else times[job_id] for job_id in ids]
+
+    def held_jobs(self, workers: Sequence[str], limit: int = 10) -> list[list[tuple[str, dict[str, bytes | None]]]]:
+        """Per worker, the first `limit` jobs of its in-flight list (the one running first, then
+        those claimed with it), each as (id, {func, status, started_at, queue}); two round trips."""
+
+        def lists() -> list[Any]:
+            pipe = self.redis.pipeline(transaction=False)
+            for worker in workers:
+                pipe.lrange(keys.inflight(worker), 0, limit - 1)
+            return pipe.execute()
+
+        held = [[i.decode() for i in ids] for ids in self._call(lists)] if workers else []
+        every = [job_id for ids in held for job_id in ids]
+        if not every:
+            return [[] for _ in held]
+        names = (keys.Field.FUNC, keys.Field.STATUS, keys.Field.STARTED, keys.Field.QUEUE)
+
+        def details() -> list[Any]:
+            pipe = self.redis.pipeline(transaction=False)
+            for job_id in every:
+                pipe.hmget(keys.job(job_id), names)
+            return pipe.execute()
+
+        found = dict(zip(every, self._call(details)))
+        labels = ("func", "status", "started_at", "queue")
+        return [[(job_id, dict(zip(labels, found[job_id]))) for job_id in ids] for ids in held]
+
+    def last_ticks(self, names: Sequence[str]) -> list[float | None]:
+        """The last tick enqueued of each periodic task (Unix seconds; None: never)."""
+        values = self._call(self.redis.mget, [keys.periodic(name) for name in names]) if names else []
+        ticks: list[float | None] = []
+        for value in values:
+            try:
+                ticks.append(float(value) if value is not None else None)
+            except ValueError:
+                ticks.append(None)
+        return ticks
+
+    def minute_counts(self, queues: Sequence[str], first_minute: int, last_minute: int) -> list[dict[str, dict[int, int]]]:
+        """Per queue, jobs {"d": finished, "f": failed, "r": retried} per Unix minute in
+        [first_minute, last_minute] (lua/lib/stats.lua); minutes without any are left out.
+        One round trip."""
+        hours = range(first_minute // 60, last_minute // 60 + 1)
+
+        def run() -> list[Any]:
+            pipe = self.redis.pipeline(transaction=False)
+            for queue in queues:
+                for hour in hours:
+                    pipe.hgetall(keys.stats(queue, hour))
+            return pipe.execute()
+
+        replies = self._call(run) if queues else []
+        result = []
+        for i in range(len(queues)):
+            counts: dict[str, dict[int, int]] = {"d": {}, "f": {}, "r": {}}
+            for reply in replies[i * len(hours):(i + 1) * len(hours)]:
+                for field, value in reply.items():
+                    kind, _, minute = field.decode().partition(":")
+                    try:
+                        at, n = int(minute), int(value)
+                    except ValueError:
+                        continue
+                    if kind in counts and first_minute <= at <= last_minute:
+                        counts[kind][at] = n
+            result.append(counts)
+        return result
+
+    def task_totals(self, queues: Sequence[str]) -> list[dict[str, dict[str, int]]]:
+        """Per queue, per task, its counters since the start (lua/lib/stats.lua): {"d", "f",
+        "r", "us", "h<bound>"...} -> number. One round trip."""
+
+        def run() -> list[Any]:
+            pipe = self.redis.pipeline(transaction=False)
+            for queue in queues:
+                pipe.hgetall(keys.totals(queue))
+            return pipe.execute()
+
+        result = []
+        for reply in self._call(run) if queues else []:
+            tasks: dict[str, dict[str, int]] = {}
+            for field, value in reply.items():
+                kind, _, task = field.decode(errors="replace").partition(":")
+                try:
+                    tasks.setdefault(task, {})[kind] = int(value)
+                except ValueError:
+                    continue
+            result.append(tasks)
+        return result
+
 
 class _Written:
     """(id, enqueue time) of the jobs this Store wrote lately, to read lua/enqueue.lua's
@@ -741,12 +916,11 @@ class CancelRequests:
     def _guarded(self, fn: Callable[..., T], *args: Any) -> T:
         try:
             return fn(*args)
-        except _TRANSIENT as exc:
+        except _ERRORS as exc:
             self.close()
-            raise RedisUnavailableError(f"cannot reach Redis at {self._store.where}: {exc}") from None
-        except redis.RedisError as exc:
-            self.close()
-            raise StorageError(f"Redis at {self._store.where} refused the command: {exc}") from None
+            if transient(exc):
+                raise RedisUnavailableError(f"cannot reach Redis at {self._store.where}: {exc}") from None
+            raise self._store._refused(exc) from None
 
     def close(self) -> None:
         pubsub, self._pubsub = self._pubsub, None
@@ -758,9 +932,12 @@ class CancelRequests:
 
 
 class Record:
-    """What happened to one claimed job, as `finish.lua` takes it."""
+    """What happened to one claimed job, as `finish.lua` takes it.
 
-    __slots__ = ("job_id", "keep", "outcome", "payload", "queue", "run_at", "token")
+    micros, how long it ran in microseconds, feeds the run-time histograms
+    (lua/lib/stats.lua); None: refused before running, or not measured."""
+
+    __slots__ = ("job_id", "keep", "micros", "outcome", "payload", "queue", "run_at", "token")
 
     def __init__(
         self,
@@ -771,12 +948,18 @@ class Record:
         payload: bytes | str = b"",
         keep: int = 0,
         run_at: float | None = None,
+        micros: int | None = None,
     ) -> None:
         self.job_id, self.queue, self.token, self.outcome = job_id, queue, token, outcome
         self.payload, self.keep, self.run_at = payload, keep, run_at
+        self.micros = micros
 
     def __repr__(self) -> str:
         return f"Record({self.job_id!r}, {self.outcome!r}, token={self.token})"
+
+
+#: the outcomes the statistics count (a released or interrupted job did not run to an end)
+_COUNTED = frozenset({"finished", "failed", "retry", "scheduled"})
 
 
 def _new_job_keys(job_id: str, queue: str) -> list[str]:

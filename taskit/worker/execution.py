@@ -27,7 +27,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from .. import serialization
+from .. import serialization, tracing
 from ..context import reset_current_job, set_current_job
 from ..exceptions import JobCanceledError, JobTimeoutError, SerializationError
 from ..job import Job
@@ -202,7 +202,18 @@ def _store_result(outcome: Outcome, result: Any, keep_result: bool) -> None:
 
 
 def call_sync(running: RunningJob, alarm: Alarm | None = None) -> Outcome:
-    """Run a sync job's function here, inside the job context."""
+    """Run a sync job's function here, inside the job context (and, with taskit.tracing on,
+    inside its span)."""
+    if tracing.tracer is None:
+        return _call_sync(running, alarm)
+    assert running.job is not None
+    with tracing.consumer_span(running.job) as ended:
+        outcome = _call_sync(running, alarm)
+        ended(outcome)
+    return outcome
+
+
+def _call_sync(running: RunningJob, alarm: Alarm | None) -> Outcome:
     job, target = running.job, running.target
     assert job is not None and target is not None
     outcome = Outcome()
@@ -228,7 +239,18 @@ def call_sync(running: RunningJob, alarm: Alarm | None = None) -> Outcome:
 
 
 async def call_async(running: RunningJob) -> Outcome:
-    """Await a coroutine job inside the job context (this task's own copy of it)."""
+    """Await a coroutine job inside the job context (this task's own copy of it; and, with
+    taskit.tracing on, inside its span)."""
+    if tracing.tracer is None:
+        return await _call_async(running)
+    assert running.job is not None
+    with tracing.consumer_span(running.job) as ended:
+        outcome = await _call_async(running)
+        ended(outcome)
+    return outcome
+
+
+async def _call_async(running: RunningJob) -> Outcome:
     job, target = running.job, running.target
     assert job is not None and target is not None
     outcome = Outcome()

@@ -28,7 +28,8 @@ def record_for(running: RunningJob, outcome: Outcome, now: float) -> Record:
         if outcome.error is None:
             if log.isEnabledFor(logging.INFO):
                 log.info("%s: %s finished in %s (job %s)", running.queue, display.call(job), took(outcome.seconds), job.id)
-            return Record(job.id, running.queue, running.token, "finished", outcome.packed_result or b"", job.result_ttl)
+            return Record(job.id, running.queue, running.token, "finished", outcome.packed_result or b"", job.result_ttl,
+                          micros=int(outcome.seconds * 1_000_000))
         if running.stop == "shutdown" or isinstance(outcome.error, ColdShutdown):
             log.warning("%s: %s interrupted by shutdown; back on the queue (job %s)", running.queue, display.call(job), job.id)
             return Record(job.id, running.queue, running.token, "interrupted")
@@ -36,7 +37,9 @@ def record_for(running: RunningJob, outcome: Outcome, now: float) -> Record:
             log.warning("%s: %s stopped: %s (job %s)", running.queue, display.call(job), display.clipped(outcome.summary, 200), job.id)
             return Record(job.id, running.queue, running.token, "canceled", _text(outcome.traceback), job.failure_ttl)
         # outcome.summary is safe even when the exception's str() raises
-        return failure_record(job, running.token, running.queue, outcome.error, outcome.summary, outcome.traceback, now)
+        return failure_record(
+            job, running.token, running.queue, outcome.error, outcome.summary, outcome.traceback, now, outcome.seconds
+        )
     except Exception as exc:  # noqa: BLE001 (recording one job must not fail the worker)
         log.error("%s: could not build the record of job %s (%s); failing it",
                   running.queue, running.job_id, display.clipped(describe_error(exc), 300))
@@ -44,26 +47,30 @@ def record_for(running: RunningJob, outcome: Outcome, now: float) -> Record:
         return Record(running.job_id, running.queue, running.token, "failed", _text(text), job.failure_ttl)
 
 
-def failure_record(job: Job, token: int, queue: str, error: BaseException, summary: str, text: str, now: float) -> Record:
+def failure_record(
+    job: Job, token: int, queue: str, error: BaseException, summary: str, text: str, now: float,
+    seconds: float | None = None,
+) -> Record:
     """What to record for a failed attempt: a retry now, a retry later, or the failure for good,
-    as the job's retry policy (or the task's own RetryLater) says."""
+    as the job's retry policy (or the task's own RetryLater) says. `seconds`: how long it ran."""
     from ..retry import delay_after_failure
 
     delay = delay_after_failure(job, error, now)
     payload = _text(text)
     summary = display.clipped(summary, 200)
+    micros = None if seconds is None else int(seconds * 1_000_000)
     if delay is None:
         log.error(
             "%s: %s failed: %s (job %s, attempt %d); kept in the failed registry",
             queue, display.call(job), summary, job.id, job.attempts,
         )
-        return Record(job.id, queue, token, "failed", payload, job.failure_ttl)
+        return Record(job.id, queue, token, "failed", payload, job.failure_ttl, micros=micros)
     log.warning(
         "%s: %s failed: %s; retry %d in %s (job %s)", queue, display.call(job), summary, job.retries + 1, took(delay), job.id
     )
     if delay <= 0:
-        return Record(job.id, queue, token, "retry", payload)
-    return Record(job.id, queue, token, "scheduled", payload, run_at=now + delay)
+        return Record(job.id, queue, token, "retry", payload, micros=micros)
+    return Record(job.id, queue, token, "scheduled", payload, run_at=now + delay, micros=micros)
 
 
 def canceled_record(running: RunningJob, why: str) -> Record:

@@ -28,10 +28,10 @@ import uuid
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-import redis
 import tenacity
 
 from .. import config, display, functions
+from ..connections import Client
 from ..exceptions import (
     ConfigurationError,
     HookError,
@@ -120,7 +120,7 @@ class Worker:
     def __init__(
         self,
         queues: Iterable[Queue | str] | Queue | str,
-        connection: redis.Redis | None = None,
+        connection: Client | None = None,
         name: str | None = None,
         *,
         modules: Sequence[str] = (),
@@ -636,6 +636,7 @@ class Worker:
                 "pid": str(os.getpid()),
                 "queues": ",".join(self.queues),
                 "started_at": repr(time.time()),
+                "lease": repr(self.lease),  # heartbeat age = now - (lease deadline - lease), for the dashboard
             }
         self._losses_seen = self.store.lost_connections
         self.store.register_worker(self.name, self._registration, self.clock() + self.lease, int(self.lease) + 60)

@@ -1,0 +1,344 @@
+"""The dashboard: a Starlette app over taskit's public reads and actions.
+
+    from taskit.dashboard import create_app
+    app = create_app(redis.Redis(), read_only=True)       # serve it: uvicorn module:app
+    fastapi_app.mount("/taskit", create_app(...))         # or mount it in your own app
+
+Pages render on the server (Jinja2, autoescaped: job data is shown as text, never as
+markup); charts are inline SVG. Endpoints that read are plain functions, which Starlette
+runs in its thread pool, so the blocking Redis client never stalls the event loop.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import time
+import urllib.parse
+from collections.abc import Callable
+from typing import Any
+
+from jinja2 import Environment, PackageLoader
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import (
+    HTMLResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+)
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from .. import config, periodic
+from ..connections import Client
+from ..exceptions import (
+    InvalidOperationError,
+    NoSuchJobError,
+    SerializationError,
+    TaskitError,
+)
+from ..job import Job, JobStatus, validate_id
+from ..jobview import ago, call_text, details, last_error_line, when
+from ..overview import (
+    REGISTRIES,
+    STATES,
+    per_minute,
+    read_overview,
+    read_queues,
+    read_workers,
+)
+from ..queue import Queue
+from ..registry import CanceledJobRegistry, FailedJobRegistry
+from ..storage.keys import Field
+from ..storage.store import Store
+from .charts import chart
+from .security import CSRF_FIELD, Guard, csrf_ok, csrf_token, set_csrf_cookie
+
+PAGE_SIZE = 25
+#: most jobs looked through to fill a page filtered by task name
+SCAN_LIMIT = 1000
+FLASH_COOKIE = "taskit_flash"
+
+
+def create_app(
+    connection: Client | None = None,
+    *,
+    username: str | None = None,
+    password: str | None = None,
+    token: str | None = None,
+    read_only: bool = False,
+    local_only: bool = False,
+) -> Starlette:
+    """The dashboard as an ASGI app.
+
+    connection: the Redis to show (default: taskit's configured one).
+    username + password: require basic auth; token: require `Authorization: Bearer TOKEN`
+        (or TOKEN as the basic-auth password). Without them anyone who reaches it may act.
+    read_only: show everything, change nothing.
+    local_only: answer only requests for localhost / 127.0.0.1 (what `taskit dashboard`
+        sets when it serves a loopback address without auth: a guard against DNS rebinding).
+    """
+    if bool(username) != bool(password):
+        raise ValueError("give username and password together")
+    pages = _Pages(connection, read_only)
+    routes = [
+        Route("/", pages.overview, name="overview"),
+        Route("/queues/{name}", pages.queue, name="queue"),
+        Route("/queues/{name}/empty", pages.empty_queue, methods=["POST"]),
+        Route("/queues/{name}/requeue-failed", pages.requeue_failed, methods=["POST"]),
+        Route("/jobs", pages.search),
+        Route("/jobs/{job_id}", pages.job, name="job"),
+        Route("/jobs/{job_id}/{action}", pages.job_action, methods=["POST"]),
+        Route("/workers", pages.workers),
+        Route("/periodic", pages.periodic),
+        Route("/metrics", pages.metrics),
+        Mount("/static", StaticFiles(packages=[("taskit.dashboard", "static")]), name="static"),
+    ]
+    guard = Middleware(Guard, username=username, password=password, token=token, local_only=local_only)
+    return Starlette(routes=routes, middleware=[guard])
+
+
+def _root(request: Request) -> str:
+    return str(request.scope.get("root_path") or "").rstrip("/")
+
+
+class _Pages:
+    def __init__(self, connection: Client | None, read_only: bool) -> None:
+        self._connection = connection
+        self.read_only = read_only
+        self.env = Environment(loader=PackageLoader("taskit.dashboard", "templates"), autoescape=True)
+        self.env.filters.update(ago=ago, quote=lambda value: urllib.parse.quote(str(value), safe=""))
+
+    @property
+    def connection(self) -> Client:
+        return config.get_connection(self._connection)
+
+    @property
+    def store(self) -> Store:
+        return Store.of(self.connection)
+
+    # -- rendering ---------------------------------------------------------------------
+
+    def render(self, request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
+        token, new = csrf_token(request)
+        flash = _unpack_flash(request.cookies.get(FLASH_COOKIE, ""))
+        html = self.env.get_template(template).render(
+            root=_root(request), csrf=token, csrf_field=CSRF_FIELD, read_only=self.read_only, flash=flash,
+            now=time.time(), **context,
+        )
+        response = HTMLResponse(html, status)
+        if new:
+            set_csrf_cookie(response, request, token)
+        if flash:
+            response.delete_cookie(FLASH_COOKIE, path=_root(request) + "/")
+        return response
+
+    def not_found(self, request: Request, message: str) -> HTMLResponse:
+        return self.render(request, "message.html", 404, title="Not found", message=message)
+
+    # -- pages -------------------------------------------------------------------------
+
+    def overview(self, request: Request) -> Response:
+        state = read_overview(self.connection)
+        names = [q.name for q in state.queues]
+        charts = [
+            chart("Last hour, per minute", per_minute(self.connection, names, 60, state.at)),
+            chart("Last day, per minute", per_minute(self.connection, names, 1440, state.at)),
+        ]
+        alive = sum(1 for w in state.workers if w.alive(state.at))
+        return self.render(request, "overview.html", title="Overview", state=state, states=STATES, charts=charts,
+                           alive=alive)
+
+    def queue(self, request: Request) -> Response:
+        try:
+            name = validate_id(request.path_params["name"], "queue name")
+        except TaskitError as exc:
+            return self.not_found(request, str(exc))
+        registry = request.query_params.get("registry", "queued")
+        if registry not in STATES:
+            registry = "queued"
+        task = request.query_params.get("task", "").strip()
+        try:
+            page = max(1, int(request.query_params.get("page", "1")))
+        except ValueError:
+            page = 1
+        now = time.time()
+        (state,) = read_queues(self.store, [name], now)
+        ids, more, scanned = self._page(name, registry, task, page)
+        rows = [self._row(job_id, fields, now) for job_id, fields in zip(ids, self.store.fetch(ids) if ids else [])]
+        return self.render(request, "queue.html", title=f"Queue {name}", queue=name, state=state, states=STATES,
+                           registry=registry, task=task, page=page, more=more, scanned=scanned,
+                           rows=[row for row in rows if row is not None])
+
+    def _page(self, queue: str, registry: str, task: str, page: int) -> tuple[list[str], bool, int | None]:
+        """The ids of one page (oldest first), whether there are more, and (with a task filter)
+        how many jobs were looked through."""
+        start = (page - 1) * PAGE_SIZE
+        if not task:
+            ids = self._ids(queue, registry, start, PAGE_SIZE + 1)
+            return ids[:PAGE_SIZE], len(ids) > PAGE_SIZE, None
+        matches: list[str] = []
+        scanned = 0
+        while scanned < SCAN_LIMIT and len(matches) <= start + PAGE_SIZE:
+            chunk = self._ids(queue, registry, scanned, 200)
+            for job_id, fields in zip(chunk, self.store.fetch(chunk) if chunk else []):
+                if fields is not None and fields.get(Field.FUNC, b"").decode(errors="replace") == task:
+                    matches.append(job_id)
+            scanned += len(chunk)
+            if len(chunk) < 200:
+                break
+        return matches[start:start + PAGE_SIZE], len(matches) > start + PAGE_SIZE, scanned
+
+    def _ids(self, queue: str, registry: str, start: int, count: int) -> list[str]:
+        if registry == "queued":
+            return Queue(queue, self.connection).get_job_ids(start, count)
+        kind = next(r for r in REGISTRIES if r.kind == registry)
+        return kind(queue, self.connection).get_job_ids(start, start + count - 1)
+
+    def _row(self, job_id: str, fields: Any, now: float) -> dict[str, Any] | None:
+        if fields is None:
+            return None  # gone since its id was listed
+        try:
+            job = Job.from_fields(job_id, fields, self.connection)
+        except SerializationError as exc:
+            return {"id": job_id, "task": "?", "call": str(exc), "status": "corrupt", "time": "", "error": ""}
+        status = job.get_status(refresh=False)
+        moment = job.ended_at or job.started_at or job.enqueued_at
+        return {
+            "id": job.id, "task": job.func_name, "call": call_text(job, 120), "status": str(status),
+            "time": when(moment, now), "error": last_error_line(job._exc_info) if status == JobStatus.FAILED else "",
+        }
+
+    def search(self, request: Request) -> Response:
+        job_id = request.query_params.get("id", "").strip()
+        if not job_id:
+            return RedirectResponse(_root(request) + "/", 303)
+        try:
+            validate_id(job_id)
+            Job.fetch(job_id, self.connection)
+        except SerializationError:
+            pass  # corrupt, but there: its page says so
+        except TaskitError as exc:
+            return self.not_found(request, str(exc))
+        return RedirectResponse(f"{_root(request)}/jobs/{urllib.parse.quote(job_id, safe='')}", 303)
+
+    def job(self, request: Request) -> Response:
+        job_id = request.path_params["job_id"]
+        try:
+            job = Job.fetch(validate_id(job_id), self.connection)
+        except SerializationError as exc:
+            return self.render(request, "message.html", 500, title=f"Job {job_id}", message=str(exc))
+        except TaskitError as exc:
+            return self.not_found(request, str(exc))
+        shown = details(job)
+        status = job.get_status(refresh=False)
+        return self.render(request, "job.html", title=f"Job {job_id}", job=shown,
+                           can_requeue=status in (JobStatus.FAILED, JobStatus.CANCELED),
+                           can_cancel=status in (JobStatus.QUEUED, JobStatus.SCHEDULED))
+
+    def workers(self, request: Request) -> Response:
+        return self.render(request, "workers.html", title="Workers", workers=read_workers(self.store, 10))
+
+    def periodic(self, request: Request) -> Response:
+        entries = sorted(periodic.registered().values(), key=lambda e: e.name)
+        ticks = self.store.last_ticks([e.name for e in entries])
+        now = time.time()
+        rows = [
+            {
+                "name": e.name, "task": e.func_name, "schedule": repr(e.schedule), "queue": e.queue,
+                "last": "never" if tick is None else when(_utc(tick), now), "next": when(e.next_run(now), now),
+            }
+            for e, tick in zip(entries, ticks)
+        ]
+        return self.render(request, "periodic.html", title="Periodic tasks", rows=rows)
+
+    def metrics(self, request: Request) -> Response:
+        from .. import metrics
+
+        return Response(metrics.generate_latest(self.connection), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    # -- actions -----------------------------------------------------------------------
+
+    async def _act(self, request: Request, action: Callable[[Any], tuple[str, str]], fallback: str) -> Response:
+        """Run a change (in the thread pool) after the read-only and CSRF checks; redirect
+        to the page it names with a one-line message."""
+        if self.read_only:
+            return PlainTextResponse("this dashboard is read-only: changes are turned off", 403)
+        form = await request.form()
+        if not csrf_ok(request, form.get(CSRF_FIELD)):
+            return PlainTextResponse("missing or wrong CSRF token: reload the page and try again", 403)
+        try:
+            message, target = await run_in_threadpool(action, form)
+        except TaskitError as exc:
+            message, target = f"Not done: {exc}", fallback
+        response = RedirectResponse(_root(request) + target, 303)
+        response.set_cookie(FLASH_COOKIE, _pack_flash(message), httponly=True, samesite="strict",
+                            path=_root(request) + "/")
+        return response
+
+    async def empty_queue(self, request: Request) -> Response:
+        name = request.path_params["name"]
+
+        def run(form: Any) -> tuple[str, str]:
+            removed = Queue(name, self.connection).empty()
+            return f"Removed {removed} waiting job(s) from queue {name}.", _queue_path(name)
+
+        return await self._act(request, run, "/")
+
+    async def requeue_failed(self, request: Request) -> Response:
+        name = request.path_params["name"]
+
+        def run(form: Any) -> tuple[str, str]:
+            done = FailedJobRegistry(name, self.connection).requeue_all()
+            return f"Requeued {len(done)} failed job(s) of queue {name}.", _queue_path(name, "failed")
+
+        return await self._act(request, run, "/")
+
+    async def job_action(self, request: Request) -> Response:
+        job_id, action = request.path_params["job_id"], request.path_params["action"]
+        job_path = f"/jobs/{urllib.parse.quote(job_id, safe='')}"
+
+        def run(form: Any) -> tuple[str, str]:
+            job = Job.fetch(validate_id(job_id), self.connection)
+            back = form.get("back")
+            target = _queue_path(job.origin, back) if back in STATES else job_path
+            status = job.get_status(refresh=False)
+            if action == "requeue":
+                registries = {JobStatus.FAILED: FailedJobRegistry, JobStatus.CANCELED: CanceledJobRegistry}
+                if status not in registries:
+                    raise InvalidOperationError(f"job {job_id} is {status}; only failed or canceled jobs can be requeued")
+                registries[status](job.origin, self.connection).requeue(job_id)
+                return f"Requeued job {job_id}.", target
+            if action == "cancel":
+                job.cancel()
+                return f"Canceled job {job_id}.", target
+            if action == "delete":
+                job.delete()
+                return f"Deleted job {job_id}.", _queue_path(job.origin, back if back in STATES else "queued")
+            raise NoSuchJobError(f"no action {action!r}")
+
+        return await self._act(request, run, job_path)
+
+
+def _queue_path(name: str, registry: str = "queued") -> str:
+    return f"/queues/{urllib.parse.quote(name, safe='')}?registry={registry}"
+
+
+def _utc(stamp: float) -> Any:
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(stamp, tz=dt.timezone.utc)
+
+
+def _pack_flash(message: str) -> str:
+    return base64.urlsafe_b64encode(message[:500].encode()).decode()
+
+
+def _unpack_flash(value: str) -> str:
+    try:
+        return base64.urlsafe_b64decode(value.encode()).decode() if value else ""
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return ""

@@ -1,0 +1,124 @@
+"""The dashboard's guards: auth, CSRF tokens, safe headers, and which hosts count as local.
+
+* Auth: basic auth (a user and password), or a token sent as `Authorization: Bearer TOKEN`
+  (a browser can send the token as the basic-auth password, with any user name).
+* CSRF: every change is a POST carrying a form field equal to a random cookie that only
+  this site's pages can read (double submit; the cookie is SameSite=Strict and HttpOnly).
+* Headers: a Content-Security-Policy that allows no inline script or style, no framing.
+* Without auth on a loopback address, only requests for a local host name are served, so a
+  web page cannot reach the dashboard by pointing its own name at 127.0.0.1 (DNS rebinding).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import ipaddress
+import secrets
+from typing import Any
+
+from starlette.datastructures import Headers
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+
+CSRF_COOKIE = "taskit_csrf"
+CSRF_FIELD = "csrf"
+LOCAL_NAMES = ("localhost", "127.0.0.1")
+
+HEADERS = {
+    "content-security-policy": (
+        "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self' data:; "
+        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "x-content-type-options": "nosniff",
+    "x-frame-options": "DENY",
+    "referrer-policy": "same-origin",
+}
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding `host` serves this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class Guard:
+    """ASGI middleware: auth (when configured), the local-host check, and the safe headers."""
+
+    def __init__(
+        self, app: Any, *, username: str | None, password: str | None, token: str | None, local_only: bool
+    ) -> None:
+        self.app, self.username, self.password, self.token = app, username, password, token
+        self.local_only = local_only
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        refusal = self._refusal(headers)
+        if refusal is not None:
+            await refusal(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", [])
+                message["headers"] = list(message["headers"]) + [(k.encode(), v.encode()) for k, v in HEADERS.items()]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+    def _refusal(self, headers: Headers) -> Response | None:
+        if self.local_only and headers.get("host", "").rsplit(":", 1)[0] not in LOCAL_NAMES:
+            return PlainTextResponse("this dashboard answers only to localhost or 127.0.0.1", 421, headers=HEADERS)
+        if (self.password or self.token) and not self._authorized(headers.get("authorization", "")):
+            return PlainTextResponse(
+                "authentication required", 401, headers={"www-authenticate": 'Basic realm="taskit", charset="UTF-8"', **HEADERS}
+            )
+        return None
+
+    def _authorized(self, header: str) -> bool:
+        scheme, _, credentials = header.partition(" ")
+        scheme = scheme.lower()
+        if scheme == "bearer" and self.token:
+            return _same(credentials.strip(), self.token)
+        if scheme != "basic":
+            return False
+        try:
+            user, _, password = base64.b64decode(credentials.strip(), validate=True).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            return False
+        if self.token and _same(password, self.token):
+            return True
+        return bool(self.password) and _same(user, self.username or "") & _same(password, self.password or "")
+
+
+def _same(given: str, expected: str) -> bool:
+    return hmac.compare_digest(given.encode(), expected.encode())
+
+
+def csrf_token(request: Request) -> tuple[str, bool]:
+    """(the token for this browser's forms, whether it is new and must be set as a cookie)."""
+    token = request.cookies.get(CSRF_COOKIE, "")
+    if len(token) == 43:
+        return token, False
+    return secrets.token_urlsafe(32), True
+
+
+def set_csrf_cookie(response: Response, request: Request, token: str) -> None:
+    response.set_cookie(
+        CSRF_COOKIE, token, httponly=True, samesite="strict", secure=request.url.scheme == "https",
+        path=(request.scope.get("root_path") or "") + "/",
+    )
+
+
+def csrf_ok(request: Request, form_token: object) -> bool:
+    """Whether a POST carries the token of this browser's cookie."""
+    cookie = request.cookies.get(CSRF_COOKIE, "")
+    return isinstance(form_token, str) and len(cookie) == 43 and _same(form_token, cookie)

@@ -1,0 +1,133 @@
+"""Prometheus metrics, read from Redis at scrape time (`pip install 'taskit[dashboard]'`).
+
+One scrape covers every worker on every host, since everything comes from Redis:
+
+    taskit_queue_jobs{queue,state}                 jobs waiting (state="queued") and in each registry
+    taskit_queue_oldest_job_age_seconds{queue}     age of the job at the head of the queue (0: none)
+    taskit_jobs_total{queue,task,outcome}          jobs finished, failed or retried, since the start
+    taskit_job_duration_seconds{queue,task}        run time histogram (recorded by the workers)
+    taskit_workers                                 workers whose lease has not expired
+
+Expose them on the dashboard (`/metrics`), with `taskit metrics --port 9808`, or in your
+own app: `make_asgi_app(connection)` (an ASGI app) or `generate_latest(connection)` (text).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from . import config
+from .connections import Client
+from .exceptions import ConfigurationError
+from .overview import read_queues
+from .queue import Queue
+from .storage.store import Store
+
+try:
+    import prometheus_client
+    from prometheus_client.core import (
+        CounterMetricFamily,
+        GaugeMetricFamily,
+        HistogramMetricFamily,
+        Metric,
+    )
+    from prometheus_client.registry import Collector, CollectorRegistry
+except ImportError:  # pragma: no cover (the extra is installed in the tests)
+    raise ConfigurationError(
+        "taskit's metrics need prometheus_client: pip install 'taskit[dashboard]'"
+    ) from None
+
+#: stats outcome code (lua/lib/stats.lua) -> the `outcome` label
+OUTCOMES = {"d": "finished", "f": "failed", "r": "retried"}
+
+
+class TaskitCollector(Collector):
+    """A prometheus_client collector that reads taskit's state from Redis on each scrape."""
+
+    def __init__(self, connection: Client | None = None) -> None:
+        self._connection = connection
+
+    def describe(self) -> list[Metric]:
+        return []  # registering must not read Redis
+
+    def collect(self) -> Iterator[Metric]:
+        store = Store.of(config.get_connection(self._connection))
+        now = time.time()
+        names = [q.name for q in Queue.all(store.redis)]
+        jobs = GaugeMetricFamily("taskit_queue_jobs", "Jobs waiting (queued) and in each registry.", labels=["queue", "state"])
+        oldest = GaugeMetricFamily(
+            "taskit_queue_oldest_job_age_seconds", "Age of the job at the head of the queue (0 when none waits).",
+            labels=["queue"],
+        )
+        for state in read_queues(store, names, now):
+            for kind, count in state.counts.items():
+                jobs.add_metric([state.name, kind], count)
+            oldest.add_metric([state.name], state.oldest_age(now) or 0.0)
+        yield jobs
+        yield oldest
+        yield from _task_metrics(names, store.task_totals(names))
+        workers = GaugeMetricFamily("taskit_workers", "Workers whose lease has not expired.")
+        workers.add_metric([], sum(1 for _, deadline in store.workers() if deadline > now))
+        yield workers
+
+
+def _task_metrics(queues: list[str], totals: list[dict[str, dict[str, int]]]) -> Iterator[Metric]:
+    counts = CounterMetricFamily(
+        "taskit_jobs", "Jobs finished, failed or retried (a failed attempt run again), per task.",
+        labels=["queue", "task", "outcome"],
+    )
+    durations = HistogramMetricFamily(
+        "taskit_job_duration_seconds", "How long jobs ran, per task.", labels=["queue", "task"]
+    )
+    # every series gets the same buckets: all the bounds the workers have written
+    bounds = sorted({_bound(kind) for tasks in totals for fields in tasks.values() for kind in fields if kind[:1] == "h"})
+    for queue, tasks in zip(queues, totals):
+        for task, fields in sorted(tasks.items()):
+            for code, outcome in OUTCOMES.items():
+                if code in fields:
+                    counts.add_metric([queue, task, outcome], fields[code])
+            runs = {_bound(kind): n for kind, n in fields.items() if kind[:1] == "h"}
+            if not runs:
+                continue
+            cumulative, buckets = 0, []
+            for bound in bounds:
+                cumulative += runs.get(bound, 0)
+                buckets.append(("+Inf" if math.isinf(bound) else repr(bound), cumulative))
+            if not bounds or not math.isinf(bounds[-1]):
+                buckets.append(("+Inf", cumulative))
+            durations.add_metric([queue, task], buckets, fields.get("us", 0) / 1_000_000)
+    yield counts
+    yield durations
+
+
+def _bound(kind: str) -> float:
+    """'h0.25' -> 0.25; 'h+Inf' -> inf (an unreadable bound counts as inf)."""
+    try:
+        return float(kind[1:])
+    except ValueError:
+        return math.inf
+
+
+def registry(connection: Client | None = None) -> CollectorRegistry:
+    """A registry holding only taskit's collector (not the process metrics of the scraper)."""
+    collectors = CollectorRegistry(auto_describe=False)
+    collectors.register(TaskitCollector(connection))
+    return collectors
+
+
+def generate_latest(connection: Client | None = None) -> bytes:
+    """The metrics in Prometheus text format, read now."""
+    return prometheus_client.generate_latest(registry(connection))
+
+
+def make_asgi_app(connection: Client | None = None) -> Any:
+    """An ASGI app serving the metrics: mount it where Prometheus scrapes."""
+    return prometheus_client.make_asgi_app(registry(connection))
+
+
+def serve(host: str, port: int, connection: Client | None = None) -> Any:
+    """Serve the metrics over HTTP from a background thread; returns (server, thread)."""
+    return prometheus_client.start_http_server(port, addr=host, registry=registry(connection))

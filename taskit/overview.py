@@ -1,0 +1,192 @@
+"""What is in Redis now, read once for the dashboard, `taskit info` and the metrics.
+
+Every queue with its counts (waiting, and each registry) and the age of the job at its head;
+every registered worker with its lease, heartbeat and the jobs it holds (the first is the
+one running, the others were claimed with it); and the jobs done and failed per minute
+(lua/lib/stats.lua). Reads only: nothing here changes Redis.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from . import config
+from .connections import Client
+from .registry import (
+    CanceledJobRegistry,
+    FailedJobRegistry,
+    FinishedJobRegistry,
+    ScheduledJobRegistry,
+    StartedJobRegistry,
+)
+from .storage.store import Store
+
+#: the registries, in the order they are shown
+REGISTRIES = (ScheduledJobRegistry, StartedJobRegistry, FinishedJobRegistry, FailedJobRegistry, CanceledJobRegistry)
+#: every count of a queue: waiting, then each registry
+STATES = ("queued", *(registry.kind for registry in REGISTRIES))
+
+
+@dataclass
+class QueueState:
+    name: str
+    counts: dict[str, int]
+    #: when the job at the head of the queue was enqueued (Unix seconds), None if none waits
+    oldest_enqueued_at: float | None
+
+    def oldest_age(self, now: float) -> float | None:
+        return None if self.oldest_enqueued_at is None else max(0.0, now - self.oldest_enqueued_at)
+
+
+@dataclass
+class HeldJob:
+    id: str
+    task: str
+    status: str
+    queue: str
+    started_at: float | None
+
+
+@dataclass
+class WorkerState:
+    name: str
+    host: str
+    pid: str
+    queues: list[str]
+    lease_deadline: float
+    lease: float | None
+    started_at: float | None
+    held: int
+    jobs: list[HeldJob] = field(default_factory=list)
+
+    def alive(self, now: float) -> bool:
+        return self.lease_deadline > now
+
+    def heartbeat_age(self, now: float) -> float | None:
+        """Seconds since the last renewal of its lease (None: a worker that did not say its lease)."""
+        return None if self.lease is None else max(0.0, now - (self.lease_deadline - self.lease))
+
+    @property
+    def running(self) -> HeldJob | None:
+        """The job it runs now: the first it holds that is still started."""
+        return next((job for job in self.jobs if job.status == "started"), None)
+
+
+@dataclass
+class Overview:
+    at: float
+    #: where Redis is (its password redacted)
+    redis: str
+    queues: list[QueueState]
+    workers: list[WorkerState]
+    #: members of the queue set that are not valid queue names (skipped)
+    unreadable_queues: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-able form, with ages computed at `at`: for `taskit info --json`."""
+        now = self.at
+        return {
+            "time": now,
+            "redis": self.redis,
+            "unreadable_queue_names": self.unreadable_queues,
+            "queues": [
+                {"name": q.name, **q.counts, "oldest_waiting_seconds": _round(q.oldest_age(now))} for q in self.queues
+            ],
+            "workers": [
+                {
+                    **{k: v for k, v in asdict(w).items() if k not in ("jobs", "lease_deadline", "lease")},
+                    "alive": w.alive(now),
+                    "lease_left_seconds": _round(w.lease_deadline - now),
+                    "heartbeat_age_seconds": _round(w.heartbeat_age(now)),
+                    "jobs": [
+                        {**asdict(j), "running_seconds": _round(None if j.started_at is None else now - j.started_at)}
+                        for j in w.jobs
+                    ],
+                }
+                for w in self.workers
+            ],
+        }
+
+
+def min_scores(now: float) -> dict[str, float | str]:
+    """The lowest score that still counts in each registry (expired entries do not)."""
+    return {registry.kind: now if registry.scored_by_expiry else "-inf" for registry in REGISTRIES}
+
+
+def read_queues(store: Store, names: list[str], now: float) -> list[QueueState]:
+    counts = store.queue_counts(names, min_scores(now))
+    oldest = store.oldest_enqueued(names)
+    return [QueueState(name, count, at) for name, count, at in zip(names, counts, oldest)]
+
+
+def read_workers(store: Store, jobs_per_worker: int = 5) -> list[WorkerState]:
+    details = store.worker_details()
+    held = store.held_jobs([name for name, _, _, _ in details], jobs_per_worker)
+    workers = []
+    for (name, deadline, info, count), jobs in zip(details, held):
+        workers.append(
+            WorkerState(
+                name=name,
+                host=info.get("host", "?"),
+                pid=info.get("pid", "?"),
+                queues=[q for q in info.get("queues", "").split(",") if q],
+                lease_deadline=deadline,
+                lease=_float(info.get("lease")),
+                started_at=_float(info.get("started_at")),
+                held=count,
+                jobs=[_held_job(job_id, fields) for job_id, fields in jobs],
+            )
+        )
+    return workers
+
+
+def read_overview(connection: Client | None = None, now: float | None = None) -> Overview:
+    """Queues and workers as they are now (about eight round trips in all)."""
+    connection = config.get_connection(connection)
+    store = Store.of(connection)
+    now = time.time() if now is None else now
+    names, unreadable = store.read_queue_names()
+    return Overview(now, config.describe(connection), read_queues(store, names, now), read_workers(store), unreadable)
+
+
+def per_minute(
+    connection: Client | None, queues: list[str], minutes: int, now: float | None = None
+) -> list[tuple[int, int, int]]:
+    """(Unix minute, jobs finished, jobs failed) for each of the last `minutes` minutes up to
+    now, summed over `queues`; one round trip."""
+    store = Store.of(config.get_connection(connection))
+    last = int((time.time() if now is None else now) // 60)
+    first = last - minutes + 1
+    done = dict.fromkeys(range(first, last + 1), 0)
+    failed = dict(done)
+    for counts in store.minute_counts(queues, first, last):
+        for minute, n in counts["d"].items():
+            done[minute] += n
+        for minute, n in counts["f"].items():
+            failed[minute] += n
+    return [(minute, done[minute], failed[minute]) for minute in done]
+
+
+def _held_job(job_id: str, fields: dict[str, bytes | None]) -> HeldJob:
+    def text(name: str, default: str = "") -> str:
+        value = fields.get(name)
+        return default if value is None else value.decode(errors="replace")
+
+    started = _float(text("started_at"))
+    return HeldJob(
+        job_id, text("func", "?"), text("status", "gone"), text("queue", "default"),
+        None if started is None else started / 1000,
+    )
+
+
+def _float(value: str | None) -> float | None:
+    try:
+        return float(value) if value else None
+    except ValueError:
+        return None
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)

@@ -1,0 +1,146 @@
+"""The day-one commands (issue 14): info -i/--json, job, failed, empty, enqueue, as subprocesses."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+
+import pytest
+import redis
+import sample_tasks
+from conftest import taskit_command
+from test_cli import failed_jobs, ok, one_error_line, taskit
+
+from taskit import Job, JobStatus, Queue, Worker
+
+
+@pytest.fixture
+def busy_worker(connection: redis.Redis, cli_env: dict[str, str]) -> Iterator[tuple[subprocess.Popen, Job]]:
+    """A `taskit worker` running a job that waits until the test releases it."""
+    job = sample_tasks.meta_then_wait.delay("k", "v", "test:release", 60)
+    worker = subprocess.Popen(taskit_command("worker", "sample_tasks", "-n", "busy-worker"), env=cli_env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while job.get_status() != JobStatus.STARTED:
+        assert time.monotonic() < deadline, "the worker did not start the job"
+        time.sleep(0.05)
+    yield worker, job
+    connection.rpush("test:release", 1)
+    worker.terminate()
+    worker.wait(timeout=30)
+
+
+def test_info_json_shows_counts_and_the_job_each_worker_runs(connection, cli_env, busy_worker) -> None:
+    worker, job = busy_worker
+    failed_jobs(Queue(connection=connection), 2)
+    time.sleep(0.2)
+    shown = json.loads(ok(taskit(cli_env, "info", "--json")).stdout)
+    (default,) = [q for q in shown["queues"] if q["name"] == "default"]
+    assert (default["queued"], default["started"], default["failed"]) == (0, 1, 2)
+    (busy,) = [w for w in shown["workers"] if w["name"] == "busy-worker"]
+    assert busy["pid"] == str(worker.pid) and busy["alive"] and busy["heartbeat_age_seconds"] >= 0
+    (running,) = busy["jobs"]
+    assert (running["id"], running["task"], running["status"]) == (job.id, "sample_tasks.meta_then_wait", "started")
+    assert running["running_seconds"] > 0
+
+
+def test_info_text_names_the_running_job(connection, cli_env, busy_worker) -> None:
+    _, job = busy_worker
+    out = ok(taskit(cli_env, "info")).stdout
+    assert f"running sample_tasks.meta_then_wait (job {job.id}) for " in out
+    assert "heartbeat" in out
+
+
+def test_info_interval_refreshes_until_ctrl_c(connection, cli_env) -> None:
+    sample_tasks.add.delay(1, 2)
+    process = subprocess.Popen(taskit_command("info", "-i", "0.2"), env=cli_env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    headers = 0
+    deadline = time.monotonic() + 30
+    while headers < 3:
+        line = process.stdout.readline()
+        assert line and time.monotonic() < deadline, process.stderr.read() if process.stderr else ""
+        headers += line.startswith("queue ")
+    process.send_signal(signal.SIGINT)
+    _out, err = process.communicate(timeout=30)
+    assert process.returncode == 0 and "Traceback" not in err, err
+
+
+def test_job_shows_a_failed_job_and_a_finished_one(connection, cli_env) -> None:
+    queue = Queue(connection=connection)
+    (failed_id,) = failed_jobs(queue, 1)
+    shown_failed = taskit(cli_env, "job", failed_id)  # its output holds the job's own traceback
+    assert shown_failed.returncode == 0 and shown_failed.stderr == ""
+    out = shown_failed.stdout
+    assert "status       failed" in out and "task         sample_tasks.fail" in out
+    assert "args         'failure 0'" in out
+    assert out.rstrip().endswith("ValueError: failure 0") and "traceback:" in out
+    done = queue.enqueue(sample_tasks.add, 2, 3)
+    Worker([queue]).work(burst=True)
+    out = ok(taskit(cli_env, "job", done.id)).stdout
+    assert "result       5" in out and "traceback" not in out
+    shown = json.loads(ok(taskit(cli_env, "job", done.id, "--json")).stdout)
+    assert (shown["status"], shown["result"], shown["args"]) == ("finished", "5", ["2", "3"])
+    line = one_error_line(taskit(cli_env, "job", "nope"))
+    assert line == "Error: no job 'nope' (never enqueued, expired, or deleted)"
+
+
+def test_failed_lists_failed_jobs_with_their_last_error_line(connection, cli_env) -> None:
+    ids = failed_jobs(Queue(connection=connection), 2)
+    failed_jobs(Queue("other", connection=connection), 1)
+    out = ok(taskit(cli_env, "failed", "-q", "default")).stdout
+    for i, job_id in enumerate(ids):
+        assert f"{job_id}  default  " in out and f"    ValueError: failure {i}" in out
+    assert out.strip().endswith("2 failed job(s) on 'default'.")
+    everywhere = ok(taskit(cli_env, "failed", "--limit", "1")).stdout
+    assert everywhere.strip().endswith("3 failed job(s), 2 shown on 'default', 'other'.")
+
+
+def test_empty_removes_the_waiting_jobs(connection, cli_env) -> None:
+    queue = Queue("emails", connection=connection)
+    for i in range(3):
+        queue.enqueue(sample_tasks.add, i, i)
+    assert ok(taskit(cli_env, "empty", "emails")).stdout == "Removed 3 job(s) from queue 'emails'.\n"
+    assert queue.count == 0
+    assert "queue name 'no spaces' is invalid" in one_error_line(taskit(cli_env, "empty", "no spaces"))
+
+
+def test_enqueue_from_the_shell(connection, cli_env) -> None:
+    proc = ok(taskit(cli_env, "enqueue", "sample_tasks.add", "2", "3"))
+    job = Job.fetch(proc.stdout.strip())
+    assert (job.args, job.origin) == ((2, 3), "default")
+    assert proc.stderr == "Enqueued sample_tasks.add(2, 3) on queue 'default'.\n"
+    Worker([Queue(connection=connection)]).work(burst=True)
+    assert job.return_value(refresh=True) == 5
+
+    values = Job.fetch(ok(taskit(cli_env, "enqueue", "sample_tasks.add", '"4"', "x y", "-k", "extra=[1, null]",
+                                 "-q", "q2")).stdout.strip())
+    assert (values.args, values.kwargs, values.origin) == (("4", "x y"), {"extra": [1, None]}, "q2")
+    later = Job.fetch(ok(taskit(cli_env, "enqueue", "sample_tasks.add", "1", "1", "--countdown", "60")).stdout.strip())
+    assert later.get_status() == JobStatus.SCHEDULED
+    named = Job.fetch(ok(taskit(cli_env, "enqueue", "myapp.send", "-1", "--no-import", "--job-id", "j1")).stdout.strip())
+    assert (named.id, named.func_name, named.args) == ("j1", "myapp.send", (-1,))
+
+
+def test_enqueue_errors_are_one_line(connection, cli_env) -> None:
+    assert one_error_line(taskit(cli_env, "enqueue", "no_such_module.f")).startswith(
+        "Error: cannot import module 'no_such_module': ModuleNotFoundError")
+    assert one_error_line(taskit(cli_env, "enqueue", "sample_tasks.nothing")) == (
+        "Error: module 'sample_tasks' has no function 'nothing' (use --no-import to enqueue the name as given)")
+    usage = taskit(cli_env, "enqueue", "sample_tasks.add", "-k", "oops")
+    assert usage.returncode == 2 and "Traceback" not in usage.stderr
+    assert usage.stderr.strip().endswith("Error: -k takes NAME=VALUE, not 'oops'")
+    ok(taskit(cli_env, "enqueue", "sample_tasks.add", "--job-id", "same"))
+    assert "already exists" in one_error_line(taskit(cli_env, "enqueue", "sample_tasks.add", "--job-id", "same"))
+
+
+def test_help_lists_the_new_commands(cli_env) -> None:
+    top = ok(taskit(cli_env, "--help")).stdout
+    for name in ("dashboard ", "metrics ", "job ", "failed ", "empty ", "enqueue ", "taskit info -i 1"):
+        assert name in top
+    enqueue = " ".join(ok(taskit(cli_env, "enqueue", "--help")).stdout.split())
+    assert "read as JSON when it is valid JSON" in enqueue

@@ -1,0 +1,278 @@
+"""The dashboard in a real browser (issue 14): Debian's chromium driven by Playwright.
+
+The dashboard runs as a real `taskit dashboard` process on a free port and a real
+`taskit worker` runs what the browser requeues. Never `playwright install`: the browser
+is /usr/bin/chromium (`apt-get install chromium`; .ci/run installs it).
+"""
+
+from __future__ import annotations
+
+import base64
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import dashboard_tasks
+import pytest
+import redis
+from conftest import free_port, taskit_command
+
+from taskit import Job, JobStatus, Queue, Worker
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+playwright_api = pytest.importorskip("playwright.sync_api", reason="pip install -e '.[test]' brings playwright")
+
+
+class Dashboard:
+    """A `taskit dashboard` subprocess on a free port."""
+
+    def __init__(self, env: dict[str, str], log: Path, *args: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = log
+        with open(log, "wb") as out:
+            self.process = subprocess.Popen(
+                taskit_command("dashboard", "dashboard_tasks", "--port", str(self.port), *args),
+                env=env, stdout=out, stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + 30
+        while not self._answers():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"the dashboard did not start: {log.read_text()}")
+            time.sleep(0.1)
+
+    def _answers(self) -> bool:
+        try:
+            urllib.request.urlopen(self.url + "/static/style.css", timeout=2)
+        except urllib.error.HTTPError:
+            return True  # it answers, with 401
+        except OSError:
+            return False
+        return True
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=30)
+        assert "Traceback" not in self.log.read_text(), self.log.read_text()
+
+
+@pytest.fixture
+def dashboards(cli_env: dict[str, str], tmp_path: Path) -> Iterator:
+    started: list[Dashboard] = []
+
+    def start(*args: str, env: dict[str, str] | None = None) -> Dashboard:
+        board = Dashboard({**cli_env, **(env or {})}, tmp_path / f"dashboard-{len(started)}.log", *args)
+        started.append(board)
+        return board
+
+    yield start
+    for board in started:
+        board.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (.ci/run does)")
+    with playwright_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context()
+    yield context.new_page()
+    context.close()
+
+
+@pytest.fixture
+def worker(cli_env: dict[str, str], tmp_path: Path) -> Iterator[subprocess.Popen]:
+    with open(tmp_path / "worker.log", "wb") as out:
+        process = subprocess.Popen(taskit_command("worker", "dashboard_tasks", "--log-level", "warning"),
+                                   env=cli_env, stdout=out, stderr=subprocess.STDOUT)
+    yield process
+    process.terminate()
+    process.wait(timeout=30)
+
+
+def failed_job(connection: redis.Redis, order: str = "A-17") -> Job:
+    queue = Queue(connection=connection)
+    job = queue.enqueue(dashboard_tasks.fails_until_fixed, order)
+    Worker([queue], modules=("dashboard_tasks",)).work(burst=True)
+    assert job.get_status() == JobStatus.FAILED
+    return job
+
+
+def test_find_a_failed_job_requeue_it_and_see_it_run(connection, dashboards, page, worker) -> None:
+    job = failed_job(connection)
+    board = dashboards()
+    page.goto(board.url + "/")
+    row = page.locator("tr", has=page.locator("a", has_text="default")).first
+    assert row.locator("a.count.failed").inner_text() == "1"
+    row.locator("a.count.failed").click()  # the queue's failed jobs
+    assert "registry=failed" in page.url
+    assert page.locator("td.call .error").inner_text() == "RuntimeError: order A-17 cannot ship yet"
+    page.click(f"a:has-text('{job.id}')")
+    assert page.url.endswith(f"/jobs/{job.id}")
+    assert "cannot ship yet" in page.locator("pre.traceback").inner_text()
+    assert page.locator(".status").first.inner_text() == "failed"
+
+    connection.set(dashboard_tasks.FIXED_KEY, 1)  # the bug is fixed: a requeue will succeed
+    page.click("button:has-text('Requeue')")
+    assert page.locator(".flash").inner_text() == f"Requeued job {job.id}."
+    deadline = time.monotonic() + 30
+    while page.locator(".status").first.inner_text() != "finished":
+        assert time.monotonic() < deadline, "the worker did not run the requeued job"
+        time.sleep(0.2)
+        page.reload()
+    assert page.locator("pre.result").inner_text() == "'shipped A-17'"
+
+
+def test_the_search_box_finds_a_job_by_id(connection, dashboards, page) -> None:
+    job = failed_job(connection)
+    board = dashboards()
+    page.goto(board.url + "/workers")
+    page.fill("input[name=id]", job.id)
+    page.press("input[name=id]", "Enter")
+    assert page.url.endswith(f"/jobs/{job.id}")
+    page.fill("input[name=id]", "no-such-job")
+    page.press("input[name=id]", "Enter")
+    assert "no job 'no-such-job'" in page.locator(".message").inner_text()
+
+
+def test_job_data_is_shown_as_text_never_run(connection, dashboards, page) -> None:
+    attack = "<script>window.pwned = 1</script><img src=x onerror=\"window.pwned = 2\">"
+    job = Queue(connection=connection).enqueue(dashboard_tasks.echo, attack, meta={"note": attack},
+                                               description=attack)
+    board = dashboards()
+    for path in (f"/jobs/{job.id}", "/queues/default"):
+        page.goto(board.url + path)
+        assert page.evaluate("window.pwned") is None
+        assert page.locator("script").count() == 1  # only the dashboard's own
+        assert page.locator("img").count() == 0
+    page.goto(board.url + f"/jobs/{job.id}")
+    assert attack in page.locator("ol.values").inner_text()
+    assert attack in page.locator("dd.mono").first.inner_text()
+
+
+def test_a_post_without_the_right_csrf_token_is_refused(connection, dashboards, page) -> None:
+    job = failed_job(connection)
+    board = dashboards()
+    page.goto(board.url + f"/jobs/{job.id}")
+    token = page.locator("input[name=csrf]").first.get_attribute("value")
+    url = board.url + f"/jobs/{job.id}/requeue"
+    missing = page.request.post(url, form={}, max_redirects=0)
+    wrong = page.request.post(url, form={"csrf": "x" * 43}, max_redirects=0)
+    assert (missing.status, wrong.status) == (403, 403)
+    assert "CSRF" in missing.text()
+    assert job.get_status() == JobStatus.FAILED
+    # another site's page: its browser has no cookie of ours to match
+    other = page.context.browser.new_context()
+    forged = other.request.post(url, form={"csrf": token}, max_redirects=0)
+    assert forged.status == 403
+    other.close()
+    assert job.get_status() == JobStatus.FAILED
+    good = page.request.post(url, form={"csrf": token}, max_redirects=0)
+    assert good.status == 303
+    assert job.get_status() == JobStatus.QUEUED
+
+
+def test_read_only_mode_shows_no_action_and_refuses_them(connection, dashboards, page) -> None:
+    job = failed_job(connection)
+    board = dashboards("--read-only")
+    page.goto(board.url + f"/jobs/{job.id}")
+    assert page.locator(".badge.readonly").inner_text() == "read-only"
+    assert page.locator("button:has-text('Requeue')").count() == 0
+    assert "cannot ship yet" in page.locator("pre.traceback").inner_text()
+    page.goto(board.url + "/queues/default?registry=failed")
+    assert page.locator("form[method=post]").count() == 0
+    refused = page.request.post(board.url + f"/jobs/{job.id}/requeue", form={"csrf": "x"}, max_redirects=0)
+    assert refused.status == 403 and "read-only" in refused.text()
+    assert job.get_status() == JobStatus.FAILED
+
+
+def test_basic_auth_and_bearer_token(connection, dashboards, browser) -> None:
+    failed_job(connection)
+    board = dashboards("--username", "ops", env={"TASKIT_DASHBOARD_PASSWORD": "s3cret", "TASKIT_DASHBOARD_TOKEN": "t0ken"})
+    anonymous = browser.new_context()
+    refused = anonymous.request.get(board.url + "/")
+    assert refused.status == 401 and refused.headers["www-authenticate"].startswith("Basic")
+    assert anonymous.request.get(board.url + "/metrics").status == 401
+    wrong = browser.new_context(http_credentials={"username": "ops", "password": "nope"})
+    assert wrong.request.get(board.url + "/").status == 401
+    assert anonymous.request.get(board.url + "/", headers={"Authorization": _basic("ops", "nope")}).status == 401
+    assert anonymous.request.get(board.url + "/", headers={"Authorization": _basic("any", "t0ken")}).status == 200
+    allowed = browser.new_context(http_credentials={"username": "ops", "password": "s3cret"})
+    page = allowed.new_page()
+    assert page.goto(board.url + "/").status == 200
+    assert page.locator("h1").inner_text() == "Overview"
+    bearer = anonymous.request.get(board.url + "/metrics", headers={"Authorization": "Bearer t0ken"})
+    assert bearer.status == 200 and "taskit_queue_jobs" in bearer.text()
+    for context in (anonymous, wrong, allowed):
+        context.close()
+    assert "s3cret" not in board.log.read_text() and "t0ken" not in board.log.read_text()
+
+
+def test_workers_and_periodic_pages(connection, dashboards, page, worker) -> None:
+    board = dashboards()
+    deadline = time.monotonic() + 30
+    page.goto(board.url + "/workers")
+    while page.locator("td.mono").count() == 0:
+        assert time.monotonic() < deadline, "the worker did not register"
+        time.sleep(0.2)
+        page.reload()
+    row = page.locator("tbody tr").first
+    assert str(worker.pid) in row.inner_text() and "left" in row.inner_text()
+    page.goto(board.url + "/periodic")
+    row = page.locator("tbody tr", has_text="nightly_cleanup")
+    assert "Cron('*/5 * * * *')" in row.inner_text() and "UTC" in row.inner_text()
+
+
+def test_only_local_host_names_are_served_without_auth(connection, dashboards) -> None:
+    board = dashboards()
+    request = urllib.request.Request(board.url + "/", headers={"Host": "attacker.example:80"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=10)
+    assert refused.value.code == 421
+
+
+def test_refuses_a_public_address_without_auth(cli_env: dict[str, str]) -> None:
+    proc = subprocess.run(taskit_command("dashboard", "--host", "0.0.0.0"), env=cli_env, capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "refusing to serve the dashboard on 0.0.0.0 without auth" in proc.stderr
+
+
+def _basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def test_mounted_inside_another_asgi_app(connection) -> None:
+    """As docs/dashboard.md shows: links, static files, cookies and redirects stay under the mount."""
+    import re
+
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+    from starlette.testclient import TestClient
+
+    from taskit.dashboard import create_app
+
+    job = failed_job(connection)
+    app = Starlette(routes=[Mount("/ops/taskit", app=create_app(connection))])
+    client = TestClient(app, base_url="http://localhost")
+    page = client.get(f"/ops/taskit/jobs/{job.id}")
+    assert page.status_code == 200 and 'href="/ops/taskit/static/style.css"' in page.text
+    assert client.get("/ops/taskit/static/style.css").status_code == 200
+    token = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
+    done = client.post(f"/ops/taskit/jobs/{job.id}/requeue", data={"csrf": token}, follow_redirects=False)
+    assert done.status_code == 303 and done.headers["location"] == f"/ops/taskit/jobs/{job.id}"
+    assert job.get_status() == JobStatus.QUEUED
+    assert "Requeued job" in client.get(done.headers["location"]).text

@@ -1,0 +1,87 @@
+"""The Prometheus metrics (issue 14): read from Redis, parsed with prometheus_client's own parser."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+import urllib.request
+
+import pytest
+import redis
+import sample_tasks
+from conftest import free_port, taskit_command
+from prometheus_client.parser import text_string_to_metric_families
+
+from taskit import Queue, Worker, metrics
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """{(sample name, sorted labels): value} of a metrics text."""
+    found = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return found
+
+
+def known_state(connection: redis.Redis) -> None:
+    """default: 3 finished add, 2 failed fail, 1 waiting (enqueued a second ago); emails: 2 waiting."""
+    queue = Queue(connection=connection)
+    for i in range(3):
+        queue.enqueue(sample_tasks.add, i, i)
+    for _ in range(2):
+        queue.enqueue(sample_tasks.fail)
+    Worker([queue], modules=("sample_tasks",)).work(burst=True)
+    queue.enqueue(sample_tasks.add, 9, 9)
+    emails = Queue("emails", connection=connection)
+    emails.enqueue(sample_tasks.add, 1, 2)
+    emails.enqueue(sample_tasks.add, 3, 4)
+    time.sleep(1.1)
+
+
+def check_known_counts(found: dict) -> None:
+    def value(name: str, **labels: str) -> float:
+        return found[(name, tuple(sorted(labels.items())))]
+
+    assert value("taskit_queue_jobs", queue="default", state="queued") == 1
+    assert value("taskit_queue_jobs", queue="default", state="finished") == 3
+    assert value("taskit_queue_jobs", queue="default", state="failed") == 2
+    assert value("taskit_queue_jobs", queue="default", state="started") == 0
+    assert value("taskit_queue_jobs", queue="emails", state="queued") == 2
+    assert 1 <= value("taskit_queue_oldest_job_age_seconds", queue="default") < 60
+    assert value("taskit_jobs_total", queue="default", task="sample_tasks.add", outcome="finished") == 3
+    assert value("taskit_jobs_total", queue="default", task="sample_tasks.fail", outcome="failed") == 2
+    assert value("taskit_job_duration_seconds_count", queue="default", task="sample_tasks.add") == 3
+    assert value("taskit_job_duration_seconds_bucket", queue="default", task="sample_tasks.add", le="+Inf") == 3
+    assert value("taskit_job_duration_seconds_bucket", queue="default", task="sample_tasks.add", le="0.005") == 3
+    assert 0 <= value("taskit_job_duration_seconds_sum", queue="default", task="sample_tasks.fail") < 1
+    assert value("taskit_workers") == 0
+
+
+def test_metrics_text_has_the_known_counts(connection: redis.Redis) -> None:
+    known_state(connection)
+    check_known_counts(samples(metrics.generate_latest(connection).decode()))
+
+
+def test_taskit_metrics_serves_them_without_the_dashboard(connection: redis.Redis, cli_env: dict[str, str]) -> None:
+    known_state(connection)
+    port = free_port()
+    server = subprocess.Popen(taskit_command("metrics", "--port", str(port)), env=cli_env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+                    text = reply.read().decode()
+                break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    pytest.fail(f"taskit metrics did not answer: {server.communicate(timeout=5)}")
+                time.sleep(0.1)
+        check_known_counts(samples(text))
+    finally:
+        server.terminate()
+        out, err = server.communicate(timeout=10)
+    assert server.returncode == 0, err
+    assert "Traceback" not in out + err

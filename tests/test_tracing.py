@@ -1,0 +1,76 @@
+"""OpenTelemetry traces (issue 14): a producer span at enqueue, a consumer span around the
+run, one trace, checked with the SDK's in-memory exporter."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import redis
+import sample_tasks
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from taskit import Queue, Worker, task, tracing
+from taskit.storage import keys
+
+provider = TracerProvider()
+exporter = InMemorySpanExporter()
+provider.add_span_processor(SimpleSpanProcessor(exporter))
+
+
+@task
+def traced_child_span() -> str:
+    with provider.get_tracer("tests").start_as_current_span("inside the task"):
+        return "done"
+
+
+@pytest.fixture
+def spans() -> Iterator[InMemorySpanExporter]:
+    exporter.clear()
+    tracing.instrument(provider)
+    yield exporter
+    tracing.uninstrument()
+
+
+def by_name(found, name):
+    return [s for s in found.get_finished_spans() if s.name == name]
+
+
+def test_enqueue_and_run_are_one_trace(connection: redis.Redis, queue: Queue, spans) -> None:
+    with provider.get_tracer("tests").start_as_current_span("web request") as request:
+        job = traced_child_span.delay()
+    Worker([queue], modules=("test_tracing",)).work(burst=True)
+    assert job.return_value(refresh=True) == "done"
+
+    (send,) = by_name(spans, "send default")
+    (process,) = by_name(spans, "process default")
+    (inner,) = by_name(spans, "inside the task")
+    assert send.kind == trace.SpanKind.PRODUCER and process.kind == trace.SpanKind.CONSUMER
+    trace_id = request.get_span_context().trace_id
+    assert send.context.trace_id == process.context.trace_id == inner.context.trace_id == trace_id
+    assert send.parent.span_id == request.get_span_context().span_id
+    assert process.parent.span_id == send.context.span_id  # the context carried in the job record
+    assert inner.parent.span_id == process.context.span_id
+    assert process.attributes["messaging.message.id"] == job.id
+    assert process.attributes["messaging.taskit.task"] == "test_tracing.traced_child_span"
+    assert process.status.is_ok
+
+
+def test_a_failed_run_is_an_error_span(connection: redis.Redis, queue: Queue, spans) -> None:
+    queue.enqueue(sample_tasks.fail, "bad input")
+    Worker([queue], modules=("sample_tasks",)).work(burst=True)
+    (process,) = by_name(spans, "process default")
+    assert process.status.status_code == trace.StatusCode.ERROR
+    assert process.status.description == "ValueError: bad input"
+    assert process.events[0].name == "exception"
+
+
+def test_not_instrumented_writes_no_trace_field(connection: redis.Redis, queue: Queue) -> None:
+    exporter.clear()
+    job = queue.enqueue(sample_tasks.add, 1, 2, ttl=60)  # a ttl: the job gets a hash of its own
+    assert keys.Field.TRACE.encode() not in connection.hgetall(keys.job(job.id))
+    Worker([queue], modules=("sample_tasks",)).work(burst=True)
+    assert exporter.get_finished_spans() == ()
