@@ -18,9 +18,9 @@ COMMANDS = (
     # store.py: transactions, scripts (EVALSHA; SCRIPT LOAD when Redis lost a script), blocking waits
     "multi", "exec", "evalsha", "script|load", "blpop", "blmove",
     # store.py and the scripts: keys
-    "del", "exists", "expire", "persist", "pttl", "rename", "type", "get", "set",
-    "hdel", "hexists", "hget", "hgetall", "hmget", "hset",
-    "llen", "lmove", "lpush", "lrange", "lrem", "ltrim", "rpush",
+    "del", "exists", "expire", "expireat", "persist", "pttl", "rename", "type", "get", "mget", "set",
+    "hdel", "hexists", "hget", "hgetall", "hincrby", "hmget", "hset",
+    "lindex", "llen", "lmove", "lpush", "lrange", "lrem", "ltrim", "rpush",
     "sadd", "smembers", "srem", "sscan",
     "zadd", "zcount", "zrange", "zrangebyscore", "zrem", "zremrangebyscore", "zscore",
     # the scripts: Redis's clock (lib/verdicts.lua)
