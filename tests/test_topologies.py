@@ -21,7 +21,7 @@ from redis.cluster import RedisCluster
 from redis.sentinel import Sentinel
 
 import taskit
-from taskit import Job, JobStatus, Queue, Worker, config
+from taskit import Job, JobCanceledError, JobStatus, Queue, Worker, config
 from taskit.exceptions import ConfigurationError, RedisUnavailableError
 from taskit.storage import acl, keys
 from taskit.storage.store import Store
@@ -111,9 +111,16 @@ def test_the_documented_acl_user_runs_taskit_and_redis_denies_it_nothing(
         failed = queue.failed_job_registry
         failed.requeue(failed.get_job_ids()[0])
         waited = queue.enqueue(sample_tasks.sleep, 0.5)
+        stopped = queue.enqueue(sample_tasks.sleep, 60)  # canceled while it runs: published to its worker
         worker = subprocess.Popen(taskit_command("worker", "sample_tasks", "--burst"), env=env,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         assert waited.wait(timeout=60) == 0.5
+        deadline = time.monotonic() + 30
+        while stopped.get_status() != JobStatus.STARTED and time.monotonic() < deadline:
+            time.sleep(0.05)
+        stopped.cancel("through the ACL user")
+        with pytest.raises(JobCanceledError):
+            stopped.wait(timeout=30)
         assert worker.wait(timeout=60) == 0, worker.stderr.read() if worker.stderr else ""
         assert Job.fetch(meta.id).meta == {"k": "v"}
         assert run(env, "info").stdout.startswith(f"Redis at redis://***@127.0.0.1:{redis_server.port}/1")
