@@ -3,6 +3,7 @@ run, one trace, checked with the SDK's in-memory exporter."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 
 import pytest
@@ -25,6 +26,14 @@ provider.add_span_processor(SimpleSpanProcessor(exporter))
 def traced_child_span() -> str:
     with provider.get_tracer("tests").start_as_current_span("inside the task"):
         return "done"
+
+
+@task
+async def traced_coroutine() -> str:
+    await asyncio.sleep(0)
+    with provider.get_tracer("tests").start_as_current_span("inside the coroutine"):
+        await asyncio.sleep(0)
+        return "awaited"
 
 
 @pytest.fixture
@@ -74,3 +83,19 @@ def test_not_instrumented_writes_no_trace_field(connection: redis.Redis, queue: 
     assert keys.Field.TRACE.encode() not in connection.hgetall(keys.job(job.id))
     Worker([queue], modules=("sample_tasks",)).work(burst=True)
     assert exporter.get_finished_spans() == ()
+
+
+def test_runs_on_threads_and_on_the_event_loop_are_spans_of_their_own_jobs(connection: redis.Redis, queue: Queue,
+                                                                        spans) -> None:
+    """Many jobs at once (issue 10): each run's span is current in that job's own context, on a
+    pool thread or in its coroutine, so what the task makes is under its own run."""
+    with provider.get_tracer("tests").start_as_current_span("web request"):
+        jobs = [traced_child_span.delay() for _ in range(3)] + [traced_coroutine.delay() for _ in range(3)]
+    Worker([queue], modules=("test_tracing",), threads=3).work(burst=True)
+    assert [job.return_value(refresh=True) for job in jobs] == ["done"] * 3 + ["awaited"] * 3
+    processes = {span.context.span_id: span for span in by_name(spans, "process default")}
+    runs = {span.attributes["messaging.message.id"] for span in processes.values()}
+    assert runs == {job.id for job in jobs}
+    inner = by_name(spans, "inside the task") + by_name(spans, "inside the coroutine")
+    assert len(inner) == 6 and len({span.parent.span_id for span in inner}) == 6
+    assert all(span.parent.span_id in processes for span in inner)
