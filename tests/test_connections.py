@@ -239,3 +239,14 @@ def test_the_acl_names_every_command_the_lua_scripts_call() -> None:
             called |= {name.lower() for name in re.findall(r"['\"](\w+)['\"]", call)}
     assert called, "the scripts were found"
     assert called <= set(acl.COMMANDS), sorted(called - set(acl.COMMANDS))
+
+
+def test_the_acl_names_every_command_the_store_sends() -> None:
+    """store.py is the one module that sends Redis commands: each redis-py method it calls
+    on the client or a pipeline must be granted (named as Redis names the command)."""
+    source = (Path(taskit.__file__).parent / "storage" / "store.py").read_text()
+    methods = set(re.findall(r"\b(?:self\.redis|pipe)\.(\w+)\b", source)) - {"pipeline", "execute"}
+    redis_name = {"delete": "del"}
+    sent = {redis_name.get(m, m) for m in methods}
+    assert sent, "store.py's commands were found"
+    assert sent <= set(acl.COMMANDS), sorted(sent - set(acl.COMMANDS))

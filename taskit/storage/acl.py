@@ -18,13 +18,13 @@ COMMANDS = (
     # store.py: transactions, scripts (EVALSHA; SCRIPT LOAD when Redis lost a script), blocking waits
     "multi", "exec", "evalsha", "script|load", "blpop", "blmove",
     # store.py and the scripts: keys
-    "del", "exists", "expire", "expireat", "persist", "pttl", "rename", "type", "get", "mget", "set",
-    "hdel", "hexists", "hget", "hgetall", "hincrby", "hmget", "hset",
+    "del", "exists", "expire", "mget", "persist", "pttl", "rename", "type", "get", "set",
+    "hdel", "hexists", "hget", "hgetall", "hmget", "hset",
     "lindex", "llen", "lmove", "lpush", "lrange", "lrem", "ltrim", "rpush",
     "sadd", "smembers", "srem", "sscan",
     "zadd", "zcount", "zrange", "zrangebyscore", "zrem", "zremrangebyscore", "zscore",
-    # the scripts: Redis's clock (lib/verdicts.lua)
-    "time",
+    # the scripts: Redis's clock (lib/verdicts.lua); the dashboard's history (lib/stats.lua)
+    "time", "hincrby", "expireat",
     # the cancel of a running job: lua/cancel.lua publishes it; each worker subscribes to its channel
     "publish", "subscribe",
 )
