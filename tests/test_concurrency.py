@@ -363,13 +363,13 @@ def test_sigterm_hands_back_what_does_not_finish_in_the_shutdown_timeout(connect
 
 
 def test_start_and_stop_hooks_run_once_per_process(connection, start):
-    import hook_tasks
-
-    job = hook_tasks.loop_is_the_hooks.delay()
+    # by name: importing hook_tasks here would register its hooks for every in-process
+    # Worker of the rest of the test session
+    job = Queue().enqueue("hook_tasks.loop_is_the_hooks")
     parent = start("-c", "2", "--burst", modules=("hook_tasks",))
     assert parent.wait() == 0, parent.output()
     assert Job.fetch(job.id).result is True  # async tasks run on the loop the async hook ran on
-    notes = [n.decode() for n in connection.lrange(hook_tasks.KEY, 0, -1)]
+    notes = [n.decode() for n in connection.lrange("test:hooks", 0, -1)]  # hook_tasks.KEY
     pids = {n.split(":")[1] for n in notes}
     assert len(pids) == 2 and str(parent.pid) not in pids
     for pid in pids:
