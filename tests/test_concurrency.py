@@ -481,3 +481,39 @@ def test_a_cancel_whose_message_was_missed_is_found_by_the_heartbeat(connection,
     with pytest.raises(JobCanceledError, match="canceled while it ran: message lost"):
         job.wait(timeout=10)
     stop(worker)
+
+
+def test_an_idle_worker_does_not_wait_in_redis_beside_its_work_watcher(connection, monkeypatch):
+    """While jobs run on threads and the queues are empty, the work watcher waits in Redis for
+    new work. When the worker then has nothing left, its loop must not wait in Redis on the
+    same wake lists too: a push leaves one wake-up, and one the watcher took was lost to the
+    loop, which slept on until its own wait ended (each new job up to a second late)."""
+    import threading
+
+    from taskit import Worker
+
+    w = Worker([Queue()], modules=("fault_tasks",), threads=2)
+    beside_the_watcher = []
+    real_block = w.store.block_for_work
+
+    def block_for_work(queues, timeout):
+        if threading.current_thread() is threading.main_thread() and w._watcher.is_alive():
+            beside_the_watcher.append(timeout)
+        return real_block(queues, timeout)
+
+    monkeypatch.setattr(w.store, "block_for_work", block_for_work)
+    first = fault_tasks.work.delay(1, 0.5)  # runs on a thread while the watcher starts waiting
+
+    def later() -> None:
+        wait_until(lambda: status(first.id) == JobStatus.FINISHED, what="the first job")
+        time.sleep(0.5)  # the worker idles
+        second = fault_tasks.work.delay(2)
+        wait_until(lambda: status(second.id) == JobStatus.FINISHED, what="the second job")
+        w.request_stop()
+
+    helper = threading.Thread(target=later)
+    helper.start()
+    w.work()
+    helper.join()
+    assert w.jobs_run == 2
+    assert beside_the_watcher == []

@@ -357,13 +357,20 @@ class Worker:
         return len(jobs)
 
     def _idle(self) -> None:
-        """Nothing held: block in Redis until a job is pushed, maintenance is due, or a
-        scheduled job comes due."""
+        """Nothing held: wait until a job is pushed, maintenance is due, or a scheduled job
+        comes due. In Redis itself, unless the work watcher has been started (jobs ran on
+        threads or the event loop): then through it, since a push leaves one wake-up, and
+        one the watcher took while the loop waited in Redis too would be lost to the loop."""
         now = self.clock()
         timeout = min(IDLE_BLOCK, max(0.0, self._next_maintenance - now))
         if self._claims.next_run_at is not None:
             timeout = min(timeout, max(0.0, self._claims.next_run_at - now))
-        if timeout > 0:
+        if timeout <= 0:
+            return
+        if self._watcher.is_alive():
+            self._watcher.want()
+            self._collect(timeout)
+        else:
             self.store.block_for_work(self.queues, timeout)
 
     def _await_outcomes(self) -> None:
