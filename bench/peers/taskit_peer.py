@@ -32,13 +32,10 @@ def wait_io() -> None:
     io_work.blocking_wait()
 
 
-@task(queue=QUEUE)
-async def wait_io_async() -> None:
-    await io_work.async_wait()
-
-
 #: the I/O workload's pools -> the `taskit worker` option that sizes them
 IO_OPTIONS = {"threads": "--threads", "async": "--async-tasks"}
+#: the module of the async mode's task (see its docstring)
+ASYNC_TASKS = "bench.peers.taskit_async_tasks"
 
 
 @functools.lru_cache(maxsize=1)
@@ -73,13 +70,20 @@ class Peer:
         return f"this taskit has no `taskit worker {option}` (issue 10)"
 
     def enqueue_io(self, n: int, pool: str) -> None:
-        (wait_io_async if pool == "async" else wait_io).map([()] * n)
+        if pool == "async":
+            from .taskit_async_tasks import wait_io_async
+
+            wait_io_async.map([()] * n)
+        else:
+            wait_io.map([()] * n)
 
     def io_workers(self, url: str, pool: str, processes: int, concurrency: int) -> tuple[list[list[str]], str]:
         flags = ["-c", str(processes)]
         if pool in IO_OPTIONS:
             flags += [IO_OPTIONS[pool], str(concurrency)]
         command = self.worker_commands(url, 1)[0]
+        if pool == "async":
+            command.insert(command.index(__name__) + 1, ASYNC_TASKS)
         return [command + flags], " ".join(flags)
 
     def idle(self, client: Any) -> bool:
