@@ -251,10 +251,7 @@ def test_a_thread_job_that_ignores_its_cancel_is_canceled_after_the_grace(connec
 
 def test_a_cancel_requested_while_its_worker_is_dead_is_not_lost(connection, start):
     job = ct.long_async.delay(30)
-    doomed = start(*FAST)
-    wait_until(lambda: status(job.id) == JobStatus.STARTED, what="the job to start")
-    doomed.signal(signal.SIGKILL)
-    doomed.wait()
+    start(*FAST).kill_while_running(job.id)
     Job.fetch(job.id).cancel("while nobody ran it")  # no worker hears this one
     rescuer = start(*FAST)
     with pytest.raises(JobCanceledError, match="while nobody ran it .its worker died; not run again"):

@@ -70,6 +70,13 @@ class WorkerProcess:
             self.process.kill()
             self.process.wait()
 
+    def kill_while_running(self, job_id: str, after: float = 0.0) -> None:
+        """kill -9 this worker `after` seconds into running the job, and wait until it is gone."""
+        wait_until(lambda: status(job_id) == JobStatus.STARTED, what="the job to start")
+        time.sleep(after)
+        self.signal(signal.SIGKILL)
+        self.wait()
+
 
 @contextmanager
 def worker_pool(env: dict[str, str], tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
@@ -165,11 +172,7 @@ def test_kill_after_record_does_not_rerun(connection, workers):
 
 def test_kill_mid_job_reruns_it(connection, workers):
     job = fault_tasks.slow_first_attempt.delay(30)
-    first = workers(*FAST)
-    wait_until(lambda: status(job.id) == JobStatus.STARTED, what="the job to start")
-    time.sleep(0.3)
-    first.signal(signal.SIGKILL)
-    first.wait()
+    workers(*FAST).kill_while_running(job.id, after=0.3)
     second = workers(*FAST)
     wait_until(lambda: status(job.id) == JobStatus.FINISHED, what="the job to be recovered and re-run")
     result = Job.fetch(job.id).result
