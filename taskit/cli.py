@@ -462,7 +462,7 @@ def job_command(job_id: str, url: str, as_json: bool) -> None:
         click.echo(traceback.rstrip())
 
 
-@main.command()
+@main.command(short_help="Cancel jobs; running ones are stopped.")
 @click.argument("job_ids", nargs=-1, required=True, metavar="JOB_ID...")
 @url_option
 @click.option("-r", "--reason", help="Why; kept with the job in the canceled registry.")
