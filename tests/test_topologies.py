@@ -96,6 +96,7 @@ def test_the_documented_acl_user_runs_taskit_and_redis_denies_it_nothing(
     url = f"redis://{user}:{password}@127.0.0.1:{redis_server.port}/1"  # db 1: redis-py sends SELECT
     client = config.connect(url)
     env = dict(cli_env, TASKIT_REDIS_URL=url)
+    worker = None
     try:
         taskit.configure(connection=client)
         smoke(client)
@@ -136,6 +137,9 @@ def test_the_documented_acl_user_runs_taskit_and_redis_denies_it_nothing(
         (rules,) = [line for line in connection.acl_list() if line.startswith(f"user {user} ")]
         assert f"~{keys.PREFIX}:* resetchannels &{keys.PREFIX}:* -@all +" in rules
     finally:
+        if worker is not None and worker.poll() is None:  # a failure above left it running
+            worker.kill()
+            worker.wait()
         taskit.configure()
         client.close()
         connection.execute_command("ACL", "DELUSER", user)
