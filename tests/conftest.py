@@ -9,6 +9,7 @@ Sentinel, TLS: tests/topologies.py) start once per session, for the tests that a
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -24,6 +25,13 @@ import taskit
 from taskit import config
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# A test run started in the background by a non-interactive shell (as CI may start it) inherits
+# SIGINT ignored, and so would every process a test starts: Python then never raises
+# KeyboardInterrupt, and a `taskit info -i` stopped with Ctrl-C runs on. Exec resets a handled
+# signal to its default, so handling it here gives every child the default again.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 free_port = topologies.free_port
 
