@@ -14,6 +14,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import dashboard_tasks
 import pytest
@@ -276,3 +277,40 @@ def test_mounted_inside_another_asgi_app(connection) -> None:
     assert done.status_code == 303 and done.headers["location"] == f"/ops/taskit/jobs/{job.id}"
     assert job.get_status() == JobStatus.QUEUED
     assert "Requeued job" in client.get(done.headers["location"]).text
+
+
+def _client(connection) -> Any:
+    from starlette.testclient import TestClient
+
+    from taskit.dashboard import create_app
+
+    return TestClient(create_app(connection), base_url="http://localhost")
+
+
+def test_a_page_number_past_what_redis_can_index_shows_the_last_page_not_an_error(connection) -> None:
+    for i in range(3):
+        failed_job(connection, f"order-{i}")
+    client = _client(connection)
+    for registry in ("queued", "failed"):
+        page = client.get(f"/queues/default?registry={registry}&page={10**30}")
+        assert page.status_code == 200 and "page 1000000000" in page.text
+
+
+def test_a_key_of_the_wrong_type_or_a_redis_down_is_said_on_the_page_in_one_line(connection, caplog) -> None:
+    """Not a bare 'Internal Server Error' with a traceback in the log: the reason, named."""
+    failed_job(connection)
+    connection.delete("taskit:failed:default")
+    connection.set("taskit:failed:default", "not a sorted set")
+    client = _client(connection)
+    for path in ("/", "/queues/default", "/metrics"):
+        page = client.get(path)
+        assert page.status_code == 500 and "WRONGTYPE" in page.text, path
+    assert "Cannot show this page" in client.get("/").text
+    assert all(record.exc_info is None for record in caplog.records)
+    assert any("GET /: " in record.getMessage() and "WRONGTYPE" in record.getMessage() for record in caplog.records)
+
+    gone = _client(redis.Redis(port=free_port(), password="s3cret-pw"))
+    for path in ("/", "/jobs/some-job"):  # a job that cannot be read is not a job that does not exist
+        page = gone.get(path)
+        assert page.status_code == 503 and "cannot reach Redis at redis://***@" in page.text, path
+        assert "s3cret-pw" not in page.text
