@@ -12,9 +12,11 @@ import pytest
 import redis
 import sample_tasks
 from conftest import taskit_command
+from records import own_hash
 from test_cli import failed_jobs, ok, one_error_line, taskit
 
 from taskit import Job, JobStatus, Queue, Worker
+from taskit.exceptions import SerializationError
 
 
 @pytest.fixture
@@ -144,3 +146,13 @@ def test_help_lists_the_new_commands(cli_env) -> None:
         assert name in top
     enqueue = " ".join(ok(taskit(cli_env, "enqueue", "--help")).stdout.split())
     assert "read as JSON when it is valid JSON" in enqueue
+
+
+@pytest.mark.parametrize("stamp", ["inf", "nan", "1e20", "-99999999999999"])
+def test_a_stored_time_no_datetime_can_hold_makes_the_job_corrupt_not_a_traceback(connection, cli_env, stamp) -> None:
+    (job_id,) = failed_jobs(Queue(connection=connection), 1)
+    connection.hset(own_hash(connection, job_id), "en", stamp)
+    line = one_error_line(taskit(cli_env, "job", job_id))
+    assert line.startswith(f"Error: job {job_id} is corrupt: field 'ended_at' is unreadable ("), line
+    with pytest.raises(SerializationError):
+        Job.fetch(job_id, connection)
