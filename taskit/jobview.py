@@ -76,7 +76,7 @@ def details(job: Job, now: float | None = None) -> dict[str, Any]:
     if status == JobStatus.SCHEDULED:
         try:
             next_run = ScheduledJobRegistry(job.origin, job._connection).get_scheduled_time(job.id)
-        except TaskitError:
+        except (TaskitError, OverflowError, OSError, ValueError):  # (a score no datetime holds)
             next_run = None
     return {
         "id": job.id,

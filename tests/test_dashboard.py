@@ -314,3 +314,19 @@ def test_a_key_of_the_wrong_type_or_a_redis_down_is_said_on_the_page_in_one_line
         page = gone.get(path)
         assert page.status_code == 503 and "cannot reach Redis at redis://***@" in page.text, path
         assert "s3cret-pw" not in page.text
+
+
+@pytest.mark.parametrize("tick", ["inf", "nan", "1e20"])
+def test_a_last_tick_no_datetime_holds_leaves_the_periodic_page_readable(connection, tick) -> None:
+    from taskit.storage import keys
+
+    connection.set(keys.periodic("dashboard_tasks.nightly_cleanup"), tick)
+    page = _client(connection).get("/periodic")
+    assert page.status_code == 200 and "nightly_cleanup" in page.text
+
+
+def test_a_scheduled_time_no_datetime_holds_leaves_the_job_page_readable(connection) -> None:
+    job = Queue(connection=connection).enqueue_in(60, dashboard_tasks.echo, 1)
+    connection.zadd("taskit:scheduled:default", {job.id: 1e300})
+    page = _client(connection).get(f"/jobs/{job.id}")
+    assert page.status_code == 200 and "scheduled" in page.text

@@ -344,9 +344,14 @@ def _queue_path(name: str, registry: str = "queued") -> str:
 
 
 def _utc(stamp: float) -> Any:
+    """A Unix time as a UTC datetime; None for one no datetime holds (a last tick someone
+    set to 'inf' or 1e20 must not make the whole page fail)."""
     import datetime as dt
 
-    return dt.datetime.fromtimestamp(stamp, tz=dt.timezone.utc)
+    try:
+        return dt.datetime.fromtimestamp(stamp, tz=dt.timezone.utc)
+    except (OverflowError, OSError, ValueError):
+        return None
 
 
 def _pack_flash(message: str) -> str:
