@@ -449,16 +449,23 @@ def failed(queues: tuple[str, ...], url: str, limit: int) -> None:
       taskit failed -q emails        one queue
     Then `taskit job ID` shows one in full and `taskit requeue -q Q ID` runs it again.
     """
-    from .jobview import call_text, last_error_line
+    from .jobview import call_text, last_error_line, read_jobs
 
     connection = _connect(url)
     names = list(dict.fromkeys(queues)) or [q.name for q in Queue.all(connection)]
     shown = total = 0
     for name in names:
         registry = FailedJobRegistry(name, connection)
-        total += registry.count
-        for job in registry.get_jobs(0, limit - 1):
+        count = registry.count
+        if not count and queues:
+            _check_queue_known(Store.of(connection), name)
+        total += count
+        for job_id, job in read_jobs(registry.get_job_ids(0, limit - 1), connection):
             shown += 1
+            if not isinstance(job, Job):  # corrupt: named, and the others still listed
+                click.echo(f"{job_id}  {name}  -  (unreadable)")
+                click.echo(f"    {job}")
+                continue
             ended = f"{job.ended_at:%Y-%m-%d %H:%M:%S}" if job.ended_at else "-"
             click.echo(f"{job.id}  {name}  {ended}  {call_text(job, 60)}")
             click.echo(f"    {last_error_line(job.exc_info) or '(no traceback)'}")
@@ -480,7 +487,10 @@ def empty(queues: tuple[str, ...], url: str) -> None:
     connection = _connect(url)
     targets = [Queue(name, connection) for name in dict.fromkeys(queues)]  # every name checked first
     for queue in targets:
-        click.echo(f"Removed {queue.empty()} job(s) from queue {queue.name!r}.")
+        removed = queue.empty()
+        if not removed:
+            _check_queue_known(Store.of(connection), queue.name)
+        click.echo(f"Removed {removed} job(s) from queue {queue.name!r}.")
 
 
 def _parse_value(text: str) -> Any:

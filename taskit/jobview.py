@@ -10,11 +10,15 @@ from __future__ import annotations
 import datetime as dt
 import reprlib
 import time
+from collections.abc import Sequence
 from typing import Any
 
-from .exceptions import TaskitError
+from . import config
+from .connections import Client
+from .exceptions import SerializationError, TaskitError
 from .job import Job, JobStatus
 from .registry import ScheduledJobRegistry
+from .storage.store import Store
 
 _repr = reprlib.Repr()
 _repr.maxstring = 300
@@ -32,6 +36,23 @@ def short_repr(value: Any, limit: int = 1000) -> str:
     except Exception as exc:  # noqa: BLE001 (a user type's broken __repr__ must not break the view)
         text = f"<{type(value).__name__}: repr failed: {type(exc).__name__}>"
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def read_jobs(job_ids: Sequence[str], connection: Client | None = None) -> list[tuple[str, Job | SerializationError]]:
+    """The jobs of `job_ids` that still exist (one round trip), each read, or the error that
+    says why it cannot be: a list must show its other jobs when one of them is corrupt."""
+    if not job_ids:
+        return []
+    rows = Store.of(config.get_connection(connection)).fetch(job_ids)
+    jobs: list[tuple[str, Job | SerializationError]] = []
+    for job_id, fields in zip(job_ids, rows):
+        if fields is None:
+            continue  # gone since its id was listed
+        try:
+            jobs.append((job_id, Job.from_fields(job_id, fields, connection)))
+        except SerializationError as exc:
+            jobs.append((job_id, exc))
+    return jobs
 
 
 def last_error_line(exc_info: str | None) -> str:

@@ -156,3 +156,23 @@ def test_a_stored_time_no_datetime_can_hold_makes_the_job_corrupt_not_a_tracebac
     assert line.startswith(f"Error: job {job_id} is corrupt: field 'ended_at' is unreadable ("), line
     with pytest.raises(SerializationError):
         Job.fetch(job_id, connection)
+
+
+def test_failed_lists_the_other_jobs_when_one_is_corrupt(connection, cli_env) -> None:
+    first, corrupt, last = failed_jobs(Queue(connection=connection), 3)
+    connection.hset(own_hash(connection, corrupt), "n", "not a number")
+    out = ok(taskit(cli_env, "failed", "-q", "default")).stdout
+    assert f"{first}  default  " in out and f"{last}  default  " in out
+    assert f"{corrupt}  default  -  (unreadable)\n    job {corrupt} is corrupt: field 'attempts'" in out
+    assert out.strip().endswith("3 failed job(s) on 'default'.")
+
+
+def test_failed_and_empty_name_a_queue_taskit_does_not_know(connection, cli_env) -> None:
+    """As `requeue --all` does: a typo is not 'nothing to do'."""
+    failed_jobs(Queue(connection=connection), 1)
+    for command in (("failed", "-q", "defualt"), ("empty", "defualt")):
+        line = one_error_line(taskit(cli_env, *command))
+        assert line.startswith("Error: unknown queue 'defualt': no job waits on it or is in its registries"), line
+        assert "'default'" in line
+    assert ok(taskit(cli_env, "empty", "default")).stdout == "Removed 0 job(s) from queue 'default'.\n"
+    assert ok(taskit(cli_env, "failed", "-q", "default")).stdout.strip().endswith("1 failed job(s) on 'default'.")

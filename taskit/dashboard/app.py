@@ -44,7 +44,7 @@ from ..exceptions import (
     TaskitError,
 )
 from ..job import Job, JobStatus, validate_id
-from ..jobview import ago, call_text, details, last_error_line, when
+from ..jobview import ago, call_text, details, last_error_line, read_jobs, when
 from ..overview import (
     REGISTRIES,
     STATES,
@@ -184,10 +184,10 @@ class _Pages:
         now = time.time()
         (state,) = read_queues(self.store, [name], now)
         ids, more, scanned = self._page(name, registry, task, page)
-        rows = [self._row(job_id, fields, now) for job_id, fields in zip(ids, self.store.fetch(ids) if ids else [])]
+        rows = [self._row(job_id, job, now) for job_id, job in read_jobs(ids, self.connection)]
         return self.render(request, "queue.html", title=f"Queue {name}", queue=name, state=state, states=STATES,
                            registry=registry, task=task, page=page, more=more, scanned=scanned,
-                           rows=[row for row in rows if row is not None])
+                           rows=rows)
 
     def _page(self, queue: str, registry: str, task: str, page: int) -> tuple[list[str], bool, int | None]:
         """The ids of one page (oldest first), whether there are more, and (with a task filter)
@@ -214,13 +214,9 @@ class _Pages:
         kind = next(r for r in REGISTRIES if r.kind == registry)
         return kind(queue, self.connection).get_job_ids(start, start + count - 1)
 
-    def _row(self, job_id: str, fields: Any, now: float) -> dict[str, Any] | None:
-        if fields is None:
-            return None  # gone since its id was listed
-        try:
-            job = Job.from_fields(job_id, fields, self.connection)
-        except SerializationError as exc:
-            return {"id": job_id, "task": "?", "call": str(exc), "status": "corrupt", "time": "", "error": ""}
+    def _row(self, job_id: str, job: Job | SerializationError, now: float) -> dict[str, Any]:
+        if isinstance(job, SerializationError):
+            return {"id": job_id, "task": "?", "call": str(job), "status": "corrupt", "time": "", "error": ""}
         status = job.get_status(refresh=False)
         moment = job.ended_at or job.started_at or job.enqueued_at
         return {
