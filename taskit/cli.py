@@ -170,10 +170,16 @@ def check_worker_options(modules: Sequence[str], queues: Sequence[str], name: st
             f"worker name {name[:20]!r}... is too long for -c: its processes are named NAME.1, NAME.2, ..., "
             f"so use at most {MAX_NAME_LENGTH - _CHILD_SUFFIX} characters"
         )
-    low, high = _SECONDS_RANGE
     for option, value in seconds.items():
-        if not (math.isfinite(value) and low <= value <= high):
-            raise UsageError(f"--{option.replace('_', '-')} must be from {low:g} to {high:g} seconds, not {value:g}")
+        check_seconds(option, value)
+
+
+def check_seconds(option: str, value: float) -> None:
+    """Refuse a number of seconds outside _SECONDS_RANGE (nan and inf too, which click's
+    FloatRange lets through and time.sleep() then refuses with a traceback)."""
+    low, high = _SECONDS_RANGE
+    if not (math.isfinite(value) and low <= value <= high):
+        raise UsageError(f"--{option.replace('_', '-')} must be from {low:g} to {high:g} seconds, not {value:g}")
 
 
 def worker_queues(given: Sequence[str]) -> list[str]:
@@ -333,7 +339,7 @@ def _why_not_failed(job_id: str, queue: str) -> str:
 
 @main.command(short_help="Show queues and workers with their jobs (-i N: refresh).")
 @url_option
-@click.option("-i", "--interval", type=click.FloatRange(min=0.1), metavar="SECONDS",
+@click.option("-i", "--interval", type=float, metavar="SECONDS",
               help="Refresh in place every SECONDS until Ctrl-C.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (with --interval: one document per line and refresh).")
 @_fail_cleanly
@@ -349,6 +355,8 @@ def info(url: str, interval: float | None, as_json: bool) -> None:
     """
     from .overview import read_overview
 
+    if interval is not None:
+        check_seconds("interval", interval)
     connection = _connect(url)
     try:
         while True:

@@ -176,3 +176,10 @@ def test_failed_and_empty_name_a_queue_taskit_does_not_know(connection, cli_env)
         assert "'default'" in line
     assert ok(taskit(cli_env, "empty", "default")).stdout == "Removed 0 job(s) from queue 'default'.\n"
     assert ok(taskit(cli_env, "failed", "-q", "default")).stdout.strip().endswith("1 failed job(s) on 'default'.")
+
+
+@pytest.mark.parametrize("interval", ["nan", "inf", "1e300", "0", "-1"])
+def test_info_refuses_an_interval_it_cannot_sleep_in_one_line(cli_env, interval) -> None:
+    proc = taskit(cli_env, "info", "-i", interval)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.strip() == f"Error: --interval must be from 0.1 to 86400 seconds, not {float(interval):g}"
