@@ -509,7 +509,32 @@ def _parse_value(text: str) -> Any:
         return text
 
 
-@main.command("enqueue", context_settings={"ignore_unknown_options": True}, short_help="Enqueue a job from the shell.")
+class _EnqueueCommand(click.Command):
+    """`taskit enqueue`: an ARG may be a negative number (-1, -2.5), which click would take for
+    an option; anything else that looks like an option and is not one (a typo such as
+    --countdwn) is refused, instead of being enqueued as an argument of the function."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        takes_value = {opt: not param.is_flag for param in self.get_params(ctx) if isinstance(param, click.Option)
+                       for opt in param.opts}
+        tokens = iter(args)
+        for arg in tokens:
+            if arg == "--":
+                break
+            name = arg.split("=", 1)[0]
+            if name in takes_value:
+                if takes_value[name] and "=" not in arg:
+                    next(tokens, None)  # its value, whatever it looks like
+            elif arg.startswith("-") and len(arg) > 1 and arg[:2] not in takes_value \
+                    and not isinstance(_parse_value(arg), (int, float)):
+                raise click.UsageError(
+                    f"no such option: {arg} (an argument that starts with '-' goes after '--': "
+                    f"taskit enqueue FUNCTION -- {arg})", ctx)
+        return super().parse_args(ctx, args)
+
+
+@main.command("enqueue", cls=_EnqueueCommand, context_settings={"ignore_unknown_options": True},
+              short_help="Enqueue a job from the shell.")
 @click.argument("function")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 @click.option("-k", "--kwarg", "kwargs", multiple=True, metavar="NAME=VALUE",

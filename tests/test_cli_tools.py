@@ -183,3 +183,15 @@ def test_info_refuses_an_interval_it_cannot_sleep_in_one_line(cli_env, interval)
     proc = taskit(cli_env, "info", "-i", interval)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert proc.stderr.strip() == f"Error: --interval must be from 0.1 to 86400 seconds, not {float(interval):g}"
+
+
+def test_enqueue_refuses_a_mistyped_option_instead_of_passing_it_to_the_function(connection, cli_env) -> None:
+    for typo in ("--countdwn", "--job_id", "-x"):
+        proc = taskit(cli_env, "enqueue", "sample_tasks.add", "1", typo, "5")
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        assert proc.stderr.strip().endswith(f"Error: no such option: {typo} (an argument that starts with '-' goes "
+                                            f"after '--': taskit enqueue FUNCTION -- {typo})")
+    assert Queue(connection=connection).count == 0
+    negative = Job.fetch(ok(taskit(cli_env, "enqueue", "sample_tasks.add", "-1", "-2.5")).stdout.strip())
+    dashes = Job.fetch(ok(taskit(cli_env, "enqueue", "sample_tasks.add", "-q", "-q-", "--", "-x", "--y")).stdout.strip())
+    assert (negative.args, dashes.args, dashes.origin) == ((-1, -2.5), ("-x", "--y"), "-q-")
