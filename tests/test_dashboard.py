@@ -330,3 +330,39 @@ def test_a_scheduled_time_no_datetime_holds_leaves_the_job_page_readable(connect
     connection.zadd("taskit:scheduled:default", {job.id: 1e300})
     page = _client(connection).get(f"/jobs/{job.id}")
     assert page.status_code == 200 and "scheduled" in page.text
+
+
+def test_a_page_on_another_port_cannot_plant_the_csrf_cookie_and_post(connection, dashboards, page) -> None:
+    """Cookies are shared by every port of a host (and can be set by a sibling subdomain): a
+    page there sets our cookie to a value it knows and posts that value. The browser says
+    where the POST comes from (Sec-Fetch-Site), and only our own origin may change things."""
+    queue = Queue("victim", connection=connection)
+    for i in range(3):
+        queue.enqueue(dashboard_tasks.echo, i)
+    board = dashboards()
+    token = "A" * 43
+    attacker = f"http://127.0.0.1:{free_port()}/"
+    html = f"""<form id="f" method="post" action="{board.url}/queues/victim/empty">
+    <input name="csrf" value="{token}"></form>
+    <script>document.cookie = "taskit_csrf={token}; path=/"; document.getElementById("f").submit();</script>"""
+    page.route(attacker, lambda route: route.fulfill(body=html, content_type="text/html"))
+    with page.expect_response(f"{board.url}/queues/victim/empty") as posted:
+        page.goto(attacker)
+    assert posted.value.status == 403
+    assert queue.count == 3
+    page.goto(board.url + "/queues/victim")  # our own page, with the planted cookie: still works
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click("button:has-text('Empty queue')")
+    assert page.locator(".flash").inner_text() == "Removed 3 waiting job(s) from queue victim."
+
+
+@pytest.mark.parametrize("host", ["localhost:9181", "127.0.0.1", "127.0.0.2:80", "[::1]:9181", "[::1]"])
+def test_without_auth_every_loopback_address_is_served(connection, host) -> None:
+    from starlette.testclient import TestClient
+
+    from taskit.dashboard import create_app
+
+    client = TestClient(create_app(connection, local_only=True))
+    assert client.get("/", headers={"Host": host}).status_code == 200
+    for other in ("attacker.example", "127.0.0.1.attacker.example:80", "[::2]:9181", ""):
+        assert client.get("/", headers={"Host": other}).status_code == 421
