@@ -9,6 +9,8 @@ span ("send <queue>") whose context rides in the job record (field `tc`, the pro
 carrier), and each run is a CONSUMER span ("process <queue>") that continues that trace: the
 request that enqueued a job and the job's run show up as one trace, with the spans your task
 makes inside the run under it. A failed run marks its span as an error with the exception.
+Tracing never changes what happens to a job: if OpenTelemetry itself fails (a span processor
+or propagator that raises), that is logged and the enqueue or the run goes on without it.
 
 Not instrumented, taskit never imports opentelemetry, writes no trace field and wraps
 nothing: the hooks in `Queue.enqueue_many` and the worker check one module attribute.
@@ -16,6 +18,7 @@ nothing: the hooks in `Queue.enqueue_many` and the worker check one module attri
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -31,6 +34,8 @@ if TYPE_CHECKING:
 tracer: Any = None
 
 SYSTEM = "taskit"
+
+log = logging.getLogger("taskit.tracing")
 
 
 def instrument(tracer_provider: Any = None) -> None:
@@ -57,23 +62,29 @@ def producer_spans(jobs: Sequence[Job], fields: Sequence[dict[str, Any]]) -> Ite
     from opentelemetry import trace
     from opentelemetry.propagate import inject
 
-    spans = []
-    for job, job_fields in zip(jobs, fields):
+    def start(job: Job) -> tuple[Any, dict[str, str]]:
         span = tracer.start_span(f"send {job.origin}", kind=trace.SpanKind.PRODUCER, attributes=_attributes(job, "send"))
         carrier: dict[str, str] = {}
         inject(carrier, context=trace.set_span_in_context(span))
+        return span, carrier
+
+    spans = []
+    for job, job_fields in zip(jobs, fields):
+        started = _safely("starting a send span", start, job)
+        if started is None:
+            continue
+        span, carrier = started
         job_fields[Field.TRACE] = serialization.dumps(carrier, "trace context")
         spans.append(span)
     try:
         yield
     except BaseException as exc:
         for span in spans:
-            span.record_exception(exc)
-            span.set_status(trace.Status(trace.StatusCode.ERROR, str(exc)))
+            _safely("recording an error on a span", _mark_failed, span, exc, str(exc))
         raise
     finally:
         for span in spans:
-            span.end()
+            _safely("ending a span", span.end)
 
 
 def consumer(call: Callable[..., Any]) -> Callable[..., Any]:
@@ -87,19 +98,48 @@ def consumer(call: Callable[..., Any]) -> Callable[..., Any]:
     active = tracer
 
     def traced(job: Job, *args: Any, **kwargs: Any) -> Any:
-        parent = extract(_carrier(job.trace_context))
-        with active.start_as_current_span(
-            f"process {job.origin}", context=parent, kind=trace.SpanKind.CONSUMER,
-            attributes={**_attributes(job, "process"), "messaging.taskit.attempt": job.attempts},
-            record_exception=False, set_status_on_exception=False,
-        ) as span:
-            outcome = call(job, *args, **kwargs)
-            if outcome.error is not None:
-                span.record_exception(outcome.error)
-                span.set_status(trace.Status(trace.StatusCode.ERROR, outcome.summary))
-            return outcome
+        ran, outcome = False, None
+        try:
+            parent = extract(_carrier(job.trace_context))
+            with active.start_as_current_span(
+                f"process {job.origin}", context=parent, kind=trace.SpanKind.CONSUMER,
+                attributes={**_attributes(job, "process"), "messaging.taskit.attempt": job.attempts},
+                record_exception=False, set_status_on_exception=False,
+            ) as span:
+                ran = True
+                outcome = call(job, *args, **kwargs)
+                if outcome.error is not None:
+                    _safely("recording an error on a span", _mark_failed, span, outcome.error, outcome.summary)
+        except Exception as exc:
+            if not ran:  # the span could not start: run the job without it
+                _log_failure("starting a process span", exc)
+                return call(job, *args, **kwargs)
+            if outcome is None:
+                raise  # the run itself failed: the worker's to handle, not tracing's
+            _log_failure("ending a span", exc)  # the job ran: its outcome stands
+        return outcome
 
     return traced
+
+
+def _mark_failed(span: Any, error: BaseException, summary: str) -> None:
+    from opentelemetry import trace
+
+    span.record_exception(error)
+    span.set_status(trace.Status(trace.StatusCode.ERROR, summary))
+
+
+def _safely(what: str, action: Callable[..., Any], *args: Any) -> Any:
+    """`action(*args)`, a call into OpenTelemetry; None if it raised (logged)."""
+    try:
+        return action(*args)
+    except Exception as exc:  # noqa: BLE001 (a broken processor or propagator must not fail a job)
+        _log_failure(what, exc)
+        return None
+
+
+def _log_failure(what: str, exc: Exception) -> None:
+    log.warning("tracing: %s failed (%s: %s); the job goes on without it", what, type(exc).__name__, exc)
 
 
 def _attributes(job: Job, operation: str) -> dict[str, Any]:
