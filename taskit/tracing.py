@@ -1,4 +1,4 @@
-"""OpenTelemetry traces, optional (`pip install 'taskit[otel]'`), off until `instrument()`.
+"""OpenTelemetry traces, optional (`pip install '/path/to/taskit[otel]'`), off until `instrument()`.
 
     import taskit.tracing
     taskit.tracing.instrument()        # after setting up the OpenTelemetry SDK
@@ -44,7 +44,10 @@ def instrument(tracer_provider: Any = None) -> None:
     try:
         from opentelemetry import trace
     except ImportError:
-        raise ConfigurationError("tracing needs OpenTelemetry: pip install 'taskit[otel]'") from None
+        raise ConfigurationError(
+            "tracing needs OpenTelemetry: pip install opentelemetry-api (or '/path/to/taskit[otel]' from your copy "
+            "of taskit; taskit is not on PyPI, where a 'taskit' is another project)"
+        ) from None
     from . import __version__
 
     tracer = trace.get_tracer("taskit", __version__, tracer_provider=tracer_provider)
