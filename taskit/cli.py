@@ -21,7 +21,7 @@ from typing import Any
 import click
 import redis
 
-from . import config, functions
+from . import config, display, functions
 from .exceptions import (
     InvalidJobIdError,
     InvalidOperationError,
@@ -85,6 +85,12 @@ def _connect(url: str) -> Any:
     # code run here (a task enqueuing another job, Queue() without connection=) uses it too
     config.configure(connection=connection)
     return connection
+
+
+def _say(text: str) -> None:
+    """Print a line that shows job or worker data, which anyone who can write to Redis (or
+    make a task raise) chose: its control characters are shown as escapes."""
+    click.echo(display.terminal_safe(text))
 
 
 def _fail_cleanly(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -397,12 +403,12 @@ def _print_overview(overview: Any) -> None:
         state = f"lease {lease:.0f}s left" if lease > 0 else f"lease expired {-lease:.0f}s ago (presumed dead)"
         beat = w.heartbeat_age(now)
         heartbeat = "" if beat is None else f"  heartbeat {ago(beat)} ago"
-        click.echo(f"  {w.name}  {where}  queues {','.join(w.queues) or '?'}  holding {w.held} job(s)  {state}{heartbeat}")
+        _say(f"  {w.name}  {where}  queues {','.join(w.queues) or '?'}  holding {w.held} job(s)  {state}{heartbeat}")
         running = w.running
         if running is not None:
             since = "" if running.started_at is None else f" for {ago(now - running.started_at)}"
             more = f" (+{w.held - 1} more claimed)" if w.held > 1 else ""
-            click.echo(f"      running {running.task} (job {running.id}){since}{more}")
+            _say(f"      running {running.task} (job {running.id}){since}{more}")
 
 
 @main.command("job", short_help="Show one job: arguments, result or traceback, timeline.")
@@ -433,12 +439,12 @@ def job_command(job_id: str, url: str, as_json: bool) -> None:
             value = ", ".join(f"{k}={v}" for k, v in value.items())
         elif isinstance(value, list):
             value = ", ".join(value) if value else "(none)"
-        click.echo(f"{name.replace('_', ' '):12} {value}")
+        _say(f"{name.replace('_', ' '):12} {value}")
     if result is not None:
-        click.echo(f"{'result':12} {result}")
+        _say(f"{'result':12} {result}")
     if traceback:
         click.echo("traceback:")
-        click.echo(traceback.rstrip())
+        _say(traceback.rstrip())
 
 
 @main.command()
@@ -472,11 +478,11 @@ def failed(queues: tuple[str, ...], url: str, limit: int) -> None:
             shown += 1
             if not isinstance(job, Job):  # corrupt: named, and the others still listed
                 click.echo(f"{job_id}  {name}  -  (unreadable)")
-                click.echo(f"    {job}")
+                _say(f"    {job}")
                 continue
             ended = f"{job.ended_at:%Y-%m-%d %H:%M:%S}" if job.ended_at else "-"
-            click.echo(f"{job.id}  {name}  {ended}  {call_text(job, 60)}")
-            click.echo(f"    {last_error_line(job.exc_info) or '(no traceback)'}")
+            _say(f"{job.id}  {name}  {ended}  {call_text(job, 60)}")
+            _say(f"    {last_error_line(job.exc_info) or '(no traceback)'}")
     click.echo(f"{total} failed job(s)" + (f", {shown} shown" if shown < total else "")
                + f" on {', '.join(repr(n) for n in names) or 'no queue'}.")
 

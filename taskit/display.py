@@ -13,6 +13,7 @@ arguments most jobs have: the worker shows every job it runs.)
 from __future__ import annotations
 
 import datetime as dt
+import re
 import sys
 import uuid
 from itertools import islice
@@ -63,6 +64,17 @@ def _show(value: Any, room: int, depth: int) -> str:
     if kind is tuple and len(value) == 1:
         right = "," + right
     return left + ", ".join(parts) + right
+
+
+#: control characters but newline and tab: C0, DEL and C1 (ESC starts a terminal's escape sequences)
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def terminal_safe(text: str) -> str:
+    """`text` with its control characters but newline and tab shown as escapes ('\\x1b'): job
+    data printed to a terminal must not drive it (an exception message can carry sequences
+    that retitle the window, clear the screen or write to the clipboard)."""
+    return _CONTROL.sub(lambda match: match.group().encode("unicode_escape").decode(), text)
 
 
 def clipped(text: str, limit: int = LIMIT) -> str:

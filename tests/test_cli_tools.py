@@ -195,3 +195,20 @@ def test_enqueue_refuses_a_mistyped_option_instead_of_passing_it_to_the_function
     negative = Job.fetch(ok(taskit(cli_env, "enqueue", "sample_tasks.add", "-1", "-2.5")).stdout.strip())
     dashes = Job.fetch(ok(taskit(cli_env, "enqueue", "sample_tasks.add", "-q", "-q-", "--", "-x", "--y")).stdout.strip())
     assert (negative.args, dashes.args, dashes.origin) == ((-1, -2.5), ("-x", "--y"), "-q-")
+
+
+def test_job_data_cannot_drive_the_terminal_that_shows_it(connection, cli_env) -> None:
+    """An exception message (or a worker name in Redis) with escape sequences: `taskit job`,
+    `failed` and `info` show them as text, never send them to the terminal."""
+    attack = "\x1b]0;retitled\x07\x1b[2J\x1b]52;c;cHduZWQ=\x07"
+    queue = Queue(connection=connection)
+    job = queue.enqueue(sample_tasks.fail, attack)
+    Worker([queue], modules=("sample_tasks",)).work(burst=True)
+    connection.zadd("taskit:workers", {"w1": time.time() + 60})
+    connection.hset("taskit:worker:w1", mapping={"host": attack, "pid": "1", "queues": "default"})
+    for command in (("job", job.id), ("failed",), ("info",)):
+        shown = taskit(cli_env, *command)  # (`taskit job` shows the job's own traceback)
+        assert shown.returncode == 0 and shown.stderr == "", shown.stderr
+        out = shown.stdout
+        assert "\x1b" not in out and "\x07" not in out, command
+        assert "\\x1b]0;retitled\\x07" in out, command
