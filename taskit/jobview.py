@@ -8,6 +8,7 @@ repr fails shows as such; the dashboard escapes the text it gets from here.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import reprlib
 import time
 from collections.abc import Sequence
@@ -62,8 +63,9 @@ def last_error_line(exc_info: str | None) -> str:
 
 
 def ago(seconds: float | None) -> str:
-    """A duration, short: '0.4s', '12s', '3m 05s', '2h 10m', '4d 3h'."""
-    if seconds is None:
+    """A duration, short: '0.4s', '12s', '3m 05s', '2h 10m', '4d 3h'; '-' for none, and for
+    inf or nan, which a lease or enqueue time someone set in Redis can give."""
+    if seconds is None or not math.isfinite(seconds):
         return "-"
     if seconds < 10:
         return f"{seconds:.1f}s"

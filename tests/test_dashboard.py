@@ -366,3 +366,18 @@ def test_without_auth_every_loopback_address_is_served(connection, host) -> None
     assert client.get("/", headers={"Host": host}).status_code == 200
     for other in ("attacker.example", "127.0.0.1.attacker.example:80", "[::2]:9181", ""):
         assert client.get("/", headers={"Host": other}).status_code == 421
+
+
+def test_a_lease_or_enqueue_time_of_inf_leaves_the_pages_readable(connection, cli_env) -> None:
+    from test_cli import ok, taskit
+
+    from taskit.storage import keys
+
+    connection.zadd(keys.WORKERS, {"w-inf": float("inf")})
+    connection.hset(keys.worker("w-inf"), mapping={"host": "h", "pid": "1", "queues": "default", "lease": "inf"})
+    job = Queue(connection=connection).enqueue(dashboard_tasks.echo, 1, ttl=600)  # (a hash of its own)
+    connection.hset(keys.job(job.id), "e", "-inf")
+    client = _client(connection)
+    for path in ("/", "/workers"):
+        assert client.get(path).status_code == 200, path
+    ok(taskit(cli_env, "info"))
