@@ -684,6 +684,7 @@ def dashboard(modules: tuple[str, ...], url: str, host: str, port: int, username
             f"refusing to serve the dashboard on {host} without auth: set --username/--password or --token "
             "(or pass --insecure-no-auth)"
         )
+    _check_can_listen(host, port)
     import_modules(modules, paths)
     connection = _connect(url)
     from .dashboard import create_app
@@ -698,6 +699,20 @@ def dashboard(modules: tuple[str, ...], url: str, host: str, port: int, username
         uvicorn.run(app, host=host, port=port, log_level="warning")
     except KeyboardInterrupt:  # Ctrl-C before uvicorn took over the signal
         return
+
+
+def _check_can_listen(host: str, port: int) -> None:
+    """Fail in one line, before announcing anything, when HOST:PORT cannot be listened on (uvicorn
+    would log its own error after our 'serving' line and exit 3)."""
+    import socket
+
+    try:
+        family, kind, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+            probe.bind(address)
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
 
 @main.command()

@@ -381,3 +381,15 @@ def test_a_lease_or_enqueue_time_of_inf_leaves_the_pages_readable(connection, cl
     for path in ("/", "/workers"):
         assert client.get(path).status_code == 200, path
     ok(taskit(cli_env, "info"))
+
+
+def test_a_port_in_use_is_said_in_one_line_before_anything_is_announced(cli_env) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = subprocess.run(taskit_command("dashboard", "--port", str(port)), env=cli_env, capture_output=True,
+                              text=True, timeout=60, check=False)
+    assert proc.returncode == 1 and proc.stderr == f"Error: cannot listen on 127.0.0.1:{port}: Address already in use\n"
