@@ -21,7 +21,7 @@ from typing import Any
 import click
 import redis
 
-from . import config, functions
+from . import config, display, functions
 from .exceptions import (
     InvalidJobIdError,
     InvalidOperationError,
@@ -87,6 +87,12 @@ def _connect(url: str) -> Any:
     return connection
 
 
+def _say(text: str) -> None:
+    """Print a line that shows job or worker data, which anyone who can write to Redis (or
+    make a task raise) chose: its control characters are shown as escapes."""
+    click.echo(display.terminal_safe(text))
+
+
 def _fail_cleanly(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Turn taskit's errors into one line on stderr and exit status 1."""
 
@@ -148,7 +154,12 @@ class UsageError(click.ClickException):
 #: the -c N processes are named NAME.1, NAME.2, ...: room for the dot and 7 digits of restarts
 _CHILD_SUFFIX = 8
 #: the options given in seconds, and the range of each
-_SECONDS_RANGE = {"lease": (0.1, 86_400.0), "maintenance_interval": (0.1, 86_400.0), "shutdown_timeout": (0.0, 86_400.0)}
+_SECONDS_RANGE = {
+    "interval": (0.1, 86_400.0),  # taskit info -i
+    "lease": (0.1, 86_400.0),
+    "maintenance_interval": (0.1, 86_400.0),
+    "shutdown_timeout": (0.0, 86_400.0),
+}
 
 
 def check_worker_options(modules: Sequence[str], queues: Sequence[str], name: str | None, concurrency: int | None,
@@ -174,14 +185,20 @@ def check_worker_options(modules: Sequence[str], queues: Sequence[str], name: st
             f"so use at most {MAX_NAME_LENGTH - _CHILD_SUFFIX} characters"
         )
     for option, value in seconds.items():
-        low, high = _SECONDS_RANGE[option]
-        if not (math.isfinite(value) and low <= value <= high):
-            raise UsageError(f"--{_flag(option)} must be from {low:g} to {high:g} seconds, not {value:g}")
+        check_seconds(option, value)
     for option, count in counts.items():
         if count < 1:
             raise UsageError(f"--{_flag(option)} must be at least 1, not {count}")
     if max_memory is not None and not (math.isfinite(max_memory) and max_memory >= 1):
         raise UsageError(f"--max-memory must be a number of megabytes, at least 1, not {max_memory:g}")
+
+
+def check_seconds(option: str, value: float) -> None:
+    """Refuse a number of seconds outside the option's _SECONDS_RANGE (nan and inf too, which
+    click's FloatRange lets through and time.sleep() then refuses with a traceback)."""
+    low, high = _SECONDS_RANGE[option]
+    if not (math.isfinite(value) and low <= value <= high):
+        raise UsageError(f"--{_flag(option)} must be from {low:g} to {high:g} seconds, not {value:g}")
 
 
 def _flag(option: str) -> str:
@@ -362,7 +379,7 @@ def _why_not_failed(job_id: str, queue: str) -> str:
 
 @main.command(short_help="Show queues and workers with their jobs (-i N: refresh).")
 @url_option
-@click.option("-i", "--interval", type=click.FloatRange(min=0.1), metavar="SECONDS",
+@click.option("-i", "--interval", type=float, metavar="SECONDS",
               help="Refresh in place every SECONDS until Ctrl-C.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (with --interval: one document per line and refresh).")
 @_fail_cleanly
@@ -378,6 +395,8 @@ def info(url: str, interval: float | None, as_json: bool) -> None:
     """
     from .overview import read_overview
 
+    if interval is not None:
+        check_seconds("interval", interval)
     connection = _connect(url)
     try:
         while True:
@@ -418,12 +437,12 @@ def _print_overview(overview: Any) -> None:
         state = f"lease {lease:.0f}s left" if lease > 0 else f"lease expired {-lease:.0f}s ago (presumed dead)"
         beat = w.heartbeat_age(now)
         heartbeat = "" if beat is None else f"  heartbeat {ago(beat)} ago"
-        click.echo(f"  {w.name}  {where}  queues {','.join(w.queues) or '?'}  holding {w.held} job(s)  {state}{heartbeat}")
+        _say(f"  {w.name}  {where}  queues {','.join(w.queues) or '?'}  holding {w.held} job(s)  {state}{heartbeat}")
         running = w.running
         if running is not None:
             since = "" if running.started_at is None else f" for {ago(now - running.started_at)}"
             more = f" (+{w.held - 1} more claimed)" if w.held > 1 else ""
-            click.echo(f"      running {running.task} (job {running.id}){since}{more}")
+            _say(f"      running {running.task} (job {running.id}){since}{more}")
 
 
 @main.command("job", short_help="Show one job: arguments, result or traceback, timeline.")
@@ -454,12 +473,12 @@ def job_command(job_id: str, url: str, as_json: bool) -> None:
             value = ", ".join(f"{k}={v}" for k, v in value.items())
         elif isinstance(value, list):
             value = ", ".join(value) if value else "(none)"
-        click.echo(f"{name.replace('_', ' '):12} {value}")
+        _say(f"{name.replace('_', ' '):12} {value}")
     if result is not None:
-        click.echo(f"{'result':12} {result}")
+        _say(f"{'result':12} {result}")
     if traceback:
         click.echo("traceback:")
-        click.echo(traceback.rstrip())
+        _say(traceback.rstrip())
 
 
 @main.command(short_help="Cancel jobs; running ones are stopped.")
@@ -519,19 +538,26 @@ def failed(queues: tuple[str, ...], url: str, limit: int) -> None:
       taskit failed -q emails        one queue
     Then `taskit job ID` shows one in full and `taskit requeue -q Q ID` runs it again.
     """
-    from .jobview import call_text, last_error_line
+    from .jobview import call_text, last_error_line, read_jobs
 
     connection = _connect(url)
     names = list(dict.fromkeys(queues)) or [q.name for q in Queue.all(connection)]
     shown = total = 0
     for name in names:
         registry = FailedJobRegistry(name, connection)
-        total += registry.count
-        for job in registry.get_jobs(0, limit - 1):
+        count = registry.count
+        if not count and queues:
+            _check_queue_known(Store.of(connection), name)
+        total += count
+        for job_id, job in read_jobs(registry.get_job_ids(0, limit - 1), connection):
             shown += 1
+            if not isinstance(job, Job):  # corrupt: named, and the others still listed
+                click.echo(f"{job_id}  {name}  -  (unreadable)")
+                _say(f"    {job}")
+                continue
             ended = f"{job.ended_at:%Y-%m-%d %H:%M:%S}" if job.ended_at else "-"
-            click.echo(f"{job.id}  {name}  {ended}  {call_text(job, 60)}")
-            click.echo(f"    {last_error_line(job.exc_info) or '(no traceback)'}")
+            _say(f"{job.id}  {name}  {ended}  {call_text(job, 60)}")
+            _say(f"    {last_error_line(job.exc_info) or '(no traceback)'}")
     click.echo(f"{total} failed job(s)" + (f", {shown} shown" if shown < total else "")
                + f" on {', '.join(repr(n) for n in names) or 'no queue'}.")
 
@@ -550,7 +576,10 @@ def empty(queues: tuple[str, ...], url: str) -> None:
     connection = _connect(url)
     targets = [Queue(name, connection) for name in dict.fromkeys(queues)]  # every name checked first
     for queue in targets:
-        click.echo(f"Removed {queue.empty()} job(s) from queue {queue.name!r}.")
+        removed = queue.empty()
+        if not removed:
+            _check_queue_known(Store.of(connection), queue.name)
+        click.echo(f"Removed {removed} job(s) from queue {queue.name!r}.")
 
 
 def _parse_value(text: str) -> Any:
@@ -561,7 +590,32 @@ def _parse_value(text: str) -> Any:
         return text
 
 
-@main.command("enqueue", context_settings={"ignore_unknown_options": True}, short_help="Enqueue a job from the shell.")
+class _EnqueueCommand(click.Command):
+    """`taskit enqueue`: an ARG may be a negative number (-1, -2.5), which click would take for
+    an option; anything else that looks like an option and is not one (a typo such as
+    --countdwn) is refused, instead of being enqueued as an argument of the function."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        takes_value = {opt: not param.is_flag for param in self.get_params(ctx) if isinstance(param, click.Option)
+                       for opt in param.opts}
+        tokens = iter(args)
+        for arg in tokens:
+            if arg == "--":
+                break
+            name = arg.split("=", 1)[0]
+            if name in takes_value:
+                if takes_value[name] and "=" not in arg:
+                    next(tokens, None)  # its value, whatever it looks like
+            elif arg.startswith("-") and len(arg) > 1 and arg[:2] not in takes_value \
+                    and not isinstance(_parse_value(arg), (int, float)):
+                raise click.UsageError(
+                    f"no such option: {arg} (an argument that starts with '-' goes after '--': "
+                    f"taskit enqueue FUNCTION -- {arg})", ctx)
+        return super().parse_args(ctx, args)
+
+
+@main.command("enqueue", cls=_EnqueueCommand, context_settings={"ignore_unknown_options": True},
+              short_help="Enqueue a job from the shell.")
 @click.argument("function")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 @click.option("-k", "--kwarg", "kwargs", multiple=True, metavar="NAME=VALUE",
@@ -705,6 +759,7 @@ def dashboard(modules: tuple[str, ...], url: str, host: str, port: int, username
             f"refusing to serve the dashboard on {host} without auth: set --username/--password or --token "
             "(or pass --insecure-no-auth)"
         )
+    _check_can_listen(host, port)
     import_modules(modules, paths)
     connection = _connect(url)
     from .dashboard import create_app
@@ -719,6 +774,20 @@ def dashboard(modules: tuple[str, ...], url: str, host: str, port: int, username
         uvicorn.run(app, host=host, port=port, log_level="warning")
     except KeyboardInterrupt:  # Ctrl-C before uvicorn took over the signal
         return
+
+
+def _check_can_listen(host: str, port: int) -> None:
+    """Fail in one line, before announcing anything, when HOST:PORT cannot be listened on (uvicorn
+    would log its own error after our 'serving' line and exit 3)."""
+    import socket
+
+    try:
+        family, kind, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+            probe.bind(address)
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
 
 @main.command()

@@ -13,6 +13,7 @@ arguments most jobs have: the worker shows every job it runs.)
 from __future__ import annotations
 
 import datetime as dt
+import re
 import sys
 import uuid
 from itertools import islice
@@ -65,9 +66,29 @@ def _show(value: Any, room: int, depth: int) -> str:
     return left + ", ".join(parts) + right
 
 
+#: control characters but newline and tab: C0, DEL and C1 (ESC starts a terminal's escape sequences)
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+#: every control character: a log line stays one line
+_LINE_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
+def _escaped(match: re.Match[str]) -> str:
+    return match.group().encode("unicode_escape").decode()
+
+
+def terminal_safe(text: str) -> str:
+    """`text` with its control characters but newline and tab shown as escapes ('\\x1b'): job
+    data printed to a terminal must not drive it (an exception message can carry sequences
+    that retitle the window, clear the screen or write to the clipboard)."""
+    return _CONTROL.sub(_escaped, text)
+
+
 def clipped(text: str, limit: int = LIMIT) -> str:
-    """`text` cut to `limit` characters (the cut marked with '...')."""
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    """`text` cut to `limit` characters (the cut marked with '...'), for a log line: its
+    control characters, newlines too, are shown as escapes (so each may take 4 characters),
+    so that job data can neither drive the terminal that shows the log nor forge a line."""
+    text = text if len(text) <= limit else text[: limit - 3] + "..."
+    return _LINE_CONTROL.sub(_escaped, text)
 
 
 def shown(value: Any, limit: int = LIMIT) -> str:

@@ -157,6 +157,21 @@ def _int(raw: bytes | None, default: int | None) -> int | None:
     return default if raw is None else int(raw)
 
 
+#: the last stored time (Unix milliseconds) a datetime can hold: the end of the year 9999
+_LAST_MS = 253_402_300_799_999
+
+
+def _stored_time(raw: bytes | None) -> float | None:
+    """A stored time, checked now so that reading it later as a datetime cannot fail: a
+    crafted 'inf', 'nan' or 1e20 would make every page and command that shows the job raise."""
+    if raw is None:
+        return None
+    value = float(raw)
+    if not 0 <= value <= _LAST_MS:
+        raise ValueError(f"{value!r} is not a time in Unix milliseconds")
+    return value
+
+
 #: (attribute, field) of the stored times
 _TIMES = (
     ("created_at", Field.CREATED),
@@ -360,7 +375,7 @@ class Job:
             self.origin = f[Field.QUEUE].decode() if Field.QUEUE in f else DEFAULT_QUEUE
             for name, field in _TIMES:
                 raw = f.get(field)
-                setattr(self, name, None if raw is None else float(raw))  # checked here, parsed when read
+                setattr(self, name, _stored_time(raw))  # checked here, parsed when read
             if f.get(Field.CREATED) is None:
                 self.created_at = self.__dict__["_enqueued_at"]
             name = "timeout"
@@ -446,7 +461,7 @@ class Job:
             self._status = JobStatus(status.decode())
             for (name, field), raw in zip(_PROGRESS, values):
                 if field in _TIME_FIELDS:
-                    setattr(self, name, None if raw is None else float(raw))
+                    setattr(self, name, _stored_time(raw))
                 elif field == Field.WORKER:
                     self.worker_name = None if raw is None else raw.decode()
                 else:

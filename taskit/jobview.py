@@ -8,13 +8,18 @@ repr fails shows as such; the dashboard escapes the text it gets from here.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import reprlib
 import time
+from collections.abc import Sequence
 from typing import Any
 
-from .exceptions import TaskitError
+from . import config
+from .connections import Client
+from .exceptions import SerializationError, TaskitError
 from .job import Job, JobStatus
 from .registry import ScheduledJobRegistry
+from .storage.store import Store
 
 _repr = reprlib.Repr()
 _repr.maxstring = 300
@@ -34,6 +39,23 @@ def short_repr(value: Any, limit: int = 1000) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def read_jobs(job_ids: Sequence[str], connection: Client | None = None) -> list[tuple[str, Job | SerializationError]]:
+    """The jobs of `job_ids` that still exist (one round trip), each read, or the error that
+    says why it cannot be: a list must show its other jobs when one of them is corrupt."""
+    if not job_ids:
+        return []
+    rows = Store.of(config.get_connection(connection)).fetch(job_ids)
+    jobs: list[tuple[str, Job | SerializationError]] = []
+    for job_id, fields in zip(job_ids, rows):
+        if fields is None:
+            continue  # gone since its id was listed
+        try:
+            jobs.append((job_id, Job.from_fields(job_id, fields, connection)))
+        except SerializationError as exc:
+            jobs.append((job_id, exc))
+    return jobs
+
+
 def last_error_line(exc_info: str | None) -> str:
     """The last line of a traceback: the exception and its message."""
     lines = [line for line in (exc_info or "").strip().splitlines() if line.strip()]
@@ -41,8 +63,9 @@ def last_error_line(exc_info: str | None) -> str:
 
 
 def ago(seconds: float | None) -> str:
-    """A duration, short: '0.4s', '12s', '3m 05s', '2h 10m', '4d 3h'."""
-    if seconds is None:
+    """A duration, short: '0.4s', '12s', '3m 05s', '2h 10m', '4d 3h'; '-' for none, and for
+    inf or nan, which a lease or enqueue time someone set in Redis can give."""
+    if seconds is None or not math.isfinite(seconds):
         return "-"
     if seconds < 10:
         return f"{seconds:.1f}s"
@@ -76,7 +99,7 @@ def details(job: Job, now: float | None = None) -> dict[str, Any]:
     if status == JobStatus.SCHEDULED:
         try:
             next_run = ScheduledJobRegistry(job.origin, job._connection).get_scheduled_time(job.id)
-        except TaskitError:
+        except (TaskitError, OverflowError, OSError, ValueError):  # (a score no datetime holds)
             next_run = None
     return {
         "id": job.id,

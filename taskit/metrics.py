@@ -1,4 +1,4 @@
-"""Prometheus metrics, read from Redis at scrape time (`pip install 'taskit[dashboard]'`).
+"""Prometheus metrics, read from Redis at scrape time (`pip install '/path/to/taskit[dashboard]'`).
 
 One scrape covers every worker on every host, since everything comes from Redis:
 
@@ -37,7 +37,8 @@ try:
     from prometheus_client.registry import Collector, CollectorRegistry
 except ImportError:  # pragma: no cover (the extra is installed in the tests)
     raise ConfigurationError(
-        "taskit's metrics need prometheus_client: pip install 'taskit[dashboard]'"
+        "taskit's metrics need prometheus_client: pip install '/path/to/taskit[dashboard]' from your copy of "
+        "taskit (taskit is not on PyPI; a 'taskit' there is another project), or pip install prometheus_client"
     ) from None
 
 #: stats outcome code (lua/lib/stats.lua) -> the `outcome` label

@@ -17,6 +17,7 @@ import hostile_tasks
 import msgpack
 import pytest
 import redis
+import sample_tasks
 from records import own_hash
 from test_cli import one_error_line, taskit
 from test_faults import WorkerProcess, assert_nothing_held
@@ -233,3 +234,13 @@ def test_the_bad_jobs_above_are_refused_in_one_line_each(connection: redis.Redis
     log = run_hostile_worker(cli_env, tmp_path)
     refusals = [line for line in log.splitlines() if "refused job" in line]
     assert len(refusals) == 2 and all(len(line) < 500 for line in refusals), refusals
+
+
+def test_a_log_line_shows_control_characters_of_job_data_as_escapes(connection, caplog):
+    """An error message with an escape sequence or a newline: the worker's log line neither
+    sends it to the terminal that shows the log nor splits into a forged second line."""
+    queue = Queue(connection=connection)
+    queue.enqueue(sample_tasks.fail, "\x1b]0;retitled\x07\n2026-01-01 00:00:00 INFO taskit.worker: all good")
+    Worker([queue], modules=("sample_tasks",)).work(burst=True)
+    (line,) = [r.getMessage() for r in caplog.records if "failed: ValueError" in r.getMessage()]
+    assert "\x1b" not in line and "\n" not in line and "\\x1b]0;retitled\\x07\\n2026-01-01" in line

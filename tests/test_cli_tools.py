@@ -12,9 +12,11 @@ import pytest
 import redis
 import sample_tasks
 from conftest import taskit_command
+from records import own_hash
 from test_cli import failed_jobs, ok, one_error_line, taskit
 
 from taskit import Job, JobStatus, Queue, Worker
+from taskit.exceptions import SerializationError
 
 
 @pytest.fixture
@@ -144,3 +146,69 @@ def test_help_lists_the_new_commands(cli_env) -> None:
         assert name in top
     enqueue = " ".join(ok(taskit(cli_env, "enqueue", "--help")).stdout.split())
     assert "read as JSON when it is valid JSON" in enqueue
+
+
+@pytest.mark.parametrize("stamp", ["inf", "nan", "1e20", "-99999999999999"])
+def test_a_stored_time_no_datetime_can_hold_makes_the_job_corrupt_not_a_traceback(connection, cli_env, stamp) -> None:
+    (job_id,) = failed_jobs(Queue(connection=connection), 1)
+    connection.hset(own_hash(connection, job_id), "en", stamp)
+    line = one_error_line(taskit(cli_env, "job", job_id))
+    assert line.startswith(f"Error: job {job_id} is corrupt: field 'ended_at' is unreadable ("), line
+    with pytest.raises(SerializationError):
+        Job.fetch(job_id, connection)
+
+
+def test_failed_lists_the_other_jobs_when_one_is_corrupt(connection, cli_env) -> None:
+    first, corrupt, last = failed_jobs(Queue(connection=connection), 3)
+    connection.hset(own_hash(connection, corrupt), "n", "not a number")
+    out = ok(taskit(cli_env, "failed", "-q", "default")).stdout
+    assert f"{first}  default  " in out and f"{last}  default  " in out
+    assert f"{corrupt}  default  -  (unreadable)\n    job {corrupt} is corrupt: field 'attempts'" in out
+    assert out.strip().endswith("3 failed job(s) on 'default'.")
+
+
+def test_failed_and_empty_name_a_queue_taskit_does_not_know(connection, cli_env) -> None:
+    """As `requeue --all` does: a typo is not 'nothing to do'."""
+    failed_jobs(Queue(connection=connection), 1)
+    for command in (("failed", "-q", "defualt"), ("empty", "defualt")):
+        line = one_error_line(taskit(cli_env, *command))
+        assert line.startswith("Error: unknown queue 'defualt': no job waits on it or is in its registries"), line
+        assert "'default'" in line
+    assert ok(taskit(cli_env, "empty", "default")).stdout == "Removed 0 job(s) from queue 'default'.\n"
+    assert ok(taskit(cli_env, "failed", "-q", "default")).stdout.strip().endswith("1 failed job(s) on 'default'.")
+
+
+@pytest.mark.parametrize("interval", ["nan", "inf", "1e300", "0", "-1"])
+def test_info_refuses_an_interval_it_cannot_sleep_in_one_line(cli_env, interval) -> None:
+    proc = taskit(cli_env, "info", "-i", interval)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.strip() == f"Error: --interval must be from 0.1 to 86400 seconds, not {float(interval):g}"
+
+
+def test_enqueue_refuses_a_mistyped_option_instead_of_passing_it_to_the_function(connection, cli_env) -> None:
+    for typo in ("--countdwn", "--job_id", "-x"):
+        proc = taskit(cli_env, "enqueue", "sample_tasks.add", "1", typo, "5")
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        assert proc.stderr.strip().endswith(f"Error: no such option: {typo} (an argument that starts with '-' goes "
+                                            f"after '--': taskit enqueue FUNCTION -- {typo})")
+    assert Queue(connection=connection).count == 0
+    negative = Job.fetch(ok(taskit(cli_env, "enqueue", "sample_tasks.add", "-1", "-2.5")).stdout.strip())
+    dashes = Job.fetch(ok(taskit(cli_env, "enqueue", "sample_tasks.add", "-q", "-q-", "--", "-x", "--y")).stdout.strip())
+    assert (negative.args, dashes.args, dashes.origin) == ((-1, -2.5), ("-x", "--y"), "-q-")
+
+
+def test_job_data_cannot_drive_the_terminal_that_shows_it(connection, cli_env) -> None:
+    """An exception message (or a worker name in Redis) with escape sequences: `taskit job`,
+    `failed` and `info` show them as text, never send them to the terminal."""
+    attack = "\x1b]0;retitled\x07\x1b[2J\x1b]52;c;cHduZWQ=\x07"
+    queue = Queue(connection=connection)
+    job = queue.enqueue(sample_tasks.fail, attack)
+    Worker([queue], modules=("sample_tasks",)).work(burst=True)
+    connection.zadd("taskit:workers", {"w1": time.time() + 60})
+    connection.hset("taskit:worker:w1", mapping={"host": attack, "pid": "1", "queues": "default"})
+    for command in (("job", job.id), ("failed",), ("info",)):
+        shown = taskit(cli_env, *command)  # (`taskit job` shows the job's own traceback)
+        assert shown.returncode == 0 and shown.stderr == "", shown.stderr
+        out = shown.stdout
+        assert "\x1b" not in out and "\x07" not in out, command
+        assert "\\x1b]0;retitled\\x07" in out, command

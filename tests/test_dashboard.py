@@ -14,6 +14,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import dashboard_tasks
 import pytest
@@ -276,3 +277,119 @@ def test_mounted_inside_another_asgi_app(connection) -> None:
     assert done.status_code == 303 and done.headers["location"] == f"/ops/taskit/jobs/{job.id}"
     assert job.get_status() == JobStatus.QUEUED
     assert "Requeued job" in client.get(done.headers["location"]).text
+
+
+def _client(connection) -> Any:
+    from starlette.testclient import TestClient
+
+    from taskit.dashboard import create_app
+
+    return TestClient(create_app(connection), base_url="http://localhost")
+
+
+def test_a_page_number_past_what_redis_can_index_shows_the_last_page_not_an_error(connection) -> None:
+    for i in range(3):
+        failed_job(connection, f"order-{i}")
+    client = _client(connection)
+    for registry in ("queued", "failed"):
+        page = client.get(f"/queues/default?registry={registry}&page={10**30}")
+        assert page.status_code == 200 and "page 1000000000" in page.text
+
+
+def test_a_key_of_the_wrong_type_or_a_redis_down_is_said_on_the_page_in_one_line(connection, caplog) -> None:
+    """Not a bare 'Internal Server Error' with a traceback in the log: the reason, named."""
+    failed_job(connection)
+    connection.delete("taskit:failed:default")
+    connection.set("taskit:failed:default", "not a sorted set")
+    client = _client(connection)
+    for path in ("/", "/queues/default", "/metrics"):
+        page = client.get(path)
+        assert page.status_code == 500 and "WRONGTYPE" in page.text, path
+    assert "Cannot show this page" in client.get("/").text
+    assert all(record.exc_info is None for record in caplog.records)
+    assert any("GET /: " in record.getMessage() and "WRONGTYPE" in record.getMessage() for record in caplog.records)
+
+    gone = _client(redis.Redis(port=free_port(), password="s3cret-pw"))
+    for path in ("/", "/jobs/some-job"):  # a job that cannot be read is not a job that does not exist
+        page = gone.get(path)
+        assert page.status_code == 503 and "cannot reach Redis at redis://***@" in page.text, path
+        assert "s3cret-pw" not in page.text
+
+
+@pytest.mark.parametrize("tick", ["inf", "nan", "1e20"])
+def test_a_last_tick_no_datetime_holds_leaves_the_periodic_page_readable(connection, tick) -> None:
+    from taskit.storage import keys
+
+    connection.set(keys.periodic("dashboard_tasks.nightly_cleanup"), tick)
+    page = _client(connection).get("/periodic")
+    assert page.status_code == 200 and "nightly_cleanup" in page.text
+
+
+def test_a_scheduled_time_no_datetime_holds_leaves_the_job_page_readable(connection) -> None:
+    job = Queue(connection=connection).enqueue_in(60, dashboard_tasks.echo, 1)
+    connection.zadd("taskit:scheduled:default", {job.id: 1e300})
+    page = _client(connection).get(f"/jobs/{job.id}")
+    assert page.status_code == 200 and "scheduled" in page.text
+
+
+def test_a_page_on_another_port_cannot_plant_the_csrf_cookie_and_post(connection, dashboards, page) -> None:
+    """Cookies are shared by every port of a host (and can be set by a sibling subdomain): a
+    page there sets our cookie to a value it knows and posts that value. The browser says
+    where the POST comes from (Sec-Fetch-Site), and only our own origin may change things."""
+    queue = Queue("victim", connection=connection)
+    for i in range(3):
+        queue.enqueue(dashboard_tasks.echo, i)
+    board = dashboards()
+    token = "A" * 43
+    attacker = f"http://127.0.0.1:{free_port()}/"
+    html = f"""<form id="f" method="post" action="{board.url}/queues/victim/empty">
+    <input name="csrf" value="{token}"></form>
+    <script>document.cookie = "taskit_csrf={token}; path=/"; document.getElementById("f").submit();</script>"""
+    page.route(attacker, lambda route: route.fulfill(body=html, content_type="text/html"))
+    with page.expect_response(f"{board.url}/queues/victim/empty") as posted:
+        page.goto(attacker)
+    assert posted.value.status == 403
+    assert queue.count == 3
+    page.goto(board.url + "/queues/victim")  # our own page, with the planted cookie: still works
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click("button:has-text('Empty queue')")
+    assert page.locator(".flash").inner_text() == "Removed 3 waiting job(s) from queue victim."
+
+
+@pytest.mark.parametrize("host", ["localhost:9181", "127.0.0.1", "127.0.0.2:80", "[::1]:9181", "[::1]"])
+def test_without_auth_every_loopback_address_is_served(connection, host) -> None:
+    from starlette.testclient import TestClient
+
+    from taskit.dashboard import create_app
+
+    client = TestClient(create_app(connection, local_only=True))
+    assert client.get("/", headers={"Host": host}).status_code == 200
+    for other in ("attacker.example", "127.0.0.1.attacker.example:80", "[::2]:9181", ""):
+        assert client.get("/", headers={"Host": other}).status_code == 421
+
+
+def test_a_lease_or_enqueue_time_of_inf_leaves_the_pages_readable(connection, cli_env) -> None:
+    from test_cli import ok, taskit
+
+    from taskit.storage import keys
+
+    connection.zadd(keys.WORKERS, {"w-inf": float("inf")})
+    connection.hset(keys.worker("w-inf"), mapping={"host": "h", "pid": "1", "queues": "default", "lease": "inf"})
+    job = Queue(connection=connection).enqueue(dashboard_tasks.echo, 1, ttl=600)  # (a hash of its own)
+    connection.hset(keys.job(job.id), "e", "-inf")
+    client = _client(connection)
+    for path in ("/", "/workers"):
+        assert client.get(path).status_code == 200, path
+    ok(taskit(cli_env, "info"))
+
+
+def test_a_port_in_use_is_said_in_one_line_before_anything_is_announced(cli_env) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = subprocess.run(taskit_command("dashboard", "--port", str(port)), env=cli_env, capture_output=True,
+                              text=True, timeout=60, check=False)
+    assert proc.returncode == 1 and proc.stderr == f"Error: cannot listen on 127.0.0.1:{port}: Address already in use\n"

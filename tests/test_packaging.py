@@ -45,3 +45,14 @@ def test_the_wheel_contains_every_module_and_lua_file(tmp_path: Path) -> None:
     expected = source_files()
     assert {"taskit/storage/__init__.py", "taskit/lua/claim.lua", "taskit/lua/lib/packed.lua", "taskit/py.typed"} <= expected
     assert sorted(expected - shipped) == []
+
+
+def test_no_install_line_names_taskit_alone_which_pypi_has_for_another_project() -> None:
+    """taskit is installed from a copy or a wheel; `pip install 'taskit[dashboard]'` (in the
+    docs and in the errors of a missing extra, before) fetched PyPI's unrelated 'taskit'."""
+    import re
+
+    by_name = re.compile(r"pip install[^\n`]*?(?<![\w/.-])['\"]?taskit(\[|['\"\s`]|$)", re.MULTILINE)
+    texts = [ROOT / "README.md", *(ROOT / "docs").glob("*.md"), *(ROOT / "taskit").rglob("*.py")]
+    found = [f"{path.relative_to(ROOT)}: {m.group(0)}" for path in texts for m in by_name.finditer(path.read_text())]
+    assert found == []

@@ -10,7 +10,7 @@ import pytest
 import redis
 import sample_tasks
 from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
@@ -99,3 +99,36 @@ def test_runs_on_threads_and_on_the_event_loop_are_spans_of_their_own_jobs(conne
     inner = by_name(spans, "inside the task") + by_name(spans, "inside the coroutine")
     assert len(inner) == 6 and len({span.parent.span_id for span in inner}) == 6
     assert all(span.parent.span_id in processes for span in inner)
+
+
+class _Broken(SpanProcessor):
+    """A span processor that raises where it is told to: on_start or on_end."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+
+    def on_start(self, span, parent_context=None) -> None:
+        if self.where == "start":
+            raise RuntimeError("processor broken on start")
+
+    def on_end(self, span) -> None:
+        if self.where == "end":
+            raise RuntimeError("processor broken on end")
+
+
+@pytest.mark.parametrize("where", ["start", "end"])
+def test_a_broken_span_processor_changes_nothing_for_the_job(connection: redis.Redis, queue: Queue, where,
+                                                              caplog) -> None:
+    """Before, on_end raising made `.delay()` raise after the job was written (a retry would
+    enqueue it twice) and made a job that ran and succeeded be recorded as failed."""
+    broken = TracerProvider()
+    broken.add_span_processor(_Broken(where))
+    tracing.instrument(broken)
+    try:
+        job = queue.enqueue(sample_tasks.add, 2, 3)
+        assert queue.count == 1
+        Worker([queue], modules=("sample_tasks",)).work(burst=True)
+    finally:
+        tracing.uninstrument()
+    assert job.return_value(refresh=True) == 5
+    assert f"processor broken on {where}" in caplog.text and "the job goes on without it" in caplog.text

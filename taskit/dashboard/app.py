@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
 import time
 import urllib.parse
 from collections.abc import Callable
@@ -35,13 +36,15 @@ from starlette.staticfiles import StaticFiles
 from .. import config, periodic
 from ..connections import Client
 from ..exceptions import (
+    InvalidJobIdError,
     InvalidOperationError,
     NoSuchJobError,
+    RedisUnavailableError,
     SerializationError,
     TaskitError,
 )
 from ..job import Job, JobStatus, validate_id
-from ..jobview import ago, call_text, details, last_error_line, when
+from ..jobview import ago, call_text, details, last_error_line, read_jobs, when
 from ..overview import (
     REGISTRIES,
     STATES,
@@ -58,9 +61,13 @@ from .charts import chart
 from .security import CSRF_FIELD, Guard, csrf_ok, csrf_token, set_csrf_cookie
 
 PAGE_SIZE = 25
+#: highest page number served (a bigger one would ask Redis for an index past 2**63)
+MAX_PAGE = 1_000_000_000
 #: most jobs looked through to fill a page filtered by task name
 SCAN_LIMIT = 1000
 FLASH_COOKIE = "taskit_flash"
+
+log = logging.getLogger("taskit.dashboard")
 
 
 def create_app(
@@ -98,7 +105,7 @@ def create_app(
         Mount("/static", StaticFiles(packages=[("taskit.dashboard", "static")]), name="static"),
     ]
     guard = Middleware(Guard, username=username, password=password, token=token, local_only=local_only)
-    return Starlette(routes=routes, middleware=[guard])
+    return Starlette(routes=routes, middleware=[guard], exception_handlers={TaskitError: pages.error})
 
 
 def _root(request: Request) -> str:
@@ -139,6 +146,15 @@ class _Pages:
     def not_found(self, request: Request, message: str) -> HTMLResponse:
         return self.render(request, "message.html", 404, title="Not found", message=message)
 
+    def error(self, request: Request, exc: Exception) -> Response:
+        """A page that could not be read or an action that could not be done (Redis down, a key
+        of the wrong type): the reason in one line, on the page and in the log, no traceback."""
+        status = 503 if isinstance(exc, RedisUnavailableError) else 500
+        log.error("%s %s: %s", request.method, request.url.path, exc)
+        if request.url.path.endswith("/metrics"):
+            return PlainTextResponse(f"{exc}\n", status)
+        return self.render(request, "message.html", status, title="Cannot show this page", message=str(exc))
+
     # -- pages -------------------------------------------------------------------------
 
     def overview(self, request: Request) -> Response:
@@ -162,16 +178,16 @@ class _Pages:
             registry = "queued"
         task = request.query_params.get("task", "").strip()
         try:
-            page = max(1, int(request.query_params.get("page", "1")))
+            page = min(max(1, int(request.query_params.get("page", "1"))), MAX_PAGE)
         except ValueError:
             page = 1
         now = time.time()
         (state,) = read_queues(self.store, [name], now)
         ids, more, scanned = self._page(name, registry, task, page)
-        rows = [self._row(job_id, fields, now) for job_id, fields in zip(ids, self.store.fetch(ids) if ids else [])]
+        rows = [self._row(job_id, job, now) for job_id, job in read_jobs(ids, self.connection)]
         return self.render(request, "queue.html", title=f"Queue {name}", queue=name, state=state, states=STATES,
                            registry=registry, task=task, page=page, more=more, scanned=scanned,
-                           rows=[row for row in rows if row is not None])
+                           rows=rows)
 
     def _page(self, queue: str, registry: str, task: str, page: int) -> tuple[list[str], bool, int | None]:
         """The ids of one page (oldest first), whether there are more, and (with a task filter)
@@ -198,13 +214,9 @@ class _Pages:
         kind = next(r for r in REGISTRIES if r.kind == registry)
         return kind(queue, self.connection).get_job_ids(start, start + count - 1)
 
-    def _row(self, job_id: str, fields: Any, now: float) -> dict[str, Any] | None:
-        if fields is None:
-            return None  # gone since its id was listed
-        try:
-            job = Job.from_fields(job_id, fields, self.connection)
-        except SerializationError as exc:
-            return {"id": job_id, "task": "?", "call": str(exc), "status": "corrupt", "time": "", "error": ""}
+    def _row(self, job_id: str, job: Job | SerializationError, now: float) -> dict[str, Any]:
+        if isinstance(job, SerializationError):
+            return {"id": job_id, "task": "?", "call": str(job), "status": "corrupt", "time": "", "error": ""}
         status = job.get_status(refresh=False)
         moment = job.ended_at or job.started_at or job.enqueued_at
         return {
@@ -221,7 +233,7 @@ class _Pages:
             Job.fetch(job_id, self.connection)
         except SerializationError:
             pass  # corrupt, but there: its page says so
-        except TaskitError as exc:
+        except (InvalidJobIdError, NoSuchJobError) as exc:
             return self.not_found(request, str(exc))
         return RedirectResponse(f"{_root(request)}/jobs/{urllib.parse.quote(job_id, safe='')}", 303)
 
@@ -231,7 +243,7 @@ class _Pages:
             job = Job.fetch(validate_id(job_id), self.connection)
         except SerializationError as exc:
             return self.render(request, "message.html", 500, title=f"Job {job_id}", message=str(exc))
-        except TaskitError as exc:
+        except (InvalidJobIdError, NoSuchJobError) as exc:
             return self.not_found(request, str(exc))
         shown = details(job)
         status = job.get_status(refresh=False)
@@ -328,9 +340,14 @@ def _queue_path(name: str, registry: str = "queued") -> str:
 
 
 def _utc(stamp: float) -> Any:
+    """A Unix time as a UTC datetime; None for one no datetime holds (a last tick someone
+    set to 'inf' or 1e20 must not make the whole page fail)."""
     import datetime as dt
 
-    return dt.datetime.fromtimestamp(stamp, tz=dt.timezone.utc)
+    try:
+        return dt.datetime.fromtimestamp(stamp, tz=dt.timezone.utc)
+    except (OverflowError, OSError, ValueError):
+        return None
 
 
 def _pack_flash(message: str) -> str:

@@ -3,10 +3,14 @@
 * Auth: basic auth (a user and password), or a token sent as `Authorization: Bearer TOKEN`
   (a browser can send the token as the basic-auth password, with any user name).
 * CSRF: every change is a POST carrying a form field equal to a random cookie that only
-  this site's pages can read (double submit; the cookie is SameSite=Strict and HttpOnly).
+  this site's pages can read (double submit; the cookie is SameSite=Strict and HttpOnly),
+  sent by a page of this very origin when the browser says where it comes from
+  (Sec-Fetch-Site): cookies are not kept apart by port, and a sibling subdomain can set
+  them, so a page at 127.0.0.1:8000 could plant the cookie and post the same value.
 * Headers: a Content-Security-Policy that allows no inline script or style, no framing.
-* Without auth on a loopback address, only requests for a local host name are served, so a
-  web page cannot reach the dashboard by pointing its own name at 127.0.0.1 (DNS rebinding).
+* Without auth on a loopback address, only requests for localhost or a loopback address
+  (127.0.0.1, [::1]) are served, so a web page cannot reach the dashboard by pointing its
+  own name at 127.0.0.1 (DNS rebinding).
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ from starlette.responses import PlainTextResponse, Response
 
 CSRF_COOKIE = "taskit_csrf"
 CSRF_FIELD = "csrf"
-LOCAL_NAMES = ("localhost", "127.0.0.1")
+#: Sec-Fetch-Site values of a POST that may change something: from our own pages (or typed)
+OWN_ORIGIN = ("same-origin", "none")
 
 HEADERS = {
     "content-security-policy": (
@@ -35,6 +40,13 @@ HEADERS = {
     "x-frame-options": "DENY",
     "referrer-policy": "same-origin",
 }
+
+
+def is_local_host(header: str) -> bool:
+    """Whether a Host header ('localhost:9181', '127.0.0.1', '[::1]:9181') names this machine."""
+    host = header.strip()
+    host = host[1:].split("]", 1)[0] if host.startswith("[") else host.rsplit(":", 1)[0]
+    return is_loopback(host)
 
 
 def is_loopback(host: str) -> bool:
@@ -75,8 +87,10 @@ class Guard:
         await self.app(scope, receive, send_with_headers)
 
     def _refusal(self, headers: Headers) -> Response | None:
-        if self.local_only and headers.get("host", "").rsplit(":", 1)[0] not in LOCAL_NAMES:
-            return PlainTextResponse("this dashboard answers only to localhost or 127.0.0.1", 421, headers=HEADERS)
+        if self.local_only and not is_local_host(headers.get("host", "")):
+            return PlainTextResponse(
+                "this dashboard answers only to localhost or a loopback address", 421, headers=HEADERS
+            )
         if (self.password or self.token) and not self._authorized(headers.get("authorization", "")):
             return PlainTextResponse(
                 "authentication required", 401, headers={"www-authenticate": 'Basic realm="taskit", charset="UTF-8"', **HEADERS}
@@ -119,6 +133,9 @@ def set_csrf_cookie(response: Response, request: Request, token: str) -> None:
 
 
 def csrf_ok(request: Request, form_token: object) -> bool:
-    """Whether a POST carries the token of this browser's cookie."""
+    """Whether a POST carries the token of this browser's cookie, and (when the browser says)
+    comes from a page of this origin."""
+    if request.headers.get("sec-fetch-site", "same-origin") not in OWN_ORIGIN:
+        return False
     cookie = request.cookies.get(CSRF_COOKIE, "")
     return isinstance(form_token, str) and len(cookie) == 43 and _same(form_token, cookie)
