@@ -292,7 +292,7 @@ class Worker:
         if self._stop_requested:
             return self._drain()
         running = self._next_to_start()
-        if running is None and not self._inflight.has_waiting():
+        if running is None:
             limit = self._claim_limit(max_jobs)
             if limit:
                 recorded = bool(self._inflight.pending)
@@ -324,15 +324,15 @@ class Worker:
         return max_jobs is None or self.jobs_run < max_jobs
 
     def _claim_limit(self, max_jobs: int | None) -> int:
-        held = len(self._inflight.running)
+        held = self._inflight.held()
         room = None if max_jobs is None else max_jobs - self.jobs_run - held
         if room is not None and room <= 0 and not held:
             self.recycle = True  # --max-jobs reached: a supervisor starts a new process
-        return self._claims.limit(held, room)
+        return self._claims.limit(held, room, self._inflight.waiting)
 
     def _record_and_claim(self, now: float, limit: int) -> int:
         deadline = now + self.lease
-        alone = self._claims.alone(holds_nothing=not self._inflight.running)
+        alone = self._claims.alone(holds_nothing=not self._inflight.held())
         records = self._inflight.take_records()
         try:
             if records:
