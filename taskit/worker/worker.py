@@ -5,8 +5,9 @@ through the Store. Executors only run jobs (taskit.worker.executors): sync jobs 
 loop's own thread (`threads=1`) or on a pool of threads, coroutine jobs on an event loop.
 Capacity is a number of free slots, and a claim asks for the free slots only, plus a small
 prefetch when jobs are short (about BATCH_SECONDS of work per slot), so tiny jobs come 64
-at a time and slow ones one per free slot. Outcomes come back through a mailbox and are
-recorded in the round trip that claims the next jobs.
+at a time and slow ones one per free slot, and a backlog of a few jobs for threads or the
+event loop, so that a freed slot starts the next job at once (claims.py). Outcomes come
+back through a mailbox and are recorded in the round trip that claims the next jobs.
 
 Beside the loop: the monitor thread (heartbeat.py) renews every lease in one round trip
 and runs `_tick` (timeouts, jobs told to stop that do not, the shutdown deadline, jobs
