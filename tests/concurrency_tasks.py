@@ -142,3 +142,18 @@ _hoard: list[bytearray] = []
 @task
 def pid() -> int:
     return os.getpid()
+
+
+#: the list where `gated` jobs note that they started
+GATED_STARTED = "taskit-test:gated-started"
+
+
+@task
+def gated(gate: str) -> str:
+    """Notes that it started, then waits until the file `gate` exists (the test opens it)."""
+    job = get_current_job()
+    assert job is not None
+    job.connection.rpush(GATED_STARTED, job.id)
+    while not os.path.exists(gate):
+        time.sleep(0.01)
+    return job.id

@@ -21,6 +21,7 @@ from test_faults import FAST, WorkerProcess, assert_nothing_held, status, wait_u
 
 from taskit import Job, JobCanceledError, JobStatus, Queue
 from taskit.storage import keys
+from taskit.worker.claims import BACKLOG_SECONDS
 
 MODULES = ("concurrency_tasks", "fault_tasks")
 
@@ -90,6 +91,64 @@ def test_a_claim_takes_only_free_slots(connection, start):
     assert (Queue().started_job_registry.count, Queue().count) == (4, 4)
     assert worker.wait() == 0, worker.output()
     assert results(jobs) == [worker.pid] * 8
+
+
+THREADS, SHORT = 8, 0.02
+#: the most jobs a pool of THREADS keeps waiting behind them, for jobs of SHORT seconds or more
+BACKLOG = int(BACKLOG_SECONDS * THREADS / SHORT)
+
+
+def fill_with_gated_jobs(connection, start, gate: Path, name: str) -> tuple[WorkerProcess, list[Job], set[str]]:
+    """Short jobs, then more gated ones than a pool of THREADS runs: the pool runs short jobs
+    with a backlog, then holds THREADS gated ones, with the backlog claimed behind them.
+    Returns the worker, the gated jobs and the ids of those claimed and not started."""
+    enqueue(ct.span, [(SHORT,)] * 40)
+    gated = enqueue(ct.gated, [(str(gate),)] * 16)
+    worker = start("--threads", str(THREADS), "-n", name, *FAST)
+    wait_until(lambda: connection.llen(ct.GATED_STARTED) == THREADS, what="every thread to hold a gated job")
+    # (FIFO: every short job started before them, so what waits is gated; a job handed back
+    # would take a second of waiting)
+    started = {i.decode() for i in connection.lrange(ct.GATED_STARTED, 0, -1)}
+    claimed = {i.decode() for i in connection.lrange(keys.inflight(name), 0, -1)}
+    return worker, gated, claimed & {j.id for j in gated} - started
+
+
+def test_a_thread_pool_keeps_a_small_backlog_handed_back_behind_slow_jobs(connection, start, tmp_path):
+    """Short jobs: a few more are claimed than threads are free (claims.py BACKLOG_SECONDS),
+    so a freed thread starts the next at once, without a claim's round trip; never more than
+    the threads free up in BACKLOG_SECONDS. Behind jobs that turn out slow, that backlog goes
+    back to its queue for other workers after a second, and each job runs once."""
+    gate = tmp_path / "gate"
+    worker, gated, backlog = fill_with_gated_jobs(connection, start, gate, "pool")
+    assert 1 <= len(backlog) <= BACKLOG, backlog
+    wait_until(lambda: Queue().count == len(gated) - THREADS, what="the backlog to go back to its queue")
+    assert "job(s) that waited 1.0s for a free slot" in worker.output()
+    assert set(Queue().job_ids) >= backlog
+    gate.touch()
+    wait_until(lambda: all_ended(gated), what="every gated job")
+    assert results(gated) == [j.id for j in gated]
+    assert sorted(i.decode() for i in connection.lrange(ct.GATED_STARTED, 0, -1)) == sorted(j.id for j in gated)
+    stop(worker)
+    assert_nothing_held(connection)
+
+
+def test_kill_9_recovers_the_backlog_without_blame(connection, start, tmp_path):
+    """Jobs waiting in the backlog are claimed (in the worker's in-flight list), so a kill -9
+    loses none: they come back and run once; being prefetched, none is blamed for the crash."""
+    gate = tmp_path / "gate"
+    doomed, gated, backlog = fill_with_gated_jobs(connection, start, gate, "doomed")
+    doomed.signal(signal.SIGKILL)
+    doomed.wait()
+    assert backlog, "nothing was waiting behind the threads when the worker was killed"
+    gate.touch()
+    rescuer = start("--threads", str(THREADS), *FAST)
+    wait_until(lambda: all_ended(gated), what="every gated job to be recovered and run")
+    assert results(gated) == [j.id for j in gated]
+    runs = [i.decode() for i in connection.lrange(ct.GATED_STARTED, 0, -1)]
+    assert all(runs.count(job_id) == 1 for job_id in backlog), "a job of the backlog ran before the kill"
+    assert {j.recoveries for j in Job.fetch_many([j.id for j in gated]) if j is not None} == {0}
+    stop(rescuer)
+    assert_nothing_held(connection)
 
 
 @pytest.mark.parametrize(("task", "args"), [(ct.who_am_i, ("--threads", "100")), (ct.async_who_am_i, ("--async-tasks", "100"))])

@@ -144,7 +144,7 @@ def test_outcomes_handed_back_by_the_heartbeat_thread_are_never_lost(connection:
     w = Worker([q], modules=("fault_tasks", "hostile_tasks"), lease=20)
     # claim the three together: the fast one's outcome waits behind the slow one
     first_claim, real_limit = iter([3]), worker_module.ClaimPolicy.limit
-    monkeypatch.setattr(worker_module.ClaimPolicy, "limit", lambda self, held, room: next(first_claim, 0) or real_limit(self, held, room))
+    monkeypatch.setattr(worker_module.ClaimPolicy, "limit", lambda self, *args: next(first_claim, 0) or real_limit(self, *args))
     monkeypatch.setattr(worker_module, "FLUSH_AFTER", 60.0)  # ...until the next claim
     monkeypatch.setattr(worker_module, "HAND_BACK_AFTER", 0.5)
     main_sent = threading.Event()

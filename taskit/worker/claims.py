@@ -2,20 +2,26 @@
 
 * Size: the free slots of each kind of job seen lately (sync, async), times about
   BATCH_SECONDS of work per slot for short jobs, so tiny jobs come up to `prefetch` at a
-  time and slow ones one per free slot. A job that finds the slots of its kind full waits
-  (claimed, so recoverable) and is handed back after a while; the next claim then waits for a
-  slot of that kind.
-* When: not while claimed jobs wait for a slot, and, once a claim came back short (the
-  queues are empty), not until new work is signalled or IDLE_BLOCK has passed.
+  time and slow ones one per free slot; plus, for an executor of many slots (threads, the
+  event loop), a backlog: the jobs its slots free up in about BACKLOG_SECONDS, so that a
+  freed slot starts the next job at once rather than after a claim's round trip (none while
+  its jobs' run time is unknown, and none for jobs that take BACKLOG_SECONDS x slots or
+  more). A job that finds the slots of its kind full waits (claimed, so recoverable) and is
+  handed back after a while; the next claim then waits for a slot of that kind.
+* When: not while claimed jobs wait for a slot (beyond half of a backlog, which is refilled
+  in batches), and, once a claim came back short (the queues are empty), not until new work
+  is signalled or IDLE_BLOCK has passed.
 * Blame (lua/claim.lua, lib/recover.lua): a job claimed alone by a worker that holds
-  nothing else is marked as running alone; the next claim beside it says it no longer is.
-  A quarantined job (one that may have killed workers) runs only alone: the worker then
-  claims nothing more until it ends, or finishes what it holds before claiming it.
+  nothing else (running or waiting) is marked as running alone; the next claim beside it
+  says it no longer is. A quarantined job (one that may have killed workers) runs only
+  alone: the worker then claims nothing more until it ends, or finishes what it holds
+  before claiming it.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from ..storage.store import Alone, Claim
 from .execution import RunningJob
@@ -23,6 +29,9 @@ from .executors import Executor
 
 #: aim for claims that hold about this much work per free slot (seconds), within [1, prefetch]
 BATCH_SECONDS = 0.005
+#: an executor of many slots keeps claimed about as many jobs waiting as its slots free up in
+#: this long (seconds), by their average run time
+BACKLOG_SECONDS = 0.01
 #: a kind of job (sync or async) rarer than this among recent jobs does not count its free slots
 RARE = 0.05
 #: after a short claim, claim again at the latest this much later (seconds)
@@ -42,16 +51,19 @@ class ClaimPolicy:
         self._alone: RunningJob | None = None  # claimed alone ('al' 1), still held
         self.quarantine = ""  # 'alone' or 'drain' (see the module docstring), or ''
 
-    def limit(self, held: int, room: int | None) -> int:
-        """Jobs to claim now, holding `held` running jobs and with `room` more allowed (None:
-        no limit); 0 when no claim is due. A worker that holds nothing always claims (or
-        then blocks in Redis for work)."""
+    def limit(self, held: int, room: int | None, waiting: Callable[[Executor], int]) -> int:
+        """Jobs to claim now, holding `held` jobs (running or waiting for a slot; `waiting`:
+        how many wait for each executor) and with `room` more allowed (None: no limit); 0 when
+        no claim is due. A worker that holds nothing always claims (or then blocks in Redis
+        for work)."""
         if room is not None and room <= 0:
             return 0
         if held:
             if self.quarantine or (self.queues_empty and time.monotonic() < self._recheck_at):
                 return 0
             if self._blocked is not None and self._blocked.free == 0:
+                return 0
+            if any(waiting(executor) > self.backlog(executor) // 2 for executor in (self.sync, self.async_)):
                 return 0
         self._blocked = None
         wanted = free = 0
@@ -60,11 +72,18 @@ class ClaimPolicy:
                 seconds = executor.avg_seconds
                 window = max(1, min(self.prefetch, int(BATCH_SECONDS / seconds))) if seconds else 1
                 free += executor.free
-                wanted += executor.free * window
+                wanted += max(0, executor.free * window + self.backlog(executor) - waiting(executor))
         wanted = min(wanted, max(self.prefetch, free))
         if room is not None:
             wanted = min(wanted, room)
         return wanted if held else max(1, wanted)
+
+    def backlog(self, executor: Executor) -> int:
+        """Claimed jobs to keep waiting for `executor`'s next free slots (see the module docstring)."""
+        seconds = executor.avg_seconds
+        if executor.capacity == 1 or not seconds:
+            return 0
+        return min(executor.capacity, self.prefetch, int(BACKLOG_SECONDS * executor.capacity / seconds))
 
     def free_slots(self) -> int:
         return self.sync.free + (self.async_.free if self.async_share >= RARE else 0)

@@ -48,6 +48,14 @@ class InFlight:
         with self._lock:
             return waiting.popleft() if waiting else None
 
+    def waiting(self, executor: Executor) -> int:
+        """How many jobs wait for a slot of `executor`."""
+        return len(self._waiting[executor])
+
+    def held(self) -> int:
+        """Jobs claimed and not ended: running, or waiting for a slot."""
+        return len(self.running) + sum(len(waiting) for waiting in self._queues)
+
     def has_waiting(self) -> bool:
         for waiting in self._queues:
             if waiting:

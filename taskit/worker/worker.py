@@ -5,8 +5,9 @@ through the Store. Executors only run jobs (taskit.worker.executors): sync jobs 
 loop's own thread (`threads=1`) or on a pool of threads, coroutine jobs on an event loop.
 Capacity is a number of free slots, and a claim asks for the free slots only, plus a small
 prefetch when jobs are short (about BATCH_SECONDS of work per slot), so tiny jobs come 64
-at a time and slow ones one per free slot. Outcomes come back through a mailbox and are
-recorded in the round trip that claims the next jobs.
+at a time and slow ones one per free slot, and a backlog of a few jobs for threads or the
+event loop, so that a freed slot starts the next job at once (claims.py). Outcomes come
+back through a mailbox and are recorded in the round trip that claims the next jobs.
 
 Beside the loop: the monitor thread (heartbeat.py) renews every lease in one round trip
 and runs `_tick` (timeouts, jobs told to stop that do not, the shutdown deadline, jobs
@@ -292,7 +293,7 @@ class Worker:
         if self._stop_requested:
             return self._drain()
         running = self._next_to_start()
-        if running is None and not self._inflight.has_waiting():
+        if running is None:
             limit = self._claim_limit(max_jobs)
             if limit:
                 recorded = bool(self._inflight.pending)
@@ -324,15 +325,15 @@ class Worker:
         return max_jobs is None or self.jobs_run < max_jobs
 
     def _claim_limit(self, max_jobs: int | None) -> int:
-        held = len(self._inflight.running)
+        held = self._inflight.held()
         room = None if max_jobs is None else max_jobs - self.jobs_run - held
         if room is not None and room <= 0 and not held:
             self.recycle = True  # --max-jobs reached: a supervisor starts a new process
-        return self._claims.limit(held, room)
+        return self._claims.limit(held, room, self._inflight.waiting)
 
     def _record_and_claim(self, now: float, limit: int) -> int:
         deadline = now + self.lease
-        alone = self._claims.alone(holds_nothing=not self._inflight.running)
+        alone = self._claims.alone(holds_nothing=not self._inflight.held())
         records = self._inflight.take_records()
         try:
             if records:
