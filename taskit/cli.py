@@ -87,6 +87,11 @@ def _connect(url: str) -> Any:
     return connection
 
 
+def _log_to_stderr(level: str = "INFO") -> None:
+    """Log lines of `level` and above on stderr, with their time and origin."""
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
 def _say(text: str) -> None:
     """Print a line that shows job or worker data, which anyone who can write to Redis (or
     make a task raise) chose: its control characters are shown as escapes."""
@@ -279,7 +284,7 @@ def worker(modules: tuple[str, ...], queues: tuple[str, ...], url: str, burst: b
     check_worker_options(modules, queues, name, concurrency, counts={"threads": threads, "async_tasks": async_tasks},
                          max_memory=max_memory, lease=lease, maintenance_interval=maintenance_interval,
                          shutdown_timeout=shutdown_timeout)
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _log_to_stderr(log_level.upper())
     import_modules(modules, paths)
     connection = _connect(url)
     from .worker import Worker, default_worker_name
@@ -699,6 +704,7 @@ def metrics(url: str, host: str, port: int) -> None:
     """
     from . import metrics as taskit_metrics
 
+    _log_to_stderr()  # a scrape that cannot read Redis is one line here
     connection = _connect(url)
     try:
         taskit_metrics.serve(host, port, connection)
@@ -760,6 +766,7 @@ def dashboard(modules: tuple[str, ...], url: str, host: str, port: int, username
             "(or pass --insecure-no-auth)"
         )
     _check_can_listen(host, port)
+    _log_to_stderr("WARNING")  # a page that cannot be shown is one line here
     import_modules(modules, paths)
     connection = _connect(url)
     from .dashboard import create_app
