@@ -98,6 +98,23 @@ def _say(text: str) -> None:
     click.echo(display.terminal_safe(text))
 
 
+def _echo_json(document: Any) -> None:
+    """Print one JSON document (what every --json prints). A number that is not finite (inf or
+    nan: a lease, a timeout or a time someone set in Redis) is null: JSON has no Infinity, and
+    a strict parser refuses the whole document."""
+    click.echo(json.dumps(_finite(document), allow_nan=False))
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
+
+
 def _fail_cleanly(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Turn taskit's errors into one line on stderr and exit status 1."""
 
@@ -407,7 +424,7 @@ def info(url: str, interval: float | None, as_json: bool) -> None:
         while True:
             overview = read_overview(connection)
             if as_json:
-                click.echo(json.dumps(overview.to_json()))
+                _echo_json(overview.to_json())
             else:
                 if interval is not None:
                     click.clear()
@@ -467,7 +484,7 @@ def job_command(job_id: str, url: str, as_json: bool) -> None:
     connection = _connect(url)
     shown = details(Job.fetch(job_id, connection))
     if as_json:
-        click.echo(json.dumps(shown))
+        _echo_json(shown)
         return
     traceback = shown.pop("traceback")
     result = shown.pop("result")
