@@ -393,3 +393,31 @@ def test_a_port_in_use_is_said_in_one_line_before_anything_is_announced(cli_env)
         proc = subprocess.run(taskit_command("dashboard", "--port", str(port)), env=cli_env, capture_output=True,
                               text=True, timeout=60, check=False)
     assert proc.returncode == 1 and proc.stderr == f"Error: cannot listen on 127.0.0.1:{port}: Address already in use\n"
+
+
+def test_redirects_are_relative_whatever_the_host_header_says(connection, dashboards, page) -> None:
+    """Starlette builds the redirect that drops a trailing slash from the Host header, which the
+    client chooses: with auth on (no local-host check), 'Host: evil.com' made it
+    'Location: http://evil.com/workers'."""
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+    from starlette.testclient import TestClient
+
+    from taskit.dashboard import create_app
+
+    evil = {"Host": "evil.com", "Authorization": "Bearer t0ken"}
+    client = TestClient(create_app(connection, token="t0ken"), base_url="http://localhost")
+    for path, target in (("/workers/", "/workers"), ("/queues/emails/", "/queues/emails"), ("/jobs?id=", "/")):
+        answer = client.get(path, headers=evil, follow_redirects=False)
+        assert answer.is_redirect and answer.headers["location"] == target, path
+    mounted = TestClient(Starlette(routes=[Mount("/ops/taskit", app=create_app(connection, token="t0ken"))]))
+    answer = mounted.get("/ops/taskit/workers/", headers=evil, follow_redirects=False)
+    assert answer.headers["location"] == "/ops/taskit/workers"
+    from taskit.dashboard.security import relative
+
+    assert relative(b"http://evil.com//evil.com/x?a=1#f") == b"/evil.com/x?a=1#f"  # never '//host': another site
+    assert relative(b"/jobs/a?registry=failed") == b"/jobs/a?registry=failed"
+
+    board = dashboards()  # and in a browser, the redirect lands on the page
+    page.goto(board.url + "/workers/")
+    assert page.url == board.url + "/workers" and page.locator("h1").inner_text() == "Workers"

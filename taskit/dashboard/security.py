@@ -11,6 +11,8 @@
 * Without auth on a loopback address, only requests for localhost or a loopback address
   (127.0.0.1, [::1]) are served, so a web page cannot reach the dashboard by pointing its
   own name at 127.0.0.1 (DNS rebinding).
+* Redirects are relative ('/workers'): Starlette builds the one that adds or drops a
+  trailing slash from the Host header, which the client chooses ('http://evil.com/workers').
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import binascii
 import hmac
 import ipaddress
 import secrets
+import urllib.parse
 from typing import Any
 
 from starlette.datastructures import Headers
@@ -80,8 +83,8 @@ class Guard:
 
         async def send_with_headers(message: Any) -> None:
             if message["type"] == "http.response.start":
-                message.setdefault("headers", [])
-                message["headers"] = list(message["headers"]) + [(k.encode(), v.encode()) for k, v in HEADERS.items()]
+                headers = [(k, relative(v) if k.lower() == b"location" else v) for k, v in message.get("headers", [])]
+                message["headers"] = headers + [(k.encode(), v.encode()) for k, v in HEADERS.items()]
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
@@ -111,6 +114,16 @@ class Guard:
         if self.token and _same(password, self.token):
             return True
         return bool(self.password) and _same(user, self.username or "") & _same(password, self.password or "")
+
+
+def relative(location: bytes) -> bytes:
+    """A redirect's target without scheme and host: 'http://evil.com/workers' -> '/workers'.
+    Never '//host/...', which a browser reads as another site."""
+    parts = urllib.parse.urlsplit(location.decode("latin-1"))
+    if not parts.scheme and not parts.netloc and not parts.path.startswith("//"):
+        return location
+    path = "/" + parts.path.lstrip("/")
+    return urllib.parse.urlunsplit(("", "", path, parts.query, parts.fragment)).encode("latin-1")
 
 
 def _same(given: str, expected: str) -> bool:
