@@ -421,3 +421,44 @@ def test_redirects_are_relative_whatever_the_host_header_says(connection, dashbo
     board = dashboards()  # and in a browser, the redirect lands on the page
     page.goto(board.url + "/workers/")
     assert page.url == board.url + "/workers" and page.locator("h1").inner_text() == "Workers"
+
+
+def _answer_to_head(board: Any, path: str, headers: dict[str, str], body: bytes = b"") -> str:
+    """Send a POST's head (and `body`, maybe not all a Content-Length promises) over a raw
+    socket; the status line of the answer, which must come without the rest of the body."""
+    import socket
+
+    head = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    with socket.create_connection(("127.0.0.1", board.port), timeout=20) as raw:
+        raw.sendall(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{board.port}\r\n{head}\r\n".encode() + body)
+        try:
+            return raw.makefile("rb").readline().decode().strip()
+        except TimeoutError:
+            return "no answer: the server waits for the rest of the body"
+
+
+def test_a_post_is_refused_before_its_body_is_read_when_its_head_says_enough(connection, dashboards) -> None:
+    """A cross-site multipart upload was spooled to disk (request.form()) before the origin check
+    refused it. Each POST here promises 100 MB and sends none of it: the answer must come anyway."""
+    queue = Queue("victim", connection=connection)
+    queue.enqueue(dashboard_tasks.echo, 1)
+    board = dashboards()
+    cookie = {"Cookie": "taskit_csrf=" + "A" * 43}
+    upload = {"Content-Type": "multipart/form-data; boundary=x", "Content-Length": str(100 << 20)}
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    cases = [
+        ({"Sec-Fetch-Site": "cross-site", **cookie, **upload}, "403"),   # another site's page
+        ({"Sec-Fetch-Site": "same-site", **upload}, "403"),              # a sibling subdomain
+        ({"Sec-Fetch-Site": "same-origin", **upload}, "403"),            # no CSRF cookie
+        ({"Sec-Fetch-Site": "same-origin", **cookie, **upload}, "415"),  # not the form our pages post
+        ({"Sec-Fetch-Site": "same-origin", **cookie, **form, "Content-Length": str(100 << 20)}, "413"),
+    ]
+    for headers, status in cases:
+        line = _answer_to_head(board, "/queues/victim/empty", headers)
+        assert line.startswith(f"HTTP/1.1 {status} "), (headers, line)
+    # a chunked body declares no length: it is read up to the bound, then refused
+    chunk = b"a=" + b"x" * 8000
+    chunked = _answer_to_head(board, "/queues/victim/empty", {**cookie, **form, "Transfer-Encoding": "chunked"},
+                              f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+    assert chunked.startswith("HTTP/1.1 413 "), chunked
+    assert queue.count == 1

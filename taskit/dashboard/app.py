@@ -58,7 +58,17 @@ from ..registry import CanceledJobRegistry, FailedJobRegistry
 from ..storage.keys import Field
 from ..storage.store import Store
 from .charts import chart
-from .security import CSRF_FIELD, Guard, csrf_ok, csrf_token, set_csrf_cookie
+from .security import (
+    CSRF_FIELD,
+    CSRF_REFUSED,
+    FORM_TOO_BIG,
+    Guard,
+    csrf_ok,
+    csrf_token,
+    post_refusal,
+    read_form,
+    set_csrf_cookie,
+)
 
 PAGE_SIZE = 25
 #: highest page number served (a bigger one would ask Redis for an index past 2**63)
@@ -274,14 +284,21 @@ class _Pages:
 
     # -- actions -----------------------------------------------------------------------
 
-    async def _act(self, request: Request, action: Callable[[Any], tuple[str, str]], fallback: str) -> Response:
+    async def _act(
+        self, request: Request, action: Callable[[dict[str, str]], tuple[str, str]], fallback: str
+    ) -> Response:
         """Run a change (in the thread pool) after the read-only and CSRF checks; redirect
         to the page it names with a one-line message."""
         if self.read_only:
             return PlainTextResponse("this dashboard is read-only: changes are turned off", 403)
-        form = await request.form()
+        refusal = post_refusal(request)
+        if refusal is not None:
+            return refusal
+        form = await read_form(request)
+        if form is None:
+            return PlainTextResponse(FORM_TOO_BIG, 413)
         if not csrf_ok(request, form.get(CSRF_FIELD)):
-            return PlainTextResponse("missing or wrong CSRF token: reload the page and try again", 403)
+            return PlainTextResponse(CSRF_REFUSED, 403)
         try:
             message, target = await run_in_threadpool(action, form)
         except TaskitError as exc:
@@ -294,7 +311,7 @@ class _Pages:
     async def empty_queue(self, request: Request) -> Response:
         name = request.path_params["name"]
 
-        def run(form: Any) -> tuple[str, str]:
+        def run(form: dict[str, str]) -> tuple[str, str]:
             removed = Queue(name, self.connection).empty()
             return f"Removed {removed} waiting job(s) from queue {name}.", _queue_path(name)
 
@@ -303,7 +320,7 @@ class _Pages:
     async def requeue_failed(self, request: Request) -> Response:
         name = request.path_params["name"]
 
-        def run(form: Any) -> tuple[str, str]:
+        def run(form: dict[str, str]) -> tuple[str, str]:
             done = FailedJobRegistry(name, self.connection).requeue_all()
             return f"Requeued {len(done)} failed job(s) of queue {name}.", _queue_path(name, "failed")
 
@@ -313,7 +330,7 @@ class _Pages:
         job_id, action = request.path_params["job_id"], request.path_params["action"]
         job_path = f"/jobs/{urllib.parse.quote(job_id, safe='')}"
 
-        def run(form: Any) -> tuple[str, str]:
+        def run(form: dict[str, str]) -> tuple[str, str]:
             job = Job.fetch(validate_id(job_id), self.connection)
             back = form.get("back")
             target = _queue_path(job.origin, back) if back in STATES else job_path

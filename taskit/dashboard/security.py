@@ -7,6 +7,9 @@
   sent by a page of this very origin when the browser says where it comes from
   (Sec-Fetch-Site): cookies are not kept apart by port, and a sibling subdomain can set
   them, so a page at 127.0.0.1:8000 could plant the cookie and post the same value.
+  What can be checked without the body (where the POST comes from, the cookie, the body's
+  type and size) is checked before it is read, and the body is read only up to
+  MAX_FORM_BYTES: a cross-site upload is refused unread, not spooled to disk first.
 * Headers: a Content-Security-Policy that allows no inline script or style, no framing.
 * Without auth on a loopback address, only requests for localhost or a loopback address
   (127.0.0.1, [::1]) are served, so a web page cannot reach the dashboard by pointing its
@@ -31,8 +34,13 @@ from starlette.responses import PlainTextResponse, Response
 
 CSRF_COOKIE = "taskit_csrf"
 CSRF_FIELD = "csrf"
+CSRF_REFUSED = "missing or wrong CSRF token: reload the page and try again"
 #: Sec-Fetch-Site values of a POST that may change something: from our own pages (or typed)
 OWN_ORIGIN = ("same-origin", "none")
+#: how the dashboard's own forms are posted, and the most one weighs (a token, a page name)
+FORM_TYPE = "application/x-www-form-urlencoded"
+MAX_FORM_BYTES = 4096
+FORM_TOO_BIG = f"refused: a change is a form of at most {MAX_FORM_BYTES} bytes"
 
 HEADERS = {
     "content-security-policy": (
@@ -145,10 +153,38 @@ def set_csrf_cookie(response: Response, request: Request, token: str) -> None:
     )
 
 
-def csrf_ok(request: Request, form_token: object) -> bool:
-    """Whether a POST carries the token of this browser's cookie, and (when the browser says)
-    comes from a page of this origin."""
+def post_refusal(request: Request) -> Response | None:
+    """Why a POST is refused before its body is read, or None: one from another site's page,
+    without our CSRF cookie, or whose body is not a small urlencoded form (Starlette would
+    spool a multipart upload to disk to parse it)."""
     if request.headers.get("sec-fetch-site", "same-origin") not in OWN_ORIGIN:
-        return False
+        return PlainTextResponse("refused: this change was posted by another site's page", 403)
+    if len(request.cookies.get(CSRF_COOKIE, "")) != 43:
+        return PlainTextResponse(CSRF_REFUSED, 403)
+    if request.headers.get("content-type", "").partition(";")[0].strip().lower() != FORM_TYPE:
+        return PlainTextResponse(f"refused: a change is posted as {FORM_TYPE}, as the dashboard's forms do", 415)
+    length = request.headers.get("content-length", "0")
+    if not length.isdigit() or int(length) > MAX_FORM_BYTES:
+        return PlainTextResponse(FORM_TOO_BIG, 413)
+    return None
+
+
+async def read_form(request: Request) -> dict[str, str] | None:
+    """The fields of a urlencoded form (the first value of each), read only up to
+    MAX_FORM_BYTES: None when the body is bigger (a chunked body declares no length)."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_FORM_BYTES:
+            return None
+    fields: dict[str, str] = {}
+    for name, value in urllib.parse.parse_qsl(body.decode("latin-1"), keep_blank_values=True):
+        fields.setdefault(name, value)
+    return fields
+
+
+def csrf_ok(request: Request, form_token: object) -> bool:
+    """Whether a POST's form carries the token of this browser's cookie (see post_refusal for
+    what is checked before the form is read)."""
     cookie = request.cookies.get(CSRF_COOKIE, "")
     return isinstance(form_token, str) and len(cookie) == 43 and _same(form_token, cookie)
