@@ -462,3 +462,39 @@ def test_a_post_is_refused_before_its_body_is_read_when_its_head_says_enough(con
                               f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
     assert chunked.startswith("HTTP/1.1 413 "), chunked
     assert queue.count == 1
+
+
+def test_a_page_on_another_port_cannot_plant_a_flash_message(connection, dashboards, page) -> None:
+    """Cookies are not kept apart by port: a page at 127.0.0.1:<other port> set the flash cookie
+    to any text, which the dashboard then showed as its own message."""
+    job = failed_job(connection)
+    board = dashboards()
+    attacker = f"http://127.0.0.1:{free_port()}/"
+    lure = base64.urlsafe_b64encode(b"Session expired: log in again at https://evil.example").decode()
+    html = f"""<script>document.cookie = "taskit_flash={lure}; path=/";
+    location = "{board.url}/";</script>"""
+    page.route(attacker, lambda route: route.fulfill(body=html, content_type="text/html"))
+    page.goto(attacker)
+    page.wait_for_url(board.url + "/")
+    assert page.locator("h1").inner_text() == "Overview"
+    assert page.locator(".flash").count() == 0
+    page.goto(board.url + f"/jobs/{job.id}")  # a message the dashboard signed is still shown
+    page.click("button:has-text('Requeue')")
+    assert page.locator(".flash").inner_text() == f"Requeued job {job.id}."
+    page.reload()  # once
+    assert page.locator(".flash").count() == 0
+
+
+def test_a_flash_value_that_was_changed_or_is_old_is_not_shown() -> None:
+    from taskit.dashboard.security import Flash
+
+    flash = Flash()
+    value = flash.pack("Requeued job a.", now=1000)
+    assert flash.unpack(value, now=1001) == "Requeued job a."
+    body, mac = value.split(".")
+    forged = base64.urlsafe_b64encode(b"1000:Requeued job b.").decode().rstrip("=")
+    assert flash.unpack(f"{forged}.{mac}", now=1001) == ""
+    assert flash.unpack(value, now=1000 + Flash.SECONDS + 1) == ""
+    assert Flash().unpack(value, now=1001) == ""  # another app's key
+    for junk in ("", ".", "x.y", "%%%.%%%", body):
+        assert flash.unpack(junk, now=1001) == ""

@@ -11,8 +11,6 @@ runs in its thread pool, so the blocking Redis client never stalls the event loo
 
 from __future__ import annotations
 
-import base64
-import binascii
 import logging
 import time
 import urllib.parse
@@ -62,6 +60,7 @@ from .security import (
     CSRF_FIELD,
     CSRF_REFUSED,
     FORM_TOO_BIG,
+    Flash,
     Guard,
     csrf_ok,
     csrf_token,
@@ -126,6 +125,7 @@ class _Pages:
     def __init__(self, connection: Client | None, read_only: bool) -> None:
         self._connection = connection
         self.read_only = read_only
+        self.flash = Flash()
         self.env = Environment(loader=PackageLoader("taskit.dashboard", "templates"), autoescape=True)
         self.env.filters.update(ago=ago, quote=lambda value: urllib.parse.quote(str(value), safe=""))
 
@@ -141,7 +141,8 @@ class _Pages:
 
     def render(self, request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
         token, new = csrf_token(request)
-        flash = _unpack_flash(request.cookies.get(FLASH_COOKIE, ""))
+        carried = request.cookies.get(FLASH_COOKIE)
+        flash = self.flash.unpack(carried) if carried else ""
         html = self.env.get_template(template).render(
             root=_root(request), csrf=token, csrf_field=CSRF_FIELD, read_only=self.read_only, flash=flash,
             now=time.time(), **context,
@@ -149,7 +150,7 @@ class _Pages:
         response = HTMLResponse(html, status)
         if new:
             set_csrf_cookie(response, request, token)
-        if flash:
+        if carried is not None:
             response.delete_cookie(FLASH_COOKIE, path=_root(request) + "/")
         return response
 
@@ -304,7 +305,7 @@ class _Pages:
         except TaskitError as exc:
             message, target = f"Not done: {exc}", fallback
         response = RedirectResponse(_root(request) + target, 303)
-        response.set_cookie(FLASH_COOKIE, _pack_flash(message), httponly=True, samesite="strict",
+        response.set_cookie(FLASH_COOKIE, self.flash.pack(message), httponly=True, samesite="strict",
                             path=_root(request) + "/")
         return response
 
@@ -365,14 +366,3 @@ def _utc(stamp: float) -> Any:
         return dt.datetime.fromtimestamp(stamp, tz=dt.timezone.utc)
     except (OverflowError, OSError, ValueError):
         return None
-
-
-def _pack_flash(message: str) -> str:
-    return base64.urlsafe_b64encode(message[:500].encode()).decode()
-
-
-def _unpack_flash(value: str) -> str:
-    try:
-        return base64.urlsafe_b64decode(value.encode()).decode() if value else ""
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        return ""

@@ -14,6 +14,9 @@
 * Without auth on a loopback address, only requests for localhost or a loopback address
   (127.0.0.1, [::1]) are served, so a web page cannot reach the dashboard by pointing its
   own name at 127.0.0.1 (DNS rebinding).
+* The one-line message shown after a change (the flash) rides to the next page in a cookie
+  signed with a key made when the app is, and lives a minute: a page on another port could
+  otherwise plant any text there for the dashboard to show.
 * Redirects are relative ('/workers'): Starlette builds the one that adds or drops a
   trailing slash from the Host header, which the client chooses ('http://evil.com/workers').
 """
@@ -25,6 +28,7 @@ import binascii
 import hmac
 import ipaddress
 import secrets
+import time
 import urllib.parse
 from typing import Any
 
@@ -151,6 +155,46 @@ def set_csrf_cookie(response: Response, request: Request, token: str) -> None:
         CSRF_COOKIE, token, httponly=True, samesite="strict", secure=request.url.scheme == "https",
         path=(request.scope.get("root_path") or "") + "/",
     )
+
+
+class Flash:
+    """Sign and check the flash cookie's value: '<time>:<message>' in base64, a dot, its HMAC.
+    A value this app did not sign, or signed more than FLASH_SECONDS ago, reads as no message."""
+
+    SECONDS = 60  # the page it is for is loaded at once, by the redirect that sets it
+    MAX_LENGTH = 500
+
+    def __init__(self) -> None:
+        self._key = secrets.token_bytes(32)  # per app: a restart drops a message in flight, no more
+
+    def pack(self, message: str, now: float | None = None) -> str:
+        payload = f"{int(time.time() if now is None else now)}:{message[:self.MAX_LENGTH]}".encode()
+        return f"{_b64(payload)}.{_b64(self._mac(payload))}"
+
+    def unpack(self, value: str, now: float | None = None) -> str:
+        body, _, mac = value.partition(".")
+        try:
+            payload, given = _unb64(body), _unb64(mac)
+        except (binascii.Error, ValueError):
+            return ""
+        if not hmac.compare_digest(given, self._mac(payload)):
+            return ""
+        stamp, _, message = payload.partition(b":")
+        now = time.time() if now is None else now
+        if not stamp.isdigit() or not 0 <= now - int(stamp) <= self.SECONDS:
+            return ""
+        return message.decode(errors="replace")
+
+    def _mac(self, payload: bytes) -> bytes:
+        return hmac.new(self._key, payload, "sha256").digest()
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")  # '=' would make the cookie quoted
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
 def post_refusal(request: Request) -> Response | None:
