@@ -27,7 +27,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from . import config
 from .connections import Client
 from .exceptions import ConfigurationError, RedisUnavailableError, TaskitError
-from .overview import read_queues
+from .overview import live_workers, read_queues
 from .queue import Queue
 from .storage.store import Store
 
@@ -78,7 +78,7 @@ class TaskitCollector(Collector):
         yield oldest
         yield from _task_metrics(names, store.task_totals(names))
         workers = GaugeMetricFamily("taskit_workers", "Workers whose lease has not expired.")
-        workers.add_metric([], sum(1 for _, deadline in store.workers() if deadline > now))
+        workers.add_metric([], live_workers(store, now)[0])
         yield workers
 
 

@@ -498,3 +498,22 @@ def test_a_flash_value_that_was_changed_or_is_old_is_not_shown() -> None:
     assert Flash().unpack(value, now=1001) == ""  # another app's key
     for junk in ("", ".", "x.y", "%%%.%%%", body):
         assert flash.unpack(junk, now=1001) == ""
+
+
+def test_the_overview_shows_a_page_of_queues_and_finds_one_by_name(connection, dashboards, page) -> None:
+    """With thousands of queues, one load read them all (and 25 hashes each for the day chart):
+    the overview now shows 50 a page, by name, with a filter."""
+    for i in range(60):
+        Queue(f"tenant-{i:03d}", connection=connection).enqueue(dashboard_tasks.echo, i)
+    board = dashboards()
+    page.goto(board.url + "/")
+    names = page.locator("table.queues tbody tr td:first-child a")
+    assert names.count() == 50 and names.first.inner_text() == "tenant-000"
+    page.click("a:has-text('next page')")
+    assert [names.nth(i).inner_text() for i in range(names.count())] == [f"tenant-{i:03d}" for i in range(50, 60)]
+    page.fill("input[name=match]", "nt-04")
+    page.press("input[name=match]", "Enter")
+    assert names.count() == 10 and "10 of 60 queue(s)" in page.locator(".note").first.inner_text()
+    names.first.click()
+    assert page.locator("h1").inner_text() == "Queue tenant-040"
+    assert "Queue tenant-040, last day, per minute" in page.locator(".charts").inner_text()

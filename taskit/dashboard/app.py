@@ -41,13 +41,14 @@ from ..exceptions import (
     SerializationError,
     TaskitError,
 )
+from ..history import History, per_minute
 from ..job import Job, JobStatus, validate_id
 from ..jobview import ago, call_text, details, last_error_line, read_jobs, when
 from ..overview import (
     REGISTRIES,
     STATES,
-    per_minute,
-    read_overview,
+    live_workers,
+    read_queue_list,
     read_queues,
     read_workers,
 )
@@ -70,6 +71,8 @@ from .security import (
 )
 
 PAGE_SIZE = 25
+#: queues on a page of the overview: what one load costs does not grow with the number of queues
+QUEUES_PER_PAGE = 50
 #: highest page number served (a bigger one would ask Redis for an index past 2**63)
 MAX_PAGE = 1_000_000_000
 #: most jobs looked through to fill a page filtered by task name
@@ -126,6 +129,7 @@ class _Pages:
         self._connection = connection
         self.read_only = read_only
         self.flash = Flash()
+        self._history: History | None = None
         self.env = Environment(loader=PackageLoader("taskit.dashboard", "templates"), autoescape=True)
         self.env.filters.update(ago=ago, quote=lambda value: urllib.parse.quote(str(value), safe=""))
 
@@ -136,6 +140,14 @@ class _Pages:
     @property
     def store(self) -> Store:
         return Store.of(self.connection)
+
+    @property
+    def history(self) -> History:
+        """The charts' history of the Redis shown (kept while it stays the same Redis)."""
+        store = self.store
+        if self._history is None or self._history.store is not store:
+            self._history = History(store)
+        return self._history
 
     # -- rendering ---------------------------------------------------------------------
 
@@ -169,15 +181,17 @@ class _Pages:
     # -- pages -------------------------------------------------------------------------
 
     def overview(self, request: Request) -> Response:
-        state = read_overview(self.connection)
-        names = [q.name for q in state.queues]
-        charts = [
-            chart("Last hour, per minute", per_minute(self.connection, names, 60, state.at)),
-            chart("Last day, per minute", per_minute(self.connection, names, 1440, state.at)),
-        ]
-        alive = sum(1 for w in state.workers if w.alive(state.at))
-        return self.render(request, "overview.html", title="Overview", state=state, states=STATES, charts=charts,
-                           alive=alive)
+        """A page of the queues (QUEUES_PER_PAGE, in name order, those whose name holds
+        ?match=), the live workers, and the charts of every queue together."""
+        now, store = time.time(), self.store
+        match = request.query_params.get("match", "").strip()
+        page = _page_number(request)
+        listing = read_queue_list(store, now, (page - 1) * QUEUES_PER_PAGE, QUEUES_PER_PAGE, match)
+        alive, workers = live_workers(store, now)
+        day = self.history.per_minute(listing.names, 1440, now)
+        return self.render(request, "overview.html", title="Overview", listing=listing, states=STATES, at=now,
+                           charts=_charts("Every queue", day), alive=alive, dead=workers - alive, match=match,
+                           page=page, per_page=QUEUES_PER_PAGE, more=page * QUEUES_PER_PAGE < listing.matching)
 
     def queue(self, request: Request) -> Response:
         try:
@@ -188,17 +202,15 @@ class _Pages:
         if registry not in STATES:
             registry = "queued"
         task = request.query_params.get("task", "").strip()
-        try:
-            page = min(max(1, int(request.query_params.get("page", "1"))), MAX_PAGE)
-        except ValueError:
-            page = 1
+        page = _page_number(request)
         now = time.time()
         (state,) = read_queues(self.store, [name], now)
         ids, more, scanned = self._page(name, registry, task, page)
         rows = [self._row(job_id, job, now) for job_id, job in read_jobs(ids, self.connection)]
+        charts = _charts(f"Queue {name}", per_minute(self.store, [name], 1440, now))
         return self.render(request, "queue.html", title=f"Queue {name}", queue=name, state=state, states=STATES,
                            registry=registry, task=task, page=page, more=more, scanned=scanned,
-                           rows=rows)
+                           rows=rows, charts=charts)
 
     def _page(self, queue: str, registry: str, task: str, page: int) -> tuple[list[str], bool, int | None]:
         """The ids of one page (oldest first), whether there are more, and (with a task filter)
@@ -351,6 +363,19 @@ class _Pages:
             raise NoSuchJobError(f"no action {action!r}")
 
         return await self._act(request, run, job_path)
+
+
+def _page_number(request: Request) -> int:
+    """?page=N, from 1 to MAX_PAGE (1 when it is not a number)."""
+    try:
+        return min(max(1, int(request.query_params.get("page", "1"))), MAX_PAGE)
+    except ValueError:
+        return 1
+
+
+def _charts(what: str, day: list[tuple[int, int, int]]) -> list[Any]:
+    """The last hour and the last day of a day's (minute, finished, failed) rows."""
+    return [chart(f"{what}, last hour, per minute", day[-60:]), chart(f"{what}, last day, per minute", day)]
 
 
 def _queue_path(name: str, registry: str = "queued") -> str:
