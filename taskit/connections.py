@@ -92,7 +92,7 @@ def redact_url(url: str) -> str:
     database that is not a number ('redis://host/***'), and the whole text when it is not a
     URL at all ('***': a password given where the URL goes)."""
     if not _SCHEME.match(url):
-        return REDACTED
+        return url and REDACTED  # ('' shows as itself: nothing to hide)
     url = _USER_INFO.sub(lambda m: f"{m['scheme'] or ''}{REDACTED}@", url, count=1)
     url = _QUERY_CREDENTIAL.sub(lambda m: m["name"] + REDACTED, url)
     scheme, _, rest = url.partition("://")
@@ -213,8 +213,9 @@ def _plan(url: str, options: Mapping[str, Any]) -> Callable[[], Client]:
     option or a bad TLS setting) when they cannot work.
     """
     if not _SCHEME.match(url):
-        raise ValueError("it is not a URL (not shown, in case it is a password): write "
-                         "redis://[[user]:password@]host[:port][/db] or another form of docs/jobs.md#the-connection")
+        what = "it is not a URL (not shown, in case it is a password)" if url else "it is empty"
+        raise ValueError(f"{what}: write redis://[[user]:password@]host[:port][/db] "
+                         "or another form of docs/jobs.md#the-connection")
     scheme = url.partition("://")[0].lower()
     if scheme not in SCHEMES:
         raise ValueError(f"Redis URL must specify one of the following schemes ({', '.join(s + '://' for s in SCHEMES)})")

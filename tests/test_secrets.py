@@ -106,6 +106,7 @@ def test_configure_and_connect_refuse_a_bad_url_without_printing_its_secret(
     [
         # a password given where the URL goes: not a URL, so nothing of it can be shown
         (SECRET, "***", "it is not a URL (not shown, in case it is a password)"),
+        ("", "", "it is empty: write redis://"),
         # a database that is not a number (redis-py would have used database 0)
         (f"redis://host:6379/{SECRET}", "redis://host:6379/***", "the database in the URL's path must be a number"),
         ("redis://host:6379/1/2", "redis://host:6379/1/2", "the database in the URL's path must be a number"),
