@@ -87,10 +87,32 @@ def _connect(url: str) -> Any:
     return connection
 
 
+def _log_to_stderr(level: str = "INFO") -> None:
+    """Log lines of `level` and above on stderr, with their time and origin."""
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
 def _say(text: str) -> None:
     """Print a line that shows job or worker data, which anyone who can write to Redis (or
     make a task raise) chose: its control characters are shown as escapes."""
     click.echo(display.terminal_safe(text))
+
+
+def _echo_json(document: Any) -> None:
+    """Print one JSON document (what every --json prints). A number that is not finite (inf or
+    nan: a lease, a timeout or a time someone set in Redis) is null: JSON has no Infinity, and
+    a strict parser refuses the whole document."""
+    click.echo(json.dumps(_finite(document), allow_nan=False))
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
 
 
 def _fail_cleanly(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -279,7 +301,7 @@ def worker(modules: tuple[str, ...], queues: tuple[str, ...], url: str, burst: b
     check_worker_options(modules, queues, name, concurrency, counts={"threads": threads, "async_tasks": async_tasks},
                          max_memory=max_memory, lease=lease, maintenance_interval=maintenance_interval,
                          shutdown_timeout=shutdown_timeout)
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _log_to_stderr(log_level.upper())
     import_modules(modules, paths)
     connection = _connect(url)
     from .worker import Worker, default_worker_name
@@ -402,7 +424,7 @@ def info(url: str, interval: float | None, as_json: bool) -> None:
         while True:
             overview = read_overview(connection)
             if as_json:
-                click.echo(json.dumps(overview.to_json()))
+                _echo_json(overview.to_json())
             else:
                 if interval is not None:
                     click.clear()
@@ -462,7 +484,7 @@ def job_command(job_id: str, url: str, as_json: bool) -> None:
     connection = _connect(url)
     shown = details(Job.fetch(job_id, connection))
     if as_json:
-        click.echo(json.dumps(shown))
+        _echo_json(shown)
         return
     traceback = shown.pop("traceback")
     result = shown.pop("result")
@@ -699,6 +721,7 @@ def metrics(url: str, host: str, port: int) -> None:
     """
     from . import metrics as taskit_metrics
 
+    _log_to_stderr()  # a scrape that cannot read Redis is one line here
     connection = _connect(url)
     try:
         taskit_metrics.serve(host, port, connection)
@@ -760,6 +783,7 @@ def dashboard(modules: tuple[str, ...], url: str, host: str, port: int, username
             "(or pass --insecure-no-auth)"
         )
     _check_can_listen(host, port)
+    _log_to_stderr("WARNING")  # a page that cannot be shown is one line here
     import_modules(modules, paths)
     connection = _connect(url)
     from .dashboard import create_app

@@ -21,7 +21,8 @@ retried too would stretch it.
 
 This module is also the one place that turns a Redis URL or client into text (`redact_url`,
 `describe`): every error, log line and help text that names a Redis goes through them, so a
-password is never printed.
+password is never printed, not even one typed in the wrong place (where the URL, the port or
+the database goes, or after a #).
 """
 
 from __future__ import annotations
@@ -62,6 +63,8 @@ SENTINEL_OPTIONS = ("sentinel_username", "sentinel_password")
 #: options whose value is a secret
 SECRET_OPTIONS = ("username", "password", "ssl_password", *SENTINEL_OPTIONS)
 
+#: how a URL begins; a text without it is not shown at all (it may be a password given for the URL)
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 #: everything from the scheme up to the last "@": a password may hold an unencoded / ? # or @
 _USER_INFO = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)?(?P<user_info>.*)@", re.DOTALL)
 #: credentials given as query parameters (?password=, ?sentinel_password=, ?ssl_password=, ...),
@@ -83,9 +86,42 @@ def _taskit_settings() -> dict[str, Any]:
 
 
 def redact_url(url: str) -> str:
-    """`url` with its user name and password replaced by ***: 'redis://***@host:6379/0'."""
+    """`url` with its user name and password replaced by ***: 'redis://***@host:6379/0'.
+
+    What may be a secret typed in the wrong place is hidden too: a #fragment, a port or a
+    database that is not a number ('redis://host/***'), and the whole text when it is not a
+    URL at all ('***': a password given where the URL goes)."""
+    if not _SCHEME.match(url):
+        return url and REDACTED  # ('' shows as itself: nothing to hide)
     url = _USER_INFO.sub(lambda m: f"{m['scheme'] or ''}{REDACTED}@", url, count=1)
-    return _QUERY_CREDENTIAL.sub(lambda m: m["name"] + REDACTED, url)
+    url = _QUERY_CREDENTIAL.sub(lambda m: m["name"] + REDACTED, url)
+    scheme, _, rest = url.partition("://")
+    rest, fragment, _ = rest.partition("#")
+    parts = _AFTER_SCHEME.match(rest)
+    assert parts is not None  # (every text matches)
+    netloc = ",".join(_hide_port(node) for node in parts["netloc"].split(","))
+    path = parts["path"] if scheme.lower() == "unix" else _hide_database(scheme.lower(), parts["path"])
+    return f"{scheme}://{netloc}{path}{parts['query']}" + (f"#{REDACTED}" if fragment else "")
+
+
+#: what follows the scheme (user info already redacted): host(s), path, query
+_AFTER_SCHEME = re.compile(r"(?P<netloc>[^/?]*)(?P<path>[^?]*)(?P<query>.*)", re.DOTALL)
+
+
+def _hide_port(node: str) -> str:
+    """'host:6379' as it is; 'host:S3CRET' -> 'host:***'."""
+    host, colon, port = node.rpartition(":")
+    if not colon or node.endswith("]") or port.isdigit() or not port:
+        return node
+    return f"{host}:{REDACTED}"
+
+
+def _hide_database(scheme: str, path: str) -> str:
+    """The path of a URL that is not a socket's: '/0' as it is, '/S3CRET' -> '/***' (the
+    service a Sentinel URL names first is kept)."""
+    segments = path.split("/")
+    keep = 2 if scheme in SENTINEL_SCHEMES else 1  # '' before the first /, and the service
+    return "/".join(s if i < keep or not s or s.isdigit() else REDACTED for i, s in enumerate(segments))
 
 
 def describe(connection: Client) -> str:
@@ -176,13 +212,22 @@ def _plan(url: str, options: Mapping[str, Any]) -> Callable[[], Client]:
     Raises ValueError, TypeError or RedisError (redis-py's, for a bad port, an unknown
     option or a bad TLS setting) when they cannot work.
     """
-    scheme = url.partition("://")[0].lower() if "://" in url else ""
+    if not _SCHEME.match(url):
+        what = "it is not a URL (not shown, in case it is a password)" if url else "it is empty"
+        raise ValueError(f"{what}: write redis://[[user]:password@]host[:port][/db] "
+                         "or another form of docs/jobs.md#the-connection")
+    scheme = url.partition("://")[0].lower()
     if scheme not in SCHEMES:
         raise ValueError(f"Redis URL must specify one of the following schemes ({', '.join(s + '://' for s in SCHEMES)})")
+    if "#" in url:
+        raise ValueError("a Redis URL has no #fragment, so what follows a # would be ignored: "
+                         "write a # in a user name or password as %23")
     if scheme in CLUSTER_SCHEMES:
         return _cluster_plan(url, CLUSTER_SCHEMES[scheme], options)
     if scheme in SENTINEL_SCHEMES:
         return _sentinel_plan(url, SENTINEL_SCHEMES[scheme], options)
+    if scheme != "unix":
+        _check_database(urlsplit(url).path.strip("/"), "redis://host:6379/0")
     connection_class, kwargs = _connection_settings(url, options)
 
     def one_redis() -> redis.Redis:
@@ -191,6 +236,12 @@ def _plan(url: str, options: Mapping[str, Any]) -> Callable[[], Client]:
         return client
 
     return one_redis
+
+
+def _check_database(db: str, example: str) -> None:
+    """Refuse a database that is not a number (redis-py would use database 0 instead)."""
+    if db and not db.isdigit():
+        raise ValueError(f"the database in the URL's path must be a number, as in {example}")
 
 
 def _connection_settings(url: str, options: Mapping[str, Any]) -> tuple[type[redis.Connection], dict[str, Any]]:
@@ -268,7 +319,7 @@ def _node_settings(base: str, url: str, default_port: int, db: str, options: Map
 def _cluster_plan(url: str, base: str, options: Mapping[str, Any]) -> Callable[[], Client]:
     path = urlsplit(url).path
     if path.strip("/") not in ("", "0"):
-        raise ValueError(f"a cluster has only database 0, not {path.strip('/')!r}: drop it from the URL")
+        raise ValueError("a cluster has only database 0: drop the path from the URL")
     nodes, kwargs = _node_settings(base, url, DEFAULT_PORT, "", options)
     if kwargs.pop("db", 0) != 0:
         raise ValueError("a cluster has only database 0: drop ?db= from the URL")
@@ -294,6 +345,7 @@ def _sentinel_plan(url: str, base: str, options: Mapping[str, Any]) -> Callable[
     if not segments[0] or len(segments) > 2:
         raise ValueError("write the service Sentinel monitors after the sentinels: redis+sentinel://host:port[,host:port...]/SERVICE[/db]")
     service, db = segments[0], (segments[1] if len(segments) == 2 else "0")
+    _check_database(db, "redis+sentinel://host:26379/SERVICE/0")
     query = parse_qsl(urlsplit(url).query, keep_blank_values=True)
     sentinel_auth = {name.removeprefix("sentinel_"): value for name, value in query if name in SENTINEL_OPTIONS}
     sentinel_auth.update({name.removeprefix("sentinel_"): options[name] for name in SENTINEL_OPTIONS if name in options})

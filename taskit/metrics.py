@@ -14,15 +14,20 @@ own app: `make_asgi_app(connection)` (an ASGI app) or `generate_latest(connectio
 
 from __future__ import annotations
 
+import logging
 import math
+import socket
+import socketserver
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from . import config
 from .connections import Client
-from .exceptions import ConfigurationError
-from .overview import read_queues
+from .exceptions import ConfigurationError, RedisUnavailableError, TaskitError
+from .overview import live_workers, read_queues
 from .queue import Queue
 from .storage.store import Store
 
@@ -40,6 +45,8 @@ except ImportError:  # pragma: no cover (the extra is installed in the tests)
         "taskit's metrics need prometheus_client: pip install '/path/to/taskit[dashboard]' from your copy of "
         "taskit (taskit is not on PyPI; a 'taskit' there is another project), or pip install prometheus_client"
     ) from None
+
+log = logging.getLogger("taskit.metrics")
 
 #: stats outcome code (lua/lib/stats.lua) -> the `outcome` label
 OUTCOMES = {"d": "finished", "f": "failed", "r": "retried"}
@@ -71,7 +78,7 @@ class TaskitCollector(Collector):
         yield oldest
         yield from _task_metrics(names, store.task_totals(names))
         workers = GaugeMetricFamily("taskit_workers", "Workers whose lease has not expired.")
-        workers.add_metric([], sum(1 for _, deadline in store.workers() if deadline > now))
+        workers.add_metric([], live_workers(store, now)[0])
         yield workers
 
 
@@ -129,6 +136,40 @@ def make_asgi_app(connection: Client | None = None) -> Any:
     return prometheus_client.make_asgi_app(registry(connection))
 
 
-def serve(host: str, port: int, connection: Client | None = None) -> Any:
-    """Serve the metrics over HTTP from a background thread; returns (server, thread)."""
-    return prometheus_client.start_http_server(port, addr=host, registry=registry(connection))
+def make_wsgi_app(connection: Client | None = None) -> Callable[..., Iterable[bytes]]:
+    """A WSGI app serving the metrics. A scrape that cannot read Redis is answered 503 (500 for
+    another taskit error, such as a key of the wrong type) with the reason, logged in one line:
+    the server would print a traceback on every scrape while Redis is down."""
+    metrics_app = prometheus_client.make_wsgi_app(registry(connection))
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        try:
+            return metrics_app(environ, start_response)
+        except TaskitError as exc:
+            log.error("%s %s: %s", environ.get("REQUEST_METHOD", "GET"), environ.get("PATH_INFO", "/"), exc)
+            unavailable = isinstance(exc, RedisUnavailableError)
+            start_response("503 Service Unavailable" if unavailable else "500 Internal Server Error",
+                           [("Content-Type", "text/plain; charset=utf-8")])
+            return [f"{exc}\n".encode()]
+
+    return app
+
+
+class _Server(socketserver.ThreadingMixIn, WSGIServer):
+    daemon_threads = True  # a scrape in progress does not hold up the exit
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """No line per request: Prometheus scrapes every few seconds."""
+
+
+def serve(host: str, port: int, connection: Client | None = None) -> tuple[WSGIServer, threading.Thread]:
+    """Serve the metrics over HTTP from a background thread; returns (server, thread).
+    Raises OSError when HOST:PORT cannot be listened on."""
+    family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+    server_class = type("MetricsServer", (_Server,), {"address_family": family})
+    server: WSGIServer = make_server(host, port, make_wsgi_app(connection), server_class, handler_class=_QuietHandler)
+    thread = threading.Thread(target=server.serve_forever, name="taskit-metrics", daemon=True)
+    thread.start()
+    return server, thread

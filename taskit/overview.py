@@ -2,8 +2,8 @@
 
 Every queue with its counts (waiting, and each registry) and the age of the job at its head;
 every registered worker with its lease, heartbeat and the jobs it holds (the first is the
-one running, the others were claimed with it); and the jobs done and failed per minute
-(lua/lib/stats.lua). Reads only: nothing here changes Redis.
+one running, the others were claimed with it). The jobs done and failed per minute are
+history.py's. Reads only: nothing here changes Redis.
 """
 
 from __future__ import annotations
@@ -116,9 +116,40 @@ def min_scores(now: float) -> dict[str, float | str]:
 
 
 def read_queues(store: Store, names: list[str], now: float) -> list[QueueState]:
+    """The counts of each queue, and when its head was enqueued (read for the queues that
+    had a job waiting only: one to three commands less per empty queue)."""
     counts = store.queue_counts(names, min_scores(now))
-    oldest = store.oldest_enqueued(names)
-    return [QueueState(name, count, at) for name, count, at in zip(names, counts, oldest)]
+    waiting = [name for name, count in zip(names, counts) if count["queued"]]
+    oldest = dict(zip(waiting, store.oldest_enqueued(waiting))) if waiting else {}
+    return [QueueState(name, count, oldest.get(name)) for name, count in zip(names, counts)]
+
+
+@dataclass
+class QueueList:
+    """One page of the queues whose name holds a text (the dashboard's overview)."""
+
+    queues: list[QueueState]
+    #: how many queues match
+    matching: int
+    #: every queue's name (sorted)
+    names: list[str]
+    #: members of the queue set that are not valid queue names (skipped)
+    unreadable: int
+
+
+def read_queue_list(store: Store, now: float, start: int, count: int, match: str = "") -> QueueList:
+    """The queues from `start` (0-based, in name order) to at most `count` of them, among those
+    whose name holds `match`: what a page costs is bounded by `count`, whatever the number
+    of queues (the names themselves are one command)."""
+    names, unreadable = store.read_queue_names()
+    matching = [name for name in names if match in name]
+    return QueueList(read_queues(store, matching[start:start + count], now), len(matching), names, unreadable)
+
+
+def live_workers(store: Store, now: float) -> tuple[int, int]:
+    """(workers whose lease has not expired, workers registered): one command."""
+    workers = store.workers()
+    return sum(1 for _, deadline in workers if deadline > now), len(workers)
 
 
 def read_workers(store: Store, jobs_per_worker: int = 5) -> list[WorkerState]:
@@ -149,24 +180,6 @@ def read_overview(connection: Client | None = None, now: float | None = None) ->
     now = time.time() if now is None else now
     names, unreadable = store.read_queue_names()
     return Overview(now, config.describe(connection), read_queues(store, names, now), read_workers(store), unreadable)
-
-
-def per_minute(
-    connection: Client | None, queues: list[str], minutes: int, now: float | None = None
-) -> list[tuple[int, int, int]]:
-    """(Unix minute, jobs finished, jobs failed) for each of the last `minutes` minutes up to
-    now, summed over `queues`; one round trip."""
-    store = Store.of(config.get_connection(connection))
-    last = int((time.time() if now is None else now) // 60)
-    first = last - minutes + 1
-    done = dict.fromkeys(range(first, last + 1), 0)
-    failed = dict(done)
-    for counts in store.minute_counts(queues, first, last):
-        for minute, n in counts["d"].items():
-            done[minute] += n
-        for minute, n in counts["f"].items():
-            failed[minute] += n
-    return [(minute, done[minute], failed[minute]) for minute in done]
 
 
 def _held_job(job_id: str, fields: dict[str, bytes | None]) -> HeldJob:

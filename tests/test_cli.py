@@ -220,11 +220,12 @@ def test_unreachable_redis(cli_env: dict[str, str], command: list[str]) -> None:
     assert "Connection refused" in line
 
 
-@pytest.mark.parametrize("url", ["foo://localhost", "not a url", "redis://localhost:port/0"])
-def test_bad_url(cli_env: dict[str, str], url: str) -> None:
+@pytest.mark.parametrize(("url", "shown"), [("foo://localhost", "foo://localhost"), ("not a url", "***"),
+                                            ("redis://localhost:port/0", "redis://localhost:***/0")])
+def test_bad_url(cli_env: dict[str, str], url: str, shown: str) -> None:
     for command in (["worker", "sample_tasks", "--burst"], ["requeue", "x"], ["info"]):
         line = one_error_line(taskit(cli_env, *command, "-u", url))
-        assert line.startswith(f"Error: bad Redis URL {url!r}: ")
+        assert line.startswith(f"Error: bad Redis URL {shown!r}: ")
 
 
 def test_bad_url_from_the_environment(cli_env: dict[str, str]) -> None:

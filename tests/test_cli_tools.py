@@ -49,6 +49,29 @@ def test_info_json_shows_counts_and_the_job_each_worker_runs(connection, cli_env
     assert running["running_seconds"] > 0
 
 
+def _strict_json(text: str) -> object:
+    """JSON as a strict parser reads it: Infinity, -Infinity and NaN are not JSON."""
+    def refuse(constant: str) -> object:
+        raise ValueError(f"{constant} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_info_json_is_valid_json_when_redis_holds_infinite_or_nan_numbers(connection, cli_env) -> None:
+    from taskit.storage import keys
+
+    connection.zadd(keys.WORKERS, {"w-inf": float("inf")})
+    connection.hset(keys.worker("w-inf"), mapping={"host": "h", "pid": "1", "queues": "default", "lease": "inf",
+                                                   "started_at": "nan"})
+    job = Queue(connection=connection).enqueue(sample_tasks.add, 1, 2, ttl=600)  # (a hash of its own)
+    connection.hset(keys.job(job.id), "e", "-inf")
+    shown = _strict_json(ok(taskit(cli_env, "info", "--json")).stdout)
+    (worker,) = shown["workers"]
+    assert (worker["lease_left_seconds"], worker["started_at"], worker["alive"]) == (None, None, True)
+    (queue,) = shown["queues"]
+    assert (queue["queued"], queue["oldest_waiting_seconds"]) == (1, None)
+
+
 def test_info_text_names_the_running_job(connection, cli_env, busy_worker) -> None:
     _, job = busy_worker
     out = ok(taskit(cli_env, "info")).stdout

@@ -393,3 +393,127 @@ def test_a_port_in_use_is_said_in_one_line_before_anything_is_announced(cli_env)
         proc = subprocess.run(taskit_command("dashboard", "--port", str(port)), env=cli_env, capture_output=True,
                               text=True, timeout=60, check=False)
     assert proc.returncode == 1 and proc.stderr == f"Error: cannot listen on 127.0.0.1:{port}: Address already in use\n"
+
+
+def test_redirects_are_relative_whatever_the_host_header_says(connection, dashboards, page) -> None:
+    """Starlette builds the redirect that drops a trailing slash from the Host header, which the
+    client chooses: with auth on (no local-host check), 'Host: evil.com' made it
+    'Location: http://evil.com/workers'."""
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+    from starlette.testclient import TestClient
+
+    from taskit.dashboard import create_app
+
+    evil = {"Host": "evil.com", "Authorization": "Bearer t0ken"}
+    client = TestClient(create_app(connection, token="t0ken"), base_url="http://localhost")
+    for path, target in (("/workers/", "/workers"), ("/queues/emails/", "/queues/emails"), ("/jobs?id=", "/")):
+        answer = client.get(path, headers=evil, follow_redirects=False)
+        assert answer.is_redirect and answer.headers["location"] == target, path
+    mounted = TestClient(Starlette(routes=[Mount("/ops/taskit", app=create_app(connection, token="t0ken"))]))
+    answer = mounted.get("/ops/taskit/workers/", headers=evil, follow_redirects=False)
+    assert answer.headers["location"] == "/ops/taskit/workers"
+    from taskit.dashboard.security import relative
+
+    assert relative(b"http://evil.com//evil.com/x?a=1#f") == b"/evil.com/x?a=1#f"  # never '//host': another site
+    assert relative(b"/jobs/a?registry=failed") == b"/jobs/a?registry=failed"
+
+    board = dashboards()  # and in a browser, the redirect lands on the page
+    page.goto(board.url + "/workers/")
+    assert page.url == board.url + "/workers" and page.locator("h1").inner_text() == "Workers"
+
+
+def _answer_to_head(board: Any, path: str, headers: dict[str, str], body: bytes = b"") -> str:
+    """Send a POST's head (and `body`, maybe not all a Content-Length promises) over a raw
+    socket; the status line of the answer, which must come without the rest of the body."""
+    import socket
+
+    head = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    with socket.create_connection(("127.0.0.1", board.port), timeout=20) as raw:
+        raw.sendall(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{board.port}\r\n{head}\r\n".encode() + body)
+        try:
+            return raw.makefile("rb").readline().decode().strip()
+        except TimeoutError:
+            return "no answer: the server waits for the rest of the body"
+
+
+def test_a_post_is_refused_before_its_body_is_read_when_its_head_says_enough(connection, dashboards) -> None:
+    """A cross-site multipart upload was spooled to disk (request.form()) before the origin check
+    refused it. Each POST here promises 100 MB and sends none of it: the answer must come anyway."""
+    queue = Queue("victim", connection=connection)
+    queue.enqueue(dashboard_tasks.echo, 1)
+    board = dashboards()
+    cookie = {"Cookie": "taskit_csrf=" + "A" * 43}
+    upload = {"Content-Type": "multipart/form-data; boundary=x", "Content-Length": str(100 << 20)}
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    cases = [
+        ({"Sec-Fetch-Site": "cross-site", **cookie, **upload}, "403"),   # another site's page
+        ({"Sec-Fetch-Site": "same-site", **upload}, "403"),              # a sibling subdomain
+        ({"Sec-Fetch-Site": "same-origin", **upload}, "403"),            # no CSRF cookie
+        ({"Sec-Fetch-Site": "same-origin", **cookie, **upload}, "415"),  # not the form our pages post
+        ({"Sec-Fetch-Site": "same-origin", **cookie, **form, "Content-Length": str(100 << 20)}, "413"),
+    ]
+    for headers, status in cases:
+        line = _answer_to_head(board, "/queues/victim/empty", headers)
+        assert line.startswith(f"HTTP/1.1 {status} "), (headers, line)
+    # a chunked body declares no length: it is read up to the bound, then refused
+    chunk = b"a=" + b"x" * 8000
+    chunked = _answer_to_head(board, "/queues/victim/empty", {**cookie, **form, "Transfer-Encoding": "chunked"},
+                              f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+    assert chunked.startswith("HTTP/1.1 413 "), chunked
+    assert queue.count == 1
+
+
+def test_a_page_on_another_port_cannot_plant_a_flash_message(connection, dashboards, page) -> None:
+    """Cookies are not kept apart by port: a page at 127.0.0.1:<other port> set the flash cookie
+    to any text, which the dashboard then showed as its own message."""
+    job = failed_job(connection)
+    board = dashboards()
+    attacker = f"http://127.0.0.1:{free_port()}/"
+    lure = base64.urlsafe_b64encode(b"Session expired: log in again at https://evil.example").decode()
+    html = f"""<script>document.cookie = "taskit_flash={lure}; path=/";
+    location = "{board.url}/";</script>"""
+    page.route(attacker, lambda route: route.fulfill(body=html, content_type="text/html"))
+    page.goto(attacker)
+    page.wait_for_url(board.url + "/")
+    assert page.locator("h1").inner_text() == "Overview"
+    assert page.locator(".flash").count() == 0
+    page.goto(board.url + f"/jobs/{job.id}")  # a message the dashboard signed is still shown
+    page.click("button:has-text('Requeue')")
+    assert page.locator(".flash").inner_text() == f"Requeued job {job.id}."
+    page.reload()  # once
+    assert page.locator(".flash").count() == 0
+
+
+def test_a_flash_value_that_was_changed_or_is_old_is_not_shown() -> None:
+    from taskit.dashboard.security import Flash
+
+    flash = Flash()
+    value = flash.pack("Requeued job a.", now=1000)
+    assert flash.unpack(value, now=1001) == "Requeued job a."
+    body, mac = value.split(".")
+    forged = base64.urlsafe_b64encode(b"1000:Requeued job b.").decode().rstrip("=")
+    assert flash.unpack(f"{forged}.{mac}", now=1001) == ""
+    assert flash.unpack(value, now=1000 + Flash.SECONDS + 1) == ""
+    assert Flash().unpack(value, now=1001) == ""  # another app's key
+    for junk in ("", ".", "x.y", "%%%.%%%", body):
+        assert flash.unpack(junk, now=1001) == ""
+
+
+def test_the_overview_shows_a_page_of_queues_and_finds_one_by_name(connection, dashboards, page) -> None:
+    """With thousands of queues, one load read them all (and 25 hashes each for the day chart):
+    the overview now shows 50 a page, by name, with a filter."""
+    for i in range(60):
+        Queue(f"tenant-{i:03d}", connection=connection).enqueue(dashboard_tasks.echo, i)
+    board = dashboards()
+    page.goto(board.url + "/")
+    names = page.locator("table.queues tbody tr td:first-child a")
+    assert names.count() == 50 and names.first.inner_text() == "tenant-000"
+    page.click("a:has-text('next page')")
+    assert [names.nth(i).inner_text() for i in range(names.count())] == [f"tenant-{i:03d}" for i in range(50, 60)]
+    page.fill("input[name=match]", "nt-04")
+    page.press("input[name=match]", "Enter")
+    assert names.count() == 10 and "10 of 60 queue(s)" in page.locator(".note").first.inner_text()
+    names.first.click()
+    assert page.locator("h1").inner_text() == "Queue tenant-040"
+    assert "Queue tenant-040, last day, per minute" in page.locator(".charts").inner_text()

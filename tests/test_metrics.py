@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import time
+import urllib.error
 import urllib.request
 
 import pytest
@@ -85,3 +86,36 @@ def test_taskit_metrics_serves_them_without_the_dashboard(connection: redis.Redi
         out, err = server.communicate(timeout=10)
     assert server.returncode == 0, err
     assert "Traceback" not in out + err
+
+
+def test_taskit_metrics_with_redis_down_answers_503_and_logs_one_line_per_scrape(
+    connection: redis.Redis, cli_env: dict[str, str], redis_server
+) -> None:
+    """Not a traceback on every scrape (the server's default for an app that raises)."""
+    port = free_port()
+    server = subprocess.Popen(taskit_command("metrics", "--port", str(port)), env=cli_env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}/metrics"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(url, timeout=5).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    pytest.fail(f"taskit metrics did not answer: {server.communicate(timeout=5)}")
+                time.sleep(0.1)
+        redis_server.stop()  # the `connection` fixture restarts it for the next test
+        for _ in range(2):
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(url, timeout=30)
+            assert refused.value.code == 503
+            assert refused.value.read().decode().startswith("cannot reach Redis at redis://127.0.0.1:")
+    finally:
+        server.terminate()
+        out, err = server.communicate(timeout=10)
+    assert server.returncode == 0, err
+    assert "Traceback" not in out + err, err
+    lines = [line for line in err.splitlines() if "cannot reach Redis" in line]
+    assert len(lines) == 2 and all(" ERROR taskit.metrics: GET /metrics: cannot reach Redis at " in x for x in lines), err

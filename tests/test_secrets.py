@@ -43,10 +43,10 @@ def shown(proc: subprocess.CompletedProcess[str]) -> str:
         ("redis://{}@host:6379/0", "redis://{}@host:6379/0"),
         ("rediss://{}@host:6380/2", "rediss://{}@host:6380/2"),
         ("unix://{}@/run/redis.sock?db=3", "unix://{}@/run/redis.sock?db=3"),
-        ("redis://{}@host:notaport/0", "redis://{}@host:notaport/0"),
+        ("redis://{}@host:notaport/0", "redis://{}@host:***/0"),  # a port that is not a number may be a secret
         # unencoded / ? # @ in a password: urllib would split the URL inside the secret
         ("redis://{}/x?y#z@w@host:1/0", "redis://{}@host:1/0"),
-        ("{}@host", "{}@host"),  # no scheme at all
+        ("{}@host", "***"),  # no scheme: not a URL, and not shown (it may be a password)
     ],
 )
 def test_redact_url_hides_the_user_info(template: str, expected: str, user_info: str, masked: str) -> None:
@@ -81,7 +81,7 @@ def test_describe_names_the_scheme_and_hides_the_credentials(user_info: str, _: 
 @pytest.mark.parametrize(
     ("url", "why"),
     [
-        ("redis://{}@host:notaport/0", "Port could not be cast to integer value as 'notaport'"),
+        ("redis://{}@host:notaport/0", "Port could not be cast to integer value as '***'"),
         ("http://{}@host:6379/0", "Redis URL must specify one of the following schemes"),
         ("redis://{}@host:6379/0?timeout=5", "unknown option 'timeout'"),
         ("redis://{}/x@host:1/0", "percent-encode any / ? # @ : in the user name or password"),
@@ -101,12 +101,47 @@ def test_configure_and_connect_refuse_a_bad_url_without_printing_its_secret(
     assert config.redis_url() != url
 
 
+@pytest.mark.parametrize(
+    ("url", "shown_as", "why"),
+    [
+        # a password given where the URL goes: not a URL, so nothing of it can be shown
+        (SECRET, "***", "it is not a URL (not shown, in case it is a password)"),
+        ("", "", "it is empty: write redis://"),
+        # a database that is not a number (redis-py would have used database 0)
+        (f"redis://host:6379/{SECRET}", "redis://host:6379/***", "the database in the URL's path must be a number"),
+        ("redis://host:6379/1/2", "redis://host:6379/1/2", "the database in the URL's path must be a number"),
+        (f"rediss://host:6380/{SECRET}?ssl_ca_certs=/ca.pem", "rediss://host:6380/***?ssl_ca_certs=/ca.pem",
+         "the database in the URL's path must be a number"),
+        (f"redis+sentinel://s1:26379/mymaster/{SECRET}", "redis+sentinel://s1:26379/mymaster/***",
+         "the database in the URL's path must be a number"),
+        (f"redis+cluster://h1:7000/{SECRET}", "redis+cluster://h1:7000/***", "a cluster has only database 0"),
+        # a fragment (redis-py would have ignored it)
+        (f"redis://host:6379/0#password={SECRET}", "redis://host:6379/0#***", "a Redis URL has no #fragment"),
+        (f"unix:///run/redis.sock?db=1#{SECRET}", "unix:///run/redis.sock?db=1#***", "a Redis URL has no #fragment"),
+        # a password where the host and port go (no @host after it)
+        (f"redis://:{SECRET}", "redis://:***", "Port could not be cast to integer value as '***'"),
+    ],
+)
+def test_a_secret_in_the_wrong_place_is_refused_and_not_shown(
+    connection: redis.Redis, cli_env: dict[str, str], url: str, shown_as: str, why: str
+) -> None:
+    for call in (lambda: config.connect(url), lambda: taskit.configure(url=url)):
+        with pytest.raises(ConfigurationError) as caught:
+            call()
+        message = str(caught.value)
+        assert message.startswith(f"bad Redis URL {shown_as!r}: {why}"), message
+        assert SECRET not in message and SECRET[:4] not in message
+    assert config.redact_url(url) == shown_as
+    out = shown(run(cli_env, "info", "-u", url))
+    assert out.startswith(f"Error: bad Redis URL {shown_as!r}: {why}") and len(out.splitlines()) == 1, out
+
+
 def test_a_bad_url_in_the_environment_is_reported_without_its_secret(
     connection: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     taskit.configure()  # no default: taskit reads TASKIT_REDIS_URL
     monkeypatch.setenv("TASKIT_REDIS_URL", f"redis://admin:{SECRET}@host:notaport/0")
-    with pytest.raises(ConfigurationError, match=r"^bad Redis URL 'redis://\*\*\*@host:notaport/0': Port") as caught:
+    with pytest.raises(ConfigurationError, match=r"^bad Redis URL 'redis://\*\*\*@host:\*\*\*/0': Port") as caught:
         Queue().count  # noqa: B018 (the property reads Redis)
     assert SECRET not in str(caught.value)
 
@@ -132,7 +167,7 @@ def test_storage_errors_name_redis_without_the_secret(redis_server, connection: 
 @pytest.mark.parametrize("command", [["worker", "sample_tasks", "--burst"], ["requeue", "--all"], ["info"]])
 def test_cli_errors_hide_the_secret(cli_env: dict[str, str], command: list[str], user_info: str, _: str) -> None:
     bad = shown(run(cli_env, *command, "-u", f"redis://{user_info}@host:notaport/0"))
-    assert bad.strip() == "Error: bad Redis URL 'redis://***@host:notaport/0': Port could not be cast to integer value as 'notaport'"
+    assert bad.strip() == "Error: bad Redis URL 'redis://***@host:***/0': Port could not be cast to integer value as '***'"
     from_env = shown(run(dict(cli_env, TASKIT_REDIS_URL=f"redis://{user_info}@host:notaport/0"), *command))
     assert from_env == bad
     dead = shown(run(cli_env, *command, "-u", f"redis://{user_info}@127.0.0.1:{free_port()}/0", timeout=30))

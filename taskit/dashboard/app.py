@@ -11,8 +11,6 @@ runs in its thread pool, so the blocking Redis client never stalls the event loo
 
 from __future__ import annotations
 
-import base64
-import binascii
 import logging
 import time
 import urllib.parse
@@ -43,13 +41,14 @@ from ..exceptions import (
     SerializationError,
     TaskitError,
 )
+from ..history import History, per_minute
 from ..job import Job, JobStatus, validate_id
 from ..jobview import ago, call_text, details, last_error_line, read_jobs, when
 from ..overview import (
     REGISTRIES,
     STATES,
-    per_minute,
-    read_overview,
+    live_workers,
+    read_queue_list,
     read_queues,
     read_workers,
 )
@@ -58,9 +57,22 @@ from ..registry import CanceledJobRegistry, FailedJobRegistry
 from ..storage.keys import Field
 from ..storage.store import Store
 from .charts import chart
-from .security import CSRF_FIELD, Guard, csrf_ok, csrf_token, set_csrf_cookie
+from .security import (
+    CSRF_FIELD,
+    CSRF_REFUSED,
+    FORM_TOO_BIG,
+    Flash,
+    Guard,
+    csrf_ok,
+    csrf_token,
+    post_refusal,
+    read_form,
+    set_csrf_cookie,
+)
 
 PAGE_SIZE = 25
+#: queues on a page of the overview: what one load costs does not grow with the number of queues
+QUEUES_PER_PAGE = 50
 #: highest page number served (a bigger one would ask Redis for an index past 2**63)
 MAX_PAGE = 1_000_000_000
 #: most jobs looked through to fill a page filtered by task name
@@ -116,6 +128,8 @@ class _Pages:
     def __init__(self, connection: Client | None, read_only: bool) -> None:
         self._connection = connection
         self.read_only = read_only
+        self.flash = Flash()
+        self._history: History | None = None
         self.env = Environment(loader=PackageLoader("taskit.dashboard", "templates"), autoescape=True)
         self.env.filters.update(ago=ago, quote=lambda value: urllib.parse.quote(str(value), safe=""))
 
@@ -127,11 +141,20 @@ class _Pages:
     def store(self) -> Store:
         return Store.of(self.connection)
 
+    @property
+    def history(self) -> History:
+        """The charts' history of the Redis shown (kept while it stays the same Redis)."""
+        store = self.store
+        if self._history is None or self._history.store is not store:
+            self._history = History(store)
+        return self._history
+
     # -- rendering ---------------------------------------------------------------------
 
     def render(self, request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
         token, new = csrf_token(request)
-        flash = _unpack_flash(request.cookies.get(FLASH_COOKIE, ""))
+        carried = request.cookies.get(FLASH_COOKIE)
+        flash = self.flash.unpack(carried) if carried else ""
         html = self.env.get_template(template).render(
             root=_root(request), csrf=token, csrf_field=CSRF_FIELD, read_only=self.read_only, flash=flash,
             now=time.time(), **context,
@@ -139,7 +162,7 @@ class _Pages:
         response = HTMLResponse(html, status)
         if new:
             set_csrf_cookie(response, request, token)
-        if flash:
+        if carried is not None:
             response.delete_cookie(FLASH_COOKIE, path=_root(request) + "/")
         return response
 
@@ -158,15 +181,17 @@ class _Pages:
     # -- pages -------------------------------------------------------------------------
 
     def overview(self, request: Request) -> Response:
-        state = read_overview(self.connection)
-        names = [q.name for q in state.queues]
-        charts = [
-            chart("Last hour, per minute", per_minute(self.connection, names, 60, state.at)),
-            chart("Last day, per minute", per_minute(self.connection, names, 1440, state.at)),
-        ]
-        alive = sum(1 for w in state.workers if w.alive(state.at))
-        return self.render(request, "overview.html", title="Overview", state=state, states=STATES, charts=charts,
-                           alive=alive)
+        """A page of the queues (QUEUES_PER_PAGE, in name order, those whose name holds
+        ?match=), the live workers, and the charts of every queue together."""
+        now, store = time.time(), self.store
+        match = request.query_params.get("match", "").strip()
+        page = _page_number(request)
+        listing = read_queue_list(store, now, (page - 1) * QUEUES_PER_PAGE, QUEUES_PER_PAGE, match)
+        alive, workers = live_workers(store, now)
+        day = self.history.per_minute(listing.names, 1440, now)
+        return self.render(request, "overview.html", title="Overview", listing=listing, states=STATES, at=now,
+                           charts=_charts("Every queue", day), alive=alive, dead=workers - alive, match=match,
+                           page=page, per_page=QUEUES_PER_PAGE, more=page * QUEUES_PER_PAGE < listing.matching)
 
     def queue(self, request: Request) -> Response:
         try:
@@ -177,17 +202,15 @@ class _Pages:
         if registry not in STATES:
             registry = "queued"
         task = request.query_params.get("task", "").strip()
-        try:
-            page = min(max(1, int(request.query_params.get("page", "1"))), MAX_PAGE)
-        except ValueError:
-            page = 1
+        page = _page_number(request)
         now = time.time()
         (state,) = read_queues(self.store, [name], now)
         ids, more, scanned = self._page(name, registry, task, page)
         rows = [self._row(job_id, job, now) for job_id, job in read_jobs(ids, self.connection)]
+        charts = _charts(f"Queue {name}", per_minute(self.store, [name], 1440, now))
         return self.render(request, "queue.html", title=f"Queue {name}", queue=name, state=state, states=STATES,
                            registry=registry, task=task, page=page, more=more, scanned=scanned,
-                           rows=rows)
+                           rows=rows, charts=charts)
 
     def _page(self, queue: str, registry: str, task: str, page: int) -> tuple[list[str], bool, int | None]:
         """The ids of one page (oldest first), whether there are more, and (with a task filter)
@@ -274,27 +297,34 @@ class _Pages:
 
     # -- actions -----------------------------------------------------------------------
 
-    async def _act(self, request: Request, action: Callable[[Any], tuple[str, str]], fallback: str) -> Response:
+    async def _act(
+        self, request: Request, action: Callable[[dict[str, str]], tuple[str, str]], fallback: str
+    ) -> Response:
         """Run a change (in the thread pool) after the read-only and CSRF checks; redirect
         to the page it names with a one-line message."""
         if self.read_only:
             return PlainTextResponse("this dashboard is read-only: changes are turned off", 403)
-        form = await request.form()
+        refusal = post_refusal(request)
+        if refusal is not None:
+            return refusal
+        form = await read_form(request)
+        if form is None:
+            return PlainTextResponse(FORM_TOO_BIG, 413)
         if not csrf_ok(request, form.get(CSRF_FIELD)):
-            return PlainTextResponse("missing or wrong CSRF token: reload the page and try again", 403)
+            return PlainTextResponse(CSRF_REFUSED, 403)
         try:
             message, target = await run_in_threadpool(action, form)
         except TaskitError as exc:
             message, target = f"Not done: {exc}", fallback
         response = RedirectResponse(_root(request) + target, 303)
-        response.set_cookie(FLASH_COOKIE, _pack_flash(message), httponly=True, samesite="strict",
+        response.set_cookie(FLASH_COOKIE, self.flash.pack(message), httponly=True, samesite="strict",
                             path=_root(request) + "/")
         return response
 
     async def empty_queue(self, request: Request) -> Response:
         name = request.path_params["name"]
 
-        def run(form: Any) -> tuple[str, str]:
+        def run(form: dict[str, str]) -> tuple[str, str]:
             removed = Queue(name, self.connection).empty()
             return f"Removed {removed} waiting job(s) from queue {name}.", _queue_path(name)
 
@@ -303,7 +333,7 @@ class _Pages:
     async def requeue_failed(self, request: Request) -> Response:
         name = request.path_params["name"]
 
-        def run(form: Any) -> tuple[str, str]:
+        def run(form: dict[str, str]) -> tuple[str, str]:
             done = FailedJobRegistry(name, self.connection).requeue_all()
             return f"Requeued {len(done)} failed job(s) of queue {name}.", _queue_path(name, "failed")
 
@@ -313,7 +343,7 @@ class _Pages:
         job_id, action = request.path_params["job_id"], request.path_params["action"]
         job_path = f"/jobs/{urllib.parse.quote(job_id, safe='')}"
 
-        def run(form: Any) -> tuple[str, str]:
+        def run(form: dict[str, str]) -> tuple[str, str]:
             job = Job.fetch(validate_id(job_id), self.connection)
             back = form.get("back")
             target = _queue_path(job.origin, back) if back in STATES else job_path
@@ -335,6 +365,19 @@ class _Pages:
         return await self._act(request, run, job_path)
 
 
+def _page_number(request: Request) -> int:
+    """?page=N, from 1 to MAX_PAGE (1 when it is not a number)."""
+    try:
+        return min(max(1, int(request.query_params.get("page", "1"))), MAX_PAGE)
+    except ValueError:
+        return 1
+
+
+def _charts(what: str, day: list[tuple[int, int, int]]) -> list[Any]:
+    """The last hour and the last day of a day's (minute, finished, failed) rows."""
+    return [chart(f"{what}, last hour, per minute", day[-60:]), chart(f"{what}, last day, per minute", day)]
+
+
 def _queue_path(name: str, registry: str = "queued") -> str:
     return f"/queues/{urllib.parse.quote(name, safe='')}?registry={registry}"
 
@@ -348,14 +391,3 @@ def _utc(stamp: float) -> Any:
         return dt.datetime.fromtimestamp(stamp, tz=dt.timezone.utc)
     except (OverflowError, OSError, ValueError):
         return None
-
-
-def _pack_flash(message: str) -> str:
-    return base64.urlsafe_b64encode(message[:500].encode()).decode()
-
-
-def _unpack_flash(value: str) -> str:
-    try:
-        return base64.urlsafe_b64decode(value.encode()).decode() if value else ""
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        return ""
