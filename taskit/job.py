@@ -5,7 +5,7 @@ A job lives in one Redis hash, `taskit:job:<id>`, with the short field names lis
 `taskit.storage.keys.packed`). Options equal to their default are not stored (timeout 180 s,
 result_ttl 500 s, failure_ttl one year, no ttl, queue "default"), nor are empty arguments, nor a
 created_at within a second of enqueued_at, so a queued job costs little Redis memory. Job ids
-are 22 random base-62 characters unless given.
+are their tag (storage/keys.py), a dot and 22 random base-62 characters, unless given.
 
 Reading a job never changes it (DESIGN.md, principle 4).
 """
@@ -35,7 +35,7 @@ from .exceptions import (
     WaitTimeoutError,
 )
 from .schedule import MAX_SECONDS
-from .storage.keys import DEFAULT_QUEUE, NAME, Field
+from .storage.keys import DEFAULT_QUEUE, NAME, Field, queue_tag
 from .storage.store import Fields, Store
 
 if TYPE_CHECKING:
@@ -125,9 +125,10 @@ def seconds(name: str, value: object, *, allow_zero: bool = False, forever: bool
 _TO_BASE62 = bytes((string.digits + string.ascii_letters).encode()[b % 62] for b in range(256))
 
 
-def new_id() -> str:
-    """A random job id: 22 base-62 characters, about 130 random bits (a uuid4 has 122)."""
-    return os.urandom(22).translate(_TO_BASE62).decode()
+def new_id(tag: str) -> str:
+    """A random job id that carries its tag (storage/keys.py): the tag, '.', then 22
+    base-62 characters, about 130 random bits (a uuid4 has 122)."""
+    return f"{tag}.{os.urandom(22).translate(_TO_BASE62).decode()}"
 
 
 def _ms(when: float) -> int:
@@ -212,6 +213,8 @@ class Job:
     def __init__(self, id: str, connection: Client | None = None) -> None:
         self.id = id
         self._connection = connection
+        #: its id was made by taskit (it carries its queue's tag: see `retag`)
+        self._generated = False
         self.func_name = ""
         self._call: bytes | None = None
         self._args: tuple[Any, ...] | None = None
@@ -267,7 +270,9 @@ class Job:
         ttl, result_ttl, failure_ttl, timeout, retry = (options[name] for name in given)
         if connection is not None:
             config.check_connection(connection)
-        job = cls(validate_id(id) if id is not None else new_id(), connection)
+        origin = validate_id(origin, "queue name")
+        job = cls(validate_id(id) if id is not None else new_id(queue_tag(origin)), connection)
+        job._generated = id is None
         job.func_name = func_name_of(func)
         if args is None:
             args = ()
@@ -279,7 +284,7 @@ class Job:
             raise ConfigurationError("kwargs must be a dict with string keys")
         job._args, job._kwargs = tuple(args), dict(kwargs)
         job._call = serialization.dumps_call(job._args, job._kwargs)
-        job.origin = validate_id(origin, "queue name")
+        job.origin = origin
         job.ttl = seconds("ttl", ttl) if ttl is not None else None
         job.result_ttl = seconds("result_ttl", result_ttl, allow_zero=True, forever=True) or 0
         job.failure_ttl = seconds("failure_ttl", failure_ttl, allow_zero=True, forever=True) or 0

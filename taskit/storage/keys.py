@@ -1,87 +1,302 @@
-"""Every Redis key taskit uses, in one place.
+"""Every Redis key taskit uses, in one place, laid out for Redis Cluster.
 
-    taskit:job:<id>              hash   one job (fields: see Field below)
-    taskit:packed:<n>            hash   queued jobs not yet given a hash of their own,
-                                        id -> packed fields (see `packed` below)
-    taskit:queue:<queue>         list   ids ready to run, oldest at the head
-    taskit:wake:<queue>          list   at most one token; idle workers block on it
-    taskit:queues                set    the queues that hold something: names are added with a
-                                        job; the maintenance step drops a queue whose keys are all empty
-    taskit:started:<queue>       zset   running (or prefetched) ids, score = lease deadline
-    taskit:finished:<queue>      zset   score = expiry time (+inf = kept forever)
-    taskit:failed:<queue>        zset   score = expiry time
-    taskit:canceled:<queue>      zset   score = expiry time
-    taskit:scheduled:<queue>     zset   score = run-at time
-    taskit:workers               zset   worker name, score = lease deadline
-    taskit:worker:<name>         hash   what a worker is (host, pid, queues), expires with it
-    taskit:inflight:<name>       list   ids a worker holds
-    taskit:done:<id>             list   completion signal for `job.wait()`, short-lived
-    taskit:lock:maintenance      string held by the worker running the maintenance step
-    taskit:maintenance           hash   the maintenance step's own state: cursor (where in the queue
-                                        set the next step starts), hf/hu (verdicts held after a stall)
-    taskit:emptying:<queue>      list   ids `Queue.empty()` is deleting, a chunk at a time
-    taskit:periodic:<name>       string last tick enqueued for a periodic task
-    taskit:cancel:<worker>       pub/sub channel: ids of running jobs to stop (not a key)
-    taskit:stats:<queue>:<hour>  hash   jobs finished/failed/retried per minute of one hour
+A *tag* is a short base-62 string that names one hash slot (`tag_for_slot`); every key
+with `{T}` in its name lives in that slot. A queue has one tag (`queue_tag`: the tag of
+the slot its name hashes to), and every key of the queue, and of the jobs on it, carries
+that tag, so that each Lua script touches one slot only. Keys that belong to no queue
+live in the home tag (`{taskit}`, the prefix). A job id made by taskit carries its tag
+(`T.` + 22 random characters, `tag_of`); a job with an id of the caller's choosing is
+found through a directory key in the id's own slot.
+
+Per tag T (P = the prefix, `taskit` by default):
+
+    P:{T}:queue:<queue>          list   ids ready to run, oldest at the head
+    P:{T}:wake:<queue>           list   at most one token; idle workers block on it
+    P:{T}:started:<queue>        zset   running (or prefetched) ids, score = lease deadline
+    P:{T}:finished:<queue>       zset   score = expiry time (+inf = kept forever)
+    P:{T}:failed:<queue>         zset   score = expiry time
+    P:{T}:canceled:<queue>       zset   score = expiry time
+    P:{T}:scheduled:<queue>      zset   score = run-at time
+    P:{T}:emptying:<queue>       list   ids `Queue.empty()` is deleting, a chunk at a time
+    P:{T}:stats:<queue>:<hour>   hash   jobs finished/failed/retried per minute of one hour
                                         (Unix hour); expires a day later (lua/lib/stats.lua)
-    taskit:totals:<queue>        hash   the same per task since the start, and run-time
+    P:{T}:totals:<queue>         hash   the same per task since the start, and run-time
                                         histograms per task (lua/lib/stats.lua)
+    P:{T}:periodic:<name>        string last tick enqueued of a periodic task on a queue of T
+    P:{T}:jobs:<b>               hash   the record of each job not ended (queued, scheduled,
+                                        running): id -> msgpack [field, value, ...] as
+                                        enqueued, b = `bucket_index(id)` (BUCKETS per tag)
+    P:{T}:state                  hash   id -> msgpack [field, value, ...] of what changed
+                                        since (status, worker, attempts, ...): it overrides
+                                        the record; the claim writes only here
+    P:{T}:expiry                 zset   queued jobs with a ttl: id -> when it runs out
+    P:{T}:settle                 zset   jobs ended by a script that could not name their own
+                                        key (maintenance, claim): id -> seconds to keep; the
+                                        next step moves them into P:{T}:job:<id>
+    P:{T}:queues                 set    the queues of T that hold something (enqueue adds)
+    P:{T}:workers                zset   workers that claimed in T, score = lease deadline
+    P:{T}:inflight:<worker>      list   ids a worker holds in T
+    P:{T}:job:<id>               hash   an ended job (finished, failed, canceled), expiring
+                                        (fields: see Field below)
+    P:{T}:done:<id>              list   completion signal for `job.wait()`, short-lived
 
-Times are Unix seconds (floats). Lua scripts get every fixed key through KEYS[];
-job and in-flight keys, which a script only learns while it runs, are built from the
-prefixes below, and so are the queue keys of a dead worker's jobs in the maintenance
-step (all keys share one prefix, so a cluster hash tag would cover them).
+In the home tag H (= the prefix):
+
+    P:{H}:queues                 set    the queues that hold something (every tag's)
+    P:{H}:workers                zset   worker name, score = lease deadline
+    P:{H}:worker:<name>          hash   what a worker is (host, pid, queues), expires with it
+    P:{H}:lock:maintenance       string held by the worker running the maintenance step
+    P:{H}:maintenance            hash   the maintenance step's own state: cursor (where in the
+                                        queue set the next step starts), hf/hu (verdicts held
+                                        after a stall), t:<worker> (the tags a worker uses)
+
+Elsewhere:
+
+    P:{<id>}:home                string the tag of a job whose id has none (a custom id)
+    P:cancel:<worker>            pub/sub channel: ids of running jobs to stop (not a key)
+
+Times are Unix seconds (floats). Every key a Lua script touches is built here and passed
+in KEYS[]; no script builds a key (tests/test_script_keys.py checks it).
+
+What changed in the layout (issue 12): keys were `P:<kind>:<name>` in one keyspace; a
+queue's keys now share its tag. A waiting job was packed in one of 1,024 global buckets
+and got a hash of its own when claimed; now it stays packed in its tag's buckets until
+it ends (the claim writes a small state entry instead), and only an ended job gets a
+hash. In-flight lists, worker leases used by recovery, the queue set used by the
+maintenance step and the ttl of a waiting job (a zset, not a key expiry) are per tag; the
+global queue set and workers zset remain, in the home tag, as indexes.
 """
 
 from __future__ import annotations
 
+import functools
+import itertools
 import os
 import re
+import string
+from binascii import crc_hqx
 
 PREFIX = os.environ.get("TASKIT_PREFIX", "taskit")
 #: the queue a job goes to when none is named (not stored in its hash)
 DEFAULT_QUEUE = "default"
+#: the tag of the keys that belong to no queue
+HOME = PREFIX
 
-JOB = f"{PREFIX}:job:"
-PACKED = f"{PREFIX}:packed:"
-#: how many packed-job hashes there are; each stays a compact listpack up to Redis's
-#: hash-max-listpack-entries (512 by default), so up to ~500,000 waiting jobs
-PACKED_BUCKETS = 1024
-INFLIGHT = f"{PREFIX}:inflight:"
-QUEUES = f"{PREFIX}:queues"
-WORKERS = f"{PREFIX}:workers"
-MAINTENANCE_LOCK = f"{PREFIX}:lock:maintenance"
-MAINTENANCE = f"{PREFIX}:maintenance"
+#: how many record buckets a tag has. A bucket stays a compact listpack up to Redis's
+#: hash-max-listpack-entries (512 by default), so about 8,000 waiting jobs per tag; a claim
+#: is given every bucket key of its tags (it does not know the ids it will pop)
+BUCKETS = 16
+SLOTS = 16384
 
 #: what a job id, queue name or worker name may be (job.validate_id); keys are built from them
 #: longest job id, queue name or worker name
 MAX_NAME_LENGTH = 128
 NAME = re.compile(rf"[A-Za-z0-9_.:@-]{{1,{MAX_NAME_LENGTH}}}")
+#: a job id made by taskit: its tag, '.', 22 base-62 characters
+GENERATED_ID = re.compile(r"([0-9A-Za-z]{1,3})\.[0-9A-Za-z]{22}")
 
 REGISTRIES = ("started", "finished", "failed", "canceled", "scheduled")
 
-
-def job(job_id: str) -> str:
-    return JOB + job_id
+_BASE62 = string.digits + string.ascii_uppercase + string.ascii_lowercase
 
 
-def packed(job_id: str) -> str:
-    """The hash that holds a waiting job's packed fields.
-
-    A key of its own costs a job about 100 bytes of Redis bookkeeping, more than its data.
-    So a job enqueued to run now (no ttl, no delay) is kept as one entry, id -> msgpack
-    [field, value, ...] without its status ("queued"), in one of PACKED_BUCKETS hashes,
-    and gets its own hash only when something changes it: the claim that starts it,
-    cancel, save_meta or wait (lua/lib/packed.lua; the same bucket arithmetic is there).
-    """
-    bucket = 0
-    for byte in job_id.encode("utf-8", "surrogateescape"):  # (an id read from Redis may not be UTF-8)
-        bucket = (bucket * 31 + byte) % PACKED_BUCKETS
-    return f"{PACKED}{bucket}"
+def slot(name: str) -> int:
+    """The hash slot of a key whose whole name is hashed (no braces in `name`)."""
+    return crc_hqx(name.encode("utf-8", "surrogateescape"), 0) % SLOTS
 
 
-def queue(name: str) -> str:
-    return f"{PREFIX}:queue:{name}"
+@functools.cache
+def _tags() -> tuple[str, ...]:
+    """slot -> tag: the first base-62 string (shortest first) that hashes to the slot. Every
+    slot has one of at most 3 characters; built once per process (about 0.1 s)."""
+    table: list[str | None] = [None] * SLOTS
+    left = SLOTS
+    for length in (1, 2, 3):
+        for chars in itertools.product(_BASE62, repeat=length):
+            candidate = "".join(chars)
+            at = slot(candidate)
+            if table[at] is None:
+                table[at] = candidate
+                left -= 1
+                if not left:
+                    return tuple(table)  # type: ignore[arg-type]
+    raise AssertionError("a slot has no tag of 3 characters")  # (checked: never)
+
+
+def tag_for_slot(at: int) -> str:
+    return _tags()[at]
+
+
+def is_tag(text: str) -> bool:
+    return 0 < len(text) <= 3 and _tags()[slot(text)] == text
+
+
+@functools.lru_cache(maxsize=65536)
+def queue_tag(name: str) -> str:
+    """The tag of a queue: that of the slot its name hashes to."""
+    return _tags()[slot(name)]
+
+
+def tag_of(job_id: str) -> str | None:
+    """The tag a job id made by taskit carries; None for any other id (a custom id, whose
+    tag is its queue's, found through `directory`)."""
+    match = GENERATED_ID.fullmatch(job_id)
+    if match is None or not is_tag(match[1]):
+        return None
+    return match[1]
+
+
+def job_tag(job_id: str, queue_name: str) -> str:
+    """The tag of a job on a known queue (its own, or its queue's for a custom id)."""
+    return tag_of(job_id) or queue_tag(queue_name)
+
+
+def bucket_index(job_id: str | bytes) -> int:
+    """Which of its tag's BUCKETS holds a job's record (lib/records.lua mirrors it)."""
+    raw = job_id.encode("utf-8", "surrogateescape") if isinstance(job_id, str) else job_id
+    index = 0
+    for byte in raw:
+        index = (index * 31 + byte) % BUCKETS
+    return index
+
+
+# -- per tag ---------------------------------------------------------------------------------
+
+
+def _in(tag: str) -> str:
+    return f"{PREFIX}:{{{tag}}}:"
+
+
+class TagKeys:
+    """The keys of one tag that are not a queue's: record buckets, state, expiry, ..."""
+
+    __slots__ = ("buckets", "expiry", "prefix", "queues", "settle", "state", "tag", "workers")
+
+    def __init__(self, tag: str) -> None:
+        self.tag = tag
+        self.prefix = _in(tag)
+        self.state = self.prefix + "state"
+        self.expiry = self.prefix + "expiry"
+        self.settle = self.prefix + "settle"
+        self.queues = self.prefix + "queues"
+        self.workers = self.prefix + "workers"
+        self.buckets = tuple(f"{self.prefix}jobs:{b}" for b in range(BUCKETS))
+
+    def bucket(self, job_id: str | bytes) -> str:
+        return self.buckets[bucket_index(job_id)]
+
+    def job(self, job_id: str) -> str:
+        return job(self.tag, job_id)
+
+    def done(self, job_id: str) -> str:
+        return done(self.tag, job_id)
+
+    def inflight(self, worker_name: str) -> str:
+        return inflight(self.tag, worker_name)
+
+
+@functools.lru_cache(maxsize=65536)
+def tag_keys(tag: str) -> TagKeys:
+    return TagKeys(tag)
+
+
+class QueueKeys:
+    """The keys of one queue in one tag (a queue partition; a queue that is not partitioned
+    has one, in `queue_tag(name)`)."""
+
+    __slots__ = ("canceled", "emptying", "failed", "finished", "name", "queue", "scheduled", "started", "tag",
+                 "tagged", "totals", "wake")
+
+    def __init__(self, name: str, tag: str) -> None:
+        self.name, self.tag = name, tag
+        self.tagged = tag_keys(tag)
+        self.queue = queue(tag, name)
+        self.wake = wake(tag, name)
+        self.started = registry("started", tag, name)
+        self.finished = registry("finished", tag, name)
+        self.failed = registry("failed", tag, name)
+        self.canceled = registry("canceled", tag, name)
+        self.scheduled = registry("scheduled", tag, name)
+        self.emptying = emptying(tag, name)
+        self.totals = totals(tag, name)
+
+    def registry(self, kind: str) -> str:
+        return registry(kind, self.tag, self.name)
+
+    def stats(self, hour: int) -> str:
+        return stats(self.tag, self.name, hour)
+
+
+@functools.lru_cache(maxsize=65536)
+def of_queue(name: str, tag: str | None = None) -> QueueKeys:
+    """The keys of a queue (`tag`: of one of its partitions; default, its own tag)."""
+    return QueueKeys(name, tag or queue_tag(name))
+
+
+def queue(tag: str, name: str) -> str:
+    return f"{_in(tag)}queue:{name}"
+
+
+def wake(tag: str, name: str) -> str:
+    return f"{_in(tag)}wake:{name}"
+
+
+def registry(kind: str, tag: str, queue_name: str) -> str:
+    return f"{_in(tag)}{kind}:{queue_name}"
+
+
+def emptying(tag: str, name: str) -> str:
+    return f"{_in(tag)}emptying:{name}"
+
+
+def stats(tag: str, queue_name: str, hour: int) -> str:
+    """Per-minute counters of a queue for one Unix hour (`int(time // 3600)`)."""
+    return f"{_in(tag)}stats:{queue_name}:{hour}"
+
+
+def totals(tag: str, queue_name: str) -> str:
+    return f"{_in(tag)}totals:{queue_name}"
+
+
+def periodic(tag: str, name: str) -> str:
+    """The last tick of a periodic task, in the tag of the queue its jobs go to."""
+    return f"{_in(tag)}periodic:{name}"
+
+
+def job(tag: str, job_id: str) -> str:
+    """The hash of an ended job."""
+    return f"{_in(tag)}job:{job_id}"
+
+
+def done(tag: str, job_id: str) -> str:
+    return f"{_in(tag)}done:{job_id}"
+
+
+def inflight(tag: str, worker_name: str) -> str:
+    return f"{_in(tag)}inflight:{worker_name}"
+
+
+def directory(job_id: str) -> str:
+    """Where the tag of a job with a custom id is written (in the id's own slot)."""
+    return f"{PREFIX}:{{{job_id}}}:home"
+
+
+# -- home ------------------------------------------------------------------------------------
+
+_HOME = _in(HOME)
+QUEUES = _HOME + "queues"
+WORKERS = _HOME + "workers"
+MAINTENANCE_LOCK = _HOME + "lock:maintenance"
+MAINTENANCE = _HOME + "maintenance"
+
+
+def worker(name: str) -> str:
+    return f"{_HOME}worker:{name}"
+
+
+def cancel_channel(worker_name: str) -> str:
+    """The pub/sub channel on which a worker hears which of its running jobs to stop."""
+    return f"{PREFIX}:cancel:{worker_name}"
 
 
 def readable_name(raw: bytes) -> str | None:
@@ -94,50 +309,8 @@ def readable_name(raw: bytes) -> str | None:
     return name if NAME.fullmatch(name) else None
 
 
-def emptying(name: str) -> str:
-    return f"{PREFIX}:emptying:{name}"
-
-
-def wake(name: str) -> str:
-    return f"{PREFIX}:wake:{name}"
-
-
-def registry(kind: str, queue_name: str) -> str:
-    return f"{PREFIX}:{kind}:{queue_name}"
-
-
-def worker(name: str) -> str:
-    return f"{PREFIX}:worker:{name}"
-
-
-def inflight(worker_name: str) -> str:
-    return INFLIGHT + worker_name
-
-
-def done(job_id: str) -> str:
-    return f"{PREFIX}:done:{job_id}"
-
-
-def periodic(name: str) -> str:
-    return f"{PREFIX}:periodic:{name}"
-
-
-def cancel_channel(worker_name: str) -> str:
-    """The pub/sub channel on which a worker hears which of its running jobs to stop."""
-    return f"{PREFIX}:cancel:{worker_name}"
-
-
-def stats(queue_name: str, hour: int) -> str:
-    """Per-minute counters of one queue for one Unix hour (`int(time // 3600)`)."""
-    return f"{PREFIX}:stats:{queue_name}:{hour}"
-
-
-def totals(queue_name: str) -> str:
-    return f"{PREFIX}:totals:{queue_name}"
-
-
 class Field:
-    """The fields of a job hash. Every queued job carries its field names, so they are short.
+    """The fields of a job record. Every queued job carries its field names, so they are short.
 
         f   func          a   args (msgpack [args, kwargs]; absent = no arguments)
         s   status        q   queue (absent = "default")
