@@ -1,7 +1,7 @@
 -- Cancel a job: one that has not started goes off its queue or schedule into the canceled
 -- registry; for one that has started, the request is noted on the job and its worker told.
--- KEYS: 1 job hash, 2 queue list, 3 scheduled zset, 4 canceled zset, 5 done list,
---       6 packed-job bucket
+-- KEYS (all in the job's tag): 1 own hash, 2 bucket, 3 state hash, 4 expiry zset,
+--       5 queue list, 6 scheduled zset, 7 canceled zset, 8 done list
 -- ARGV: 1 id, 2 now, 3 keep seconds (-1 forever), 4 reason ('' none),
 --       5 cancel channel prefix (+ worker name = the channel its worker listens on)
 -- Fields (see storage/keys.py Field): reads s, w; writes s, en, x (why), or cx
@@ -10,41 +10,46 @@
 -- Returns 'ok' (canceled), 'requested' (started: its worker stops it and records it as
 -- canceled), or the job's status when it cannot be canceled (false if there is no job).
 --#include guard
+--#include records
 --#include signal_end
---#include packed
 refuse_unless(KEYS[1], 'hash')
-refuse_unless(KEYS[2], 'list')
-refuse_unless(KEYS[3], 'zset')
-refuse_unless(KEYS[4], 'zset')
+refuse_unless(KEYS[2], 'hash')
+refuse_unless(KEYS[3], 'hash')
+refuse_unless(KEYS[5], 'list')
+refuse_unless(KEYS[6], 'zset')
+refuse_unless(KEYS[7], 'zset')
+local id = ARGV[1]
 local now, keep = tonumber(ARGV[2]), seconds(ARGV[3], -1)
-unpack_job(KEYS[1], KEYS[6], ARGV[1])
-local status = redis.call('HGET', KEYS[1], 's')
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return redis.call('HGET', KEYS[1], 's')  -- ended
+end
+local record, state_fields = read_parts(KEYS[2], KEYS[3], id)
+local fields = merged(record, state_fields)
+if not fields then
+  return false
+end
 -- >>> cancel a running job (issue 10)
-if status == 'started' then
+if fields.s == 'started' then
   -- the worker hears it at once on its channel; its heartbeat also reports the field, in
   -- case the message was missed (pub/sub keeps nothing), and a worker that claims the job
   -- later (its first worker died) records it as canceled without running it
-  redis.call('HSET', KEYS[1], 'cx', ARGV[4])
-  local worker = redis.call('HGET', KEYS[1], 'w')
-  if worker then
-    redis.call('PUBLISH', ARGV[5] .. worker, ARGV[1] .. '\n' .. ARGV[4])
+  local changes = state_fields or {}
+  changes.cx = ARGV[4]
+  write_state(KEYS[3], id, changes)
+  if fields.w then
+    redis.call('PUBLISH', ARGV[5] .. fields.w, id .. '\n' .. ARGV[4])
   end
   return 'requested'
 end
 -- <<< cancel a running job
-if status ~= 'queued' and status ~= 'scheduled' and status ~= 'created' then
-  return status
+if fields.s ~= 'queued' and fields.s ~= 'scheduled' and fields.s ~= 'created' then
+  return fields.s
 end
-redis.call('LREM', KEYS[2], 0, ARGV[1])
-redis.call('ZREM', KEYS[3], ARGV[1])
-redis.call('HSET', KEYS[1], 's', 'canceled', 'en', string.format('%.0f', now * 1000),
-  'x', 'canceled before it started' .. (ARGV[4] ~= '' and ': ' .. ARGV[4] or ''))
-if keep < 0 then
-  redis.call('PERSIST', KEYS[1])
-  redis.call('ZADD', KEYS[4], '+inf', ARGV[1])
-else
-  redis.call('EXPIRE', KEYS[1], keep)
-  redis.call('ZADD', KEYS[4], now + keep, ARGV[1])
-end
-signal_end(KEYS[1], KEYS[5], 'canceled')
+redis.call('LREM', KEYS[5], 0, id)
+redis.call('ZREM', KEYS[6], id)
+fields.s, fields.en = 'canceled', string.format('%.0f', now * 1000)
+fields.x = 'canceled before it started' .. (ARGV[4] ~= '' and ': ' .. ARGV[4] or '')
+signal_end(fields, KEYS[8], 'canceled')
+write_ended(KEYS[1], KEYS[2], KEYS[3], KEYS[4], id, fields, keep)
+redis.call('ZADD', KEYS[7], keep < 0 and '+inf' or now + keep, id)
 return 'ok'

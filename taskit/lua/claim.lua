@@ -1,71 +1,104 @@
 -- Promote due scheduled jobs, then claim up to N runnable jobs for one worker.
 -- A claimed job is, in the same step, moved from its queue to the worker's in-flight
--- list, marked started, given a fencing token (its attempt number) and a lease in the
--- started registry. A kill -9 at any instant leaves every job in a list or registry.
--- KEYS: 1 in-flight list, 2 workers zset, then per queue in priority order:
---       queue list, wake list, started zset, scheduled zset, failed zset
+-- list of its tag, marked started in its state entry, given a fencing token (its attempt
+-- number) and a lease in the started registry. A kill -9 at any instant leaves every job
+-- in a list or registry. The claim never needs a job's own key: the record stays in its
+-- bucket (lib/records.lua), and only the state entry is written.
+-- KEYS: per tag block: in-flight list of the worker in that tag, then the tag's keys
+--       (lib/records.lua tag_block); then per queue in priority order: queue list, wake
+--       list, started zset, scheduled zset, failed zset
 -- ARGV: 1 worker name, 2 now (Unix seconds), 3 lease deadline, 4 max jobs to claim,
---       5 job key prefix, 6 packed-job bucket prefix, 7 failure ttl of a corrupt job,
---       8 alone ('1': the worker holds nothing else), 9 id and 10 token of a job the
---       worker holds with 'al' 1 and will now no longer run alone ('' for none),
---       11.. the queue names, one per queue of KEYS
--- Fields (see storage/keys.py Field): reads s, rc, ru, tl, n; writes s, n, st, w, al (and c, e
--- when promoting; lib/failing.lua's for a corrupt job). The returned fields are read before
--- those writes; the caller knows them.
--- A packed job (lib/packed.lua) is taken out of its bucket and given its own hash here.
+--       5 failure ttl of a corrupt job, 6 alone ('1': the worker holds nothing else),
+--       7 id and 8 token of a job the worker holds with 'al' 1 and will now no longer run
+--       alone ('' for none), 9 the block of its tag (0 for none), 10 buckets per tag,
+--       11 number of blocks, 12.. per queue: its name, its block (1-based)
+-- On a single Redis one call may cover several tags; on a cluster each call covers one
+-- (storage/store.py sends one call per slot, in priority order).
+-- Fields (see storage/keys.py Field): reads s, rc, ru, tl, n; writes s, n, st, w, al (and
+-- c, e when promoting; lib/failing.lua's for a corrupt job). The returned fields are read
+-- before those writes; the caller knows them.
 -- 'al' is 1 for a job claimed on its own by a worker that holds nothing else: only such a
 -- job is blamed if its worker dies (lib/recover.lua). A worker that claims more while it
--- runs passes it as ARGV 9-10, so its 'al' is 0 before the others are claimed. A
+-- runs passes it as ARGV 7-9, so its 'al' is 0 before the others are claimed. A
 -- quarantined job (blamed once, or recovered unblamed twice) is claimed only alone; a
 -- busy worker's claim stops at it and says 'drain' (finish, then claim alone).
 -- The script never raises on data (lib/guard.lua): a queue whose list, started or
 -- scheduled key holds another type is passed over (the maintenance step reports it); a
--- job whose key holds something other than a hash is failed as corrupt (lib/failing.lua).
+-- job whose bucket holds something other than a hash is failed as corrupt (lib/failing.lua).
 -- Returns {claimed, next_run_at, corrupt, quarantine} where claimed is a flat list of
---   id, attempt, queue index (0-based), {hash field/value pairs}, ... next_run_at is the
+--   id, attempt, queue index (0-based), {field/value pairs}, ... next_run_at is the
 --   earliest scheduled time among the queues ('' when none is scheduled), corrupt lists
 --   the ids failed as corrupt, and quarantine is '', 'drain' (a quarantined job waits for
 --   a worker that holds nothing) or 'alone' (the one job claimed is quarantined: claim
 --   nothing more while it runs).
 --#include guard
+--#include records
 --#include signal_end
 --#include queueing
---#include packed
 --#include failing
 local worker, now, deadline = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local now_ms = string.format('%.0f', now * 1000)
-local limit, prefix, packed_prefix = tonumber(ARGV[4]), ARGV[5], ARGV[6]
-local failure_ttl = seconds(ARGV[7], 31536000)
-local inflight = KEYS[1]
+local limit = tonumber(ARGV[4])
+local failure_ttl = seconds(ARGV[5], 31536000)
+local buckets = tonumber(ARGV[10])
 local claimed, corrupt, count, next_run_at = {}, {}, 0, nil
-local last_key
+local last  -- {block, id, fields} of the last job claimed
 
--- The worker's own list: one overwritten has lost its ids, but each of those jobs still has
--- a lease in a started registry, which recovers it when it runs out.
-repair(inflight, 'list')
-repair(KEYS[2], 'zset')  -- workers' leases: every live worker renews its own at its next heartbeat
+local blocks, k = {}, 1
+for b = 1, tonumber(ARGV[11]) do
+  local inflight = KEYS[k]
+  local block
+  block, k = tag_block(k + 1, buckets)
+  block.inflight, block.claimed = inflight, 0
+  -- The worker's own list: one overwritten has lost its ids, but each of those jobs still
+  -- has a lease in a started registry, which recovers it when it runs out. So does a state
+  -- hash overwritten (its jobs read as queued: recovery puts them back).
+  repair(block.inflight, 'list')
+  repair(block.state, 'hash')
+  repair(block.expiry, 'zset')
+  repair(block.settle, 'zset')
+  repair(block.workers, 'zset')  -- leases: every live worker renews its own at its next heartbeat
+  blocks[b] = block
+end
 
 -- >>> blame only a job that ran alone (issue 10)
-local alone, quarantine = ARGV[8] == '1', ''
-if ARGV[9] ~= '' and fits(prefix .. ARGV[9], 'hash') then
-  local key = prefix .. ARGV[9]
-  local f = redis.call('HMGET', key, 'n', 'w', 's')
-  if f[1] == ARGV[10] and f[2] == worker and f[3] == 'started' then
-    redis.call('HSET', key, 'al', '0')
+local alone, quarantine = ARGV[6] == '1', ''
+if ARGV[7] ~= '' and blocks[tonumber(ARGV[9])] then
+  local block = blocks[tonumber(ARGV[9])]
+  local fields = unpacked(redis.call('HGET', block.state, ARGV[7]))
+  if fields and fields.n == ARGV[8] and fields.w == worker and fields.s == 'started' then
+    fields.al = '0'
+    write_state(block.state, ARGV[7], fields)
   end
 end
 -- <<< blame
 
--- A job whose key was overwritten while it waited: out of the way, failed as corrupt.
-local function fail_waiting(key, id, name, failed, found)
-  take_packed(packed_key(packed_prefix, id), id)
-  fail_overwritten(key, id, name, failed, nil, now, failure_ttl, found, 'waited', {})
+-- A job whose bucket was overwritten while it waited: failed as corrupt.
+local function fail_waiting(block, id, name, failed, bucket, found)
+  fail_later(block, id, {f = '', q = name}, failed, now, failure_ttl,
+    'corrupt: its record (' .. bucket .. ') was overwritten by a ' .. found .. ' while it waited; '
+    .. 'this failed record replaces it')
   corrupt[#corrupt + 1] = id
 end
 
-for q = 3, #KEYS, 5 do
+-- The record of a job the claim meets, or nil (and the job failed) when its bucket is broken.
+local function record_of(block, id, name, failed)
+  local bucket = bucket_of(block, id)
+  local blob = redis.pcall('HGET', bucket, id)
+  if type(blob) == 'table' and blob.err then
+    local _, found = fits(bucket, 'hash')
+    fail_waiting(block, id, name, failed, bucket, found)
+    return nil, bucket, true
+  end
+  return unpacked(blob), bucket, false
+end
+
+local queues = 0
+for q = k, #KEYS, 5 do
   local queue, wake, started, scheduled, failed = KEYS[q], KEYS[q + 1], KEYS[q + 2], KEYS[q + 3], KEYS[q + 4]
-  local name = ARGV[11 + (q - 3) / 5]
+  local name, block = ARGV[12 + 2 * queues], blocks[tonumber(ARGV[13 + 2 * queues])]
+  local index = queues
+  queues = queues + 1
   local usable = fits(queue, 'list') and fits(started, 'zset')
   repair(wake, 'list')  -- idle workers block on it: one of another type would wake them at once
 
@@ -73,13 +106,16 @@ for q = 3, #KEYS, 5 do
     local due = redis.call('ZRANGEBYSCORE', scheduled, '-inf', now, 'LIMIT', 0, 1000)
     for _, id in ipairs(due) do
       redis.call('ZREM', scheduled, id)
-      local key = prefix .. id
-      local ok, found = fits(key, 'hash')
-      if not ok then
-        fail_waiting(key, id, name, failed, found)
-      elseif redis.call('HGET', key, 's') == 'scheduled' then
-        requeued(key, now_ms)
-        redis.call('RPUSH', queue, id)
+      local record, _, broken = record_of(block, id, name, failed)
+      if not broken then
+        local state_fields = unpacked(redis.call('HGET', block.state, id))
+        local fields = merged(record, state_fields)
+        if fields and fields.s == 'scheduled' then
+          local changes = state_fields or {}
+          requeued(changes, fields, now_ms)
+          write_state(block.state, id, changes)
+          redis.call('RPUSH', queue, id)
+        end
       end
     end
     local first = redis.call('ZRANGE', scheduled, 0, 0, 'WITHSCORES')
@@ -90,48 +126,51 @@ for q = 3, #KEYS, 5 do
 
   local leases = {}
   while usable and count < limit do
-    local id = redis.call('LMOVE', queue, inflight, 'LEFT', 'RIGHT')
+    local id = redis.call('LMOVE', queue, block.inflight, 'LEFT', 'RIGHT')
     if not id then break end
-    local key = prefix .. id
-    local ok, found = fits(key, 'hash')
-    local packed = ok and take_packed(packed_key(packed_prefix, id), id)
-    local fields = packed or (ok and redis.call('HGETALL', key)) or {}
-    local status, blamed, unblamed, ttl, attempts
-    for i = 1, #fields, 2 do
-      local field = fields[i]
-      if field == 's' then status = fields[i + 1]
-      elseif field == 'rc' then blamed = number(fields[i + 1], 0, 0, 1e9)
-      elseif field == 'ru' then unblamed = number(fields[i + 1], 0, 0, 1e9)
-      elseif field == 'tl' then ttl = true
-      elseif field == 'n' then attempts = number(fields[i + 1], 0, 0, 1e9)
+    local record, bucket, broken = record_of(block, id, name, failed)
+    local state_fields = not broken and unpacked(redis.call('HGET', block.state, id)) or nil
+    local fields = not broken and merged(record, state_fields) or nil
+    local expired = false
+    if fields and fields.tl and fields.s == 'queued' then
+      local until_ = redis.call('ZSCORE', block.expiry, id)
+      if until_ and tonumber(until_) <= now then
+        expired = true
+        drop_parts(bucket, block.state, block.expiry, id)
       end
     end
-    local quarantined = (blamed or 0) > 0 or (unblamed or 0) >= 2  -- (never a packed job)
-    if not ok then
-      redis.call('LREM', inflight, -1, id)
-      fail_waiting(key, id, name, failed, found)
-    elseif status ~= 'queued' then
-      -- expired by its ttl, deleted, or canceled: nothing to run
-      redis.call('LREM', inflight, -1, id)
+    local blamed = fields and number(fields.rc, 0, 0, 1e9) or 0
+    local unblamed = fields and number(fields.ru, 0, 0, 1e9) or 0
+    local quarantined = blamed > 0 or unblamed >= 2
+    if not fields or fields.s ~= 'queued' or expired then
+      -- gone (expired by its ttl, deleted, canceled) or failed as corrupt: nothing to run
+      redis.call('LREM', block.inflight, -1, id)
     elseif quarantined and (count > 0 or not alone) then
       -- it runs only alone in its process, so that a death is only ever blamed on the
       -- job that may have caused it: back to the head, for a worker that holds nothing
-      redis.call('LMOVE', inflight, queue, 'RIGHT', 'LEFT')
+      redis.call('LMOVE', block.inflight, queue, 'RIGHT', 'LEFT')
       limit = count
       quarantine = 'drain'
     else
-      local attempt = math.floor(attempts or 0) + 1
-      if packed then redis.call('HSET', key, unpack(fields)) end  -- at most 66 values (lib/packed.lua)
-      redis.call('HSET', key, 's', 'started', 'st', now_ms, 'w', worker, 'n', attempt, 'al', '0')
-      last_key = key
-      if ttl then redis.call('PERSIST', key) end
+      if blamed + unblamed > 0 then
+        -- recovered before: a copy left in this worker's list by a claim it lost goes
+        redis.call('LREM', block.inflight, 0, id)
+        redis.call('RPUSH', block.inflight, id)
+      end
+      local attempt = math.floor(number(fields.n, 0, 0, 1e9)) + 1
+      local changes = state_fields or {}
+      changes.s, changes.st, changes.w, changes.n, changes.al = 'started', now_ms, worker, tostring(attempt), '0'
+      write_state(block.state, id, changes)
+      if fields.tl then redis.call('ZREM', block.expiry, id) end
       leases[#leases + 1] = deadline
       leases[#leases + 1] = id
       count = count + 1
+      block.claimed = block.claimed + 1
+      last = {block, id, changes}
       claimed[#claimed + 1] = id
       claimed[#claimed + 1] = attempt
-      claimed[#claimed + 1] = (q - 3) / 5
-      claimed[#claimed + 1] = fields
+      claimed[#claimed + 1] = index
+      claimed[#claimed + 1] = flat(fields)
       if quarantined then
         limit = count
         quarantine = 'alone'
@@ -149,10 +188,13 @@ for q = 3, #KEYS, 5 do
   end
 end
 
-if count > 0 then
-  redis.call('ZADD', KEYS[2], deadline, worker)
+for _, block in ipairs(blocks) do
+  if block.claimed > 0 then
+    redis.call('ZADD', block.workers, deadline, worker)
+  end
 end
 if count == 1 and alone then
-  redis.call('HSET', last_key, 'al', '1')
+  last[3].al = '1'
+  write_state(last[1].state, last[2], last[3])
 end
 return {claimed, next_run_at or '', corrupt, quarantine}

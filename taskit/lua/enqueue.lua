@@ -1,20 +1,21 @@
 -- Write a new job and make it runnable, in one step.
--- KEYS: 1 job hash, 2 packed-job bucket, 3 queue list, 4 wake list, 5 scheduled zset,
---       6 queues set
+-- KEYS (all in the job's tag): 1 bucket, 2 state hash, 3 own hash (an ended job with this
+--       id), 4 queue list, 5 wake list, 6 scheduled zset, 7 expiry zset, 8 the tag's queue set
 -- ARGV: 1 job id, 2 queue name, 3 ttl seconds ('' = none), 4 at_front ('1'/'0'),
---       5 run-at time ('' = run now), 6.. field, value pairs for the hash
--- A data key of the wrong type (job, bucket, queue, schedule) is refused with WRONGTYPE before
--- anything is written; a wake list or queue set of the wrong type is repaired.
--- Returns 1 written; 0 when a job with this id already exists (nothing is written); 2 when
--- the job that exists is this very one (same function, arguments and enqueue time: a
--- retry of this call whose first reply was lost).
+--       5 run-at time ('' = run now), 6.. field, value pairs of the record
+-- A data key of the wrong type is refused with WRONGTYPE before anything is written; a
+-- wake list or queue set of the wrong type is repaired.
+-- Returns {answer, new} where answer is 1 written; 0 when a job with this id already
+-- exists (nothing is written); 2 when the job that exists is this very one (same function,
+-- arguments and enqueue time: a retry of this call whose first reply was lost); new is 1
+-- when the queue was not in its tag's queue set (the caller adds it to the global one).
 --#include guard
 --#include queueing
---#include packed
+--#include records
 --#include add_job
-check_new_job(KEYS[1], KEYS[2], KEYS[3], KEYS[5], ARGV[3], ARGV[5])
-if job_exists(KEYS[1], KEYS[2], ARGV[1]) then
-  return is_this_job(KEYS[1], KEYS[2], ARGV[1], 6) and 2 or 0
+local k = new_job_keys(1)
+check_new_job(k, ARGV[3], ARGV[5])
+if job_exists(k, ARGV[1]) then
+  return {is_this_job(k, ARGV[1], 6) and 2 or 0, 0}
 end
-add_job(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], 6)
-return 1
+return {1, add_job(k, ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], 6)}

@@ -1,17 +1,11 @@
--- Renew a worker's lease and the lease of every job it holds, in one step.
--- A job whose claim is no longer this worker's (recovered while this worker was paused,
--- or deleted) is not renewed; its id is returned so the worker knows it lost that claim.
--- A job this worker has just recorded is neither renewed nor lost. A job whose key was
--- overwritten by something other than a hash keeps its lease: its worker fails it as
--- corrupt when it ends (finish.lua). One bad key never stops the other renewals.
+-- Renew a worker's lease (the home part of a heartbeat; renew.lua renews its jobs' leases
+-- in each tag, in the same round trip).
 -- A worker that could not renew for more than half its lease reports that stall here, so
 -- that verdicts on leases that ran out meanwhile wait for their workers (lib/verdicts.lua).
--- KEYS: 1 workers zset, 2 worker hash, 3 maintenance hash, then per job: job hash, started zset
+-- KEYS (home tag): 1 workers zset, 2 worker hash, 3 maintenance hash
 -- ARGV: 1 worker name, 2 lease deadline, 3 worker hash ttl seconds, 4 when the stall to
---       report began ('' = none), 5 grace seconds, then per job: id, token
--- Fields (see storage/keys.py Field): reads n, w, s, cx.
--- Returns {lost ids, {id, reason, ...} of held jobs whose cancel was requested}: the cancel
--- message on the worker's channel may have been missed (pub/sub keeps nothing).
+--       report began ('' = none), 5 grace seconds
+-- Returns 1.
 --#include guard
 --#include verdicts
 repair(KEYS[1], 'zset')
@@ -21,33 +15,4 @@ redis.call('EXPIRE', KEYS[2], ARGV[3])
 if ARGV[4] ~= '' then
   hold_verdicts(KEYS[3], ARGV[4], ARGV[5])
 end
-local lost, canceled = {}, {}
-local k = 4
-for a = 6, #ARGV, 2 do
-  local id, token = ARGV[a], ARGV[a + 1]
-  local job, started = KEYS[k], KEYS[k + 1]
-  k = k + 2
-  local renew = false
-  if not fits(job, 'hash') then
-    renew = true
-  else
-    local f = redis.call('HMGET', job, 'n', 'w', 's', 'cx')
-    if not f[3] then
-      -- gone (deleted, or just recorded with result_ttl=0): nothing to renew or report
-    elseif f[1] ~= token or f[2] ~= ARGV[1] then
-      lost[#lost + 1] = id
-    else
-      renew = f[3] == 'started'
-      -- >>> cancel a running job (issue 10)
-      if renew and f[4] then
-        canceled[#canceled + 1] = id
-        canceled[#canceled + 1] = f[4]
-      end
-      -- <<< cancel
-    end
-  end
-  if renew and fits(started, 'zset') then
-    redis.call('ZADD', started, 'XX', ARGV[2], id)
-  end
-end
-return {lost, canceled}
+return 1

@@ -1,89 +1,103 @@
--- The maintenance step: recover the jobs of dead workers and jobs whose lease expired,
--- forget dead workers, drop registry entries whose job hash has expired, and drop from the
--- queue set the queues whose keys are all empty. Running it twice is harmless; one worker
--- at a time runs it (next_queues.lua takes the lock and picks the queues it visits).
--- KEYS: 1 workers zset, 2 maintenance hash, 3 queues set, then per queue: queue list,
---       wake list, started zset, scheduled zset, failed zset, finished zset, canceled zset
--- ARGV: 1 now, 2 job key prefix, 3 in-flight prefix, 4 worker hash prefix, 5 deaths before
---       a job is abandoned, 6 default failure ttl, 7 done list prefix, 8 queue list prefix,
---       9 wake list prefix, 10 started zset prefix, 11 failed zset prefix, 12 the queue-set
---       cursor to save ('' = leave it), 13 when the stall to report began ('' = none),
---       14 grace seconds, 15 n, then n names to drop from the queue set (not queue names:
---       unreadable), then the queue names of KEYS, one per queue
--- A dead worker's jobs are found through its in-flight list, so they come back at the first
--- step after its lease runs out, whichever queues that step visits; a job whose own lease
--- ran out is found in its queue's started zset, when a step visits that queue. Verdicts
--- wait while a stall is reported (lib/verdicts.lua). Nothing here raises on data: a queue
--- key of the wrong type is reported (and left for an operator), a wake list repaired.
--- Returns {recovered ids, abandoned ids, dead worker names, ids failed as corrupt,
---          broken keys (text), how many queues were dropped from the queue set}.
+-- The maintenance step in one tag: recover the jobs of dead workers and jobs whose lease
+-- expired, drop queued jobs whose ttl ran out and registry entries whose job has expired,
+-- and drop from the tag's queue set the queues whose keys are all empty. Running it twice
+-- is harmless; one worker at a time runs it (next_queues.lua takes the lock, judges the
+-- workers and picks the queues).
+-- KEYS (one tag): the tag's keys (lib/records.lua tag_block), then the in-flight list of
+--       each worker named in ARGV, then per queue: queue list, wake list, started zset,
+--       scheduled zset, failed zset, finished zset, canceled zset
+-- ARGV: 1 now, 2 verdict time (leases that ran out before it are judged), 3 deaths before
+--       a job is abandoned, 4 default failure ttl, 5 buckets per tag, 6 n, then the n
+--       workers whose in-flight lists are in KEYS, then the queue names of KEYS
+-- A dead worker's jobs are found through its in-flight list in this tag: a worker whose
+-- lease in the tag ran out, and whose list is not among KEYS, is returned (the caller
+-- calls again with it); so is a queue one of its jobs belongs to that is not among KEYS
+-- (the job waits in the list). A job whose own lease ran out is found in its queue's
+-- started zset. Jobs failed here (abandoned, or that cannot go back to a broken queue) are
+-- returned to be settled (settle.lua). Nothing here raises on data: a queue key of the
+-- wrong type is reported (and left for an operator), a wake list repaired.
+-- Returns {recovered ids, abandoned ids, dead workers handled, ids failed as corrupt,
+--          broken keys (text), queues dropped, queues kept, ids to settle, workers whose
+--          list is not in KEYS, queues not in KEYS}.
 --#include guard
+--#include records
 --#include signal_end
 --#include queueing
 --#include failing
 --#include recover
---#include verdicts
-local now = tonumber(ARGV[1])
-local job_prefix, inflight_prefix, worker_prefix = ARGV[2], ARGV[3], ARGV[4]
-local max_deaths, failure_ttl = number(ARGV[5], 3, 1, 1e9), seconds(ARGV[6], 31536000)
-local done_prefix = ARGV[7]
+local now, cutoff = tonumber(ARGV[1]), tonumber(ARGV[2])
+local max_deaths, failure_ttl = number(ARGV[3], 3, 1, 1e9), seconds(ARGV[4], 31536000)
 local outcomes = {recovered = {}, abandoned = {}, failed = {}}
-local dead, broken, dropped = {}, {}, 0
+local dead, broken, dropped, kept, undeclared, missing = {}, {}, {}, {}, {}, {}
 
-repair(KEYS[1], 'zset')
-repair(KEYS[3], 'set')
-if ARGV[13] ~= '' then
-  hold_verdicts(KEYS[2], ARGV[13], ARGV[14])
-end
-local cutoff = verdict_time(KEYS[2], now)
-if ARGV[12] ~= '' then
-  redis.call('HSET', KEYS[2], 'cursor', ARGV[12])
-end
-local drops = tonumber(ARGV[15])
-for i = 16, 15 + drops do
-  redis.call('SREM', KEYS[3], ARGV[i])
-end
-local first_name = 16 + drops
+local block, k = tag_block(1, tonumber(ARGV[5]))
+repair(block.state, 'hash')
+repair(block.expiry, 'zset')
+repair(block.settle, 'zset')
+repair(block.workers, 'zset')
+repair(block.queues, 'set')
 
--- A queue name as storage/keys.py allows it (job.validate_id): keys are built from it.
-local function valid_name(name)
-  return #name <= 128 and string.find(name, '^[%w_.:@%-]+$') ~= nil
+local lists, workers = {}, tonumber(ARGV[6])
+for i = 1, workers do
+  lists[ARGV[6 + i]] = KEYS[k]
+  k = k + 1
+end
+local places, first_name = {}, 7 + workers
+for q = k, #KEYS, 7 do
+  local name = ARGV[first_name + (q - k) / 7]
+  places[name] = {name = name, queue = KEYS[q], wake = KEYS[q + 1], started = KEYS[q + 2], scheduled = KEYS[q + 3],
+                  failed = KEYS[q + 4], finished = KEYS[q + 5], canceled = KEYS[q + 6]}
 end
 
--- Dead workers: what they held comes back now. A job is recovered (and blamed) as when its
--- lease runs out; one the claim had not marked started yet goes back to its queue.
-for _, name in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', cutoff, 'LIMIT', 0, 100)) do
-  redis.call('ZREM', KEYS[1], name)
-  local inflight = inflight_prefix .. name
-  local ids = fits(inflight, 'list') and redis.call('LRANGE', inflight, 0, 999) or {}
-  for _, id in ipairs(ids) do
-    local job = job_prefix .. id
-    -- a job that cannot be read here keeps its lease in its queue's started zset
-    local f = key_type(job) == 'hash' and redis.call('HMGET', job, 's', 'w', 'q') or {}
-    local queue_name = f[3] or 'default'
-    if valid_name(queue_name) and (f[1] == 'queued' or (f[1] == 'started' and f[2] == name)) then
-      local place = {name = queue_name, queue = ARGV[8] .. queue_name, wake = ARGV[9] .. queue_name,
-                     failed = ARGV[11] .. queue_name}
-      if f[1] == 'started' then
-        local started = ARGV[10] .. queue_name
-        if fits(started, 'zset') then redis.call('ZREM', started, id) end
-        recover(job, id, place, done_prefix .. id, now, max_deaths, failure_ttl, outcomes)
-      elseif fits(place.queue, 'list') then
-        requeued(job, string.format('%.0f', now * 1000))
-        push(place.queue, place.wake, id, true)
-        outcomes.recovered[#outcomes.recovered + 1] = id
+-- Dead workers: what they held in this tag comes back now. A job is recovered (and blamed)
+-- as when its lease runs out. One whose state was lost reads 'queued' with no state entry:
+-- it is held, so it goes back too.
+for _, name in ipairs(redis.call('ZRANGEBYSCORE', block.workers, '-inf', cutoff, 'LIMIT', 0, 100)) do
+  local inflight = lists[name]
+  if not inflight then
+    undeclared[#undeclared + 1] = name
+  else
+    local ids = fits(inflight, 'list') and redis.call('LRANGE', inflight, 0, 999) or {}
+    local done = true
+    for _, id in ipairs(ids) do
+      local record, state_fields = read_parts(bucket_of(block, id), block.state, id)
+      local f = merged(record, state_fields)
+      if f and ((f.s == 'started' and f.w == name) or (record and not state_fields)) then
+        local place = places[f.q or 'default']
+        if not place then
+          missing[#missing + 1] = f.q or 'default'
+          done = false
+        else
+          if f.s == 'started' and fits(place.started, 'zset') then redis.call('ZREM', place.started, id) end
+          recover(block, id, place, now, max_deaths, failure_ttl, outcomes)
+          redis.call('LREM', inflight, 0, id)
+        end
       end
     end
+    if done then
+      redis.call('DEL', inflight)
+      redis.call('ZREM', block.workers, name)
+      dead[#dead + 1] = name
+    end
   end
-  redis.call('DEL', inflight, worker_prefix .. name)
-  dead[#dead + 1] = name
+end
+
+-- Queued jobs whose ttl ran out.
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', block.expiry, '-inf', now, 'LIMIT', 0, 1000)) do
+  local bucket = bucket_of(block, id)
+  local f = merged(read_parts(bucket, block.state, id))
+  if not f or f.s == 'queued' or f.s == 'scheduled' then
+    drop_parts(bucket, block.state, block.expiry, id)
+  else
+    redis.call('ZREM', block.expiry, id)
+  end
 end
 
 -- The queues of this step.
-for q = 4, #KEYS, 7 do
+for q = k, #KEYS, 7 do
+  local place = places[ARGV[first_name + (q - k) / 7]]
   local queue, wake, started, scheduled, failed, finished, canceled =
-    KEYS[q], KEYS[q + 1], KEYS[q + 2], KEYS[q + 3], KEYS[q + 4], KEYS[q + 5], KEYS[q + 6]
-  local name = ARGV[first_name + (q - 4) / 7]
+    place.queue, place.wake, place.started, place.scheduled, place.failed, place.finished, place.canceled
   local kinds = {[queue] = 'list', [started] = 'zset', [scheduled] = 'zset', [failed] = 'zset',
                  [finished] = 'zset', [canceled] = 'zset'}
   local usable = {}
@@ -95,15 +109,9 @@ for q = 4, #KEYS, 7 do
   repair(wake, 'list')
 
   if usable[started] then
-    local place = {name = name, queue = queue, wake = wake, failed = failed}
     for _, id in ipairs(redis.call('ZRANGEBYSCORE', started, '-inf', cutoff, 'LIMIT', 0, 1000)) do
       redis.call('ZREM', started, id)
-      local job = job_prefix .. id
-      local worker = key_type(job) == 'hash' and redis.call('HGET', job, 'w')
-      if worker and fits(inflight_prefix .. worker, 'list') then
-        redis.call('LREM', inflight_prefix .. worker, 0, id)
-      end
-      recover(job, id, place, done_prefix .. id, now, max_deaths, failure_ttl, outcomes)
+      recover(block, id, place, now, max_deaths, failure_ttl, outcomes)
     end
   end
   for _, registry in ipairs({failed, finished, canceled}) do
@@ -114,11 +122,13 @@ for q = 4, #KEYS, 7 do
 
   -- atomic with enqueue.lua, which adds the name back with its job
   if redis.call('EXISTS', queue, started, scheduled, failed, finished, canceled) == 0 then
-    redis.call('SREM', KEYS[3], name)
+    redis.call('SREM', block.queues, place.name)
     redis.call('DEL', wake)
-    dropped = dropped + 1
+    dropped[#dropped + 1] = place.name
   else
-    redis.call('SADD', KEYS[3], name)  -- back, if the set was repaired
+    redis.call('SADD', block.queues, place.name)  -- back, if the set was repaired
+    kept[#kept + 1] = place.name
   end
 end
-return {outcomes.recovered, outcomes.abandoned, dead, outcomes.failed, broken, dropped}
+local settle = redis.call('ZRANGE', block.settle, 0, 99)
+return {outcomes.recovered, outcomes.abandoned, dead, outcomes.failed, broken, dropped, kept, settle, undeclared, missing}

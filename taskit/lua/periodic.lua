@@ -5,18 +5,19 @@
 -- that cannot be read (not a time, more than ten years after this tick, not a string) is
 -- replaced by this tick, and the tick is enqueued unless its job exists (its id is the
 -- same on every worker).
--- KEYS: 1 last-tick string, 2 job hash, 3 packed-job bucket, 4 queue list, 5 wake list,
---       6 scheduled zset, 7 queues set
+-- KEYS (all in the tag of the task's queue): 1 last-tick string, 2.. those of enqueue.lua
 -- ARGV: 1 tick (Unix time), 2 '1' = a past tick (remember only if first seen), 3 job id,
 --       4 queue name, 5 ttl seconds ('' = none), 6 run-at ('' = now), 7.. field, value pairs
 -- Keys the job goes to are checked first (enqueue.lua), so a refused tick is not marked done.
--- Returns 1 enqueued, 0 already done (by this or another worker), 2 first seen: remembered,
--- 3 enqueued after replacing an unreadable last tick, 4 replaced it, the job already exists.
+-- Returns {answer, new}: answer 1 enqueued, 0 already done (by this or another worker), 2
+-- first seen: remembered, 3 enqueued after replacing an unreadable last tick, 4 replaced
+-- it, the job already exists; new as enqueue.lua's.
 --#include guard
 --#include queueing
---#include packed
+--#include records
 --#include add_job
-check_new_job(KEYS[2], KEYS[3], KEYS[4], KEYS[6], ARGV[5], ARGV[6])
+local k = new_job_keys(2)
+check_new_job(k, ARGV[5], ARGV[6])
 local tick = unix_time(ARGV[1], nil)
 if not tick then
   error(redis.error_reply('ERR taskit: tick ' .. ARGV[1] .. ' is not a time'))
@@ -30,14 +31,14 @@ elseif found ~= 'none' then
   unreadable = true
 end
 if last and last >= tick then
-  return 0
+  return {0, 0}
 end
 redis.call('SET', KEYS[1], ARGV[1])  -- replaces a key of any type
 if not last and not unreadable and ARGV[2] == '1' then
-  return 2
+  return {2, 0}
 end
-if job_exists(KEYS[2], KEYS[3], ARGV[3]) then
-  return unreadable and 4 or 0
+if job_exists(k, ARGV[3]) then
+  return {unreadable and 4 or 0, 0}
 end
-add_job(KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], ARGV[3], ARGV[4], ARGV[5], '0', ARGV[6], 7)
-return unreadable and 3 or 1
+local new = add_job(k, ARGV[3], ARGV[4], ARGV[5], '0', ARGV[6], 7)
+return {unreadable and 3 or 1, new}

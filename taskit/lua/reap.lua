@@ -1,13 +1,17 @@
--- Recover, at once, every job a worker process held when it died (its supervisor saw it
--- die, so there is no need to wait for its lease to run out), and forget the worker.
--- KEYS: 1 in-flight list, 2 workers zset, 3 worker hash, then per held job:
---       job hash, started zset, queue list, wake list, failed zset, done list
+-- Recover, at once, every job a worker process held in one tag when it died (its
+-- supervisor saw it die, so there is no need to wait for its lease to run out), and
+-- forget the worker in that tag (the home part is store.py's: its lease and hash).
+-- KEYS (one tag): 1 the worker's in-flight list, then the tag's keys (lib/records.lua
+--       tag_block), then per queue of the worker in the tag: queue list, wake list, started
+--       zset, failed zset
 -- ARGV: 1 now, 2 worker name, 3 deaths before a job is abandoned, 4 default failure ttl,
---       then per held job, in the order of their keys: id, queue name
--- A job whose key is not a hash is left alone: its lease in its started zset runs out and
--- the maintenance step fails it as corrupt.
--- Returns {recovered ids, abandoned ids, ids failed (their queue is not a list)}.
+--       5 buckets per tag, then the queue names of KEYS
+-- A job of a queue not among KEYS is left alone: its lease in its started zset runs out
+-- and the maintenance step recovers it.
+-- Returns {recovered ids, abandoned ids, ids failed (their queue is not a list), ids to
+-- settle (settle.lua)}.
 --#include guard
+--#include records
 --#include signal_end
 --#include queueing
 --#include failing
@@ -15,17 +19,28 @@
 local now = tonumber(ARGV[1])
 local max_deaths, failure_ttl = number(ARGV[3], 3, 1, 1e9), seconds(ARGV[4], 31536000)
 local outcomes = {recovered = {}, abandoned = {}, failed = {}}
-local k = 4
-for a = 5, #ARGV, 2 do
-  local id, name = ARGV[a], ARGV[a + 1]
-  local job, started, queue, wake, failed, done = KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4], KEYS[k + 5]
-  k = k + 6
-  if key_type(job) == 'hash' and redis.call('HGET', job, 'w') == ARGV[2] then
-    if fits(started, 'zset') then redis.call('ZREM', started, id) end
-    recover(job, id, {name = name, queue = queue, wake = wake, failed = failed}, done, now, max_deaths, failure_ttl, outcomes)
+local block, k = tag_block(2, tonumber(ARGV[5]))
+repair(block.state, 'hash')
+repair(block.settle, 'zset')
+local places = {}
+for q = k, #KEYS, 4 do
+  local name = ARGV[6 + (q - k) / 4]
+  places[name] = {name = name, queue = KEYS[q], wake = KEYS[q + 1], started = KEYS[q + 2], failed = KEYS[q + 3]}
+end
+local ids = fits(KEYS[1], 'list') and redis.call('LRANGE', KEYS[1], 0, -1) or {}
+for i = #ids, 1, -1 do  -- each goes back to the queue's front: last first keeps their order
+  local id = ids[i]
+  local f = merged(read_parts(bucket_of(block, id), block.state, id))
+  local place = f and places[f.q or 'default']
+  if place and f.s == 'started' and f.w == ARGV[2] then
+    if fits(place.started, 'zset') then redis.call('ZREM', place.started, id) end
+    recover(block, id, place, now, max_deaths, failure_ttl, outcomes)
   end
 end
-redis.call('DEL', KEYS[1], KEYS[3])
-repair(KEYS[2], 'zset')
-redis.call('ZREM', KEYS[2], ARGV[2])
-return {outcomes.recovered, outcomes.abandoned, outcomes.failed}
+redis.call('DEL', KEYS[1])
+if fits(block.workers, 'zset') then redis.call('ZREM', block.workers, ARGV[2]) end
+local settle = {}
+for _, list in ipairs({outcomes.abandoned, outcomes.failed}) do
+  for _, id in ipairs(list) do settle[#settle + 1] = id end
+end
+return {outcomes.recovered, outcomes.abandoned, outcomes.failed, settle}

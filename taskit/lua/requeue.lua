@@ -1,27 +1,52 @@
 -- Move a job out of a registry (failed or canceled) and back onto its queue.
--- KEYS: 1 registry zset, 2 job hash, 3 queue list, 4 wake list, 5 done list (the last end
---       signal, which would wake a new waiter at once)
+-- KEYS (all in the job's tag): 1 registry zset, 2 own hash, 3 bucket, 4 state hash,
+--       5 queue list, 6 wake list, 7 done list (the last end signal, which would wake a
+--       new waiter at once), 8 settle zset
 -- ARGV: 1 id, 2 now
+-- The job leaves its own hash (or, not settled yet, its ended state) for a record in its
+-- bucket and a state entry that says 'queued' (lib/records.lua).
 -- Fields (see storage/keys.py Field): clears st, en, x, r, w, rc, rn, ru, cx; writes s, e, c.
 -- A key of the wrong type is refused with WRONGTYPE before anything is written.
 -- Returns 'ok', 'absent' (not in this registry) or 'expired' (its record is gone).
 --#include guard
 --#include queueing
+--#include records
 refuse_unless(KEYS[1], 'zset')
 refuse_unless(KEYS[2], 'hash')
-refuse_unless(KEYS[3], 'list')
-local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+refuse_unless(KEYS[3], 'hash')
+refuse_unless(KEYS[4], 'hash')
+refuse_unless(KEYS[5], 'list')
+local id = ARGV[1]
+local score = redis.call('ZSCORE', KEYS[1], id)
 if not score then
   return 'absent'
 end
-if tonumber(score) <= tonumber(ARGV[2]) or redis.call('EXISTS', KEYS[2]) == 0 then
-  redis.call('ZREM', KEYS[1], ARGV[1])
+local record, state_fields = read_parts(KEYS[3], KEYS[4], id)
+local fields = merged(record, state_fields)
+local own = false
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  fields, own = {}, true
+  local pairs_ = redis.call('HGETALL', KEYS[2])
+  for i = 1, #pairs_, 2 do fields[pairs_[i]] = pairs_[i + 1] end
+end
+redis.call('ZREM', KEYS[1], id)
+if tonumber(score) <= tonumber(ARGV[2]) or not fields then
   return 'expired'
 end
-redis.call('ZREM', KEYS[1], ARGV[1])
-redis.call('HDEL', KEYS[2], 'st', 'en', 'x', 'r', 'w', 'rc', 'rn', 'ru', 'cx')
-requeued(KEYS[2], string.format('%.0f', tonumber(ARGV[2]) * 1000))
-redis.call('PERSIST', KEYS[2])
-redis.call('DEL', KEYS[5])
-push(KEYS[3], KEYS[4], ARGV[1], false)
+if fits(KEYS[8], 'zset') then redis.call('ZREM', KEYS[8], id) end
+local changes = own and {} or (state_fields or {})
+for _, name in ipairs({'st', 'en', 'x', 'r', 'w', 'rc', 'rn', 'ru', 'cx'}) do
+  fields[name], changes[name] = nil, nil
+end
+requeued(changes, fields, string.format('%.0f', tonumber(ARGV[2]) * 1000))
+if own then
+  -- back into its bucket: what it was enqueued with (and its attempts so far)
+  fields.s = nil
+  fields.e = tonumber(fields.e) or fields.e
+  redis.call('HSET', KEYS[3], id, packed(fields))
+  redis.call('DEL', KEYS[2])
+end
+write_state(KEYS[4], id, changes)
+redis.call('DEL', KEYS[7])
+push(KEYS[5], KEYS[6], id, false)
 return 'ok'

@@ -1,13 +1,21 @@
--- Shared by enqueue.lua and periodic.lua (include guard, queueing and packed first).
+-- Shared by enqueue.lua and periodic.lua (include guard, queueing and records first).
+-- KEYS of a new job, from `first`: bucket, state hash, own hash (of an ended job with this
+-- id), queue list, wake list, scheduled zset, expiry zset, the tag's queue set.
+local function new_job_keys(first)
+  return {bucket = KEYS[first], state = KEYS[first + 1], job = KEYS[first + 2], queue = KEYS[first + 3],
+          wake = KEYS[first + 4], scheduled = KEYS[first + 5], expiry = KEYS[first + 6], queues = KEYS[first + 7]}
+end
 
 -- Refuse (raise, before anything is written) when a key a new job is written to holds
 -- another type, or when its ttl or run-at is not a number. The wake list and the
 -- queue-name set are not checked here: add_job repairs them.
-local function check_new_job(job, bucket, queue, scheduled, ttl, run_at)
-  refuse_unless(job, 'hash')
-  refuse_unless(bucket, 'hash')
-  refuse_unless(queue, 'list')
-  refuse_unless(scheduled, 'zset')
+local function check_new_job(k, ttl, run_at)
+  refuse_unless(k.bucket, 'hash')
+  refuse_unless(k.state, 'hash')
+  refuse_unless(k.job, 'hash')
+  refuse_unless(k.queue, 'list')
+  refuse_unless(k.scheduled, 'zset')
+  refuse_unless(k.expiry, 'zset')
   if ttl ~= '' and not seconds(ttl, nil) then
     error(redis.error_reply('ERR taskit: ttl ' .. ttl .. ' is not a number of seconds'))
   end
@@ -16,48 +24,50 @@ local function check_new_job(job, bucket, queue, scheduled, ttl, run_at)
   end
 end
 
--- Write a new job from ARGV[first_field..] and make it runnable, or schedule it for
--- run_at (call check_new_job first). A job to run now with no ttl is packed into its
--- bucket; any other gets its own hash at once.
-local function add_job(job, bucket, queue, wake, scheduled, queues, id, queue_name, ttl, at_front, run_at, first_field)
-  if ttl == '' and run_at == '' then
-    pack_job(bucket, id, first_field)
-  else
-    redis.call('HSET', job, unpack(ARGV, first_field))
+-- The enqueue time (Unix seconds) among a new job's fields (ARGV from `first`).
+local function enqueued_at(first)
+  for i = first, #ARGV, 2 do
+    if ARGV[i] == 'e' then return (tonumber(ARGV[i + 1]) or 0) / 1000 end
   end
-  local expiry = ttl == '' and -1 or seconds(ttl, -1)
-  if expiry >= 0 then
-    redis.call('EXPIRE', job, expiry)
-  end
-  if run_at ~= '' then
-    redis.call('ZADD', scheduled, run_at, id)
-  else
-    push(queue, wake, id, at_front == '1')
-  end
-  repair(queues, 'set')  -- an index of names, rebuilt as jobs are enqueued
-  redis.call('SADD', queues, queue_name)
+  return 0
 end
 
--- Whether a job with this id exists, packed or not (its bucket checked to be a hash).
-local function job_exists(job, bucket, id)
-  return redis.call('EXISTS', job) == 1 or redis.call('HEXISTS', bucket, id) == 1
+-- Write a new job from ARGV[first_field..] and make it runnable, or schedule it for
+-- run_at (call check_new_job first). Its record is packed into its bucket; a ttl is
+-- kept in the expiry zset. Returns 1 if the queue was new in its tag's queue set (the
+-- caller adds it to the global one).
+local function add_job(k, id, queue_name, ttl, at_front, run_at, first_field)
+  pack_new_job(k.bucket, id, first_field)
+  local expiry = ttl == '' and -1 or seconds(ttl, -1)
+  if expiry >= 0 then
+    redis.call('ZADD', k.expiry, enqueued_at(first_field) + expiry, id)
+  end
+  if run_at ~= '' then
+    redis.call('ZADD', k.scheduled, run_at, id)
+  else
+    push(k.queue, k.wake, id, at_front == '1')
+  end
+  repair(k.queues, 'set')  -- an index of names, rebuilt as jobs are enqueued
+  return redis.call('SADD', k.queues, queue_name)
+end
+
+-- Whether a job with this id exists: not ended (a record or a state entry), or ended.
+local function job_exists(k, id)
+  return redis.call('HEXISTS', k.bucket, id) == 1 or redis.call('HEXISTS', k.state, id) == 1
+    or redis.call('EXISTS', k.job) == 1
 end
 
 -- Whether the job stored under `id` is the one ARGV from `first` describes: the same
 -- function, arguments and first enqueue time. A retried enqueue whose first reply was lost
 -- finds its own write this way, and tells it from an older job with the same id.
-local function is_this_job(job, bucket, id, first)
-  local wanted, stored = {}, {}
+local function is_this_job(k, id, first)
+  local wanted = {}
   for i = first, #ARGV, 2 do
     wanted[ARGV[i]] = ARGV[i + 1]
   end
-  local packed = read_packed(bucket, id)
-  if packed then
-    for i = 1, #packed, 2 do
-      stored[packed[i]] = packed[i + 1]
-    end
-  elseif key_type(job) == 'hash' then
-    local f = redis.call('HMGET', job, 'f', 'a', 'c', 'e')
+  local stored = merged(read_parts(k.bucket, k.state, id))
+  if not stored then
+    local f = redis.call('HMGET', k.job, 'f', 'a', 'c', 'e')
     stored = {f = f[1], a = f[2], c = f[3], e = f[4]}
   end
   return stored.f == wanted.f and stored.a == wanted.a and (stored.c or stored.e) == (wanted.c or wanted.e)

@@ -16,21 +16,17 @@ local function push(queue, wake, id, front)
   end
 end
 
--- Shared: the job (a hash) becomes queued again now. enqueued_at ('e') moves to now, and
--- the first enqueue time is kept as created_at ('c') if it was not stored apart.
-local function requeued(job, now_ms)
-  if redis.call('HEXISTS', job, 'c') == 0 then
-    local first = redis.call('HGET', job, 'e')
-    if first then redis.call('HSET', job, 'c', first) end
-  end
-  redis.call('HSET', job, 's', 'queued', 'e', now_ms)
+-- Shared: a job becomes queued again now, by `changes` to its state entry (`fields`: all
+-- of its fields). enqueued_at ('e') moves to now, and the first enqueue time is kept as
+-- created_at ('c') if it was not stored apart.
+local function requeued(changes, fields, now_ms)
+  if not fields.c and fields.e then changes.c = fields.e end
+  changes.s, changes.e = 'queued', now_ms
 end
 
--- Shared: add `by` to a numeric job field, reading a missing or unreadable value as 0.
--- (HINCRBY would raise on a corrupt value and abort the script after its earlier writes:
--- a Redis script is not rolled back on error.)
-local function incr(key, field, by)
-  local value = number(redis.call('HGET', key, field), 0, -1e9, 1e9) + by
-  redis.call('HSET', key, field, value)
+-- Shared: add `by` to a numeric field of a map, reading a missing or unreadable value as 0.
+local function incr(fields, field, by)
+  local value = number(fields[field], 0, -1e9, 1e9) + by
+  fields[field] = string.format('%.0f', value)
   return value
 end

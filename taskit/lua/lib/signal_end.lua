@@ -6,10 +6,9 @@ local function signal(done, outcome)
   redis.call('EXPIRE', done, 60)
 end
 
--- Signal the end of a job (a hash) only if someone waits for it (wait.lua set 'wt');
--- `done` nil: the script does not know the done list.
-local function signal_end(job, done, outcome)
-  if done and redis.call('HEXISTS', job, 'wt') == 1 then
+-- Signal the end of a job (fields: a map) only if someone waits for it (wait.lua set 'wt').
+local function signal_end(fields, done, outcome)
+  if fields.wt then
     signal(done, outcome)
   end
 end

@@ -1,0 +1,121 @@
+-- Shared (include guard first): where a job's fields are (storage/keys.py, "Per tag").
+-- A job not ended has a record in one of its tag's buckets (id -> msgpack [field, value,
+-- ...] as enqueued, without its status while it is 'queued'; the enqueue time as a
+-- number) and, once anything changed, a state entry in the tag's state hash (the same
+-- form): the state overrides the record. An ended job has a hash of its own.
+-- A tag's keys come in KEYS as a block (tag_block): state hash, expiry zset, settle zset,
+-- queue set, workers zset, then its buckets.
+
+-- A block of a tag's keys from KEYS[first..]; returns it and the index after it.
+local function tag_block(first, buckets)
+  local block = {state = KEYS[first], expiry = KEYS[first + 1], settle = KEYS[first + 2],
+                 queues = KEYS[first + 3], workers = KEYS[first + 4], buckets = {}}
+  for b = 1, buckets do
+    block.buckets[b] = KEYS[first + 4 + b]
+  end
+  return block, first + 5 + buckets
+end
+
+-- The bucket of a job (keys.bucket_index computes the same).
+local function bucket_of(block, id)
+  local index, n = 0, #block.buckets
+  for i = 1, #id do
+    index = (index * 31 + string.byte(id, i)) % n
+  end
+  return block.buckets[index + 1]
+end
+
+-- A record has about 25 fields, a state entry fewer: an entry with more values is corrupt.
+local MAX_PACKED_VALUES = 64
+
+-- Fields from a packed entry: nil when there is none (nor when its hash is of another
+-- type: redis.pcall's error is a table); an unreadable entry (not msgpack, not a flat list
+-- of text, or far too long) gives {} (the job is then failed as corrupt by its worker: a
+-- raise here would abort the script halfway, and Redis does not roll a script back).
+local function unpacked(blob)
+  if type(blob) ~= 'string' then return nil end
+  local fields = {}
+  local ok, flat = pcall(cmsgpack.unpack, blob)
+  if not ok or type(flat) ~= 'table' or #flat % 2 == 1 or #flat > MAX_PACKED_VALUES then
+    return fields
+  end
+  for i = 1, #flat, 2 do
+    local name, value = flat[i], flat[i + 1]
+    if type(value) == 'number' then value = string.format('%.0f', value) end
+    if type(name) ~= 'string' or type(value) ~= 'string' then return {} end
+    fields[name] = value
+  end
+  return fields
+end
+
+local function packed(fields)
+  local flat = {}
+  for name, value in pairs(fields) do
+    flat[#flat + 1] = name
+    flat[#flat + 1] = value
+  end
+  return cmsgpack.pack(flat)
+end
+
+-- A job's record and state entry (each nil when absent).
+local function read_parts(bucket, state, id)
+  return unpacked(redis.pcall('HGET', bucket, id)), unpacked(redis.pcall('HGET', state, id))
+end
+
+-- The fields of a job not ended: its record overridden by its state; status 'queued' when
+-- neither says. nil when it has neither.
+local function merged(record, state_fields)
+  if not record and not state_fields then return nil end
+  local fields = {}
+  for name, value in pairs(record or {}) do fields[name] = value end
+  for name, value in pairs(state_fields or {}) do fields[name] = value end
+  if not fields.s then fields.s = 'queued' end
+  return fields
+end
+
+local function write_state(state, id, fields)
+  redis.call('HSET', state, id, packed(fields))
+end
+
+-- Forget a job's record, state and ttl (it ended, or was deleted).
+local function drop_parts(bucket, state, expiry, id)
+  redis.pcall('HDEL', bucket, id)  -- a bucket that is not a hash holds no job
+  redis.call('HDEL', state, id)
+  redis.call('ZREM', expiry, id)
+end
+
+-- A map as a flat list, for HSET and for replies.
+local function flat(fields)
+  local list = {}
+  for name, value in pairs(fields) do
+    list[#list + 1] = name
+    list[#list + 1] = value
+  end
+  return list
+end
+
+-- Pack a new job's field, value pairs (ARGV from `first`) into its bucket, leaving out a
+-- 'queued' status. The enqueue time goes in as a number (9 bytes, not 13 characters):
+-- Redis keeps a bucket compact only while each entry is at most hash-max-listpack-value
+-- (64) bytes.
+local function pack_new_job(bucket, id, first)
+  local fields = {}
+  for i = first, #ARGV, 2 do
+    local name, value = ARGV[i], ARGV[i + 1]
+    if name ~= 's' or value ~= 'queued' then
+      fields[#fields + 1] = name
+      fields[#fields + 1] = name == 'e' and tonumber(value) or value
+    end
+  end
+  redis.call('HSET', bucket, id, cmsgpack.pack(fields))
+end
+
+-- Write an ended job (fields: a map) into its own hash, kept `keep` seconds (-1 forever,
+-- 0: not at all), and forget its record and state.
+local function write_ended(job, bucket, state, expiry, id, fields, keep)
+  drop_parts(bucket, state, expiry, id)
+  redis.call('DEL', job)
+  if keep == 0 then return end
+  redis.call('HSET', job, unpack(flat(fields)))
+  if keep > 0 then redis.call('EXPIRE', job, keep) end
+end
