@@ -35,7 +35,7 @@ from .exceptions import (
     WaitTimeoutError,
 )
 from .schedule import MAX_SECONDS
-from .storage.keys import DEFAULT_QUEUE, NAME, Field, queue_tag
+from .storage.keys import DEFAULT_QUEUE, NAME, Field, queue_tag, tag_of
 from .storage.store import Fields, Store
 
 if TYPE_CHECKING:
@@ -129,6 +129,23 @@ def new_id(tag: str) -> str:
     """A random job id that carries its tag (storage/keys.py): the tag, '.', then 22
     base-62 characters, about 130 random bits (a uuid4 has 122)."""
     return f"{tag}.{os.urandom(22).translate(_TO_BASE62).decode()}"
+
+
+def retag(job: Job, queue: str) -> None:
+    """Make a job's id fit the queue it is enqueued on: an id taskit made carries the tag of
+    the queue it was made for (storage/keys.py), so a job made for another queue gets a new
+    one. A custom id that reads as an id taskit made for another queue is refused: the job
+    would be looked for in that queue's keys."""
+    tag = queue_tag(queue)
+    carried = tag_of(job.id)
+    if carried is None or carried == tag:
+        return
+    if not job._generated:
+        raise InvalidJobIdError(
+            f"job id {job.id!r} has the form of an id taskit made for another queue (tag {carried!r}); "
+            "choose another id"
+        )
+    job.id = new_id(tag)
 
 
 def _ms(when: float) -> int:

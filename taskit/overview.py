@@ -154,7 +154,7 @@ def live_workers(store: Store, now: float) -> tuple[int, int]:
 
 def read_workers(store: Store, jobs_per_worker: int = 5) -> list[WorkerState]:
     details = store.worker_details()
-    held = store.held_jobs([name for name, _, _, _ in details], jobs_per_worker)
+    held = store.held_jobs([(name, _queues(info)) for name, _, info, _ in details], jobs_per_worker)
     workers = []
     for (name, deadline, info, count), jobs in zip(details, held):
         workers.append(
@@ -162,7 +162,7 @@ def read_workers(store: Store, jobs_per_worker: int = 5) -> list[WorkerState]:
                 name=name,
                 host=info.get("host", "?"),
                 pid=info.get("pid", "?"),
-                queues=[q for q in info.get("queues", "").split(",") if q],
+                queues=_queues(info),
                 lease_deadline=deadline,
                 lease=_float(info.get("lease")),
                 started_at=_float(info.get("started_at")),
@@ -203,3 +203,8 @@ def _float(value: str | None) -> float | None:
 
 def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
+
+
+def _queues(info: dict[str, str]) -> list[str]:
+    """The queues a worker registered (comma-separated)."""
+    return [q for q in info.get("queues", "").split(",") if q]

@@ -201,7 +201,7 @@ def enqueue_due(
             continue
         if result in (3, 4):
             log.warning("periodic task %s: its last tick (%s) was unreadable; replaced by the tick of %s",
-                        entry.name, keys.periodic(entry.name), when)
+                        entry.name, keys.periodic(keys.queue_tag(entry.queue), entry.name), when)
         if result in (1, 3):
             job._status = status
             job.enqueued_at = dt.datetime.fromtimestamp(now, tz=UTC)

@@ -11,7 +11,7 @@ from typing import Any
 from . import config, tracing
 from .connections import Client
 from .exceptions import ConfigurationError, DuplicateJobError
-from .job import Job, JobStatus, validate_id, whole_number
+from .job import Job, JobStatus, retag, validate_id, whole_number
 from .registry import (
     CanceledJobRegistry,
     FailedJobRegistry,
@@ -133,6 +133,7 @@ class Queue:
                 raise ConfigurationError(f"enqueue_many takes jobs from Queue.prepare_data, not {type(job).__name__}")
             if job.origin != self.name:
                 job.origin = self.name
+            retag(job, self.name)
         status = JobStatus.SCHEDULED if run_at is not None else JobStatus.QUEUED
         now = time.time()
         entries = [(job.id, self.name, job.ttl, at_front, run_at, job.to_fields(status, now)) for job in jobs]

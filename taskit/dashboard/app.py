@@ -279,7 +279,7 @@ class _Pages:
 
     def periodic(self, request: Request) -> Response:
         entries = sorted(periodic.registered().values(), key=lambda e: e.name)
-        ticks = self.store.last_ticks([e.name for e in entries])
+        ticks = self.store.last_ticks([(e.name, e.queue) for e in entries])
         now = time.time()
         rows = [
             {

@@ -170,7 +170,7 @@ def _in(tag: str) -> str:
 class TagKeys:
     """The keys of one tag that are not a queue's: record buckets, state, expiry, ..."""
 
-    __slots__ = ("buckets", "expiry", "prefix", "queues", "settle", "state", "tag", "workers")
+    __slots__ = ("block", "buckets", "expiry", "prefix", "queues", "settle", "state", "tag", "workers")
 
     def __init__(self, tag: str) -> None:
         self.tag = tag
@@ -181,6 +181,8 @@ class TagKeys:
         self.queues = self.prefix + "queues"
         self.workers = self.prefix + "workers"
         self.buckets = tuple(f"{self.prefix}jobs:{b}" for b in range(BUCKETS))
+        #: the keys as lib/records.lua `tag_block` takes them
+        self.block = (self.state, self.expiry, self.settle, self.queues, self.workers, *self.buckets)
 
     def bucket(self, job_id: str | bytes) -> str:
         return self.buckets[bucket_index(job_id)]

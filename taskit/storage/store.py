@@ -18,9 +18,9 @@ import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, ClassVar, NamedTuple, TypeVar
 
-import msgpack
 import redis
 import tenacity
+from redis.cluster import RedisCluster
 from redis.commands.core import Script
 from redis.exceptions import (
     ClusterError,
@@ -76,9 +76,9 @@ def transient(error: BaseException) -> bool:
     # a cluster client that reached none of its nodes while refreshing its slot map
     return isinstance(error, RedisClusterException) and isinstance(error.__cause__, _TRANSIENT)
 
-#: (the worker holds nothing else, (id, token) of a job it holds that no longer runs alone,
-#: or None): see `Store.claim` and lua/claim.lua
-Alone = tuple[bool, "tuple[str, int] | None"]
+#: (the worker holds nothing else, (id, token, queue) of a job it holds that no longer runs
+#: alone, or None): see `Store.claim` and lua/claim.lua
+Alone = tuple[bool, "tuple[str, int, str] | None"]
 ALONE: Alone = (True, None)
 
 
@@ -87,6 +87,8 @@ class Store:
 
     _stores: ClassVar[weakref.WeakKeyDictionary[Client, Store]] = weakref.WeakKeyDictionary()
     _stores_lock = threading.Lock()
+    #: (queues) -> the waits on their wake lists, on a cluster (`block_for_work`)
+    _wakes: dict[tuple[str, ...], _Wakes]
 
     def __init__(self, connection: Client, retry_seconds: float = RETRY_SECONDS) -> None:
         # typed loosely: redis-py's stubs allow str replies, but taskit refuses
@@ -95,7 +97,13 @@ class Store:
         self.where = describe(connection)
         self.scripts = Scripts(connection)
         self.retry_seconds = retry_seconds
+        #: a cluster: a script or transaction covers one slot (one tag), and calls for
+        #: several go one per slot; a single Redis takes every tag in one call
+        self.cluster = isinstance(connection, RedisCluster)
         self._written = _Written()
+        #: queue -> when (monotonic) this Store last added it to the global queue set
+        self._indexed: dict[str, float] = {}
+        self._wakes = {}
         #: calls that found the connection lost, so far (a Redis restart may have lost what
         #: the caller keeps there: the worker registers again when this changes)
         self.lost_connections = 0
@@ -190,21 +198,43 @@ class Store:
         reply (ours, or redis-py's own) may find its own job already written:
         lua/enqueue.lua tells it (same function, arguments and enqueue time, to the
         millisecond) from an older job with the same id, which is still reported as taken
-        (see `_Written` for the same job enqueued twice by this process).
+        (see `_Written` for the same job enqueued twice by this process). A job with a
+        custom id gets its directory entry (keys.directory) in the same round trip, before
+        it is written.
         """
-
-        calls = []
+        calls, before, queues = [], [], []
         for job_id, queue, ttl, at_front, run_at, fields in jobs:
             flat = [x for pair in fields.items() for x in pair]
-            job_keys = _new_job_keys(job_id, queue)
             options: list[Any] = [job_id, queue, "" if ttl is None else ttl, int(at_front), "" if run_at is None else run_at]
-            calls.append((self.scripts.enqueue, job_keys, options + flat))
+            calls.append((self.scripts.enqueue, _new_job_keys(job_id, queue), options + flat))
+            before += _directory_entry(job_id, queue)
+            queues.append(queue)
+        before += self._index(queues)
         started = time.monotonic()
         try:
-            results = self._run_scripts(calls)
+            results = self._run_scripts(calls, before=before)
         except _ERRORS as exc:
-            results = self._retry(started, self._transient_or_raise(exc), self._run_scripts, calls)
-        return [self._written.written(job[0], job[5], r) for job, r in zip(jobs, results)]
+            results = self._retry(started, self._transient_or_raise(exc), self._run_scripts, calls, False, before)
+        self._index_new(queues, [r[1] for r in results], before)
+        return [self._written.written(job[0], job[5], int(r[0])) for job, r in zip(jobs, results)]
+
+    def _index(self, queues: Iterable[str]) -> list[tuple[Any, ...]]:
+        """SADD the queues to the global queue set unless this Store did lately (the enqueue
+        script says when a queue is new in its tag: `_index_new` adds it then)."""
+        now = time.monotonic()
+        fresh = [q for q in dict.fromkeys(queues) if now - self._indexed.get(q, -INDEX_SECONDS) >= INDEX_SECONDS]
+        for queue in fresh:
+            self._indexed[queue] = now
+        return [("SADD", keys.QUEUES, *fresh)] if fresh else []
+
+    def _index_new(self, queues: Sequence[str], new: Sequence[Any], sent: Sequence[tuple[Any, ...]]) -> None:
+        """Add to the global queue set the queues a script found new in their tag, unless
+        the round trip did (a queue dropped by the maintenance step since this Store last
+        added it)."""
+        done = {name for command in sent if command[0] == "SADD" and command[1] == keys.QUEUES for name in command[2:]}
+        missing = [q for q, n in zip(queues, new) if n and q not in done]
+        if missing:
+            self._call(self.redis.sadd, keys.QUEUES, *dict.fromkeys(missing))
 
     def enqueue_ticks(
         self, ticks: Sequence[tuple[str, float, bool, str, str, int | None, float | None, dict[str, Any]]]
@@ -217,16 +247,20 @@ class Store:
         wrong type) gets its StorageError in its place, so the others still count.
         Safe to re-run after a lost reply: a tick is never enqueued twice.
         """
-        calls = []
+        calls, before, queues = [], [], []
         for name, tick, past, job_id, queue, ttl, run_at, fields in ticks:
             flat = [x for pair in fields.items() for x in pair]
-            tick_keys = [keys.periodic(name), *_new_job_keys(job_id, queue)]
+            tick_keys = [keys.periodic(keys.queue_tag(queue), name), *_new_job_keys(job_id, queue)]
             options = [repr(tick), int(past), job_id, queue, "" if ttl is None else ttl, "" if run_at is None else repr(run_at)]
             calls.append((self.scripts.periodic, tick_keys, options + flat))
+            before += _directory_entry(job_id, queue)
+            queues.append(queue)
         if not calls:
             return []
-        results = self._call(self._run_scripts, calls, True)
-        return [self._refused(r) if isinstance(r, redis.RedisError) else int(r) for r in results]
+        before += self._index(queues)
+        results = self._call(self._run_scripts, calls, True, before)
+        self._index_new(queues, [0 if isinstance(r, Exception) else r[1] for r in results], before)
+        return [self._refused(r) if isinstance(r, redis.RedisError) else int(r[0]) for r in results]
 
     def _refused(self, error: Exception) -> StorageError:
         return StorageError(f"Redis at {self.where} refused the command: {error}")
@@ -238,21 +272,33 @@ class Store:
                 raise StorageError(f"Redis at {self.where} refused to read {name}: {reply}")
         return replies
 
-    def _run_scripts(self, calls: Sequence[tuple[Script, Sequence[Any], Sequence[Any]]], each: bool = False) -> list[Any]:
-        """Run script calls in one pipelined round trip.
+    def _run_scripts(
+        self,
+        calls: Sequence[tuple[Script, Sequence[Any], Sequence[Any]]],
+        each: bool = False,
+        before: Sequence[tuple[Any, ...]] = (),
+    ) -> list[Any]:
+        """Run script calls in one pipelined round trip (on a cluster, one per node, sent
+        together), after the commands of `before` (whose replies are checked, not returned).
 
         redis-py would check every script with SCRIPT EXISTS before each pipeline (an
         extra round trip); EVALSHA alone is enough, and a script Redis lost (a restart)
         is loaded and that one call re-run. `each`: a call Redis refuses gets its error
         in its place instead of raising (a lost connection or a failover still raises).
         """
-        if len(calls) == 1 and not each:
+        if len(calls) == 1 and not each and not before:
             script, script_keys, args = calls[0]
             return [script(keys=script_keys, args=args)]
         pipe = self.redis.pipeline(transaction=False)
+        for command in before:
+            pipe.execute_command(*command)
         for script, script_keys, args in calls:
-            pipe.evalsha(script.sha, len(script_keys), *script_keys, *args)
-        results = pipe.execute(raise_on_error=False)
+            pipe.execute_command("EVALSHA", script.sha, len(script_keys), *script_keys, *args)
+        replies = pipe.execute(raise_on_error=False)
+        for reply in replies[:len(before)]:
+            if isinstance(reply, Exception):
+                raise reply
+        results = replies[len(before):]
         for i, result in enumerate(results):
             if isinstance(result, redis.exceptions.NoScriptError):
                 script, script_keys, args = calls[i]
@@ -265,88 +311,153 @@ class Store:
                 raise results[i]
         return results
 
+    def _tags(self, job_ids: Sequence[str]) -> list[str | None]:
+        """The tag of each job (None: no such job): carried by its id, or, for a custom id,
+        read from its directory entry (one round trip, only if there is such an id)."""
+        tags: list[str | None] = [keys.tag_of(job_id) for job_id in job_ids]
+        custom = [i for i, tag in enumerate(tags) if tag is None]
+        if custom:
+
+            def run() -> list[Any]:
+                pipe = self.redis.pipeline(transaction=False)
+                for i in custom:
+                    pipe.get(_raw(keys.directory(job_ids[i])))
+                return pipe.execute(raise_on_error=False)
+
+            for i, value in zip(custom, self._call(run)):
+                tag = value.decode(errors="replace") if isinstance(value, bytes) else None
+                tags[i] = tag if tag is not None and keys.is_tag(tag) else None
+        return tags
+
     def fetch(self, job_ids: Sequence[str]) -> list[Fields | None]:
-        """Every field of each job (None where it does not exist), packed or not.
-
-        A transaction, so that a claim unpacking a job between the two reads cannot hide it.
-        A key of the wrong type raises StorageError naming it.
-        """
-
-        def run() -> list[Fields | None]:
-            pipe = self.redis.pipeline(transaction=True)
-            names = []
-            for job_id in job_ids:
-                names += [keys.job(job_id), keys.packed(job_id)]
-                pipe.hgetall(_raw(names[-2]))
-                pipe.hget(names[-1], _raw(job_id))
-            replies = self._named(pipe.execute(raise_on_error=False), names)
-            return [_job_fields(raw, packed) for raw, packed in zip(replies[0::2], replies[1::2])]
-
-        return self._call(run)
+        """Every field of each job (None where it does not exist), wherever they are kept
+        (lib/records.lua), read atomically per tag (lua/read.lua). One round trip, two if
+        an id is a custom one (its directory entry is read first). A key of the wrong type
+        raises StorageError naming it."""
+        tags = self._tags(job_ids)
+        by_tag: dict[str, list[int]] = {}
+        for i, tag in enumerate(tags):
+            if tag is not None:
+                by_tag.setdefault(tag, []).append(i)
+        found: list[Fields | None] = [None] * len(job_ids)
+        if not by_tag:
+            return found
+        now = repr(time.time())
+        calls = []
+        for tag, indexes in by_tag.items():
+            tagged = keys.tag_keys(tag)
+            script_keys: list[str | bytes] = [tagged.state, tagged.expiry]
+            args: list[Any] = [now]
+            for i in indexes:
+                wire = _raw(job_ids[i])
+                script_keys += [_raw(tagged.bucket(job_ids[i])), _raw(tagged.job(job_ids[i]))]
+                args.append(wire)
+            calls.append((self.scripts.read, script_keys, args))
+        for indexes, reply in zip(by_tag.values(), self._call(self._run_scripts, calls)):
+            for i, flat in zip(indexes, reply):
+                if flat:
+                    found[i] = _text_keys(zip(flat[0::2], flat[1::2]))
+        return found
 
     def fields(self, job_id: str, *names: str) -> list[bytes | None]:
-        """Some fields of one job (all None if it does not exist); a transaction, as `fetch`."""
-
-        def run() -> list[bytes | None]:
-            pipe = self.redis.pipeline(transaction=True)
-            pipe.hmget(keys.job(job_id), names)
-            pipe.hget(keys.packed(job_id), job_id)
-            values, packed = self._named(pipe.execute(raise_on_error=False), [keys.job(job_id), keys.packed(job_id)])
-            if packed is None:
-                return values
-            fields = _job_fields({}, packed) or {}
-            return [fields.get(name) for name in names]
-
-        return self._call(run)
+        """Some fields of one job (all None if it does not exist); read as `fetch` reads."""
+        fields = self.fetch([job_id])[0] or {}
+        return [fields.get(name) for name in names]
 
     def update(self, job_id: str, fields: Fields) -> bool:
         """Set fields on an existing job; False if it does not exist."""
+        tag = self._tags([job_id])[0]
+        if tag is None:
+            return False
+        tagged = keys.tag_keys(tag)
         flat = [x for pair in fields.items() for x in pair]
-        return bool(self._call(self.scripts.update, keys=[keys.job(job_id), keys.packed(job_id)], args=[job_id, *flat]))
+        script_keys = [tagged.job(job_id), tagged.bucket(job_id), tagged.state]
+        return bool(self._call(self.scripts.update, keys=script_keys, args=[job_id, *flat]))
 
     def delete(self, job_id: str, queue: str) -> None:
-        """Remove a job from its queue, every registry and Redis, atomically."""
+        """Remove a job from its queue, every registry and Redis, atomically (its directory
+        entry, for a custom id, just after)."""
+        place = keys.of_queue(queue, keys.job_tag(job_id, queue))
+        tagged = place.tagged
 
         def run() -> None:
             pipe = self.redis.pipeline(transaction=True)
-            pipe.lrem(keys.queue(queue), 0, job_id)
+            pipe.lrem(place.queue, 0, job_id)
             for kind in keys.REGISTRIES:
-                pipe.zrem(keys.registry(kind, queue), job_id)
-            pipe.delete(keys.job(job_id), keys.done(job_id))
-            pipe.hdel(keys.packed(job_id), job_id)
+                pipe.zrem(place.registry(kind), job_id)
+            pipe.delete(tagged.job(job_id), tagged.done(job_id))
+            pipe.hdel(tagged.bucket(job_id), job_id)
+            pipe.hdel(tagged.state, job_id)
+            pipe.zrem(tagged.expiry, job_id)
+            pipe.zrem(tagged.settle, job_id)
             pipe.execute()
+            if keys.tag_of(job_id) is None:
+                self.redis.delete(keys.directory(job_id))
 
         self._call(run)
 
     def cancel(self, job_id: str, queue: str, now: float, keep: int, reason: str = "") -> str | None:
         """'ok' (canceled), 'requested' (running: its worker was told to stop it), or the
         status that prevents canceling (None: no such job)."""
+        place = keys.of_queue(queue, keys.job_tag(job_id, queue))
+        tagged = place.tagged
         result = self._call(
             self.scripts.cancel,
             keys=[
-                keys.job(job_id),
-                keys.queue(queue),
-                keys.registry("scheduled", queue),
-                keys.registry("canceled", queue),
-                keys.done(job_id),
-                keys.packed(job_id),
+                tagged.job(job_id), tagged.bucket(job_id), tagged.state, tagged.expiry,
+                place.queue, place.scheduled, place.canceled, tagged.done(job_id),
             ],
             args=[job_id, now, keep, reason, keys.cancel_channel("")],
         )
+        if result == b"ok":
+            self._directory_lifetime([job_id], [keep])
         return result.decode() if result else None
 
     def requeue(self, kind: str, queue: str, job_id: str, now: float) -> str:
         """Move a job from a registry back onto its queue: 'ok', 'absent' or 'expired'."""
+        place = keys.of_queue(queue, keys.job_tag(job_id, queue))
+        tagged = place.tagged
         result = self._call(
             self.scripts.requeue,
-            keys=[keys.registry(kind, queue), keys.job(job_id), keys.queue(queue), keys.wake(queue), keys.done(job_id)],
+            keys=[
+                place.registry(kind), tagged.job(job_id), tagged.bucket(job_id), tagged.state,
+                place.queue, place.wake, tagged.done(job_id), tagged.settle,
+            ],
             args=[job_id, now],
         )
+        if result == b"ok":
+            self._directory_lifetime([job_id], [-1])
         return result.decode()
+
+    def _directory_lifetime(self, job_ids: Sequence[str], keeps: Sequence[int]) -> None:
+        """Give the directory entries of custom ids the lifetime of their ended job (`keep`
+        seconds: -1 forever, 0 none), one round trip if there is any."""
+        custom = [(job_id, keep) for job_id, keep in zip(job_ids, keeps) if keys.tag_of(job_id) is None]
+        if not custom:
+            return
+
+        def run() -> None:
+            pipe = self.redis.pipeline(transaction=False)
+            for job_id, keep in custom:
+                entry = _raw(keys.directory(job_id))
+                if keep < 0:
+                    pipe.persist(entry)
+                elif keep == 0:
+                    pipe.delete(entry)
+                else:
+                    pipe.expire(entry, keep)
+            pipe.execute()
+
+        self._call(run)
 
     def start_waiting(self, job_id: str) -> str | None:
         """The job's status, after asking for an end signal if it has not ended."""
-        status = self._call(self.scripts.wait, keys=[keys.job(job_id), keys.packed(job_id)], args=[job_id])
+        tag = self._tags([job_id])[0]
+        if tag is None:
+            return None
+        tagged = keys.tag_keys(tag)
+        script_keys = [tagged.job(job_id), tagged.bucket(job_id), tagged.state]
+        status = self._call(self.scripts.wait, keys=script_keys, args=[job_id])
         return status.decode() if status else None
 
     def wait_signal(self, job_id: str, timeout: float) -> str | None:
@@ -354,7 +465,10 @@ class Store:
 
         BLMOVE from the done list onto itself leaves the signal for other waiters.
         """
-        key = keys.done(job_id)
+        tag = self._tags([job_id])[0]
+        if tag is None:
+            return None
+        key = keys.done(tag, job_id)
         signal = self._call(self.redis.blmove, key, key, min(timeout, self.block_seconds), "LEFT", "RIGHT")
         return signal.decode() if signal is not None else None
 
@@ -378,7 +492,7 @@ class Store:
         return sorted(names), len(unreadable)
 
     def queue_count(self, queue: str) -> int:
-        return self._call(self.redis.llen, keys.queue(queue))
+        return self._call(self.redis.llen, keys.of_queue(queue).queue)
 
     def empty_queue(self, queue: str) -> int:
         """Delete every job waiting on the queue; how many were deleted.
@@ -387,56 +501,82 @@ class Store:
         first moves the whole queue aside at once, so what was waiting is deleted, and
         nothing enqueued meanwhile.
         """
-        script_keys = [keys.queue(queue), keys.wake(queue), keys.emptying(queue)]
+        place = keys.of_queue(queue)
+        script_keys = [place.queue, place.wake, place.emptying, *place.tagged.block]
         removed, moved = 0, False
         while True:
             deleted, left, moved_now = self._call(
-                self.scripts.empty, keys=script_keys, args=[keys.JOB, keys.PACKED, EMPTY_CHUNK, int(not moved)]
+                self.scripts.empty, keys=script_keys, args=[EMPTY_CHUNK, int(not moved), keys.BUCKETS]
             )
             removed, moved = removed + deleted, moved or bool(moved_now)
             if moved and not left:
                 return removed
 
     def queue_ids(self, queue: str, start: int = 0, end: int = -1) -> list[str]:
-        return [i.decode() for i in self._call(self.redis.lrange, keys.queue(queue), start, end)]
+        return [i.decode() for i in self._call(self.redis.lrange, keys.of_queue(queue).queue, start, end)]
 
     def registry_count(self, kind: str, queue: str, min_score: float | str = "-inf") -> int:
         """Entries scored at or above `min_score` (pass now to skip expired ones)."""
-        return self._call(self.redis.zcount, keys.registry(kind, queue), min_score, "+inf")
+        return self._call(self.redis.zcount, keys.of_queue(queue).registry(kind), min_score, "+inf")
 
     def registry_ids(
         self, kind: str, queue: str, min_score: float | str = "-inf", start: int = 0, end: int = -1
     ) -> list[str]:
         num = -1 if end < 0 else end - start + 1
         ids = self._call(
-            self.redis.zrangebyscore, keys.registry(kind, queue), min_score, "+inf", start=start, num=num
+            self.redis.zrangebyscore, keys.of_queue(queue).registry(kind), min_score, "+inf", start=start, num=num
         )
         return [i.decode() for i in ids]
 
     def registry_score(self, kind: str, queue: str, job_id: str) -> float | None:
-        return self._call(self.redis.zscore, keys.registry(kind, queue), job_id)
+        return self._call(self.redis.zscore, keys.of_queue(queue).registry(kind), job_id)
 
     def registry_remove(self, kind: str, queue: str, job_id: str, delete_job: bool = False) -> bool:
+        place = keys.of_queue(queue, keys.job_tag(job_id, queue))
+        tagged = place.tagged
+
         def run() -> bool:
             pipe = self.redis.pipeline(transaction=True)
-            pipe.zrem(keys.registry(kind, queue), job_id)
+            pipe.zrem(place.registry(kind), job_id)
             if delete_job:
-                pipe.delete(keys.job(job_id))
+                pipe.delete(tagged.job(job_id))
+                pipe.hdel(tagged.bucket(job_id), job_id)
+                pipe.hdel(tagged.state, job_id)
+                pipe.zrem(tagged.expiry, job_id)
             return bool(pipe.execute()[0])
 
-        return self._call(run)
+        removed = self._call(run)
+        if delete_job:
+            self._directory_lifetime([job_id], [0])
+        return removed
 
     # -- workers ---------------------------------------------------------------------------
+
+    def _segments(self, queues: Sequence[str]) -> list[list[int]]:
+        """The worker's queues (by index) in the calls of a claim: all in one on a single
+        Redis; on a cluster, runs of consecutive queues that share a tag (one slot a call),
+        claimed one after the other in priority order."""
+        if not self.cluster:
+            return [list(range(len(queues)))]
+        segments: list[list[int]] = []
+        last = None
+        for i, queue in enumerate(queues):
+            tag = keys.queue_tag(queue)
+            if tag != last:
+                segments.append([])
+                last = tag
+            segments[-1].append(i)
+        return segments
 
     def claim(
         self, worker: str, queues: Sequence[str], now: float, deadline: float, limit: int, alone: Alone = ALONE
     ) -> Claim:
-        """Promote due scheduled jobs and claim up to `limit` jobs (see `Claim`).
+        """Promote due scheduled jobs and claim up to `limit` jobs (see `Claim`); one round
+        trip (on a cluster, one per slot until `limit` is reached).
 
-        `alone`: (the worker holds nothing else, (id, token) of a job it holds that was
-        claimed alone and will no longer run alone, or None); see lua/claim.lua."""
-        reply = self._call_once(self._run_scripts, [self._claim(worker, queues, now, deadline, limit, alone)])
-        return _parse_claim(reply[0], worker, now)
+        `alone`: (the worker holds nothing else, (id, token, queue) of a job it holds that
+        was claimed alone and will no longer run alone, or None); see lua/claim.lua."""
+        return self._claim_all(worker, queues, now, deadline, limit, alone, [])
 
     def finish_and_claim(
         self,
@@ -449,69 +589,176 @@ class Store:
         alone: Alone = ALONE,
     ) -> tuple[list[int], Claim]:
         """Record finished jobs and claim the next batch in the same round trip."""
-
-        calls = [self._finish(worker, records, now), self._claim(worker, queues, now, deadline, limit, alone)]
-        recorded, claim = self._call_once(self._run_scripts, calls)
-        return list(recorded), _parse_claim(claim, worker, now)
+        recorded: list[int] = []
+        claim = self._claim_all(worker, queues, now, deadline, limit, alone, self._finish(worker, records, now), recorded)
+        self._after_finish(records, recorded)
+        return recorded, claim
 
     def finish(self, worker: str, records: Sequence[Record], now: float) -> list[int]:
         """Record outcomes of claimed jobs (fenced by token): 1 recorded, 0 claim lost, 2
-        failed instead (its record, or the registry or queue its outcome goes to, was
-        overwritten by another type: lua/finish.lua)."""
-        return list(self._call(self._run_scripts, [self._finish(worker, records, now)])[0])
+        failed instead (its registry or queue it goes to was overwritten by another type:
+        lua/finish.lua)."""
+        calls = self._finish(worker, records, now)
+        recorded = _in_order(calls, self._call(self._run_scripts, [call for call, _ in calls]))
+        self._after_finish(records, recorded)
+        return recorded
 
-    def _claim(self, worker: str, queues: Sequence[str], now: float, deadline: float, limit: int, alone: Alone) -> Any:
-        script_keys = [keys.inflight(worker), keys.WORKERS]
-        for queue in queues:
-            script_keys += [
-                keys.queue(queue),
-                keys.wake(queue),
-                keys.registry("started", queue),
-                keys.registry("scheduled", queue),
-                keys.registry("failed", queue),
-            ]
-        holds_nothing, no_longer_alone = alone
-        job_id, token = no_longer_alone or ("", "")
+    def _after_finish(self, records: Sequence[Record], recorded: Sequence[int]) -> None:
+        """Give the directory entries of ended jobs with custom ids their lifetime."""
+        ended = [(r.job_id, r.keep) for r, ok in zip(records, recorded) if ok == 1 and r.outcome in _ENDED]
+        if ended:
+            self._directory_lifetime([job_id for job_id, _ in ended], [keep for _, keep in ended])
+
+    def _claim_all(
+        self,
+        worker: str,
+        queues: Sequence[str],
+        now: float,
+        deadline: float,
+        limit: int,
+        alone: Alone,
+        finishing: list[tuple[Any, list[int]]],
+        recorded: list[int] | None = None,
+    ) -> Claim:
+        """The claim, after the `finishing` calls (`_finish`) in the same round trip, whose
+        answers go into `recorded`. On a cluster, each slot's queues are claimed in turn
+        while the claim is short (a job marked as claimed alone is then unmarked before
+        the worker gets it, if more came)."""
+        holds_nothing, beside = alone
+        segments = self._segments(queues)
+        first = segments[0]
+        pre: list[Any] = [call for call, _ in finishing]
+        if beside is not None and keys.job_tag(beside[0], beside[2]) != keys.queue_tag(queues[first[0]]):
+            # (cluster) its tag is claimed later or not at all: unmarked first
+            segment = next((s for s in segments if keys.queue_tag(queues[s[0]]) == keys.job_tag(beside[0], beside[2])), None)
+            if segment is not None:
+                pre.append(self._claim(worker, queues, segment, now, deadline, 0, False, beside))
+            beside = None
+        replies = self._call_once(self._run_scripts, [*pre, self._claim(worker, queues, first, now, deadline, limit, holds_nothing, beside)])
+        if recorded is not None:
+            recorded += _in_order(finishing, replies[:len(finishing)])
+        claim = _parse_claim(replies[-1], worker, now, first)
+        marked = claim.jobs[0] if holds_nothing and len(claim.jobs) == 1 else None
+        for segment in segments[1:]:
+            if len(claim.jobs) >= limit or claim.quarantine:
+                break
+            reply = self._call_once(self._run_scripts, [self._claim(
+                worker, queues, segment, now, deadline, limit - len(claim.jobs), holds_nothing and not claim.jobs, None
+            )])
+            more = _parse_claim(reply[0], worker, now, segment)
+            if more.jobs and not claim.jobs and holds_nothing and len(more.jobs) == 1:
+                marked = more.jobs[0]
+            claim = _merge_claims(claim, more)
+        if marked is not None and len(claim.jobs) > 1:
+            job_id, token, index, _ = marked
+            segment = next(s for s in segments if index in s)
+            self._call_once(self._run_scripts, [self._claim(
+                worker, queues, segment, now, deadline, 0, False, (job_id, token, queues[index])
+            )])
+        if claim.corrupt:
+            self._settle(claim.corrupt)
+        return claim
+
+    def _claim(
+        self,
+        worker: str,
+        queues: Sequence[str],
+        indexes: Sequence[int],
+        now: float,
+        deadline: float,
+        limit: int,
+        alone: bool,
+        beside: tuple[str, int, str] | None,
+    ) -> Any:
+        """The claim's script call over the queues at `indexes` (see lua/claim.lua)."""
+        tags: list[str] = []
+        for i in indexes:
+            tag = keys.queue_tag(queues[i])
+            if tag not in tags:
+                tags.append(tag)
+        script_keys: list[str] = []
+        for tag in tags:
+            tagged = keys.tag_keys(tag)
+            script_keys += [tagged.inflight(worker), *tagged.block]
+        queue_args: list[Any] = []
+        for i in indexes:
+            place = keys.of_queue(queues[i])
+            script_keys += [place.queue, place.wake, place.started, place.scheduled, place.failed]
+            queue_args += [place.name, tags.index(place.tag) + 1]
+        job_id, token, block = "", "", 0
+        if beside is not None:
+            beside_tag = keys.job_tag(beside[0], beside[2])
+            if beside_tag in tags:
+                job_id, token, block = beside[0], str(beside[1]), tags.index(beside_tag) + 1
         args = [
-            worker, now, deadline, limit, keys.JOB, keys.PACKED, CORRUPT_KEEP, int(holds_nothing), _raw(job_id), token,
-            *queues,
+            worker, now, deadline, limit, CORRUPT_KEEP, int(alone), _raw(job_id), token, block, keys.BUCKETS, len(tags),
+            *queue_args,
         ]
         return self.scripts.claim, script_keys, args
 
-    def _finish(self, worker: str, records: Sequence[Record], now: float) -> Any:
-        script_keys: list[str | bytes] = [keys.inflight(worker)]
-        args: list[Any] = [now, worker, CORRUPT_KEEP]
-        counted: set[str] = set()
-        for r in records:
-            target = _TARGETS.get(r.outcome, "started")
-            job_id, job_key, done_key = _job_wire(r.job_id)
-            script_keys += [
-                job_key,
-                keys.registry("started", r.queue),
-                keys.registry(target, r.queue),
-                keys.registry("failed", r.queue),
-                keys.queue(r.queue),
-                keys.wake(r.queue),
-                done_key,
-            ]
-            # the run time rides on the outcome ('finished 1234'): lua/lib/stats.lua
-            outcome = r.outcome if r.micros is None else f"{r.outcome} {r.micros}"
-            args += [job_id, r.token, outcome, r.payload, r.keep, "" if r.run_at is None else r.run_at, r.queue]
-            if r.outcome in _COUNTED:
-                counted.add(r.queue)
+    def _finish(self, worker: str, records: Sequence[Record], now: float) -> list[tuple[Any, list[int]]]:
+        """The finish script calls for `records`, each with the indexes of the records it
+        takes: one call on a single Redis, one per slot on a cluster."""
+        groups: dict[str, list[int]] = {}
+        for i, r in enumerate(records):
+            groups.setdefault(keys.job_tag(r.job_id, r.queue) if self.cluster else "", []).append(i)
+        calls = []
         hour = int(now // 3600)
-        for queue in counted:  # lua/lib/stats.lua
-            script_keys += [keys.queue(queue), keys.stats(queue, hour), keys.totals(queue)]
-        return self.scripts.finish, script_keys, args
+        for indexes in groups.values():
+            script_keys: list[str | bytes] = []
+            args: list[Any] = [now, worker, CORRUPT_KEEP]
+            counted: dict[str, keys.QueueKeys] = {}
+            for i in indexes:
+                r = records[i]
+                place = keys.of_queue(r.queue, keys.job_tag(r.job_id, r.queue))
+                tagged = place.tagged
+                job_id = _raw(r.job_id)
+                script_keys += [
+                    tagged.inflight(worker),
+                    _raw(tagged.bucket(r.job_id)),
+                    tagged.state,
+                    tagged.expiry,
+                    _raw(tagged.job(r.job_id)),
+                    place.started,
+                    place.registry(_TARGETS.get(r.outcome, "started")),
+                    place.failed,
+                    place.queue,
+                    place.wake,
+                    _raw(tagged.done(r.job_id)),
+                ]
+                # the run time rides on the outcome ('finished 1234'): lua/lib/stats.lua
+                outcome = r.outcome if r.micros is None else f"{r.outcome} {r.micros}"
+                args += [job_id, r.token, outcome, r.payload, r.keep, "" if r.run_at is None else r.run_at, r.queue]
+                if r.outcome in _COUNTED:
+                    counted[place.queue] = place
+            for place in counted.values():  # lua/lib/stats.lua
+                script_keys += [place.queue, place.stats(hour), place.totals]
+            calls.append(((self.scripts.finish, script_keys, args), indexes))
+        return calls
 
     def block_for_work(self, queues: Sequence[str], timeout: float) -> bool:
         """Block until one of the queues is woken (a job was pushed) or `timeout` passes.
 
+        On a cluster, the wake lists of each tag are waited on by a thread of their own
+        (a blocking call covers one slot), on connections of their own: see `_Wakes`.
         A wake list overwritten by another type counts as a wake: the claim that follows
         repairs it (lua/claim.lua)."""
         wait = max(0.001, min(timeout, self.block_seconds))
+        groups: dict[str, list[str]] = {}
+        for queue in queues:
+            place = keys.of_queue(queue)
+            groups.setdefault(place.tag if self.cluster else "", []).append(place.wake)
+        if len(groups) > 1:
+            with self._stores_lock:
+                wakes = self._wakes.get(tuple(queues))
+                if wakes is None:
+                    wakes = self._wakes[tuple(queues)] = _Wakes(self, list(groups.values()))
+            return wakes.wait(wait)
+        return self._block(next(iter(groups.values())), wait)
+
+    def _block(self, wake_keys: Sequence[str], wait: float) -> bool:
         try:
-            return self._call(self.redis.blpop, [keys.wake(q) for q in queues], wait) is not None
+            return self._call(self.redis.blpop, wake_keys, wait) is not None
         except StorageError as exc:
             if "WRONGTYPE" not in str(exc):
                 raise
@@ -525,8 +772,10 @@ class Store:
         held: Iterable[tuple[str, str, int]],
         stall_began: float | None = None,
         grace: float = 0.0,
+        queues: Sequence[str] = (),
     ) -> tuple[list[str], list[tuple[str, str]]]:
-        """Renew the worker's lease and those of its held (id, queue, token) jobs.
+        """Renew the worker's lease, its lease in the tags of `queues` and those of its held
+        (id, queue, token) jobs, in one round trip (lua/heartbeat.lua, lua/renew.lua).
 
         Returns the ids of claims it lost, and (id, reason) of held jobs whose cancel was
         requested (a backup for a missed message on the worker's cancel channel).
@@ -534,41 +783,65 @@ class Store:
         lease: verdicts on leases that ran out since are held for `grace` seconds
         (lua/lib/verdicts.lua).
         """
-        script_keys: list[str | bytes] = [keys.WORKERS, keys.worker(worker), keys.MAINTENANCE]
-        args: list[Any] = [worker, deadline, info_ttl, "" if stall_began is None else repr(stall_began), repr(grace)]
+        home = [keys.WORKERS, keys.worker(worker), keys.MAINTENANCE]
+        calls: list[Any] = [
+            (self.scripts.heartbeat, home, [worker, deadline, info_ttl, "" if stall_began is None else repr(stall_began), repr(grace)])
+        ]
+        by_tag: dict[str, list[tuple[str, str, int]]] = {keys.queue_tag(q): [] for q in queues}
         for job_id, queue, token in held:
-            wire_id, job_key, _ = _job_wire(job_id)
-            script_keys += [job_key, keys.registry("started", queue)]
-            args += [wire_id, token]
-        lost, canceled = self._call(self.scripts.heartbeat, keys=script_keys, args=args)
-        pairs = [(_text(canceled[i]), canceled[i + 1].decode(errors="replace")) for i in range(0, len(canceled), 2)]
-        return [_text(i) for i in lost], pairs
+            by_tag.setdefault(keys.job_tag(job_id, queue), []).append((job_id, queue, token))
+        for tag, jobs in by_tag.items():
+            tagged = keys.tag_keys(tag)
+            script_keys: list[str | bytes] = [tagged.workers, tagged.state, tagged.inflight(worker)]
+            args: list[Any] = [worker, deadline]
+            for job_id, queue, token in jobs:
+                script_keys.append(keys.of_queue(queue, tag).started)
+                args += [_raw(job_id), token]
+            calls.append((self.scripts.renew, script_keys, args))
+        replies = self._call(self._run_scripts, calls)
+        lost, pairs = [], []
+        for renewed, canceled in replies[1:]:
+            lost += [_text(i) for i in renewed]
+            pairs += [(_text(canceled[i]), canceled[i + 1].decode(errors="replace")) for i in range(0, len(canceled), 2)]
+        return lost, pairs
 
     def cancel_requests(self, worker: str) -> CancelRequests:
         """A subscription to the worker's cancel channel (its own connection; see the class)."""
         return CancelRequests(self, keys.cancel_channel(worker))
 
     def register_worker(self, worker: str, info: dict[str, str], deadline: float, info_ttl: int) -> None:
+        """Say who a worker is; the maintenance hash keeps its queues (info["queues"]) until
+        it is forgotten, so that recovery finds the tags it used (lua/next_queues.lua)."""
+
         def run() -> None:
             pipe = self.redis.pipeline(transaction=True)
             pipe.hset(keys.worker(worker), mapping=info)
             pipe.expire(keys.worker(worker), info_ttl)
             pipe.zadd(keys.WORKERS, {worker: deadline})
+            pipe.hset(keys.MAINTENANCE, f"q:{worker}", info.get("queues", ""))
             pipe.execute()
 
         self._call(run)
 
-    def unregister_worker(self, worker: str) -> None:
-        """Forget a worker that holds nothing any more (call after releasing its jobs).
+    def unregister_worker(self, worker: str, queues: Sequence[str] = ()) -> None:
+        """Forget a worker that holds nothing any more (call after releasing its jobs), and
+        its leases in the tags of `queues`.
 
-        Its in-flight list is not touched: empty, Redis has already dropped it; not empty,
-        the maintenance step must find it through the worker's expiring lease."""
+        Its in-flight lists are not touched: empty, Redis has already dropped them; not
+        empty, the maintenance step must find them through the worker's expiring lease."""
 
         def run() -> None:
             pipe = self.redis.pipeline(transaction=True)
             pipe.zrem(keys.WORKERS, worker)
             pipe.delete(keys.worker(worker))
+            pipe.hdel(keys.MAINTENANCE, f"q:{worker}")
             pipe.execute()
+            tags = dict.fromkeys(keys.queue_tag(q) for q in queues)
+            if tags:
+                pipe = self.redis.pipeline(transaction=False)
+                for tag in tags:
+                    pipe.zrem(keys.tag_keys(tag).workers, worker)
+                pipe.execute()
 
         self._call(run)
 
@@ -584,71 +857,112 @@ class Store:
         return [(name.decode(errors="replace"), deadline) for name, deadline in members]
 
     def worker_details(self) -> list[tuple[str, float, dict[str, str], int]]:
-        """(name, lease deadline, what it registered, jobs it holds) per worker (two round trips).
-        A worker hash or in-flight list of another type reads as empty."""
+        """(name, lease deadline, what it registered, jobs it holds) per worker (three round
+        trips). A worker hash or in-flight list of another type reads as empty."""
         workers = self.workers()
         if not workers:
             return []
 
-        def run() -> list[Any]:
+        def infos() -> list[Any]:
             pipe = self.redis.pipeline(transaction=False)
             for name, _ in workers:
                 pipe.hgetall(keys.worker(name))
-                pipe.llen(keys.inflight(name))
             return _wrong_type_as_none(pipe.execute(raise_on_error=False))
 
-        replies = self._call(run)
+        details = [
+            {k.decode(errors="replace"): v.decode(errors="replace") for k, v in (info or {}).items()}
+            for info in self._call(infos)
+        ]
+        lists = [self._inflight_keys(name, _queues_of(info)) for (name, _), info in zip(workers, details)]
+
+        def lengths() -> list[Any]:
+            pipe = self.redis.pipeline(transaction=False)
+            for key in (key for per_worker in lists for key in per_worker):
+                pipe.llen(key)
+            return _wrong_type_as_none(pipe.execute(raise_on_error=False))
+
+        counts = iter(self._call(lengths))
         return [
-            (name, deadline, {k.decode(errors="replace"): v.decode(errors="replace") for k, v in (info or {}).items()}, held or 0)
-            for (name, deadline), info, held in zip(workers, replies[0::2], replies[1::2])
+            (name, deadline, info, sum(next(counts) or 0 for _ in per_worker))
+            for (name, deadline), info, per_worker in zip(workers, details, lists)
         ]
 
-    def inflight(self, worker: str) -> list[str]:
-        """The ids in a worker's in-flight list (see `_text` for ids that are not UTF-8)."""
-        return [_text(i) for i in self._call(self.redis.lrange, keys.inflight(worker), 0, -1)]
+    @staticmethod
+    def _inflight_keys(worker: str, queues: Iterable[str]) -> list[str]:
+        """A worker's in-flight lists: one per tag of its queues."""
+        return [keys.inflight(tag, worker) for tag in dict.fromkeys(keys.queue_tag(q) for q in queues)]
+
+    def _registered_queues(self, worker: str) -> list[str]:
+        """The queues a worker registered (register_worker), while it is not forgotten."""
+        raw = self._call(self.redis.hget, keys.MAINTENANCE, f"q:{worker}")
+        return _queues_of({"queues": raw.decode(errors="replace") if raw else ""})
+
+    def inflight(self, worker: str, queues: Sequence[str] | None = None) -> list[str]:
+        """The ids in a worker's in-flight lists (see `_text` for ids that are not UTF-8);
+        `queues`: the worker's (default: those it registered)."""
+        lists = self._inflight_keys(worker, self._registered_queues(worker) if queues is None else queues)
+
+        def run() -> list[Any]:
+            pipe = self.redis.pipeline(transaction=False)
+            for key in lists:
+                pipe.lrange(key, 0, -1)
+            return pipe.execute()
+
+        return [_text(i) for ids in (self._call(run) if lists else []) for i in ids]
 
     def reap(self, worker: str, now: float, max_deaths: int, default_failure_ttl: int) -> tuple[list[str], list[str]]:
-        """Recover at once every job a worker that is known dead held (two round trips).
+        """Recover at once every job a worker that is known dead held, in each tag of the
+        queues it registered, and forget the worker (a few round trips).
 
-        Returns (recovered ids, abandoned ids). A job whose queue cannot be read (its key
-        holds another type, its queue field is no queue name) is left where it is: its
-        lease runs out and the maintenance step, which finds it through its queue's started
+        Returns (recovered ids, abandoned ids). A job whose queue cannot be read (its queue
+        field is no queue name, or not one of the worker's) is left where it is: its lease
+        runs out and the maintenance step, which finds it through its queue's started
         registry, recovers it then.
         """
-
-        def held() -> list[tuple[str, str]]:
-            ids = [i for i in map(keys.readable_name, self.redis.lrange(keys.inflight(worker), 0, -1)) if i]
-            pipe = self.redis.pipeline(transaction=False)
-            for job_id in ids:
-                pipe.hget(keys.job(job_id), keys.Field.QUEUE)
-                pipe.exists(keys.job(job_id))
-            replies = pipe.execute(raise_on_error=False)
-            jobs = []
-            for job_id, queue, exists in zip(ids, replies[0::2], replies[1::2]):
-                if isinstance(queue, Exception) or exists != 1:
-                    continue  # not a hash (left to its lease), or gone
-                name = keys.DEFAULT_QUEUE if queue is None else keys.readable_name(queue)
-                if name is not None:
-                    jobs.append((job_id, name))
-            return jobs
-
-        jobs = self._call(held)[::-1]  # each goes back to the queue's front: last first keeps their order
-        script_keys, args = [keys.inflight(worker), keys.WORKERS, keys.worker(worker)], [now, worker, max_deaths, default_failure_ttl]
-        for job_id, queue in jobs:
-            script_keys += [
-                keys.job(job_id),
-                keys.registry("started", queue),
-                keys.queue(queue),
-                keys.wake(queue),
-                keys.registry("failed", queue),
-                keys.done(job_id),
-            ]
-            args += [job_id, queue]
-        recovered, abandoned, failed = self._call(self.scripts.reap, keys=script_keys, args=args)
+        queues = self._registered_queues(worker)
+        by_tag: dict[str, list[str]] = {}
+        for queue in queues:
+            by_tag.setdefault(keys.queue_tag(queue), []).append(queue)
+        calls = []
+        for tag, names in by_tag.items():
+            tagged = keys.tag_keys(tag)
+            script_keys = [tagged.inflight(worker), *tagged.block]
+            for name in names:
+                place = keys.of_queue(name, tag)
+                script_keys += [place.queue, place.wake, place.started, place.failed]
+            calls.append((self.scripts.reap, script_keys, [now, worker, max_deaths, default_failure_ttl, keys.BUCKETS, *names]))
+        recovered, abandoned, failed, settle = [], [], [], []
+        for reply in self._call(self._run_scripts, calls) if calls else []:
+            recovered += _texts(reply[0])
+            abandoned += _texts(reply[1])
+            failed += _texts(reply[2])
+            settle += [_text(i) for i in reply[3]]
+        self.unregister_worker(worker, queues)
+        if settle:
+            self._settle(settle)
         if failed:
-            log.error("failed %d job(s) of worker %s that could not go back to their queue (see their exc_info): %s",
-                      len(failed), worker, ", ".join(_texts(failed)))
-        return _texts(recovered), _texts(abandoned)
+            log.error("failed %d job(s) of worker %s that could not go back to their queues (see their exc_info): %s",
+                      len(failed), worker, ", ".join(failed))
+        return recovered, abandoned
+
+    def _settle(self, job_ids: Sequence[str], tags: Sequence[str] | None = None) -> None:
+        """Move jobs a script ended without naming their own keys into their own hash
+        (lua/settle.lua), one call per tag."""
+        by_tag: dict[str, list[str]] = {}
+        for i, job_id in enumerate(job_ids):
+            tag = tags[i] if tags is not None else keys.tag_of(job_id)
+            if tag is not None:
+                by_tag.setdefault(tag, []).append(job_id)
+        if not by_tag:
+            return
+        calls = []
+        for tag, ids in by_tag.items():
+            tagged = keys.tag_keys(tag)
+            script_keys: list[str | bytes] = [tagged.settle, tagged.state, tagged.expiry]
+            for job_id in ids:
+                script_keys += [_raw(tagged.bucket(job_id)), _raw(tagged.job(job_id)), _raw(tagged.done(job_id))]
+            calls.append((self.scripts.settle, script_keys, [_raw(i) for i in ids]))
+        self._call(self._run_scripts, calls)
 
     def maintain(
         self,
@@ -663,40 +977,99 @@ class Store:
     ) -> Maintenance | None:
         """The maintenance step, or None if another worker holds the maintenance lock.
 
-        Two round trips: lua/next_queues.lua takes the lock and picks the next
-        MAINTENANCE_CHUNK names of the queue set (a cursor in Redis walks the whole set,
-        step after step), then lua/maintain.lua does the work on those queues and on
-        `queues` (the worker's own, visited at every step). Members of the queue set that
-        are not queue names are dropped from it, and reported. stall_began, grace: as for
-        `heartbeat`, reported by this worker.
+        Three round trips, and a few more when there is more to do: lua/next_queues.lua
+        takes the lock, judges the workers and picks the next MAINTENANCE_CHUNK names of the
+        queue set (a cursor in Redis walks the whole set, step after step); the leases of
+        workers in each tag visited are read; then lua/maintain.lua does the work in each
+        tag, on those queues, on `queues` (the worker's own, visited at every step) and on
+        the queues of dead workers; jobs it failed are settled (lua/settle.lua); the queue
+        set and cursor are updated. Members of the queue set that are not queue names are
+        dropped from it, and reported. stall_began, grace: as for `heartbeat`, reported by
+        this worker.
         """
         begun = self._call(
             self.scripts.next_queues,
-            keys=[keys.MAINTENANCE_LOCK, keys.MAINTENANCE, keys.QUEUES],
-            args=[token, lock_ms, MAINTENANCE_CHUNK],
+            keys=[keys.MAINTENANCE_LOCK, keys.MAINTENANCE, keys.QUEUES, keys.WORKERS],
+            args=[token, lock_ms, MAINTENANCE_CHUNK, repr(now), "" if stall_began is None else repr(stall_began), repr(grace)],
         )
         if not begun:
             return None
-        cursor, members = begun
+        cursor, members, cutoff, dead_raw, their_queues = begun
         names, unreadable = _queue_names(members)
-        visit = list(dict.fromkeys([*queues, *names]))
-        script_keys = [keys.WORKERS, keys.MAINTENANCE, keys.QUEUES]
+        dead = _texts(dead_raw)
+        visit = list(dict.fromkeys([*queues, *names, *(q for raw in their_queues for q in _queues_of({"queues": raw.decode(errors="replace")}))]))
+        by_tag: dict[str, list[str]] = {}
         for queue in visit:
-            script_keys += [
-                keys.queue(queue),
-                keys.wake(queue),
-                *(keys.registry(kind, queue) for kind in ("started", "scheduled", "failed", "finished", "canceled")),
-            ]
-        args = [
-            repr(now), keys.JOB, keys.INFLIGHT, keys.worker(""), max_deaths, default_failure_ttl, keys.done(""),
-            keys.queue(""), keys.wake(""), keys.registry("started", ""), keys.registry("failed", ""),
-            cursor, "" if stall_began is None else repr(stall_began), repr(grace), len(unreadable), *unreadable, *visit,
-        ]
-        recovered, abandoned, dead, failed, broken, dropped = self._call(self.scripts.maintain, keys=script_keys, args=args)
+            by_tag.setdefault(keys.queue_tag(queue), []).append(queue)
+
+        def dead_in_tags() -> list[Any]:
+            pipe = self.redis.pipeline(transaction=False)
+            for tag in by_tag:
+                pipe.zrangebyscore(keys.tag_keys(tag).workers, "-inf", cutoff, start=0, num=100)
+            return pipe.execute(raise_on_error=False)
+
+        lists = {
+            tag: [] if isinstance(reply, Exception) else _texts(reply)
+            for tag, reply in zip(by_tag, self._call(dead_in_tags) if by_tag else [])
+        }
+        result = _Maintained()
+        todo = {tag: (lists[tag], by_tag[tag]) for tag in by_tag}
+        for _ in range(3):  # a second (and third) call for workers and queues the first did not name
+            if not todo:
+                break
+            calls = [self._maintain_call(tag, now, cutoff, max_deaths, default_failure_ttl, *todo[tag]) for tag in todo]
+            more = {}
+            for tag, reply in zip(todo, self._call(self._run_scripts, calls)):
+                undeclared, missing = result.add(tag, reply)
+                if undeclared or missing:
+                    more[tag] = (list(dict.fromkeys([*todo[tag][0], *undeclared])), list(dict.fromkeys([*todo[tag][1], *missing])))
+            todo = more
+        if result.settle:
+            self._settle([job_id for _, job_id in result.settle], [tag for tag, _ in result.settle])
+        self._tidy_queue_set(cursor, unreadable, result.dropped, result.kept)
         return Maintenance(
-            _texts(recovered), _texts(abandoned), _texts(dead), _texts(failed), _texts(broken), int(dropped),
-            _texts(unreadable),
+            _texts(result.recovered), _texts(result.abandoned), list(dict.fromkeys([*dead, *result.dead])),
+            _texts(result.failed), _texts(result.broken), len(result.dropped), _texts(unreadable),
         )
+
+    def _maintain_call(
+        self, tag: str, now: float, cutoff: Any, max_deaths: int, default_failure_ttl: int, workers: Sequence[str],
+        queues: Sequence[str],
+    ) -> Any:
+        tagged = keys.tag_keys(tag)
+        script_keys = [*tagged.block, *(tagged.inflight(w) for w in workers)]
+        for queue in queues:
+            place = keys.of_queue(queue, tag)
+            script_keys += [place.queue, place.wake, place.started, place.scheduled, place.failed, place.finished, place.canceled]
+        args = [repr(now), cutoff, max_deaths, default_failure_ttl, keys.BUCKETS, len(workers), *workers, *queues]
+        return self.scripts.maintain, script_keys, args
+
+    def _tidy_queue_set(self, cursor: bytes, unreadable: Sequence[bytes], dropped: Sequence[tuple[str, str]], kept: Sequence[str]) -> None:
+        """The end of a maintenance step in the home tag: save the cursor, drop from the
+        queue set what is no queue name and the queues dropped from their tag's set, put
+        back those kept. A queue dropped while a producer enqueued to it is then put back
+        (its tag's set has it again): enqueue.lua adds it there first."""
+
+        def run() -> None:
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.hset(keys.MAINTENANCE, "cursor", cursor)
+            if unreadable or dropped:
+                pipe.srem(keys.QUEUES, *unreadable, *(name for _, name in dropped))
+            if kept:
+                pipe.sadd(keys.QUEUES, *kept)
+            pipe.execute()
+            if not dropped:
+                return
+            pipe = self.redis.pipeline(transaction=False)
+            for tag, name in dropped:
+                pipe.sismember(keys.tag_keys(tag).queues, name)
+            back = [name for (_, name), there in zip(dropped, pipe.execute()) if there]
+            if back:
+                self.redis.sadd(keys.QUEUES, *back)
+                for name in back:
+                    self._indexed.pop(name, None)
+
+        self._call(run)
 
     # -- reading for the dashboard, `taskit info` and the metrics ---------------------------
 
@@ -707,9 +1080,10 @@ class Store:
         def run() -> list[Any]:
             pipe = self.redis.pipeline(transaction=False)
             for queue in queues:
-                pipe.llen(keys.queue(queue))
+                place = keys.of_queue(queue)
+                pipe.llen(place.queue)
                 for kind, low in min_scores.items():
-                    pipe.zcount(keys.registry(kind, queue), low, "+inf")
+                    pipe.zcount(place.registry(kind), low, "+inf")
             return pipe.execute()
 
         replies = self._call(run) if queues else []
@@ -723,60 +1097,63 @@ class Store:
         def heads() -> list[Any]:
             pipe = self.redis.pipeline(transaction=False)
             for queue in queues:
-                pipe.lindex(keys.queue(queue), 0)
+                pipe.lindex(keys.of_queue(queue).queue, 0)
             return pipe.execute()
 
-        ids = [None if head is None else head.decode() for head in self._call(heads)] if queues else []
-        present = [job_id for job_id in ids if job_id is not None]
+        ids = [None if head is None else _text(head) for head in self._call(heads)] if queues else []
+        present = list(dict.fromkeys(job_id for job_id in ids if job_id is not None))
         if not present:
             return [None for _ in ids]
-
-        def enqueued() -> list[Any]:
-            pipe = self.redis.pipeline(transaction=True)
-            for job_id in present:
-                pipe.hget(keys.job(job_id), keys.Field.ENQUEUED)
-                pipe.hget(keys.packed(job_id), job_id)
-            return pipe.execute()
-
-        replies = self._call(enqueued)
         times: dict[str, float | None] = {}
-        for job_id, own, packed in zip(present, replies[0::2], replies[1::2]):
-            raw = own if own is not None else (_job_fields({}, packed) or {}).get(keys.Field.ENQUEUED)
+        for job_id, fields in zip(present, self.fetch(present)):
+            raw = (fields or {}).get(keys.Field.ENQUEUED)
             try:
                 times[job_id] = float(raw) / 1000 if raw is not None else None
             except ValueError:
                 times[job_id] = None
         return [None if job_id is None else times[job_id] for job_id in ids]
 
-    def held_jobs(self, workers: Sequence[str], limit: int = 10) -> list[list[tuple[str, dict[str, bytes | None]]]]:
-        """Per worker, the first `limit` jobs of its in-flight list (the one running first, then
-        those claimed with it), each as (id, {func, status, started_at, queue}); two round trips."""
+    def held_jobs(
+        self, workers: Sequence[tuple[str, Sequence[str]]], limit: int = 10
+    ) -> list[list[tuple[str, dict[str, bytes | None]]]]:
+        """Per (worker, its queues), the first `limit` jobs of its in-flight lists (the one
+        running first, then those claimed with it), each as (id, {func, status, started_at,
+        queue}); two round trips (three with custom ids)."""
+        lists = [self._inflight_keys(name, queues) for name, queues in workers]
 
-        def lists() -> list[Any]:
+        def read_lists() -> list[Any]:
             pipe = self.redis.pipeline(transaction=False)
-            for worker in workers:
-                pipe.lrange(keys.inflight(worker), 0, limit - 1)
-            return pipe.execute()
+            for key in (key for per_worker in lists for key in per_worker):
+                pipe.lrange(key, 0, limit - 1)
+            return _wrong_type_as_none(pipe.execute(raise_on_error=False))
 
-        held = [[i.decode() for i in ids] for ids in self._call(lists)] if workers else []
-        every = [job_id for ids in held for job_id in ids]
+        replies = iter(self._call(read_lists) if any(lists) else [])
+        held = []
+        for per_worker in lists:
+            ids = [_text(i) for _ in per_worker for i in next(replies) or []]
+            held.append(ids[:limit])
+        every = list(dict.fromkeys(job_id for ids in held for job_id in ids))
         if not every:
             return [[] for _ in held]
         names = (keys.Field.FUNC, keys.Field.STATUS, keys.Field.STARTED, keys.Field.QUEUE)
+        found = {job_id: fields or {} for job_id, fields in zip(every, self.fetch(every))}
+        labels = ("func", "status", "started_at", "queue")
+        return [
+            [(job_id, {label: found[job_id].get(name) for label, name in zip(labels, names)}) for job_id in ids]
+            for ids in held
+        ]
 
-        def details() -> list[Any]:
+    def last_ticks(self, tasks: Sequence[tuple[str, str]]) -> list[float | None]:
+        """The last tick enqueued of each periodic task, given as (name, queue) (Unix
+        seconds; None: never)."""
+
+        def run() -> list[Any]:
             pipe = self.redis.pipeline(transaction=False)
-            for job_id in every:
-                pipe.hmget(keys.job(job_id), names)
+            for name, queue in tasks:
+                pipe.get(keys.periodic(keys.queue_tag(queue), name))
             return pipe.execute()
 
-        found = dict(zip(every, self._call(details)))
-        labels = ("func", "status", "started_at", "queue")
-        return [[(job_id, dict(zip(labels, found[job_id]))) for job_id in ids] for ids in held]
-
-    def last_ticks(self, names: Sequence[str]) -> list[float | None]:
-        """The last tick enqueued of each periodic task (Unix seconds; None: never)."""
-        values = self._call(self.redis.mget, [keys.periodic(name) for name in names]) if names else []
+        values = self._call(run) if tasks else []
         ticks: list[float | None] = []
         for value in values:
             try:
@@ -795,7 +1172,7 @@ class Store:
             pipe = self.redis.pipeline(transaction=False)
             for queue in queues:
                 for hour in hours:
-                    pipe.hgetall(keys.stats(queue, hour))
+                    pipe.hgetall(keys.of_queue(queue).stats(hour))
             return pipe.execute()
 
         replies = self._call(run) if queues else []
@@ -821,7 +1198,7 @@ class Store:
         def run() -> list[Any]:
             pipe = self.redis.pipeline(transaction=False)
             for queue in queues:
-                pipe.hgetall(keys.totals(queue))
+                pipe.hgetall(keys.of_queue(queue).totals)
             return pipe.execute()
 
         result = []
@@ -962,10 +1339,108 @@ class Record:
 _COUNTED = frozenset({"finished", "failed", "retry", "scheduled"})
 
 
+#: outcomes that end a job (it leaves its bucket for its own hash)
+_ENDED = frozenset({"finished", "failed", "canceled"})
+#: how long a Store trusts that a queue it added to the global queue set is still there
+#: (seconds); lua/enqueue.lua says when it is not
+INDEX_SECONDS = 60.0
+
+
 def _new_job_keys(job_id: str, queue: str) -> list[str]:
-    """The keys lua/lib/add_job.lua writes: job hash, packed-job bucket, queue, wake list,
-    schedule, queue set."""
-    return [keys.job(job_id), keys.packed(job_id), keys.queue(queue), keys.wake(queue), keys.registry("scheduled", queue), keys.QUEUES]
+    """The keys lua/lib/add_job.lua writes, in the job's tag."""
+    place = keys.of_queue(queue, keys.job_tag(job_id, queue))
+    tagged = place.tagged
+    return [
+        tagged.bucket(job_id), tagged.state, tagged.job(job_id), place.queue, place.wake, place.scheduled,
+        tagged.expiry, tagged.queues,
+    ]
+
+
+def _directory_entry(job_id: str, queue: str) -> list[tuple[Any, ...]]:
+    """The SET of a custom id's directory entry (keys.directory), or nothing for an id that
+    carries its tag. The value is the same for every enqueue of that id on that queue, so a
+    retried or duplicate enqueue writes it again harmlessly."""
+    if keys.tag_of(job_id) is not None:
+        return []
+    return [("SET", keys.directory(job_id), keys.queue_tag(queue))]
+
+
+def _queues_of(info: Mapping[str, str]) -> list[str]:
+    """The queue names a worker registered ("queues": comma-separated), valid ones only."""
+    return [q for q in info.get("queues", "").split(",") if keys.NAME.fullmatch(q)]
+
+
+def _in_order(calls: Sequence[tuple[Any, list[int]]], replies: Sequence[Any]) -> list[int]:
+    """The answers of `_finish` calls, one per record, in the records' order."""
+    answers: dict[int, int] = {}
+    for (_, indexes), reply in zip(calls, replies):
+        answers.update(zip(indexes, (int(r) for r in reply)))
+    return [answers[i] for i in range(len(answers))]
+
+
+class _Maintained:
+    """What the maintenance calls of a step did, gathered over the tags."""
+
+    def __init__(self) -> None:
+        self.recovered: list[bytes] = []
+        self.abandoned: list[bytes] = []
+        self.dead: list[str] = []
+        self.failed: list[bytes] = []
+        self.broken: list[bytes] = []
+        self.dropped: list[tuple[str, str]] = []
+        self.kept: list[str] = []
+        self.settle: list[tuple[str, str]] = []
+
+    def add(self, tag: str, reply: Any) -> tuple[list[str], list[str]]:
+        """Take in one tag's answer; returns (workers, queues) it needs named to go on."""
+        recovered, abandoned, dead, failed, broken, dropped, kept, settle, undeclared, missing = reply
+        self.recovered += recovered
+        self.abandoned += abandoned
+        self.dead += _texts(dead)
+        self.failed += failed
+        self.broken += [b for b in broken if b not in self.broken]
+        self.dropped += [(tag, name) for name in _texts(dropped)]
+        self.kept += _texts(kept)
+        self.settle += [(tag, _text(i)) for i in settle if (tag, _text(i)) not in self.settle]
+        return _texts(undeclared), [q for q in _texts(missing) if keys.NAME.fullmatch(q)]
+
+
+class _Wakes:
+    """Waits for a wake on several slots of a cluster at once: one thread per group of wake
+    lists (a blocking call covers one slot), each on a connection of its own. A wake that
+    comes after `wait` returned is kept for the next `wait`, which then returns at once
+    (the claim that follows finds the job), so none is lost."""
+
+    def __init__(self, store: Store, groups: list[list[str]]) -> None:
+        self.store, self.groups = store, groups
+        self._woken = threading.Event()
+        self._lock = threading.Lock()
+        self._waiting: set[int] = set()
+
+    def wait(self, seconds: float) -> bool:
+        if self._woken.is_set():
+            self._woken.clear()
+            return True
+        with self._lock:
+            for i, group in enumerate(self.groups):
+                if i not in self._waiting:
+                    self._waiting.add(i)
+                    threading.Thread(target=self._block, args=(i, group, seconds), daemon=True,
+                                     name="taskit-wake").start()
+        woken = self._woken.wait(seconds)
+        if woken:
+            self._woken.clear()
+        return woken
+
+    def _block(self, i: int, group: list[str], seconds: float) -> None:
+        try:
+            if self.store._block(group, seconds):
+                self._woken.set()
+        except Exception:  # noqa: BLE001 (an outage: the claim that follows reports it)
+            time.sleep(seconds)
+        finally:
+            with self._lock:
+                self._waiting.discard(i)
 
 
 def _texts(items: Iterable[bytes]) -> list[str]:
@@ -1007,31 +1482,6 @@ def _text_keys(pairs: Iterable[tuple[bytes, bytes]]) -> Fields:
     return fields
 
 
-def _job_fields(raw: dict[bytes, bytes], packed: bytes | None) -> Fields | None:
-    """A job's fields from its hash, or else from its packed entry (lib/packed.lua); an
-    unreadable entry yields only its status, so reading the job reports it corrupt."""
-    if raw:
-        return _text_keys(raw.items())
-    if packed is None:
-        return None
-    try:
-        flat = msgpack.unpackb(packed, raw=True)
-        fields = {flat[i].decode(): _bytes(flat[i + 1]) for i in range(0, len(flat), 2)}
-    except (ValueError, TypeError, IndexError, AttributeError, msgpack.UnpackException):
-        fields = {}
-    fields[keys.Field.STATUS] = b"queued"
-    return fields
-
-
-def _bytes(value: bytes | int) -> bytes:
-    """A packed value as Redis would return it from a hash (the enqueue time is packed as a number)."""
-    if isinstance(value, int):
-        return b"%d" % value
-    if isinstance(value, bytes):
-        return value
-    raise TypeError(f"a packed field is a {type(value).__name__}")
-
-
 Claimed = list[tuple[str, int, int, Fields]]
 #: the registry each outcome of `Record` goes to ("started" where there is none: unused)
 _TARGETS = {"finished": "finished", "failed": "failed", "scheduled": "scheduled", "canceled": "canceled"}
@@ -1050,13 +1500,6 @@ def _raw(text: str) -> str | bytes:
     return text if text.isascii() else text.encode("utf-8", "surrogateescape")
 
 
-def _job_wire(job_id: str) -> tuple[str | bytes, str | bytes, str | bytes]:
-    """A job's id, hash key and done key as redis-py must be given them (see `_raw`)."""
-    if job_id.isascii():
-        return job_id, keys.job(job_id), keys.done(job_id)
-    return _raw(job_id), _raw(keys.job(job_id)), _raw(keys.done(job_id))
-
-
 class Claim(NamedTuple):
     """What a claim returned.
 
@@ -1065,19 +1508,21 @@ class Claim(NamedTuple):
     quarantine: '' , 'drain' (a job that may only run alone waits: finish what you hold, then
         claim with nothing held) or 'alone' (the one job claimed may only run alone: claim
         nothing more until it ends). See lua/claim.lua.
+    corrupt: ids of jobs the claim failed as corrupt (settled by the Store).
     """
 
     jobs: Claimed
     next_run_at: float | None
     quarantine: str
+    corrupt: tuple[str, ...] = ()
 
 
-def _parse_claim(reply: Any, worker: str, now: float) -> Claim:
-    """The claim's reply, parsed.
+def _parse_claim(reply: Any, worker: str, now: float, indexes: Sequence[int]) -> Claim:
+    """The claim's reply, parsed (`indexes`: the worker's queues the call covered).
 
     claim.lua returns each job's fields as they were before it marked the claim; the
     claim's own writes are known here and filled in. Jobs the claim failed as corrupt
-    (their key overwritten while they waited) are logged.
+    (their record was overwritten while they waited) are logged.
     """
     flat, next_run_at, corrupt, quarantine = reply
     if corrupt:
@@ -1098,5 +1543,12 @@ def _parse_claim(reply: Any, worker: str, now: float) -> Claim:
         fields = _text_keys(zip(pairs[0::2], pairs[1::2]))
         fields.update(started)
         fields[keys.Field.ATTEMPTS] = b"%d" % flat[i + 1]
-        claimed.append((job_id, int(flat[i + 1]), int(flat[i + 2]), fields))
-    return Claim(claimed, float(next_run_at) if next_run_at else None, quarantine.decode())
+        claimed.append((job_id, int(flat[i + 1]), indexes[int(flat[i + 2])], fields))
+    return Claim(claimed, float(next_run_at) if next_run_at else None, quarantine.decode(), tuple(_text(i) for i in corrupt))
+
+
+def _merge_claims(first: Claim, then: Claim) -> Claim:
+    """Two claims of one round of a cluster claim, as one."""
+    runs = [t for t in (first.next_run_at, then.next_run_at) if t is not None]
+    return Claim(first.jobs + then.jobs, min(runs) if runs else None, then.quarantine or first.quarantine,
+                 first.corrupt + then.corrupt)

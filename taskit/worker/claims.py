@@ -100,7 +100,7 @@ class ClaimPolicy:
         if holds_nothing:
             self._alone = None
         beside = self._alone
-        return holds_nothing, (beside.job_id, beside.token) if beside is not None else None
+        return holds_nothing, (beside.job_id, beside.token, beside.queue) if beside is not None else None
 
     def claimed(self, claim: Claim, limit: int, alone: Alone, jobs: list[RunningJob], now: float) -> None:
         """Take in a claim's reply (`now`: the worker's clock when it was sent)."""

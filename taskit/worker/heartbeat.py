@@ -12,7 +12,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from ..exceptions import TaskitError
 from ..storage.store import Store
@@ -55,10 +55,13 @@ class Heartbeat(threading.Thread):
         lease: float,
         interval: float,
         clock: Callable[[], float],
+        queues: Sequence[str] = (),
     ) -> None:
         super().__init__(name=f"taskit-heartbeat-{worker_name}", daemon=True)
         self.store, self.worker_name, self.held = store, worker_name, held
         self.lease, self.interval, self.clock = lease, interval, clock
+        #: the worker's queues: its lease is renewed in each of their tags (storage/keys.py)
+        self.queues = list(queues)
         self.info_ttl = int(lease) + 60
         self._stop_event = threading.Event()
         #: when the leases were last renewed (the worker checks it after a stall)
@@ -98,7 +101,7 @@ class Heartbeat(threading.Thread):
         stall = (self.renewed_at, now) if now - self.renewed_at > self.stall_after else None
         began = None if stall is None else stall[0]
         lost_ids, canceled = self.store.heartbeat(
-            self.worker_name, now + self.lease, self.info_ttl, held, began, self.lease
+            self.worker_name, now + self.lease, self.info_ttl, held, began, self.lease, self.queues
         )
         lost = set(lost_ids)
         self.renewed_at = now

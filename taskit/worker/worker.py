@@ -226,7 +226,7 @@ class Worker:
         self._inflight = InFlight(self._executors, self.clock)
         self._kinds: dict[Any, bool] = {}  # function -> is it async (asked once each)
         self._board_slots = list(range(self.slots))[::-1]
-        heartbeat = Heartbeat(self.store, self.name, self.held, self.lease, self.heartbeat_interval, self.clock)
+        heartbeat = Heartbeat(self.store, self.name, self.held, self.lease, self.heartbeat_interval, self.clock, self.queues)
         heartbeat.on_tick, heartbeat.on_cancel = self._tick, self._cancel_requested
         if self.parent_pid is not None:
             heartbeat.on_orphan(self.parent_pid, self._orphaned)
@@ -770,8 +770,8 @@ class Worker:
             executor.close(timeout=STOP_GRACE)
         try:
             self._release_strays()
-            if not self.store.inflight(self.name):
-                self.store.unregister_worker(self.name)
+            if not self.store.inflight(self.name, self.queues):
+                self.store.unregister_worker(self.name, self.queues)
         except TaskitError as exc:
             log.warning("could not sign off (%s); this worker's lease will expire", exc)
         log.info("worker %s stopped after %d job(s)", self.name, self.jobs_run)
@@ -799,7 +799,7 @@ class Worker:
         a round trip whose reply was lost with the connection (taskit never retries a claim,
         but a redis-py client with retries on may). One LRANGE when there are none."""
         known = {job_id for job_id, _, _ in self.held.snapshot()} | self._inflight.pending_ids()
-        strays = [job_id for job_id in self.store.inflight(self.name) if job_id not in known]
+        strays = [job_id for job_id in self.store.inflight(self.name, self.queues) if job_id not in known]
         if not strays:
             return
         records = []
