@@ -38,9 +38,9 @@ end
 -- caller adds it to the global one).
 local function add_job(k, id, queue_name, ttl, at_front, run_at, first_field)
   pack_new_job(k.bucket, id, first_field)
-  local expiry = ttl == '' and -1 or seconds(ttl, -1)
-  if expiry >= 0 then
-    redis.call('ZADD', k.expiry, enqueued_at(first_field) + expiry, id)
+  local lifetime = ttl == '' and -1 or seconds(ttl, -1)
+  if lifetime >= 0 then
+    redis.call('ZADD', k.expiry, enqueued_at(first_field) + lifetime, id)
   end
   if run_at ~= '' then
     redis.call('ZADD', k.scheduled, run_at, id)
