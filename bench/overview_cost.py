@@ -50,8 +50,8 @@ def fill(connection: object, queues: int, waiting: bool) -> None:
     for name in names:
         for past in range(hour - 24, hour):
             minute = past * 60 + 7
-            pipe.hset(keys.stats(name, past), mapping={f"d:{minute}": 3, f"f:{minute + 20}": 1})
-            pipe.expireat(keys.stats(name, past), (hour + 26) * 3600)
+            pipe.hset(keys.of_queue(name).stats(past), mapping={f"d:{minute}": 3, f"f:{minute + 20}": 1})
+            pipe.expireat(keys.of_queue(name).stats(past), (hour + 26) * 3600)
         if len(pipe) > 10_000:
             pipe.execute()
     pipe.execute()

@@ -17,7 +17,7 @@ import redis
 import retry_tasks
 import sample_tasks
 from conftest import free_port, registered_worker
-from records import stored
+from records import set_fields, stored, ttl
 from roundtrips import commands_run, counting_client
 
 import taskit
@@ -180,7 +180,7 @@ def test_100_years_and_forever_are_accepted_and_recorded_whole(connection: redis
     assert Job.fetch(ok.id).result == {"args": ["ok"], "kwargs": {}}
     assert ok.id in queue.finished_job_registry and forever.id in queue.finished_job_registry
     assert failed.id in queue.failed_job_registry  # the whole batch was recorded
-    assert connection.ttl(keys.job(ok.id)) > MAX_SECONDS - 60 and connection.ttl(keys.job(forever.id)) == -1
+    assert ttl(connection, ok.id) > MAX_SECONDS - 60 and ttl(connection, forever.id) == -1
     assert Job.fetch(forever.id).timeout is None
 
 
@@ -322,7 +322,7 @@ def test_status_reads_refresh_attempts_and_retries_in_the_same_round_trip(redis_
 def test_a_corrupt_count_read_with_the_status_is_named(connection: redis.Redis, queue: Queue) -> None:
     job = queue.enqueue(echo, 1)
     run_all(queue)
-    connection.hset(keys.job(job.id), keys.FIELDS["attempts"], "many")
+    set_fields(connection, job.id, {keys.FIELDS["attempts"]: "many"})
     with pytest.raises(SerializationError, match=f"job {job.id} is corrupt: field 'attempts' is unreadable"):
         job.get_status()
 

@@ -18,7 +18,7 @@ import msgpack
 import pytest
 import redis
 import sample_tasks
-from records import own_hash
+from records import field, inflight_keys, own_key, set_fields, write_job
 from test_cli import one_error_line, taskit
 from test_faults import WorkerProcess, assert_nothing_held
 
@@ -123,13 +123,13 @@ def nested_stop_policy(levels: int) -> bytes:
 @pytest.mark.parametrize("levels", [40, 1000])
 def test_a_deeply_nested_retry_policy_fails_its_job_and_is_named_when_read(connection, cli_env, tmp_path, levels):
     job = hostile_tasks.swallow.delay(1)
-    connection.hset(own_hash(connection, job.id), keys.Field.RETRY, nested_stop_policy(levels))
+    set_fields(connection, job.id, {keys.Field.RETRY: nested_stop_policy(levels)})
     after = fault_tasks.work.delay(3)
     run_hostile_worker(cli_env, tmp_path)
     with pytest.raises(SerializationError, match=f"job {job.id} is corrupt: field 'retry' is unreadable"):
         Job.fetch(job.id)
-    assert connection.hget(keys.job(job.id), keys.Field.STATUS) == b"failed"
-    assert "field 'retry' is unreadable" in connection.hget(keys.job(job.id), keys.Field.EXC_INFO).decode()
+    assert field(connection, job.id, keys.Field.STATUS) == b"failed"
+    assert "field 'retry' is unreadable" in field(connection, job.id, keys.Field.EXC_INFO).decode()
     assert job.id in Queue().failed_job_registry
     assert Job.fetch(after.id).result == 3
     line = one_error_line(taskit(cli_env, "requeue", job.id))
@@ -138,14 +138,14 @@ def test_a_deeply_nested_retry_policy_fails_its_job_and_is_named_when_read(conne
 
 def test_keyword_arguments_stored_as_a_list_fail_their_job(connection, cli_env, tmp_path):
     job = hostile_tasks.swallow.delay(1)
-    connection.hset(own_hash(connection, job.id), keys.Field.ARGS, msgpack.packb([[1], [2]]))
+    set_fields(connection, job.id, {keys.Field.ARGS: msgpack.packb([[1], [2]])})
     bad_key = hostile_tasks.swallow.delay(1)
-    connection.hset(own_hash(connection, bad_key.id), keys.Field.ARGS, msgpack.packb([[], {1: 2}]))
+    set_fields(connection, bad_key.id, {keys.Field.ARGS: msgpack.packb([[], {1: 2}])})
     too_deep = hostile_tasks.swallow.delay(1)
     blob = msgpack.packb(0)
     for _ in range(400):  # tuples in tuples: used to crash the reader's process (no Python error at all)
         blob = msgpack.packb(msgpack.ExtType(7, b"\x91" + blob))
-    connection.hset(own_hash(connection, too_deep.id), keys.Field.ARGS, blob)
+    set_fields(connection, too_deep.id, {keys.Field.ARGS: blob})
     after = fault_tasks.work.delay(4)
     run_hostile_worker(cli_env, tmp_path)
     assert "the arguments are not [args list, kwargs dict] but a list of 2: [list, list]" in failure(job.id)
@@ -159,18 +159,18 @@ def test_keyword_arguments_stored_as_a_list_fail_their_job(connection, cli_env, 
 
 def test_a_job_id_that_is_not_utf8_fails_that_job(connection, cli_env, tmp_path):
     raw_id = b"\xff\xfe-not-utf8"
-    connection.hset(keys.JOB.encode() + raw_id, mapping={keys.Field.FUNC: "hostile_tasks.swallow", keys.Field.STATUS: "queued"})
-    connection.rpush(keys.queue("default"), raw_id)
+    write_job(connection, raw_id, {keys.Field.FUNC: "hostile_tasks.swallow", keys.Field.STATUS: "queued"})
+    connection.rpush(keys.of_queue("default").queue, raw_id)
     after = fault_tasks.work.delay(5)
     log = run_hostile_worker(cli_env, tmp_path)
-    assert connection.hget(keys.JOB.encode() + raw_id, keys.Field.STATUS) == b"failed"
-    reason = connection.hget(keys.JOB.encode() + raw_id, keys.Field.EXC_INFO).decode()
+    assert connection.hget(own_key(raw_id), keys.Field.STATUS) == b"failed"
+    reason = connection.hget(own_key(raw_id), keys.Field.EXC_INFO).decode()
     assert "SerializationError" in reason and "not an id taskit writes" in reason
-    assert connection.zscore(keys.registry("failed", "default"), raw_id) is not None
+    assert connection.zscore(keys.of_queue("default").registry("failed"), raw_id) is not None
     assert r"refused job '\udcff\udcfe-not-utf8'" in log
     assert Job.fetch(after.id).result == 5
-    assert connection.zcard(keys.registry("started", "default")) == connection.llen(keys.queue("default")) == 0
-    assert all(connection.llen(key) == 0 for key in connection.scan_iter(keys.INFLIGHT + "*"))
+    assert connection.zcard(keys.of_queue("default").registry("started")) == connection.llen(keys.of_queue("default").queue) == 0
+    assert all(connection.llen(key) == 0 for key in inflight_keys(connection))
 
 
 # -- the log line -------------------------------------------------------------------------------------

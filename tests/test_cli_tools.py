@@ -12,7 +12,7 @@ import pytest
 import redis
 import sample_tasks
 from conftest import taskit_command
-from records import own_hash
+from records import set_fields
 from test_cli import failed_jobs, ok, one_error_line, taskit
 
 from taskit import Job, JobStatus, Queue, Worker
@@ -64,7 +64,7 @@ def test_info_json_is_valid_json_when_redis_holds_infinite_or_nan_numbers(connec
     connection.hset(keys.worker("w-inf"), mapping={"host": "h", "pid": "1", "queues": "default", "lease": "inf",
                                                    "started_at": "nan"})
     job = Queue(connection=connection).enqueue(sample_tasks.add, 1, 2, ttl=600)  # (a hash of its own)
-    connection.hset(keys.job(job.id), "e", "-inf")
+    set_fields(connection, job.id, {"e": "-inf"})
     shown = _strict_json(ok(taskit(cli_env, "info", "--json")).stdout)
     (worker,) = shown["workers"]
     assert (worker["lease_left_seconds"], worker["started_at"], worker["alive"]) == (None, None, True)
@@ -174,7 +174,7 @@ def test_help_lists_the_new_commands(cli_env) -> None:
 @pytest.mark.parametrize("stamp", ["inf", "nan", "1e20", "-99999999999999"])
 def test_a_stored_time_no_datetime_can_hold_makes_the_job_corrupt_not_a_traceback(connection, cli_env, stamp) -> None:
     (job_id,) = failed_jobs(Queue(connection=connection), 1)
-    connection.hset(own_hash(connection, job_id), "en", stamp)
+    set_fields(connection, job_id, {"en": stamp})
     line = one_error_line(taskit(cli_env, "job", job_id))
     assert line.startswith(f"Error: job {job_id} is corrupt: field 'ended_at' is unreadable ("), line
     with pytest.raises(SerializationError):
@@ -183,7 +183,7 @@ def test_a_stored_time_no_datetime_can_hold_makes_the_job_corrupt_not_a_tracebac
 
 def test_failed_lists_the_other_jobs_when_one_is_corrupt(connection, cli_env) -> None:
     first, corrupt, last = failed_jobs(Queue(connection=connection), 3)
-    connection.hset(own_hash(connection, corrupt), "n", "not a number")
+    set_fields(connection, corrupt, {"n": "not a number"})
     out = ok(taskit(cli_env, "failed", "-q", "default")).stdout
     assert f"{first}  default  " in out and f"{last}  default  " in out
     assert f"{corrupt}  default  -  (unreadable)\n    job {corrupt} is corrupt: field 'attempts'" in out

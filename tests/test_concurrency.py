@@ -16,7 +16,7 @@ import concurrency_tasks as ct
 import fault_tasks
 import pytest
 from conftest import taskit_command
-from records import own_hash
+from records import field, held_by, set_fields
 from test_faults import FAST, WorkerProcess, assert_nothing_held, status, wait_until
 
 from taskit import Job, JobCanceledError, JobStatus, Queue
@@ -109,7 +109,7 @@ def fill_with_gated_jobs(connection, start, gate: Path, name: str) -> tuple[Work
     # (FIFO: every short job started before them, so what waits is gated; a job handed back
     # would take a second of waiting)
     started = {i.decode() for i in connection.lrange(ct.GATED_STARTED, 0, -1)}
-    claimed = {i.decode() for i in connection.lrange(keys.inflight(name), 0, -1)}
+    claimed = {i.decode() for i in held_by(connection, name)}
     return worker, gated, claimed & {j.id for j in gated} - started
 
 
@@ -507,11 +507,11 @@ def test_a_claim_marks_a_job_alone_only_while_it_runs_alone(connection):
     store, now = Store(connection), time.time()
     first, second = enqueue(ct.span, [(0,)] * 2)
     [(job_id, token, _, _)] = store.claim("w1", ["default"], now, now + 30, 1, (True, None)).jobs
-    assert job_id == first.id and connection.hget(keys.job(first.id), "al") == b"1"
+    assert job_id == first.id and field(connection, first.id, "al") == b"1"
     more = store.claim("w1", ["default"], now, now + 30, 5, (False, (job_id, token))).jobs
     assert [j[0] for j in more] == [second.id]
-    assert connection.hget(keys.job(first.id), "al") == b"0"
-    assert connection.hget(keys.job(second.id), "al") == b"0"  # claimed beside another
+    assert field(connection, first.id, "al") == b"0"
+    assert field(connection, second.id, "al") == b"0"  # claimed beside another
 
 
 def test_a_quarantined_job_is_claimed_only_by_a_worker_holding_nothing(connection):
@@ -519,12 +519,12 @@ def test_a_quarantined_job_is_claimed_only_by_a_worker_holding_nothing(connectio
 
     store, now = Store(connection), time.time()
     suspect, after = enqueue(ct.span, [(0,)] * 2)
-    connection.hset(own_hash(connection, suspect.id), "ru", 2)  # recovered unblamed twice
+    set_fields(connection, suspect.id, {"ru": 2})  # recovered unblamed twice
     busy = store.claim("w1", ["default"], now, now + 30, 5, (False, None))
     assert (busy.jobs, busy.quarantine) == ([], "drain")  # left at the head for an idle worker
     idle = store.claim("w2", ["default"], now, now + 30, 5, (True, None))
     assert ([j[0] for j in idle.jobs], idle.quarantine) == ([suspect.id], "alone")
-    assert connection.hget(keys.job(suspect.id), "al") == b"1"
+    assert field(connection, suspect.id, "al") == b"1"
     assert Queue().job_ids == [after.id]
 
 
@@ -533,7 +533,7 @@ def test_a_cancel_whose_message_was_missed_is_found_by_the_heartbeat(connection,
     job = ct.long_async.delay(30)
     worker = start(*FAST)  # a heartbeat every 0.25 s
     wait_until(lambda: status(job.id) == JobStatus.STARTED, what="the job to start")
-    connection.hset(keys.job(job.id), keys.Field.CANCEL, "message lost")  # as cancel.lua does, unpublished
+    set_fields(connection, job.id, {keys.Field.CANCEL: "message lost"})  # as cancel.lua does, unpublished
     with pytest.raises(JobCanceledError, match="canceled while it ran: message lost"):
         job.wait(timeout=10)
     stop(worker)

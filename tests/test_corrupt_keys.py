@@ -20,7 +20,7 @@ import msgpack
 import pytest
 import redis
 from conftest import taskit_command
-from records import own_hash
+from records import set_fields
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 from test_edge_cases import _reply_dropping_proxy
@@ -83,7 +83,7 @@ def test_the_heartbeat_renews_every_other_lease_when_a_held_record_is_overwritte
     connection.set(keys.job(bad), "overwritten")
     deadline = time.time() + 60
     assert store.heartbeat("w", deadline, 90, [(bad, "default", bad_token), (good, "default", good_token)]) == ([], [])
-    started = keys.registry("started", "default")
+    started = keys.of_queue("default").registry("started")
     assert connection.zscore(started, good) == connection.zscore(started, bad) == pytest.approx(deadline)
     assert connection.zscore(keys.WORKERS, "w") == pytest.approx(deadline)
 
@@ -131,10 +131,10 @@ def test_claims_and_records_of_thousands_of_jobs_stay_within_lua_limits(connecti
     queue.enqueue_many([queue.prepare_data(fault_tasks.work, (i,)) for i in range(total)])
     store, now = Store.of(connection), time.time()
     claimed = store.claim("w", ["default"], now, now + 60, total).jobs
-    assert len(claimed) == total and connection.zcard(keys.registry("started", "default")) == total
+    assert len(claimed) == total and connection.zcard(keys.of_queue("default").registry("started")) == total
     records = [Record(job_id, "default", token, "finished", b"", 60) for job_id, token, _, _ in claimed]
     assert store.finish("w", records, now) == [1] * total
-    assert connection.zcard(keys.registry("finished", "default")) == total
+    assert connection.zcard(keys.of_queue("default").registry("finished")) == total
     assert_nothing_held(connection)
 
 
@@ -167,7 +167,7 @@ def test_a_tick_refused_by_redis_does_not_stop_the_other_ticks(connection, caplo
     try:
         connection.set(keys.periodic("tick-a"), "0")
         connection.set(keys.periodic("tick-b"), "0")
-        connection.set(keys.queue("broken"), "not a list")
+        connection.set(keys.of_queue("broken").queue, "not a list")
         jobs = enqueue_due(connection, queues=["broken", "fine"])
         assert [job.origin for job in jobs] == ["fine"]
         assert "periodic task tick-a: cannot enqueue" in caplog.text and "taskit:queue:broken is a string" in caplog.text
@@ -243,13 +243,13 @@ def test_a_garbled_queue_field_on_a_dying_job_does_not_crash_the_supervisor(conn
 
 
 def test_a_wake_list_overwritten_is_repaired_and_the_job_runs(connection, queue):
-    connection.set(keys.wake("default"), "not a list")
+    connection.set(keys.of_queue("default").wake, "not a list")
     job = queue.enqueue(fault_tasks.work, 1)  # no error: the signal key is recreated
-    assert connection.type(keys.wake("default")) == b"list"
+    assert connection.type(keys.of_queue("default").wake) == b"list"
     assert Worker([queue]).work(burst=True) == 1 and Job.fetch(job.id).result == 1
 
 
-@pytest.mark.parametrize("key", [keys.queue("default"), keys.registry("scheduled", "default"), "bucket", "job"])
+@pytest.mark.parametrize("key", [keys.of_queue("default").queue, keys.of_queue("default").registry("scheduled"), "bucket", "job"])
 def test_enqueue_refuses_a_data_key_of_the_wrong_type_and_writes_nothing(connection, queue, key):
     if key in ("bucket", "job"):
         key = keys.packed("fixed-id") if key == "bucket" else keys.job("fixed-id")
@@ -263,8 +263,8 @@ def test_enqueue_refuses_a_data_key_of_the_wrong_type_and_writes_nothing(connect
 
 
 def test_a_registry_overwritten_fails_the_jobs_it_should_hold_and_the_worker_goes_on(connection, queue):
-    connection.set(keys.registry("finished", "default"), "not a zset")
-    connection.set(keys.registry("started", "other"), "not a zset")
+    connection.set(keys.of_queue("default").registry("finished"), "not a zset")
+    connection.set(keys.of_queue("other").registry("started"), "not a zset")
     stuck = Queue("other").enqueue(fault_tasks.work, 9)
     jobs = [queue.enqueue(fault_tasks.work, i) for i in range(3)]
     assert Worker([queue, Queue("other")], lease=5).work(burst=True) == 3  # `other` is passed over
@@ -278,7 +278,7 @@ def test_a_registry_overwritten_fails_the_jobs_it_should_hold_and_the_worker_goe
 
 def test_api_scripts_refuse_a_key_of_the_wrong_type_before_writing(connection, queue):
     job = queue.enqueue(fault_tasks.work, 1)
-    connection.set(keys.registry("canceled", "default"), "not a zset")
+    connection.set(keys.of_queue("default").registry("canceled"), "not a zset")
     with pytest.raises(StorageError, match="taskit:canceled:default is a string"):
         job.cancel()
     assert Job.fetch(job.id).get_status() == JobStatus.QUEUED and connection.hexists(keys.packed(job.id), job.id)
@@ -294,12 +294,12 @@ def test_api_scripts_refuse_a_key_of_the_wrong_type_before_writing(connection, q
 
 def test_out_of_range_durations_in_a_record_never_abort_a_batch(connection, queue):
     forever = queue.enqueue(fault_tasks.work, 1)
-    connection.hset(own_hash(connection, forever.id), keys.Field.RESULT_TTL, str(sys.maxsize))
+    set_fields(connection, forever.id, {keys.Field.RESULT_TTL: str(sys.maxsize)})
     failing = queue.enqueue("fault_tasks.no_such_function")
-    connection.hset(own_hash(connection, failing.id), keys.Field.FAILURE_TTL, str(sys.maxsize))
+    set_fields(connection, failing.id, {keys.Field.FAILURE_TTL: str(sys.maxsize)})
     assert Worker([queue]).work(burst=True) == 2
     assert Job.fetch(forever.id).result == 1 and connection.ttl(keys.job(forever.id)) == -1
-    assert connection.zscore(keys.registry("finished", "default"), forever.id) == float("inf")
+    assert connection.zscore(keys.of_queue("default").registry("finished"), forever.id) == float("inf")
     assert failing.id in queue.failed_job_registry and Job.fetch(failing.id).get_status() == JobStatus.FAILED
 
 
@@ -311,7 +311,7 @@ def test_a_recovered_job_with_an_absurd_failure_ttl_is_abandoned_cleanly(connect
         connection.hset(keys.job(job.id), mapping={keys.Field.FAILURE_TTL: "9" * 30, "al": "1"})
         store.reap("gone", now, 3, 60)
     assert Job.fetch(job.id).get_status() == JobStatus.FAILED and "abandoned" in Job.fetch(job.id).exc_info
-    assert connection.zscore(keys.registry("failed", "default"), job.id) == float("inf")
+    assert connection.zscore(keys.of_queue("default").registry("failed"), job.id) == float("inf")
 
 
 # -- 10. a lost enqueue reply --------------------------------------------------------------------------

@@ -20,6 +20,7 @@ import dashboard_tasks
 import pytest
 import redis
 from conftest import free_port, taskit_command
+from records import set_fields
 
 from taskit import Job, JobStatus, Queue, Worker
 
@@ -318,9 +319,10 @@ def test_a_key_of_the_wrong_type_or_a_redis_down_is_said_on_the_page_in_one_line
 
 @pytest.mark.parametrize("tick", ["inf", "nan", "1e20"])
 def test_a_last_tick_no_datetime_holds_leaves_the_periodic_page_readable(connection, tick) -> None:
-    from taskit.storage import keys
 
-    connection.set(keys.periodic("dashboard_tasks.nightly_cleanup"), tick)
+    from records import periodic_key
+
+    connection.set(periodic_key("dashboard_tasks.nightly_cleanup"), tick)
     page = _client(connection).get("/periodic")
     assert page.status_code == 200 and "nightly_cleanup" in page.text
 
@@ -376,7 +378,7 @@ def test_a_lease_or_enqueue_time_of_inf_leaves_the_pages_readable(connection, cl
     connection.zadd(keys.WORKERS, {"w-inf": float("inf")})
     connection.hset(keys.worker("w-inf"), mapping={"host": "h", "pid": "1", "queues": "default", "lease": "inf"})
     job = Queue(connection=connection).enqueue(dashboard_tasks.echo, 1, ttl=600)  # (a hash of its own)
-    connection.hset(keys.job(job.id), "e", "-inf")
+    set_fields(connection, job.id, {"e": "-inf"})
     client = _client(connection)
     for path in ("/", "/workers"):
         assert client.get(path).status_code == 200, path

@@ -20,6 +20,7 @@ import pytest
 import redis
 import retry_tasks
 from conftest import taskit_command
+from records import field, held_by
 
 from taskit import Job, JobStatus, Queue, Retry, Worker
 from taskit.exceptions import ScheduleError
@@ -33,7 +34,7 @@ def at(seconds_from_now: float) -> float:
 
 
 def score(connection: redis.Redis, job: Job) -> float | None:
-    return connection.zscore(keys.registry("scheduled", job.origin), job.id)
+    return connection.zscore(keys.of_queue(job.origin).registry("scheduled"), job.id)
 
 
 def burst(clock: float | None = None, queue: str = "default") -> int:
@@ -220,7 +221,7 @@ def test_workers_racing_on_the_same_due_jobs_run_each_once(
     runs = Counter(connection.lrange("test:runs", 0, -1))
     assert len(runs) == 300 and set(runs.values()) == {1}
     assert all(j.get_status() == JobStatus.FINISHED for j in Job.fetch_many([j.id for j in jobs]))
-    ran_on = {connection.hget(keys.job(j.id), keys.Field.WORKER) for j in jobs}
+    ran_on = {field(connection, j.id, keys.Field.WORKER) for j in jobs}
     assert len(ran_on) > 1, "expected several workers to take part in the race"
 
 
@@ -237,7 +238,7 @@ def test_delayed_jobs_survive_a_worker_restart(
         worker.wait()
     assert job.get_status() == JobStatus.SCHEDULED
     assert score(connection, job) is not None
-    assert connection.llen(keys.inflight("doomed")) == 0
+    assert held_by(connection, "doomed") == []
     assert wait_for(lambda: time.time() >= score(connection, job), timeout=5)
     subprocess.run(taskit_command("worker", "retry_tasks", "--burst"), env=cli_env, check=True, timeout=60)
     assert job.get_status() == JobStatus.FINISHED

@@ -19,6 +19,7 @@ import fault_tasks
 import pytest
 import redis
 import sample_tasks
+from records import field, inflight_keys, set_fields
 from test_faults import FAST, WorkerProcess, wait_until
 
 import taskit
@@ -68,12 +69,12 @@ def slow_then_fail_then_ok(name: str) -> int:
 def places(connection: redis.Redis, job_id: str, queue: str = "default") -> list[str]:
     """Every list or registry that holds `job_id`."""
     found = []
-    if job_id.encode() in connection.lrange(keys.queue(queue), 0, -1):
+    if job_id.encode() in connection.lrange(keys.of_queue(queue).queue, 0, -1):
         found.append("queue")
     for kind in keys.REGISTRIES:
-        if connection.zscore(keys.registry(kind, queue), job_id) is not None:
+        if connection.zscore(keys.of_queue(queue).registry(kind), job_id) is not None:
             found.append(kind)
-    for key in connection.scan_iter(keys.INFLIGHT + "*"):
+    for key in inflight_keys(connection):
         if job_id.encode() in connection.lrange(key, 0, -1):
             found.append(key.decode())
     return found
@@ -208,7 +209,7 @@ def test_a_job_killed_for_its_timeout_on_a_long_queue_lands_in_its_failed_regist
         wait_until(lambda: Job.fetch(stuck.id).get_status() == JobStatus.FAILED, timeout=30, what="the kill")
         assert "was killed" in Job.fetch(stuck.id).exc_info
         found = places(connection, stuck.id, long_name)
-        truncated = connection.zscore(keys.registry("failed", "q" * 64), stuck.id) is not None
+        truncated = connection.zscore(keys.of_queue("q" * 64).registry("failed"), stuck.id) is not None
         assert "failed" in found, f"in {found} of its queue; in the failed registry of 'q'*64: {truncated}"
     finally:
         parent.signal(signal.SIGTERM)
@@ -223,13 +224,13 @@ def test_a_corrupt_attempts_field_loses_no_other_job(connection: redis.Redis) ->
     queue.enqueue(counted, "warm")
     good = [queue.enqueue(counted, f"good{i}") for i in range(3)]
     bad = queue.enqueue(counted, "bad")
-    connection.hset(keys.job(bad.id), keys.Field.ATTEMPTS, b"not a number")
+    set_fields(connection, bad.id, {keys.Field.ATTEMPTS: b"not a number"})
     crashed = None
     try:
         Worker([queue], name="w").work(burst=True)
     except taskit.exceptions.TaskitError as exc:
         crashed = exc
-    lost = {j.id: connection.hget(keys.job(j.id), keys.Field.STATUS) for j in [*good, bad] if not places(connection, j.id)}
+    lost = {j.id: field(connection, j.id, keys.Field.STATUS) for j in [*good, bad] if not places(connection, j.id)}
     assert not lost, f"jobs in no queue, registry or in-flight list (hash kept): {lost}; worker raised {crashed!r}"
     assert crashed is None
 
@@ -237,14 +238,14 @@ def test_a_corrupt_attempts_field_loses_no_other_job(connection: redis.Redis) ->
 def test_a_corrupt_recoveries_field_does_not_lose_the_job(connection: redis.Redis, cli_env, tmp_path) -> None:
     job = fault_tasks.work.delay(1)
     WorkerProcess(cli_env, tmp_path, *FAST, crash_at="after_claim").wait()  # claims it and dies
-    connection.hset(keys.job(job.id), keys.Field.RECOVERIES, b"??")
+    set_fields(connection, job.id, {keys.Field.RECOVERIES: b"??"})
     time.sleep(1.2)  # its lease runs out
     crashed = None
     try:
         Worker([Queue(connection=connection)], name="m", lease=1, maintenance_interval=0.1).work(burst=True)
     except taskit.exceptions.TaskitError as exc:
         crashed = exc
-    assert places(connection, job.id), f"job ({connection.hget(keys.job(job.id), keys.Field.STATUS)}) is in no place; worker raised {crashed!r}"
+    assert places(connection, job.id), f"job ({field(connection, job.id, keys.Field.STATUS)}) is in no place; worker raised {crashed!r}"
     assert crashed is None
 
 

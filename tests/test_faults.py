@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import signal
 import subprocess
 import time
@@ -19,7 +20,7 @@ import fault_tasks
 import msgpack
 import pytest
 from conftest import taskit_command
-from records import own_hash
+from records import corrupt_record, field, forget, set_fields
 
 from taskit import Job, JobStatus, Queue, SerializationError
 from taskit.storage import keys
@@ -116,10 +117,10 @@ def status(job_id: str) -> JobStatus:
 
 def assert_nothing_held(connection, queues: bool = True) -> None:
     """No job is left in a started registry or an in-flight list (nor, by default, a queue)."""
-    prefixes = (f"{keys.PREFIX}:started:", keys.INFLIGHT) + ((f"{keys.PREFIX}:queue:",) if queues else ())
+    kinds = "started|inflight" + ("|queue" if queues else "")
     for key in connection.scan_iter(f"{keys.PREFIX}:*"):
         name = key.decode()
-        if name.startswith(prefixes):
+        if re.match(rf"{keys.PREFIX}:{{[^}}]*}}:({kinds}):", name):
             kind = connection.type(key).decode()
             size = connection.llen(key) if kind == "list" else connection.zcard(key)
             assert size == 0, f"{name} still holds {size} job(s)"
@@ -307,13 +308,13 @@ def test_worker_survives_a_redis_restart(connection, workers, redis_server):
 def test_corrupt_and_missing_jobs_do_not_stop_the_worker(connection, workers):
     q = Queue()
     corrupt = fault_tasks.work.delay(1)
-    connection.hset(own_hash(connection, corrupt.id), keys.Field.ARGS, b"\xc1not msgpack")
+    set_fields(connection, corrupt.id, {keys.Field.ARGS: b"\xc1not msgpack"})
     garbled = fault_tasks.work.delay(5)  # its packed entry (storage/keys.py `packed`) garbled
-    connection.hset(keys.packed(garbled.id), garbled.id, b"\xc1not msgpack")
+    corrupt_record(connection, garbled.id, b"\xc1not msgpack")
     misshapen = fault_tasks.work.delay(6)
-    connection.hset(keys.packed(misshapen.id), misshapen.id, msgpack.packb(["f", ["nested"], "odd"]))
+    corrupt_record(connection, misshapen.id, msgpack.packb(["f", ["nested"], "odd"]))
     expired = q.enqueue(fault_tasks.work, 2, ttl=1)
-    connection.delete(keys.job(expired.id))  # as if its ttl ran out: the id stays queued
+    forget(connection, expired.id)  # as if its ttl ran out: the id stays queued
     unknown = q.enqueue("fault_tasks.no_such_function", 3)
     forbidden = q.enqueue("os.system", "touch /tmp/taskit-fault-test-should-not-exist")
     good = fault_tasks.work.delay(4)
@@ -328,7 +329,7 @@ def test_corrupt_and_missing_jobs_do_not_stop_the_worker(connection, workers):
     for unreadable in (garbled, misshapen):
         with pytest.raises(SerializationError, match="field 'func' is missing"):
             Job.fetch(unreadable.id)
-        assert connection.hget(keys.job(unreadable.id), keys.Field.STATUS) == b"failed"
+        assert field(connection, unreadable.id, keys.Field.STATUS) == b"failed"
         assert unreadable.id in q.failed_job_registry
     assert_nothing_held(connection)
 

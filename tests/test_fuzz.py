@@ -120,9 +120,9 @@ def test_workers_survive_garbage_in_their_keys(connection, cli_env, tmp_path, se
                 excused.update(i for i in expected if keys.packed(i) == key)
             excused.add(victim)
         elif target == "wild":
-            key = rng.choice([keys.queue(WILD), *(keys.registry(kind, WILD) for kind in keys.REGISTRIES)])
+            key = rng.choice([keys.of_queue(WILD).queue, *(keys.of_queue(WILD).registry(kind) for kind in keys.REGISTRIES)])
         elif target == "wake":
-            key = keys.wake(rng.choice(queues))
+            key = keys.of_queue(rng.choice(queues)).wake
         elif target == "done":
             key = keys.done(rng.choice(ids))
         elif target == "workers":

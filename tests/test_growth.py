@@ -28,14 +28,14 @@ def step(connection, **kwargs):
 
 def keep_queue(connection, name: str) -> None:
     """A queue that holds something: one finished job, kept an hour."""
-    connection.zadd(keys.registry("finished", name), {f"done-{name}": time.time() + 3600})
+    connection.zadd(keys.of_queue(name).registry("finished"), {f"done-{name}": time.time() + 3600})
     connection.sadd(keys.QUEUES, name)
 
 
 def test_the_queue_set_is_walked_in_chunks_and_emptied_queues_are_dropped(connection):
     emptied = [f"gone-{i}" for i in range(1000)]
     connection.sadd(keys.QUEUES, *emptied)  # queues that had jobs once; nothing of them is left
-    connection.rpush(keys.wake("gone-7"), "1")  # a wake token alone does not keep a queue
+    connection.rpush(keys.of_queue("gone-7").wake, "1")  # a wake token alone does not keep a queue
     Queue("waiting").enqueue(fault_tasks.work, 1)
     Queue("later").enqueue_in(3600, fault_tasks.work, 2)
     keep_queue(connection, "kept")
@@ -46,7 +46,7 @@ def test_the_queue_set_is_walked_in_chunks_and_emptied_queues_are_dropped(connec
         steps += 1
         assert steps <= math.ceil(1000 / store.MAINTENANCE_CHUNK) + 2, "the cursor does not cover the set"
     assert connection.smembers(keys.QUEUES) == {b"waiting", b"later", b"kept"}
-    assert not connection.exists(keys.wake("gone-7"))
+    assert not connection.exists(keys.of_queue("gone-7").wake)
     assert [q.name for q in Queue.all()] == ["kept", "later", "waiting"]
 
 
@@ -105,21 +105,22 @@ def test_emptying_a_long_queue_works_in_bounded_chunks(connection, queue, redis_
     calls = ran["evalsha"] - ran["script|load"]  # (a NOSCRIPT reply is followed by a load and a retry)
     assert calls == math.ceil(total / store.EMPTY_CHUNK)  # one bounded call per chunk
     assert queue.count == 0 and Job.fetch_many([jobs[0].id, jobs[-1].id]) == [None, None]
-    assert not connection.exists(keys.emptying("default"))
+    assert not connection.exists(keys.of_queue("default").emptying)
     assert Job.fetch(other.id).args == (1,)  # another queue's job is kept
 
 
 def test_an_interrupted_emptying_is_finished_by_the_next(connection, queue):
     first = [queue.enqueue(fault_tasks.work, i) for i in range(3)]
     Store.of(connection).scripts.empty(  # a first call that moved the queue aside, then stopped
-        keys=[keys.queue("default"), keys.wake("default"), keys.emptying("default")],
-        args=[keys.JOB, keys.PACKED, 1, 1],
+        keys=[keys.of_queue("default").queue, keys.of_queue("default").wake, keys.of_queue("default").emptying,
+              *keys.of_queue("default").tagged.block],
+        args=[1, 1, keys.BUCKETS],
     )
     later = queue.enqueue(fault_tasks.work, 9)  # enqueued after that call: on the queue again
     assert queue.job_ids == [later.id]
     assert queue.empty() == 3  # the 2 left aside, then the queue
     assert Job.fetch_many([j.id for j in [*first, later]]) == [None] * 4
-    assert not connection.exists(keys.emptying("default"), keys.queue("default"))
+    assert not connection.exists(keys.of_queue("default").emptying, keys.of_queue("default").queue)
 
 
 def test_a_maintenance_lock_left_without_expiry_does_not_stop_maintenance(connection):
@@ -131,7 +132,7 @@ def test_a_maintenance_lock_left_without_expiry_does_not_stop_maintenance(connec
 @pytest.mark.parametrize("name", ["gone", "x" * 128])
 def test_a_queue_whose_keys_are_broken_is_reported_and_kept(connection, name):
     connection.sadd(keys.QUEUES, name)
-    connection.set(keys.queue(name), "not a list")
+    connection.set(keys.of_queue(name).queue, "not a list")
     result = step(connection)
-    assert result.broken == [f"{keys.queue(name)} is a string, not a list"]
-    assert connection.sismember(keys.QUEUES, name) and connection.get(keys.queue(name)) == b"not a list"
+    assert result.broken == [f"{keys.of_queue(name).queue} is a string, not a list"]
+    assert connection.sismember(keys.QUEUES, name) and connection.get(keys.of_queue(name).queue) == b"not a list"

@@ -10,7 +10,7 @@ import time
 import uuid
 
 import pytest
-from records import own_hash, stored
+from records import delete_field, set_fields, stored
 from roundtrips import commands_run, counting_client
 
 import taskit
@@ -700,14 +700,14 @@ def test_fetch_of_a_corrupt_result_names_the_field(connection, queue):
 @pytest.mark.parametrize("field", ["func", "status"])
 def test_fetch_of_a_record_missing_a_field_says_so(connection, queue, field):
     job = queue.enqueue(add, 1, 2)
-    connection.hdel(own_hash(connection, job.id), FIELDS[field])
+    delete_field(connection, job.id, FIELDS[field])
     with pytest.raises(SerializationError, match=f"field '{field}' is missing"):
         Job.fetch(job.id)
 
 
 def test_corrupt_args_are_named_when_read(connection, queue):
     job = queue.enqueue(add, 1, 2)
-    connection.hset(own_hash(connection, job.id), FIELDS["args"], b"\x93garbage")
+    set_fields(connection, job.id, {FIELDS["args"]: b"\x93garbage"})
     fetched = Job.fetch(job.id)  # args are unpacked on first use
     with pytest.raises(SerializationError, match=f"job {job.id} is corrupt: field 'args' is unreadable"):
         _ = fetched.args
@@ -718,7 +718,7 @@ def test_corrupt_args_are_named_when_read(connection, queue):
 
 def test_args_that_are_valid_msgpack_but_not_a_call_are_corrupt(connection, queue):
     job = queue.enqueue(add, 1, 2)
-    connection.hset(own_hash(connection, job.id), FIELDS["args"], taskit.serialization.dumps(42))
+    set_fields(connection, job.id, {FIELDS["args"]: taskit.serialization.dumps(42)})
     with pytest.raises(SerializationError, match="field 'args' is unreadable"):
         _ = Job.fetch(job.id).args
 

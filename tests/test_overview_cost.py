@@ -37,7 +37,7 @@ def _fill(connection: redis.Redis, names: list[str], hours_ago: tuple[int, ...] 
     pipe = connection.pipeline(transaction=False)
     for name in names:
         for ago in hours_ago:
-            pipe.hset(keys.stats(name, hour - ago), mapping={f"d:{(hour - ago) * 60 + 5}": 2,
+            pipe.hset(keys.of_queue(name).stats(hour - ago), mapping={f"d:{(hour - ago) * 60 + 5}": 2,
                                                               f"f:{(hour - ago) * 60 + 9}": 1})
     pipe.execute()
     for name in names:

@@ -17,6 +17,7 @@ import pytest
 import redis
 import retry_tasks
 from conftest import taskit_command
+from records import exists, field, periodic_key
 
 from taskit import (
     Job,
@@ -59,7 +60,7 @@ def ids(jobs: list[Job]) -> list[str]:
 def test_a_new_schedule_waits_for_its_next_tick(connection: redis.Redis, register: Callable[..., PeriodicTask]) -> None:
     register(retry_tasks.log_run, 60, name="p-first", args=["p"], queue="p1")
     assert enqueue_due(connection, HOUR + 30, queues=["p1"]) == []  # the tick at HOUR is already past
-    assert connection.get(keys.periodic("p-first")) == repr(float(HOUR)).encode()
+    assert connection.get(periodic_key("p-first", "p1")) == repr(float(HOUR)).encode()
     assert Queue("p1").count == 0
 
     jobs = enqueue_due(connection, HOUR + 60, queues=["p1"])
@@ -86,14 +87,14 @@ def test_upcoming_tick_is_scheduled_ahead(connection: redis.Redis, register: Cal
     jobs = enqueue_due(connection, HOUR + 58, queues=["p3"], lookahead=5)
     assert ids(jobs) == [f"periodic:p-ahead:{HOUR + 60}"]
     assert jobs[0].get_status() == JobStatus.SCHEDULED
-    assert connection.zscore(keys.registry("scheduled", "p3"), jobs[0].id) == HOUR + 60
+    assert connection.zscore(keys.of_queue("p3").registry("scheduled"), jobs[0].id) == HOUR + 60
     assert enqueue_due(connection, HOUR + 61, queues=["p3"], lookahead=5) == []
 
 
 def test_only_workers_on_the_queue_enqueue(connection: redis.Redis, register: Callable[..., PeriodicTask]) -> None:
     register(retry_tasks.log_run, 60, name="p-elsewhere", args=["e"], queue="p4")
     assert enqueue_due(connection, HOUR + 60, queues=["default"]) == []
-    assert connection.get(keys.periodic("p-elsewhere")) is None
+    assert connection.get(periodic_key("p-elsewhere", "p4")) is None
 
 
 def test_a_tick_is_not_repeated_after_its_job_record_is_gone(
@@ -103,7 +104,7 @@ def test_a_tick_is_not_repeated_after_its_job_record_is_gone(
     enqueue_due(connection, HOUR, queues=["p5"])
     assert len(enqueue_due(connection, HOUR + 60, queues=["p5"])) == 1
     assert Worker(["p5"], clock=lambda: HOUR + 61.0).work(burst=True) == 1
-    assert not connection.exists(keys.job(f"periodic:p-gone:{HOUR + 60}"))  # result_ttl=0 dropped it
+    assert not exists(connection, f"periodic:p-gone:{HOUR + 60}")  # result_ttl=0 dropped it
     assert enqueue_due(connection, HOUR + 62, queues=["p5"]) == []
 
 
@@ -166,7 +167,7 @@ def test_periodic_ticks_with_two_real_workers(connection: redis.Redis, cli_env: 
     assert len(ticks) >= 3, [p.read_text() for p in tmp_path.glob("*.log")]
     assert len(set(ticks)) == len(ticks), f"a tick ran twice: {ticks}"
     assert all(t.startswith("periodic:retry_tasks.every_second:") for t in ticks)
-    ran_on = {connection.hget(keys.job(t), keys.Field.WORKER) for t in ticks}
+    ran_on = {field(connection, t, keys.Field.WORKER) for t in ticks}
     assert ran_on <= {b"periodic0", b"periodic1"}
     for log in tmp_path.glob("*.log"):
         assert "Traceback" not in log.read_text()

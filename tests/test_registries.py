@@ -17,6 +17,7 @@ import pytest
 import redis
 import sample_tasks
 from conftest import taskit_command
+from records import exists, ttl
 
 from taskit import Job, JobStatus, Queue, Worker
 from taskit.exceptions import InvalidOperationError, NoSuchJobError
@@ -208,7 +209,7 @@ def test_requeue_resets_the_job_and_puts_it_back_on_its_queue(connection: redis.
     assert fresh.args == ("first",) and fresh.func_name == "sample_tasks.fail"
     assert queue.job_ids == [job.id] and queue.count == 1
     assert job.id not in queue.failed_job_registry
-    assert connection.ttl(keys.job(job.id)) == -1  # no longer expiring with its failure
+    assert ttl(connection, job.id) == -1  # no longer expiring with its failure
 
     work(queue)  # it runs again, and fails again
     again = Job.fetch(job.id)
@@ -289,12 +290,12 @@ def test_requeue_of_an_expired_job(connection: redis.Redis) -> None:
     queue = Queue(connection=connection)
     expired = queue.enqueue(sample_tasks.fail, failure_ttl=1)
     work(queue)
-    poll(lambda: not connection.exists(keys.job(expired.id)), timeout=5)
+    poll(lambda: not exists(connection, expired.id), timeout=5)
     with pytest.raises(NoSuchJobError, match=f"job {expired.id} expired"):
         queue.failed_job_registry.requeue(expired)
     assert queue.count == 0
-    assert not connection.exists(keys.job(expired.id))  # no stub resurrected
-    assert connection.zscore(keys.registry("failed", "default"), expired.id) is None
+    assert not exists(connection, expired.id)  # no stub resurrected
+    assert connection.zscore(keys.of_queue("default").registry("failed"), expired.id) is None
 
 
 def test_requeue_all(connection: redis.Redis) -> None:
@@ -320,9 +321,9 @@ def busy_redis(connection: redis.Redis) -> Iterator[Queue]:
     queue.enqueue_in(600, sample_tasks.add, 7, 8)  # scheduled
     queue.enqueue(sample_tasks.add, 9, 9).cancel()  # canceled
     poll(
-        lambda: connection.zcard(keys.registry("failed", "default")) == 2
+        lambda: connection.zcard(keys.of_queue("default").registry("failed")) == 2
         and len(queue.failed_job_registry) == 1
-        and not connection.exists(keys.job(short_lived.id)),  # Redis expired its record too
+        and not exists(connection, short_lived.id),  # Redis expired its record too
         5,
     )
     yield queue
@@ -348,7 +349,7 @@ def test_reads_never_change_state(connection: redis.Redis, busy_redis: Queue) ->
                 registry.get_expiration_time(job_id)
             except NoSuchJobError:
                 assert job_id == "not-there"
-    expired = [i.decode() for i in connection.zrange(keys.registry("failed", "default"), 0, -1)]
+    expired = [i.decode() for i in connection.zrange(keys.of_queue("default").registry("failed"), 0, -1)]
     for job_id in expired:
         _ = job_id in queue.failed_job_registry
     assert [s[0] for s in seen] == [0, 1, 1, 1, 1]

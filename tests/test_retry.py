@@ -17,7 +17,7 @@ import redis
 import retry_tasks
 import tenacity
 from conftest import taskit_command
-from records import own_hash, stored
+from records import field, set_fields, stored
 from retry_tasks import Permanent, Transient
 
 from taskit import Job, JobStatus, Queue, Retry, RetryLater, Worker, task
@@ -48,7 +48,7 @@ def burst(queue: Queue | str = "default", clock: Clock | None = None) -> int:
 
 
 def scheduled_at(connection: redis.Redis, job: Job) -> float | None:
-    return connection.zscore(keys.registry("scheduled", job.origin), job.id)
+    return connection.zscore(keys.of_queue(job.origin).registry("scheduled"), job.id)
 
 
 # -- end to end through a worker -------------------------------------------------------
@@ -186,7 +186,7 @@ def test_unknown_exception_names_match_nothing_and_import_nothing(connection: re
     """Job data names a module nobody imported: the worker neither imports it nor retries."""
     job = retry_tasks.plain_fail.apply_async(["ghost"], retry=Retry(max=3))
     policy = {"max": 3, "intervals": [0], "retry": ["retry_if_exception_type", ["taskit_ghost_module.Boom"]]}
-    connection.hset(own_hash(connection, job.id), keys.Field.RETRY, msgpack.packb(policy))
+    set_fields(connection, job.id, {keys.Field.RETRY: msgpack.packb(policy)})
     burst()
     job.refresh()
     assert job.status == JobStatus.FAILED and job.retries == 0
@@ -195,9 +195,9 @@ def test_unknown_exception_names_match_nothing_and_import_nothing(connection: re
 
 def test_corrupt_stored_policy_fails_the_job_cleanly(connection: redis.Redis) -> None:
     job = retry_tasks.plain_fail.apply_async(["corrupt"], retry=Retry(max=3))
-    connection.hset(own_hash(connection, job.id), keys.Field.RETRY, msgpack.packb({"stop": ["os.system", {"command": "true"}]}))
+    set_fields(connection, job.id, {keys.Field.RETRY: msgpack.packb({"stop": ["os.system", {"command": "true"}]})})
     burst()
-    status, exc_info = connection.hmget(keys.job(job.id), keys.Field.STATUS, keys.Field.EXC_INFO)  # Job.fetch would refuse it too
+    status, exc_info = field(connection, job.id, keys.Field.STATUS), field(connection, job.id, keys.Field.EXC_INFO)  # Job.fetch would refuse it too
     assert status == b"failed"
     assert b"field 'retry' is unreadable" in exc_info
     assert calls(connection, "corrupt") == 0  # refused before running

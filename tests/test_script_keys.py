@@ -230,11 +230,7 @@ class Flow:
                     if depth == 0:
                         break
                     depth -= 1
-                elif depth == 0 and (u.kind == "name" and u.text in KEYWORDS or u.kind in ("string", "number")):
-                    break
-                elif depth == 0 and j < i - 1 and u.kind == "name" and tokens[j + 1].kind == "name":
-                    break
-                elif depth == 0 and j < i - 1 and u.kind == "name" and tokens[j + 1].text == "[" and u.text != "KEYS" \
+                elif depth == 0 and (u.kind == "name" and u.text in KEYWORDS or u.kind in ("string", "number")) or depth == 0 and j < i - 1 and u.kind == "name" and tokens[j + 1].kind == "name" or depth == 0 and j < i - 1 and u.kind == "name" and tokens[j + 1].text == "[" and u.text != "KEYS" \
                         and j > 0 and tokens[j - 1].kind == "op" and tokens[j - 1].text in CLOSE:
                     break
                 j -= 1

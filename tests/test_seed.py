@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 import redis
 from conftest import taskit_command
+from records import exists, ttl
 
 from taskit import Job, JobStatus, Queue, Worker, get_current_job
-from taskit.storage import keys
 
 # -- the seed's functions, at module level so that a worker can find them by name ----------------
 
@@ -143,18 +143,18 @@ def test_ttl_examples(connection: redis.Redis) -> None:
     q = Queue(connection=connection)
     job = q.enqueue(count_words_at_url, "http://nvie.com", ttl=43)
     assert job.ttl == 43 and Job.fetch(job.id).ttl == 43
-    assert 40 < connection.ttl(keys.job(job.id)) <= 43  # it is dropped if no worker starts it in time
+    assert 40 < ttl(connection, job.id) <= 43  # it is dropped if no worker starts it in time
     assert Job.fetch(job.id).args == ("http://nvie.com",)
 
     created = q.enqueue_job(Job.create(func=say_hello, ttl=43))
-    assert 40 < connection.ttl(keys.job(created.id)) <= 43
+    assert 40 < ttl(connection, created.id) <= 43
 
 
 def test_ttl_expired_job_never_runs(connection: redis.Redis) -> None:
     q = Queue(connection=connection)
     job = q.enqueue(count_words_at_url, "http://nvie.com", ttl=1)
     deadline = time.monotonic() + 5
-    while connection.exists(keys.job(job.id)):
+    while exists(connection, job.id):
         assert time.monotonic() < deadline
         time.sleep(0.05)
     assert Worker([q]).work(burst=True) == 0  # count_words_at_url would raise if it ran
@@ -227,11 +227,11 @@ def test_failure_ttl(connection: redis.Redis) -> None:
     job = queue.enqueue(foo_job, failure_ttl=300)  # 5 minutes in seconds
     default = queue.enqueue(foo_job)  # 默认情况下，失败的任务将保留1年
     Worker([queue]).work(burst=True)
-    assert 290 < connection.ttl(keys.job(job.id)) <= 300
+    assert 290 < ttl(connection, job.id) <= 300
     ended = Job.fetch(job.id).ended_at.timestamp()
     assert queue.failed_job_registry.get_expiration_time(job).timestamp() == pytest.approx(ended + 300, abs=0.01)
     year = 365 * 24 * 3600
-    assert year - 10 < connection.ttl(keys.job(default.id)) <= year
+    assert year - 10 < ttl(connection, default.id) <= year
 
 
 # -- 重新排队失败的任务: taskit requeue ---------------------------------------------------------------

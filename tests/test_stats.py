@@ -43,7 +43,7 @@ def test_a_worker_counts_what_it_finished_failed_and_retried(connection: redis.R
         assert runs == counts.get("d", 0) + counts.get("f", 0) + counts.get("r", 0), name
         assert counts["us"] >= 0
     # the hour's counters expire a day or so after their hour
-    ttl = connection.ttl(keys.stats("default", int(time.time() // 3600)))
+    ttl = connection.ttl(keys.of_queue("default").stats(int(time.time() // 3600)))
     assert 86_400 < ttl <= 26 * 3600
 
 
@@ -73,8 +73,8 @@ def test_a_record_of_a_lost_claim_or_a_released_job_is_not_counted(connection: r
 
 
 def test_a_damaged_stats_key_never_stops_outcomes_from_being_recorded(connection: redis.Redis, queue: Queue) -> None:
-    connection.set(keys.totals("default"), "not a hash")
-    connection.set(keys.stats("default", int(time.time() // 3600)), "not a hash either")
+    connection.set(keys.of_queue("default").totals, "not a hash")
+    connection.set(keys.of_queue("default").stats(int(time.time() // 3600)), "not a hash either")
     job = queue.enqueue(sample_tasks.add, 2, 3)
     Worker([queue], modules=("sample_tasks",)).work(burst=True)
     assert job.return_value(refresh=True) == 5

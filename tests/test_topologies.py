@@ -236,10 +236,10 @@ def test_the_cluster_fixture_answers_through_a_cluster_url_and_survives_a_master
     # one queue on the master that dies; one on another master, which answers CLUSTERDOWN
     # while the cluster has a slot without a master (between the failure and the promotion)
     queue = "failover"
-    master = cluster.owner(keys.queue(queue))
-    bystander = next(f"bystander-{i}" for i in range(100) if cluster.owner(keys.queue(f"bystander-{i}")) is not master)
+    master = cluster.owner(keys.of_queue(queue).queue)
+    bystander = next(f"bystander-{i}" for i in range(100) if cluster.owner(keys.of_queue(f"bystander-{i}").queue) is not master)
     for name in (queue, bystander):
-        client.rpush(keys.queue(name), *range(10))
+        client.rpush(keys.of_queue(name).queue, *range(10))
     cluster.wait_replicated()
     counts: dict[str, list[int]] = {queue: [], bystander: []}
     errors: list[Exception] = []
@@ -259,7 +259,7 @@ def test_the_cluster_fixture_answers_through_a_cluster_url_and_survives_a_master
         reader.start()
     try:
         killed, promoted = cluster.fail_over(master)
-        assert cluster.owner(keys.queue(queue)) is promoted
+        assert cluster.owner(keys.of_queue(queue).queue) is promoted
         time.sleep(0.2)
     finally:
         done.set()

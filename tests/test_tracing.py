@@ -13,6 +13,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from records import stored
 
 from taskit import Queue, Worker, task, tracing
 from taskit.storage import keys
@@ -80,7 +81,7 @@ def test_a_failed_run_is_an_error_span(connection: redis.Redis, queue: Queue, sp
 def test_not_instrumented_writes_no_trace_field(connection: redis.Redis, queue: Queue) -> None:
     exporter.clear()
     job = queue.enqueue(sample_tasks.add, 1, 2, ttl=60)  # a ttl: the job gets a hash of its own
-    assert keys.Field.TRACE.encode() not in connection.hgetall(keys.job(job.id))
+    assert keys.Field.TRACE not in stored(connection, job.id)
     Worker([queue], modules=("sample_tasks",)).work(burst=True)
     assert exporter.get_finished_spans() == ()
 

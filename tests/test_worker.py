@@ -21,7 +21,7 @@ import pytest
 import redis
 import sample_tasks
 from conftest import taskit_command
-from records import own_hash
+from records import exists, field, key, set_fields, stored, ttl, write_job
 
 import taskit
 from taskit import Job, JobStatus, Queue, Worker, get_current_job, task
@@ -150,7 +150,7 @@ def test_status_flow_to_failed(connection: redis.Redis) -> None:
     assert job.id not in queue.finished_job_registry
     assert job.id not in queue.started_job_registry
     # kept for the default failure_ttl of one year
-    assert 365 * DAY - 10 < connection.ttl(keys.job(job.id)) <= 365 * DAY
+    assert 365 * DAY - 10 < ttl(connection, job.id) <= 365 * DAY
 
 
 # -- results and result_ttl --------------------------------------------------------------
@@ -163,10 +163,10 @@ def test_result_is_stored_and_kept_for_result_ttl(connection: redis.Redis) -> No
     work(queue)
 
     assert Job.fetch(default.id).result == 3
-    assert 490 < connection.ttl(keys.job(default.id)) <= 500  # the default result_ttl
+    assert 490 < ttl(connection, default.id) <= 500  # the default result_ttl
     job = Job.fetch(short.id)
     assert job.result == 5
-    assert 90 < connection.ttl(keys.job(short.id)) <= 100
+    assert 90 < ttl(connection, short.id) <= 100
     registry = queue.finished_job_registry
     assert short.id in registry and default.id in registry
     expires = registry.get_expiration_time(short.id)
@@ -177,18 +177,18 @@ def test_result_ttl_zero_drops_the_job_at_once(connection: redis.Redis) -> None:
     queue = Queue(connection=connection)
     job = queue.enqueue(sample_tasks.add, 1, 2, result_ttl=0)
     work(queue)
-    assert not connection.exists(keys.job(job.id))
+    assert not exists(connection, job.id)
     with pytest.raises(NoSuchJobError):
         Job.fetch(job.id)
     assert job.id not in queue.finished_job_registry
-    assert connection.zcard(keys.registry("finished", "default")) == 0
+    assert connection.zcard(keys.of_queue("default").registry("finished")) == 0
 
 
 def test_result_ttl_minus_one_keeps_the_job_forever(connection: redis.Redis) -> None:
     queue = Queue(connection=connection)
     job = queue.enqueue(sample_tasks.add, 1, 2, result_ttl=-1, ttl=60)  # ttl applies only before it starts
     work(queue)
-    assert connection.ttl(keys.job(job.id)) == -1
+    assert ttl(connection, job.id) == -1
     assert Job.fetch(job.id).result == 3
     assert job.id in queue.finished_job_registry
     assert queue.finished_job_registry.get_expiration_time(job) is None
@@ -203,24 +203,24 @@ def test_failure_ttl_expiry(connection: redis.Redis) -> None:
     work(queue, maintenance_interval=0.1)  # holds the maintenance lock only 0.1 s
     registry = queue.failed_job_registry
     assert job.id in registry and len(registry) == 1
-    assert 0 < connection.pttl(keys.job(job.id)) <= 1000
+    assert 0 < connection.pttl(key(connection, job.id)) <= 1000
 
-    poll(lambda: not connection.exists(keys.job(job.id)), timeout=5)
+    poll(lambda: not exists(connection, job.id), timeout=5)
     assert job.id not in registry
     assert len(registry) == 0 and registry.get_job_ids() == []
     with pytest.raises(NoSuchJobError):
         Job.fetch(job.id)
     # reads left the expired entry alone; a worker's maintenance step drops it
-    assert connection.zcard(keys.registry("failed", "default")) == 1
+    assert connection.zcard(keys.of_queue("default").registry("failed")) == 1
     work(queue, maintenance_interval=0.1)
-    assert connection.zcard(keys.registry("failed", "default")) == 0
+    assert connection.zcard(keys.of_queue("default").registry("failed")) == 0
 
 
 def test_failure_ttl_minus_one_keeps_the_failure_forever(connection: redis.Redis) -> None:
     queue = Queue(connection=connection)
     job = queue.enqueue(sample_tasks.fail, failure_ttl=-1)
     work(queue)
-    assert connection.ttl(keys.job(job.id)) == -1
+    assert ttl(connection, job.id) == -1
     assert queue.failed_job_registry.get_expiration_time(job) is None
 
 
@@ -430,7 +430,7 @@ def test_wait_on_a_requeued_job_still_blocks(connection: redis.Redis) -> None:
 
     waiter = threading.Thread(target=wait_for_it)
     waiter.start()
-    poll(lambda: connection.hget(keys.job(job.id), keys.Field.WAITED))
+    poll(lambda: field(connection, job.id, keys.Field.WAITED))
     work(queue)
     waiter.join()
     assert len(outcome) == 1 and isinstance(outcome[0], JobFailedError)
@@ -649,16 +649,16 @@ def test_hand_written_job_data_runs_no_code(connection: redis.Redis, cli_env: di
         "dotless": {"func": "sample_tasks", "args": b"\x92\x90\x80"},
     }
     for job_id, fields in hand_written.items():
-        connection.hset(keys.job(job_id), mapping={keys.FIELDS[name]: value for name, value in {"status": "queued", "queue": "default", **fields}.items()})
-        connection.rpush(keys.queue("default"), job_id)
+        write_job(connection, job_id, {keys.FIELDS[name]: value for name, value in {"status": "queued", **fields}.items()})
+        connection.rpush(keys.of_queue("default").queue, job_id)
     good = sample_tasks.add.delay(1, 2)
     run_worker(cli_env, "sample_tasks", "--burst")
     assert not marker.exists()
     for job_id in hand_written:
-        job = connection.hgetall(keys.job(job_id))
-        assert job[keys.Field.STATUS.encode()] == b"failed", (job_id, job)
-    assert b"is corrupt" in connection.hget(keys.job("pickled-args"), keys.Field.EXC_INFO)
-    assert b"'sample_tasks'" in connection.hget(keys.job("dotless"), keys.Field.EXC_INFO)
+        job = stored(connection, job_id)
+        assert job[keys.Field.STATUS] == b"failed", (job_id, job)
+    assert b"is corrupt" in field(connection, "pickled-args", keys.Field.EXC_INFO)
+    assert b"'sample_tasks'" in field(connection, "dotless", keys.Field.EXC_INFO)
     assert Job.fetch(good.id).result == 3
 
 
@@ -733,7 +733,7 @@ def test_a_timer_going_off_as_a_job_starts_is_rearmed_for_it() -> None:
 
 def test_unreadable_arguments_are_refused_not_retried(connection: redis.Redis) -> None:
     job = Queue(connection=connection).enqueue(sample_tasks.add, 1, 2, retry=taskit.Retry(max=2))
-    connection.hset(own_hash(connection, job.id), keys.Field.ARGS, b"\x80\x04pickled")
+    set_fields(connection, job.id, {keys.Field.ARGS: b"\x80\x04pickled"})
     Worker(["default"], connection).work(burst=True)
     job.refresh()
     assert (job.get_status(), job.retries, job.attempts) == (JobStatus.FAILED, 0, 1)
@@ -754,7 +754,7 @@ def test_a_slow_job_holds_up_neither_the_results_before_it_nor_the_jobs_claimed_
 
     with worker_process(cli_env, tmp_path, "first"):
         # claimed by "first" in the batch that holds the slow job
-        poll(lambda: all(connection.hget(keys.job(j.id), keys.Field.WORKER) == b"first" for j in after))
+        poll(lambda: all(field(connection, j.id, keys.Field.WORKER) == b"first" for j in after))
         with worker_process(cli_env, tmp_path, "second"):
             # the results before the slow job are recorded while it runs, not after
             poll(lambda: all(status(j) == JobStatus.FINISHED for j in before), timeout=4)

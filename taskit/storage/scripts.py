@@ -16,7 +16,7 @@ from ..connections import Client
 
 NAMES = (
     "enqueue", "claim", "finish", "heartbeat", "next_queues", "maintain", "requeue", "cancel", "update", "wait",
-    "empty", "periodic", "reap", "renew", "settle", "read",
+    "empty", "periodic", "reap", "renew", "settle", "read", "withdraw",
 )
 
 
@@ -58,3 +58,4 @@ class Scripts:
     renew: Script
     settle: Script
     read: Script
+    withdraw: Script

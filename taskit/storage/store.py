@@ -202,21 +202,52 @@ class Store:
         custom id gets its directory entry (keys.directory) in the same round trip, before
         it is written.
         """
-        calls, before, queues = [], [], []
-        for job_id, queue, ttl, at_front, run_at, fields in jobs:
+        calls, before, queues, custom = [], [], [], []
+        for i, (job_id, queue, ttl, at_front, run_at, fields) in enumerate(jobs):
             flat = [x for pair in fields.items() for x in pair]
             options: list[Any] = [job_id, queue, "" if ttl is None else ttl, int(at_front), "" if run_at is None else run_at]
             calls.append((self.scripts.enqueue, _new_job_keys(job_id, queue), options + flat))
-            before += _directory_entry(job_id, queue)
+            entry = _directory_entry(job_id, queue)
+            if entry:
+                custom.append((i, len(before)))
+                before += entry
             queues.append(queue)
         before += self._index(queues)
-        started = time.monotonic()
+        started, entries = time.monotonic(), [] if custom else None
         try:
-            results = self._run_scripts(calls, before=before)
+            results = self._run_scripts(calls, before=before, replies=entries)
         except _ERRORS as exc:
-            results = self._retry(started, self._transient_or_raise(exc), self._run_scripts, calls, False, before)
+            results = self._retry(started, self._transient_or_raise(exc), self._run_scripts, calls, False, before, entries)
         self._index_new(queues, [r[1] for r in results], before)
-        return [self._written.written(job[0], job[5], int(r[0])) for job, r in zip(jobs, results)]
+        written = [self._written.written(job[0], job[5], int(r[0])) for job, r in zip(jobs, results)]
+        for i, at in custom:
+            held = entries[at] if entries else None
+            tag = keys.job_tag(jobs[i][0], jobs[i][1])
+            if held is not None and held.decode(errors="replace") != tag and not self._claim_directory(jobs[i], held, calls[i]):
+                written[i] = False
+        return written
+
+    def _claim_directory(self, job: tuple[str, str, Any, Any, Any, Mapping[str, Any]], held: bytes, call: Any) -> bool:
+        """A custom id's directory entry named another tag than the one the job was just
+        written in: the id is taken there if a job with it exists there (then the new job is
+        taken back, lua/withdraw.lua, and False returned); else the entry was left by a job
+        that is gone, and now names the new one. (A worker that took the new job in the
+        moment between is let run it, and the entry is left as it was: logged.)"""
+        job_id, queue, *_ = job
+        old = held.decode(errors="replace")
+        if keys.is_tag(old) and self._exists_in(old, job_id):
+            script, script_keys, args = call
+            if not self._call(self.scripts.withdraw, keys=script_keys, args=[job_id, *args[5:]]):
+                log.warning("job %s was enqueued on %s although its id is taken by a job of another queue", job_id, queue)
+                return True
+            return False
+        self._call(self.redis.set, keys.directory(job_id), keys.job_tag(job_id, queue))
+        return True
+
+    def _exists_in(self, tag: str, job_id: str) -> bool:
+        tagged = keys.tag_keys(tag)
+        script_keys = [tagged.state, tagged.expiry, _raw(tagged.bucket(job_id)), _raw(tagged.job(job_id))]
+        return bool(self._call(self.scripts.read, keys=script_keys, args=[repr(time.time()), _raw(job_id)])[0])
 
     def _index(self, queues: Iterable[str]) -> list[tuple[Any, ...]]:
         """SADD the queues to the global queue set unless this Store did lately (the enqueue
@@ -225,13 +256,13 @@ class Store:
         fresh = [q for q in dict.fromkeys(queues) if now - self._indexed.get(q, -INDEX_SECONDS) >= INDEX_SECONDS]
         for queue in fresh:
             self._indexed[queue] = now
-        return [("SADD", keys.QUEUES, *fresh)] if fresh else []
+        return [("sadd", keys.QUEUES, *fresh, {})] if fresh else []
 
     def _index_new(self, queues: Sequence[str], new: Sequence[Any], sent: Sequence[tuple[Any, ...]]) -> None:
         """Add to the global queue set the queues a script found new in their tag, unless
         the round trip did (a queue dropped by the maintenance step since this Store last
         added it)."""
-        done = {name for command in sent if command[0] == "SADD" and command[1] == keys.QUEUES for name in command[2:]}
+        done = {name for command in sent if command[0] == "sadd" and command[1] == keys.QUEUES for name in command[2:-1]}
         missing = [q for q, n in zip(queues, new) if n and q not in done]
         if missing:
             self._call(self.redis.sadd, keys.QUEUES, *dict.fromkeys(missing))
@@ -277,9 +308,11 @@ class Store:
         calls: Sequence[tuple[Script, Sequence[Any], Sequence[Any]]],
         each: bool = False,
         before: Sequence[tuple[Any, ...]] = (),
+        replies: list[Any] | None = None,
     ) -> list[Any]:
         """Run script calls in one pipelined round trip (on a cluster, one per node, sent
-        together), after the commands of `before` (whose replies are checked, not returned).
+        together), after the commands of `before`, each (pipeline method, *args, {kwargs}),
+        whose replies are checked, and put in `replies` if given.
 
         redis-py would check every script with SCRIPT EXISTS before each pipeline (an
         extra round trip); EVALSHA alone is enough, and a script Redis lost (a restart)
@@ -290,15 +323,17 @@ class Store:
             script, script_keys, args = calls[0]
             return [script(keys=script_keys, args=args)]
         pipe = self.redis.pipeline(transaction=False)
-        for command in before:
-            pipe.execute_command(*command)
+        for method, *command_args in before:
+            getattr(pipe, method)(*command_args[:-1], **command_args[-1])
         for script, script_keys, args in calls:
             pipe.execute_command("EVALSHA", script.sha, len(script_keys), *script_keys, *args)
-        replies = pipe.execute(raise_on_error=False)
-        for reply in replies[:len(before)]:
+        answers = pipe.execute(raise_on_error=False)
+        for reply in answers[:len(before)]:
             if isinstance(reply, Exception):
                 raise reply
-        results = replies[len(before):]
+        if replies is not None:
+            replies[:] = answers[:len(before)]
+        results = answers[len(before):]
         for i, result in enumerate(results):
             if isinstance(result, redis.exceptions.NoScriptError):
                 script, script_keys, args = calls[i]
@@ -1358,11 +1393,12 @@ def _new_job_keys(job_id: str, queue: str) -> list[str]:
 
 def _directory_entry(job_id: str, queue: str) -> list[tuple[Any, ...]]:
     """The SET of a custom id's directory entry (keys.directory), or nothing for an id that
-    carries its tag. The value is the same for every enqueue of that id on that queue, so a
-    retried or duplicate enqueue writes it again harmlessly."""
+    carries its tag. It is set only if absent, and replies what was there: the same tag for
+    a retried or duplicate enqueue on that queue, another tag if the id was used on another
+    queue (see `Store._claim_directory`)."""
     if keys.tag_of(job_id) is not None:
         return []
-    return [("SET", keys.directory(job_id), keys.queue_tag(queue))]
+    return [("set", keys.directory(job_id), keys.queue_tag(queue), {"nx": True, "get": True})]
 
 
 def _queues_of(info: Mapping[str, str]) -> list[str]:
