@@ -8,6 +8,7 @@ one field, and name the keys of a job or queue, without knowing the layout.
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -70,7 +71,7 @@ def ttl(client: redis.Redis, job_id: str) -> float:
     if not exists(client, job_id):
         return -2
     until = client.zscore(keys.tag_keys(tag(client, job_id)).expiry, job_id)
-    return -1 if until is None else int(until - time.time())
+    return -1 if until is None else math.ceil(until - time.time())
 
 
 def _parts(client: redis.Redis, job_id: str) -> tuple[dict[bytes, Any], dict[bytes, Any]]:
@@ -106,12 +107,13 @@ def delete_field(client: redis.Redis, job_id: str, name: str) -> None:
 
 
 def corrupt_record(client: redis.Redis, job_id: str, blob: bytes) -> None:
-    """Overwrite the packed record of a job not ended with `blob`."""
+    """Overwrite the packed record of a job not ended with `blob`. (Records are msgpack
+    without its bin type, which Redis's Lua cannot read: pack with use_bin_type=False.)"""
     client.hset(bucket(client, job_id), job_id, blob)
 
 
 def _write(client: redis.Redis, hash_key: str, job_id: str, fields: dict[bytes, Any]) -> None:
-    client.hset(hash_key, job_id, msgpack.packb([x for pair in fields.items() for x in pair]))
+    client.hset(hash_key, job_id, msgpack.packb([x for pair in fields.items() for x in pair], use_bin_type=False))
 
 
 def place(queue: str = keys.DEFAULT_QUEUE) -> keys.QueueKeys:
@@ -139,7 +141,7 @@ def write_job(client: redis.Redis, job_id: str | bytes, fields: dict[str, Any], 
     tagged = keys.of_queue(queue).tagged
     raw = job_id if isinstance(job_id, bytes) else job_id.encode()
     flat = [x for name, value in fields.items() if name != keys.Field.STATUS or value != "queued" for x in (name, value)]
-    client.hset(tagged.bucket(raw.decode("utf-8", "surrogateescape")), raw, msgpack.packb(flat))
+    client.hset(tagged.bucket(raw.decode("utf-8", "surrogateescape")), raw, msgpack.packb(flat, use_bin_type=False))
     client.set(f"{keys.PREFIX}:{{".encode() + raw + b"}:home", tagged.tag)
 
 

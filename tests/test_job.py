@@ -10,7 +10,7 @@ import time
 import uuid
 
 import pytest
-from records import delete_field, set_fields, stored
+from records import bucket, delete_field, exists, set_fields, stored, ttl
 from roundtrips import commands_run, counting_client
 
 import taskit
@@ -31,6 +31,7 @@ from taskit.exceptions import (
     StorageError,
 )
 from taskit.job import DEFAULT_FAILURE_TTL, DEFAULT_RESULT_TTL, DEFAULT_TIMEOUT
+from taskit.storage import keys
 from taskit.storage.keys import FIELDS
 
 UTC = dt.timezone.utc
@@ -69,10 +70,6 @@ def cancel_self():
     get_current_job().cancel("changed my mind")
     time.sleep(10)
     return "not stopped"
-
-
-def key(job_id: str) -> str:
-    return f"taskit:job:{job_id}"
 
 
 def run_all(queue: Queue) -> int:
@@ -137,7 +134,8 @@ def test_created_job_reports_created_until_enqueued(connection, queue):
 
 def test_create_sets_every_attribute_of_the_issue(connection):
     job = Job.create(func=add, args=[1, 2], kwargs={"z": 3}, ttl=43, connection=connection)
-    assert len(job.id) == 22 and job.id.isalnum()
+    tag, dot, rest = job.id.partition(".")  # its queue's tag, then 22 random characters
+    assert tag == keys.queue_tag("default") and dot and len(rest) == 22 and rest.isalnum()
     assert job.func_name == "test_job.add"
     assert job.args == (1, 2) and type(job.args) is tuple
     assert job.kwargs == {"z": 3}
@@ -261,28 +259,40 @@ def test_fetch_refuses_a_malformed_id(connection):
         Job.fetch("has space")
 
 
+#: what reading jobs runs in Redis (lua/read.lua and the commands it calls): no writes
+READS = {"evalsha", "type", "exists", "hgetall", "hget", "zscore", "get"}
+
+
 def test_fetch_is_a_read(redis_server, connection, queue):
     job = queue.enqueue(add, 1, 2)
     before = stored(connection, job.id)
     with commands_run(redis_server) as ran:
         fetched = Job.fetch(job.id)
         assert fetched.result is None and fetched.get_status() == "queued"
-    assert set(ran) <= {"hgetall", "hget", "hmget", "multi", "exec"}, ran
+    assert set(ran) <= READS, ran
     assert stored(connection, job.id) == before
 
 
 def test_fetch_many_is_one_round_trip_with_none_for_missing(redis_server, connection, queue):
     jobs = [queue.enqueue(add, i, i) for i in range(5)]
-    ids = [jobs[0].id, "missing-1", jobs[1].id, jobs[2].id, "missing-2", jobs[3].id, jobs[4].id]
+    missing = [Job.create(add).id for _ in range(2)]  # ids of the queue's tag, never enqueued
+    ids = [jobs[0].id, missing[0], jobs[1].id, jobs[2].id, missing[1], jobs[3].id, jobs[4].id]
     client, trips = counting_client(redis_server)
     with commands_run(redis_server) as ran:
         fetched = Job.fetch_many(ids, connection=client)
     assert trips.trips == 1
-    assert ran == {"multi": 1, "hgetall": len(ids), "hget": len(ids), "exec": 1}  # own hash, or packed
+    assert ran["evalsha"] == 1 and set(ran) <= READS, ran  # one script reads them all (lua/read.lua)
     assert [j.id if j else None for j in fetched] == [
         jobs[0].id, None, jobs[1].id, jobs[2].id, None, jobs[3].id, jobs[4].id
     ]
     assert [j.args for j in fetched if j] == [(i, i) for i in range(5)]
+    # an id that carries no tag (a custom one) costs one more round trip: its directory entry
+    custom = queue.enqueue(add, 9, 9, job_id="custom-9")
+    trips.reset()
+    assert [j.id if j else None for j in Job.fetch_many([custom.id, "missing-3", jobs[0].id], connection=client)] == [
+        custom.id, None, jobs[0].id
+    ]
+    assert trips.trips == 2
     client.close()
 
 
@@ -405,16 +415,18 @@ def test_save_meta_writes_only_meta(redis_server, connection, queue):
     job.func_name = "os.system"
     with commands_run(redis_server) as ran:
         job.save_meta()
-    # one script: the job key checked (TYPE), the packed job gets its own hash (HGET, HDEL,
-    # HSET), then HSET of meta
-    assert ran == {"evalsha": 1, "type": 1, "hget": 1, "hdel": 1, "hset": 2}, ran
-    after = {k.decode(): v for k, v in connection.hgetall(key(job.id)).items()}
+    # one script: its keys checked (TYPE), no hash of an ended job (EXISTS), its record and
+    # state read (HGET), meta written into its state entry (HSET); its record is untouched
+    record = connection.hget(bucket(connection, job.id), job.id)
+    assert ran == {"evalsha": 1, "type": 2, "exists": 1, "hget": 2, "hset": 1}, ran
+    after = stored(connection, job.id)
     assert set(after) == set(before) | {FIELDS["meta"]}
     assert {k: v for k, v in after.items() if k != FIELDS["meta"]} == before
+    assert connection.hget(bucket(connection, job.id), job.id) == record
     with commands_run(redis_server) as ran:
         job.save_meta()
-    assert ran == {"evalsha": 1, "type": 1, "hget": 1, "exists": 1, "hset": 1}, ran  # not packed any more
-    assert connection.ttl(key(job.id)) == -1
+    assert ran == {"evalsha": 1, "type": 2, "exists": 1, "hget": 2, "hset": 1}, ran
+    assert ttl(connection, job.id) == -1
     other = redis_server.client()
     assert Job.fetch(job.id, connection=other).meta == {"progress": 0.5, "when": dt.datetime(2024, 1, 1, tzinfo=UTC)}
     other.close()
@@ -448,11 +460,11 @@ def sample_meta_task():
 
 def test_save_meta_refuses_unserializable_meta_and_writes_nothing(connection, queue):
     job = queue.enqueue(add, 1, 2, meta={"ok": 1})
-    before = connection.hgetall(key(job.id))
+    before = stored(connection, job.id)
     job.meta["bad"] = object()
     with pytest.raises(SerializationError, match=r"meta\['bad'\] is an object"):
         job.save_meta()
-    assert connection.hgetall(key(job.id)) == before
+    assert stored(connection, job.id) == before
 
 
 def test_save_meta_of_a_deleted_job_raises_and_does_not_resurrect_it(connection, queue):
@@ -461,7 +473,7 @@ def test_save_meta_of_a_deleted_job_raises_and_does_not_resurrect_it(connection,
     job.meta["x"] = 1
     with pytest.raises(NoSuchJobError):
         job.save_meta()
-    assert connection.exists(key(job.id)) == 0
+    assert not exists(connection, job.id)
 
 
 # -- cancel and delete ----------------------------------------------------------------------------
@@ -475,7 +487,7 @@ def test_cancel_a_queued_job(connection, queue):
     assert queue.job_ids == [keep.id]
     assert job.id in queue.canceled_job_registry
     assert near_now(Job.fetch(job.id).ended_at)
-    assert 0 < connection.ttl(key(job.id)) <= DEFAULT_FAILURE_TTL
+    assert 0 < ttl(connection, job.id) <= DEFAULT_FAILURE_TTL
     run_all(queue)
     assert RAN == ["kept"]
 
@@ -485,7 +497,7 @@ def test_a_canceled_job_can_be_requeued(connection, queue):
     job.cancel()
     queue.canceled_job_registry.requeue(job)
     assert job.get_status() == "queued" and queue.job_ids == [job.id]
-    assert connection.ttl(key(job.id)) == -1  # no longer on its way out
+    assert ttl(connection, job.id) == -1  # no longer on its way out
     run_all(queue)
     assert RAN == ["after all"]
 
@@ -530,7 +542,7 @@ def test_cancel_twice_and_cancel_unknown(connection, queue):
 def test_delete_a_queued_job(connection, queue):
     job = queue.enqueue(record, "never")
     job.delete()
-    assert connection.exists(key(job.id)) == 0
+    assert not exists(connection, job.id)
     assert queue.count == 0 and queue.job_ids == []
     with pytest.raises(NoSuchJobError):
         Job.fetch(job.id)
@@ -550,8 +562,8 @@ def test_delete_removes_the_job_from_its_registry(connection, queue, kind):
     registry = getattr(queue, f"{kind}_job_registry")
     assert job.id in registry
     job.delete()
-    assert connection.zscore(f"taskit:{kind}:default", job.id) is None
-    assert connection.exists(key(job.id)) == 0
+    assert connection.zscore(keys.of_queue("default").registry(kind), job.id) is None
+    assert not exists(connection, job.id)
 
 
 # -- custom ids ---------------------------------------------------------------------------------------
@@ -593,12 +605,12 @@ def test_non_string_ids_are_refused(connection, queue, job_id):
 
 def test_ttl_sets_an_expiry_only_until_the_job_starts(connection, queue):
     job = queue.enqueue(add, 1, 2, ttl=30)
-    assert 0 < connection.ttl(key(job.id)) <= 30
+    assert 0 < ttl(connection, job.id) <= 30
     no_ttl = queue.enqueue(add, 1, 2)
-    assert connection.ttl(key(no_ttl.id)) == -2 and stored(connection, no_ttl.id)  # packed, no expiry
+    assert ttl(connection, no_ttl.id) == -1 and stored(connection, no_ttl.id)  # no expiry
     run_all(queue)
     # started: the ttl no longer applies; the finished record lives for result_ttl
-    assert 30 < connection.ttl(key(job.id)) <= DEFAULT_RESULT_TTL
+    assert 30 < ttl(connection, job.id) <= DEFAULT_RESULT_TTL
 
 
 def stop_the_worker():
@@ -612,7 +624,7 @@ def test_a_job_claimed_but_handed_back_unrun_gets_its_ttl_again(connection, queu
     assert run_all(queue) == 2
     assert Job.fetch(job.id).get_status() == JobStatus.QUEUED and queue.job_ids == [job.id]
     assert Job.fetch(job.id).attempts == 0  # handed back, not run
-    assert 0 < connection.ttl(key(job.id)) <= 30
+    assert 0 < ttl(connection, job.id) <= 30
 
 
 def nap(seconds):
@@ -629,17 +641,17 @@ def test_a_started_job_outlives_its_ttl(connection, queue):
 
 def test_a_job_past_its_ttl_is_never_run(connection, queue):
     job = queue.enqueue(record, "too late", ttl=1)
-    assert 0 < connection.pttl(key(job.id)) <= 1000
+    assert 0 < ttl(connection, job.id) <= 1
     deadline = time.monotonic() + 5
-    while connection.exists(key(job.id)) and time.monotonic() < deadline:
+    while exists(connection, job.id) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not connection.exists(key(job.id)), "Redis did not expire the job within 5 s"
+    assert not exists(connection, job.id), "the job did not expire within 5 s"
     assert queue.jobs == []
     assert run_all(queue) == 0
     assert RAN == []
     assert queue.count == 0
     for kind in ("started", "finished", "failed"):
-        assert connection.zcard(f"taskit:{kind}:default") == 0
+        assert connection.zcard(keys.of_queue("default").registry(kind)) == 0
     with pytest.raises(NoSuchJobError):
         Job.fetch(job.id)
 
@@ -650,10 +662,10 @@ def test_result_ttl(connection, queue):
     forever = queue.enqueue(add, 1, 3, result_ttl=-1)
     dropped = queue.enqueue(add, 1, 4, result_ttl=0)
     assert run_all(queue) == 4
-    assert 60 < connection.ttl(key(default.id)) <= 500
-    assert 0 < connection.ttl(key(short.id)) <= 60
-    assert connection.ttl(key(forever.id)) == -1 and Job.fetch(forever.id).result == 4
-    assert connection.exists(key(dropped.id)) == 0
+    assert 60 < ttl(connection, default.id) <= 500
+    assert 0 < ttl(connection, short.id) <= 60
+    assert ttl(connection, forever.id) == -1 and Job.fetch(forever.id).result == 4
+    assert not exists(connection, dropped.id)
     assert queue.finished_job_registry.get_expiration_time(forever) is None
 
 
@@ -661,8 +673,8 @@ def test_failure_ttl(connection, queue):
     default = queue.enqueue(fail)
     short = queue.enqueue(fail, failure_ttl=300)
     run_all(queue)
-    assert 300 < connection.ttl(key(default.id)) <= DEFAULT_FAILURE_TTL
-    assert 0 < connection.ttl(key(short.id)) <= 300
+    assert 300 < ttl(connection, default.id) <= DEFAULT_FAILURE_TTL
+    assert 0 < ttl(connection, short.id) <= 300
     assert {default.id, short.id} == set(queue.failed_job_registry.get_job_ids())
 
 
@@ -684,7 +696,7 @@ def test_failure_ttl(connection, queue):
 )
 def test_fetch_of_a_corrupt_field_names_the_field(connection, queue, field, garbage):
     job = queue.enqueue(add, 1, 2, ttl=60, description="d")
-    connection.hset(key(job.id), FIELDS[field], garbage)
+    set_fields(connection, job.id, {FIELDS[field]: garbage})
     with pytest.raises(SerializationError, match=f"job {job.id} is corrupt: field '{field}' is unreadable"):
         Job.fetch(job.id)
 
@@ -692,14 +704,17 @@ def test_fetch_of_a_corrupt_field_names_the_field(connection, queue, field, garb
 def test_fetch_of_a_corrupt_result_names_the_field(connection, queue):
     job = queue.enqueue(add, 1, 2)
     run_all(queue)
-    connection.hset(key(job.id), FIELDS["result"], b"\xc1")
+    set_fields(connection, job.id, {FIELDS["result"]: b"\xc1"})
     with pytest.raises(SerializationError, match="field 'result' is unreadable"):
         Job.fetch(job.id)
 
 
-@pytest.mark.parametrize("field", ["func", "status"])
-def test_fetch_of_a_record_missing_a_field_says_so(connection, queue, field):
+@pytest.mark.parametrize(("field", "ended"), [("func", False), ("func", True), ("status", True)])
+def test_fetch_of_a_record_missing_a_field_says_so(connection, queue, field, ended):
+    # (a job not ended always has a status: 'queued' unless its state says otherwise)
     job = queue.enqueue(add, 1, 2)
+    if ended:
+        run_all(queue)
     delete_field(connection, job.id, FIELDS[field])
     with pytest.raises(SerializationError, match=f"field '{field}' is missing"):
         Job.fetch(job.id)
@@ -724,7 +739,9 @@ def test_args_that_are_valid_msgpack_but_not_a_call_are_corrupt(connection, queu
 
 
 def test_a_key_of_the_wrong_type_is_a_storage_error(connection):
-    connection.set(key("wrong"), "a string, not a hash")
+    tag = keys.queue_tag("default")
+    connection.set(keys.directory("wrong"), tag)
+    connection.set(keys.job(tag, "wrong"), "a string, not a hash")
     with pytest.raises(StorageError, match="WRONGTYPE"):
         Job.fetch("wrong")
 
