@@ -14,6 +14,7 @@ import pytest
 import redis
 import sample_tasks
 from conftest import free_port, registered_worker, taskit_command
+from records import key
 
 from taskit import Job, JobStatus, Queue, Worker
 from taskit.storage import keys
@@ -182,7 +183,7 @@ def test_requeue_all_of_an_unknown_queue_says_so(connection: redis.Redis, cli_en
 def test_requeue_names_each_id_it_could_not_requeue(connection: redis.Redis, cli_env: dict[str, str]) -> None:
     queue = Queue("myqueue", connection=connection)
     good, expired = failed_jobs(queue, 2)
-    connection.delete(f"taskit:job:{expired}")  # its record expired; the registry entry remains
+    connection.delete(key(connection, expired))  # its record expired; the registry entry remains
     finished = queue.enqueue(sample_tasks.add, 1, 1)
     Worker([queue], modules=("sample_tasks",)).work(burst=True)
     (elsewhere,) = failed_jobs(Queue("other", connection=connection), 1)

@@ -17,6 +17,7 @@ from test_cli import failed_jobs, ok, one_error_line, taskit
 
 from taskit import Job, JobStatus, Queue, Worker
 from taskit.exceptions import SerializationError
+from taskit.storage import keys
 
 
 @pytest.fixture
@@ -227,8 +228,8 @@ def test_job_data_cannot_drive_the_terminal_that_shows_it(connection, cli_env) -
     queue = Queue(connection=connection)
     job = queue.enqueue(sample_tasks.fail, attack)
     Worker([queue], modules=("sample_tasks",)).work(burst=True)
-    connection.zadd("taskit:workers", {"w1": time.time() + 60})
-    connection.hset("taskit:worker:w1", mapping={"host": attack, "pid": "1", "queues": "default"})
+    connection.zadd(keys.WORKERS, {"w1": time.time() + 60})
+    connection.hset(keys.worker("w1"), mapping={"host": attack, "pid": "1", "queues": "default"})
     for command in (("job", job.id), ("failed",), ("info",)):
         shown = taskit(cli_env, *command)  # (`taskit job` shows the job's own traceback)
         assert shown.returncode == 0 and shown.stderr == "", shown.stderr

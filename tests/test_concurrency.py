@@ -508,7 +508,7 @@ def test_a_claim_marks_a_job_alone_only_while_it_runs_alone(connection):
     first, second = enqueue(ct.span, [(0,)] * 2)
     [(job_id, token, _, _)] = store.claim("w1", ["default"], now, now + 30, 1, (True, None)).jobs
     assert job_id == first.id and field(connection, first.id, "al") == b"1"
-    more = store.claim("w1", ["default"], now, now + 30, 5, (False, (job_id, token))).jobs
+    more = store.claim("w1", ["default"], now, now + 30, 5, (False, (job_id, token, "default"))).jobs
     assert [j[0] for j in more] == [second.id]
     assert field(connection, first.id, "al") == b"0"
     assert field(connection, second.id, "al") == b"0"  # claimed beside another

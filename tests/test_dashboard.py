@@ -23,6 +23,7 @@ from conftest import free_port, taskit_command
 from records import set_fields
 
 from taskit import Job, JobStatus, Queue, Worker
+from taskit.storage import keys
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -300,8 +301,8 @@ def test_a_page_number_past_what_redis_can_index_shows_the_last_page_not_an_erro
 def test_a_key_of_the_wrong_type_or_a_redis_down_is_said_on_the_page_in_one_line(connection, caplog) -> None:
     """Not a bare 'Internal Server Error' with a traceback in the log: the reason, named."""
     failed_job(connection)
-    connection.delete("taskit:failed:default")
-    connection.set("taskit:failed:default", "not a sorted set")
+    connection.delete(keys.of_queue("default").failed)
+    connection.set(keys.of_queue("default").failed, "not a sorted set")
     client = _client(connection)
     for path in ("/", "/queues/default", "/metrics"):
         page = client.get(path)
@@ -329,7 +330,7 @@ def test_a_last_tick_no_datetime_holds_leaves_the_periodic_page_readable(connect
 
 def test_a_scheduled_time_no_datetime_holds_leaves_the_job_page_readable(connection) -> None:
     job = Queue(connection=connection).enqueue_in(60, dashboard_tasks.echo, 1)
-    connection.zadd("taskit:scheduled:default", {job.id: 1e300})
+    connection.zadd(keys.of_queue("default").scheduled, {job.id: 1e300})
     page = _client(connection).get(f"/jobs/{job.id}")
     assert page.status_code == 200 and "scheduled" in page.text
 

@@ -507,7 +507,7 @@ def test_cancel_a_scheduled_job(connection, queue):
     job.cancel()
     assert job.get_status() == "canceled"
     assert job.id not in queue.scheduled_job_registry
-    assert connection.zcard("taskit:scheduled:default") == 0
+    assert connection.zcard(keys.of_queue("default").scheduled) == 0
 
 
 def test_cancel_a_running_job_stops_it(connection, queue):

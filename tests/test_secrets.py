@@ -18,6 +18,7 @@ from conftest import free_port, taskit_command
 import taskit
 from taskit import Job, Queue, config
 from taskit.exceptions import ConfigurationError, RedisUnavailableError, StorageError
+from taskit.storage import keys
 from taskit.storage.store import Store
 
 SECRET = "S3cr3tPa55"
@@ -153,7 +154,9 @@ def test_storage_errors_name_redis_without_the_secret(redis_server, connection: 
         Store(dead, retry_seconds=0.2).ping()
     assert str(unreachable.value).startswith("cannot reach Redis at redis://***@127.0.0.1:")
     live = config.connect(f"redis://:{SECRET}@127.0.0.1:{redis_server.port}/0")  # the server has no password
-    connection.set("taskit:job:wrong-type", "a string")
+    tag = keys.queue_tag("default")
+    connection.set(keys.directory("wrong-type"), tag)
+    connection.set(keys.job(tag, "wrong-type"), "a string")
     with pytest.raises(StorageError) as refused:
         Job.fetch("wrong-type", connection=live)
     assert str(refused.value).startswith(f"Redis at redis://***@127.0.0.1:{redis_server.port}/0 refused ")

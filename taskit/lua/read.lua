@@ -8,18 +8,25 @@
 -- (a queued job whose ttl ran out no longer does).
 --#include guard
 --#include records
-refuse_unless(KEYS[1], 'hash')
+
+-- A read's reply, or the script stops with WRONGTYPE naming the key.
+local function read(command, key, ...)
+  local reply = redis.pcall(command, key, ...)
+  if type(reply) == 'table' and reply.err then
+    local _, found = fits(key, 'hash')
+    error(redis.error_reply('WRONGTYPE taskit: ' .. wrong_type(key, 'hash', found or '?') .. '; delete the key or repair it'))
+  end
+  return reply
+end
+
 local now, out, k = tonumber(ARGV[1]), {}, 3
 for a = 2, #ARGV do
   local id, bucket, job = ARGV[a], KEYS[k], KEYS[k + 1]
   k = k + 2
-  refuse_unless(job, 'hash')
-  local found = false
-  if redis.call('EXISTS', job) == 1 then
-    found = redis.call('HGETALL', job)
-  else
-    refuse_unless(bucket, 'hash')
-    local fields = merged(read_parts(bucket, KEYS[1], id))
+  local found = read('HGETALL', job)
+  if #found == 0 then
+    local fields = merged(unpacked(read('HGET', bucket, id)), unpacked(read('HGET', KEYS[1], id)))
+    found = false
     if fields and fields.tl and (fields.s == 'queued' or fields.s == 'scheduled') then
       local until_ = redis.pcall('ZSCORE', KEYS[2], id)
       if type(until_) == 'string' and tonumber(until_) <= now then fields = nil end

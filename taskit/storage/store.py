@@ -18,6 +18,7 @@ import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, ClassVar, NamedTuple, TypeVar
 
+import msgpack
 import redis
 import tenacity
 from redis.cluster import RedisCluster
@@ -1136,12 +1137,24 @@ class Store:
             return pipe.execute()
 
         ids = [None if head is None else _text(head) for head in self._call(heads)] if queues else []
-        present = list(dict.fromkeys(job_id for job_id in ids if job_id is not None))
+        present = [(job_id, queue) for job_id, queue in zip(ids, queues) if job_id is not None]
         if not present:
             return [None for _ in ids]
+
+        def enqueued() -> list[Any]:
+            # a waiting job's record and state entry (not a script: a display may read a
+            # state entry a moment older than the record)
+            pipe = self.redis.pipeline(transaction=False)
+            for job_id, queue in present:
+                tagged = keys.tag_keys(keys.job_tag(job_id, queue))
+                pipe.hget(tagged.bucket(job_id), _raw(job_id))
+                pipe.hget(tagged.state, _raw(job_id))
+            return _wrong_type_as_none(pipe.execute(raise_on_error=False))
+
+        replies = self._call(enqueued)
         times: dict[str, float | None] = {}
-        for job_id, fields in zip(present, self.fetch(present)):
-            raw = (fields or {}).get(keys.Field.ENQUEUED)
+        for (job_id, _), record, state in zip(present, replies[0::2], replies[1::2]):
+            raw = (_merged(record, state) or {}).get(keys.Field.ENQUEUED)
             try:
                 times[job_id] = float(raw) / 1000 if raw is not None else None
             except ValueError:
@@ -1521,6 +1534,23 @@ def _text_keys(pairs: Iterable[tuple[bytes, bytes]]) -> Fields:
 Claimed = list[tuple[str, int, int, Fields]]
 #: the registry each outcome of `Record` goes to ("started" where there is none: unused)
 _TARGETS = {"finished": "finished", "failed": "failed", "scheduled": "scheduled", "canceled": "canceled"}
+
+
+def _merged(record: bytes | None, state: bytes | None) -> Fields | None:
+    """A waiting job's fields from its packed record and state entry, as lib/records.lua
+    `merged` reads them (None if neither is there; an unreadable one counts as empty)."""
+    if record is None and state is None:
+        return None
+    fields: Fields = {}
+    for blob in (record, state):
+        try:
+            flat = msgpack.unpackb(blob, raw=True) if blob is not None else []
+            fields.update((flat[i].decode(), b"%d" % flat[i + 1] if isinstance(flat[i + 1], int) else bytes(flat[i + 1]))
+                          for i in range(0, len(flat), 2))
+        except (ValueError, TypeError, IndexError, AttributeError, UnicodeDecodeError, msgpack.UnpackException):
+            continue
+    fields.setdefault(keys.Field.STATUS, b"queued")
+    return fields
 
 
 def _text(raw: bytes) -> str:
