@@ -20,8 +20,8 @@
 -- Fields (see storage/keys.py Field): reads n, s, wt, rn, w, tl, f; writes s, en, r, x, rn, n, c, e
 -- (and lib/failing.lua's for a job failed instead).
 -- The script never raises on data (lib/guard.lua), so one bad job costs only itself: a job
--- whose outcome cannot be written where it goes (that registry or queue holds another
--- type) is failed, with the reason, instead.
+-- whose record cannot be read, or whose outcome cannot be written where it goes (that
+-- registry or queue holds another type), is failed, with the reason, instead.
 -- Returns per job: 1 recorded (now, or by an earlier try of the same call), 0 claim lost,
 -- 2 failed instead, as just said (its exc_info says why).
 --#include guard
@@ -68,7 +68,17 @@ for a = 4, #ARGV, 7 do
   -- with its in-flight list overwritten, a worker's hold is judged by the record alone
   local held = fits_once(inflight, 'list') and redis.call('LREM', inflight, 1, id) or nil
   if not fits_once(state, 'hash') then redis.call('DEL', state); checked[state] = true end
-  local record, state_fields = read_parts(bucket, state, id)
+  -- a record that cannot be read (its bucket overwritten by another type, or its entry by
+  -- what is not a record) is failed as corrupt, if this worker holds the job
+  local blob, problem = redis.pcall('HGET', bucket, id), nil
+  if type(blob) == 'table' and blob.err then
+    local _, found = fits(bucket, 'hash')
+    blob, problem = nil, 'its record (' .. bucket .. ') was overwritten by a ' .. (found or '?')
+  end
+  local record, state_fields = unpacked(blob), unpacked(redis.call('HGET', state, id))
+  if record and next(record) == nil then
+    problem = 'its record in ' .. bucket .. ' was overwritten by unreadable data'
+  end
   local f = merged(record, state_fields)
   local own = false
   if not f and key_type(job) == 'hash' then
@@ -87,7 +97,14 @@ for a = 4, #ARGV, 7 do
     local destination, kind = target, 'zset'
     if not ends[outcome] then destination, kind = queue, 'list' end
     local usable, found = fits(destination, kind)
-    if not usable then
+    if problem then
+      -- it ends here, visibly
+      f.f, f.q = f.f or '', f.q or queue_name
+      repair(job, 'hash')
+      fail_job(job, bucket, state, expiry, id, f, failed, done, now, failure_ttl,
+        'corrupt: ' .. problem .. ' while it ran; this failed record replaces it')
+      out[#out + 1] = 2
+    elseif not usable then
       if outcome == 'finished' and payload ~= '' then f.r = payload end
       local reason = 'corrupt: could not be recorded as ' .. outcome .. ': ' .. wrong_type(destination, kind, found)
       if outcome ~= 'finished' and outcome ~= 'released' and payload ~= '' then

@@ -203,7 +203,8 @@ class Store:
         custom id gets its directory entry (keys.directory) in the same round trip, before
         it is written.
         """
-        calls, before, queues, custom = [], [], [], []
+        calls, queues, custom = [], [], []
+        before: list[tuple[Any, ...]] = []
         for i, (job_id, queue, ttl, at_front, run_at, fields) in enumerate(jobs):
             flat = [x for pair in fields.items() for x in pair]
             options: list[Any] = [job_id, queue, "" if ttl is None else ttl, int(at_front), "" if run_at is None else run_at]
@@ -214,11 +215,19 @@ class Store:
                 before += entry
             queues.append(queue)
         before += self._index(queues)
-        started, entries = time.monotonic(), [] if custom else None
+        started = time.monotonic()
+        entries: list[Any] | None = [] if custom else None
+        each = bool(custom)  # a refused job's fresh directory entry is taken back
         try:
-            results = self._run_scripts(calls, before=before, replies=entries)
+            results = self._run_scripts(calls, each, before, entries)
         except _ERRORS as exc:
-            results = self._retry(started, self._transient_or_raise(exc), self._run_scripts, calls, False, before, entries)
+            results = self._retry(started, self._transient_or_raise(exc), self._run_scripts, calls, each, before, entries)
+        refused = [r for r in results if isinstance(r, Exception)]
+        if refused:
+            fresh = [keys.directory(jobs[i][0]) for i, at in custom if entries and entries[at] is None]
+            if fresh:
+                self._call(self.redis.delete, *fresh)
+            raise self._refused(refused[0])
         self._index_new(queues, [r[1] for r in results], before)
         written = [self._written.written(job[0], job[5], int(r[0])) for job, r in zip(jobs, results)]
         for i, at in custom:
@@ -237,7 +246,7 @@ class Store:
         job_id, queue, *_ = job
         old = held.decode(errors="replace")
         if keys.is_tag(old) and self._exists_in(old, job_id):
-            script, script_keys, args = call
+            _, script_keys, args = call
             if not self._call(self.scripts.withdraw, keys=script_keys, args=[job_id, *args[5:]]):
                 log.warning("job %s was enqueued on %s although its id is taken by a job of another queue", job_id, queue)
                 return True
@@ -946,16 +955,18 @@ class Store:
 
         return [_text(i) for ids in (self._call(run) if lists else []) for i in ids]
 
-    def reap(self, worker: str, now: float, max_deaths: int, default_failure_ttl: int) -> tuple[list[str], list[str]]:
-        """Recover at once every job a worker that is known dead held, in each tag of the
-        queues it registered, and forget the worker (a few round trips).
+    def reap(
+        self, worker: str, now: float, max_deaths: int, default_failure_ttl: int, queues: Sequence[str] | None = None
+    ) -> tuple[list[str], list[str]]:
+        """Recover at once every job a worker that is known dead held, in each tag of its
+        `queues` (default: those it registered), and forget the worker (a few round trips).
 
         Returns (recovered ids, abandoned ids). A job whose queue cannot be read (its queue
         field is no queue name, or not one of the worker's) is left where it is: its lease
         runs out and the maintenance step, which finds it through its queue's started
         registry, recovers it then.
         """
-        queues = self._registered_queues(worker)
+        queues = self._registered_queues(worker) if queues is None else list(queues)
         by_tag: dict[str, list[str]] = {}
         for queue in queues:
             by_tag.setdefault(keys.queue_tag(queue), []).append(queue)
