@@ -6,6 +6,8 @@ import os
 import signal
 import time
 
+import records
+
 from taskit import Retry, get_current_job, task
 from taskit.storage import keys
 
@@ -90,10 +92,10 @@ def counted(name: str, seconds: float = 0.0) -> int:
 
 @task
 def overwrite_my_record() -> None:
-    """Its own record is overwritten by a string while it runs (by hand, or by a bug elsewhere)."""
+    """Its own record is overwritten while it runs (by hand, or by a bug elsewhere)."""
     job = get_current_job()
     assert job is not None
-    job.connection.set(keys.job(job.id), "overwritten")
+    records.corrupt_record(job.connection, job.id, b"overwritten")
 
 
 @task
@@ -101,5 +103,5 @@ def garble_my_queue_and_die() -> None:
     """Its queue field becomes bytes that are not UTF-8, then it takes its worker down."""
     job = get_current_job()
     assert job is not None
-    job.connection.hset(keys.job(job.id), keys.Field.QUEUE, b"\xff\xfe")
+    records.set_fields(job.connection, job.id, {keys.Field.QUEUE: b"\xff\xfe"})
     os.kill(os.getpid(), signal.SIGKILL)

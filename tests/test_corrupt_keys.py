@@ -20,7 +20,16 @@ import msgpack
 import pytest
 import redis
 from conftest import taskit_command
-from records import set_fields
+from records import (
+    bucket,
+    corrupt_record,
+    field,
+    inflight,
+    periodic_key,
+    set_fields,
+    ttl,
+    write_job,
+)
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 from test_edge_cases import _reply_dropping_proxy
@@ -39,16 +48,16 @@ def workers(cli_env, tmp_path):
         yield start
 
 
-def failed_as_corrupt(job_id: str, during: str) -> Job:
+def failed_as_corrupt(job_id: str, during: str, by: str = "a string") -> Job:
     """The job ended as a minimal failed record, in its failed registry, saying why."""
     job = Job.fetch(job_id)
     assert job.get_status() == JobStatus.FAILED
-    assert f"was overwritten by a string while it {during}" in job.exc_info, job.exc_info
+    assert f"was overwritten by {by} while it {during}" in job.exc_info, job.exc_info
     assert job_id in Queue(job.origin).failed_job_registry
     return job
 
 
-# -- 1. a job's key overwritten while it runs ---------------------------------------------------------
+# -- 1. a job's record overwritten while it runs --------------------------------------------------------
 
 
 def test_a_record_overwritten_while_it_runs_fails_that_job_and_the_worker_goes_on(connection, workers):
@@ -62,7 +71,7 @@ def test_a_record_overwritten_while_it_runs_fails_that_job_and_the_worker_goes_o
     wait_until(lambda: status(slow.id) == JobStatus.FINISHED, what="the slow job to finish")
     slow.refresh()
     assert (fault_tasks.runs(connection, "slow"), slow.attempts, slow.recoveries) == (1, 1, 0)
-    failed_as_corrupt(overwritten.id, "ran")
+    failed_as_corrupt(overwritten.id, "ran", "unreadable data")
     wait_until(lambda: status(after.id) == JobStatus.FINISHED, what="the job claimed with them")
     second.signal(signal.SIGTERM)
     assert second.wait() == 0
@@ -80,7 +89,7 @@ def test_the_heartbeat_renews_every_other_lease_when_a_held_record_is_overwritte
     fault_tasks.work.delay(2)
     claimed = store.claim("w", ["default"], time.time(), time.time() + 5, 2).jobs
     (bad, bad_token, _, _), (good, good_token, _, _) = claimed
-    connection.set(keys.job(bad), "overwritten")
+    corrupt_record(connection, bad, b"overwritten")
     deadline = time.time() + 60
     assert store.heartbeat("w", deadline, 90, [(bad, "default", bad_token), (good, "default", good_token)]) == ([], [])
     started = keys.of_queue("default").registry("started")
@@ -88,23 +97,24 @@ def test_the_heartbeat_renews_every_other_lease_when_a_held_record_is_overwritte
     assert connection.zscore(keys.WORKERS, "w") == pytest.approx(deadline)
 
 
-# -- 2. a string at a queued job's key ---------------------------------------------------------------
+# -- 2. a string at a queued job's bucket ------------------------------------------------------------
 
 
-def test_a_record_overwritten_while_it_waits_costs_only_that_job(connection, workers):
+def test_a_bucket_overwritten_while_its_jobs_wait_costs_only_those_jobs(connection, workers):
     jobs = [fault_tasks.work.delay(i) for i in range(6)]
-    connection.set(own_hash(connection, jobs[1].id), "overwritten")  # a job with its own hash
-    connection.set(keys.job(jobs[3].id), "overwritten")  # a packed job: its entry is still in its bucket
     scheduled = fault_tasks.work.apply_async((9,), countdown=0.3)
-    connection.set(keys.job(scheduled.id), "overwritten")
+    lost = {bucket(connection, jobs[1].id), bucket(connection, scheduled.id)}
+    for key in lost:
+        connection.set(key, "overwritten")  # every job recorded there is gone with it
+    victims = [job for job in [*jobs, scheduled] if bucket(connection, job.id) in lost]
     time.sleep(0.4)
     burst = workers(*FAST, "--burst")
     assert burst.wait() == 0
-    for i in (0, 2, 4, 5):
-        assert (status(jobs[i].id), Job.fetch(jobs[i].id).result) == (JobStatus.FINISHED, i)
-    for job in (jobs[1], jobs[3], scheduled):
+    for i, job in enumerate(jobs):
+        if job not in victims:
+            assert (status(job.id), Job.fetch(job.id).result) == (JobStatus.FINISHED, i)
+    for job in victims:
         failed_as_corrupt(job.id, "waited")
-    assert not connection.hexists(keys.packed(jobs[3].id), jobs[3].id)
     assert re.search(r"failed \d job\(s\) as corrupt", burst.output())
     assert_nothing_held(connection)
 
@@ -115,11 +125,11 @@ def test_a_record_overwritten_while_it_waits_costs_only_that_job(connection, wor
 def test_a_packed_entry_with_thousands_of_values_is_failed_as_corrupt(connection, workers):
     before = fault_tasks.work.delay(1)
     huge = fault_tasks.work.delay(2)
-    connection.hset(keys.packed(huge.id), huge.id, msgpack.packb(["f"] * 8000))
+    corrupt_record(connection, huge.id, msgpack.packb(["f"] * 8000, use_bin_type=False))
     after = fault_tasks.work.delay(3)
     assert workers(*FAST, "--burst").wait() == 0
     assert Job.fetch(before.id).result == 1 and Job.fetch(after.id).result == 3
-    assert connection.hget(keys.job(huge.id), keys.Field.STATUS) == b"failed"
+    assert field(connection, huge.id, keys.Field.STATUS) == b"failed"
     assert huge.id in Queue().failed_job_registry
     assert_nothing_held(connection)
 
@@ -145,18 +155,20 @@ def test_an_unreadable_last_tick_is_replaced_and_the_tick_enqueued(connection, c
     entry = periodic(fault_tasks.work, 60, args=[1], name="corrupt-tick", queue="ticks")
     try:
         for corrupt in ("not a number", "nan", "inf", "9e10"):
-            connection.set(keys.periodic("corrupt-tick"), corrupt)
+            connection.set(periodic_key("corrupt-tick", "ticks"), corrupt)
             tick_job = entry.job_id(entry.schedule.previous(time.time()))
-            connection.delete(keys.job(tick_job))
-            connection.hdel(keys.packed(tick_job), tick_job)
+            tagged = keys.of_queue("ticks").tagged
+            connection.delete(tagged.job(tick_job))
+            connection.hdel(tagged.bucket(tick_job), tick_job)
+            connection.hdel(tagged.state, tick_job)
             jobs = enqueue_due(connection, queues=["ticks"])
             assert [job.id for job in jobs] == [entry.job_id(entry.schedule.previous(time.time()))], corrupt
-            assert float(connection.get(keys.periodic("corrupt-tick"))) == entry.schedule.previous(time.time())
-        connection.delete(keys.periodic("corrupt-tick"))
-        connection.hset(keys.periodic("corrupt-tick"), "a", "hash")
+            assert float(connection.get(periodic_key("corrupt-tick", "ticks"))) == entry.schedule.previous(time.time())
+        connection.delete(periodic_key("corrupt-tick", "ticks"))
+        connection.hset(periodic_key("corrupt-tick", "ticks"), "a", "hash")
         assert enqueue_due(connection, queues=["ticks"]) == []  # its job exists: replaced, not enqueued twice
         assert "was unreadable; replaced" in caplog.text
-        assert connection.type(keys.periodic("corrupt-tick")) == b"string"
+        assert connection.type(periodic_key("corrupt-tick", "ticks")) == b"string"
     finally:
         unregister("corrupt-tick")
 
@@ -165,20 +177,21 @@ def test_a_tick_refused_by_redis_does_not_stop_the_other_ticks(connection, caplo
     periodic(fault_tasks.work, 60, args=[1], name="tick-a", queue="broken")
     periodic(fault_tasks.work, 60, args=[2], name="tick-b", queue="fine")
     try:
-        connection.set(keys.periodic("tick-a"), "0")
-        connection.set(keys.periodic("tick-b"), "0")
+        connection.set(periodic_key("tick-a", "broken"), "0")
+        connection.set(periodic_key("tick-b", "fine"), "0")
         connection.set(keys.of_queue("broken").queue, "not a list")
         jobs = enqueue_due(connection, queues=["broken", "fine"])
         assert [job.origin for job in jobs] == ["fine"]
-        assert "periodic task tick-a: cannot enqueue" in caplog.text and "taskit:queue:broken is a string" in caplog.text
-        assert connection.get(keys.periodic("tick-a")) == b"0"  # refused before anything was written
+        assert "periodic task tick-a: cannot enqueue" in caplog.text
+        assert f"{keys.of_queue('broken').queue} is a string" in caplog.text
+        assert connection.get(periodic_key("tick-a", "broken")) == b"0"  # refused before anything was written
     finally:
         unregister("tick-a")
         unregister("tick-b")
 
 
 def test_a_corrupt_last_tick_does_not_stop_recovery(connection, workers):
-    connection.set(keys.periodic("every-minute"), "garbage")
+    connection.set(periodic_key("every-minute", "ticks"), "garbage")
     job = fault_tasks.work.delay(7)
     assert workers(*FAST, crash_at="after_claim").wait() == -signal.SIGKILL  # holds the job, dead
     rescuer = workers("periodic_tasks", *FAST, "-q", "default", "-q", "ticks")
@@ -194,8 +207,8 @@ def test_one_failing_part_of_the_maintenance_step_does_not_stop_the_others(conne
     still runs, and the worker lives on."""
     job = fault_tasks.work.delay(7)
     assert workers(*FAST, crash_at="after_claim").wait() == -signal.SIGKILL
-    connection.hset(keys.job("stray"), mapping={"s": "started", "w": "iso", "n": "1", "q": b"\xff"})
-    connection.rpush(keys.inflight("iso"), "stray")
+    write_job(connection, "stray", {"f": "fault_tasks.work", "s": "started", "w": "iso", "n": "1", "q": b"\xff"})
+    connection.rpush(inflight("iso"), "stray")
     rescuer = workers(*FAST, "-n", "iso")
     wait_until(lambda: status(job.id) == JobStatus.FINISHED, what="the dead worker's job to be recovered")
     assert rescuer.alive()
@@ -229,7 +242,7 @@ def test_a_garbled_queue_field_on_a_dying_job_does_not_crash_the_supervisor(conn
     wait_until(lambda: "ended (signal SIGKILL)" in parent.output(), what="the child to die")
     # left to its lease: the maintenance step recovers it through its started registry, and the
     # next claim fails it as unreadable; it is never lost
-    wait_until(lambda: connection.hget(keys.job(garbled.id), keys.Field.STATUS) == b"failed",
+    wait_until(lambda: field(connection, garbled.id, keys.Field.STATUS) == b"failed",
                what="the garbled job to end")
     assert garbled.id in Queue().failed_job_registry
     later = fault_tasks.work.delay(2)
@@ -249,10 +262,13 @@ def test_a_wake_list_overwritten_is_repaired_and_the_job_runs(connection, queue)
     assert Worker([queue]).work(burst=True) == 1 and Job.fetch(job.id).result == 1
 
 
-@pytest.mark.parametrize("key", [keys.of_queue("default").queue, keys.of_queue("default").registry("scheduled"), "bucket", "job"])
+@pytest.mark.parametrize("key", ["queue", "scheduled", "bucket", "state", "expiry", "job"])
 def test_enqueue_refuses_a_data_key_of_the_wrong_type_and_writes_nothing(connection, queue, key):
-    if key in ("bucket", "job"):
-        key = keys.packed("fixed-id") if key == "bucket" else keys.job("fixed-id")
+    place = keys.of_queue("default")
+    key = {
+        "queue": place.queue, "scheduled": place.scheduled, "bucket": place.tagged.bucket("fixed-id"),
+        "state": place.tagged.state, "expiry": place.tagged.expiry, "job": place.tagged.job("fixed-id"),
+    }[key]
     connection.set(key, "not what it should be")
     before = connection.dbsize()
     with pytest.raises(StorageError, match=f"WRONGTYPE taskit: {key} is a string"):
@@ -271,7 +287,7 @@ def test_a_registry_overwritten_fails_the_jobs_it_should_hold_and_the_worker_goe
     for job in jobs:
         job.refresh()
         assert job.get_status() == JobStatus.FAILED and job.result == job.args[0]
-        assert "could not be recorded as finished: taskit:finished:default is a string" in job.exc_info
+        assert f"could not be recorded as finished: {keys.of_queue('default').finished} is a string" in job.exc_info
         assert job.id in queue.failed_job_registry
     assert Job.fetch(stuck.id).get_status() == JobStatus.QUEUED
 
@@ -279,14 +295,16 @@ def test_a_registry_overwritten_fails_the_jobs_it_should_hold_and_the_worker_goe
 def test_api_scripts_refuse_a_key_of_the_wrong_type_before_writing(connection, queue):
     job = queue.enqueue(fault_tasks.work, 1)
     connection.set(keys.of_queue("default").registry("canceled"), "not a zset")
-    with pytest.raises(StorageError, match="taskit:canceled:default is a string"):
+    with pytest.raises(StorageError, match=re.escape(f"{keys.of_queue('default').canceled} is a string")):
         job.cancel()
-    assert Job.fetch(job.id).get_status() == JobStatus.QUEUED and connection.hexists(keys.packed(job.id), job.id)
-    connection.set(keys.job("stringy"), "overwritten")
+    assert Job.fetch(job.id).get_status() == JobStatus.QUEUED and connection.hexists(bucket(connection, job.id), job.id)
+    tag = keys.queue_tag("default")
+    connection.set(keys.directory("stringy"), tag)
+    connection.set(keys.job(tag, "stringy"), "overwritten")
     for call in (lambda: Job.fetch("stringy"), lambda: Store.of(connection).update("stringy", {"m": b"x"})):
-        with pytest.raises(StorageError, match="taskit:job:stringy"):
+        with pytest.raises(StorageError, match=re.escape(keys.job(tag, "stringy"))):
             call()
-    assert connection.get(keys.job("stringy")) == b"overwritten"
+    assert connection.get(keys.job(tag, "stringy")) == b"overwritten"
 
 
 # -- 8. durations out of range in a stored record -------------------------------------------------------
@@ -298,7 +316,7 @@ def test_out_of_range_durations_in_a_record_never_abort_a_batch(connection, queu
     failing = queue.enqueue("fault_tasks.no_such_function")
     set_fields(connection, failing.id, {keys.Field.FAILURE_TTL: str(sys.maxsize)})
     assert Worker([queue]).work(burst=True) == 2
-    assert Job.fetch(forever.id).result == 1 and connection.ttl(keys.job(forever.id)) == -1
+    assert Job.fetch(forever.id).result == 1 and ttl(connection, forever.id) == -1
     assert connection.zscore(keys.of_queue("default").registry("finished"), forever.id) == float("inf")
     assert failing.id in queue.failed_job_registry and Job.fetch(failing.id).get_status() == JobStatus.FAILED
 
@@ -308,8 +326,8 @@ def test_a_recovered_job_with_an_absurd_failure_ttl_is_abandoned_cleanly(connect
     store, now = Store.of(connection), time.time()
     for _ in range(3):
         store.claim("gone", ["default"], now, now, 1)
-        connection.hset(keys.job(job.id), mapping={keys.Field.FAILURE_TTL: "9" * 30, "al": "1"})
-        store.reap("gone", now, 3, 60)
+        set_fields(connection, job.id, {keys.Field.FAILURE_TTL: "9" * 30, "al": "1"})
+        store.reap("gone", now, 3, 60, ["default"])
     assert Job.fetch(job.id).get_status() == JobStatus.FAILED and "abandoned" in Job.fetch(job.id).exc_info
     assert connection.zscore(keys.of_queue("default").registry("failed"), job.id) == float("inf")
 

@@ -216,17 +216,15 @@ class Store:
             queues.append(queue)
         before += self._index(queues)
         started = time.monotonic()
-        entries: list[Any] | None = [] if custom else None
-        each = bool(custom)  # a refused job's fresh directory entry is taken back
+        entries: list[Any] = []
+        each = bool(before)  # what a refused call wrote before it is taken back (`_take_back`)
         try:
             results = self._run_scripts(calls, each, before, entries)
         except _ERRORS as exc:
             results = self._retry(started, self._transient_or_raise(exc), self._run_scripts, calls, each, before, entries)
         refused = [r for r in results if isinstance(r, Exception)]
         if refused:
-            fresh = [keys.directory(jobs[i][0]) for i, at in custom if entries and entries[at] is None]
-            if fresh:
-                self._call(self.redis.delete, *fresh)
+            self._take_back([jobs[i][0] for i, at in custom if entries[at] is None], before)
             raise self._refused(refused[0])
         self._index_new(queues, [r[1] for r in results], before)
         written = [self._written.written(job[0], job[5], int(r[0])) for job, r in zip(jobs, results)]
@@ -236,6 +234,27 @@ class Store:
             if held is not None and held.decode(errors="replace") != tag and not self._claim_directory(jobs[i], held, calls[i]):
                 written[i] = False
         return written
+
+    def _take_back(self, fresh_ids: Sequence[str], before: Sequence[tuple[Any, ...]]) -> None:
+        """An enqueue was refused (a key of the wrong type): nothing it wrote stays. The
+        directory entries it made go, and the queues it added to the global queue set that
+        hold nothing in their tag (enqueue.lua adds them there only when it writes)."""
+        added = [name for command in before if command[0] == "sadd" for name in command[2:-1]]
+        for name in added:
+            self._indexed.pop(name, None)
+
+        def run() -> None:
+            if fresh_ids:
+                self.redis.delete(*(keys.directory(job_id) for job_id in fresh_ids))
+            if added:
+                pipe = self.redis.pipeline(transaction=False)
+                for name in added:
+                    pipe.sismember(keys.of_queue(name).tagged.queues, name)
+                empty = [name for name, there in zip(added, pipe.execute(raise_on_error=False)) if there is not True and there != 1]
+                if empty:
+                    self.redis.srem(keys.QUEUES, *empty)
+
+        self._call(run)
 
     def _claim_directory(self, job: tuple[str, str, Any, Any, Any, Mapping[str, Any]], held: bytes, call: Any) -> bool:
         """A custom id's directory entry named another tag than the one the job was just
