@@ -22,6 +22,7 @@ import fault_tasks
 import msgpack
 import pytest
 import redis
+from records import field, periodic_key, tag
 from test_faults import FAST, wait_until, worker_pool
 
 from taskit import Job, Queue
@@ -115,16 +116,22 @@ def test_workers_survive_garbage_in_their_keys(connection, cli_env, tmp_path, se
                              "queues", "maintenance"])
         if target in ("job", "bucket"):
             victim = rng.choice(ids)
-            key = keys.job(victim) if target == "job" else keys.packed(victim)
+            if victim == "none":
+                return
+            tagged = keys.tag_keys(tag(connection, victim))
+            key = tagged.job(victim) if target == "job" else tagged.bucket(victim)
             if target == "bucket":
-                excused.update(i for i in expected if keys.packed(i) == key)
+                excused.update(i for i in expected if keys.tag_of(i) == tagged.tag and tagged.bucket(i) == key)
             excused.add(victim)
         elif target == "wild":
             key = rng.choice([keys.of_queue(WILD).queue, *(keys.of_queue(WILD).registry(kind) for kind in keys.REGISTRIES)])
         elif target == "wake":
             key = keys.of_queue(rng.choice(queues)).wake
         elif target == "done":
-            key = keys.done(rng.choice(ids))
+            victim = rng.choice(ids)
+            if victim == "none":
+                return
+            key = keys.done(tag(connection, victim), victim)
         elif target == "workers":
             key = keys.WORKERS
         elif target == "worker":
@@ -132,14 +139,14 @@ def test_workers_survive_garbage_in_their_keys(connection, cli_env, tmp_path, se
                 connection.type(keys.WORKERS) == b"zset") else []
             key = keys.worker(rng.choice(names or ["nobody"]))
         elif target == "periodic":
-            key = keys.periodic(rng.choice(["every-minute", "other"]))
+            key = periodic_key(rng.choice(["every-minute", "other"]), "ticks")
         elif target == "queues":
             key = keys.QUEUES
         else:
             key = rng.choice([keys.MAINTENANCE, keys.MAINTENANCE_LOCK])
         try:
             if target == "bucket" and rng.random() < 0.5:
-                connection.hset(key, victim, garbage_value(rng))  # garbage in its entry
+                connection.hset(key, victim, garbage_value(rng))  # garbage in its entry (if it still has one)
             else:
                 (overwrite if rng.random() < 0.5 else scribble)(connection, key, rng)
         except redis.ResponseError:
@@ -179,7 +186,8 @@ def test_workers_survive_garbage_in_their_keys(connection, cli_env, tmp_path, se
 
 def _status(connection, job_id: str) -> bytes | None:
     """A job's status straight from Redis (its record may be garbage: no Job is built)."""
-    if connection.type(keys.job(job_id)) == b"hash":
-        return connection.hget(keys.job(job_id), keys.Field.STATUS)
-    return b"queued" if connection.type(keys.packed(job_id)) == b"hash" and connection.hexists(keys.packed(job_id), job_id) else None
+    try:
+        return field(connection, job_id, keys.Field.STATUS)
+    except TaskitError:  # a key of the wrong type
+        return None
 
