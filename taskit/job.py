@@ -1,8 +1,8 @@
 """The Job record: what to run, with what, and what happened.
 
-A job lives in one Redis hash, `taskit:job:<id>`, with the short field names listed in
-`taskit.storage.keys.Field` (a job waiting to run now is first kept packed: see
-`taskit.storage.keys.packed`). Options equal to their default are not stored (timeout 180 s,
+A job is stored with the short field names listed in `taskit.storage.keys.Field`: packed in
+its queue's record buckets until it ends, then in a hash of its own (storage/keys.py, "Per
+tag"). Options equal to their default are not stored (timeout 180 s,
 result_ttl 500 s, failure_ttl one year, no ttl, queue "default"), nor are empty arguments, nor a
 created_at within a second of enqueued_at, so a queued job costs little Redis memory. Job ids
 are their tag (storage/keys.py), a dot and 22 random base-62 characters, unless given.
