@@ -48,7 +48,8 @@ In the home tag H (= the prefix):
     P:{H}:lock:maintenance       string held by the worker running the maintenance step
     P:{H}:maintenance            hash   the maintenance step's own state: cursor (where in the
                                         queue set the next step starts), hf/hu (verdicts held
-                                        after a stall), t:<worker> (the tags a worker uses)
+                                        after a stall), q:<worker> (the queues a worker
+                                        registered: where its in-flight lists are)
 
 Elsewhere:
 
