@@ -100,7 +100,6 @@ for a = 4, #ARGV, 7 do
     if problem then
       -- it ends here, visibly
       f.f, f.q = f.f or '', f.q or queue_name
-      repair(job, 'hash')
       fail_job(job, bucket, state, expiry, id, f, failed, done, now, failure_ttl,
         'corrupt: ' .. problem .. ' while it ran; this failed record replaces it')
       out[#out + 1] = 2
@@ -110,7 +109,6 @@ for a = 4, #ARGV, 7 do
       if outcome ~= 'finished' and outcome ~= 'released' and payload ~= '' then
         reason = reason .. '\n' .. payload
       end
-      repair(job, 'hash')
       fail_job(job, bucket, state, expiry, id, f, failed, done, now, failure_ttl, reason)
       out[#out + 1] = 2
     elseif outcome == 'finished' or outcome == 'failed' or outcome == 'canceled' then
@@ -122,7 +120,6 @@ for a = 4, #ARGV, 7 do
         f.x = payload
       end
       signal_end(f, done, outcome)
-      repair(job, 'hash')
       write_ended(job, bucket, state, expiry, id, f, keep)
       if keep < 0 then
         gather(additions, target, '+inf', id)

@@ -77,11 +77,12 @@ local function write_state(state, id, fields)
   redis.call('HSET', state, id, packed(fields))
 end
 
--- Forget a job's record, state and ttl (it ended, or was deleted).
-local function drop_parts(bucket, state, expiry, id)
+-- Forget a job's record, state and ttl (it ended, or was deleted). `ttl`: false when the
+-- job is known to have none (nothing to remove from the expiry zset).
+local function drop_parts(bucket, state, expiry, id, ttl)
   redis.pcall('HDEL', bucket, id)  -- a bucket that is not a hash holds no job
   redis.call('HDEL', state, id)
-  redis.call('ZREM', expiry, id)
+  if ttl ~= false then redis.call('ZREM', expiry, id) end
 end
 
 -- A map as a flat list, for HSET and for replies.
@@ -111,9 +112,10 @@ local function pack_new_job(bucket, id, first)
 end
 
 -- Write an ended job (fields: a map) into its own hash, kept `keep` seconds (-1 forever,
--- 0: not at all), and forget its record and state.
+-- 0: not at all), and forget its record and state. (DEL first: a key of any type there is
+-- replaced.)
 local function write_ended(job, bucket, state, expiry, id, fields, keep)
-  drop_parts(bucket, state, expiry, id)
+  drop_parts(bucket, state, expiry, id, fields.tl ~= nil)
   redis.call('DEL', job)
   if keep == 0 then return end
   redis.call('HSET', job, unpack(flat(fields)))
