@@ -69,6 +69,7 @@ def expired_claim(connection, worker: str, queue: str, *, alive: bool) -> Job:
         keep_queue(connection, f"busy-{i}")
     job = Queue(queue).enqueue(fault_tasks.work, 1)
     now = time.time()
+    Store.of(connection).register_worker(worker, {"queues": queue}, now - 5, 60)  # as a worker does first
     Store.of(connection).claim(worker, [queue], now - 10, now - 5, 1)
     if alive:
         connection.zadd(keys.WORKERS, {worker: now + 60})

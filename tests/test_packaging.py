@@ -43,7 +43,7 @@ def test_the_wheel_contains_every_module_and_lua_file(tmp_path: Path) -> None:
     (wheel,) = out.glob("taskit-*.whl")
     shipped = set(zipfile.ZipFile(wheel).namelist())
     expected = source_files()
-    assert {"taskit/storage/__init__.py", "taskit/lua/claim.lua", "taskit/lua/lib/packed.lua", "taskit/py.typed"} <= expected
+    assert {"taskit/storage/__init__.py", "taskit/lua/claim.lua", "taskit/lua/lib/records.lua", "taskit/py.typed"} <= expected
     assert sorted(expected - shipped) == []
 
 

@@ -97,8 +97,9 @@ for a = 4, #ARGV, 7 do
     local destination, kind = target, 'zset'
     if not ends[outcome] then destination, kind = queue, 'list' end
     local usable, found = fits(destination, kind)
-    if problem then
-      -- it ends here, visibly
+    if problem and outcome ~= 'failed' then
+      -- it ends here, visibly (a failure is recorded as such: its worker could not read it
+      -- either, and says why)
       f.f, f.q = f.f or '', f.q or queue_name
       fail_job(job, bucket, state, expiry, id, f, failed, done, now, failure_ttl,
         'corrupt: ' .. problem .. ' while it ran; this failed record replaces it')

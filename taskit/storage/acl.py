@@ -21,7 +21,7 @@ COMMANDS = (
     "del", "exists", "expire", "mget", "persist", "pttl", "rename", "type", "get", "set",
     "hdel", "hexists", "hget", "hgetall", "hmget", "hset",
     "lindex", "llen", "lmove", "lpush", "lrange", "lrem", "ltrim", "rpush",
-    "sadd", "smembers", "srem", "sscan",
+    "sadd", "smembers", "srem", "sscan", "sismember",
     "zadd", "zcount", "zrange", "zrangebyscore", "zrem", "zremrangebyscore", "zscore",
     # the scripts: Redis's clock (lib/verdicts.lua); the dashboard's history (lib/stats.lua)
     "time", "hincrby", "expireat",
