@@ -89,8 +89,13 @@ def queue(connection: redis.Redis) -> taskit.Queue:
 @pytest.fixture
 def cli_env(redis_server: RedisServer) -> dict[str, str]:
     """Environment for `taskit` subprocesses: the private Redis and the tests' modules importable."""
+    return taskit_env(redis_server.url)
+
+
+def taskit_env(url: str) -> dict[str, str]:
+    """Environment for `taskit` subprocesses on the Redis of `url`, the tests' modules importable."""
     env = dict(os.environ)
-    env["TASKIT_REDIS_URL"] = redis_server.url
+    env["TASKIT_REDIS_URL"] = url
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "tests"), str(ROOT), env.get("PYTHONPATH", "")])
     env["PYTHONUNBUFFERED"] = "1"
     return env

@@ -8,7 +8,6 @@ redis+cluster:// URL.
 
 from __future__ import annotations
 
-import os
 import signal
 import time
 from collections.abc import Iterator
@@ -18,7 +17,7 @@ import pytest
 import redis
 import sample_tasks
 import topologies
-from conftest import ROOT
+from conftest import taskit_default, taskit_env
 from redis.cluster import RedisCluster
 from test_faults import FAST, WorkerProcess, wait_until
 
@@ -34,26 +33,13 @@ def cluster_connection(cluster: topologies.Cluster, monkeypatch: pytest.MonkeyPa
     for node in cluster.nodes:
         if not node.alive:
             cluster.restart(node)  # a test killed it
-    for master in cluster.masters():
-        with master.client() as client:
-            client.flushall()
-    client = config.connect(cluster.url)
-    monkeypatch.setenv("TASKIT_REDIS_URL", cluster.url)
-    taskit.configure(connection=client)
-    try:
+    with taskit_default(config.connect(cluster.url), cluster.url, monkeypatch) as client:  # (FLUSHALL on every master)
         yield client
-    finally:
-        taskit.configure()
-        client.close()
 
 
 @pytest.fixture
 def cluster_env(cluster: topologies.Cluster) -> dict[str, str]:
-    env = dict(os.environ)
-    env["TASKIT_REDIS_URL"] = cluster.url
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "tests"), str(ROOT), env.get("PYTHONPATH", "")])
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
+    return taskit_env(cluster.url)
 
 
 def on_other_masters(cluster: topologies.Cluster, count: int) -> list[str]:

@@ -48,13 +48,18 @@ local function unpacked(blob)
   return fields
 end
 
-local function packed(fields)
-  local flat = {}
+-- A map as a flat list, for HSET and for replies.
+local function flat(fields)
+  local list = {}
   for name, value in pairs(fields) do
-    flat[#flat + 1] = name
-    flat[#flat + 1] = value
+    list[#list + 1] = name
+    list[#list + 1] = value
   end
-  return cmsgpack.pack(flat)
+  return list
+end
+
+local function packed(fields)
+  return cmsgpack.pack(flat(fields))
 end
 
 -- A job's record and state entry (each nil when absent).
@@ -83,16 +88,6 @@ local function drop_parts(bucket, state, expiry, id, ttl)
   redis.pcall('HDEL', bucket, id)  -- a bucket that is not a hash holds no job
   redis.call('HDEL', state, id)
   if ttl ~= false then redis.call('ZREM', expiry, id) end
-end
-
--- A map as a flat list, for HSET and for replies.
-local function flat(fields)
-  local list = {}
-  for name, value in pairs(fields) do
-    list[#list + 1] = name
-    list[#list + 1] = value
-  end
-  return list
 end
 
 -- Pack a new job's field, value pairs (ARGV from `first`) into its bucket, leaving out a
