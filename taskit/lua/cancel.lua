@@ -47,9 +47,11 @@ if fields.s ~= 'queued' and fields.s ~= 'scheduled' and fields.s ~= 'created' th
 end
 redis.call('LREM', KEYS[5], 0, id)
 redis.call('ZREM', KEYS[6], id)
-fields.s, fields.en = 'canceled', string.format('%.0f', now * 1000)
-fields.x = 'canceled before it started' .. (ARGV[4] ~= '' and ': ' .. ARGV[4] or '')
-signal_end(fields, KEYS[8], 'canceled')
-write_ended(KEYS[1], KEYS[2], KEYS[3], KEYS[4], id, fields, keep)
+redis.call('ZREM', KEYS[4], id)
+local changes = state_fields or {}
+changes.s, changes.en = 'canceled', string.format('%.0f', now * 1000)
+changes.x = 'canceled before it started' .. (ARGV[4] ~= '' and ': ' .. ARGV[4] or '')
+signal_end(changes, KEYS[8], 'canceled')
+write_ended(KEYS[1], KEYS[2], KEYS[3], KEYS[4], id, redis.call('HGET', KEYS[2], id), changes, keep)
 redis.call('ZADD', KEYS[7], keep < 0 and '+inf' or now + keep, id)
 return 'ok'

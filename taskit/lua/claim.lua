@@ -26,7 +26,8 @@
 -- scheduled key holds another type is passed over (the maintenance step reports it); a
 -- job whose bucket holds something other than a hash is failed as corrupt (lib/failing.lua).
 -- Returns {claimed, next_run_at, corrupt, quarantine} where claimed is a flat list of
---   id, attempt, queue index (0-based), {field/value pairs}, ... next_run_at is the
+--   id, attempt, queue index (0-based), packed record, {field/value pairs of its state
+--   entry}, ... (the state overrides the record; storage/store.py merges them) next_run_at is the
 --   earliest scheduled time among the queues ('' when none is scheduled), corrupt lists
 --   the ids failed as corrupt, and quarantine is '', 'drain' (a quarantined job waits for
 --   a worker that holds nothing) or 'alone' (the one job claimed is quarantined: claim
@@ -58,6 +59,7 @@ for b = 1, tonumber(ARGV[11]) do
   repair(block.expiry, 'zset')
   repair(block.settle, 'zset')
   repair(block.workers, 'zset')  -- leases: every live worker renews its own at its next heartbeat
+  block.expiring = redis.call('ZCARD', block.expiry) > 0  -- (else no job of the tag has a ttl)
   blocks[b] = block
 end
 
@@ -81,16 +83,17 @@ local function fail_waiting(block, id, name, failed, bucket, found)
   corrupt[#corrupt + 1] = id
 end
 
--- The record of a job the claim meets, or nil (and the job failed) when its bucket is broken.
+-- The packed record of a job the claim meets (false if it has none), or nil (and the job
+-- failed) when its bucket is broken.
 local function record_of(block, id, name, failed)
   local bucket = bucket_of(block, id)
   local blob = redis.pcall('HGET', bucket, id)
   if type(blob) == 'table' and blob.err then
     local _, found = fits(bucket, 'hash')
     fail_waiting(block, id, name, failed, bucket, found)
-    return nil, bucket, true
+    return nil, bucket
   end
-  return unpacked(blob), bucket, false
+  return blob, bucket
 end
 
 local queues = 0
@@ -106,10 +109,10 @@ for q = k, #KEYS, 5 do
     local due = redis.call('ZRANGEBYSCORE', scheduled, '-inf', now, 'LIMIT', 0, 1000)
     for _, id in ipairs(due) do
       redis.call('ZREM', scheduled, id)
-      local record, _, broken = record_of(block, id, name, failed)
-      if not broken then
+      local blob = record_of(block, id, name, failed)
+      if blob ~= nil then
         local state_fields = unpacked(redis.call('HGET', block.state, id))
-        local fields = merged(record, state_fields)
+        local fields = merged(unpacked(blob), state_fields)
         if fields and fields.s == 'scheduled' then
           local changes = state_fields or {}
           requeued(changes, fields, now_ms)
@@ -124,17 +127,18 @@ for q = k, #KEYS, 5 do
     end
   end
 
+  -- (the record is not unpacked: what the claim reads is in the state entry, which a job
+  -- not yet claimed has not; the worker unpacks the record)
   local leases = {}
   while usable and count < limit do
     local id = redis.call('LMOVE', queue, block.inflight, 'LEFT', 'RIGHT')
     if not id then break end
-    local record, bucket, broken = record_of(block, id, name, failed)
-    local state_fields = not broken and unpacked(redis.call('HGET', block.state, id)) or nil
-    local fields = not broken and merged(record, state_fields) or nil
-    local expired = false
-    if fields and fields.tl and fields.s == 'queued' then
-      local until_ = redis.call('ZSCORE', block.expiry, id)
-      if until_ and tonumber(until_) <= now then
+    local blob, bucket = record_of(block, id, name, failed)
+    local fields = blob and (unpacked(redis.call('HGET', block.state, id)) or {}) or nil
+    local ttl, expired = nil, false
+    if fields and block.expiring then
+      ttl = redis.call('ZSCORE', block.expiry, id)
+      if ttl and tonumber(ttl) <= now and (fields.s or 'queued') == 'queued' then
         expired = true
         drop_parts(bucket, block.state, block.expiry, id)
       end
@@ -142,7 +146,7 @@ for q = k, #KEYS, 5 do
     local blamed = fields and number(fields.rc, 0, 0, 1e9) or 0
     local unblamed = fields and number(fields.ru, 0, 0, 1e9) or 0
     local quarantined = blamed > 0 or unblamed >= 2
-    if not fields or fields.s ~= 'queued' or expired then
+    if not fields or (fields.s or 'queued') ~= 'queued' or expired then
       -- gone (expired by its ttl, deleted, canceled) or failed as corrupt: nothing to run
       redis.call('LREM', block.inflight, -1, id)
     elseif quarantined and (count > 0 or not alone) then
@@ -158,10 +162,11 @@ for q = k, #KEYS, 5 do
         redis.call('RPUSH', block.inflight, id)
       end
       local attempt = math.floor(number(fields.n, 0, 0, 1e9)) + 1
-      local changes = state_fields or {}
+      local before = flat(fields)
+      local changes = fields
       changes.s, changes.st, changes.w, changes.n, changes.al = 'started', now_ms, worker, tostring(attempt), '0'
       write_state(block.state, id, changes)
-      if fields.tl then redis.call('ZREM', block.expiry, id) end
+      if ttl then redis.call('ZREM', block.expiry, id) end
       leases[#leases + 1] = deadline
       leases[#leases + 1] = id
       count = count + 1
@@ -170,7 +175,8 @@ for q = k, #KEYS, 5 do
       claimed[#claimed + 1] = id
       claimed[#claimed + 1] = attempt
       claimed[#claimed + 1] = index
-      claimed[#claimed + 1] = flat(fields)
+      claimed[#claimed + 1] = blob
+      claimed[#claimed + 1] = before
       if quarantined then
         limit = count
         quarantine = 'alone'

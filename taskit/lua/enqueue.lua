@@ -14,8 +14,7 @@
 --#include records
 --#include add_job
 local k = new_job_keys(1)
-check_new_job(k, ARGV[3], ARGV[5])
-if job_exists(k, ARGV[1]) then
+if check_new_job(k, ARGV[1], ARGV[3], ARGV[5]) then
   return {is_this_job(k, ARGV[1], 6) and 2 or 0, 0}
 end
 return {1, add_job(k, ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], 6)}

@@ -7,7 +7,8 @@
 --       Then the stats keys, three per queue (lib/stats.lua).
 -- ARGV: 1 now (Unix seconds), 2 worker name, 3 failure ttl of a job failed as corrupt,
 --       then per job: id, token, outcome (followed by ' <run time in µs>' when the job ran:
---       for the stats), payload, keep seconds, run-at, queue name
+--       for the stats), payload, keep seconds, run-at, queue name, task name (for the
+--       stats; '' = read it from the record)
 --   outcome finished : payload = packed result ('' = do not keep)   -> finished registry
 --           failed   : payload = traceback text                      -> failed registry
 --           canceled : payload = why (traceback text); stopped on request -> canceled registry
@@ -17,7 +18,8 @@
 --           interrupted: stopped mid-run by a cold shutdown; back to the front
 --   keep: 0 delete at once, -1 keep forever, n keep n seconds (more than 100 years: forever)
 -- An ended job leaves its bucket and state entry for its own hash (lib/records.lua).
--- Fields (see storage/keys.py Field): reads n, s, wt, rn, w, tl, f; writes s, en, r, x, rn, n, c, e
+-- Fields (see storage/keys.py Field): reads n, s, wt, rn, w (state), tl, f, e, c (record,
+-- only for a job that goes back to its queue); writes s, en, r, x, rn, n, c, e
 -- (and lib/failing.lua's for a job failed instead).
 -- The script never raises on data (lib/guard.lua), so one bad job costs only itself: a job
 -- whose record cannot be read, or whose outcome cannot be written where it goes (that
@@ -43,23 +45,23 @@ local function gather(into, key, ...)
 end
 -- outcomes written to the target registry; any other puts the job back on its queue
 local ends = {finished = true, failed = true, canceled = true, scheduled = true}
-local checked = {}  -- key -> fits its kind, for keys shared by the jobs of a batch
+local checked = {}  -- key -> {fits its kind, its type}, for keys shared by the jobs of a batch
 local function fits_once(key, kind)
-  local ok = checked[key]
-  if ok == nil then
-    ok = fits(key, kind)
-    checked[key] = ok
+  local known = checked[key]
+  if known == nil then
+    known = {fits(key, kind)}
+    checked[key] = known
   end
-  return ok
+  return known[1], known[2]
 end
 
 local k = 1
-stats_keys_from(1 + 11 * (#ARGV - 3) / 7)
-for a = 4, #ARGV, 7 do
+stats_keys_from(1 + 11 * (#ARGV - 3) / 8)
+for a = 4, #ARGV, 8 do
   local id, token, outcome, payload = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
   local run_time
   outcome, run_time = outcome_and_run_time(outcome)
-  local keep, run_at, queue_name = seconds(ARGV[a + 4], failure_ttl), ARGV[a + 5], ARGV[a + 6]
+  local keep, run_at, queue_name, task = seconds(ARGV[a + 4], failure_ttl), ARGV[a + 5], ARGV[a + 6], ARGV[a + 7]
   local inflight, bucket, state, expiry, job, started, target, failed, queue, wake, done =
     KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4], KEYS[k + 5], KEYS[k + 6], KEYS[k + 7],
     KEYS[k + 8], KEYS[k + 9], KEYS[k + 10]
@@ -67,20 +69,19 @@ for a = 4, #ARGV, 7 do
 
   -- with its in-flight list overwritten, a worker's hold is judged by the record alone
   local held = fits_once(inflight, 'list') and redis.call('LREM', inflight, 1, id) or nil
-  if not fits_once(state, 'hash') then redis.call('DEL', state); checked[state] = true end
-  -- a record that cannot be read (its bucket overwritten by another type, or its entry by
-  -- what is not a record) is failed as corrupt, if this worker holds the job
+  if not fits_once(state, 'hash') then redis.call('DEL', state); checked[state] = {true} end
+  -- what a claim wrote is in the state entry: the record is copied, not unpacked, unless
+  -- the job goes back to its queue. One that cannot be read (its bucket overwritten by
+  -- another type, or its entry by what is not a record) is failed as corrupt, if this
+  -- worker holds the job.
   local blob, problem = redis.pcall('HGET', bucket, id), nil
   if type(blob) == 'table' and blob.err then
     local _, found = fits(bucket, 'hash')
     blob, problem = nil, 'its record (' .. bucket .. ') was overwritten by a ' .. (found or '?')
-  end
-  local record, state_fields = unpacked(blob), unpacked(redis.call('HGET', state, id))
-  if record and next(record) == nil then
+  elseif blob and not looks_packed(blob) then
     problem = 'its record in ' .. bucket .. ' was overwritten by unreadable data'
   end
-  local f = merged(record, state_fields)
-  local own = false
+  local f, own = unpacked(redis.call('HGET', state, id)), false
   if not f and key_type(job) == 'hash' then
     local g = redis.call('HMGET', job, 'n', 's', 'w')
     f, own = {n = g[1], s = g[2], w = g[3]}, true
@@ -96,12 +97,12 @@ for a = 4, #ARGV, 7 do
     if fits_once(started, 'zset') then gather(removals, started, id) end
     local destination, kind = target, 'zset'
     if not ends[outcome] then destination, kind = queue, 'list' end
-    local usable, found = fits(destination, kind)
+    local usable, found = fits_once(destination, kind)
     if problem and outcome ~= 'failed' then
       -- it ends here, visibly (a failure is recorded as such: its worker could not read it
       -- either, and says why)
-      f.f, f.q = f.f or '', f.q or queue_name
-      fail_job(job, bucket, state, expiry, id, f, failed, done, now, failure_ttl,
+      f.f, f.q = '', queue_name
+      fail_job(job, bucket, state, expiry, id, nil, f, failed, done, now, failure_ttl,
         'corrupt: ' .. problem .. ' while it ran; this failed record replaces it')
       out[#out + 1] = 2
     elseif not usable then
@@ -110,7 +111,7 @@ for a = 4, #ARGV, 7 do
       if outcome ~= 'finished' and outcome ~= 'released' and payload ~= '' then
         reason = reason .. '\n' .. payload
       end
-      fail_job(job, bucket, state, expiry, id, f, failed, done, now, failure_ttl, reason)
+      fail_job(job, bucket, state, expiry, id, blob, f, failed, done, now, failure_ttl, reason)
       out[#out + 1] = 2
     elseif outcome == 'finished' or outcome == 'failed' or outcome == 'canceled' then
       f.s, f.en = outcome, now_ms
@@ -120,8 +121,8 @@ for a = 4, #ARGV, 7 do
       else
         f.x = payload
       end
-      signal_end(f, done, outcome)
-      write_ended(job, bucket, state, expiry, id, f, keep)
+      signal_end(f, done, outcome)  -- before a keep of 0 deletes the job
+      write_ended(job, bucket, state, expiry, id, blob, f, keep)
       if keep < 0 then
         gather(additions, target, '+inf', id)
       elseif keep > 0 then
@@ -129,29 +130,29 @@ for a = 4, #ARGV, 7 do
       end
       out[#out + 1] = 1
     elseif outcome == 'scheduled' then
-      local changes = state_fields or {}
-      incr(changes, 'rn', 1)
-      changes.s, changes.x = 'scheduled', payload
-      write_state(state, id, changes)
+      incr(f, 'rn', 1)
+      f.s, f.x = 'scheduled', payload
+      write_state(state, id, f)
       gather(additions, target, number(run_at, now, -math.huge, math.huge), id)
       out[#out + 1] = 1
     else
-      local changes = state_fields or {}
+      local record = unpacked(blob) or {}
       if outcome == 'released' then
-        incr(changes, 'n', -1)
+        incr(f, 'n', -1)
         -- it never ran: its ttl (dropped when it was claimed) applies again, from now
-        local ttl = seconds(f.tl, -1)
+        local ttl = seconds(record.tl, -1)
         if ttl > 0 then redis.call('ZADD', expiry, now + ttl, id) end
       elseif outcome == 'retry' then
-        incr(changes, 'rn', 1)
-        changes.x = payload
+        incr(f, 'rn', 1)
+        f.x = payload
       end
-      requeued(changes, f, now_ms)
-      write_state(state, id, changes)
+      requeued(f, merged(record, f), now_ms)
+      write_state(state, id, f)
       push(queue, wake, id, outcome ~= 'retry')
       out[#out + 1] = 1
     end
-    count_outcome(queue, f.f or false, out[#out] == 2 and 'failed' or outcome, run_time)
+    if task == '' and stat_kinds[outcome] then task = (unpacked(blob) or {}).f or '' end
+    count_outcome(queue, task ~= '' and task, out[#out] == 2 and 'failed' or outcome, run_time)
   end
 end
 for key, ids in pairs(removals) do

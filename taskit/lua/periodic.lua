@@ -17,7 +17,7 @@
 --#include records
 --#include add_job
 local k = new_job_keys(2)
-check_new_job(k, ARGV[5], ARGV[6])
+local exists = check_new_job(k, ARGV[3], ARGV[5], ARGV[6])
 local tick = unix_time(ARGV[1], nil)
 if not tick then
   error(redis.error_reply('ERR taskit: tick ' .. ARGV[1] .. ' is not a time'))
@@ -37,7 +37,7 @@ redis.call('SET', KEYS[1], ARGV[1])  -- replaces a key of any type
 if not last and not unreadable and ARGV[2] == '1' then
   return {2, 0}
 end
-if job_exists(k, ARGV[3]) then
+if exists then
   return {unreadable and 4 or 0, 0}
 end
 local new = add_job(k, ARGV[3], ARGV[4], ARGV[5], '0', ARGV[6], 7)

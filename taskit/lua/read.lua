@@ -24,7 +24,11 @@ for a = 2, #ARGV do
   local id, bucket, job = ARGV[a], KEYS[k], KEYS[k + 1]
   k = k + 2
   local found = read('HGETALL', job)
-  if #found == 0 then
+  if #found > 0 then
+    for i = 1, #found, 2 do
+      if found[i] == 'p' then found = flat(ended_fields(job)); break end
+    end
+  else
     local fields = merged(unpacked(read('HGET', bucket, id)), unpacked(read('HGET', KEYS[1], id)))
     found = false
     if fields and fields.tl and (fields.s == 'queued' or fields.s == 'scheduled') then

@@ -23,27 +23,37 @@ if not score then
 end
 local record, state_fields = read_parts(KEYS[3], KEYS[4], id)
 local fields = merged(record, state_fields)
-local own = false
-if redis.call('EXISTS', KEYS[2]) == 1 then
-  fields, own = {}, true
-  local pairs_ = redis.call('HGETALL', KEYS[2])
-  for i = 1, #pairs_, 2 do fields[pairs_[i]] = pairs_[i + 1] end
+local own = ended_fields(KEYS[2])
+local blob = own and redis.call('HGET', KEYS[2], 'p')
+if own then
+  fields = own
+  -- what is not its record is its state (a hash written by an older taskit keeps all
+  -- of it beside: it becomes the record)
+  state_fields = {}
+  if blob then
+    local kept = redis.call('HGETALL', KEYS[2])
+    for i = 1, #kept, 2 do
+      if kept[i] ~= 'p' then state_fields[kept[i]] = kept[i + 1] end
+    end
+  end
 end
 redis.call('ZREM', KEYS[1], id)
 if tonumber(score) <= tonumber(ARGV[2]) or not fields then
   return 'expired'
 end
 if fits(KEYS[8], 'zset') then redis.call('ZREM', KEYS[8], id) end
-local changes = own and {} or (state_fields or {})
-for _, name in ipairs({'st', 'en', 'x', 'r', 'w', 'rc', 'rn', 'ru', 'cx'}) do
+local changes = state_fields or {}
+for _, name in ipairs({'st', 'en', 'x', 'r', 'w', 'rc', 'rn', 'ru', 'cx', 's', 'p'}) do
   fields[name], changes[name] = nil, nil
 end
 requeued(changes, fields, string.format('%.0f', tonumber(ARGV[2]) * 1000))
 if own then
-  -- back into its bucket: what it was enqueued with (and its attempts so far)
-  fields.s = nil
-  fields.e = tonumber(fields.e) or fields.e
-  redis.call('HSET', KEYS[3], id, packed(fields))
+  -- back into its bucket, as it was enqueued
+  if not blob then
+    fields.e = tonumber(fields.e) or fields.e
+    blob = packed(fields)
+  end
+  redis.call('HSET', KEYS[3], id, blob)
   redis.call('DEL', KEYS[2])
 end
 write_state(KEYS[4], id, changes)

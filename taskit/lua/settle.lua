@@ -17,11 +17,11 @@ for _, id in ipairs(ARGV) do
   local keep = redis.call('ZSCORE', KEYS[1], id)
   if keep then
     redis.call('ZREM', KEYS[1], id)
-    local fields = merged(read_parts(bucket, KEYS[2], id))
+    local blob = redis.pcall('HGET', bucket, id)
+    local fields = unpacked(redis.call('HGET', KEYS[2], id))
     if fields and (fields.s == 'failed' or fields.s == 'canceled' or fields.s == 'finished') then
       signal_end(fields, done, fields.s)
-      repair(job, 'hash')
-      write_ended(job, bucket, KEYS[2], KEYS[3], id, fields, seconds(keep, -1))
+      write_ended(job, bucket, KEYS[2], KEYS[3], id, blob, fields, seconds(keep, -1))
       settled = settled + 1
     end
   end

@@ -792,7 +792,7 @@ class Store:
                 ]
                 # the run time rides on the outcome ('finished 1234'): lua/lib/stats.lua
                 outcome = r.outcome if r.micros is None else f"{r.outcome} {r.micros}"
-                args += [job_id, r.token, outcome, r.payload, r.keep, "" if r.run_at is None else r.run_at, r.queue]
+                args += [job_id, r.token, outcome, r.payload, r.keep, "" if r.run_at is None else r.run_at, r.queue, r.func]
                 if r.outcome in _COUNTED:
                     counted[place.queue] = place
             for place in counted.values():  # lua/lib/stats.lua
@@ -1390,9 +1390,10 @@ class Record:
     """What happened to one claimed job, as `finish.lua` takes it.
 
     micros, how long it ran in microseconds, feeds the run-time histograms
-    (lua/lib/stats.lua); None: refused before running, or not measured."""
+    (lua/lib/stats.lua); None: refused before running, or not measured. func: the task's
+    name, for the statistics ('': finish.lua reads it from the job's record)."""
 
-    __slots__ = ("job_id", "keep", "micros", "outcome", "payload", "queue", "run_at", "token")
+    __slots__ = ("func", "job_id", "keep", "micros", "outcome", "payload", "queue", "run_at", "token")
 
     def __init__(
         self,
@@ -1404,10 +1405,11 @@ class Record:
         keep: int = 0,
         run_at: float | None = None,
         micros: int | None = None,
+        func: str = "",
     ) -> None:
         self.job_id, self.queue, self.token, self.outcome = job_id, queue, token, outcome
         self.payload, self.keep, self.run_at = payload, keep, run_at
-        self.micros = micros
+        self.micros, self.func = micros, func
 
     def __repr__(self) -> str:
         return f"Record({self.job_id!r}, {self.outcome!r}, token={self.token})"
@@ -1616,8 +1618,8 @@ class Claim(NamedTuple):
 def _parse_claim(reply: Any, worker: str, now: float, indexes: Sequence[int]) -> Claim:
     """The claim's reply, parsed (`indexes`: the worker's queues the call covered).
 
-    claim.lua returns each job's fields as they were before it marked the claim; the
-    claim's own writes are known here and filled in. Jobs the claim failed as corrupt
+    claim.lua returns each job's packed record and its state entry as it was before it
+    marked the claim; the claim's own writes are known here and filled in. Jobs the claim failed as corrupt
     (their record was overwritten while they waited) are logged.
     """
     flat, next_run_at, corrupt, quarantine = reply
@@ -1633,10 +1635,11 @@ def _parse_claim(reply: Any, worker: str, now: float, indexes: Sequence[int]) ->
         keys.Field.STARTED: b"%d" % round(now * 1000),
         keys.Field.WORKER: worker.encode(),
     }
-    for i in range(0, len(flat), 4):
+    for i in range(0, len(flat), 5):
         job_id = _text(flat[i])  # an id written by hand may not be UTF-8: see _text
-        pairs = flat[i + 3]
-        fields = _text_keys(zip(pairs[0::2], pairs[1::2]))
+        pairs = flat[i + 4]
+        fields = _merged(flat[i + 3] or None, None) or {}  # the record, unpacked here (not in Lua)
+        fields.update(_text_keys(zip(pairs[0::2], pairs[1::2])))
         fields.update(started)
         fields[keys.Field.ATTEMPTS] = b"%d" % flat[i + 1]
         claimed.append((job_id, int(flat[i + 1]), indexes[int(flat[i + 2])], fields))

@@ -29,7 +29,7 @@ def record_for(running: RunningJob, outcome: Outcome, now: float) -> Record:
             if log.isEnabledFor(logging.INFO):
                 log.info("%s: %s finished in %s (job %s)", running.queue, display.call(job), took(outcome.seconds), job.id)
             return Record(job.id, running.queue, running.token, "finished", outcome.packed_result or b"", job.result_ttl,
-                          micros=int(outcome.seconds * 1_000_000))
+                          micros=int(outcome.seconds * 1_000_000), func=job.func_name)
         if running.stop == "shutdown" or isinstance(outcome.error, ColdShutdown):
             log.warning("%s: %s interrupted by shutdown; back on the queue (job %s)", running.queue, display.call(job), job.id)
             return Record(job.id, running.queue, running.token, "interrupted")
@@ -64,13 +64,13 @@ def failure_record(
             "%s: %s failed: %s (job %s, attempt %d); kept in the failed registry",
             queue, display.call(job), summary, job.id, job.attempts,
         )
-        return Record(job.id, queue, token, "failed", payload, job.failure_ttl, micros=micros)
+        return Record(job.id, queue, token, "failed", payload, job.failure_ttl, micros=micros, func=job.func_name)
     log.warning(
         "%s: %s failed: %s; retry %d in %s (job %s)", queue, display.call(job), summary, job.retries + 1, took(delay), job.id
     )
     if delay <= 0:
-        return Record(job.id, queue, token, "retry", payload, micros=micros)
-    return Record(job.id, queue, token, "scheduled", payload, run_at=now + delay, micros=micros)
+        return Record(job.id, queue, token, "retry", payload, micros=micros, func=job.func_name)
+    return Record(job.id, queue, token, "scheduled", payload, run_at=now + delay, micros=micros, func=job.func_name)
 
 
 def canceled_record(running: RunningJob, why: str) -> Record:

@@ -8,20 +8,28 @@ end
 
 -- Refuse (raise, before anything is written) when a key a new job is written to holds
 -- another type, or when its ttl or run-at is not a number. The wake list and the
--- queue-name set are not checked here: add_job repairs them.
-local function check_new_job(k, ttl, run_at)
-  refuse_unless(k.bucket, 'hash')
-  refuse_unless(k.state, 'hash')
-  refuse_unless(k.job, 'hash')
+-- queue-name set are not checked here: add_job repairs them. Returns whether a job with
+-- this id exists (not ended: a record or a state entry; or ended: a hash of its own): the
+-- reads that tell double as the checks of the bucket, state and own keys.
+local function check_new_job(k, id, ttl, run_at)
+  local exists = false
+  for _, key in ipairs({k.bucket, k.state}) do
+    local found = redis.pcall('HEXISTS', key, id)
+    if type(found) ~= 'number' then refuse_unless(key, 'hash') end
+    exists = exists or found == 1
+  end
+  local own = key_type(k.job)
+  if own ~= 'none' then refuse_unless(k.job, 'hash') end
   refuse_unless(k.queue, 'list')
   refuse_unless(k.scheduled, 'zset')
-  refuse_unless(k.expiry, 'zset')
+  if ttl ~= '' then refuse_unless(k.expiry, 'zset') end
   if ttl ~= '' and not seconds(ttl, nil) then
     error(redis.error_reply('ERR taskit: ttl ' .. ttl .. ' is not a number of seconds'))
   end
   if run_at ~= '' and not number(run_at, nil, -math.huge, math.huge) then
     error(redis.error_reply('ERR taskit: run-at time ' .. run_at .. ' is not a number'))
   end
+  return exists or own ~= 'none'
 end
 
 -- The enqueue time (Unix seconds) among a new job's fields (ARGV from `first`).
@@ -47,14 +55,13 @@ local function add_job(k, id, queue_name, ttl, at_front, run_at, first_field)
   else
     push(k.queue, k.wake, id, at_front == '1')
   end
-  repair(k.queues, 'set')  -- an index of names, rebuilt as jobs are enqueued
-  return redis.call('SADD', k.queues, queue_name)
-end
-
--- Whether a job with this id exists: not ended (a record or a state entry), or ended.
-local function job_exists(k, id)
-  return redis.call('HEXISTS', k.bucket, id) == 1 or redis.call('HEXISTS', k.state, id) == 1
-    or redis.call('EXISTS', k.job) == 1
+  -- an index of names, rebuilt as jobs are enqueued: one of another type is replaced
+  local added = redis.pcall('SADD', k.queues, queue_name)
+  if type(added) ~= 'number' then
+    redis.call('DEL', k.queues)
+    added = redis.call('SADD', k.queues, queue_name)
+  end
+  return added
 end
 
 -- Whether the job stored under `id` is the one ARGV from `first` describes: the same

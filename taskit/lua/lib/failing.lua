@@ -7,13 +7,14 @@ local function expiry_score(now, keep)
   return keep < 0 and '+inf' or now + keep
 end
 
--- Mark a job (fields: a map) failed with `reason` as its exc_info, write it into its own
--- hash `job`, kept `keep` seconds (-1: forever), and list it in the failed registry,
--- unless that registry is broken too (then the record alone stays, and expires).
-local function fail_job(job, bucket, state, expiry, id, fields, failed, done, now, keep, reason)
+-- Mark a job (its packed record `blob`, nil if none, and `fields`: a map of its state)
+-- failed with `reason` as its exc_info, write it into its own hash `job`, kept `keep`
+-- seconds (-1: forever), and list it in the failed registry, unless that registry is broken
+-- too (then the record alone stays, and expires).
+local function fail_job(job, bucket, state, expiry, id, blob, fields, failed, done, now, keep, reason)
   fields.s, fields.en, fields.x = 'failed', string.format('%.0f', now * 1000), reason
   signal_end(fields, done, 'failed')
-  write_ended(job, bucket, state, expiry, id, fields, keep)
+  write_ended(job, bucket, state, expiry, id, blob, fields, keep)
   if fits(failed, 'zset') then
     redis.call('ZADD', failed, expiry_score(now, keep), id)
   end

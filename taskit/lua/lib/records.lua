@@ -2,7 +2,9 @@
 -- A job not ended has a record in one of its tag's buckets (id -> msgpack [field, value,
 -- ...] as enqueued, without its status while it is 'queued'; the enqueue time as a
 -- number) and, once anything changed, a state entry in the tag's state hash (the same
--- form): the state overrides the record. An ended job has a hash of its own.
+-- form): the state overrides the record. An ended job has a hash of its own: its record,
+-- still packed, in field 'p' (so ending a job never unpacks it), and the fields of its
+-- state and end beside it, which override the record.
 -- A tag's keys come in KEYS as a block (tag_block): state hash, expiry zset, settle zset,
 -- queue set, workers zset, then its buckets.
 
@@ -106,13 +108,42 @@ local function pack_new_job(bucket, id, first)
   redis.call('HSET', bucket, id, cmsgpack.pack(fields))
 end
 
--- Write an ended job (fields: a map) into its own hash, kept `keep` seconds (-1 forever,
--- 0: not at all), and forget its record and state. (DEL first: a key of any type there is
--- replaced.)
-local function write_ended(job, bucket, state, expiry, id, fields, keep)
-  drop_parts(bucket, state, expiry, id, fields.tl ~= nil)
-  redis.call('DEL', job)
-  if keep == 0 then return end
-  redis.call('HSET', job, unpack(flat(fields)))
+-- Whether a packed record may be one (a msgpack array): a cheap check for the paths that
+-- copy a record without unpacking it.
+local function looks_packed(blob)
+  local lead = string.byte(blob, 1)
+  return lead ~= nil and ((lead >= 0x90 and lead <= 0x9f) or lead == 0xdc or lead == 0xdd)
+end
+
+-- Write an ended job into its own hash: its packed record `blob` (nil if it has none) and
+-- `fields` (a map: its state and end), kept `keep` seconds (-1 forever, 0: not at all);
+-- its record, state and ttl are forgotten. (A job not ended has no hash of its own: a key
+-- there, of any type, was put there by hand, and is replaced.)
+local function write_ended(job, bucket, state, expiry, id, blob, fields, keep)
+  drop_parts(bucket, state, expiry, id, false)
+  if keep == 0 then
+    redis.call('DEL', job)
+    return
+  end
+  if type(blob) == 'string' then fields.p = blob end
+  local values = flat(fields)
+  local written = redis.pcall('HSET', job, unpack(values))
+  if type(written) ~= 'number' or written * 2 < #values then  -- another type, or a hash there
+    redis.call('DEL', job)
+    redis.call('HSET', job, unpack(values))
+  end
   if keep > 0 then redis.call('EXPIRE', job, keep) end
+end
+
+-- An ended job's fields (a map): its record unpacked from 'p', overridden by the rest; nil
+-- if it has no hash.
+local function ended_fields(job)
+  local pairs_ = redis.call('HGETALL', job)
+  if #pairs_ == 0 then return nil end
+  local own = {}
+  for i = 1, #pairs_, 2 do own[pairs_[i]] = pairs_[i + 1] end
+  local fields = own.p and unpacked(own.p) or {}
+  own.p = nil
+  for name, value in pairs(own) do fields[name] = value end
+  return fields
 end

@@ -50,12 +50,12 @@ local function count_outcome(queue, task, outcome, micros)
   counts[kind] = counts[kind] + 1
   local us = tonumber(micros)
   if us then
-    local bucket = #STAT_BOUNDS + 1
+    local bin = #STAT_BOUNDS + 1
     for i = 1, #STAT_BOUNDS do
-      if us <= STAT_BOUNDS[i][1] then bucket = i; break end
+      if us <= STAT_BOUNDS[i][1] then bin = i; break end
     end
     counts.us = counts.us + math.floor(us)
-    counts.runs[bucket] = (counts.runs[bucket] or 0) + 1
+    counts.runs[bin] = (counts.runs[bin] or 0) + 1
   end
 end
 
@@ -74,8 +74,8 @@ local function write_stats(now)
         if counts[kind] > 0 then redis.pcall('HINCRBY', totals, kind .. ':' .. task, counts[kind]) end
       end
       if counts.us > 0 then redis.pcall('HINCRBY', totals, 'us:' .. task, string.format('%.0f', counts.us)) end
-      for bucket, n in pairs(counts.runs) do
-        local bound = STAT_BOUNDS[bucket] and STAT_BOUNDS[bucket][2] or '+Inf'
+      for bin, n in pairs(counts.runs) do
+        local bound = STAT_BOUNDS[bin] and STAT_BOUNDS[bin][2] or '+Inf'
         redis.pcall('HINCRBY', totals, 'h' .. bound .. ':' .. task, n)
       end
     end
