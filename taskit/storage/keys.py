@@ -36,7 +36,8 @@ Per tag T (P = the prefix, `taskit` by default):
     P:{T}:queues                 set    the queues of T that hold something (enqueue adds)
     P:{T}:workers                zset   workers that claimed in T, score = lease deadline
     P:{T}:inflight:<worker>      list   ids a worker holds in T
-    P:{T}:job:<id>               hash   an ended job (finished, failed, canceled), expiring
+    P:{T}:job:<id>               hash   an ended job (finished, failed, canceled), expiring:
+                                        its packed record in field p, its state and end beside
                                         (fields: see Field below)
     P:{T}:done:<id>              list   completion signal for `job.wait()`, short-lived
 
@@ -62,8 +63,8 @@ in KEYS[]; no script builds a key (tests/test_script_keys.py checks it).
 What changed in the layout (issue 12): keys were `P:<kind>:<name>` in one keyspace; a
 queue's keys now share its tag. A waiting job was packed in one of 1,024 global buckets
 and got a hash of its own when claimed; now it stays packed in its tag's buckets until
-it ends (the claim writes a small state entry instead), and only an ended job gets a
-hash. In-flight lists, worker leases used by recovery, the queue set used by the
+it ends (the claim writes a small state entry instead, and the worker, not Lua, unpacks
+the record), and only an ended job gets a hash, with the record copied in still packed. In-flight lists, worker leases used by recovery, the queue set used by the
 maintenance step and the ttl of a waiting job (a zset, not a key expiry) are per tag; the
 global queue set and workers zset remain, in the home tag, as indexes.
 """
@@ -328,6 +329,8 @@ class Field:
         al  claimed alone (1: blamed if its worker dies)
         cx  cancel requested while it ran (the reason)
         tc  trace context (msgpack propagator carrier; only with taskit.tracing on)
+        p   (an ended job's own hash only) its record as it was packed in its bucket;
+            the other fields of that hash override it (lua/lib/records.lua)
 
     The Lua scripts use the same names (their headers say which they touch).
     """
