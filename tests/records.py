@@ -95,8 +95,14 @@ def set_fields(client: redis.Redis, job_id: str, mapping: dict[str, Any]) -> Non
 
 def delete_field(client: redis.Redis, job_id: str, name: str) -> None:
     """Remove a field from a job, wherever it is kept."""
-    if has_own_hash(client, job_id):
-        client.hdel(key(client, job_id), name)
+    if has_own_hash(client, job_id):  # a field of its own, or of its record, packed in 'p'
+        own = key(client, job_id)
+        client.hdel(own, name)
+        blob = client.hget(own, "p")
+        if blob is not None:
+            flat = msgpack.unpackb(blob, raw=True)
+            record = {k: v for k, v in zip(flat[0::2], flat[1::2]) if k != name.encode()}
+            client.hset(own, "p", msgpack.packb([x for pair in record.items() for x in pair], use_bin_type=False))
         return
     record, changes = _parts(client, job_id)
     record.pop(name.encode(), None)
