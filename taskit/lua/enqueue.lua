@@ -5,16 +5,17 @@
 --       5 run-at time ('' = run now), 6.. field, value pairs of the record
 -- A data key of the wrong type is refused with WRONGTYPE before anything is written; a
 -- wake list or queue set of the wrong type is repaired.
--- Returns {answer, new} where answer is 1 written; 0 when a job with this id already
--- exists (nothing is written); 2 when the job that exists is this very one (same function,
--- arguments and enqueue time: a retry of this call whose first reply was lost); new is 1
--- when the queue was not in its tag's queue set (the caller adds it to the global one).
+-- Returns 1 written; 0 when a job with this id already exists (nothing is written); 2 when
+-- the job that exists is this very one (same function, arguments and enqueue time: a retry
+-- of this call whose first reply was lost); 11 written, and the queue was not in its tag's
+-- queue set (the caller adds it to the global one). (One number: a reply the client reads
+-- fastest.)
 --#include guard
 --#include queueing
 --#include records
 --#include add_job
 local k = new_job_keys(1)
 if check_new_job(k, ARGV[1], ARGV[3], ARGV[5]) then
-  return {is_this_job(k, ARGV[1], 6) and 2 or 0, 0}
+  return is_this_job(k, ARGV[1], 6) and 2 or 0
 end
-return {1, add_job(k, ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], 6)}
+return 1 + 10 * add_job(k, ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], 6)

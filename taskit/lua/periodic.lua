@@ -9,9 +9,9 @@
 -- ARGV: 1 tick (Unix time), 2 '1' = a past tick (remember only if first seen), 3 job id,
 --       4 queue name, 5 ttl seconds ('' = none), 6 run-at ('' = now), 7.. field, value pairs
 -- Keys the job goes to are checked first (enqueue.lua), so a refused tick is not marked done.
--- Returns {answer, new}: answer 1 enqueued, 0 already done (by this or another worker), 2
--- first seen: remembered, 3 enqueued after replacing an unreadable last tick, 4 replaced
--- it, the job already exists; new as enqueue.lua's.
+-- Returns 1 enqueued, 0 already done (by this or another worker), 2 first seen: remembered,
+-- 3 enqueued after replacing an unreadable last tick, 4 replaced it, the job already
+-- exists; plus 10 when the queue was new in its tag, as enqueue.lua's.
 --#include guard
 --#include queueing
 --#include records
@@ -31,14 +31,14 @@ elseif found ~= 'none' then
   unreadable = true
 end
 if last and last >= tick then
-  return {0, 0}
+  return 0
 end
 redis.call('SET', KEYS[1], ARGV[1])  -- replaces a key of any type
 if not last and not unreadable and ARGV[2] == '1' then
-  return {2, 0}
+  return 2
 end
 if exists then
-  return {unreadable and 4 or 0, 0}
+  return unreadable and 4 or 0
 end
 local new = add_job(k, ARGV[3], ARGV[4], ARGV[5], '0', ARGV[6], 7)
-return {unreadable and 3 or 1, new}
+return (unreadable and 3 or 1) + 10 * new

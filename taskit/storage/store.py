@@ -226,8 +226,8 @@ class Store:
         if refused:
             self._take_back([jobs[i][0] for i, at in custom if entries[at] is None], before)
             raise self._refused(refused[0])
-        self._index_new(queues, [r[1] for r in results], before)
-        written = [self._written.written(job[0], job[5], int(r[0])) for job, r in zip(jobs, results)]
+        self._index_new(queues, [int(r) >= 10 for r in results], before)
+        written = [self._written.written(job[0], job[5], int(r) % 10) for job, r in zip(jobs, results)]
         for i, at in custom:
             held = entries[at] if entries else None
             tag = keys.job_tag(jobs[i][0], jobs[i][1])
@@ -319,8 +319,8 @@ class Store:
             return []
         before += self._index(queues)
         results = self._call(self._run_scripts, calls, True, before)
-        self._index_new(queues, [0 if isinstance(r, Exception) else r[1] for r in results], before)
-        return [self._refused(r) if isinstance(r, redis.RedisError) else int(r[0]) for r in results]
+        self._index_new(queues, [not isinstance(r, Exception) and int(r) >= 10 for r in results], before)
+        return [self._refused(r) if isinstance(r, redis.RedisError) else int(r) % 10 for r in results]
 
     def _refused(self, error: Exception) -> StorageError:
         return StorageError(f"Redis at {self.where} refused the command: {error}")
