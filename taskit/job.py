@@ -137,6 +137,8 @@ def retag(job: Job, queue: str) -> None:
     one. A custom id that reads as an id taskit made for another queue is refused: the job
     would be looked for in that queue's keys."""
     tag = queue_tag(queue)
+    if job._generated and job.id.startswith(tag) and job.id[len(tag)] == ".":
+        return  # (the common case, without parsing the id)
     carried = tag_of(job.id)
     if carried is None or carried == tag:
         return

@@ -1,6 +1,7 @@
 -- Write a new job and make it runnable, in one step.
 -- KEYS (all in the job's tag): 1 bucket, 2 state hash, 3 own hash (an ended job with this
---       id), 4 queue list, 5 wake list, 6 scheduled zset, 7 expiry zset, 8 the tag's queue set
+--       id), 4 queue list, 5 wake list, 6 scheduled zset, 7 the tag's queue set, 8 the
+--       expiry zset (only for a job with a ttl)
 -- ARGV: 1 job id, 2 queue name, 3 ttl seconds ('' = none), 4 at_front ('1'/'0'),
 --       5 run-at time ('' = run now), 6.. field, value pairs of the record
 -- A data key of the wrong type is refused with WRONGTYPE before anything is written; a

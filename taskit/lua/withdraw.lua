@@ -14,5 +14,5 @@ if not fields or (fields.s ~= 'queued' and fields.s ~= 'scheduled') or not is_th
 end
 redis.call('LREM', k.queue, 0, ARGV[1])
 redis.call('ZREM', k.scheduled, ARGV[1])
-drop_parts(k.bucket, k.state, k.expiry, ARGV[1])
+drop_parts(k.bucket, k.state, k.expiry, ARGV[1], k.expiry ~= nil)
 return 1

@@ -208,8 +208,9 @@ class Store:
         for i, (job_id, queue, ttl, at_front, run_at, fields) in enumerate(jobs):
             flat = [x for pair in fields.items() for x in pair]
             options: list[Any] = [job_id, queue, "" if ttl is None else ttl, int(at_front), "" if run_at is None else run_at]
-            calls.append((self.scripts.enqueue, _new_job_keys(job_id, queue), options + flat))
-            entry = _directory_entry(job_id, queue)
+            tag = keys.tag_of(job_id)
+            calls.append((self.scripts.enqueue, _new_job_keys(job_id, queue, ttl, tag), options + flat))
+            entry = _directory_entry(job_id, queue, tag)
             if entry:
                 custom.append((i, len(before)))
                 before += entry
@@ -310,10 +311,11 @@ class Store:
         calls, before, queues = [], [], []
         for name, tick, past, job_id, queue, ttl, run_at, fields in ticks:
             flat = [x for pair in fields.items() for x in pair]
-            tick_keys = [keys.periodic(keys.queue_tag(queue), name), *_new_job_keys(job_id, queue)]
+            tag = keys.tag_of(job_id)
+            tick_keys = [keys.periodic(keys.queue_tag(queue), name), *_new_job_keys(job_id, queue, ttl, tag)]
             options = [repr(tick), int(past), job_id, queue, "" if ttl is None else ttl, "" if run_at is None else repr(run_at)]
             calls.append((self.scripts.periodic, tick_keys, options + flat))
-            before += _directory_entry(job_id, queue)
+            before += _directory_entry(job_id, queue, tag)
             queues.append(queue)
         if not calls:
             return []
@@ -1426,22 +1428,23 @@ _ENDED = frozenset({"finished", "failed", "canceled"})
 INDEX_SECONDS = 60.0
 
 
-def _new_job_keys(job_id: str, queue: str) -> list[str]:
-    """The keys lua/lib/add_job.lua writes, in the job's tag."""
-    place = keys.of_queue(queue, keys.job_tag(job_id, queue))
+def _new_job_keys(job_id: str, queue: str, ttl: int | None, tag: str | None) -> list[str]:
+    """The keys lua/lib/add_job.lua writes, in the job's tag (`tag`: the one its id carries,
+    if it carries one); the expiry zset only for a job with a ttl."""
+    place = keys.of_queue(queue, tag or keys.queue_tag(queue))
     tagged = place.tagged
-    return [
-        tagged.bucket(job_id), tagged.state, tagged.job(job_id), place.queue, place.wake, place.scheduled,
-        tagged.expiry, tagged.queues,
-    ]
+    job_keys = [tagged.bucket(job_id), tagged.state, tagged.job(job_id), place.queue, place.wake, place.scheduled, tagged.queues]
+    if ttl is not None:
+        job_keys.append(tagged.expiry)
+    return job_keys
 
 
-def _directory_entry(job_id: str, queue: str) -> list[tuple[Any, ...]]:
+def _directory_entry(job_id: str, queue: str, tag: str | None) -> list[tuple[Any, ...]]:
     """The SET of a custom id's directory entry (keys.directory), or nothing for an id that
-    carries its tag. It is set only if absent, and replies what was there: the same tag for
+    carries its tag (`tag`). It is set only if absent, and replies what was there: the same tag for
     a retried or duplicate enqueue on that queue, another tag if the id was used on another
     queue (see `Store._claim_directory`)."""
-    if keys.tag_of(job_id) is not None:
+    if tag is not None:
         return []
     return [("set", keys.directory(job_id), keys.queue_tag(queue), {"nx": True, "get": True})]
 

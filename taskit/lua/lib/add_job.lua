@@ -1,9 +1,10 @@
 -- Shared by enqueue.lua and periodic.lua (include guard, queueing and records first).
 -- KEYS of a new job, from `first`: bucket, state hash, own hash (of an ended job with this
--- id), queue list, wake list, scheduled zset, expiry zset, the tag's queue set.
+-- id), queue list, wake list, scheduled zset, the tag's queue set, and, for a job with a
+-- ttl only, the expiry zset.
 local function new_job_keys(first)
   return {bucket = KEYS[first], state = KEYS[first + 1], job = KEYS[first + 2], queue = KEYS[first + 3],
-          wake = KEYS[first + 4], scheduled = KEYS[first + 5], expiry = KEYS[first + 6], queues = KEYS[first + 7]}
+          wake = KEYS[first + 4], scheduled = KEYS[first + 5], queues = KEYS[first + 6], expiry = KEYS[first + 7]}
 end
 
 -- Refuse (raise, before anything is written) when a key a new job is written to holds
