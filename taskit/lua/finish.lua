@@ -1,14 +1,16 @@
 -- Record what happened to a batch of claimed jobs, fenced by each claim's token.
 -- A job whose claim this worker no longer holds (its lease expired and the job was
 -- recovered, or it was deleted) is left untouched: a newer attempt owns it.
--- KEYS: per job (all in its tag): in-flight list of the worker in that tag, bucket, state
---       hash, expiry zset, own hash, started zset, target key, failed zset, queue list, wake
---       list, done list. The target is the finished, failed, canceled or scheduled zset.
---       Then the stats keys, three per queue (lib/stats.lua).
+-- KEYS: per tag of the batch: in-flight list of the worker in that tag, state hash, expiry
+--       zset; per queue of the batch: queue list, wake list, started, finished, failed,
+--       canceled and scheduled zsets; per job: bucket, own hash, done list. Then the stats
+--       keys, three per queue (lib/stats.lua). (Keys shared by the jobs of a batch are
+--       given once: a job names its queue by number.)
 -- ARGV: 1 now (Unix seconds), 2 worker name, 3 failure ttl of a job failed as corrupt,
---       then per job: id, token, outcome (followed by ' <run time in µs>' when the job ran:
---       for the stats), payload, keep seconds, run-at, queue name, task name (for the
---       stats; '' = read it from the record)
+--       4 how many tags, 5 how many queues, then per queue: its name, the number of its
+--       tag (1-based), then per job: id, token, outcome (followed by ' <run time in µs>'
+--       when the job ran: for the stats), payload, keep seconds, run-at, the number of its
+--       queue (1-based), task name (for the stats; '' = read it from the record)
 --   outcome finished : payload = packed result ('' = do not keep)   -> finished registry
 --           failed   : payload = traceback text                      -> failed registry
 --           canceled : payload = why (traceback text); stopped on request -> canceled registry
@@ -55,17 +57,36 @@ local function fits_once(key, kind)
   return known[1], known[2]
 end
 
-local k = 1
-stats_keys_from(1 + 11 * (#ARGV - 3) / 8)
-for a = 4, #ARGV, 8 do
+local tags, queues, k = {}, {}, 1
+for t = 1, tonumber(ARGV[4]) do
+  tags[t] = {inflight = KEYS[k], state = KEYS[k + 1], expiry = KEYS[k + 2]}
+  k = k + 3
+end
+local a = 6
+for q = 1, tonumber(ARGV[5]) do
+  queues[q] = {name = ARGV[a], tag = tags[tonumber(ARGV[a + 1])], queue = KEYS[k], wake = KEYS[k + 1],
+               started = KEYS[k + 2], finished = KEYS[k + 3], failed = KEYS[k + 4], canceled = KEYS[k + 5],
+               scheduled = KEYS[k + 6]}
+  k, a = k + 7, a + 2
+end
+local first_job_arg = a
+stats_keys_from(k + 3 * (#ARGV - first_job_arg + 1) / 8)
+for a = first_job_arg, #ARGV, 8 do
   local id, token, outcome, payload = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
   local run_time
   outcome, run_time = outcome_and_run_time(outcome)
-  local keep, run_at, queue_name, task = seconds(ARGV[a + 4], failure_ttl), ARGV[a + 5], ARGV[a + 6], ARGV[a + 7]
-  local inflight, bucket, state, expiry, job, started, target, failed, queue, wake, done =
-    KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4], KEYS[k + 5], KEYS[k + 6], KEYS[k + 7],
-    KEYS[k + 8], KEYS[k + 9], KEYS[k + 10]
-  k = k + 11
+  local place = queues[tonumber(ARGV[a + 6])]
+  local keep, run_at, queue_name, task = seconds(ARGV[a + 4], failure_ttl), ARGV[a + 5], place.name, ARGV[a + 7]
+  local inflight, state, expiry = place.tag.inflight, place.tag.state, place.tag.expiry
+  local queue, wake, started, failed = place.queue, place.wake, place.started, place.failed
+  local target = started  -- the registry an end goes to (unused for the other outcomes)
+  if outcome == 'finished' then target = place.finished
+  elseif outcome == 'failed' then target = failed
+  elseif outcome == 'canceled' then target = place.canceled
+  elseif outcome == 'scheduled' then target = place.scheduled
+  end
+  local bucket, job, done = KEYS[k], KEYS[k + 1], KEYS[k + 2]
+  k = k + 3
 
   -- with its in-flight list overwritten, a worker's hold is judged by the record alone
   local held = fits_once(inflight, 'list') and redis.call('LREM', inflight, 1, id) or nil

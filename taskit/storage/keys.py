@@ -87,7 +87,7 @@ HOME = PREFIX
 #: how many record buckets a tag has. A bucket stays a compact listpack up to Redis's
 #: hash-max-listpack-entries (512 by default), so about 8,000 waiting jobs per tag; a claim
 #: is given every bucket key of its tags (it does not know the ids it will pop)
-BUCKETS = 16
+BUCKETS = 64
 SLOTS = 16384
 
 #: what a job id, queue name or worker name may be (job.validate_id); keys are built from them

