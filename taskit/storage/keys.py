@@ -85,8 +85,9 @@ DEFAULT_QUEUE = "default"
 HOME = PREFIX
 
 #: how many record buckets a tag has. A bucket stays a compact listpack up to Redis's
-#: hash-max-listpack-entries (512 by default), so about 8,000 waiting jobs per tag; a claim
-#: is given every bucket key of its tags (it does not know the ids it will pop)
+#: hash-max-listpack-entries (512 by default), so about 32,000 waiting jobs per tag (past
+#: that a waiting job costs about 150 bytes, not 100), and a short one is quick to search;
+#: a claim is given every bucket key of its tags (it does not know the ids it will pop)
 BUCKETS = 64
 SLOTS = 16384
 
