@@ -47,7 +47,7 @@ local first_name = 16 + drops
 
 -- A queue name as storage/keys.py allows it (job.validate_id): keys are built from it.
 local function valid_name(name)
-  return #name <= 128 and string.find(name, '^[%w_.:@%-]+$') ~= nil
+  return #name <= 128 and string.find(name, '^[%w_.:@%-]+$') ~= nil and string.find(name, '[^.]') ~= nil
 end
 
 -- Dead workers: what they held comes back now. A job is recovered (and blamed) as when its

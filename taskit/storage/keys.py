@@ -53,10 +53,12 @@ WORKERS = f"{PREFIX}:workers"
 MAINTENANCE_LOCK = f"{PREFIX}:lock:maintenance"
 MAINTENANCE = f"{PREFIX}:maintenance"
 
-#: what a job id, queue name or worker name may be (job.validate_id); keys are built from them
 #: longest job id, queue name or worker name
 MAX_NAME_LENGTH = 128
-NAME = re.compile(rf"[A-Za-z0-9_.:@-]{{1,{MAX_NAME_LENGTH}}}")
+#: what a job id, queue name or worker name may be (job.validate_id); keys are built from them,
+#: and so are the dashboard's URLs: a name made only of dots ('.', '..') is a path segment
+#: that a browser or a proxy resolves away (/jobs/.. is /), so it is refused
+NAME = re.compile(rf"(?!\.+\Z)[A-Za-z0-9_.:@-]{{1,{MAX_NAME_LENGTH}}}")
 
 REGISTRIES = ("started", "finished", "failed", "canceled", "scheduled")
 
