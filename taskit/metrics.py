@@ -5,6 +5,7 @@ One scrape covers every worker on every host, since everything comes from Redis:
     taskit_queue_jobs{queue,state}                 jobs waiting (state="queued") and in each registry
     taskit_queue_oldest_job_age_seconds{queue}     age of the job at the head of the queue (0: none)
     taskit_jobs_total{queue,task,outcome}          jobs finished, failed or retried, since the start
+                                                   (jobs a worker refused to run: task="(refused)")
     taskit_job_duration_seconds{queue,task}        run time histogram (recorded by the workers)
     taskit_workers                                 workers whose lease has not expired
 

@@ -119,3 +119,32 @@ def test_taskit_metrics_with_redis_down_answers_503_and_logs_one_line_per_scrape
     assert "Traceback" not in out + err, err
     lines = [line for line in err.splitlines() if "cannot reach Redis" in line]
     assert len(lines) == 2 and all(" ERROR taskit.metrics: GET /metrics: cannot reach Redis at " in x for x in lines), err
+
+
+def test_jobs_naming_made_up_functions_add_one_series_not_one_each(connection: redis.Redis) -> None:
+    """A hostile producer or a typo: 1,000 distinct names the worker cannot run, a function it
+    may not run, and a record it cannot read, all count under task="(refused)"."""
+    from taskit.storage import keys
+
+    queue = Queue(connection=connection)
+    queue.enqueue_many([queue.prepare_data(f"nowhere.made_up_{i}", (i,)) for i in range(1000)])
+    queue.enqueue("os.system", "true")  # not a module the worker was given
+    unreadable = queue.enqueue(sample_tasks.add, 1, 2, ttl=600)  # (a hash of its own)
+    connection.hset(keys.job(unreadable.id), mapping={keys.Field.FUNC: "garbled_%d" % 7, keys.Field.ARGS: b"\xc1"})
+    queue.enqueue(sample_tasks.add, 1, 2)
+    assert Worker([queue], modules=("sample_tasks",)).work(burst=True) == 1003
+    found = samples(metrics.generate_latest(connection).decode())
+    tasks = {dict(labels)["task"] for name, labels in found if name.startswith(("taskit_jobs", "taskit_job_duration"))}
+    assert tasks == {"(refused)", "sample_tasks.add"}
+    refused = (("outcome", "failed"), ("queue", "default"), ("task", "(refused)"))
+    assert found[("taskit_jobs_total", refused)] == 1002
+    assert found[("taskit_jobs_total", (("outcome", "finished"), ("queue", "default"), ("task", "sample_tasks.add")))] == 1
+    series = [key for key in found if key[0].startswith(("taskit_jobs", "taskit_job_duration"))]
+    assert len(series) < 40, len(series)  # (it was 2,000 and more: two per made-up name)
+
+
+def test_the_refused_task_name_is_the_same_in_python_and_lua() -> None:
+    from taskit.storage.scripts import source
+    from taskit.storage.store import REFUSED_TASK
+
+    assert f"local REFUSED_TASK = '{REFUSED_TASK}'" in source("finish")

@@ -5,8 +5,9 @@
 --       queue list, wake list, done list. The target is the finished, failed, canceled or
 --       scheduled zset. Then the stats keys, three per queue (lib/stats.lua).
 -- ARGV: 1 now (Unix seconds), 2 worker name, 3 failure ttl of a job failed as corrupt,
---       then per job: id, token, outcome (followed by ' <run time in µs>' when the job ran:
---       for the stats), payload, keep seconds, run-at, queue name
+--       then per job: id, token, outcome (followed by ' <run time in µs>' when the job ran,
+--       or ' refused' when the worker refused to run it: for the stats), payload, keep
+--       seconds, run-at, queue name
 --   outcome finished : payload = packed result ('' = do not keep)   -> finished registry
 --           failed   : payload = traceback text                      -> failed registry
 --           canceled : payload = why (traceback text); stopped on request -> canceled registry

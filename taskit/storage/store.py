@@ -494,8 +494,9 @@ class Store:
                 keys.wake(r.queue),
                 done_key,
             ]
-            # the run time rides on the outcome ('finished 1234'): lua/lib/stats.lua
-            outcome = r.outcome if r.micros is None else f"{r.outcome} {r.micros}"
+            # the run time rides on the outcome ('finished 1234'), and so does a refusal
+            # ('failed refused'): lua/lib/stats.lua
+            outcome = f"{r.outcome} refused" if r.refused else r.outcome if r.micros is None else f"{r.outcome} {r.micros}"
             args += [job_id, r.token, outcome, r.payload, r.keep, "" if r.run_at is None else r.run_at, r.queue]
             if r.outcome in _COUNTED:
                 counted.add(r.queue)
@@ -935,9 +936,12 @@ class Record:
     """What happened to one claimed job, as `finish.lua` takes it.
 
     micros, how long it ran in microseconds, feeds the run-time histograms
-    (lua/lib/stats.lua); None: refused before running, or not measured."""
+    (lua/lib/stats.lua); None: refused before running, or not measured.
+    refused: the worker did not run it (its function unknown or not allowed, its data
+    unreadable): counted under one task name, REFUSED_TASK, whatever function it names, so
+    that made-up names cannot add counters (metrics series) without bound."""
 
-    __slots__ = ("job_id", "keep", "micros", "outcome", "payload", "queue", "run_at", "token")
+    __slots__ = ("job_id", "keep", "micros", "outcome", "payload", "queue", "refused", "run_at", "token")
 
     def __init__(
         self,
@@ -949,10 +953,11 @@ class Record:
         keep: int = 0,
         run_at: float | None = None,
         micros: int | None = None,
+        refused: bool = False,
     ) -> None:
         self.job_id, self.queue, self.token, self.outcome = job_id, queue, token, outcome
         self.payload, self.keep, self.run_at = payload, keep, run_at
-        self.micros = micros
+        self.micros, self.refused = micros, refused
 
     def __repr__(self) -> str:
         return f"Record({self.job_id!r}, {self.outcome!r}, token={self.token})"
@@ -960,6 +965,8 @@ class Record:
 
 #: the outcomes the statistics count (a released or interrupted job did not run to an end)
 _COUNTED = frozenset({"finished", "failed", "retry", "scheduled"})
+#: the task name under which jobs the worker refused are counted (see `Record`; lua/lib/stats.lua)
+REFUSED_TASK = "(refused)"
 
 
 def _new_job_keys(job_id: str, queue: str) -> list[str]:
