@@ -26,6 +26,8 @@ from .exceptions import (
     InvalidJobIdError,
     InvalidOperationError,
     NoSuchJobError,
+    SerializationError,
+    StorageError,
     TaskitError,
 )
 from .job import Job, JobStatus, validate_id
@@ -444,13 +446,15 @@ def _print_overview(overview: Any) -> None:
     click.echo(f"{'queue':20} {'queued':>8} {'started':>8} {'scheduled':>10} {'failed':>8} {'finished':>9} "
                f"{'canceled':>9}  oldest waiting")
     for q in overview.queues:
-        c = q.counts
+        c = {state: "?" if count is None else count for state, count in q.counts.items()}  # ?: see the problems
         click.echo(
             f"{q.name:20} {c['queued']:>8} {c['started']:>8} {c['scheduled']:>10} {c['failed']:>8} "
             f"{c['finished']:>9} {c['canceled']:>9}  {ago(q.oldest_age(now))}"
         )
     if overview.unreadable_queues:
         click.echo(f"({overview.unreadable_queues} unreadable queue name(s) skipped: not valid queue names)")
+    for problem in overview.problems:
+        _say(f"(left out: {problem})")
     workers = overview.workers
     click.echo(f"{len(workers)} worker(s)" + (":" if workers else ""))
     for w in workers:
@@ -479,10 +483,20 @@ def job_command(job_id: str, url: str, as_json: bool) -> None:
     Example:
       taskit job 6VnE3sdyT0Q9nRA1cUZkHb
     """
-    from .jobview import details
+    from .jobview import details, raw_fields
 
     connection = _connect(url)
-    shown = details(Job.fetch(job_id, connection))
+    try:
+        shown = details(Job.fetch(job_id, connection))
+    except SerializationError as exc:  # what can be read of it is shown, then why not all
+        fields = Store.of(connection).fetch([job_id])[0] or {}
+        if as_json:
+            _echo_json({"id": job_id, "status": "corrupt", "error": str(exc), "fields": raw_fields(fields)})
+        else:
+            _say(f"{'id':12} {job_id}\n{'status':12} corrupt (the record below, as stored)")
+            for name, value in raw_fields(fields).items():
+                _say(f"{name.replace('_', ' '):12} {value}")
+        raise
     if as_json:
         _echo_json(shown)
         return
@@ -565,13 +579,19 @@ def failed(queues: tuple[str, ...], url: str, limit: int) -> None:
     connection = _connect(url)
     names = list(dict.fromkeys(queues)) or [q.name for q in Queue.all(connection)]
     shown = total = 0
+    unreadable = []
     for name in names:
         registry = FailedJobRegistry(name, connection)
-        count = registry.count
+        try:
+            count = registry.count
+            ids = registry.get_job_ids(0, limit - 1)
+        except StorageError as exc:  # (a key of another type) named below; the other queues are listed
+            unreadable.append(f"queue {name!r}: {exc}")
+            continue
         if not count and queues:
             _check_queue_known(Store.of(connection), name)
         total += count
-        for job_id, job in read_jobs(registry.get_job_ids(0, limit - 1), connection):
+        for job_id, job in read_jobs(ids, connection):
             shown += 1
             if not isinstance(job, Job):  # corrupt: named, and the others still listed
                 click.echo(f"{job_id}  {name}  -  (unreadable)")
@@ -582,6 +602,10 @@ def failed(queues: tuple[str, ...], url: str, limit: int) -> None:
             _say(f"    {last_error_line(job.exc_info) or '(no traceback)'}")
     click.echo(f"{total} failed job(s)" + (f", {shown} shown" if shown < total else "")
                + f" on {', '.join(repr(n) for n in names) or 'no queue'}.")
+    for line in unreadable:
+        click.echo(display.terminal_safe(f"cannot list the failed jobs of {line}"), err=True)
+    if unreadable:
+        sys.exit(1)
 
 
 @main.command(short_help="Delete the jobs waiting on a queue.")

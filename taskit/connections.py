@@ -168,8 +168,9 @@ def _known_options() -> frozenset[str]:
     names = set(getattr(connections, "URL_QUERY_ARGUMENT_PARSERS", {}))
     for kind in (redis.Connection, redis.SSLConnection, redis.UnixDomainSocketConnection, redis.ConnectionPool):
         for cls in kind.__mro__:
-            if "__init__" in vars(cls):
-                names.update(p.name for p in inspect.signature(cls.__init__).parameters.values()
+            init = vars(cls).get("__init__")
+            if init is not None:
+                names.update(p.name for p in inspect.signature(init).parameters.values()
                              if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
     names.discard("self")
     return frozenset(names | set(SECRET_OPTIONS) | set(_TYPED_OPTIONS))

@@ -7,6 +7,7 @@ repr fails shows as such; the dashboard escapes the text it gets from here.
 
 from __future__ import annotations
 
+import codecs
 import datetime as dt
 import math
 import reprlib
@@ -14,12 +15,13 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from . import config
+from . import config, display, serialization
 from .connections import Client
 from .exceptions import SerializationError, TaskitError
 from .job import Job, JobStatus
 from .registry import ScheduledJobRegistry
-from .storage.store import Store
+from .storage.keys import FIELDS, Field
+from .storage.store import Fields, Store
 
 _repr = reprlib.Repr()
 _repr.maxstring = 300
@@ -39,21 +41,54 @@ def short_repr(value: Any, limit: int = 1000) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def read_jobs(job_ids: Sequence[str], connection: Client | None = None) -> list[tuple[str, Job | SerializationError]]:
+def read_jobs(job_ids: Sequence[str], connection: Client | None = None) -> list[tuple[str, Job | TaskitError]]:
     """The jobs of `job_ids` that still exist (one round trip), each read, or the error that
-    says why it cannot be: a list must show its other jobs when one of them is corrupt."""
+    says why it cannot be (a corrupt record, a key of another type): a list must show its
+    other jobs when one of them is corrupt."""
     if not job_ids:
         return []
-    rows = Store.of(config.get_connection(connection)).fetch(job_ids)
-    jobs: list[tuple[str, Job | SerializationError]] = []
+    rows = Store.of(config.get_connection(connection)).fetch(job_ids, each=True)
+    jobs: list[tuple[str, Job | TaskitError]] = []
     for job_id, fields in zip(job_ids, rows):
         if fields is None:
             continue  # gone since its id was listed
+        if isinstance(fields, TaskitError):
+            jobs.append((job_id, fields))
+            continue
         try:
             jobs.append((job_id, Job.from_fields(job_id, fields, connection)))
         except SerializationError as exc:
             jobs.append((job_id, exc))
     return jobs
+
+
+#: a field's short name -> the name shown (keys.FIELDS the other way round)
+_NAMES = {short: name for name, short in FIELDS.items()}
+#: fields that hold msgpack data
+_PACKED = (Field.ARGS, Field.META, Field.RESULT, Field.RETRY, Field.TRACE)
+
+
+def raw_fields(fields: Fields, limit: int = 300) -> dict[str, str]:
+    """A job's record as it is stored, each field as bounded text (a traceback: its last
+    line), for a job that cannot be read as a Job (`Job.from_fields` refused it): what can
+    be read of it is still shown."""
+    shown = {}
+    order = {short: i for i, short in enumerate(_NAMES)}
+    for short, value in sorted(fields.items(), key=lambda item: (order.get(item[0], len(order)), item[0])):
+        if short == Field.EXC_INFO:  # its last line: the error (read from the end: the traceback may be long)
+            text = display.clipped(last_error_line(value[-4 * limit:].decode(errors="replace")), limit)
+        elif short in _PACKED:
+            try:
+                text = short_repr(serialization.loads(value), limit)
+            except Exception as exc:  # noqa: BLE001 (job data: whatever it is, it shows as text)
+                text = f"<unreadable: {len(value)} bytes ({type(exc).__name__})>"
+        else:
+            try:  # (a character cut at the limit is not an error: final=False)
+                text = codecs.getincrementaldecoder("utf-8")().decode(value[:limit]) + ("..." if len(value) > limit else "")
+            except UnicodeDecodeError:  # (not text: its bytes are shown)
+                text = repr(value[:limit]) + ("..." if len(value) > limit else "")
+        shown[_NAMES.get(short, short)] = text
+    return shown
 
 
 def last_error_line(exc_info: str | None) -> str:

@@ -4,6 +4,9 @@ Every queue with its counts (waiting, and each registry) and the age of the job 
 every registered worker with its lease, heartbeat and the jobs it holds (the first is the
 one running, the others were claimed with it). The jobs done and failed per minute are
 history.py's. Reads only: nothing here changes Redis.
+
+A key that cannot be read (another type where a queue or registry should be, an id that is
+not one) does not stop a read: its count is None, and `problems` names it (storage/store.py).
 """
 
 from __future__ import annotations
@@ -32,7 +35,8 @@ STATES = ("queued", *(registry.kind for registry in REGISTRIES))
 @dataclass
 class QueueState:
     name: str
-    counts: dict[str, int]
+    #: per state (STATES), the number of jobs; None where its key cannot be read
+    counts: dict[str, int | None]
     #: when the job at the head of the queue was enqueued (Unix seconds), None if none waits
     oldest_enqueued_at: float | None
 
@@ -83,6 +87,8 @@ class Overview:
     workers: list[WorkerState]
     #: members of the queue set that are not valid queue names (skipped)
     unreadable_queues: int = 0
+    #: what could not be read, each naming its key ("taskit:failed:q is a string, not a zset")
+    problems: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-able form, with ages computed at `at`: for `taskit info --json`."""
@@ -91,6 +97,7 @@ class Overview:
             "time": now,
             "redis": self.redis,
             "unreadable_queue_names": self.unreadable_queues,
+            "problems": self.problems,
             "queues": [
                 {"name": q.name, **q.counts, "oldest_waiting_seconds": _round(q.oldest_age(now))} for q in self.queues
             ],
@@ -115,12 +122,12 @@ def min_scores(now: float) -> dict[str, float | str]:
     return {registry.kind: now if registry.scored_by_expiry else "-inf" for registry in REGISTRIES}
 
 
-def read_queues(store: Store, names: list[str], now: float) -> list[QueueState]:
+def read_queues(store: Store, names: list[str], now: float, problems: list[str] | None = None) -> list[QueueState]:
     """The counts of each queue, and when its head was enqueued (read for the queues that
     had a job waiting only: one to three commands less per empty queue)."""
-    counts = store.queue_counts(names, min_scores(now))
+    counts = store.queue_counts(names, min_scores(now), problems)
     waiting = [name for name, count in zip(names, counts) if count["queued"]]
-    oldest = dict(zip(waiting, store.oldest_enqueued(waiting))) if waiting else {}
+    oldest = dict(zip(waiting, store.oldest_enqueued(waiting, problems))) if waiting else {}
     return [QueueState(name, count, oldest.get(name)) for name, count in zip(names, counts)]
 
 
@@ -137,24 +144,26 @@ class QueueList:
     unreadable: int
 
 
-def read_queue_list(store: Store, now: float, start: int, count: int, match: str = "") -> QueueList:
+def read_queue_list(
+    store: Store, now: float, start: int, count: int, match: str = "", problems: list[str] | None = None
+) -> QueueList:
     """The queues from `start` (0-based, in name order) to at most `count` of them, among those
     whose name holds `match`: what a page costs is bounded by `count`, whatever the number
     of queues (the names themselves are one command)."""
     names, unreadable = store.read_queue_names()
     matching = [name for name in names if match in name]
-    return QueueList(read_queues(store, matching[start:start + count], now), len(matching), names, unreadable)
+    return QueueList(read_queues(store, matching[start:start + count], now, problems), len(matching), names, unreadable)
 
 
-def live_workers(store: Store, now: float) -> tuple[int, int]:
+def live_workers(store: Store, now: float, problems: list[str] | None = None) -> tuple[int, int]:
     """(workers whose lease has not expired, workers registered): one command."""
-    workers = store.workers()
+    workers = store.workers(problems)
     return sum(1 for _, deadline in workers if deadline > now), len(workers)
 
 
-def read_workers(store: Store, jobs_per_worker: int = 5) -> list[WorkerState]:
-    details = store.worker_details()
-    held = store.held_jobs([name for name, _, _, _ in details], jobs_per_worker)
+def read_workers(store: Store, jobs_per_worker: int = 5, problems: list[str] | None = None) -> list[WorkerState]:
+    details = store.worker_details(problems)
+    held = store.held_jobs([name for name, _, _, _ in details], jobs_per_worker, problems)
     workers = []
     for (name, deadline, info, count), jobs in zip(details, held):
         workers.append(
@@ -179,7 +188,9 @@ def read_overview(connection: Client | None = None, now: float | None = None) ->
     store = Store.of(connection)
     now = time.time() if now is None else now
     names, unreadable = store.read_queue_names()
-    return Overview(now, config.describe(connection), read_queues(store, names, now), read_workers(store), unreadable)
+    problems: list[str] = []
+    queues, workers = read_queues(store, names, now, problems), read_workers(store, problems=problems)
+    return Overview(now, config.describe(connection), queues, workers, unreadable, list(dict.fromkeys(problems)))
 
 
 def _held_job(job_id: str, fields: dict[str, bytes | None]) -> HeldJob:

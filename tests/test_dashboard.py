@@ -297,17 +297,17 @@ def test_a_page_number_past_what_redis_can_index_shows_the_last_page_not_an_erro
 
 
 def test_a_key_of_the_wrong_type_or_a_redis_down_is_said_on_the_page_in_one_line(connection, caplog) -> None:
-    """Not a bare 'Internal Server Error' with a traceback in the log: the reason, named."""
-    failed_job(connection)
-    connection.delete("taskit:failed:default")
-    connection.set("taskit:failed:default", "not a sorted set")
+    """Not a bare 'Internal Server Error' with a traceback in the log: the reason, named. (A
+    page that lists things shows the rest and names the key: test_corrupt_keys.py; a job's
+    own page cannot.)"""
+    connection.set("taskit:job:overwritten", "not a hash")
     client = _client(connection)
-    for path in ("/", "/queues/default", "/metrics"):
-        page = client.get(path)
-        assert page.status_code == 500 and "WRONGTYPE" in page.text, path
-    assert "Cannot show this page" in client.get("/").text
+    page = client.get("/jobs/overwritten")
+    assert page.status_code == 500 and "Cannot show this page" in page.text
+    assert "taskit:job:overwritten: WRONGTYPE" in page.text
     assert all(record.exc_info is None for record in caplog.records)
-    assert any("GET /: " in record.getMessage() and "WRONGTYPE" in record.getMessage() for record in caplog.records)
+    assert any("GET /jobs/overwritten: " in record.getMessage() and "WRONGTYPE" in record.getMessage()
+               for record in caplog.records)
 
     gone = _client(redis.Redis(port=free_port(), password="s3cret-pw"))
     for path in ("/", "/jobs/some-job"):  # a job that cannot be read is not a job that does not exist

@@ -130,7 +130,7 @@ def test_jobs_naming_made_up_functions_add_one_series_not_one_each(connection: r
     queue.enqueue_many([queue.prepare_data(f"nowhere.made_up_{i}", (i,)) for i in range(1000)])
     queue.enqueue("os.system", "true")  # not a module the worker was given
     unreadable = queue.enqueue(sample_tasks.add, 1, 2, ttl=600)  # (a hash of its own)
-    connection.hset(keys.job(unreadable.id), mapping={keys.Field.FUNC: "garbled_%d" % 7, keys.Field.ARGS: b"\xc1"})
+    connection.hset(keys.job(unreadable.id), mapping={keys.Field.FUNC: "garbled_7", keys.Field.ARGS: b"\xc1"})
     queue.enqueue(sample_tasks.add, 1, 2)
     assert Worker([queue], modules=("sample_tasks",)).work(burst=True) == 1003
     found = samples(metrics.generate_latest(connection).decode())

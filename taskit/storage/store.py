@@ -238,6 +238,50 @@ class Store:
                 raise StorageError(f"Redis at {self.where} refused to read {name}: {reply}")
         return replies
 
+    # Reads for the dashboard, `taskit info` and the metrics show what they can: a key of
+    # another type than taskit keeps there (WRONGTYPE), or a member or field that is not what
+    # taskit writes, is left out and said in `problems` (a list the caller shows), or, when
+    # the caller passes none, logged as a warning. Either way the message names the key.
+
+    def _readable(self, replies: list[Any], read: Sequence[tuple[str, str]], problems: list[str] | None) -> list[Any]:
+        """Replies of a pipeline of reads, one per (key, the type it should be) of `read`: a key
+        of another type reads as None and is reported ("KEY is a string, not a zset"); any
+        other error raises StorageError naming its key."""
+        wrong = {}
+        for i, (reply, (key, expected)) in enumerate(zip(replies, read)):
+            if isinstance(reply, redis.ResponseError):
+                if not str(reply).startswith("WRONGTYPE"):
+                    raise StorageError(f"Redis at {self.where} refused to read {key}: {reply}")
+                replies[i] = None
+                wrong[key] = expected
+        for key, found in zip(wrong, self._types(list(wrong))):
+            if found != "none":  # (gone since)
+                _report(problems, f"{key} is a {found}, not a {wrong[key]}")
+        return replies
+
+    def _read(self, key: str, expected: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """One read of one key; a key of another type raises StorageError saying what it is."""
+        try:
+            return self._call(fn, *args, **kwargs)
+        except StorageError as exc:
+            if "WRONGTYPE" not in str(exc):
+                raise
+            found = self._types([key])[0]
+        raise StorageError(f"Redis at {self.where} refused to read {key}: WRONGTYPE it is a {found}, not a {expected}")
+
+    def _types(self, names: Sequence[str]) -> list[str]:
+        """The Redis type of each key (one round trip; none when `names` is empty)."""
+        if not names:
+            return []
+
+        def run() -> list[Any]:
+            pipe = self.redis.pipeline(transaction=False)
+            for name in names:
+                pipe.type(name)
+            return pipe.execute()
+
+        return [kind.decode(errors="replace") for kind in self._call(run)]
+
     def _run_scripts(self, calls: Sequence[tuple[Script, Sequence[Any], Sequence[Any]]], each: bool = False) -> list[Any]:
         """Run script calls in one pipelined round trip.
 
@@ -265,22 +309,33 @@ class Store:
                 raise results[i]
         return results
 
-    def fetch(self, job_ids: Sequence[str]) -> list[Fields | None]:
+    def fetch(self, job_ids: Sequence[str], each: bool = False) -> list[Any]:
         """Every field of each job (None where it does not exist), packed or not.
 
         A transaction, so that a claim unpacking a job between the two reads cannot hide it.
-        A key of the wrong type raises StorageError naming it.
+        A key of the wrong type raises StorageError naming it; with `each`, that job gets
+        the StorageError in its place, and the others are read (a list shows the rest).
         """
 
-        def run() -> list[Fields | None]:
+        def run() -> list[Fields | StorageError | None]:
             pipe = self.redis.pipeline(transaction=True)
             names = []
             for job_id in job_ids:
                 names += [keys.job(job_id), keys.packed(job_id)]
                 pipe.hgetall(_raw(names[-2]))
                 pipe.hget(names[-1], _raw(job_id))
-            replies = self._named(pipe.execute(raise_on_error=False), names)
-            return [_job_fields(raw, packed) for raw, packed in zip(replies[0::2], replies[1::2])]
+            replies = pipe.execute(raise_on_error=False)
+            if not each:
+                self._named(replies, names)
+            rows: list[Fields | StorageError | None] = []
+            for i in range(0, len(replies), 2):
+                try:
+                    self._named(replies[i:i + 2], names[i:i + 2])
+                except StorageError as exc:
+                    rows.append(exc)
+                    continue
+                rows.append(_job_fields(replies[i], replies[i + 1]))
+            return rows
 
         return self._call(run)
 
@@ -378,7 +433,7 @@ class Store:
         return sorted(names), len(unreadable)
 
     def queue_count(self, queue: str) -> int:
-        return self._call(self.redis.llen, keys.queue(queue))
+        return self._read(keys.queue(queue), "list", self.redis.llen, keys.queue(queue))
 
     def empty_queue(self, queue: str) -> int:
         """Delete every job waiting on the queue; how many were deleted.
@@ -397,24 +452,30 @@ class Store:
             if moved and not left:
                 return removed
 
-    def queue_ids(self, queue: str, start: int = 0, end: int = -1) -> list[str]:
-        return [i.decode() for i in self._call(self.redis.lrange, keys.queue(queue), start, end)]
+    def queue_ids(self, queue: str, start: int = 0, end: int = -1, problems: list[str] | None = None) -> list[str]:
+        """The ids from `start` to `end` (inclusive); members that are no job id (not UTF-8,
+        or not allowed by keys.NAME: written by hand) are left out and reported."""
+        key = keys.queue(queue)
+        return _ids(key, self._read(key, "list", self.redis.lrange, key, start, end), problems)
 
     def registry_count(self, kind: str, queue: str, min_score: float | str = "-inf") -> int:
         """Entries scored at or above `min_score` (pass now to skip expired ones)."""
-        return self._call(self.redis.zcount, keys.registry(kind, queue), min_score, "+inf")
+        key = keys.registry(kind, queue)
+        return self._read(key, "zset", self.redis.zcount, key, min_score, "+inf")
 
     def registry_ids(
-        self, kind: str, queue: str, min_score: float | str = "-inf", start: int = 0, end: int = -1
+        self, kind: str, queue: str, min_score: float | str = "-inf", start: int = 0, end: int = -1,
+        problems: list[str] | None = None,
     ) -> list[str]:
+        """As `queue_ids`, for the entries scored at or above `min_score`."""
         num = -1 if end < 0 else end - start + 1
-        ids = self._call(
-            self.redis.zrangebyscore, keys.registry(kind, queue), min_score, "+inf", start=start, num=num
-        )
-        return [i.decode() for i in ids]
+        key = keys.registry(kind, queue)
+        return _ids(key, self._read(key, "zset", self.redis.zrangebyscore, key, min_score, "+inf", start=start, num=num),
+                    problems)
 
     def registry_score(self, kind: str, queue: str, job_id: str) -> float | None:
-        return self._call(self.redis.zscore, keys.registry(kind, queue), job_id)
+        key = keys.registry(kind, queue)
+        return self._read(key, "zset", self.redis.zscore, key, job_id)
 
     def registry_remove(self, kind: str, queue: str, job_id: str, delete_job: bool = False) -> bool:
         def run() -> bool:
@@ -573,32 +634,35 @@ class Store:
 
         self._call(run)
 
-    def workers(self) -> list[tuple[str, float]]:
+    def workers(self, problems: list[str] | None = None) -> list[tuple[str, float]]:
         """(name, lease deadline) of each registered worker (none if the workers zset was
-        overwritten by another type: every live worker adds itself back at its next heartbeat)."""
-        try:
-            members = self._call(self.redis.zrange, keys.WORKERS, 0, -1, withscores=True)
-        except StorageError as exc:
-            if "WRONGTYPE" not in str(exc):
-                raise
-            return []
-        return [(name.decode(errors="replace"), deadline) for name, deadline in members]
+        overwritten by another type, which is reported: every live worker adds itself back at
+        its next heartbeat)."""
 
-    def worker_details(self) -> list[tuple[str, float, dict[str, str], int]]:
+        def run() -> list[Any]:
+            return self.redis.pipeline(transaction=False).zrange(keys.WORKERS, 0, -1, withscores=True).execute(
+                raise_on_error=False
+            )
+
+        (members,) = self._readable(self._call(run), [(keys.WORKERS, "zset")], problems)
+        return [(name.decode(errors="replace"), deadline) for name, deadline in members or []]
+
+    def worker_details(self, problems: list[str] | None = None) -> list[tuple[str, float, dict[str, str], int]]:
         """(name, lease deadline, what it registered, jobs it holds) per worker (two round trips).
-        A worker hash or in-flight list of another type reads as empty."""
-        workers = self.workers()
+        A worker hash or in-flight list of another type reads as empty, and is reported."""
+        workers = self.workers(problems)
         if not workers:
             return []
+        read = [(key, kind) for name, _ in workers for key, kind in ((keys.worker(name), "hash"), (keys.inflight(name), "list"))]
 
         def run() -> list[Any]:
             pipe = self.redis.pipeline(transaction=False)
             for name, _ in workers:
                 pipe.hgetall(keys.worker(name))
                 pipe.llen(keys.inflight(name))
-            return _wrong_type_as_none(pipe.execute(raise_on_error=False))
+            return pipe.execute(raise_on_error=False)
 
-        replies = self._call(run)
+        replies = self._readable(self._call(run), read, problems)
         return [
             (name, deadline, {k.decode(errors="replace"): v.decode(errors="replace") for k, v in (info or {}).items()}, held or 0)
             for (name, deadline), info, held in zip(workers, replies[0::2], replies[1::2])
@@ -701,9 +765,16 @@ class Store:
 
     # -- reading for the dashboard, `taskit info` and the metrics ---------------------------
 
-    def queue_counts(self, queues: Sequence[str], min_scores: Mapping[str, float | str]) -> list[dict[str, int]]:
+    def queue_counts(
+        self, queues: Sequence[str], min_scores: Mapping[str, float | str], problems: list[str] | None = None
+    ) -> list[dict[str, int | None]]:
         """Per queue: {"queued": n, <registry kind>: n, ...} in one round trip, counting the
-        registry entries scored at or above `min_scores[kind]` (now, to skip expired ones)."""
+        registry entries scored at or above `min_scores[kind]` (now, to skip expired ones).
+        A count whose key holds another type is None (and reported)."""
+        read = []
+        for queue in queues:
+            read.append((keys.queue(queue), "list"))
+            read += [(keys.registry(kind, queue), "zset") for kind in min_scores]
 
         def run() -> list[Any]:
             pipe = self.redis.pipeline(transaction=False)
@@ -711,56 +782,65 @@ class Store:
                 pipe.llen(keys.queue(queue))
                 for kind, low in min_scores.items():
                     pipe.zcount(keys.registry(kind, queue), low, "+inf")
-            return pipe.execute()
+            return pipe.execute(raise_on_error=False)
 
-        replies = self._call(run) if queues else []
+        replies = self._readable(self._call(run), read, problems) if queues else []
         names, width = ["queued", *min_scores], 1 + len(min_scores)
         return [dict(zip(names, replies[i:i + width])) for i in range(0, len(replies), width)]
 
-    def oldest_enqueued(self, queues: Sequence[str]) -> list[float | None]:
+    def oldest_enqueued(self, queues: Sequence[str], problems: list[str] | None = None) -> list[float | None]:
         """Per queue, when the job at its head was enqueued (Unix seconds; None: the queue is
-        empty, or its head just left). Two round trips for all queues."""
+        empty, or its head just left, or what is there cannot be read: reported). Two round
+        trips for all queues."""
 
         def heads() -> list[Any]:
             pipe = self.redis.pipeline(transaction=False)
             for queue in queues:
                 pipe.lindex(keys.queue(queue), 0)
-            return pipe.execute()
+            return pipe.execute(raise_on_error=False)
 
-        ids = [None if head is None else head.decode() for head in self._call(heads)] if queues else []
+        replies = self._readable(self._call(heads), [(keys.queue(q), "list") for q in queues], problems) if queues else []
+        ids: list[str | None] = []
+        for queue, head in zip(queues, replies):
+            found = [] if head is None else _ids(keys.queue(queue), [head], problems)
+            ids.append(found[0] if found else None)
         present = [job_id for job_id in ids if job_id is not None]
         if not present:
             return [None for _ in ids]
+        read = [(key, "hash") for job_id in present for key in (keys.job(job_id), keys.packed(job_id))]
 
         def enqueued() -> list[Any]:
             pipe = self.redis.pipeline(transaction=True)
             for job_id in present:
                 pipe.hget(keys.job(job_id), keys.Field.ENQUEUED)
                 pipe.hget(keys.packed(job_id), job_id)
-            return pipe.execute()
+            return pipe.execute(raise_on_error=False)
 
-        replies = self._call(enqueued)
+        replies = self._readable(self._call(enqueued), read, problems)
         times: dict[str, float | None] = {}
         for job_id, own, packed in zip(present, replies[0::2], replies[1::2]):
             raw = own if own is not None else (_job_fields({}, packed) or {}).get(keys.Field.ENQUEUED)
-            try:
-                times[job_id] = float(raw) / 1000 if raw is not None else None
-            except ValueError:
-                times[job_id] = None
+            at = None if raw is None else _number(raw, f"{keys.job(job_id)} has an enqueue time", problems)
+            times[job_id] = None if at is None else at / 1000
         return [None if job_id is None else times[job_id] for job_id in ids]
 
-    def held_jobs(self, workers: Sequence[str], limit: int = 10) -> list[list[tuple[str, dict[str, bytes | None]]]]:
+    def held_jobs(
+        self, workers: Sequence[str], limit: int = 10, problems: list[str] | None = None
+    ) -> list[list[tuple[str, dict[str, bytes | None]]]]:
         """Per worker, the first `limit` jobs of its in-flight list (the one running first, then
-        those claimed with it), each as (id, {func, status, started_at, queue}); two round trips."""
+        those claimed with it), each as (id, {func, status, started_at, queue}); two round
+        trips. An in-flight list or a job record of another type reads as empty (reported)."""
 
         def lists() -> list[Any]:
             pipe = self.redis.pipeline(transaction=False)
             for worker in workers:
                 pipe.lrange(keys.inflight(worker), 0, limit - 1)
-            return pipe.execute()
+            return pipe.execute(raise_on_error=False)
 
-        held = [[i.decode() for i in ids] for ids in self._call(lists)] if workers else []
-        every = [job_id for ids in held for job_id in ids]
+        read = [(keys.inflight(worker), "list") for worker in workers]
+        replies = self._readable(self._call(lists), read, problems) if workers else []
+        held = [_ids(key, ids or [], problems) for (key, _), ids in zip(read, replies)]
+        every = list(dict.fromkeys(job_id for ids in held for job_id in ids))
         if not every:
             return [[] for _ in held]
         names = (keys.Field.FUNC, keys.Field.STATUS, keys.Field.STARTED, keys.Field.QUEUE)
@@ -769,11 +849,11 @@ class Store:
             pipe = self.redis.pipeline(transaction=False)
             for job_id in every:
                 pipe.hmget(keys.job(job_id), names)
-            return pipe.execute()
+            return pipe.execute(raise_on_error=False)
 
-        found = dict(zip(every, self._call(details)))
+        found = dict(zip(every, self._readable(self._call(details), [(keys.job(i), "hash") for i in every], problems)))
         labels = ("func", "status", "started_at", "queue")
-        return [[(job_id, dict(zip(labels, found[job_id]))) for job_id in ids] for ids in held]
+        return [[(job_id, dict(zip(labels, found[job_id] or [None] * 4))) for job_id in ids] for ids in held]
 
     def last_ticks(self, names: Sequence[str]) -> list[float | None]:
         """The last tick enqueued of each periodic task (Unix seconds; None: never)."""
@@ -786,54 +866,50 @@ class Store:
                 ticks.append(None)
         return ticks
 
-    def minute_counts(self, queues: Sequence[str], first_minute: int, last_minute: int) -> list[dict[str, dict[int, int]]]:
+    def minute_counts(
+        self, queues: Sequence[str], first_minute: int, last_minute: int, problems: list[str] | None = None
+    ) -> list[dict[str, dict[int, int]]]:
         """Per queue, jobs {"d": finished, "f": failed, "r": retried} per Unix minute in
         [first_minute, last_minute] (lua/lib/stats.lua); minutes without any are left out.
-        One round trip."""
+        One round trip. A field that is no counter is left out (reported)."""
         hours = range(first_minute // 60, last_minute // 60 + 1)
+        read = [(keys.stats(queue, hour), "hash") for queue in queues for hour in hours]
 
         def run() -> list[Any]:
             pipe = self.redis.pipeline(transaction=False)
-            for queue in queues:
-                for hour in hours:
-                    pipe.hgetall(keys.stats(queue, hour))
-            return pipe.execute()
+            for key, _ in read:
+                pipe.hgetall(key)
+            return pipe.execute(raise_on_error=False)
 
-        replies = self._call(run) if queues else []
+        replies = self._readable(self._call(run), read, problems) if queues else []
         result = []
         for i in range(len(queues)):
             counts: dict[str, dict[int, int]] = {"d": {}, "f": {}, "r": {}}
-            for reply in replies[i * len(hours):(i + 1) * len(hours)]:
-                for field, value in reply.items():
-                    kind, _, minute = field.decode().partition(":")
-                    try:
-                        at, n = int(minute), int(value)
-                    except ValueError:
-                        continue
+            for (key, _), reply in list(zip(read, replies))[i * len(hours):(i + 1) * len(hours)]:
+                for (kind, minute), n in _counters(key, reply or {}, problems, per_minute=True):
+                    at = int(minute)
                     if kind in counts and first_minute <= at <= last_minute:
                         counts[kind][at] = n
             result.append(counts)
         return result
 
-    def task_totals(self, queues: Sequence[str]) -> list[dict[str, dict[str, int]]]:
+    def task_totals(self, queues: Sequence[str], problems: list[str] | None = None) -> list[dict[str, dict[str, int]]]:
         """Per queue, per task, its counters since the start (lua/lib/stats.lua): {"d", "f",
-        "r", "us", "h<bound>"...} -> number. One round trip."""
+        "r", "us", "h<bound>"...} -> number. One round trip. A field that is no counter is
+        left out (reported)."""
+        read = [(keys.totals(queue), "hash") for queue in queues]
 
         def run() -> list[Any]:
             pipe = self.redis.pipeline(transaction=False)
-            for queue in queues:
-                pipe.hgetall(keys.totals(queue))
-            return pipe.execute()
+            for key, _ in read:
+                pipe.hgetall(key)
+            return pipe.execute(raise_on_error=False)
 
         result = []
-        for reply in self._call(run) if queues else []:
+        for (key, _), reply in zip(read, self._readable(self._call(run), read, problems) if queues else []):
             tasks: dict[str, dict[str, int]] = {}
-            for field, value in reply.items():
-                kind, _, task = field.decode(errors="replace").partition(":")
-                try:
-                    tasks.setdefault(task, {})[kind] = int(value)
-                except ValueError:
-                    continue
+            for (kind, task), n in _counters(key, reply or {}, problems):
+                tasks.setdefault(task, {})[kind] = n
             result.append(tasks)
         return result
 
@@ -992,15 +1068,57 @@ def _queue_names(raw: Iterable[bytes]) -> tuple[list[str], list[bytes]]:
     return names, unreadable
 
 
-def _wrong_type_as_none(replies: list[Any]) -> list[Any]:
-    """Replies with a WRONGTYPE error (a key overwritten by another type) read as None;
-    any other error raises."""
-    for i, reply in enumerate(replies):
-        if isinstance(reply, redis.ResponseError) and str(reply).startswith("WRONGTYPE"):
-            replies[i] = None
-        elif isinstance(reply, Exception):
-            raise reply
-    return replies
+def _report(problems: list[str] | None, message: str) -> None:
+    """Say what a read left out: in `problems` when the caller shows them, else in the log."""
+    if problems is None:
+        log.warning("left out: %s", message)
+    else:
+        problems.append(message)
+
+
+def _ids(key: str, members: Iterable[bytes], problems: list[str] | None) -> list[str]:
+    """The members of a list or registry that are job ids; the others (not UTF-8, or not
+    allowed by keys.NAME: written by hand) are left out and reported."""
+    ids, others = [], []
+    for member in members:
+        job_id = keys.readable_name(member)
+        if job_id is None:
+            others.append(member)
+        else:
+            ids.append(job_id)
+    if others:
+        shown = ", ".join(repr(member[:40]) for member in others[:3]) + (", ..." if len(others) > 3 else "")
+        _report(problems, f"{key} holds {len(others)} member(s) that are no job id: {shown}")
+    return ids
+
+
+def _counters(
+    key: str, fields: Mapping[bytes, bytes], problems: list[str] | None, per_minute: bool = False
+) -> list[tuple[tuple[str, str], int]]:
+    """((kind, what), n) of a stats or totals hash's 'kind:what' fields (lua/lib/stats.lua;
+    `per_minute`: what is a Unix minute); a field whose name is not UTF-8 text of that form,
+    or whose value is not a whole number, is left out, and reported once for the key."""
+    counters, bad = [], []
+    for field, value in fields.items():
+        try:
+            kind, colon, what = field.decode().partition(":")
+            if not colon or (per_minute and not what.isdigit()):
+                raise ValueError(field)
+            counters.append(((kind, what), int(value)))
+        except ValueError:  # (UnicodeDecodeError is one)
+            bad.append(field)
+    if bad:
+        _report(problems, f"{key} has {len(bad)} field(s) that are not counters: {bad[0][:40]!r}" + (", ..." if len(bad) > 1 else ""))
+    return counters
+
+
+def _number(raw: bytes, what: str, problems: list[str] | None) -> float | None:
+    """A number field of a record; one that is not a number is None (reported as `what` ...)."""
+    try:
+        return float(raw)
+    except ValueError:
+        _report(problems, f"{what} that is not a number: {raw[:40]!r}")
+        return None
 
 
 def _text_keys(pairs: Iterable[tuple[bytes, bytes]]) -> Fields:
