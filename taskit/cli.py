@@ -483,20 +483,19 @@ def job_command(job_id: str, url: str, as_json: bool) -> None:
     Example:
       taskit job 6VnE3sdyT0Q9nRA1cUZkHb
     """
-    from .jobview import details, raw_fields
+    from .jobview import details, read_job
 
     connection = _connect(url)
-    try:
-        shown = details(Job.fetch(job_id, connection))
-    except SerializationError as exc:  # what can be read of it is shown, then why not all
-        fields = Store.of(connection).fetch([job_id])[0] or {}
+    job, raw = read_job(validate_id(job_id), connection)
+    if isinstance(job, SerializationError):  # what can be read of it is shown, then why not all
         if as_json:
-            _echo_json({"id": job_id, "status": "corrupt", "error": str(exc), "fields": raw_fields(fields)})
+            _echo_json({"id": job_id, "status": "corrupt", "error": str(job), "fields": raw})
         else:
             _say(f"{'id':12} {job_id}\n{'status':12} corrupt (the record below, as stored)")
-            for name, value in raw_fields(fields).items():
+            for name, value in raw.items():
                 _say(f"{name.replace('_', ' '):12} {value}")
-        raise
+        raise job
+    shown = details(job)
     if as_json:
         _echo_json(shown)
         return

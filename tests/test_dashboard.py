@@ -517,3 +517,54 @@ def test_the_overview_shows_a_page_of_queues_and_finds_one_by_name(connection, d
     names.first.click()
     assert page.locator("h1").inner_text() == "Queue tenant-040"
     assert "Queue tenant-040, last day, per minute" in page.locator(".charts").inner_text()
+
+
+def _sent_by_redis(connection) -> int:
+    return connection.info("stats")["total_net_output_bytes"]
+
+
+def test_a_job_with_a_big_argument_result_or_meta_is_shown_without_reading_them(connection, cli_env) -> None:
+    """Values over jobview.SHOWN_BYTES are not read (HSTRLEN first: lua/peek.lua): each page or
+    command that shows such a job reads a few KB of Redis, not the 5 MB values."""
+    from test_cli import ok, taskit
+
+    from taskit.storage import keys
+
+    big = "x" * 5_000_000
+    queue = Queue(connection=connection)
+    done = queue.enqueue(dashboard_tasks.echo, big)  # its result is as big as its argument
+    Worker([queue], modules=("dashboard_tasks",)).work(burst=True)
+    waiting = queue.enqueue(dashboard_tasks.echo, big)
+    waiting.meta["blob"] = big
+    waiting.save_meta()
+    client = _client(connection)
+    for path, shown in [(f"/jobs/{done.id}", "dashboard_tasks.echo"), (f"/jobs/{waiting.id}", "queued"),
+                        ("/queues/default?registry=queued", waiting.id), ("/queues/default?registry=finished", done.id),
+                        ("/queues/default?registry=queued&task=dashboard_tasks.echo", waiting.id)]:
+        before = _sent_by_redis(connection)
+        page = client.get(path)
+        assert page.status_code == 200 and shown in page.text and "&lt;5.0 MB, not shown&gt;" in page.text, path
+        assert _sent_by_redis(connection) - before < 200_000, path
+    before = _sent_by_redis(connection)
+    out = ok(taskit(cli_env, "job", waiting.id)).stdout
+    assert "args         <5.0 MB, not shown>" in out and "meta         (meta)=<5.0 MB, not shown>" in out, out
+    assert _sent_by_redis(connection) - before < 200_000
+    assert "result       <5.0 MB, not shown>" in ok(taskit(cli_env, "job", done.id)).stdout
+    assert Job.fetch(done.id).result == big  # (the API reads the whole record, as before)
+    fresh = queue.enqueue(dashboard_tasks.echo, big)  # a big job gets its own hash (HSTRLEN works there)
+    assert connection.exists(keys.job(fresh.id)) and not connection.hexists(keys.packed(fresh.id), fresh.id)
+
+
+def test_a_big_packed_entry_is_named_with_its_size_and_not_read(connection) -> None:
+    """taskit packs only small jobs now; an entry written otherwise (by an older taskit, or by
+    hand) is not read to be shown either."""
+    import msgpack
+
+    from taskit.storage import keys
+
+    job = Queue(connection=connection).enqueue(dashboard_tasks.echo, 1)
+    connection.hset(keys.packed(job.id), job.id, msgpack.packb(["f", "dashboard_tasks.echo", "a", b"x" * 3_000_000]))
+    before = _sent_by_redis(connection)
+    page = _client(connection).get(f"/jobs/{job.id}")
+    assert page.status_code == 200 and "one packed entry of 3.0 MB, too long to read here" in page.text
+    assert "&lt;3.0 MB, not shown&gt;" in page.text and _sent_by_redis(connection) - before < 200_000

@@ -44,11 +44,12 @@ from ..exceptions import (
 from ..history import History, per_minute
 from ..job import Job, JobStatus, validate_id
 from ..jobview import (
+    SHOWN_BYTES,
     ago,
     call_text,
     details,
     last_error_line,
-    raw_fields,
+    read_job,
     read_jobs,
     when,
 )
@@ -245,8 +246,8 @@ class _Pages:
         scanned = 0
         while scanned < SCAN_LIMIT and len(matches) <= start + PAGE_SIZE:
             chunk = self._ids(queue, registry, scanned, 200, problems)
-            for job_id, fields in zip(chunk, self.store.fetch(chunk, each=True) if chunk else []):
-                if isinstance(fields, dict) and fields.get(Field.FUNC, b"").decode(errors="replace") == task:
+            for job_id, row in zip(chunk, self.store.peek(chunk, SHOWN_BYTES)):  # (big values: not read)
+                if isinstance(row, tuple) and row[0].get(Field.FUNC, b"").decode(errors="replace") == task:
                     matches.append(job_id)
             scanned += len(chunk)
             if len(chunk) < 200:
@@ -286,12 +287,11 @@ class _Pages:
     def job(self, request: Request) -> Response:
         job_id = request.path_params["job_id"]
         try:
-            job = Job.fetch(validate_id(job_id), self.connection)
-        except SerializationError as exc:  # what can be read of it is shown, and why not all
-            fields = raw_fields(self.store.fetch([job_id])[0] or {})
-            return self.render(request, "message.html", title=f"Job {job_id}", message=str(exc), fields=fields)
+            job, raw = read_job(validate_id(job_id), self.connection)
         except (InvalidJobIdError, NoSuchJobError) as exc:
             return self.not_found(request, str(exc))
+        if isinstance(job, SerializationError):  # what can be read of it is shown, and why not all
+            return self.render(request, "message.html", title=f"Job {job_id}", message=str(job), fields=raw)
         shown = details(job)
         status = job.get_status(refresh=False)
         return self.render(request, "job.html", title=f"Job {job_id}", job=shown,

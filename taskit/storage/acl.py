@@ -19,7 +19,7 @@ COMMANDS = (
     "multi", "exec", "evalsha", "script|load", "blpop", "blmove",
     # store.py and the scripts: keys
     "del", "exists", "expire", "mget", "persist", "pttl", "rename", "type", "get", "set",
-    "hdel", "hexists", "hget", "hgetall", "hmget", "hset",
+    "hdel", "hexists", "hget", "hgetall", "hmget", "hset", "hstrlen",
     "lindex", "llen", "lmove", "lpush", "lrange", "lrem", "ltrim", "rpush",
     "sadd", "smembers", "srem", "sscan",
     "zadd", "zcount", "zrange", "zrangebyscore", "zrem", "zremrangebyscore", "zscore",

@@ -44,6 +44,9 @@ DEFAULT_QUEUE = "default"
 
 JOB = f"{PREFIX}:job:"
 PACKED = f"{PREFIX}:packed:"
+#: biggest job (the bytes of its fields) that is packed (lua/lib/add_job.lua): a packed entry
+#: can only be read whole, and a bigger job gains little from it
+MAX_PACKED_BYTES = 4096
 #: how many packed-job hashes there are; each stays a compact listpack up to Redis's
 #: hash-max-listpack-entries (512 by default), so up to ~500,000 waiting jobs
 PACKED_BUCKETS = 1024
@@ -71,7 +74,8 @@ def packed(job_id: str) -> str:
     """The hash that holds a waiting job's packed fields.
 
     A key of its own costs a job about 100 bytes of Redis bookkeeping, more than its data.
-    So a job enqueued to run now (no ttl, no delay) is kept as one entry, id -> msgpack
+    So a small job (its fields at most MAX_PACKED_BYTES) enqueued to run now (no ttl, no
+    delay) is kept as one entry, id -> msgpack
     [field, value, ...] without its status ("queued"), in one of PACKED_BUCKETS hashes,
     and gets its own hash only when something changes it: the claim that starts it,
     cancel, save_meta or wait (lua/lib/packed.lua; the same bucket arithmetic is there).

@@ -16,7 +16,7 @@ from ..connections import Client
 
 NAMES = (
     "enqueue", "claim", "finish", "heartbeat", "next_queues", "maintain", "requeue", "cancel", "update", "wait",
-    "empty", "periodic", "reap",
+    "empty", "periodic", "reap", "peek",
 )
 
 
@@ -55,3 +55,4 @@ class Scripts:
     empty: Script
     periodic: Script
     reap: Script
+    peek: Script

@@ -37,6 +37,10 @@ from .scripts import Scripts
 
 T = TypeVar("T")
 Fields = dict[str, bytes]
+#: a job read to be shown (Store.peek): its fields, and the length of each one not read
+Peek = tuple[Fields, dict[str, int]]
+#: in the lengths of a Peek: the job waits as one packed entry of that length, not read
+PACKED_ENTRY = "packed entry"
 
 log = logging.getLogger("taskit.storage")
 
@@ -309,35 +313,52 @@ class Store:
                 raise results[i]
         return results
 
-    def fetch(self, job_ids: Sequence[str], each: bool = False) -> list[Any]:
+    def fetch(self, job_ids: Sequence[str]) -> list[Fields | None]:
         """Every field of each job (None where it does not exist), packed or not.
 
         A transaction, so that a claim unpacking a job between the two reads cannot hide it.
-        A key of the wrong type raises StorageError naming it; with `each`, that job gets
-        the StorageError in its place, and the others are read (a list shows the rest).
+        A key of the wrong type raises StorageError naming it.
         """
 
-        def run() -> list[Fields | StorageError | None]:
+        def run() -> list[Fields | None]:
             pipe = self.redis.pipeline(transaction=True)
             names = []
             for job_id in job_ids:
                 names += [keys.job(job_id), keys.packed(job_id)]
                 pipe.hgetall(_raw(names[-2]))
                 pipe.hget(names[-1], _raw(job_id))
-            replies = pipe.execute(raise_on_error=False)
-            if not each:
-                self._named(replies, names)
-            rows: list[Fields | StorageError | None] = []
-            for i in range(0, len(replies), 2):
-                try:
-                    self._named(replies[i:i + 2], names[i:i + 2])
-                except StorageError as exc:
-                    rows.append(exc)
-                    continue
-                rows.append(_job_fields(replies[i], replies[i + 1]))
-            return rows
+            replies = self._named(pipe.execute(raise_on_error=False), names)
+            return [_job_fields(raw, packed) for raw, packed in zip(replies[0::2], replies[1::2])]
 
         return self._call(run)
+
+    def peek(self, job_ids: Sequence[str], bound: int) -> list[Peek | StorageError | None]:
+        """Each job's fields as `fetch` reads them, to show them: but a field longer than
+        `bound` bytes is not read, only its length: (fields, {field: length}). A packed
+        entry longer than that (enqueue packs only small jobs) is not read either:
+        ({status: queued}, {PACKED_ENTRY: length}). None where a job does not exist; its
+        StorageError where its key holds another type (the others are read). One round trip,
+        atomic (lua/peek.lua)."""
+        if not job_ids:
+            return []
+        script_keys = [key for job_id in job_ids for key in (keys.job(job_id), keys.packed(job_id))]
+        names = list(keys.FIELDS.values())
+        reply = self._call(self.scripts.peek, keys=script_keys, args=[bound, len(names), *names, *job_ids])
+        rows: list[Peek | StorageError | None] = []
+        for item in reply:
+            if not item:
+                rows.append(None)
+            elif item[0] == b"wrongtype":
+                key, found = _texts(item[1:3])
+                rows.append(StorageError(f"Redis at {self.where} refused to read {key}: WRONGTYPE it is a {found}, not a hash"))
+            elif item[0] == b"hash":
+                fields, lengths = item[1], item[2]
+                rows.append((_text_keys(zip(fields[0::2], fields[1::2])), dict(zip(_texts(lengths[0::2]), lengths[1::2]))))
+            elif isinstance(item[1], int):
+                rows.append(({keys.Field.STATUS: b"queued"}, {PACKED_ENTRY: item[1]}))
+            else:
+                rows.append((_job_fields({}, item[1]) or {}, {}))
+        return rows
 
     def fields(self, job_id: str, *names: str) -> list[bytes | None]:
         """Some fields of one job (all None if it does not exist); a transaction, as `fetch`."""

@@ -16,11 +16,24 @@ local function check_new_job(job, bucket, queue, scheduled, ttl, run_at)
   end
 end
 
+-- A job is packed only when its fields take at most this many bytes (storage/keys.py
+-- MAX_PACKED_BYTES): a packed entry can only be read whole (by a claim, or by a page that
+-- shows the job: peek.lua), and packing saves a big job nothing worth having (its key's
+-- ~100 bytes of bookkeeping).
+local MAX_PACKED_BYTES = 4096
+local function small_job(first)
+  local size = 0
+  for i = first, #ARGV do
+    size = size + #ARGV[i]
+  end
+  return size <= MAX_PACKED_BYTES
+end
+
 -- Write a new job from ARGV[first_field..] and make it runnable, or schedule it for
--- run_at (call check_new_job first). A job to run now with no ttl is packed into its
--- bucket; any other gets its own hash at once.
+-- run_at (call check_new_job first). A small job to run now with no ttl is packed into
+-- its bucket; any other gets its own hash at once.
 local function add_job(job, bucket, queue, wake, scheduled, queues, id, queue_name, ttl, at_front, run_at, first_field)
-  if ttl == '' and run_at == '' then
+  if ttl == '' and run_at == '' and small_job(first_field) then
     pack_job(bucket, id, first_field)
   else
     redis.call('HSET', job, unpack(ARGV, first_field))
