@@ -36,6 +36,18 @@ def shown(proc: subprocess.CompletedProcess[str]) -> str:
     return text
 
 
+def refusals(url: str) -> list[str]:
+    """The errors of `connect` and `configure` refusing `url`, checked to hold no piece of SECRET."""
+    messages = []
+    for call in (lambda: config.connect(url), lambda: taskit.configure(url=url)):
+        with pytest.raises(ConfigurationError) as caught:
+            call()
+        message = str(caught.value)
+        assert SECRET not in message and SECRET[:4] not in message and SECRET.lower() not in message.lower(), message
+        messages.append(message)
+    return messages
+
+
 @pytest.mark.parametrize(("user_info", "masked"), CREDENTIALS)
 @pytest.mark.parametrize(
     ("template", "expected"),
@@ -125,12 +137,8 @@ def test_configure_and_connect_refuse_a_bad_url_without_printing_its_secret(
 def test_a_secret_in_the_wrong_place_is_refused_and_not_shown(
     connection: redis.Redis, cli_env: dict[str, str], url: str, shown_as: str, why: str
 ) -> None:
-    for call in (lambda: config.connect(url), lambda: taskit.configure(url=url)):
-        with pytest.raises(ConfigurationError) as caught:
-            call()
-        message = str(caught.value)
+    for message in refusals(url):
         assert message.startswith(f"bad Redis URL {shown_as!r}: {why}"), message
-        assert SECRET not in message and SECRET[:4] not in message
     assert config.redact_url(url) == shown_as
     out = shown(run(cli_env, "info", "-u", url))
     assert out.startswith(f"Error: bad Redis URL {shown_as!r}: {why}") and len(out.splitlines()) == 1, out
@@ -163,12 +171,8 @@ def test_a_secret_in_the_query_is_never_quoted_by_an_error(
     connection: redis.Redis, cli_env: dict[str, str], url: str, shown_as: str, why: str
 ) -> None:
     assert config.redact_url(url) == shown_as
-    for call in (lambda: config.connect(url), lambda: taskit.configure(url=url)):
-        with pytest.raises(ConfigurationError) as caught:
-            call()
-        message = str(caught.value)
+    for message in refusals(url):
         assert message.startswith(f"bad Redis URL {shown_as!r}: ") and why in message, message
-        assert SECRET not in message and SECRET[:4] not in message and SECRET.lower() not in message.lower()
 
 
 def test_a_secret_in_the_query_is_not_shown_by_the_cli_nor_its_help(cli_env: dict[str, str]) -> None:

@@ -450,7 +450,7 @@ class Store:
             if "WRONGTYPE" not in str(exc):
                 raise
             return [], 1
-        names, unreadable = _queue_names(raw)
+        names, unreadable = _names(raw)
         return sorted(names), len(unreadable)
 
     def queue_count(self, queue: str) -> int:
@@ -764,7 +764,7 @@ class Store:
         if not begun:
             return None
         cursor, members = begun
-        names, unreadable = _queue_names(members)
+        names, unreadable = _names(members)
         visit = list(dict.fromkeys([*queues, *names]))
         script_keys = [keys.WORKERS, keys.MAINTENANCE, keys.QUEUES]
         for queue in visit:
@@ -1077,8 +1077,9 @@ def _texts(items: Iterable[bytes]) -> list[str]:
     return [item.decode(errors="replace") for item in items]
 
 
-def _queue_names(raw: Iterable[bytes]) -> tuple[list[str], list[bytes]]:
-    """(the valid queue names, the members that are not) of members of the queue set."""
+def _names(raw: Iterable[bytes]) -> tuple[list[str], list[bytes]]:
+    """(the valid names, the members that are not: see keys.readable_name) of members of the
+    queue set, a list of ids or a registry."""
     names, unreadable = [], []
     for member in raw:
         name = keys.readable_name(member)
@@ -1100,13 +1101,7 @@ def _report(problems: list[str] | None, message: str) -> None:
 def _ids(key: str, members: Iterable[bytes], problems: list[str] | None) -> list[str]:
     """The members of a list or registry that are job ids; the others (not UTF-8, or not
     allowed by keys.NAME: written by hand) are left out and reported."""
-    ids, others = [], []
-    for member in members:
-        job_id = keys.readable_name(member)
-        if job_id is None:
-            others.append(member)
-        else:
-            ids.append(job_id)
+    ids, others = _names(members)
     if others:
         shown = ", ".join(repr(member[:40]) for member in others[:3]) + (", ..." if len(others) > 3 else "")
         _report(problems, f"{key} holds {len(others)} member(s) that are no job id: {shown}")
