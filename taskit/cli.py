@@ -26,6 +26,7 @@ from .exceptions import (
     InvalidJobIdError,
     InvalidOperationError,
     NoSuchJobError,
+    NotReplicatedError,
     TaskitError,
 )
 from .job import Job, JobStatus, validate_id
@@ -646,13 +647,18 @@ class _EnqueueCommand(click.Command):
 @url_option
 @click.option("--countdown", type=click.FloatRange(min=0), metavar="SECONDS", help="Run no sooner than SECONDS from now.")
 @click.option("--job-id", metavar="ID", help="The job's id (default: a random one).")
+@click.option("--replicas", type=int, default=0, show_default=True, metavar="N",
+              help="Return only once N replicas have the job (Redis WAIT); exit 1 if fewer confirm it in time.")
+@click.option("--replica-timeout", type=float, default=1.0, show_default=True, metavar="SECONDS",
+              help="How long --replicas waits.")
 @click.option("--no-import", is_flag=True,
               help="Do not import FUNCTION's module here; enqueue the name as given (a worker resolves it).")
 @click.option("-P", "--path", "paths", multiple=True, type=click.Path(file_okay=False),
               help="Directory to import FUNCTION's module from (the current directory always is).")
 @_fail_cleanly
 def enqueue(function: str, args: tuple[str, ...], kwargs: tuple[str, ...], queue: str | None, url: str,
-            countdown: float | None, job_id: str | None, no_import: bool, paths: tuple[str, ...]) -> None:
+            countdown: float | None, job_id: str | None, replicas: int, replica_timeout: float, no_import: bool,
+            paths: tuple[str, ...]) -> None:
     """Enqueue FUNCTION(ARGS...) from the shell and print the job's id.
 
     \b
@@ -682,9 +688,13 @@ def enqueue(function: str, args: tuple[str, ...], kwargs: tuple[str, ...], queue
     from .task import Task
 
     name = queue or (target.queue if isinstance(target, Task) else "default")
-    destination = Queue(name, connection)
+    destination = Queue(name, connection, replicas=replicas, replica_timeout=replica_timeout)
     job = destination.prepare_data(target, values, keywords, **options)
-    destination.enqueue_job(job, run_at=None if countdown is None else run_at(countdown=countdown))
+    try:
+        destination.enqueue_job(job, run_at=None if countdown is None else run_at(countdown=countdown))
+    except NotReplicatedError:
+        click.echo(job.id)  # enqueued all the same: its id is printed as always, the error below it
+        raise
     click.echo(job.id)
     from .jobview import call_text
 
