@@ -8,6 +8,7 @@ is /usr/bin/chromium (`apt-get install chromium`; .ci/run installs it).
 from __future__ import annotations
 
 import base64
+import re
 import subprocess
 import time
 import urllib.error
@@ -605,3 +606,27 @@ def test_the_queue_page_filters_by_task_name(connection, dashboards, page) -> No
     assert "No queued job of task dashboard_tasks.no_such_task." in page.locator("table.jobs").inner_text()
     page.click("a:has-text('clear')")
     assert len(_shown_ids(page)) == 9 and page.locator("input[name=task]").input_value() == ""
+
+
+def test_the_workers_page_shows_every_running_job_and_the_backlog(connection, cli_env, dashboards, page, tmp_path) -> None:
+    """--threads 4: four jobs 'running for ...', and those claimed ahead 'waiting in the
+    worker's backlog', though Redis has every one of them as started."""
+    from test_cli_tools import Backlogged
+
+    worker = Backlogged(connection, cli_env, tmp_path / "gate")
+    try:
+        board = dashboards()
+        page.goto(board.url + "/workers")
+        cell = page.locator("tbody tr", has_text=worker.name).locator("td").last
+        lines = cell.locator("div").all_inner_texts()
+        shown = dict(line.split(" ", 1) for line in lines if not line.startswith("+"))
+        assert list(shown) == worker.held[:10]
+        for job_id, text in shown.items():
+            if job_id in worker.running:
+                assert re.fullmatch(r"concurrency_tasks\.gated\s+running for \S+", text), text
+            else:
+                assert re.fullmatch(r"concurrency_tasks\.gated\s+waiting in the worker's backlog \(claimed, not started\)", text), text
+        assert sum("running for" in text for text in shown.values()) == Backlogged.THREADS
+        assert sum("waiting" in text for text in shown.values()) == len(worker.waiting)
+    finally:
+        worker.stop(tmp_path / "gate")
