@@ -461,11 +461,16 @@ def _print_overview(overview: Any) -> None:
         beat = w.heartbeat_age(now)
         heartbeat = "" if beat is None else f"  heartbeat {ago(beat)} ago"
         _say(f"  {w.name}  {where}  queues {','.join(w.queues) or '?'}  holding {w.held} job(s)  {state}{heartbeat}")
-        running = w.running
-        if running is not None:
-            since = "" if running.started_at is None else f" for {ago(now - running.started_at)}"
-            more = f" (+{w.held - 1} more claimed)" if w.held > 1 else ""
-            _say(f"      running {running.task} (job {running.id}){since}{more}")
+        for job in w.jobs:
+            if job.running:
+                seconds = job.running_seconds(now)
+                _say(f"      running {job.task} (job {job.id})" + ("" if seconds is None else f" for {ago(seconds)}"))
+            elif job.waiting:
+                _say(f"      waiting {job.task} (job {job.id}): claimed, in the worker's backlog for a free slot")
+            else:
+                _say(f"      {job.status} {job.task} (job {job.id})")
+        if w.held > len(w.jobs):
+            _say(f"      (+{w.held - len(w.jobs)} more held)")
 
 
 @main.command("job", short_help="Show one job: arguments, result or traceback, timeline.")

@@ -627,6 +627,17 @@ class Store:
 
         self._call(run)
 
+    def update_worker(self, worker: str, info: dict[str, str], info_ttl: int) -> None:
+        """Change fields of what a worker registered (its lease is the heartbeat's business)."""
+
+        def run() -> None:
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.hset(keys.worker(worker), mapping=info)
+            pipe.expire(keys.worker(worker), info_ttl)
+            pipe.execute()
+
+        self._call(run)
+
     def unregister_worker(self, worker: str) -> None:
         """Forget a worker that holds nothing any more (call after releasing its jobs).
 
@@ -818,8 +829,8 @@ class Store:
         return [None if job_id is None else times[job_id] for job_id in ids]
 
     def held_jobs(self, workers: Sequence[str], limit: int = 10) -> list[list[tuple[str, dict[str, bytes | None]]]]:
-        """Per worker, the first `limit` jobs of its in-flight list (the one running first, then
-        those claimed with it), each as (id, {func, status, started_at, queue}); two round trips."""
+        """Per worker, the first `limit` jobs of its in-flight list (in the order claimed), each
+        as (id, {func, status, started_at, queue}); two round trips."""
 
         def lists() -> list[Any]:
             pipe = self.redis.pipeline(transaction=False)
