@@ -26,6 +26,7 @@ from .exceptions import (
     InvalidJobIdError,
     InvalidOperationError,
     NoSuchJobError,
+    NotReplicatedError,
     SerializationError,
     StorageError,
     TaskitError,
@@ -464,11 +465,16 @@ def _print_overview(overview: Any) -> None:
         beat = w.heartbeat_age(now)
         heartbeat = "" if beat is None else f"  heartbeat {ago(beat)} ago"
         _say(f"  {w.name}  {where}  queues {','.join(w.queues) or '?'}  holding {w.held} job(s)  {state}{heartbeat}")
-        running = w.running
-        if running is not None:
-            since = "" if running.started_at is None else f" for {ago(now - running.started_at)}"
-            more = f" (+{w.held - 1} more claimed)" if w.held > 1 else ""
-            _say(f"      running {running.task} (job {running.id}){since}{more}")
+        for job in w.jobs:
+            if job.running:
+                seconds = job.running_seconds(now)
+                _say(f"      running {job.task} (job {job.id})" + ("" if seconds is None else f" for {ago(seconds)}"))
+            elif job.waiting:
+                _say(f"      waiting {job.task} (job {job.id}): claimed, in the worker's backlog for a free slot")
+            else:
+                _say(f"      {job.status} {job.task} (job {job.id})")
+        if w.held > len(w.jobs):
+            _say(f"      (+{w.held - len(w.jobs)} more held)")
 
 
 @main.command("job", short_help="Show one job: arguments, result or traceback, timeline.")
@@ -669,13 +675,18 @@ class _EnqueueCommand(click.Command):
 @url_option
 @click.option("--countdown", type=click.FloatRange(min=0), metavar="SECONDS", help="Run no sooner than SECONDS from now.")
 @click.option("--job-id", metavar="ID", help="The job's id (default: a random one).")
+@click.option("--replicas", type=int, default=0, show_default=True, metavar="N",
+              help="Return only once N replicas have the job (Redis WAIT); exit 1 if fewer confirm it in time.")
+@click.option("--replica-timeout", type=float, default=1.0, show_default=True, metavar="SECONDS",
+              help="How long --replicas waits.")
 @click.option("--no-import", is_flag=True,
               help="Do not import FUNCTION's module here; enqueue the name as given (a worker resolves it).")
 @click.option("-P", "--path", "paths", multiple=True, type=click.Path(file_okay=False),
               help="Directory to import FUNCTION's module from (the current directory always is).")
 @_fail_cleanly
 def enqueue(function: str, args: tuple[str, ...], kwargs: tuple[str, ...], queue: str | None, url: str,
-            countdown: float | None, job_id: str | None, no_import: bool, paths: tuple[str, ...]) -> None:
+            countdown: float | None, job_id: str | None, replicas: int, replica_timeout: float, no_import: bool,
+            paths: tuple[str, ...]) -> None:
     """Enqueue FUNCTION(ARGS...) from the shell and print the job's id.
 
     \b
@@ -705,9 +716,13 @@ def enqueue(function: str, args: tuple[str, ...], kwargs: tuple[str, ...], queue
     from .task import Task
 
     name = queue or (target.queue if isinstance(target, Task) else "default")
-    destination = Queue(name, connection)
+    destination = Queue(name, connection, replicas=replicas, replica_timeout=replica_timeout)
     job = destination.prepare_data(target, values, keywords, **options)
-    destination.enqueue_job(job, run_at=None if countdown is None else run_at(countdown=countdown))
+    try:
+        destination.enqueue_job(job, run_at=None if countdown is None else run_at(countdown=countdown))
+    except NotReplicatedError:
+        click.echo(job.id)  # enqueued all the same: its id is printed as always, the error below it
+        raise
     click.echo(job.id)
     from .jobview import call_text
 

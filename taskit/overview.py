@@ -1,9 +1,10 @@
 """What is in Redis now, read once for the dashboard, `taskit info` and the metrics.
 
 Every queue with its counts (waiting, and each registry) and the age of the job at its head;
-every registered worker with its lease, heartbeat and the jobs it holds (the first is the
-one running, the others were claimed with it). The jobs done and failed per minute are
-history.py's. Reads only: nothing here changes Redis.
+every registered worker with its lease, heartbeat and the jobs it holds: those it runs (with
+--threads or async tasks, many at once) and those it claimed ahead, waiting in its backlog
+for a free slot (its hash lists them). The jobs done and failed per minute are history.py's.
+Reads only: nothing here changes Redis.
 
 A key that cannot be read (another type where a queue or registry should be, an id that is
 not one) does not stop a read: its count is None, and `problems` names it (storage/store.py).
@@ -24,6 +25,7 @@ from .registry import (
     ScheduledJobRegistry,
     StartedJobRegistry,
 )
+from .storage import keys
 from .storage.store import Store
 
 #: the registries, in the order they are shown
@@ -50,7 +52,17 @@ class HeldJob:
     task: str
     status: str
     queue: str
+    #: when it was claimed (the job's started_at; a job runs at most about a second later)
     started_at: float | None
+    #: claimed and not started: waiting in the worker's backlog for a free slot
+    waiting: bool = False
+
+    @property
+    def running(self) -> bool:
+        return self.status == "started" and not self.waiting
+
+    def running_seconds(self, now: float) -> float | None:
+        return None if not self.running or self.started_at is None else max(0.0, now - self.started_at)
 
 
 @dataclass
@@ -73,9 +85,9 @@ class WorkerState:
         return None if self.lease is None else max(0.0, now - (self.lease_deadline - self.lease))
 
     @property
-    def running(self) -> HeldJob | None:
-        """The job it runs now: the first it holds that is still started."""
-        return next((job for job in self.jobs if job.status == "started"), None)
+    def running(self) -> list[HeldJob]:
+        """The jobs (of those read) that it runs now."""
+        return [job for job in self.jobs if job.running]
 
 
 @dataclass
@@ -108,7 +120,7 @@ class Overview:
                     "lease_left_seconds": _round(w.lease_deadline - now),
                     "heartbeat_age_seconds": _round(w.heartbeat_age(now)),
                     "jobs": [
-                        {**asdict(j), "running_seconds": _round(None if j.started_at is None else now - j.started_at)}
+                        {**asdict(j), "running_seconds": _round(j.running_seconds(now))}
                         for j in w.jobs
                     ],
                 }
@@ -166,6 +178,7 @@ def read_workers(store: Store, jobs_per_worker: int = 5, problems: list[str] | N
     held = store.held_jobs([name for name, _, _, _ in details], jobs_per_worker, problems)
     workers = []
     for (name, deadline, info, count), jobs in zip(details, held):
+        waiting = set(info.get(keys.WORKER_WAITING, "").split())
         workers.append(
             WorkerState(
                 name=name,
@@ -176,7 +189,7 @@ def read_workers(store: Store, jobs_per_worker: int = 5, problems: list[str] | N
                 lease=_float(info.get("lease")),
                 started_at=_float(info.get("started_at")),
                 held=count,
-                jobs=[_held_job(job_id, fields) for job_id, fields in jobs],
+                jobs=[_held_job(job_id, fields, job_id in waiting) for job_id, fields in jobs],
             )
         )
     return workers
@@ -193,7 +206,7 @@ def read_overview(connection: Client | None = None, now: float | None = None) ->
     return Overview(now, config.describe(connection), queues, workers, unreadable, list(dict.fromkeys(problems)))
 
 
-def _held_job(job_id: str, fields: dict[str, bytes | None]) -> HeldJob:
+def _held_job(job_id: str, fields: dict[str, bytes | None], waiting: bool) -> HeldJob:
     def text(name: str, default: str = "") -> str:
         value = fields.get(name)
         return default if value is None else value.decode(errors="replace")
@@ -201,7 +214,7 @@ def _held_job(job_id: str, fields: dict[str, bytes | None]) -> HeldJob:
     started = _float(text("started_at"))
     return HeldJob(
         job_id, text("func", "?"), text("status", "gone"), text("queue", "default"),
-        None if started is None else started / 1000,
+        None if started is None else started / 1000, waiting,
     )
 
 

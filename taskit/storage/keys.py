@@ -13,7 +13,8 @@
     taskit:canceled:<queue>      zset   score = expiry time
     taskit:scheduled:<queue>     zset   score = run-at time
     taskit:workers               zset   worker name, score = lease deadline
-    taskit:worker:<name>         hash   what a worker is (host, pid, queues), expires with it
+    taskit:worker:<name>         hash   what a worker is (host, pid, queues), expires with it;
+                                        `waiting`: ids of the jobs it claimed and has not started
     taskit:inflight:<name>       list   ids a worker holds
     taskit:done:<id>             list   completion signal for `job.wait()`, short-lived
     taskit:lock:maintenance      string held by the worker running the maintenance step
@@ -55,6 +56,9 @@ QUEUES = f"{PREFIX}:queues"
 WORKERS = f"{PREFIX}:workers"
 MAINTENANCE_LOCK = f"{PREFIX}:lock:maintenance"
 MAINTENANCE = f"{PREFIX}:maintenance"
+#: the field of a worker's hash that lists (space-separated) the jobs it claimed and has not
+#: started: its claim marks every job it takes started, and only the worker knows which wait
+WORKER_WAITING = "waiting"
 
 #: longest job id, queue name or worker name
 MAX_NAME_LENGTH = 128

@@ -12,6 +12,7 @@ any other Redis error becomes `StorageError`.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 import weakref
@@ -21,6 +22,7 @@ from typing import Any, ClassVar, NamedTuple, TypeVar
 import msgpack
 import redis
 import tenacity
+from redis.cluster import RedisCluster
 from redis.commands.core import Script
 from redis.exceptions import (
     ClusterError,
@@ -31,7 +33,7 @@ from redis.exceptions import (
 )
 
 from ..connections import Client, describe
-from ..exceptions import RedisUnavailableError, StorageError
+from ..exceptions import ConfigurationError, RedisUnavailableError, StorageError
 from . import keys
 from .scripts import Scripts
 
@@ -187,7 +189,12 @@ class Store:
 
     # -- jobs ------------------------------------------------------------------------
 
-    def enqueue(self, jobs: Sequence[tuple[str, str, int | None, bool, float | None, Mapping[str, Any]]]) -> list[bool]:
+    def enqueue(
+        self,
+        jobs: Sequence[tuple[str, str, int | None, bool, float | None, Mapping[str, Any]]],
+        replicas: int = 0,
+        replica_timeout: float = 1.0,
+    ) -> Enqueued:
         """Write jobs and push them, all in one round trip; False where the id was taken.
 
         Each entry is (id, queue, ttl, at_front, run_at, fields). A retry after a lost
@@ -195,20 +202,51 @@ class Store:
         lua/enqueue.lua tells it (same function, arguments and enqueue time, to the
         millisecond) from an older job with the same id, which is still reported as taken
         (see `_Written` for the same job enqueued twice by this process).
-        """
 
+        With `replicas`, `WAIT replicas timeout` follows the scripts in the same pipeline
+        (so on the same connection, whose writes WAIT counts) and `acknowledged` is how
+        many replicas have every job written. A job a retry found already written counts as
+        confirmed by none: WAIT covers only the writes of its own connection, not those of
+        the attempt whose reply was lost.
+        """
+        if replicas:
+            self.check_replica_wait(replicas, replica_timeout)
+        if not jobs:
+            return Enqueued([], None)
         calls = []
         for job_id, queue, ttl, at_front, run_at, fields in jobs:
             flat = [x for pair in fields.items() for x in pair]
             job_keys = _new_job_keys(job_id, queue)
             options: list[Any] = [job_id, queue, "" if ttl is None else ttl, int(at_front), "" if run_at is None else run_at]
             calls.append((self.scripts.enqueue, job_keys, options + flat))
+        wait = (replicas, max(1, math.ceil(replica_timeout * 1000))) if replicas else None  # WAIT's 0 is forever
         started = time.monotonic()
         try:
-            results = self._run_scripts(calls)
+            results = self._run_scripts(calls, wait=wait)
         except _ERRORS as exc:
-            results = self._retry(started, self._transient_or_raise(exc), self._run_scripts, calls)
-        return [self._written.written(job[0], job[5], r) for job, r in zip(jobs, results)]
+            results = self._retry(started, self._transient_or_raise(exc), self._run_scripts, calls, wait=wait)
+        acknowledged = None
+        if wait is not None:
+            acknowledged = int(results.pop())
+            if any(r == 2 for r in results):
+                acknowledged = 0
+        return Enqueued([self._written.written(job[0], job[5], r) for job, r in zip(jobs, results)], acknowledged)
+
+    def check_replica_wait(self, replicas: int, timeout: float) -> None:
+        """Refuse a replica wait this client cannot do, before anything is written: WAIT on a
+        cluster client (redis-py sends a keyless command to any node, not the one that wrote),
+        or one longer than a blocking wait may be (it would read as a lost connection)."""
+        if replicas and isinstance(self.redis, RedisCluster):
+            raise ConfigurationError(
+                "replicas= is not supported with a Redis Cluster client yet (taskit's jobs do not run on a "
+                "cluster yet; see docs/scaling.md); nothing was enqueued"
+            )
+        if replicas and timeout > self.block_seconds:
+            raise ConfigurationError(
+                f"replica_timeout must be at most {self.block_seconds:g}s with this client (half its socket "
+                f"timeout, at most {BLOCK_SECONDS:g}s), not {timeout:g}: a longer wait reads as a lost "
+                "connection; raise the client's socket_timeout to wait longer"
+            )
 
     def enqueue_ticks(
         self, ticks: Sequence[tuple[str, float, bool, str, str, int | None, float | None, dict[str, Any]]]
@@ -286,32 +324,63 @@ class Store:
 
         return [kind.decode(errors="replace") for kind in self._call(run)]
 
-    def _run_scripts(self, calls: Sequence[tuple[Script, Sequence[Any], Sequence[Any]]], each: bool = False) -> list[Any]:
+    def _run_scripts(
+        self,
+        calls: Sequence[tuple[Script, Sequence[Any], Sequence[Any]]],
+        each: bool = False,
+        wait: tuple[int, int] | None = None,
+    ) -> list[Any]:
         """Run script calls in one pipelined round trip.
 
         redis-py would check every script with SCRIPT EXISTS before each pipeline (an
         extra round trip); EVALSHA alone is enough, and a script Redis lost (a restart)
         is loaded and that one call re-run. `each`: a call Redis refuses gets its error
         in its place instead of raising (a lost connection or a failover still raises).
+        `wait`: (replicas, timeout in ms) for a WAIT after the scripts, whose reply is
+        appended to the replies.
         """
-        if len(calls) == 1 and not each:
+        if len(calls) == 1 and not each and wait is None:
             script, script_keys, args = calls[0]
             return [script(keys=script_keys, args=args)]
-        pipe = self.redis.pipeline(transaction=False)
-        for script, script_keys, args in calls:
-            pipe.evalsha(script.sha, len(script_keys), *script_keys, *args)
-        results = pipe.execute(raise_on_error=False)
-        for i, result in enumerate(results):
-            if isinstance(result, redis.exceptions.NoScriptError):
+        results = self._pipeline(calls, wait)
+        lost = [i for i, result in enumerate(results) if isinstance(result, redis.exceptions.NoScriptError)]
+        if lost and wait is not None:
+            # WAIT counts its own connection's writes: the lost scripts are loaded and re-run
+            # with a WAIT of their own in one more pipeline (the first WAIT covered the other
+            # calls; so when the replicas do not answer, this call waits twice its timeout)
+            again = self._pipeline([calls[i] for i in lost], wait, load=True)
+            for i, result in zip(lost, again):
+                results[i] = result
+            first, second = results[-1], again[-1]
+            results[-1] = first if isinstance(first, Exception) else second if isinstance(second, Exception) \
+                else min(first, second)
+        else:
+            for i in lost:
                 script, script_keys, args = calls[i]
                 try:
                     results[i] = script(keys=script_keys, args=args)
                 except redis.ResponseError as exc:
                     results[i] = exc
-            refused = isinstance(results[i], redis.ResponseError) and not transient(results[i])
-            if isinstance(results[i], Exception) and not (each and refused):
-                raise results[i]
+        for result in results:
+            refused = isinstance(result, redis.ResponseError) and not transient(result)
+            if isinstance(result, Exception) and not (each and refused):
+                raise result
         return results
+
+    def _pipeline(
+        self, calls: Sequence[tuple[Script, Sequence[Any], Sequence[Any]]], wait: tuple[int, int] | None, load: bool = False
+    ) -> list[Any]:
+        """EVALSHA each call (after SCRIPT LOAD of its script, with `load`), then WAIT if asked:
+        the replies of the calls, then WAIT's."""
+        pipe = self.redis.pipeline(transaction=False)
+        loaded = {script.sha: script for script, _, _ in calls} if load else {}
+        for script in loaded.values():
+            pipe.script_load(script.script)
+        for script, script_keys, args in calls:
+            pipe.evalsha(script.sha, len(script_keys), *script_keys, *args)
+        if wait is not None:
+            pipe.wait(*wait)
+        return pipe.execute(raise_on_error=False)[len(loaded):]
 
     def fetch(self, job_ids: Sequence[str]) -> list[Fields | None]:
         """Every field of each job (None where it does not exist), packed or not.
@@ -641,6 +710,17 @@ class Store:
 
         self._call(run)
 
+    def update_worker(self, worker: str, info: dict[str, str], info_ttl: int) -> None:
+        """Change fields of what a worker registered (its lease is the heartbeat's business)."""
+
+        def run() -> None:
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.hset(keys.worker(worker), mapping=info)
+            pipe.expire(keys.worker(worker), info_ttl)
+            pipe.execute()
+
+        self._call(run)
+
     def unregister_worker(self, worker: str) -> None:
         """Forget a worker that holds nothing any more (call after releasing its jobs).
 
@@ -848,9 +928,9 @@ class Store:
     def held_jobs(
         self, workers: Sequence[str], limit: int = 10, problems: list[str] | None = None
     ) -> list[list[tuple[str, dict[str, bytes | None]]]]:
-        """Per worker, the first `limit` jobs of its in-flight list (the one running first, then
-        those claimed with it), each as (id, {func, status, started_at, queue}); two round
-        trips. An in-flight list or a job record of another type reads as empty (reported)."""
+        """Per worker, the first `limit` jobs of its in-flight list (in the order claimed), each
+        as (id, {func, status, started_at, queue}); two round trips. An in-flight list or a job
+        record of another type reads as empty (reported)."""
 
         def lists() -> list[Any]:
             pipe = self.redis.pipeline(transaction=False)
@@ -933,6 +1013,14 @@ class Store:
                 tasks.setdefault(task, {})[kind] = n
             result.append(tasks)
         return result
+
+
+class Enqueued(NamedTuple):
+    """What `Store.enqueue` did: per job, whether it was written (False: its id was taken);
+    with a replica wait, how many replicas confirmed every job (else None)."""
+
+    written: list[bool]
+    acknowledged: int | None
 
 
 class _Written:
