@@ -2,7 +2,7 @@
 
 Starts a private redis-server, fills it with the example tasks' jobs (a day of history
 recorded by workers whose clock is set back, failures, a scheduled and a canceled job, a
-slow job that a real worker is running), starts `taskit dashboard` and photographs each page
+slow jobs that a real worker runs at once), starts `taskit dashboard` and photographs each page
 with Debian's chromium (`apt-get install chromium`) driven by Playwright.
 """
 
@@ -85,9 +85,10 @@ def main() -> None:
         failed_id = fill(connection)
         env = {**os.environ, "TASKIT_REDIS_URL": url, "PYTHONPATH": str(ROOT)}
         command = [sys.executable, "-m", "taskit"]
-        processes.append(subprocess.Popen([*command, "worker", "examples.tasks", "-n", "web-1.4242", "--log-level", "error"],
-                                          env=env, cwd=ROOT))
-        Queue("examples", connection=connection).enqueue(tasks.slow_square, 12, seconds=600)
+        processes.append(subprocess.Popen([*command, "worker", "examples.tasks", "-n", "web-1.4242", "--threads", "4",
+                                           "--log-level", "error"], env=env, cwd=ROOT))
+        for x in (12, 7, 3):  # jobs the worker is running, on three of its four threads
+            Queue("examples", connection=connection).enqueue(tasks.slow_square, x, seconds=600)
         dashboard_port = free_port()
         processes.append(subprocess.Popen([*command, "dashboard", "examples.tasks", "examples.periodic", "--port",
                                            str(dashboard_port)], env=env, cwd=ROOT))
@@ -98,11 +99,11 @@ def main() -> None:
                 break
             except OSError:
                 time.sleep(0.1)
-        time.sleep(3)  # the worker picks up the slow job
+        time.sleep(3)  # the worker picks up the slow jobs
         shoot(base, failed_id)
     finally:
         for process in processes:
-            process.kill()  # the worker is in the middle of its slow job: no graceful stop
+            process.kill()  # the worker is in the middle of its slow jobs: no graceful stop
             process.wait(timeout=30)
         server.kill()
         shutil.rmtree(directory, ignore_errors=True)

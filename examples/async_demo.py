@@ -24,8 +24,8 @@ from taskit import Job, JobCanceledError, Queue
 
 
 def main() -> None:
-    with demo_redis() as url:
-        taskit.configure(url=url)
+    with demo_redis() as where:
+        taskit.configure(url=where.url)
         queue = Queue("examples")
         queue.empty()
         pages = async_tasks.fetch_title.map([(f"https://example.com/{i}",) for i in range(300)])
@@ -33,7 +33,7 @@ def main() -> None:
         sums = [async_tasks.checksum.delay(word) for word in ("taskit", "async")]
         print(f"demo: enqueued {len(pages)} fetches of 0.5 s each, a 30 s report and 2 sync jobs; "
               "starting `taskit worker examples.async_tasks -q examples --async-tasks 300`\n", flush=True)
-        env = dict(os.environ, TASKIT_REDIS_URL=url, PYTHONPATH=str(ROOT))
+        env = dict(os.environ, TASKIT_REDIS_URL=where.url, PYTHONPATH=str(ROOT))
         started = time.monotonic()
         worker = subprocess.Popen(
             [sys.executable, "-m", "taskit", "worker", "examples.async_tasks", "-q", "examples",

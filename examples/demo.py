@@ -20,7 +20,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,6 +31,8 @@ sys.path.insert(0, str(ROOT))
 import taskit
 from examples import tasks
 from taskit import Job, Queue
+from taskit.config import connect, redact_url
+from taskit.exceptions import ConfigurationError, RedisUnavailableError
 
 FAILURE_TTL = 600  # the failing job's record, kept long enough to look at and requeue, not a year
 
@@ -42,34 +43,22 @@ class DemoRedis:
     private: bool  # a redis-server started for the demo, gone (with its jobs) when the demo ends
 
 
-def shown(url: str) -> str:
-    """`url` fit to print: a password in it (user info or ?password=) becomes ***."""
-    parts = urllib.parse.urlsplit(url)
-    netloc = parts.netloc
-    if parts.password is not None:
-        netloc = f"{parts.username or ''}:***@{netloc.rsplit('@', 1)[1]}"
-    query = "&".join(
-        f"{key}=***" if key == "password" else f"{key}={value}"
-        for key, value in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
-    )
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc, query=query))
-
-
 def find_redis() -> tuple[DemoRedis, subprocess.Popen[bytes] | None]:
     configured = os.environ.get("TASKIT_REDIS_URL")
     url = configured or "redis://localhost:6379/0"
     source = "TASKIT_REDIS_URL" if configured else "the default; set TASKIT_REDIS_URL for another"
     try:
-        redis.Redis.from_url(url, socket_connect_timeout=1).ping()
-        print(f"demo: using the Redis at {shown(url)} ({source})")
+        with contextlib.closing(connect(url)) as client:  # a URL that cannot work is refused here
+            client.ping()
+        print(f"demo: using the Redis at {redact_url(url)} ({source})")
         return DemoRedis(url, private=False), None
-    except ValueError as exc:
-        sys.exit(f"demo: bad Redis URL {shown(url)} ({source}): {exc}")
-    except redis.RedisError as exc:
+    except ConfigurationError as exc:  # its message names the URL without its secrets
+        sys.exit(f"demo: {exc} ({source})")
+    except (RedisUnavailableError, redis.RedisError) as exc:
         reason = type(exc).__name__
     binary = shutil.which("redis-server")
     if binary is None:
-        sys.exit(f"demo: no Redis answers at {shown(url)} ({source}: {reason}) and redis-server is not "
+        sys.exit(f"demo: no Redis answers at {redact_url(url)} ({source}: {reason}) and redis-server is not "
                  "installed; install it (apt-get install redis-server) or set TASKIT_REDIS_URL")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -89,7 +78,7 @@ def find_redis() -> tuple[DemoRedis, subprocess.Popen[bytes] | None]:
     else:
         server.kill()
         sys.exit(f"demo: the private redis-server on port {port} did not start")
-    print(f"demo: no Redis answers at {shown(url)} ({source}: {reason}); "
+    print(f"demo: no Redis answers at {redact_url(url)} ({source}: {reason}); "
           f"using a private redis-server at {private}, stopped when the demo ends")
     return DemoRedis(private, private=True), server
 

@@ -17,6 +17,7 @@ from .exceptions import (
     JobFailedError,
     JobTimeoutError,
     NoSuchJobError,
+    NotReplicatedError,
     SerializationError,
     TaskitError,
 )
@@ -33,6 +34,7 @@ __all__ = [
     "JobStatus",
     "JobTimeoutError",
     "NoSuchJobError",
+    "NotReplicatedError",
     "Queue",
     "Retry",
     "RetryLater",

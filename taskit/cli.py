@@ -26,6 +26,9 @@ from .exceptions import (
     InvalidJobIdError,
     InvalidOperationError,
     NoSuchJobError,
+    NotReplicatedError,
+    SerializationError,
+    StorageError,
     TaskitError,
 )
 from .job import Job, JobStatus, validate_id
@@ -444,13 +447,15 @@ def _print_overview(overview: Any) -> None:
     click.echo(f"{'queue':20} {'queued':>8} {'started':>8} {'scheduled':>10} {'failed':>8} {'finished':>9} "
                f"{'canceled':>9}  oldest waiting")
     for q in overview.queues:
-        c = q.counts
+        c = {state: "?" if count is None else count for state, count in q.counts.items()}  # ?: see the problems
         click.echo(
             f"{q.name:20} {c['queued']:>8} {c['started']:>8} {c['scheduled']:>10} {c['failed']:>8} "
             f"{c['finished']:>9} {c['canceled']:>9}  {ago(q.oldest_age(now))}"
         )
     if overview.unreadable_queues:
         click.echo(f"({overview.unreadable_queues} unreadable queue name(s) skipped: not valid queue names)")
+    for problem in overview.problems:
+        _say(f"(left out: {problem})")
     workers = overview.workers
     click.echo(f"{len(workers)} worker(s)" + (":" if workers else ""))
     for w in workers:
@@ -460,11 +465,16 @@ def _print_overview(overview: Any) -> None:
         beat = w.heartbeat_age(now)
         heartbeat = "" if beat is None else f"  heartbeat {ago(beat)} ago"
         _say(f"  {w.name}  {where}  queues {','.join(w.queues) or '?'}  holding {w.held} job(s)  {state}{heartbeat}")
-        running = w.running
-        if running is not None:
-            since = "" if running.started_at is None else f" for {ago(now - running.started_at)}"
-            more = f" (+{w.held - 1} more claimed)" if w.held > 1 else ""
-            _say(f"      running {running.task} (job {running.id}){since}{more}")
+        for job in w.jobs:
+            if job.running:
+                seconds = job.running_seconds(now)
+                _say(f"      running {job.task} (job {job.id})" + ("" if seconds is None else f" for {ago(seconds)}"))
+            elif job.waiting:
+                _say(f"      waiting {job.task} (job {job.id}): claimed, in the worker's backlog for a free slot")
+            else:
+                _say(f"      {job.status} {job.task} (job {job.id})")
+        if w.held > len(w.jobs):
+            _say(f"      (+{w.held - len(w.jobs)} more held)")
 
 
 @main.command("job", short_help="Show one job: arguments, result or traceback, timeline.")
@@ -479,10 +489,19 @@ def job_command(job_id: str, url: str, as_json: bool) -> None:
     Example:
       taskit job 6VnE3sdyT0Q9nRA1cUZkHb
     """
-    from .jobview import details
+    from .jobview import details, read_job
 
     connection = _connect(url)
-    shown = details(Job.fetch(job_id, connection))
+    job, raw = read_job(validate_id(job_id), connection)
+    if isinstance(job, SerializationError):  # what can be read of it is shown, then why not all
+        if as_json:
+            _echo_json({"id": job_id, "status": "corrupt", "error": str(job), "fields": raw})
+        else:
+            _say(f"{'id':12} {job_id}\n{'status':12} corrupt (the record below, as stored)")
+            for name, value in raw.items():
+                _say(f"{name.replace('_', ' '):12} {value}")
+        raise job
+    shown = details(job)
     if as_json:
         _echo_json(shown)
         return
@@ -565,13 +584,19 @@ def failed(queues: tuple[str, ...], url: str, limit: int) -> None:
     connection = _connect(url)
     names = list(dict.fromkeys(queues)) or [q.name for q in Queue.all(connection)]
     shown = total = 0
+    unreadable = []
     for name in names:
         registry = FailedJobRegistry(name, connection)
-        count = registry.count
+        try:
+            count = registry.count
+            ids = registry.get_job_ids(0, limit - 1)
+        except StorageError as exc:  # (a key of another type) named below; the other queues are listed
+            unreadable.append(f"queue {name!r}: {exc}")
+            continue
         if not count and queues:
             _check_queue_known(Store.of(connection), name)
         total += count
-        for job_id, job in read_jobs(registry.get_job_ids(0, limit - 1), connection):
+        for job_id, job in read_jobs(ids, connection):
             shown += 1
             if not isinstance(job, Job):  # corrupt: named, and the others still listed
                 click.echo(f"{job_id}  {name}  -  (unreadable)")
@@ -582,6 +607,10 @@ def failed(queues: tuple[str, ...], url: str, limit: int) -> None:
             _say(f"    {last_error_line(job.exc_info) or '(no traceback)'}")
     click.echo(f"{total} failed job(s)" + (f", {shown} shown" if shown < total else "")
                + f" on {', '.join(repr(n) for n in names) or 'no queue'}.")
+    for line in unreadable:
+        click.echo(display.terminal_safe(f"cannot list the failed jobs of {line}"), err=True)
+    if unreadable:
+        sys.exit(1)
 
 
 @main.command(short_help="Delete the jobs waiting on a queue.")
@@ -646,13 +675,18 @@ class _EnqueueCommand(click.Command):
 @url_option
 @click.option("--countdown", type=click.FloatRange(min=0), metavar="SECONDS", help="Run no sooner than SECONDS from now.")
 @click.option("--job-id", metavar="ID", help="The job's id (default: a random one).")
+@click.option("--replicas", type=int, default=0, show_default=True, metavar="N",
+              help="Return only once N replicas have the job (Redis WAIT); exit 1 if fewer confirm it in time.")
+@click.option("--replica-timeout", type=float, default=1.0, show_default=True, metavar="SECONDS",
+              help="How long --replicas waits.")
 @click.option("--no-import", is_flag=True,
               help="Do not import FUNCTION's module here; enqueue the name as given (a worker resolves it).")
 @click.option("-P", "--path", "paths", multiple=True, type=click.Path(file_okay=False),
               help="Directory to import FUNCTION's module from (the current directory always is).")
 @_fail_cleanly
 def enqueue(function: str, args: tuple[str, ...], kwargs: tuple[str, ...], queue: str | None, url: str,
-            countdown: float | None, job_id: str | None, no_import: bool, paths: tuple[str, ...]) -> None:
+            countdown: float | None, job_id: str | None, replicas: int, replica_timeout: float, no_import: bool,
+            paths: tuple[str, ...]) -> None:
     """Enqueue FUNCTION(ARGS...) from the shell and print the job's id.
 
     \b
@@ -682,9 +716,13 @@ def enqueue(function: str, args: tuple[str, ...], kwargs: tuple[str, ...], queue
     from .task import Task
 
     name = queue or (target.queue if isinstance(target, Task) else "default")
-    destination = Queue(name, connection)
+    destination = Queue(name, connection, replicas=replicas, replica_timeout=replica_timeout)
     job = destination.prepare_data(target, values, keywords, **options)
-    destination.enqueue_job(job, run_at=None if countdown is None else run_at(countdown=countdown))
+    try:
+        destination.enqueue_job(job, run_at=None if countdown is None else run_at(countdown=countdown))
+    except NotReplicatedError:
+        click.echo(job.id)  # enqueued all the same: its id is printed as always, the error below it
+        raise
     click.echo(job.id)
     from .jobview import call_text
 

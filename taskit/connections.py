@@ -22,16 +22,20 @@ retried too would stretch it.
 This module is also the one place that turns a Redis URL or client into text (`redact_url`,
 `describe`): every error, log line and help text that names a Redis goes through them, so a
 password is never printed, not even one typed in the wrong place (where the URL, the port or
-the database goes, or after a #).
+the database goes, after a #, or in the query: a query value is shown only when it cannot be a
+secret, and an option's name only when it is one that exists or a misspelling of one).
 """
 
 from __future__ import annotations
 
+import difflib
+import functools
+import inspect
 import re
 import ssl
 from collections.abc import Callable, Mapping
 from typing import Any, TypeAlias
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import parse_qsl, unquote_plus, urlencode, urlsplit
 
 import redis
 from redis.backoff import NoBackoff
@@ -67,9 +71,14 @@ SECRET_OPTIONS = ("username", "password", "ssl_password", *SENTINEL_OPTIONS)
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 #: everything from the scheme up to the last "@": a password may hold an unencoded / ? # or @
 _USER_INFO = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)?(?P<user_info>.*)@", re.DOTALL)
-#: credentials given as query parameters (?password=, ?sentinel_password=, ?ssl_password=, ...),
-#: misspelled ones too: a refused ?pasword= is quoted in the error that refuses it
-_QUERY_CREDENTIAL = re.compile(r"(?P<name>[?&;]\w*(?:pas|pwd|user|secret|token|auth)\w*=)[^&;#]*", re.IGNORECASE)
+#: query options whose value names a file: shown, whatever it is
+PATH_OPTIONS = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_ca_path")
+#: a query value that cannot be a secret, whatever option it is given to: a number, a flag, a
+#: TLS setting. Any other value (?db=S3CRET, ?client_name=...) is shown as ***
+_PLAIN_VALUE = re.compile(r"-?\d+(?:\.\d+)?|true|false|yes|no|on|off|none|optional|required|tlsv1[._][0-3]",
+                          re.IGNORECASE)
+#: how close an unknown option's name must be to a known one to be shown (as a misspelling of it)
+_CLOSE = 0.8
 
 
 def _taskit_settings() -> dict[str, Any]:
@@ -94,14 +103,13 @@ def redact_url(url: str) -> str:
     if not _SCHEME.match(url):
         return url and REDACTED  # ('' shows as itself: nothing to hide)
     url = _USER_INFO.sub(lambda m: f"{m['scheme'] or ''}{REDACTED}@", url, count=1)
-    url = _QUERY_CREDENTIAL.sub(lambda m: m["name"] + REDACTED, url)
     scheme, _, rest = url.partition("://")
     rest, fragment, _ = rest.partition("#")
     parts = _AFTER_SCHEME.match(rest)
     assert parts is not None  # (every text matches)
     netloc = ",".join(_hide_port(node) for node in parts["netloc"].split(","))
     path = parts["path"] if scheme.lower() == "unix" else _hide_database(scheme.lower(), parts["path"])
-    return f"{scheme}://{netloc}{path}{parts['query']}" + (f"#{REDACTED}" if fragment else "")
+    return f"{scheme}://{netloc}{path}{_hide_query(parts['query'])}" + (f"#{REDACTED}" if fragment else "")
 
 
 #: what follows the scheme (user info already redacted): host(s), path, query
@@ -122,6 +130,87 @@ def _hide_database(scheme: str, path: str) -> str:
     segments = path.split("/")
     keep = 2 if scheme in SENTINEL_SCHEMES else 1  # '' before the first /, and the service
     return "/".join(s if i < keep or not s or s.isdigit() else REDACTED for i, s in enumerate(segments))
+
+
+def _hide_query(query: str) -> str:
+    """'?db=0&password=***': each option of a query ('?...') as it may be shown. A value is
+    shown only when it cannot be a secret (a number, a flag, a TLS setting, a file's path)
+    and its option's name only when it is one redis-py or taskit knows, or a misspelling of
+    one; anything else is *** (?db=S3CRET -> ?db=***, a bare ?S3CRET -> ?***)."""
+    if not query:
+        return query
+    shown = []
+    for item in re.split(r"([&;])", query[1:]):
+        name, equals, value = item.partition("=")
+        name = unquote_plus(name)
+        if item in ("", "&", ";"):
+            shown.append(item)
+        elif not equals or _option_shown(name) is None:
+            shown.append(REDACTED)
+        elif name in _known_options() and name not in SECRET_OPTIONS and _plain(name, unquote_plus(value)):
+            shown.append(item)
+        else:
+            shown.append(f"{name}={REDACTED}")
+    return "?" + "".join(shown)
+
+
+def _plain(option: str, value: str) -> bool:
+    """Whether a value of a (known, not secret) option can be shown: see `_hide_query`."""
+    return option in PATH_OPTIONS or bool(_PLAIN_VALUE.fullmatch(value))
+
+
+@functools.cache
+def _known_options() -> frozenset[str]:
+    """Every option a URL's query may name: redis-py's connection keywords (of every kind of
+    connection, and of the pool), the ones it reads from a URL, and taskit's own."""
+    from redis import connection as connections
+
+    names = set(getattr(connections, "URL_QUERY_ARGUMENT_PARSERS", {}))
+    for kind in (redis.Connection, redis.SSLConnection, redis.UnixDomainSocketConnection, redis.ConnectionPool):
+        for cls in kind.__mro__:
+            init = vars(cls).get("__init__")
+            if init is not None:
+                names.update(p.name for p in inspect.signature(init).parameters.values()
+                             if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
+    names.discard("self")
+    return frozenset(names | set(SECRET_OPTIONS) | set(_TYPED_OPTIONS))
+
+
+def _option_shown(name: str) -> str | None:
+    """`name` if it may be shown: an option taskit or redis-py knows, or one so close to a
+    known one that it is a misspelling of it (?sentinel_pasword=); None for any other name,
+    which may be a secret typed in the wrong place."""
+    if name in _known_options():
+        return name
+    return name if difflib.get_close_matches(name, _known_options(), n=1, cutoff=_CLOSE) else None
+
+
+def _check_query(url: str) -> None:
+    """Refuse what redis-py would silently drop or misread in a URL's query, in words that
+    never quote a secret: an item without a value (?S3CRET), an option given twice (redis-py
+    reads the first), and an option no one knows (named only when it is a misspelling of
+    one that exists)."""
+    query = urlsplit(_USER_INFO.sub(lambda m: m["scheme"] or "", url, count=1)).query
+    seen = set()
+    for item in re.split(r"[&;]", query):
+        name, equals, value = item.partition("=")
+        name = unquote_plus(name)
+        if not item:
+            continue
+        if not equals or not name:
+            raise ValueError("the query holds an item that is not option=value (not shown, in case it is a secret)")
+        shown = _option_shown(name)
+        if shown is None:
+            raise ValueError("the query names an option that redis-py does not know (not shown, in case it is a "
+                             "secret): options are redis-py's connection keywords, such as socket_timeout")
+        if name not in _known_options():
+            match = difflib.get_close_matches(name, _known_options(), n=1, cutoff=_CLOSE)[0]
+            raise ValueError(f"unknown option {shown!r} (did you mean {match!r}?)")
+        if name in seen:
+            raise ValueError(f"option {name!r} is given twice: give it once")
+        if not value:
+            raise ValueError(f"option {name!r} has no value: give one, or leave the option out")
+        seen.add(name)
 
 
 def describe(connection: Client) -> str:
@@ -222,6 +311,7 @@ def _plan(url: str, options: Mapping[str, Any]) -> Callable[[], Client]:
     if "#" in url:
         raise ValueError("a Redis URL has no #fragment, so what follows a # would be ignored: "
                          "write a # in a user name or password as %23")
+    _check_query(url)
     if scheme in CLUSTER_SCHEMES:
         return _cluster_plan(url, CLUSTER_SCHEMES[scheme], options)
     if scheme in SENTINEL_SCHEMES:
@@ -363,6 +453,8 @@ def _why_refused(url: str, options: Mapping[str, Any]) -> str:
     again, since the error of the original may quote a piece of the password."""
     shown = {name: REDACTED if name in SECRET_OPTIONS else value for name, value in options.items()}
     try:
+        if _SCHEME.match(url) and "#" not in url:
+            _check_query(url)  # (its words never quote a secret; the redacted URL's query reads otherwise)
         _plan(redact_url(url), shown)
     except TypeError as exc:  # redis-py's words: "__init__() got an unexpected keyword argument 'x'"
         unknown = re.search(r"argument '(\w+)'", str(exc))

@@ -9,6 +9,7 @@
     │   └── RedisUnavailableError Redis could not be reached within the retry budget
     ├── NoSuchJobError            no job with that id (also a LookupError)
     ├── DuplicateJobError         a job with that id already exists
+    ├── NotReplicatedError        enqueued on the master, but fewer replicas than asked confirmed it in time
     ├── InvalidOperationError     the job is not in a state that allows this
     ├── JobTimeoutError           raised inside a task that ran past its timeout
     ├── JobFailedError            `job.wait()` on a job that failed; carries exc_info
@@ -23,6 +24,11 @@ already catches `ValueError` / `TypeError` / `LookupError` keep working.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .job import Job
 
 
 class TaskitError(Exception):
@@ -59,6 +65,21 @@ class NoSuchJobError(TaskitError, LookupError):
 
 class DuplicateJobError(TaskitError):
     """A job with that id already exists; delete it first or pick another id."""
+
+
+class NotReplicatedError(TaskitError):
+    """An enqueue that asked for `replicas=N` is on the master, but fewer than N replicas
+    confirmed it (Redis `WAIT`) within the timeout: a failover now could lose it.
+
+    The jobs are not deleted (a worker may be running them already). `jobs` are the call's
+    jobs (`job` the first, the only one of a single enqueue), `acknowledged` how many
+    replicas confirmed them, `replicas` how many were asked for, `timeout` the wait in seconds.
+    """
+
+    def __init__(self, message: str, jobs: list[Job], acknowledged: int, replicas: int, timeout: float) -> None:
+        super().__init__(message)
+        self.jobs, self.job = jobs, jobs[0]
+        self.acknowledged, self.replicas, self.timeout = acknowledged, replicas, timeout
 
 
 class InvalidOperationError(TaskitError):

@@ -25,23 +25,28 @@ SETTLE_SECONDS = 600
 Sums = dict[int, list[int]]
 
 
-def minute_sums(store: Store, queues: Sequence[str], first_minute: int, last_minute: int) -> Sums:
+def minute_sums(
+    store: Store, queues: Sequence[str], first_minute: int, last_minute: int, problems: list[str] | None = None
+) -> Sums:
     """Jobs [finished, failed] per Unix minute in [first_minute, last_minute], summed over
-    `queues`; minutes without any are left out. One round trip per CHUNK queues."""
+    `queues`; minutes without any are left out. One round trip per CHUNK queues. What cannot
+    be read is left out and said in `problems` (see storage/store.py)."""
     sums: Sums = {}
     for start in range(0, len(queues), CHUNK):
-        for counts in store.minute_counts(queues[start:start + CHUNK], first_minute, last_minute):
+        for counts in store.minute_counts(queues[start:start + CHUNK], first_minute, last_minute, problems):
             for column, kind in enumerate(("d", "f")):
                 for minute, n in counts[kind].items():
                     sums.setdefault(minute, [0, 0])[column] += n
     return sums
 
 
-def per_minute(store: Store, queues: Sequence[str], minutes: int, now: float) -> list[tuple[int, int, int]]:
+def per_minute(
+    store: Store, queues: Sequence[str], minutes: int, now: float, problems: list[str] | None = None
+) -> list[tuple[int, int, int]]:
     """(Unix minute, finished, failed) for each of the last `minutes` minutes up to `now`,
     summed over `queues`, read now (for a few queues: a queue's own charts)."""
     last = int(now // 60)
-    return _rows(minute_sums(store, queues, last - minutes + 1, last), last - minutes + 1, last)
+    return _rows(minute_sums(store, queues, last - minutes + 1, last, problems), last - minutes + 1, last)
 
 
 def _rows(sums: Sums, first: int, last: int) -> list[tuple[int, int, int]]:
@@ -75,9 +80,11 @@ class History:
         self._queues: frozenset[str] = frozenset()  # the last set of queues seen, shared by the hours
         self._lock = threading.Lock()  # one load fills the kept hours; another waits and uses them
 
-    def per_minute(self, queues: Sequence[str], minutes: int, now: float) -> list[tuple[int, int, int]]:
+    def per_minute(
+        self, queues: Sequence[str], minutes: int, now: float, problems: list[str] | None = None
+    ) -> list[tuple[int, int, int]]:
         """(Unix minute, finished, failed) for each of the last `minutes` minutes up to `now`,
-        summed over `queues`."""
+        summed over `queues` (what cannot be read: said in `problems`)."""
         last = int(now // 60)
         first = last - minutes + 1
         live_from = max(int((now - SETTLE_SECONDS) // 3600), first // 60)  # the first hour not over
@@ -86,17 +93,17 @@ class History:
             for hour in [h for h in self._hours if h < first // 60]:
                 del self._hours[hour]  # out of the window
             for hour in range(first // 60, live_from):
-                for minute, (done, failed) in self._settled(hour, queues).sums.items():
+                for minute, (done, failed) in self._settled(hour, queues, problems).sums.items():
                     sums[minute] = [done, failed]
-        sums.update(minute_sums(self.store, queues, max(first, live_from * 60), last))
+        sums.update(minute_sums(self.store, queues, max(first, live_from * 60), last, problems))
         return _rows(sums, first, last)
 
-    def _settled(self, hour: int, queues: Sequence[str]) -> _Hour:
+    def _settled(self, hour: int, queues: Sequence[str], problems: list[str] | None) -> _Hour:
         """The kept sums of an hour that is over, read now for the queues it does not cover yet."""
         kept = self._hours.setdefault(hour, _Hour())
         missing = [queue for queue in queues if queue not in kept.queues]
         if missing:
-            for minute, (done, failed) in minute_sums(self.store, missing, hour * 60, hour * 60 + 59).items():
+            for minute, (done, failed) in minute_sums(self.store, missing, hour * 60, hour * 60 + 59, problems).items():
                 counts = kept.sums.setdefault(minute, [0, 0])
                 counts[0] += done
                 counts[1] += failed

@@ -88,6 +88,9 @@ def validate_id(value: object, what: str = "job id") -> str:
     if not isinstance(value, str):
         raise InvalidJobIdError(f"{what} must be a string, not {type(value).__name__}")
     if not _ID.fullmatch(value):
+        if value and value.strip(".") == "":
+            raise InvalidJobIdError(f"{what} {value!r} is invalid: a name made only of dots cannot be reached "
+                                    "in a URL (the dashboard's /jobs/..): add a letter or a digit")
         raise InvalidJobIdError(
             f"{what} {value!r} is invalid: use 1 to 128 letters, digits or the characters _ . : @ -"
         )

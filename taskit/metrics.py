@@ -5,8 +5,11 @@ One scrape covers every worker on every host, since everything comes from Redis:
     taskit_queue_jobs{queue,state}                 jobs waiting (state="queued") and in each registry
     taskit_queue_oldest_job_age_seconds{queue}     age of the job at the head of the queue (0: none)
     taskit_jobs_total{queue,task,outcome}          jobs finished, failed or retried, since the start
+                                                   (jobs a worker refused to run: task="(refused)")
     taskit_job_duration_seconds{queue,task}        run time histogram (recorded by the workers)
     taskit_workers                                 workers whose lease has not expired
+    taskit_unreadable_keys                         keys (or parts) that could not be read at this
+                                                   scrape, each named in a warning in the log
 
 Expose them on the dashboard (`/metrics`), with `taskit metrics --port 9808`, or in your
 own app: `make_asgi_app(connection)` (an ASGI app) or `generate_latest(connection)` (text).
@@ -65,21 +68,31 @@ class TaskitCollector(Collector):
         store = Store.of(config.get_connection(self._connection))
         now = time.time()
         names = [q.name for q in Queue.all(store.redis)]
+        problems: list[str] = []  # a key that cannot be read leaves its series out, and is logged
         jobs = GaugeMetricFamily("taskit_queue_jobs", "Jobs waiting (queued) and in each registry.", labels=["queue", "state"])
         oldest = GaugeMetricFamily(
             "taskit_queue_oldest_job_age_seconds", "Age of the job at the head of the queue (0 when none waits).",
             labels=["queue"],
         )
-        for state in read_queues(store, names, now):
+        for state in read_queues(store, names, now, problems):
             for kind, count in state.counts.items():
-                jobs.add_metric([state.name, kind], count)
+                if count is not None:
+                    jobs.add_metric([state.name, kind], count)
             oldest.add_metric([state.name], state.oldest_age(now) or 0.0)
         yield jobs
         yield oldest
-        yield from _task_metrics(names, store.task_totals(names))
+        yield from _task_metrics(names, store.task_totals(names, problems))
         workers = GaugeMetricFamily("taskit_workers", "Workers whose lease has not expired.")
-        workers.add_metric([], live_workers(store, now)[0])
+        workers.add_metric([], live_workers(store, now, problems)[0])
         yield workers
+        problems = list(dict.fromkeys(problems))  # (a key read twice is said once)
+        for problem in problems:
+            log.warning("scrape: left out: %s", problem)
+        unreadable = GaugeMetricFamily(
+            "taskit_unreadable_keys", "Keys, or parts of keys, this scrape could not read (each named in the log)."
+        )
+        unreadable.add_metric([], len(problems))
+        yield unreadable
 
 
 def _task_metrics(queues: list[str], totals: list[dict[str, dict[str, int]]]) -> Iterator[Metric]:

@@ -10,7 +10,7 @@ from typing import Any
 
 from . import config, tracing
 from .connections import Client
-from .exceptions import ConfigurationError, DuplicateJobError
+from .exceptions import ConfigurationError, DuplicateJobError, NotReplicatedError
 from .job import Job, JobStatus, retag, validate_id, whole_number
 from .registry import (
     CanceledJobRegistry,
@@ -45,11 +45,27 @@ _JOB_ARGUMENT = {
 
 
 class Queue:
-    """A named queue in Redis. `Queue("emails", connection=Redis())`."""
+    """A named queue in Redis. `Queue("emails", connection=Redis())`.
 
-    def __init__(self, name: str = "default", connection: Client | None = None) -> None:
+    `replicas=N`: each enqueue through this queue returns only once N replicas have the
+    job (Redis WAIT, up to `replica_timeout` seconds), else raises NotReplicatedError;
+    None takes `taskit.configure()`'s (see docs/scaling.md).
+    """
+
+    def __init__(
+        self,
+        name: str = "default",
+        connection: Client | None = None,
+        *,
+        replicas: int | None = None,
+        replica_timeout: float | dt.timedelta | None = None,
+    ) -> None:
         self.name = validate_id(name, "queue name")
         self._connection = config.check_connection(connection) if connection is not None else None
+        self.replicas = None if replicas is None else config.check_replicas(replicas)
+        self.replica_timeout = None if replica_timeout is None else config.check_replica_timeout(replica_timeout)
+        if self._connection is not None and self.replicas:
+            self._store.check_replica_wait(*self._replica_wait())
 
     @classmethod
     def all(cls, connection: Client | None = None) -> list[Queue]:
@@ -80,9 +96,10 @@ class Queue:
         kwargs: dict[str, Any] | None = None,
         **options: Any,
     ) -> Job:
-        """Enqueue with the call's arguments and the job's options kept apart."""
-        at_front = options.pop("at_front", False)
-        return self.enqueue_job(self.prepare_data(func, args, kwargs, **options), at_front=at_front)
+        """Enqueue with the call's arguments and the job's options kept apart; besides the
+        options of `prepare_data`, takes `at_front`, `replicas` and `replica_timeout`."""
+        at_front, wait = options.pop("at_front", False), take_wait_options(options)
+        return self.enqueue_job(self.prepare_data(func, args, kwargs, **options), at_front=at_front, **wait)
 
     def prepare_data(
         self,
@@ -113,12 +130,32 @@ class Queue:
             args = tuple(args)
         return Job.create(func, args, kwargs, connection=self._connection, origin=self.name, **settings)
 
-    def enqueue_job(self, job: Job, at_front: bool = False, run_at: float | None = None) -> Job:
+    def enqueue_job(
+        self,
+        job: Job,
+        at_front: bool = False,
+        run_at: float | None = None,
+        *,
+        replicas: int | None = None,
+        replica_timeout: float | dt.timedelta | None = None,
+    ) -> Job:
         """Write a created job and push it (or schedule it for `run_at`), in one round trip."""
-        return self.enqueue_many([job], at_front=at_front, run_at=run_at)[0]
+        return self.enqueue_many([job], at_front, run_at, replicas=replicas, replica_timeout=replica_timeout)[0]
 
-    def enqueue_many(self, jobs: Iterable[Job], at_front: bool = False, run_at: float | None = None) -> list[Job]:
-        """Enqueue many prepared jobs (see `prepare_data`) in one round trip."""
+    def enqueue_many(
+        self,
+        jobs: Iterable[Job],
+        at_front: bool = False,
+        run_at: float | None = None,
+        *,
+        replicas: int | None = None,
+        replica_timeout: float | dt.timedelta | None = None,
+    ) -> list[Job]:
+        """Enqueue many prepared jobs (see `prepare_data`) in one round trip.
+
+        `replicas`, `replica_timeout`: this call's replica wait (one WAIT after all the jobs);
+        None takes the queue's, else `taskit.configure()`'s.
+        """
         if isinstance(jobs, Job) or not isinstance(jobs, Iterable):
             raise ConfigurationError(f"enqueue_many takes a list of jobs, not {type(jobs).__name__}")
         if not isinstance(at_front, bool):
@@ -127,6 +164,7 @@ class Queue:
             isinstance(run_at, bool) or not isinstance(run_at, (int, float)) or not math.isfinite(run_at)
         ):
             raise ConfigurationError(f"run_at must be a Unix time in seconds, not {run_at!r}")
+        wait = self._replica_wait(replicas, replica_timeout)
         jobs = list(jobs)
         for job in jobs:
             if not isinstance(job, Job):
@@ -138,10 +176,10 @@ class Queue:
         now = time.time()
         entries = [(job.id, self.name, job.ttl, at_front, run_at, job.to_fields(status, now)) for job in jobs]
         if tracing.tracer is None:
-            written = self._store.enqueue(entries)
+            written, acknowledged = self._store.enqueue(entries, *wait)
         else:
             with tracing.producer_spans(jobs, [entry[-1] for entry in entries]):
-                written = self._store.enqueue(entries)
+                written, acknowledged = self._store.enqueue(entries, *wait)
         taken = [job.id for job, ok in zip(jobs, written) if not ok]
         if taken:
             raise DuplicateJobError(
@@ -155,7 +193,18 @@ class Queue:
             job.created_at = float(fields.get(Field.CREATED, fields[Field.ENQUEUED]))  # as Job._load reads it
             if job._connection is None:
                 job._connection = self._connection
+        if acknowledged is not None and acknowledged < wait.replicas:
+            raise not_replicated(jobs, self.name, acknowledged, wait)
         return jobs
+
+    def _replica_wait(
+        self, replicas: int | None = None, replica_timeout: float | dt.timedelta | None = None
+    ) -> config.ReplicaWait:
+        """A call's replica wait: what it gives, else the queue's, else the process default."""
+        return config.replica_wait(
+            self.replicas if replicas is None else replicas,
+            self.replica_timeout if replica_timeout is None else replica_timeout,
+        )
 
     def enqueue_at(self, when: dt.datetime, f: Callable[..., Any] | str, *args: Any, **kwargs: Any) -> Job:
         """Enqueue `f` to run at `when` (a timezone-aware datetime; a past time runs at once).
@@ -234,6 +283,24 @@ class Queue:
 
     def __hash__(self) -> int:
         return hash(self.name)
+
+
+def take_wait_options(options: dict[str, Any]) -> dict[str, Any]:
+    """`replicas=` and `replica_timeout=` taken out of a call's options (for `enqueue_many`)."""
+    return {name: options.pop(name) for name in ("replicas", "replica_timeout") if name in options}
+
+
+def not_replicated(jobs: list[Job], queue: str, acknowledged: int, wait: config.ReplicaWait) -> NotReplicatedError:
+    """The error of an enqueue that fewer replicas than asked confirmed: it says the jobs are
+    enqueued (and stay), what was confirmed, and where to read what to do."""
+    what, it = (f"job {jobs[0].id} is", "it") if len(jobs) == 1 else (f"{len(jobs)} jobs ({jobs[0].id}, ...) are", "them")
+    return NotReplicatedError(
+        f"{what} enqueued on queue {queue!r} on the master, but {acknowledged} of the {wait.replicas} "
+        f"replica(s) asked for confirmed {it} within {wait.timeout:g}s, so a failover now could lose {it}; "
+        f"{'it stays' if len(jobs) == 1 else 'they stay'} enqueued and may run (what to do: docs/scaling.md, "
+        "'Producers: waiting for a replica')",
+        jobs, acknowledged, wait.replicas, wait.timeout,
+    )
 
 
 def split_call(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, Any, dict[str, Any]]:

@@ -11,7 +11,7 @@ from . import functions
 from .connections import Client
 from .exceptions import ConfigurationError
 from .job import Job, seconds
-from .queue import Queue
+from .queue import Queue, take_wait_options
 from .retry import Retry
 from .schedule import run_at
 
@@ -94,24 +94,29 @@ class Task(Generic[P, R]):
         eta: dt.datetime | None = None,
         connection: Client | None = None,
         at_front: bool = False,
+        replicas: int | None = None,
+        replica_timeout: float | dt.timedelta | None = None,
         **options: Any,
     ) -> Job:
         """Enqueue with options: queue, job_id, countdown or eta, and any of ttl, result_ttl,
-        failure_ttl, timeout, meta, description, retry (these win over the task's own)."""
+        failure_ttl, timeout, meta, description, retry (these win over the task's own);
+        `replicas` and `replica_timeout` (see `Queue`) win over `taskit.configure()`'s."""
         if not isinstance(at_front, bool):
             raise ConfigurationError(f"at_front must be True or False, not {type(at_front).__name__}")
         target = Queue(queue if queue is not None else self.queue, connection)
         job = target.prepare_data(self, args, kwargs, job_id=job_id, **options)
         when = None if countdown is None and eta is None else run_at(countdown, eta)
-        return target.enqueue_job(job, at_front=at_front, run_at=when)
+        return target.enqueue_job(job, at_front, when, replicas=replicas, replica_timeout=replica_timeout)
 
     def map(self, calls: Iterable[Iterable[Any]], **options: Any) -> list[Job]:
-        """Enqueue one job per argument tuple in a single round trip: `add.map([(1, 2), (3, 4)])`."""
+        """Enqueue one job per argument tuple in a single round trip: `add.map([(1, 2), (3, 4)])`;
+        with `replicas=N`, one WAIT follows the whole batch."""
         if isinstance(calls, (str, bytes)) or not isinstance(calls, Iterable):
             raise ConfigurationError(f"map takes a list of argument tuples, not {type(calls).__name__}")
         connection = options.pop("connection", None)
+        wait = take_wait_options(options)
         target = Queue(options.pop("queue", self.queue), connection)
-        return target.enqueue_many([target.prepare_data(self, args, None, **options) for args in calls])
+        return target.enqueue_many([target.prepare_data(self, args, None, **options) for args in calls], **wait)
 
     def __repr__(self) -> str:
         return f"<Task {self.name}>"

@@ -7,6 +7,8 @@ import os
 import threading
 import time
 
+from fault_tasks import FIRST_ATTEMPTS
+
 from taskit import Retry, get_current_job, task
 
 
@@ -125,6 +127,7 @@ async def async_first_attempt_sleeps(seconds: float) -> dict:
     job = get_current_job()
     assert job is not None
     if job.attempts == 1:
+        job.connection.sadd(FIRST_ATTEMPTS, job.id)
         await asyncio.sleep(seconds)
     return {"pid": os.getpid(), "attempt": job.attempts}
 

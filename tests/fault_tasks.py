@@ -11,6 +11,9 @@ import records
 from taskit import Retry, get_current_job, task
 from taskit.storage import keys
 
+#: ids of the jobs whose first attempt began (slow_first_attempt and its async twin)
+FIRST_ATTEMPTS = "test:first-attempts"
+
 
 @task
 def work(i: int, seconds: float = 0.0) -> int:
@@ -21,10 +24,12 @@ def work(i: int, seconds: float = 0.0) -> int:
 
 @task
 def slow_first_attempt(seconds: float) -> dict:
-    """Sleeps on its first attempt only, so a killed first attempt is re-run quickly."""
+    """Sleeps on its first attempt only, so a killed first attempt is re-run quickly. Each
+    first attempt adds its id to the set FIRST_ATTEMPTS once it runs."""
     job = get_current_job()
     assert job is not None
     if job.attempts == 1:
+        job.connection.sadd(FIRST_ATTEMPTS, job.id)
         time.sleep(seconds)
     return {"pid": os.getpid(), "attempt": job.attempts}
 

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+import records
 import redis
 import sample_tasks
 from conftest import taskit_command
@@ -48,6 +52,81 @@ def test_info_json_shows_counts_and_the_job_each_worker_runs(connection, cli_env
     (running,) = busy["jobs"]
     assert (running["id"], running["task"], running["status"]) == (job.id, "sample_tasks.meta_then_wait", "started")
     assert running["running_seconds"] > 0
+
+
+class Backlogged:
+    """A real `taskit worker concurrency_tasks --threads 4` running 4 gated jobs, with more of
+    them claimed behind, waiting in its backlog. A worker hands its backlog back to the queue
+    after a second (worker.HAND_BACK_AFTER); this one keeps it for ten minutes, so that what
+    readers show of it can be checked at leisure."""
+
+    THREADS = 4
+    KEEP_BACKLOG = ("import sys, taskit.worker.worker as w; w.HAND_BACK_AFTER = 600; "
+                    "from taskit.cli import main; sys.argv[0] = 'taskit'; main()")
+
+    def __init__(self, connection: redis.Redis, env: dict[str, str], gate: Path, name: str = "backlogged") -> None:
+        import concurrency_tasks as ct
+
+        from taskit.storage import keys
+
+        self.name = name
+        queue = Queue(connection=connection)
+        # short jobs first: the worker learns that jobs are short, and keeps a backlog
+        queue.enqueue_many([queue.prepare_data(ct.span, (0.005,)) for _ in range(60)])
+        self.gated = queue.enqueue_many([queue.prepare_data(ct.gated, (str(gate),)) for _ in range(12)])
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", self.KEEP_BACKLOG, "worker", "concurrency_tasks", "--threads", str(self.THREADS),
+             "-n", name, "--log-level", "warning"],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 30
+        try:
+            while True:
+                self.running = {i.decode() for i in connection.lrange(ct.GATED_STARTED, 0, -1)}
+                self.held = [i.decode() for i in connection.lrange(records.inflight(name), 0, -1)]
+                self.waiting = [i for i in self.held if i not in self.running]
+                shown = (connection.hget(keys.worker(name), keys.WORKER_WAITING) or b"").decode().split()
+                if len(self.running) == self.THREADS and self.waiting and shown == self.waiting:
+                    break  # 4 running, a backlog, and the worker's hash says which wait
+                assert time.monotonic() < deadline and self.process.poll() is None, (self.running, self.held, shown)
+                time.sleep(0.05)
+        except BaseException:
+            self.stop(gate)
+            raise
+
+    def stop(self, gate: Path) -> None:
+        gate.touch()
+        self.process.terminate()
+        self.process.wait(timeout=30)
+
+
+@pytest.fixture
+def backlogged(connection: redis.Redis, cli_env: dict[str, str], tmp_path: Path) -> Iterator[Backlogged]:
+    worker = Backlogged(connection, cli_env, tmp_path / "gate")
+    yield worker
+    worker.stop(tmp_path / "gate")
+
+
+def test_info_shows_every_running_job_and_the_backlog(cli_env, backlogged) -> None:
+    """--threads 4: each running job with its running time; those claimed ahead and not
+    started as waiting in the worker's backlog (the claim marks them started too)."""
+    shown = json.loads(ok(taskit(cli_env, "info", "--json")).stdout)
+    (worker,) = [w for w in shown["workers"] if w["name"] == backlogged.name]
+    jobs = {j["id"]: j for j in worker["jobs"]}
+    assert worker["held"] == len(backlogged.held) and list(jobs) == backlogged.held[:5]
+    for job_id, job in jobs.items():
+        assert job["status"] == "started"  # as Redis has it, running or not
+        if job_id in backlogged.running:
+            assert not job["waiting"] and job["running_seconds"] > 0, job
+        else:
+            assert job["waiting"] and job["running_seconds"] is None, job
+    assert sum(not j["waiting"] for j in jobs.values()) == Backlogged.THREADS
+
+    out = ok(taskit(cli_env, "info")).stdout
+    running = re.findall(r"running concurrency_tasks\.gated \(job (\S+)\) for \d", out)
+    waiting = re.findall(r"waiting concurrency_tasks\.gated \(job (\S+)\): claimed, in the worker's backlog", out)
+    assert set(running) == backlogged.running and waiting == backlogged.waiting[:5 - Backlogged.THREADS]
+    assert f"(+{len(backlogged.held) - 5} more held)" in out
 
 
 def _strict_json(text: str) -> object:

@@ -254,10 +254,11 @@ def test_a_job_that_blocks_the_event_loop_is_reported(connection, start):
 
 CANCEL_MODES = {
     # (task, worker arguments): one job in the worker's own thread (a signal cuts its sleep
-    # short), on a pool thread (waiting in small steps), and on the event loop
-    "single-threaded": (fault_tasks.sleep_retried, ("--lease", "5"), ("fault_tasks",)),
-    "threads": (ct.long_sync, ("--threads", "4", "--lease", "5"), MODULES),
-    "async": (ct.long_async, ("--lease", "5"), MODULES),
+    # short), on a pool thread (waiting in small steps), and on the event loop. The default
+    # lease (a heartbeat every 5 s): only the cancel message can stop a job within the bound
+    "single-threaded": (fault_tasks.sleep_retried, (), ("fault_tasks",)),
+    "threads": (ct.long_sync, ("--threads", "4"), MODULES),
+    "async": (ct.long_async, (), MODULES),
 }
 
 
@@ -274,7 +275,9 @@ def test_cancel_a_running_job_from_another_process(connection, start, mode):
         job.wait(timeout=20)
     took = time.monotonic() - asked
     print(f"{mode}: stopped {took:.2f}s after the cancel")
-    assert took < 3, f"stopped after {took:.1f}s"
+    # issue 10: "within about a second" (measured: 0.00-0.04 s, two CPU burners beside it);
+    # the margin is for a loaded 2-core CI machine
+    assert took < 1.5, f"stopped after {took:.2f}s"
     job.refresh()
     assert job.get_status() == JobStatus.CANCELED and job.id in Queue().canceled_job_registry
     assert (job.retries, job.attempts, job.result) == (0, 1, None)  # not retried
@@ -346,12 +349,18 @@ def test_taskit_cancel(connection, start, cli_env):
 # -- every job in flight keeps its guarantees ------------------------------------------------------
 
 
-@pytest.mark.parametrize(("task", "args"), [(ct.async_first_attempt_sleeps, ("--async-tasks", "150")),
-                                            (fault_tasks.slow_first_attempt, ("--threads", "120"))])
+IN_FLIGHT = 200  # issue 10: "kill -9 of a process with 200 jobs in flight loses none of them"
+
+
+@pytest.mark.parametrize(("task", "args"), [(ct.async_first_attempt_sleeps, ("--async-tasks", str(IN_FLIGHT))),
+                                            (fault_tasks.slow_first_attempt, ("--threads", str(IN_FLIGHT)))])
 def test_kill_9_with_many_jobs_in_flight_loses_none(connection, start, task, args):
-    jobs = enqueue(task, [(60,)] * 120)
+    jobs = enqueue(task, [(60,)] * IN_FLIGHT)
     doomed = start(*args, *FAST)
-    wait_until(lambda: Queue().started_job_registry.count == 120 and Queue().count == 0, what="all 120 to start")
+    wait_until(lambda: Queue().started_job_registry.count == IN_FLIGHT and Queue().count == 0,
+               what=f"all {IN_FLIGHT} to start")
+    # each running, not only claimed (a claimed job waiting for a slot is recovered too, but proves less)
+    wait_until(lambda: connection.scard(fault_tasks.FIRST_ATTEMPTS) == IN_FLIGHT, what=f"all {IN_FLIGHT} to run")
     doomed.signal(signal.SIGKILL)
     doomed.wait()
     rescuer = start(*args, *FAST)

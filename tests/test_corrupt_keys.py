@@ -8,16 +8,20 @@ worker that stalled or crashed.
 
 from __future__ import annotations
 
+import functools
+import json
 import re
 import signal
 import subprocess
 import sys
 import threading
 import time
+from typing import Any
 
 import fault_tasks
 import msgpack
 import pytest
+import records
 import redis
 from conftest import taskit_command
 from records import (
@@ -381,3 +385,178 @@ def test_the_scripts_bound_durations_as_the_api_does():
     from taskit.storage.scripts import source
 
     assert f"local MAX_SECONDS = {MAX_SECONDS}" in source("finish")
+
+
+# -- 11. reads: the dashboard, `taskit info` / `job` / `failed` and /metrics show the rest --------------
+#
+# A key of another type where a queue, registry, record, worker or counter hash should be, an id
+# that is not UTF-8, a counter that is not a number: each page and command still answers, shows
+# what it can, and names the key it could not read (on the page or its output, else in the log).
+
+#: the pages of the dashboard (JOB: the failed job's page), each with a text the page shows whatever is corrupt
+PAGES = {
+    "/": 'href="/queues/other"',
+    **{f"/queues/default?registry={state}": "<h1>Queue default</h1>" for state in ("queued", *keys.REGISTRIES)},
+    "/workers": "<h1>Workers</h1>",
+    "/periodic": "nightly_cleanup",
+    "JOB": "dashboard_tasks.no_such",
+}
+#: the surfaces that read everything a queue holds (counts, the head's age)
+QUEUE_READERS = {"/", *(p for p in PAGES if p.startswith("/queues/")), "/metrics", "info"}
+
+
+def _corrupt_scene(connection: redis.Redis) -> dict[str, str]:
+    """Queue default: a finished job, a failed one, a scheduled one, one held by worker w1, and
+    one waiting (with a hash of its own); queue other: one waiting."""
+    import dashboard_tasks
+
+    queue = Queue(connection=connection)
+    queue.enqueue(dashboard_tasks.echo, 1)
+    failed = queue.enqueue("dashboard_tasks.no_such")
+    Worker([queue], modules=("dashboard_tasks",)).work(burst=True)
+    queue.enqueue_in(600, dashboard_tasks.echo, 2)
+    held = queue.enqueue(dashboard_tasks.echo, 3)
+    store, now = Store.of(connection), time.time()
+    store.register_worker("w1", {"host": "h", "pid": "1", "queues": "default", "lease": "20"}, now + 60, 60)
+    store.claim("w1", ["default"], now, now + 60, 1)
+    waiting = queue.enqueue(dashboard_tasks.echo, 4, ttl=600)
+    Queue("other", connection=connection).enqueue(dashboard_tasks.echo, 5)
+    return {"failed": failed.id, "held": held.id, "waiting": waiting.id}
+
+
+def _replaced(connection: redis.Redis, key: str) -> str:
+    connection.delete(key)
+    connection.set(key, "not what taskit keeps here")
+    return key
+
+
+def _hour() -> int:
+    return int(time.time() // 3600)
+
+
+def _replaced_registry(kind: str, connection: redis.Redis, _: dict[str, str]) -> str:
+    return _replaced(connection, keys.of_queue("default").registry(kind))
+
+
+def _then(_: object, key: str) -> str:
+    """`key`, after the write that spoiled it."""
+    return key
+
+
+_DEFAULT = keys.of_queue("default")
+
+#: corruption -> (make it: returns the key it spoiled, the surfaces that read that key and must name it)
+READ_CORRUPTIONS: dict[str, tuple[Any, set[str]]] = {
+    "queue list": (lambda c, s: _replaced(c, _DEFAULT.queue), QUEUE_READERS),
+    **{
+        f"{kind} registry": (functools.partial(_replaced_registry, kind), QUEUE_READERS | ({"failed"} if kind == "failed" else set()))
+        for kind in keys.REGISTRIES
+    },
+    # (the waiting job's bucket is read for the head's age)
+    "waiting record": (lambda c, s: _replaced(c, records.bucket(c, s["waiting"])), QUEUE_READERS),
+    "state hash": (lambda c, s: _replaced(c, records.state_key(c, s["waiting"])), QUEUE_READERS | {"/workers", "info"}),
+    "enqueue time": (lambda c, s: _then(records.set_fields(c, s["waiting"], {"e": "soon"}), records.bucket(c, s["waiting"])),
+                     QUEUE_READERS),
+    "held record": (lambda c, s: _replaced(c, records.bucket(c, s["held"])), {"/workers", "info"}),
+    "in-flight list": (lambda c, s: _replaced(c, records.inflight("w1")), {"/workers", "info"}),
+    "workers zset": (lambda c, s: _replaced(c, keys.WORKERS), {"/", "/workers", "/metrics", "info"}),
+    "worker hash": (lambda c, s: _replaced(c, keys.worker("w1")), {"/workers", "info"}),
+    "stats hash": (lambda c, s: _replaced(c, _DEFAULT.stats(_hour())), {"/", *(p for p in PAGES if p.startswith("/queues/"))}),
+    "totals hash": (lambda c, s: _replaced(c, _DEFAULT.totals), {"/metrics"}),
+    "queue member": (lambda c, s: _then(c.lpush(_DEFAULT.queue, b"\xff\xfe"), _DEFAULT.queue), QUEUE_READERS),
+    "registry member": (lambda c, s: _then(c.zadd(_DEFAULT.failed, {b"\xff\xfe": "+inf"}), _DEFAULT.failed),
+                        {"/queues/default?registry=failed", "failed"}),
+    "in-flight member": (lambda c, s: _then(c.rpush(records.inflight("w1"), b"\xff\xfe"), records.inflight("w1")),
+                         {"/workers", "info"}),
+    "stats fields": (lambda c, s: _then(c.hset(_DEFAULT.stats(_hour()), mapping={b"\xff:1": "1", f"d:{int(time.time() // 60)}": "many", "f:soon": "1"}),
+                                       _DEFAULT.stats(_hour())), {"/", *(p for p in PAGES if p.startswith("/queues/"))}),
+    "totals fields": (lambda c, s: _then(c.hset(_DEFAULT.totals, mapping={b"d:\xff\xfe": "3", "d:dashboard_tasks.echo": "many", "nocolon": "1"}),
+                                        _DEFAULT.totals), {"/metrics"}),
+    "held fields": (lambda c, s: _then(records.set_fields(c, s["held"], {"st": "soon", "f": b"\xff", "q": b"\xfe"}), ""), set()),
+}
+
+
+@pytest.fixture(params=list(READ_CORRUPTIONS))
+def corrupted(request, connection) -> tuple[dict[str, str], str, set[str]]:
+    """(the scene's ids, the key spoiled, the surfaces that must name it); the scene's ids also
+    name the corruption ("corruption")."""
+    scene = _corrupt_scene(connection)
+    make, readers = READ_CORRUPTIONS[request.param]
+    return {**scene, "corruption": request.param}, make(connection, scene), readers
+
+
+def test_every_dashboard_page_shows_the_rest_and_names_a_corrupt_key(connection, corrupted, caplog):
+    from starlette.testclient import TestClient
+
+    from taskit.dashboard import create_app
+
+    scene, key, readers = corrupted
+    client = TestClient(create_app(connection), base_url="http://localhost")
+    for path, rest in PAGES.items():
+        caplog.clear()
+        url = f"/jobs/{scene['failed']}" if path == "JOB" else path
+        page = client.get(url)
+        assert page.status_code == 200 and rest in page.text, (path, page.status_code, page.text[-500:])
+        if path in readers:
+            assert key in page.text and key in caplog.text, path  # on the page, and in the log
+
+
+def test_metrics_show_the_rest_and_log_a_corrupt_key(connection, corrupted, caplog):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from taskit import metrics
+
+    _, key, readers = corrupted
+    text = metrics.generate_latest(connection).decode()
+    found = {(s.name, tuple(sorted(s.labels.items()))): s.value for f in text_string_to_metric_families(text) for s in f.samples}
+    assert found[("taskit_queue_jobs", (("queue", "other"), ("state", "queued")))] == 1
+    if "/metrics" in readers:
+        assert key in caplog.text and found[("taskit_unreadable_keys", ())] >= 1
+    elif key:
+        assert found[("taskit_unreadable_keys", ())] == 0
+
+
+def test_info_job_and_failed_show_the_rest_and_name_a_corrupt_key(connection, corrupted, cli_env):
+    scene, key, readers = corrupted
+    commands = {"info": ["info"], "info --json": ["info", "--json"], "job": ["job", scene["failed"]], "failed": ["failed"]}
+    running = {name: subprocess.Popen(taskit_command(*args), env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for name, args in commands.items()}  # (at once: each is a Python start-up)
+    for name, process in running.items():
+        out, err = process.communicate(timeout=60)
+        assert "Traceback" not in out + err, (name, err)
+        refused = name == "failed" and scene["corruption"] == "failed registry"  # what it lists: named, exit 1
+        assert process.returncode == (1 if refused else 0), (name, err)
+        if name.startswith("info"):
+            assert "other" in out, name
+        if name == "info --json":
+            document = json.loads(out)
+            assert [q["name"] for q in document["queues"]] == ["default", "other"]
+            assert any(key in problem for problem in document["problems"]) == (key != "" and "info" in readers)
+        if name == "job":
+            assert "status       failed" in out
+        if name == "failed" and not refused:
+            assert scene["failed"] in out
+        if name.split()[0] in readers:
+            assert key in out + err, name
+
+
+def test_a_corrupt_record_is_shown_as_stored_by_taskit_job_and_its_page(connection, cli_env):
+    from starlette.testclient import TestClient
+
+    from taskit.dashboard import create_app
+
+    job_id = _corrupt_scene(connection)["failed"]
+    connection.hset(records.key(connection, job_id), mapping={"f": b"\xff\xfe", "n": "many"})
+    why = f"job {job_id} is corrupt: field 'func' is unreadable"
+    shown = subprocess.run(taskit_command("job", job_id), env=cli_env, capture_output=True, text=True, timeout=60, check=False)
+    assert shown.returncode == 1 and "Traceback" not in shown.stdout + shown.stderr, shown.stderr
+    assert shown.stderr.startswith(f"Error: {why}") and len(shown.stderr.splitlines()) == 1
+    for line in ("status       corrupt", "func         b'\\xff\\xfe'", "attempts     many", "status       failed",
+                 "exc info     taskit.exceptions.TaskNotAllowedError: 'dashboard_tasks.no_such'"):
+        assert line in shown.stdout, (line, shown.stdout)
+    as_json = subprocess.run(taskit_command("job", job_id, "--json"), env=cli_env, capture_output=True, text=True, timeout=60, check=False)
+    document = json.loads(as_json.stdout)
+    assert as_json.returncode == 1 and document["status"] == "corrupt" and document["fields"]["attempts"] == "many"
+    assert document["error"].startswith(why)
+    page = TestClient(create_app(connection), base_url="http://localhost").get(f"/jobs/{job_id}")
+    assert page.status_code == 200 and why.replace("'", "&#39;") in page.text and "<dd><pre class=\"value\">many</pre>" in page.text

@@ -8,6 +8,7 @@ is /usr/bin/chromium (`apt-get install chromium`; .ci/run installs it).
 from __future__ import annotations
 
 import base64
+import re
 import subprocess
 import time
 import urllib.error
@@ -18,6 +19,7 @@ from typing import Any
 
 import dashboard_tasks
 import pytest
+import records
 import redis
 from conftest import free_port, taskit_command
 from records import set_fields
@@ -299,17 +301,20 @@ def test_a_page_number_past_what_redis_can_index_shows_the_last_page_not_an_erro
 
 
 def test_a_key_of_the_wrong_type_or_a_redis_down_is_said_on_the_page_in_one_line(connection, caplog) -> None:
-    """Not a bare 'Internal Server Error' with a traceback in the log: the reason, named."""
-    failed_job(connection)
-    connection.delete(keys.of_queue("default").failed)
-    connection.set(keys.of_queue("default").failed, "not a sorted set")
+    """Not a bare 'Internal Server Error' with a traceback in the log: the reason, named. (A
+    page that lists things shows the rest and names the key: test_corrupt_keys.py; a job's
+    own page cannot.)"""
+    tag = keys.queue_tag("default")
+    connection.set(keys.directory("overwritten"), tag)
+    overwritten = keys.job(tag, "overwritten")
+    connection.set(overwritten, "not a hash")
     client = _client(connection)
-    for path in ("/", "/queues/default", "/metrics"):
-        page = client.get(path)
-        assert page.status_code == 500 and "WRONGTYPE" in page.text, path
-    assert "Cannot show this page" in client.get("/").text
+    page = client.get("/jobs/overwritten")
+    assert page.status_code == 500 and "Cannot show this page" in page.text
+    assert f"{overwritten}: WRONGTYPE" in page.text
     assert all(record.exc_info is None for record in caplog.records)
-    assert any("GET /: " in record.getMessage() and "WRONGTYPE" in record.getMessage() for record in caplog.records)
+    assert any("GET /jobs/overwritten: " in record.getMessage() and "WRONGTYPE" in record.getMessage()
+               for record in caplog.records)
 
     gone = _client(redis.Redis(port=free_port(), password="s3cret-pw"))
     for path in ("/", "/jobs/some-job"):  # a job that cannot be read is not a job that does not exist
@@ -520,3 +525,169 @@ def test_the_overview_shows_a_page_of_queues_and_finds_one_by_name(connection, d
     names.first.click()
     assert page.locator("h1").inner_text() == "Queue tenant-040"
     assert "Queue tenant-040, last day, per minute" in page.locator(".charts").inner_text()
+
+
+# -- the queue page's actions and filter -----------------------------------------------------
+
+
+def _row(page, job_id: str) -> Any:
+    """The table row of the job `job_id` on a queue page."""
+    return page.locator("table.jobs tbody tr", has=page.locator(f"td.id a:text-is('{job_id}')"))
+
+
+def _shown_ids(page) -> list[str]:
+    return page.locator("table.jobs td.id a").all_inner_texts()
+
+
+def test_the_queue_page_cancels_and_deletes_a_job(connection, dashboards, page) -> None:
+    """Cancel takes a waiting job off its queue into the canceled registry; Delete removes a
+    job once the browser's confirm is accepted (and nothing when it is dismissed)."""
+    from taskit import NoSuchJobError
+
+    queue = Queue("orders", connection=connection)
+    first, second, third = (queue.enqueue(dashboard_tasks.echo, i) for i in range(3))
+    later = queue.enqueue_in(3600, dashboard_tasks.echo, "later")
+    board = dashboards()
+    page.goto(board.url + "/queues/orders")
+    assert _shown_ids(page) == [first.id, second.id, third.id]
+
+    _row(page, first.id).locator("button:has-text('Cancel')").click()
+    assert page.locator(".flash").inner_text() == f"Canceled job {first.id}."
+    assert "registry=queued" in page.url and _shown_ids(page) == [second.id, third.id]
+    assert first.get_status() == JobStatus.CANCELED and queue.job_ids == [second.id, third.id]
+    assert first.id in queue.canceled_job_registry
+
+    page.once("dialog", lambda dialog: dialog.dismiss())  # "Delete job ...?" answered no
+    _row(page, second.id).locator("button:has-text('Delete')").click()
+    page.wait_for_timeout(500)  # (a form sent anyway would have loaded a page by now)
+    assert page.locator(".flash").inner_text() == f"Canceled job {first.id}."  # still the last page's
+    assert second.get_status() == JobStatus.QUEUED
+    page.once("dialog", lambda dialog: dialog.accept())
+    _row(page, second.id).locator("button:has-text('Delete')").click()
+    assert page.locator(".flash").inner_text() == f"Deleted job {second.id}."
+    assert _shown_ids(page) == [third.id] and queue.job_ids == [third.id]
+    with pytest.raises(NoSuchJobError):
+        Job.fetch(second.id, connection)
+
+    page.goto(board.url + "/queues/orders?registry=scheduled")  # a scheduled job is canceled too
+    _row(page, later.id).locator("button:has-text('Cancel')").click()
+    assert page.locator(".flash").inner_text() == f"Canceled job {later.id}."
+    assert "registry=scheduled" in page.url and _shown_ids(page) == []
+    assert later.get_status() == JobStatus.CANCELED and len(queue.scheduled_job_registry) == 0
+    assert third.get_status() == JobStatus.QUEUED  # untouched
+
+
+def test_the_queue_page_requeues_every_failed_job_and_the_worker_runs_them(connection, dashboards, page, worker) -> None:
+    jobs = [failed_job(connection, f"B-{i}") for i in range(3)]
+    board = dashboards()
+    page.goto(board.url + "/queues/default?registry=failed")
+    assert sorted(_shown_ids(page)) == sorted(j.id for j in jobs)
+    connection.set(dashboard_tasks.FIXED_KEY, 1)
+    page.once("dialog", lambda dialog: dialog.accept())  # "Requeue every failed job of default?"
+    page.click("button:has-text('Requeue all failed')")
+    assert page.locator(".flash").inner_text() == "Requeued 3 failed job(s) of queue default."
+    assert "registry=failed" in page.url
+    assert [job.wait(timeout=30) for job in jobs] == [f"shipped B-{i}" for i in range(3)]
+    page.reload()
+    assert _shown_ids(page) == [] and page.locator("button:has-text('Requeue all failed')").count() == 0
+    page.goto(board.url + "/queues/default?registry=finished")
+    assert sorted(_shown_ids(page)) == sorted(j.id for j in jobs)
+
+
+def test_the_queue_page_filters_by_task_name(connection, dashboards, page) -> None:
+    queue = Queue("mixed", connection=connection)
+    jobs = [queue.enqueue(dashboard_tasks.echo if i % 3 else dashboard_tasks.fails_until_fixed, i) for i in range(9)]
+    board = dashboards()
+    page.goto(board.url + "/queues/mixed")
+    assert len(_shown_ids(page)) == 9
+    page.fill("input[name=task]", "dashboard_tasks.fails_until_fixed")
+    page.press("input[name=task]", "Enter")
+    assert "task=dashboard_tasks.fails_until_fixed" in page.url
+    assert _shown_ids(page) == [jobs[i].id for i in (0, 3, 6)]
+    assert set(page.locator("table.jobs tbody td:nth-child(2)").all_inner_texts()) == {"dashboard_tasks.fails_until_fixed"}
+    assert page.locator(".note", has_text="Filtered among the first 9 jobs").count() == 1
+    assert page.locator("input[name=task]").input_value() == "dashboard_tasks.fails_until_fixed"
+    page.fill("input[name=task]", "dashboard_tasks.no_such_task")
+    page.click("button:has-text('Filter')")
+    assert _shown_ids(page) == []
+    assert "No queued job of task dashboard_tasks.no_such_task." in page.locator("table.jobs").inner_text()
+    page.click("a:has-text('clear')")
+    assert len(_shown_ids(page)) == 9 and page.locator("input[name=task]").input_value() == ""
+
+
+def test_the_workers_page_shows_every_running_job_and_the_backlog(connection, cli_env, dashboards, page, tmp_path) -> None:
+    """--threads 4: four jobs 'running for ...', and those claimed ahead 'waiting in the
+    worker's backlog', though Redis has every one of them as started."""
+    from test_cli_tools import Backlogged
+
+    worker = Backlogged(connection, cli_env, tmp_path / "gate")
+    try:
+        board = dashboards()
+        page.goto(board.url + "/workers")
+        cell = page.locator("tbody tr", has_text=worker.name).locator("td").last
+        lines = cell.locator("div").all_inner_texts()
+        shown = dict(line.split(" ", 1) for line in lines if not line.startswith("+"))
+        assert list(shown) == worker.held[:10]
+        for job_id, text in shown.items():
+            if job_id in worker.running:
+                assert re.fullmatch(r"concurrency_tasks\.gated\s+running for \S+", text), text
+            else:
+                assert re.fullmatch(r"concurrency_tasks\.gated\s+waiting in the worker's backlog \(claimed, not started\)", text), text
+        assert sum("running for" in text for text in shown.values()) == Backlogged.THREADS
+        assert sum("waiting" in text for text in shown.values()) == len(worker.waiting)
+    finally:
+        worker.stop(tmp_path / "gate")
+
+
+def _sent_by_redis(connection) -> int:
+    return connection.info("stats")["total_net_output_bytes"]
+
+
+def test_a_job_with_a_big_argument_result_or_meta_is_shown_without_reading_them(connection, cli_env) -> None:
+    """Values over jobview.SHOWN_BYTES are not read (HSTRLEN first: lua/peek.lua): each page or
+    command that shows such a job reads a few KB of Redis, not the 5 MB values."""
+    from test_cli import ok, taskit
+
+
+    big = "x" * 5_000_000
+    queue = Queue(connection=connection)
+    done = queue.enqueue(dashboard_tasks.echo, big)  # its result is as big as its argument
+    Worker([queue], modules=("dashboard_tasks",)).work(burst=True)
+    waiting = queue.enqueue(dashboard_tasks.echo, big)
+    waiting.meta["blob"] = big
+    waiting.save_meta()
+    client = _client(connection)
+    for path, shown in [(f"/jobs/{done.id}", "dashboard_tasks.echo"), (f"/jobs/{waiting.id}", "queued"),
+                        ("/queues/default?registry=queued", waiting.id), ("/queues/default?registry=finished", done.id),
+                        ("/queues/default?registry=queued&task=dashboard_tasks.echo", waiting.id)]:
+        before = _sent_by_redis(connection)
+        page = client.get(path)
+        assert page.status_code == 200 and shown in page.text and "&lt;5.0 MB, not shown&gt;" in page.text, path
+        assert _sent_by_redis(connection) - before < 200_000, path
+    before = _sent_by_redis(connection)
+    out = ok(taskit(cli_env, "job", waiting.id)).stdout
+    assert "args         <5.0 MB, not shown>" in out and "meta         (meta)=<5.0 MB, not shown>" in out, out
+    assert _sent_by_redis(connection) - before < 200_000
+    assert "result       <5.0 MB, not shown>" in ok(taskit(cli_env, "job", done.id)).stdout
+    assert Job.fetch(done.id).result == big  # (the API reads the whole record, as before)
+    # a big job waits packed, as any other (a claim reads its record): Redis unpacks it to show it
+    assert connection.hstrlen(records.bucket(connection, waiting.id), waiting.id) > 5_000_000
+
+
+def test_a_big_packed_entry_is_named_with_its_size_and_not_read(connection) -> None:
+    """A record written by hand with a 3 MB value shows without it; one that is not msgpack
+    and too long to read is named with its size. Neither is sent."""
+    import msgpack
+
+    job = Queue(connection=connection).enqueue(dashboard_tasks.echo, 1)
+    records.corrupt_record(connection, job.id, msgpack.packb(["f", "dashboard_tasks.echo", "a", "x" * 3_000_000], use_bin_type=False))
+    client = _client(connection)
+    before = _sent_by_redis(connection)
+    page = client.get(f"/jobs/{job.id}")
+    assert page.status_code == 200 and "dashboard_tasks.echo" in page.text and "&lt;3.0 MB, not shown&gt;" in page.text
+    assert _sent_by_redis(connection) - before < 200_000
+    records.corrupt_record(connection, job.id, b"\xc1" * 3_000_000)
+    before = _sent_by_redis(connection)
+    page = client.get(f"/jobs/{job.id}")
+    assert page.status_code == 200 and "packed entry of 3.0 MB that is not one taskit wrote" in page.text
+    assert "&lt;3.0 MB, not shown&gt;" in page.text and _sent_by_redis(connection) - before < 200_000

@@ -593,6 +593,49 @@ def test_invalid_custom_ids_are_refused_before_redis(connection, queue, job_id):
     assert connection.dbsize() == 0
 
 
+DOTS = [".", "..", "...", "." * 128]
+
+
+@pytest.mark.parametrize("job_id", DOTS)
+def test_ids_made_only_of_dots_are_refused_at_every_entry_point(connection, queue, job_id):
+    """/jobs/.. is / to a browser or a proxy: such a job could never be shown (issue 11)."""
+    import sample_tasks
+
+    from taskit.registry import FailedJobRegistry
+
+    calls = {
+        "enqueue": lambda: queue.enqueue(add, 1, 2, job_id=job_id),
+        "enqueue_in": lambda: queue.enqueue_in(60, add, 1, 2, job_id=job_id),
+        "apply_async": lambda: sample_tasks.add.apply_async((1, 2), job_id=job_id),
+        "Job.create": lambda: Job.create(func=add, id=job_id),
+        "Job.fetch": lambda: Job.fetch(job_id),
+        "Job.fetch_many": lambda: Job.fetch_many(["fine", job_id]),
+        "Queue.fetch_job": lambda: queue.fetch_job(job_id),
+        "requeue": lambda: FailedJobRegistry(connection=connection).requeue(job_id),
+        "Queue": lambda: Queue(job_id),
+        "Worker": lambda: Worker([queue], name=job_id),
+    }
+    for name, call in calls.items():
+        with pytest.raises(InvalidJobIdError, match="made only of dots") as info:
+            call()
+        assert repr(job_id)[:40] in str(info.value), name
+    assert connection.dbsize() == 0
+    for fine in (".a", "a.", "a..b"):
+        assert queue.enqueue(add, 1, 2, job_id=fine).id == Job.fetch(fine).id == fine
+
+
+def test_the_cli_refuses_ids_made_only_of_dots(connection, cli_env):
+    from test_cli import one_error_line, taskit
+
+    for args in (["job", ".."], ["enqueue", "sample_tasks.add", "1", "2", "--job-id", ".."],
+                 ["worker", "sample_tasks", "--burst", "-q", ".."]):
+        assert "made only of dots" in one_error_line(taskit(cli_env, *args)), args
+    for args in (["cancel", ".."], ["requeue", "."]):  # each id named on its own line, the others still done
+        done = taskit(cli_env, *args)
+        assert done.returncode == 1 and "made only of dots" in done.stderr and "Traceback" not in done.stderr, args
+    assert connection.dbsize() == 0
+
+
 @pytest.mark.parametrize("job_id", [42, b"bytes", 1.5, ["x"]])
 def test_non_string_ids_are_refused(connection, queue, job_id):
     with pytest.raises(InvalidJobIdError, match="must be a string"):

@@ -6,11 +6,14 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
+import records
 import redis
 import sample_tasks
-from conftest import free_port, taskit_command
+from conftest import free_port, registered_worker, taskit_command
 from prometheus_client.parser import text_string_to_metric_families
 
 from taskit import Queue, Worker, metrics
@@ -64,28 +67,61 @@ def test_metrics_text_has_the_known_counts(connection: redis.Redis) -> None:
     check_known_counts(samples(metrics.generate_latest(connection).decode()))
 
 
-def test_taskit_metrics_serves_them_without_the_dashboard(connection: redis.Redis, cli_env: dict[str, str]) -> None:
-    known_state(connection)
+@contextmanager
+def metrics_server(cli_env: dict[str, str]) -> Iterator[str]:
+    """A `taskit metrics` process; its /metrics URL once it answers. It must exit cleanly."""
     port = free_port()
+    url = f"http://127.0.0.1:{port}/metrics"
     server = subprocess.Popen(taskit_command("metrics", "--port", str(port)), env=cli_env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 30
         while True:
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
-                    text = reply.read().decode()
+                urllib.request.urlopen(url, timeout=5).close()
                 break
             except OSError:
                 if time.monotonic() > deadline or server.poll() is not None:
                     pytest.fail(f"taskit metrics did not answer: {server.communicate(timeout=5)}")
                 time.sleep(0.1)
-        check_known_counts(samples(text))
+        yield url
     finally:
         server.terminate()
         out, err = server.communicate(timeout=10)
     assert server.returncode == 0, err
     assert "Traceback" not in out + err
+
+
+def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    with urllib.request.urlopen(url, timeout=30) as reply:
+        return samples(reply.read().decode())
+
+
+def test_taskit_metrics_serves_them_without_the_dashboard(connection: redis.Redis, cli_env: dict[str, str]) -> None:
+    known_state(connection)
+    with metrics_server(cli_env) as url:
+        check_known_counts(scrape(url))
+
+
+def test_live_workers_and_retries_through_metrics(connection: redis.Redis, cli_env: dict[str, str]) -> None:
+    """A real worker is counted while its lease runs; a job retried twice by its policy shows
+    in the outcome="retried" series, on `taskit metrics` and on the dashboard's /metrics."""
+    from starlette.testclient import TestClient
+
+    from taskit.dashboard import create_app
+
+    job = sample_tasks.flaky.delay("retried-twice")
+    with registered_worker(cli_env, connection, "metrics-worker"), metrics_server(cli_env) as url:
+        assert job.wait(timeout=30) == 3
+        dashboard = TestClient(create_app(connection), base_url="http://localhost").get("/metrics")
+        assert dashboard.status_code == 200
+        for found in (scrape(url), samples(dashboard.text)):
+            assert found[("taskit_workers", ())] == 1
+            flaky = (("queue", "default"), ("task", "sample_tasks.flaky"))
+            assert found[("taskit_jobs_total", tuple(sorted((*flaky, ("outcome", "retried")))))] == 2
+            assert found[("taskit_jobs_total", tuple(sorted((*flaky, ("outcome", "finished")))))] == 1
+            assert ("taskit_jobs_total", tuple(sorted((*flaky, ("outcome", "failed"))))) not in found
+            assert found[("taskit_job_duration_seconds_count", flaky)] == 3  # every attempt ran
 
 
 def test_taskit_metrics_with_redis_down_answers_503_and_logs_one_line_per_scrape(
@@ -119,3 +155,32 @@ def test_taskit_metrics_with_redis_down_answers_503_and_logs_one_line_per_scrape
     assert "Traceback" not in out + err, err
     lines = [line for line in err.splitlines() if "cannot reach Redis" in line]
     assert len(lines) == 2 and all(" ERROR taskit.metrics: GET /metrics: cannot reach Redis at " in x for x in lines), err
+
+
+def test_jobs_naming_made_up_functions_add_one_series_not_one_each(connection: redis.Redis) -> None:
+    """A hostile producer or a typo: 1,000 distinct names the worker cannot run, a function it
+    may not run, and a record it cannot read, all count under task="(refused)"."""
+    from taskit.storage import keys
+
+    queue = Queue(connection=connection)
+    queue.enqueue_many([queue.prepare_data(f"nowhere.made_up_{i}", (i,)) for i in range(1000)])
+    queue.enqueue("os.system", "true")  # not a module the worker was given
+    unreadable = queue.enqueue(sample_tasks.add, 1, 2, ttl=600)
+    records.set_fields(connection, unreadable.id, {keys.Field.FUNC: "garbled_7", keys.Field.ARGS: b"\xc1"})
+    queue.enqueue(sample_tasks.add, 1, 2)
+    assert Worker([queue], modules=("sample_tasks",)).work(burst=True) == 1003
+    found = samples(metrics.generate_latest(connection).decode())
+    tasks = {dict(labels)["task"] for name, labels in found if name.startswith(("taskit_jobs", "taskit_job_duration"))}
+    assert tasks == {"(refused)", "sample_tasks.add"}
+    refused = (("outcome", "failed"), ("queue", "default"), ("task", "(refused)"))
+    assert found[("taskit_jobs_total", refused)] == 1002
+    assert found[("taskit_jobs_total", (("outcome", "finished"), ("queue", "default"), ("task", "sample_tasks.add")))] == 1
+    series = [key for key in found if key[0].startswith(("taskit_jobs", "taskit_job_duration"))]
+    assert len(series) < 40, len(series)  # (it was 2,000 and more: two per made-up name)
+
+
+def test_the_refused_task_name_is_the_same_in_python_and_lua() -> None:
+    from taskit.storage.scripts import source
+    from taskit.storage.store import REFUSED_TASK
+
+    assert f"local REFUSED_TASK = '{REFUSED_TASK}'" in source("finish")

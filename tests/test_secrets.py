@@ -37,6 +37,18 @@ def shown(proc: subprocess.CompletedProcess[str]) -> str:
     return text
 
 
+def refusals(url: str) -> list[str]:
+    """The errors of `connect` and `configure` refusing `url`, checked to hold no piece of SECRET."""
+    messages = []
+    for call in (lambda: config.connect(url), lambda: taskit.configure(url=url)):
+        with pytest.raises(ConfigurationError) as caught:
+            call()
+        message = str(caught.value)
+        assert SECRET not in message and SECRET[:4] not in message and SECRET.lower() not in message.lower(), message
+        messages.append(message)
+    return messages
+
+
 @pytest.mark.parametrize(("user_info", "masked"), CREDENTIALS)
 @pytest.mark.parametrize(
     ("template", "expected"),
@@ -126,15 +138,49 @@ def test_configure_and_connect_refuse_a_bad_url_without_printing_its_secret(
 def test_a_secret_in_the_wrong_place_is_refused_and_not_shown(
     connection: redis.Redis, cli_env: dict[str, str], url: str, shown_as: str, why: str
 ) -> None:
-    for call in (lambda: config.connect(url), lambda: taskit.configure(url=url)):
-        with pytest.raises(ConfigurationError) as caught:
-            call()
-        message = str(caught.value)
+    for message in refusals(url):
         assert message.startswith(f"bad Redis URL {shown_as!r}: {why}"), message
-        assert SECRET not in message and SECRET[:4] not in message
     assert config.redact_url(url) == shown_as
     out = shown(run(cli_env, "info", "-u", url))
     assert out.startswith(f"Error: bad Redis URL {shown_as!r}: {why}") and len(out.splitlines()) == 1, out
+
+
+@pytest.mark.parametrize(
+    ("url", "shown_as", "why"),
+    [
+        # a secret typed as the value of an option, which refuses it: the value is not quoted
+        (f"redis://host:6379/0?db={SECRET}", "redis://host:6379/0?db=***", "Invalid value for 'db'"),
+        (f"redis://host/0?socket_timeout={SECRET}", "redis://host/0?socket_timeout=***", "Invalid value for 'socket_timeout'"),
+        (f"rediss://host/0?ssl_cert_reqs={SECRET}", "rediss://host/0?ssl_cert_reqs=***", "Certificate Requirements"),
+        (f"rediss://host/0?ssl_min_version={SECRET}", "rediss://host/0?ssl_min_version=***", "not '***'"),
+        (f"unix:///run/redis.sock?db={SECRET}", "unix:///run/redis.sock?db=***", "Invalid value for 'db'"),
+        (f"redis+cluster://h:7000?db={SECRET}", "redis+cluster://h:7000?db=***", "Invalid value for 'db'"),
+        (f"redis://host/0?password=pw&db={SECRET}", "redis://host/0?password=***&db=***", "Invalid value for 'db'"),
+        # a bare token, or one as an option's name: neither is shown (redis-py would drop them)
+        (f"redis://host:6379/0?{SECRET}", "redis://host:6379/0?***", "not option=value (not shown"),
+        (f"redis://host/0?db=1&{SECRET}", "redis://host/0?db=1&***", "not option=value (not shown"),
+        (f"redis://host/0?{SECRET}=", "redis://host/0?***", "that redis-py does not know (not shown"),
+        (f"redis+sentinel://s1/svc/0?{SECRET}=1", "redis+sentinel://s1/svc/0?***", "that redis-py does not know"),
+        (f"redis://host/0?pw={SECRET}", "redis://host/0?***", "that redis-py does not know (not shown"),
+        # the second of two values would have been ignored; a value that may be a secret is not shown
+        (f"redis://host/0?db=1&db={SECRET}", "redis://host/0?db=1&db=***", "option 'db' is given twice"),
+        # a misspelled option is named, to be fixed; its value is not shown
+        (f"redis://host/0?pasword={SECRET}", "redis://host/0?pasword=***", "unknown option 'pasword' (did you mean 'password'?)"),
+    ],
+)
+def test_a_secret_in_the_query_is_never_quoted_by_an_error(
+    connection: redis.Redis, cli_env: dict[str, str], url: str, shown_as: str, why: str
+) -> None:
+    assert config.redact_url(url) == shown_as
+    for message in refusals(url):
+        assert message.startswith(f"bad Redis URL {shown_as!r}: ") and why in message, message
+
+
+def test_a_secret_in_the_query_is_not_shown_by_the_cli_nor_its_help(cli_env: dict[str, str]) -> None:
+    for url in (f"redis://127.0.0.1:1/0?db={SECRET}", f"redis://127.0.0.1:1/0?{SECRET}"):
+        out = shown(run(cli_env, "info", "-u", url))
+        assert out.startswith("Error: bad Redis URL 'redis://127.0.0.1:1/0?") and len(out.splitlines()) == 1, out
+        assert "redis://127.0.0.1:1/0?" in shown(run({**cli_env, "TASKIT_REDIS_URL": url}, "info", "--help"))
 
 
 def test_a_bad_url_in_the_environment_is_reported_without_its_secret(

@@ -22,7 +22,11 @@ from redis.sentinel import Sentinel
 
 import taskit
 from taskit import Job, JobCanceledError, JobStatus, Queue, Worker, config
-from taskit.exceptions import ConfigurationError, RedisUnavailableError
+from taskit.exceptions import (
+    ConfigurationError,
+    NotReplicatedError,
+    RedisUnavailableError,
+)
 from taskit.storage import acl, keys
 from taskit.storage.store import Store
 
@@ -108,6 +112,8 @@ def test_the_documented_acl_user_runs_taskit_and_redis_denies_it_nothing(
         Queue("spare", connection=client).enqueue(sample_tasks.add, 0, 0)
         assert Queue("spare", connection=client).empty() == 1
         queue.enqueue(sample_tasks.add, 9, 9).delete()
+        with pytest.raises(NotReplicatedError):  # WAIT is granted; this Redis has no replica to confirm
+            queue.enqueue_call(sample_tasks.add, (8, 8), replicas=1, replica_timeout=0.05)
         # the failed job requeued; a real worker process runs it (and meta), while a job is waited for
         failed = queue.failed_job_registry
         failed.requeue(failed.get_job_ids()[0])

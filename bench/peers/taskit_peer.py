@@ -1,8 +1,8 @@
 """taskit: the no-op task, and how the benchmark enqueues it and starts workers.
 
 Written against the public API and the `taskit worker` command only. The I/O workload's
-thread and async modes need `taskit worker --threads` and `--async-tasks` (issue 10);
-with a taskit that lacks them those modes are skipped, with a note, not failed.
+thread and async modes run `taskit worker --threads` and `--async-tasks`; an older taskit
+without them (before issue 10) has those modes skipped, with a note, not failed.
 """
 
 from __future__ import annotations

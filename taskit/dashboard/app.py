@@ -43,11 +43,20 @@ from ..exceptions import (
 )
 from ..history import History, per_minute
 from ..job import Job, JobStatus, validate_id
-from ..jobview import ago, call_text, details, last_error_line, read_jobs, when
+from ..jobview import (
+    SHOWN_BYTES,
+    ago,
+    call_text,
+    details,
+    last_error_line,
+    read_job,
+    read_jobs,
+    when,
+)
 from ..overview import (
-    REGISTRIES,
     STATES,
     live_workers,
+    min_scores,
     read_queue_list,
     read_queues,
     read_workers,
@@ -151,13 +160,20 @@ class _Pages:
 
     # -- rendering ---------------------------------------------------------------------
 
-    def render(self, request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
+    def render(
+        self, request: Request, template: str, status: int = 200, problems: list[str] | None = None, **context: Any
+    ) -> HTMLResponse:
+        """A page; `problems` (keys that could not be read: the page shows the rest) are listed
+        at its top and logged."""
+        problems = list(dict.fromkeys(problems or ()))  # (a key read twice is said once)
+        for problem in problems:
+            log.warning("%s %s: left out: %s", request.method, request.url.path, problem)
         token, new = csrf_token(request)
         carried = request.cookies.get(FLASH_COOKIE)
         flash = self.flash.unpack(carried) if carried else ""
         html = self.env.get_template(template).render(
             root=_root(request), csrf=token, csrf_field=CSRF_FIELD, read_only=self.read_only, flash=flash,
-            now=time.time(), **context,
+            now=time.time(), problems=problems, **context,
         )
         response = HTMLResponse(html, status)
         if new:
@@ -186,10 +202,11 @@ class _Pages:
         now, store = time.time(), self.store
         match = request.query_params.get("match", "").strip()
         page = _page_number(request)
-        listing = read_queue_list(store, now, (page - 1) * QUEUES_PER_PAGE, QUEUES_PER_PAGE, match)
-        alive, workers = live_workers(store, now)
-        day = self.history.per_minute(listing.names, 1440, now)
-        return self.render(request, "overview.html", title="Overview", listing=listing, states=STATES, at=now,
+        problems: list[str] = []
+        listing = read_queue_list(store, now, (page - 1) * QUEUES_PER_PAGE, QUEUES_PER_PAGE, match, problems)
+        alive, workers = live_workers(store, now, problems)
+        day = self.history.per_minute(listing.names, 1440, now, problems)
+        return self.render(request, "overview.html", problems=problems, title="Overview", listing=listing, states=STATES, at=now,
                            charts=_charts("Every queue", day), alive=alive, dead=workers - alive, match=match,
                            page=page, per_page=QUEUES_PER_PAGE, more=page * QUEUES_PER_PAGE < listing.matching)
 
@@ -204,41 +221,48 @@ class _Pages:
         task = request.query_params.get("task", "").strip()
         page = _page_number(request)
         now = time.time()
-        (state,) = read_queues(self.store, [name], now)
-        ids, more, scanned = self._page(name, registry, task, page)
+        problems: list[str] = []
+        (state,) = read_queues(self.store, [name], now, problems)
+        ids: list[str] = []
+        more, scanned = False, None
+        if state.counts[registry] is not None:  # (else its key holds another type: a problem above)
+            ids, more, scanned = self._page(name, registry, task, page, problems)
         rows = [self._row(job_id, job, now) for job_id, job in read_jobs(ids, self.connection)]
-        charts = _charts(f"Queue {name}", per_minute(self.store, [name], 1440, now))
-        return self.render(request, "queue.html", title=f"Queue {name}", queue=name, state=state, states=STATES,
+        charts = _charts(f"Queue {name}", per_minute(self.store, [name], 1440, now, problems))
+        return self.render(request, "queue.html", problems=problems, title=f"Queue {name}", queue=name, state=state, states=STATES,
                            registry=registry, task=task, page=page, more=more, scanned=scanned,
                            rows=rows, charts=charts)
 
-    def _page(self, queue: str, registry: str, task: str, page: int) -> tuple[list[str], bool, int | None]:
+    def _page(
+        self, queue: str, registry: str, task: str, page: int, problems: list[str]
+    ) -> tuple[list[str], bool, int | None]:
         """The ids of one page (oldest first), whether there are more, and (with a task filter)
         how many jobs were looked through."""
         start = (page - 1) * PAGE_SIZE
         if not task:
-            ids = self._ids(queue, registry, start, PAGE_SIZE + 1)
+            ids = self._ids(queue, registry, start, PAGE_SIZE + 1, problems)
             return ids[:PAGE_SIZE], len(ids) > PAGE_SIZE, None
         matches: list[str] = []
         scanned = 0
         while scanned < SCAN_LIMIT and len(matches) <= start + PAGE_SIZE:
-            chunk = self._ids(queue, registry, scanned, 200)
-            for job_id, fields in zip(chunk, self.store.fetch(chunk) if chunk else []):
-                if fields is not None and fields.get(Field.FUNC, b"").decode(errors="replace") == task:
+            chunk = self._ids(queue, registry, scanned, 200, problems)
+            for job_id, row in zip(chunk, self.store.peek(chunk, SHOWN_BYTES)):  # (big values: not read)
+                if isinstance(row, tuple) and row[0].get(Field.FUNC, b"").decode(errors="replace") == task:
                     matches.append(job_id)
             scanned += len(chunk)
             if len(chunk) < 200:
                 break
         return matches[start:start + PAGE_SIZE], len(matches) > start + PAGE_SIZE, scanned
 
-    def _ids(self, queue: str, registry: str, start: int, count: int) -> list[str]:
+    def _ids(self, queue: str, registry: str, start: int, count: int, problems: list[str]) -> list[str]:
+        """Ids of a list (oldest first); members that are no job id are left out, in `problems`."""
         if registry == "queued":
-            return Queue(queue, self.connection).get_job_ids(start, count)
-        kind = next(r for r in REGISTRIES if r.kind == registry)
-        return kind(queue, self.connection).get_job_ids(start, start + count - 1)
+            return self.store.queue_ids(queue, start, start + count - 1, problems)
+        low = min_scores(time.time())[registry]  # (expired entries are not shown)
+        return self.store.registry_ids(registry, queue, low, start, start + count - 1, problems)
 
-    def _row(self, job_id: str, job: Job | SerializationError, now: float) -> dict[str, Any]:
-        if isinstance(job, SerializationError):
+    def _row(self, job_id: str, job: Job | TaskitError, now: float) -> dict[str, Any]:
+        if not isinstance(job, Job):  # a corrupt record, or a key of another type
             return {"id": job_id, "task": "?", "call": str(job), "status": "corrupt", "time": "", "error": ""}
         status = job.get_status(refresh=False)
         moment = job.ended_at or job.started_at or job.enqueued_at
@@ -263,11 +287,11 @@ class _Pages:
     def job(self, request: Request) -> Response:
         job_id = request.path_params["job_id"]
         try:
-            job = Job.fetch(validate_id(job_id), self.connection)
-        except SerializationError as exc:
-            return self.render(request, "message.html", 500, title=f"Job {job_id}", message=str(exc))
+            job, raw = read_job(validate_id(job_id), self.connection)
         except (InvalidJobIdError, NoSuchJobError) as exc:
             return self.not_found(request, str(exc))
+        if isinstance(job, SerializationError):  # what can be read of it is shown, and why not all
+            return self.render(request, "message.html", title=f"Job {job_id}", message=str(job), fields=raw)
         shown = details(job)
         status = job.get_status(refresh=False)
         return self.render(request, "job.html", title=f"Job {job_id}", job=shown,
@@ -275,7 +299,9 @@ class _Pages:
                            can_cancel=status in (JobStatus.QUEUED, JobStatus.SCHEDULED))
 
     def workers(self, request: Request) -> Response:
-        return self.render(request, "workers.html", title="Workers", workers=read_workers(self.store, 10))
+        problems: list[str] = []
+        workers = read_workers(self.store, 10, problems)
+        return self.render(request, "workers.html", problems=problems, title="Workers", workers=workers)
 
     def periodic(self, request: Request) -> Response:
         entries = sorted(periodic.registered().values(), key=lambda e: e.name)

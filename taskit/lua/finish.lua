@@ -9,8 +9,9 @@
 -- ARGV: 1 now (Unix seconds), 2 worker name, 3 failure ttl of a job failed as corrupt,
 --       4 how many tags, 5 how many queues, then per queue: its name, the number of its
 --       tag (1-based), then per job: id, token, outcome (followed by ' <run time in µs>'
---       when the job ran: for the stats), payload, keep seconds, run-at, the number of its
---       queue (1-based), task name (for the stats; '' = read it from the record)
+--       when the job ran, or ' refused' when the worker refused to run it: for the stats),
+--       payload, keep seconds, run-at, the number of its queue (1-based), task name (for
+--       the stats; '' = read it from the record)
 --   outcome finished : payload = packed result ('' = do not keep)   -> finished registry
 --           failed   : payload = traceback text                      -> failed registry
 --           canceled : payload = why (traceback text); stopped on request -> canceled registry

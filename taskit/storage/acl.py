@@ -15,11 +15,12 @@ from . import keys
 COMMANDS = (
     # redis-py when it connects and checks a pooled connection (AUTH and HELLO need no grant)
     "ping", "select",
-    # store.py: transactions, scripts (EVALSHA; SCRIPT LOAD when Redis lost a script), blocking waits
-    "multi", "exec", "evalsha", "script|load", "blpop", "blmove",
+    # store.py: transactions, scripts (EVALSHA; SCRIPT LOAD when Redis lost a script), blocking waits,
+    # an enqueue's wait for its replicas (replicas=N)
+    "multi", "exec", "evalsha", "script|load", "blpop", "blmove", "wait",
     # store.py and the scripts: keys
     "del", "exists", "expire", "mget", "persist", "pttl", "rename", "type", "get", "set",
-    "hdel", "hexists", "hget", "hgetall", "hmget", "hset",
+    "hdel", "hexists", "hget", "hgetall", "hmget", "hset", "hstrlen",
     "lindex", "llen", "lmove", "lpush", "lrange", "lrem", "ltrim", "rpush",
     "sadd", "smembers", "srem", "sscan", "sismember",
     "zadd", "zcard", "zcount", "zrange", "zrangebyscore", "zrem", "zremrangebyscore", "zscore",

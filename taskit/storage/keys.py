@@ -45,7 +45,8 @@ In the home tag H (= the prefix):
 
     P:{H}:queues                 set    the queues that hold something (every tag's)
     P:{H}:workers                zset   worker name, score = lease deadline
-    P:{H}:worker:<name>          hash   what a worker is (host, pid, queues), expires with it
+    P:{H}:worker:<name>          hash   what a worker is (host, pid, queues), expires with it;
+                                        `waiting`: ids of the jobs it claimed and has not started
     P:{H}:lock:maintenance       string held by the worker running the maintenance step
     P:{H}:maintenance            hash   the maintenance step's own state: cursor (where in the
                                         queue set the next step starts), hf/hu (verdicts held
@@ -90,11 +91,16 @@ HOME = PREFIX
 #: a claim is given every bucket key of its tags (it does not know the ids it will pop)
 BUCKETS = 64
 SLOTS = 16384
+#: the field of a worker's hash that lists (space-separated) the jobs it claimed and has not
+#: started: its claim marks every job it takes started, and only the worker knows which wait
+WORKER_WAITING = "waiting"
 
-#: what a job id, queue name or worker name may be (job.validate_id); keys are built from them
 #: longest job id, queue name or worker name
 MAX_NAME_LENGTH = 128
-NAME = re.compile(rf"[A-Za-z0-9_.:@-]{{1,{MAX_NAME_LENGTH}}}")
+#: what a job id, queue name or worker name may be (job.validate_id); keys are built from them,
+#: and so are the dashboard's URLs: a name made only of dots ('.', '..') is a path segment
+#: that a browser or a proxy resolves away (/jobs/.. is /), so it is refused
+NAME = re.compile(rf"(?!\.+\Z)[A-Za-z0-9_.:@-]{{1,{MAX_NAME_LENGTH}}}")
 #: a job id made by taskit: its tag, '.', 22 base-62 characters
 GENERATED_ID = re.compile(r"([0-9A-Za-z]{1,3})\.[0-9A-Za-z]{22}")
 

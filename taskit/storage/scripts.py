@@ -16,7 +16,7 @@ from ..connections import Client
 
 NAMES = (
     "enqueue", "claim", "finish", "heartbeat", "next_queues", "maintain", "requeue", "cancel", "update", "wait",
-    "empty", "periodic", "reap", "renew", "settle", "read", "withdraw",
+    "empty", "periodic", "reap", "renew", "settle", "read", "withdraw", "peek",
 )
 
 
@@ -59,3 +59,4 @@ class Scripts:
     settle: Script
     read: Script
     withdraw: Script
+    peek: Script

@@ -12,6 +12,7 @@ any other Redis error becomes `StorageError`.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 import weakref
@@ -32,12 +33,18 @@ from redis.exceptions import (
 )
 
 from ..connections import Client, describe
-from ..exceptions import RedisUnavailableError, StorageError
+from ..exceptions import ConfigurationError, RedisUnavailableError, StorageError
 from . import keys
 from .scripts import Scripts
 
 T = TypeVar("T")
 Fields = dict[str, bytes]
+#: a job read to be shown (Store.peek): its fields, and the length of each one not read
+Peek = tuple[Fields, dict[str, int]]
+#: in the lengths of a Peek: the job's packed entry cannot be unpacked and has that length
+PACKED_ENTRY = "packed entry"
+#: longest value read to show a job that `Store.fetch` could not read (a key of another type)
+PEEK_BYTES = 65536
 
 log = logging.getLogger("taskit.storage")
 
@@ -192,7 +199,12 @@ class Store:
 
     # -- jobs ------------------------------------------------------------------------
 
-    def enqueue(self, jobs: Sequence[tuple[str, str, int | None, bool, float | None, Mapping[str, Any]]]) -> list[bool]:
+    def enqueue(
+        self,
+        jobs: Sequence[tuple[str, str, int | None, bool, float | None, Mapping[str, Any]]],
+        replicas: int = 0,
+        replica_timeout: float = 1.0,
+    ) -> Enqueued:
         """Write jobs and push them, all in one round trip; False where the id was taken.
 
         Each entry is (id, queue, ttl, at_front, run_at, fields). A retry after a lost
@@ -202,7 +214,17 @@ class Store:
         (see `_Written` for the same job enqueued twice by this process). A job with a
         custom id gets its directory entry (keys.directory) in the same round trip, before
         it is written.
+
+        With `replicas`, `WAIT replicas timeout` follows the scripts in the same pipeline
+        (so on the same connection, whose writes WAIT counts) and `acknowledged` is how
+        many replicas have every job written. A job a retry found already written counts as
+        confirmed by none: WAIT covers only the writes of its own connection, not those of
+        the attempt whose reply was lost.
         """
+        if replicas:
+            self.check_replica_wait(replicas, replica_timeout)
+        if not jobs:
+            return Enqueued([], None)
         calls, queues, custom = [], [], []
         before: list[tuple[Any, ...]] = []
         for i, (job_id, queue, ttl, at_front, run_at, fields) in enumerate(jobs):
@@ -216,17 +238,23 @@ class Store:
                 before += entry
             queues.append(queue)
         before += self._index(queues)
+        wait = (replicas, max(1, math.ceil(replica_timeout * 1000))) if replicas else None  # WAIT's 0 is forever
         started = time.monotonic()
         entries: list[Any] = []
         each = bool(before)  # what a refused call wrote before it is taken back (`_take_back`)
         try:
-            results = self._run_scripts(calls, each, before, entries)
+            results = self._run_scripts(calls, each, before, entries, wait)
         except _ERRORS as exc:
-            results = self._retry(started, self._transient_or_raise(exc), self._run_scripts, calls, each, before, entries)
+            results = self._retry(
+                started, self._transient_or_raise(exc), self._run_scripts, calls, each, before, entries, wait
+            )
+        confirmed = results.pop() if wait is not None else None
         refused = [r for r in results if isinstance(r, Exception)]
         if refused:
             self._take_back([jobs[i][0] for i, at in custom if entries[at] is None], before)
             raise self._refused(refused[0])
+        if isinstance(confirmed, Exception):
+            raise confirmed
         self._index_new(queues, [int(r) >= 10 for r in results], before)
         written = [self._written.written(job[0], job[5], int(r) % 10) for job, r in zip(jobs, results)]
         for i, at in custom:
@@ -234,7 +262,10 @@ class Store:
             tag = keys.job_tag(jobs[i][0], jobs[i][1])
             if held is not None and held.decode(errors="replace") != tag and not self._claim_directory(jobs[i], held, calls[i]):
                 written[i] = False
-        return written
+        acknowledged = None
+        if confirmed is not None:
+            acknowledged = 0 if any(int(r) % 10 == 2 for r in results) else int(confirmed)
+        return Enqueued(written, acknowledged)
 
     def _take_back(self, fresh_ids: Sequence[str], before: Sequence[tuple[Any, ...]]) -> None:
         """An enqueue was refused (a key of the wrong type): nothing it wrote stays. The
@@ -297,6 +328,22 @@ class Store:
         if missing:
             self._call(self.redis.sadd, keys.QUEUES, *dict.fromkeys(missing))
 
+    def check_replica_wait(self, replicas: int, timeout: float) -> None:
+        """Refuse a replica wait this client cannot do, before anything is written: WAIT on a
+        cluster client (redis-py sends a keyless command to any node, not the one that wrote),
+        or one longer than a blocking wait may be (it would read as a lost connection)."""
+        if replicas and isinstance(self.redis, RedisCluster):
+            raise ConfigurationError(
+                "replicas= is not supported with a Redis Cluster client yet (WAIT would have to go to each "
+                "master that wrote a job, on the connection that wrote it); nothing was enqueued"
+            )
+        if replicas and timeout > self.block_seconds:
+            raise ConfigurationError(
+                f"replica_timeout must be at most {self.block_seconds:g}s with this client (half its socket "
+                f"timeout, at most {BLOCK_SECONDS:g}s), not {timeout:g}: a longer wait reads as a lost "
+                "connection; raise the client's socket_timeout to wait longer"
+            )
+
     def enqueue_ticks(
         self, ticks: Sequence[tuple[str, float, bool, str, str, int | None, float | None, dict[str, Any]]]
     ) -> list[int | StorageError]:
@@ -334,12 +381,57 @@ class Store:
                 raise StorageError(f"Redis at {self.where} refused to read {name}: {reply}")
         return replies
 
+    # Reads for the dashboard, `taskit info` and the metrics show what they can: a key of
+    # another type than taskit keeps there (WRONGTYPE), or a member or field that is not what
+    # taskit writes, is left out and said in `problems` (a list the caller shows), or, when
+    # the caller passes none, logged as a warning. Either way the message names the key.
+
+    def _readable(self, replies: list[Any], read: Sequence[tuple[str, str]], problems: list[str] | None) -> list[Any]:
+        """Replies of a pipeline of reads, one per (key, the type it should be) of `read`: a key
+        of another type reads as None and is reported ("KEY is a string, not a zset"); any
+        other error raises StorageError naming its key."""
+        wrong = {}
+        for i, (reply, (key, expected)) in enumerate(zip(replies, read)):
+            if isinstance(reply, redis.ResponseError):
+                if not str(reply).startswith("WRONGTYPE"):
+                    raise StorageError(f"Redis at {self.where} refused to read {key}: {reply}")
+                replies[i] = None
+                wrong[key] = expected
+        for key, found in zip(wrong, self._types(list(wrong))):
+            if found != "none":  # (gone since)
+                _report(problems, f"{key} is a {found}, not a {wrong[key]}")
+        return replies
+
+    def _read(self, key: str, expected: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """One read of one key; a key of another type raises StorageError saying what it is."""
+        try:
+            return self._call(fn, *args, **kwargs)
+        except StorageError as exc:
+            if "WRONGTYPE" not in str(exc):
+                raise
+            found = self._types([key])[0]
+        raise StorageError(f"Redis at {self.where} refused to read {key}: WRONGTYPE it is a {found}, not a {expected}")
+
+    def _types(self, names: Sequence[str]) -> list[str]:
+        """The Redis type of each key (one round trip; none when `names` is empty)."""
+        if not names:
+            return []
+
+        def run() -> list[Any]:
+            pipe = self.redis.pipeline(transaction=False)
+            for name in names:
+                pipe.type(name)
+            return pipe.execute()
+
+        return [kind.decode(errors="replace") for kind in self._call(run)]
+
     def _run_scripts(
         self,
         calls: Sequence[tuple[Script, Sequence[Any], Sequence[Any]]],
         each: bool = False,
         before: Sequence[tuple[Any, ...]] = (),
         replies: list[Any] | None = None,
+        wait: tuple[int, int] | None = None,
     ) -> list[Any]:
         """Run script calls in one pipelined round trip (on a cluster, one per node, sent
         together), after the commands of `before`, each (pipeline method, *args, {kwargs}),
@@ -349,33 +441,64 @@ class Store:
         extra round trip); EVALSHA alone is enough, and a script Redis lost (a restart)
         is loaded and that one call re-run. `each`: a call Redis refuses gets its error
         in its place instead of raising (a lost connection or a failover still raises).
+        `wait`: (replicas, timeout in ms) for a WAIT after the scripts, whose reply is
+        appended to the replies.
         """
-        if len(calls) == 1 and not each and not before:
+        if len(calls) == 1 and not each and not before and wait is None:
             script, script_keys, args = calls[0]
             return [script(keys=script_keys, args=args)]
-        pipe = self.redis.pipeline(transaction=False)
-        for method, *command_args in before:
-            getattr(pipe, method)(*command_args[:-1], **command_args[-1])
-        for script, script_keys, args in calls:
-            pipe.execute_command("EVALSHA", script.sha, len(script_keys), *script_keys, *args)
-        answers = pipe.execute(raise_on_error=False)
+        answers = self._pipeline(calls, wait, before)
         for reply in answers[:len(before)]:
             if isinstance(reply, Exception):
                 raise reply
         if replies is not None:
             replies[:] = answers[:len(before)]
         results = answers[len(before):]
-        for i, result in enumerate(results):
-            if isinstance(result, redis.exceptions.NoScriptError):
+        lost = [i for i, result in enumerate(results) if isinstance(result, redis.exceptions.NoScriptError)]
+        if lost and wait is not None:
+            # WAIT counts its own connection's writes: the lost scripts are loaded and re-run
+            # with a WAIT of their own in one more pipeline (the first WAIT covered the other
+            # calls; so when the replicas do not answer, this call waits twice its timeout)
+            again = self._pipeline([calls[i] for i in lost], wait, load=True)
+            for i, result in zip(lost, again):
+                results[i] = result
+            first, second = results[-1], again[-1]
+            results[-1] = first if isinstance(first, Exception) else second if isinstance(second, Exception) \
+                else min(first, second)
+        else:
+            for i in lost:
                 script, script_keys, args = calls[i]
                 try:
                     results[i] = script(keys=script_keys, args=args)
                 except redis.ResponseError as exc:
                     results[i] = exc
-            refused = isinstance(results[i], redis.ResponseError) and not transient(results[i])
-            if isinstance(results[i], Exception) and not (each and refused):
-                raise results[i]
+        for result in results:
+            refused = isinstance(result, redis.ResponseError) and not transient(result)
+            if isinstance(result, Exception) and not (each and refused):
+                raise result
         return results
+
+    def _pipeline(
+        self,
+        calls: Sequence[tuple[Script, Sequence[Any], Sequence[Any]]],
+        wait: tuple[int, int] | None,
+        before: Sequence[tuple[Any, ...]] = (),
+        load: bool = False,
+    ) -> list[Any]:
+        """The commands of `before`, then EVALSHA each call (after SCRIPT LOAD of its script,
+        with `load`), then WAIT if asked: the replies of `before` and the calls, then WAIT's."""
+        pipe = self.redis.pipeline(transaction=False)
+        for method, *command_args in before:
+            getattr(pipe, method)(*command_args[:-1], **command_args[-1])
+        loaded = {script.sha: script for script, _, _ in calls} if load else {}
+        for script in loaded.values():
+            pipe.script_load(script.script)
+        for script, script_keys, args in calls:
+            pipe.execute_command("EVALSHA", script.sha, len(script_keys), *script_keys, *args)
+        if wait is not None:
+            pipe.wait(*wait)
+        answers = pipe.execute(raise_on_error=False)
+        return answers[:len(before)] + answers[len(before) + len(loaded):]
 
     def _tags(self, job_ids: Sequence[str]) -> list[str | None]:
         """The tag of each job (None: no such job): carried by its id, or, for a custom id,
@@ -424,6 +547,43 @@ class Store:
                 if flat:
                     found[i] = _text_keys(zip(flat[0::2], flat[1::2]))
         return found
+
+    def peek(self, job_ids: Sequence[str], bound: int) -> list[Peek | StorageError | None]:
+        """Each job's fields as `fetch` reads them, to show them: but a value longer than
+        `bound` bytes is not sent, only its length: (fields, {field: length}). A job not
+        ended keeps its fields in packed entries, which Redis reads and unpacks to leave the
+        long values out; one that cannot be unpacked and is longer than `bound` shows as
+        {PACKED_ENTRY: length}. None where a job does not exist; its StorageError where its
+        key holds another type (the others are read). One round trip, atomic (per tag on a
+        cluster: lua/peek.lua); two if an id is a custom one (its directory entry is read first)."""
+        tags = self._tags(job_ids)
+        groups: dict[str, list[int]] = {}  # one call per tag on a cluster, one in all on a single Redis
+        for i, tag in enumerate(tags):
+            if tag is not None:
+                groups.setdefault(tag if self.cluster else "", []).append(i)
+        rows: list[Peek | StorageError | None] = [None] * len(job_ids)
+        if not groups:
+            return rows
+        names = list(keys.FIELDS.values())
+        head = [repr(time.time()), bound, len(names), *names]
+        calls = []
+        for indexes in groups.values():
+            script_keys: list[str | bytes] = []
+            for i in indexes:
+                tagged = keys.tag_keys(tags[i])
+                script_keys += [_raw(tagged.bucket(job_ids[i])), _raw(tagged.job(job_ids[i])), tagged.state, tagged.expiry]
+            calls.append((self.scripts.peek, script_keys, [*head, *(_raw(job_ids[i]) for i in indexes)]))
+        for indexes, reply in zip(groups.values(), self._call(self._run_scripts, calls)):
+            for i, item in zip(indexes, reply):
+                if not item:
+                    continue
+                if item[0] == b"wrongtype":
+                    key, found = _texts(item[1:3])
+                    rows[i] = StorageError(f"Redis at {self.where} refused to read {key}: WRONGTYPE it is a {found}, not a hash")
+                else:
+                    fields, lengths = item[1], item[2]
+                    rows[i] = (_text_keys(zip(fields[0::2], fields[1::2])), dict(zip(_texts(lengths[0::2]), lengths[1::2])))
+        return rows
 
     def fields(self, job_id: str, *names: str) -> list[bytes | None]:
         """Some fields of one job (all None if it does not exist); read as `fetch` reads."""
@@ -554,11 +714,11 @@ class Store:
             if "WRONGTYPE" not in str(exc):
                 raise
             return [], 1
-        names, unreadable = _queue_names(raw)
+        names, unreadable = _names(raw)
         return sorted(names), len(unreadable)
 
     def queue_count(self, queue: str) -> int:
-        return self._call(self.redis.llen, keys.of_queue(queue).queue)
+        return self._read(keys.of_queue(queue).queue, "list", self.redis.llen, keys.of_queue(queue).queue)
 
     def empty_queue(self, queue: str) -> int:
         """Delete every job waiting on the queue; how many were deleted.
@@ -578,24 +738,30 @@ class Store:
             if moved and not left:
                 return removed
 
-    def queue_ids(self, queue: str, start: int = 0, end: int = -1) -> list[str]:
-        return [i.decode() for i in self._call(self.redis.lrange, keys.of_queue(queue).queue, start, end)]
+    def queue_ids(self, queue: str, start: int = 0, end: int = -1, problems: list[str] | None = None) -> list[str]:
+        """The ids from `start` to `end` (inclusive); members that are no job id (not UTF-8,
+        or not allowed by keys.NAME: written by hand) are left out and reported."""
+        key = keys.of_queue(queue).queue
+        return _ids(key, self._read(key, "list", self.redis.lrange, key, start, end), problems)
 
     def registry_count(self, kind: str, queue: str, min_score: float | str = "-inf") -> int:
         """Entries scored at or above `min_score` (pass now to skip expired ones)."""
-        return self._call(self.redis.zcount, keys.of_queue(queue).registry(kind), min_score, "+inf")
+        key = keys.of_queue(queue).registry(kind)
+        return self._read(key, "zset", self.redis.zcount, key, min_score, "+inf")
 
     def registry_ids(
-        self, kind: str, queue: str, min_score: float | str = "-inf", start: int = 0, end: int = -1
+        self, kind: str, queue: str, min_score: float | str = "-inf", start: int = 0, end: int = -1,
+        problems: list[str] | None = None,
     ) -> list[str]:
+        """As `queue_ids`, for the entries scored at or above `min_score`."""
         num = -1 if end < 0 else end - start + 1
-        ids = self._call(
-            self.redis.zrangebyscore, keys.of_queue(queue).registry(kind), min_score, "+inf", start=start, num=num
-        )
-        return [i.decode() for i in ids]
+        key = keys.of_queue(queue).registry(kind)
+        return _ids(key, self._read(key, "zset", self.redis.zrangebyscore, key, min_score, "+inf", start=start, num=num),
+                    problems)
 
     def registry_score(self, kind: str, queue: str, job_id: str) -> float | None:
-        return self._call(self.redis.zscore, keys.of_queue(queue).registry(kind), job_id)
+        key = keys.of_queue(queue).registry(kind)
+        return self._read(key, "zset", self.redis.zscore, key, job_id)
 
     def registry_remove(self, kind: str, queue: str, job_id: str, delete_job: bool = False) -> bool:
         place = keys.of_queue(queue, keys.job_tag(job_id, queue))
@@ -784,8 +950,9 @@ class Store:
                 tags.setdefault(place.tag, len(tags) + 1)
                 number = places.setdefault((place.name, place.tag), len(places) + 1)
                 job_keys += [_raw(tagged.bucket(r.job_id)), _raw(tagged.job(r.job_id)), _raw(tagged.done(r.job_id))]
-                # the run time rides on the outcome ('finished 1234'): lua/lib/stats.lua
-                outcome = r.outcome if r.micros is None else f"{r.outcome} {r.micros}"
+                # the run time rides on the outcome ('finished 1234'), and so does a refusal
+                # ('failed refused'): lua/lib/stats.lua
+                outcome = f"{r.outcome} refused" if r.refused else r.outcome if r.micros is None else f"{r.outcome} {r.micros}"
                 job_args += [_raw(r.job_id), r.token, outcome, r.payload, r.keep, "" if r.run_at is None else r.run_at,
                              number, r.func]
                 if r.outcome in _COUNTED:
@@ -893,6 +1060,17 @@ class Store:
 
         self._call(run)
 
+    def update_worker(self, worker: str, info: dict[str, str], info_ttl: int) -> None:
+        """Change fields of what a worker registered (its lease is the heartbeat's business)."""
+
+        def run() -> None:
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.hset(keys.worker(worker), mapping=info)
+            pipe.expire(keys.worker(worker), info_ttl)
+            pipe.execute()
+
+        self._call(run)
+
     def unregister_worker(self, worker: str, queues: Sequence[str] = ()) -> None:
         """Forget a worker that holds nothing any more (call after releasing its jobs), and
         its leases in the tags of `queues`.
@@ -915,21 +1093,23 @@ class Store:
 
         self._call(run)
 
-    def workers(self) -> list[tuple[str, float]]:
+    def workers(self, problems: list[str] | None = None) -> list[tuple[str, float]]:
         """(name, lease deadline) of each registered worker (none if the workers zset was
-        overwritten by another type: every live worker adds itself back at its next heartbeat)."""
-        try:
-            members = self._call(self.redis.zrange, keys.WORKERS, 0, -1, withscores=True)
-        except StorageError as exc:
-            if "WRONGTYPE" not in str(exc):
-                raise
-            return []
-        return [(name.decode(errors="replace"), deadline) for name, deadline in members]
+        overwritten by another type, which is reported: every live worker adds itself back at
+        its next heartbeat)."""
 
-    def worker_details(self) -> list[tuple[str, float, dict[str, str], int]]:
-        """(name, lease deadline, what it registered, jobs it holds) per worker (three round
-        trips). A worker hash or in-flight list of another type reads as empty."""
-        workers = self.workers()
+        def run() -> list[Any]:
+            return self.redis.pipeline(transaction=False).zrange(keys.WORKERS, 0, -1, withscores=True).execute(
+                raise_on_error=False
+            )
+
+        (members,) = self._readable(self._call(run), [(keys.WORKERS, "zset")], problems)
+        return [(name.decode(errors="replace"), deadline) for name, deadline in members or []]
+
+    def worker_details(self, problems: list[str] | None = None) -> list[tuple[str, float, dict[str, str], int]]:
+        """(name, lease deadline, what it registered, jobs it holds) per worker (three round trips).
+        A worker hash or in-flight list of another type reads as empty, and is reported."""
+        workers = self.workers(problems)
         if not workers:
             return []
 
@@ -937,21 +1117,23 @@ class Store:
             pipe = self.redis.pipeline(transaction=False)
             for name, _ in workers:
                 pipe.hgetall(keys.worker(name))
-            return _wrong_type_as_none(pipe.execute(raise_on_error=False))
+            return pipe.execute(raise_on_error=False)
 
+        read = [(keys.worker(name), "hash") for name, _ in workers]
         details = [
             {k.decode(errors="replace"): v.decode(errors="replace") for k, v in (info or {}).items()}
-            for info in self._call(infos)
+            for info in self._readable(self._call(infos), read, problems)
         ]
         lists = [self._inflight_keys(name, _queues_of(info)) for (name, _), info in zip(workers, details)]
+        every = [key for per_worker in lists for key in per_worker]
 
         def lengths() -> list[Any]:
             pipe = self.redis.pipeline(transaction=False)
-            for key in (key for per_worker in lists for key in per_worker):
+            for key in every:
                 pipe.llen(key)
-            return _wrong_type_as_none(pipe.execute(raise_on_error=False))
+            return pipe.execute(raise_on_error=False)
 
-        counts = iter(self._call(lengths))
+        counts = iter(self._readable(self._call(lengths), [(key, "list") for key in every], problems) if every else [])
         return [
             (name, deadline, info, sum(next(counts) or 0 for _ in per_worker))
             for (name, deadline), info, per_worker in zip(workers, details, lists)
@@ -1067,7 +1249,7 @@ class Store:
         if not begun:
             return None
         cursor, members, cutoff, dead_raw, their_queues = begun
-        names, unreadable = _queue_names(members)
+        names, unreadable = _names(members)
         dead = _texts(dead_raw)
         visit = list(dict.fromkeys([*queues, *names, *(q for raw in their_queues for q in _queues_of({"queues": raw.decode(errors="replace")}))]))
         by_tag: dict[str, list[str]] = {}
@@ -1145,9 +1327,17 @@ class Store:
 
     # -- reading for the dashboard, `taskit info` and the metrics ---------------------------
 
-    def queue_counts(self, queues: Sequence[str], min_scores: Mapping[str, float | str]) -> list[dict[str, int]]:
+    def queue_counts(
+        self, queues: Sequence[str], min_scores: Mapping[str, float | str], problems: list[str] | None = None
+    ) -> list[dict[str, int | None]]:
         """Per queue: {"queued": n, <registry kind>: n, ...} in one round trip, counting the
-        registry entries scored at or above `min_scores[kind]` (now, to skip expired ones)."""
+        registry entries scored at or above `min_scores[kind]` (now, to skip expired ones).
+        A count whose key holds another type is None (and reported)."""
+        read = []
+        for queue in queues:
+            place = keys.of_queue(queue)
+            read.append((place.queue, "list"))
+            read += [(place.registry(kind), "zset") for kind in min_scores]
 
         def run() -> list[Any]:
             pipe = self.redis.pipeline(transaction=False)
@@ -1156,71 +1346,77 @@ class Store:
                 pipe.llen(place.queue)
                 for kind, low in min_scores.items():
                     pipe.zcount(place.registry(kind), low, "+inf")
-            return pipe.execute()
+            return pipe.execute(raise_on_error=False)
 
-        replies = self._call(run) if queues else []
+        replies = self._readable(self._call(run), read, problems) if queues else []
         names, width = ["queued", *min_scores], 1 + len(min_scores)
         return [dict(zip(names, replies[i:i + width])) for i in range(0, len(replies), width)]
 
-    def oldest_enqueued(self, queues: Sequence[str]) -> list[float | None]:
+    def oldest_enqueued(self, queues: Sequence[str], problems: list[str] | None = None) -> list[float | None]:
         """Per queue, when the job at its head was enqueued (Unix seconds; None: the queue is
-        empty, or its head just left). Two round trips for all queues."""
+        empty, or its head just left, or what is there cannot be read: reported). Two round
+        trips for all queues."""
 
         def heads() -> list[Any]:
             pipe = self.redis.pipeline(transaction=False)
             for queue in queues:
                 pipe.lindex(keys.of_queue(queue).queue, 0)
-            return pipe.execute()
+            return pipe.execute(raise_on_error=False)
 
-        ids = [None if head is None else _text(head) for head in self._call(heads)] if queues else []
+        heads_read = [(keys.of_queue(q).queue, "list") for q in queues]
+        replies = self._readable(self._call(heads), heads_read, problems) if queues else []
+        ids: list[str | None] = []
+        for (key, _), head in zip(heads_read, replies):
+            found = [] if head is None else _ids(key, [head], problems)
+            ids.append(found[0] if found else None)
         present = [(job_id, queue) for job_id, queue in zip(ids, queues) if job_id is not None]
         if not present:
             return [None for _ in ids]
-
-        def enqueued() -> list[Any]:
-            # a waiting job's record and state entry (not a script: a display may read a
-            # state entry a moment older than the record)
-            pipe = self.redis.pipeline(transaction=False)
-            for job_id, queue in present:
-                tagged = keys.tag_keys(keys.job_tag(job_id, queue))
-                pipe.hget(tagged.bucket(job_id), _raw(job_id))
-                pipe.hget(tagged.state, _raw(job_id))
-            return _wrong_type_as_none(pipe.execute(raise_on_error=False))
-
-        replies = self._call(enqueued)
         times: dict[str, float | None] = {}
-        for (job_id, _), record, state in zip(present, replies[0::2], replies[1::2]):
-            raw = (_merged(record, state) or {}).get(keys.Field.ENQUEUED)
-            try:
-                times[job_id] = float(raw) / 1000 if raw is not None else None
-            except ValueError:
-                times[job_id] = None
+        # read as a page shows a job (Store.peek): a waiting job's big arguments are not sent
+        for (job_id, queue), row in zip(present, self.peek([job_id for job_id, _ in present], PEEK_BYTES)):
+            if isinstance(row, StorageError):
+                _report(problems, str(row))
+            raw = row[0].get(keys.Field.ENQUEUED) if isinstance(row, tuple) else None
+            bucket = keys.tag_keys(keys.job_tag(job_id, queue)).bucket(job_id)
+            when = None if raw is None else _number(raw, f"{bucket} has an enqueue time", problems)
+            times[job_id] = None if when is None else when / 1000
         return [None if job_id is None else times[job_id] for job_id in ids]
 
     def held_jobs(
-        self, workers: Sequence[tuple[str, Sequence[str]]], limit: int = 10
+        self, workers: Sequence[tuple[str, Sequence[str]]], limit: int = 10, problems: list[str] | None = None
     ) -> list[list[tuple[str, dict[str, bytes | None]]]]:
         """Per (worker, its queues), the first `limit` jobs of its in-flight lists (the one
         running first, then those claimed with it), each as (id, {func, status, started_at,
-        queue}); two round trips (three with custom ids)."""
+        queue}); two round trips (three with custom ids). An in-flight list of another type
+        reads as empty (reported)."""
         lists = [self._inflight_keys(name, queues) for name, queues in workers]
+        every_list = [key for per_worker in lists for key in per_worker]
 
         def read_lists() -> list[Any]:
             pipe = self.redis.pipeline(transaction=False)
-            for key in (key for per_worker in lists for key in per_worker):
+            for key in every_list:
                 pipe.lrange(key, 0, limit - 1)
-            return _wrong_type_as_none(pipe.execute(raise_on_error=False))
+            return pipe.execute(raise_on_error=False)
 
-        replies = iter(self._call(read_lists) if any(lists) else [])
+        replies = iter(self._readable(self._call(read_lists), [(key, "list") for key in every_list], problems)
+                       if every_list else [])
         held = []
         for per_worker in lists:
-            ids = [_text(i) for _ in per_worker for i in next(replies) or []]
+            ids = [job_id for key in per_worker for job_id in _ids(key, next(replies) or [], problems)]
             held.append(ids[:limit])
         every = list(dict.fromkeys(job_id for ids in held for job_id in ids))
         if not every:
             return [[] for _ in held]
         names = (keys.Field.FUNC, keys.Field.STATUS, keys.Field.STARTED, keys.Field.QUEUE)
-        found = {job_id: fields or {} for job_id, fields in zip(every, self.fetch(every))}
+        try:
+            found = {job_id: fields or {} for job_id, fields in zip(every, self.fetch(every))}
+        except StorageError:  # a key of another type: the others are shown, it is reported
+            found = {}
+            for job_id, row in zip(every, self.peek(every, PEEK_BYTES)):
+                if isinstance(row, StorageError):
+                    _report(problems, str(row))
+                found[job_id] = row[0] if isinstance(row, tuple) else {}
         labels = ("func", "status", "started_at", "queue")
         return [
             [(job_id, {label: found[job_id].get(name) for label, name in zip(labels, names)}) for job_id in ids]
@@ -1246,56 +1442,60 @@ class Store:
                 ticks.append(None)
         return ticks
 
-    def minute_counts(self, queues: Sequence[str], first_minute: int, last_minute: int) -> list[dict[str, dict[int, int]]]:
+    def minute_counts(
+        self, queues: Sequence[str], first_minute: int, last_minute: int, problems: list[str] | None = None
+    ) -> list[dict[str, dict[int, int]]]:
         """Per queue, jobs {"d": finished, "f": failed, "r": retried} per Unix minute in
         [first_minute, last_minute] (lua/lib/stats.lua); minutes without any are left out.
-        One round trip."""
+        One round trip. A field that is no counter is left out (reported)."""
         hours = range(first_minute // 60, last_minute // 60 + 1)
+        read = [(keys.of_queue(queue).stats(hour), "hash") for queue in queues for hour in hours]
 
         def run() -> list[Any]:
             pipe = self.redis.pipeline(transaction=False)
-            for queue in queues:
-                for hour in hours:
-                    pipe.hgetall(keys.of_queue(queue).stats(hour))
-            return pipe.execute()
+            for key, _ in read:
+                pipe.hgetall(key)
+            return pipe.execute(raise_on_error=False)
 
-        replies = self._call(run) if queues else []
+        replies = self._readable(self._call(run), read, problems) if queues else []
         result = []
         for i in range(len(queues)):
             counts: dict[str, dict[int, int]] = {"d": {}, "f": {}, "r": {}}
-            for reply in replies[i * len(hours):(i + 1) * len(hours)]:
-                for field, value in reply.items():
-                    kind, _, minute = field.decode().partition(":")
-                    try:
-                        at, n = int(minute), int(value)
-                    except ValueError:
-                        continue
+            for (key, _), reply in list(zip(read, replies))[i * len(hours):(i + 1) * len(hours)]:
+                for (kind, minute), n in _counters(key, reply or {}, problems, per_minute=True):
+                    at = int(minute)
                     if kind in counts and first_minute <= at <= last_minute:
                         counts[kind][at] = n
             result.append(counts)
         return result
 
-    def task_totals(self, queues: Sequence[str]) -> list[dict[str, dict[str, int]]]:
+    def task_totals(self, queues: Sequence[str], problems: list[str] | None = None) -> list[dict[str, dict[str, int]]]:
         """Per queue, per task, its counters since the start (lua/lib/stats.lua): {"d", "f",
-        "r", "us", "h<bound>"...} -> number. One round trip."""
+        "r", "us", "h<bound>"...} -> number. One round trip. A field that is no counter is
+        left out (reported)."""
+        read = [(keys.of_queue(queue).totals, "hash") for queue in queues]
 
         def run() -> list[Any]:
             pipe = self.redis.pipeline(transaction=False)
-            for queue in queues:
-                pipe.hgetall(keys.of_queue(queue).totals)
-            return pipe.execute()
+            for key, _ in read:
+                pipe.hgetall(key)
+            return pipe.execute(raise_on_error=False)
 
         result = []
-        for reply in self._call(run) if queues else []:
+        for (key, _), reply in zip(read, self._readable(self._call(run), read, problems) if queues else []):
             tasks: dict[str, dict[str, int]] = {}
-            for field, value in reply.items():
-                kind, _, task = field.decode(errors="replace").partition(":")
-                try:
-                    tasks.setdefault(task, {})[kind] = int(value)
-                except ValueError:
-                    continue
+            for (kind, task), n in _counters(key, reply or {}, problems):
+                tasks.setdefault(task, {})[kind] = n
             result.append(tasks)
         return result
+
+
+class Enqueued(NamedTuple):
+    """What `Store.enqueue` did: per job, whether it was written (False: its id was taken);
+    with a replica wait, how many replicas confirmed every job (else None)."""
+
+    written: list[bool]
+    acknowledged: int | None
 
 
 class _Written:
@@ -1397,9 +1597,12 @@ class Record:
 
     micros, how long it ran in microseconds, feeds the run-time histograms
     (lua/lib/stats.lua); None: refused before running, or not measured. func: the task's
-    name, for the statistics ('': finish.lua reads it from the job's record)."""
+    name, for the statistics ('': finish.lua reads it from the job's record).
+    refused: the worker did not run it (its function unknown or not allowed, its data
+    unreadable): counted under one task name, REFUSED_TASK, whatever function it names, so
+    that made-up names cannot add counters (metrics series) without bound."""
 
-    __slots__ = ("func", "job_id", "keep", "micros", "outcome", "payload", "queue", "run_at", "token")
+    __slots__ = ("func", "job_id", "keep", "micros", "outcome", "payload", "queue", "refused", "run_at", "token")
 
     def __init__(
         self,
@@ -1412,10 +1615,11 @@ class Record:
         run_at: float | None = None,
         micros: int | None = None,
         func: str = "",
+        refused: bool = False,
     ) -> None:
         self.job_id, self.queue, self.token, self.outcome = job_id, queue, token, outcome
         self.payload, self.keep, self.run_at = payload, keep, run_at
-        self.micros, self.func = micros, func
+        self.micros, self.func, self.refused = micros, func, refused
 
     def __repr__(self) -> str:
         return f"Record({self.job_id!r}, {self.outcome!r}, token={self.token})"
@@ -1423,6 +1627,8 @@ class Record:
 
 #: the outcomes the statistics count (a released or interrupted job did not run to an end)
 _COUNTED = frozenset({"finished", "failed", "retry", "scheduled"})
+#: the task name under which jobs the worker refused are counted (see `Record`; lua/lib/stats.lua)
+REFUSED_TASK = "(refused)"
 
 
 #: outcomes that end a job (it leaves its bucket for its own hash)
@@ -1536,8 +1742,9 @@ def _texts(items: Iterable[bytes]) -> list[str]:
     return [item.decode(errors="replace") for item in items]
 
 
-def _queue_names(raw: Iterable[bytes]) -> tuple[list[str], list[bytes]]:
-    """(the valid queue names, the members that are not) of members of the queue set."""
+def _names(raw: Iterable[bytes]) -> tuple[list[str], list[bytes]]:
+    """(the valid names, the members that are not: see keys.readable_name) of members of the
+    queue set, a list of ids or a registry."""
     names, unreadable = [], []
     for member in raw:
         name = keys.readable_name(member)
@@ -1548,15 +1755,51 @@ def _queue_names(raw: Iterable[bytes]) -> tuple[list[str], list[bytes]]:
     return names, unreadable
 
 
-def _wrong_type_as_none(replies: list[Any]) -> list[Any]:
-    """Replies with a WRONGTYPE error (a key overwritten by another type) read as None;
-    any other error raises."""
-    for i, reply in enumerate(replies):
-        if isinstance(reply, redis.ResponseError) and str(reply).startswith("WRONGTYPE"):
-            replies[i] = None
-        elif isinstance(reply, Exception):
-            raise reply
-    return replies
+def _report(problems: list[str] | None, message: str) -> None:
+    """Say what a read left out: in `problems` when the caller shows them, else in the log."""
+    if problems is None:
+        log.warning("left out: %s", message)
+    else:
+        problems.append(message)
+
+
+def _ids(key: str, members: Iterable[bytes], problems: list[str] | None) -> list[str]:
+    """The members of a list or registry that are job ids; the others (not UTF-8, or not
+    allowed by keys.NAME: written by hand) are left out and reported."""
+    ids, others = _names(members)
+    if others:
+        shown = ", ".join(repr(member[:40]) for member in others[:3]) + (", ..." if len(others) > 3 else "")
+        _report(problems, f"{key} holds {len(others)} member(s) that are no job id: {shown}")
+    return ids
+
+
+def _counters(
+    key: str, fields: Mapping[bytes, bytes], problems: list[str] | None, per_minute: bool = False
+) -> list[tuple[tuple[str, str], int]]:
+    """((kind, what), n) of a stats or totals hash's 'kind:what' fields (lua/lib/stats.lua;
+    `per_minute`: what is a Unix minute); a field whose name is not UTF-8 text of that form,
+    or whose value is not a whole number, is left out, and reported once for the key."""
+    counters, bad = [], []
+    for field, value in fields.items():
+        try:
+            kind, colon, what = field.decode().partition(":")
+            if not colon or (per_minute and not what.isdigit()):
+                raise ValueError(field)
+            counters.append(((kind, what), int(value)))
+        except ValueError:  # (UnicodeDecodeError is one)
+            bad.append(field)
+    if bad:
+        _report(problems, f"{key} has {len(bad)} field(s) that are not counters: {bad[0][:40]!r}" + (", ..." if len(bad) > 1 else ""))
+    return counters
+
+
+def _number(raw: bytes, what: str, problems: list[str] | None) -> float | None:
+    """A number field of a record; one that is not a number is None (reported as `what` ...)."""
+    try:
+        return float(raw)
+    except ValueError:
+        _report(problems, f"{what} that is not a number: {raw[:40]!r}")
+        return None
 
 
 def _text_keys(pairs: Iterable[tuple[bytes, bytes]]) -> Fields:

@@ -52,6 +52,11 @@ class InFlight:
         """How many jobs wait for a slot of `executor`."""
         return len(self._waiting[executor])
 
+    def waiting_ids(self, limit: int) -> tuple[str, ...]:
+        """The ids of up to `limit` jobs waiting for a slot, oldest claim first per executor."""
+        with self._lock:
+            return tuple(running.job_id for waiting in self._queues for running in waiting)[:limit]
+
     def held(self) -> int:
         """Jobs claimed and not ended: running, or waiting for a slot."""
         return len(self.running) + sum(len(waiting) for waiting in self._queues)

@@ -97,7 +97,8 @@ def refused_record(running: RunningJob, exc: Exception) -> Record:
         text = f"the worker failed while handling this job (the error is taskit's, not the task's):\n{trace}"
         log.error("%s: job %s failed in the worker, outside its task: %s",
                   running.queue, shown_id, display.clipped(describe_error(exc), 300))
-    return Record(running.job_id, running.queue, running.token, "failed", _text(text), _failure_ttl(running.fields))
+    return Record(running.job_id, running.queue, running.token, "failed", _text(text), _failure_ttl(running.fields),
+                  refused=True)
 
 
 def released(jobs: Iterable[RunningJob]) -> list[Record]:

@@ -76,6 +76,8 @@ FLUSH_AFTER = 0.002
 #: a claimed job that waits this long (seconds) for a slot goes back to its queue for
 #: other workers, and outcomes not recorded for this long are recorded by the monitor
 HAND_BACK_AFTER = 1.0
+#: the most ids of waiting jobs a worker's hash lists (readers show the first ten it holds)
+SHOWN_WAITING = 100
 #: exit status of a `-c N` child that stopped to be replaced (--max-jobs, --max-memory)
 RECYCLE_EXIT = 75
 #: put in the mailbox to wake the loop (a stop, a record added by another thread, new work)
@@ -191,6 +193,7 @@ class Worker:
         self._reported: set[str] = set()  # broken keys already logged
         self._wake = threading.Event()
         self._registration: dict[str, str] = {}
+        self._shown_waiting: tuple[str, ...] | None = None  # the jobs the worker hash says wait
         self._losses_seen = 0  # store.lost_connections when this worker last registered
         self.jobs_run = 0
         #: set when the worker stopped to be replaced (--max-jobs, --max-memory)
@@ -560,6 +563,16 @@ class Worker:
         if self._async.loop is not None:
             self._async.watch()
         self._hand_back(now)
+        self._show_waiting()
+
+    def _show_waiting(self) -> None:
+        """Say in the worker's hash which held jobs wait for a slot (claimed, not started), for
+        `taskit info` and the dashboard: the claim marks each job it takes started. Written by
+        the monitor when it changed, so at most once a TICK."""
+        waiting = self._inflight.waiting_ids(SHOWN_WAITING)
+        if waiting != self._shown_waiting:
+            self.store.update_worker(self.name, {keys.WORKER_WAITING: " ".join(waiting)}, self.heartbeat.info_ttl)
+            self._shown_waiting = waiting
 
     def _give_up(self, running: RunningJob) -> None:
         how = "so the worker stopped waiting for it" if running.is_async else "so its thread was abandoned (it may still be running)"
@@ -647,6 +660,7 @@ class Worker:
                 "lease": repr(self.lease),  # heartbeat age = now - (lease deadline - lease), for the dashboard
             }
         self._losses_seen = self.store.lost_connections
+        self._shown_waiting = None  # (a Redis restart lost it too: said again at the next tick)
         self.store.register_worker(self.name, self._registration, self.clock() + self.lease, int(self.lease) + 60)
 
     def _announce(self) -> None:

@@ -41,6 +41,19 @@ local function enqueued_at(first)
   return 0
 end
 
+-- A job is packed only when its fields take at most this many bytes (storage/keys.py
+-- MAX_PACKED_BYTES): a packed entry can only be read whole (by a claim, or by a page that
+-- shows the job: peek.lua), and packing saves a big job nothing worth having (its key's
+-- ~100 bytes of bookkeeping).
+local MAX_PACKED_BYTES = 4096
+local function small_job(first)
+  local size = 0
+  for i = first, #ARGV do
+    size = size + #ARGV[i]
+  end
+  return size <= MAX_PACKED_BYTES
+end
+
 -- Write a new job from ARGV[first_field..] and make it runnable, or schedule it for
 -- run_at (call check_new_job first). Its record is packed into its bucket; a ttl is
 -- kept in the expiry zset. Returns 1 if the queue was new in its tag's queue set (the

@@ -12,6 +12,11 @@
 --   time in microseconds; h<bound>:<task> runs of at most <bound> seconds and more than
 --   the bound before it (h+Inf: the rest)
 -- Writes use pcall: a damaged stats key must never stop outcomes from being recorded.
+-- A job the worker refused (it names a function the worker does not know or may not run, or
+-- its data is unreadable: nothing ran) rides 'failed refused' and is counted under the one
+-- task name REFUSED_TASK (storage/store.py), never under the name it carries: anyone who can
+-- enqueue could otherwise add counters, and metrics series, for every name they make up.
+local REFUSED_TASK = '(refused)'
 local STAT_BOUNDS = {
   {5000, '0.005'}, {10000, '0.01'}, {25000, '0.025'}, {50000, '0.05'}, {100000, '0.1'},
   {250000, '0.25'}, {500000, '0.5'}, {1000000, '1'}, {2500000, '2.5'}, {5000000, '5'},
@@ -35,13 +40,14 @@ local function stats_keys_from(first)
 end
 
 -- Count one recorded outcome (finished, failed, retry or scheduled) of `task` (the job's
--- f field, false if it has none), which ran `micros` microseconds ('' = unknown: refused
--- before running). Only numbers are added here, per job; field names are built once per
+-- f field, false if it has none), which ran `micros` microseconds ('' = unknown, 'refused' =
+-- refused before running: counted as REFUSED_TASK). Only numbers are added here, per job; field names are built once per
 -- batch, in write_stats.
 -- (keys in brackets: names of outcomes, not fields: tests/test_script_keys.py reads fields by name)
 local stat_kinds = {['finished'] = 'd', ['failed'] = 'f', ['retry'] = 'r', ['scheduled'] = 'r'}  -- others: not counted
 local function count_outcome(queue, task, outcome, micros)
   local kind = stat_kinds[outcome]
+  if micros == 'refused' then task = REFUSED_TASK end
   if not kind or not task or not stat_keys[queue] then return end
   local per_queue = stat_queues[queue]
   if not per_queue then per_queue = {d = 0, f = 0, r = 0, tasks = {}}; stat_queues[queue] = per_queue end
