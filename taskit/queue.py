@@ -12,6 +12,7 @@ from . import config, tracing
 from .connections import Client
 from .exceptions import ConfigurationError, DuplicateJobError
 from .job import Job, JobStatus, retag, validate_id, whole_number
+from .partitions import place
 from .registry import (
     CanceledJobRegistry,
     FailedJobRegistry,
@@ -24,7 +25,8 @@ from .storage.keys import Field
 from .storage.store import Store
 
 #: options `enqueue()` takes out of the keyword arguments, as RQ does
-ENQUEUE_OPTIONS = ("job_timeout", "ttl", "result_ttl", "failure_ttl", "job_id", "meta", "description", "at_front", "retry")
+ENQUEUE_OPTIONS = ("job_timeout", "ttl", "result_ttl", "failure_ttl", "job_id", "meta", "description", "at_front", "retry",
+                   "partition_key")
 #: the rest of what RQ's `enqueue()` takes out of the keyword arguments (rq.Queue.parse_args),
 #: not implemented by taskit yet: refused, never handed to the function (where a job meant
 #: to wait for another would run at once). `args=` and `kwargs=` are RQ's explicit form.
@@ -101,6 +103,7 @@ class Queue:
             raise ConfigurationError(
                 f"taskit does not support RQ's enqueue option {'= and '.join(unsupported)}= yet; nothing was enqueued"
             )
+        partition_key = options.pop("partition_key", None)
         unknown = sorted(set(options) - _JOB_ARGUMENT.keys())
         if unknown:
             raise ConfigurationError(
@@ -111,7 +114,12 @@ class Queue:
         settings = {_JOB_ARGUMENT[name]: value for name, value in options.items()}
         if args is not None and not isinstance(args, (str, bytes, dict)) and isinstance(args, Iterable):
             args = tuple(args)
-        return Job.create(func, args, kwargs, connection=self._connection, origin=self.name, **settings)
+        job = Job.create(func, args, kwargs, connection=self._connection, origin=self.name, **settings)
+        if partition_key is not None:
+            if not isinstance(partition_key, (str, bytes, int)) or isinstance(partition_key, bool):
+                raise ConfigurationError(f"partition_key must be a str, bytes or int, not {type(partition_key).__name__}")
+            job._partition_key = partition_key
+        return job
 
     def enqueue_job(self, job: Job, at_front: bool = False, run_at: float | None = None) -> Job:
         """Write a created job and push it (or schedule it for `run_at`), in one round trip."""
@@ -128,12 +136,15 @@ class Queue:
         ):
             raise ConfigurationError(f"run_at must be a Unix time in seconds, not {run_at!r}")
         jobs = list(jobs)
+        tags = self._store.partitions.tags(self.name)
         for job in jobs:
             if not isinstance(job, Job):
                 raise ConfigurationError(f"enqueue_many takes jobs from Queue.prepare_data, not {type(job).__name__}")
             if job.origin != self.name:
                 job.origin = self.name
-            retag(job, self.name)
+            retag(job, self.name, tags)
+        if len(tags) > 1:
+            place(self._store, self.name, jobs)
         status = JobStatus.SCHEDULED if run_at is not None else JobStatus.QUEUED
         now = time.time()
         entries = [(job.id, self.name, job.ttl, at_front, run_at, job.to_fields(status, now)) for job in jobs]

@@ -34,6 +34,7 @@ from redis.exceptions import (
 from ..connections import Client, describe
 from ..exceptions import RedisUnavailableError, StorageError
 from . import keys
+from .partitions import Partitions
 from .scripts import Scripts
 
 T = TypeVar("T")
@@ -105,6 +106,8 @@ class Store:
         #: queue -> when (monotonic) this Store last added it to the global queue set
         self._indexed: dict[str, float] = {}
         self._wakes = {}
+        #: the queues declared with partitions (storage/partitions.py)
+        self.partitions = Partitions(lambda: self._call(self.redis.hgetall, keys.PARTITIONS))
         #: calls that found the connection lost, so far (a Redis restart may have lost what
         #: the caller keeps there: the worker registers again when this changes)
         self.lost_connections = 0
@@ -557,8 +560,29 @@ class Store:
         names, unreadable = _queue_names(raw)
         return sorted(names), len(unreadable)
 
+    def _places(self, queue: str) -> list[keys.QueueKeys]:
+        """The keys of each partition of a queue (one for a queue not partitioned)."""
+        return [keys.of_queue(queue, tag) for tag in self.partitions.tags(queue)]
+
+    def _each(self, queue: str, command: Callable[[Any, keys.QueueKeys], Any]) -> list[Any]:
+        """`command(pipe, place)` on each partition of a queue, in one round trip."""
+        places = self._places(queue)
+        if len(places) == 1:
+            return [command(self.redis, places[0])]
+
+        def run() -> list[Any]:
+            pipe = self.redis.pipeline(transaction=False)
+            for place in places:
+                command(pipe, place)
+            return pipe.execute()
+
+        return self._call(run)
+
     def queue_count(self, queue: str) -> int:
-        return self._call(self.redis.llen, keys.of_queue(queue).queue)
+        places = self._places(queue)
+        if len(places) == 1:
+            return self._call(self.redis.llen, places[0].queue)
+        return sum(self._each(queue, lambda r, place: r.llen(place.queue)))
 
     def empty_queue(self, queue: str) -> int:
         """Delete every job waiting on the queue; how many were deleted.
@@ -567,35 +591,51 @@ class Store:
         first moves the whole queue aside at once, so what was waiting is deleted, and
         nothing enqueued meanwhile.
         """
-        place = keys.of_queue(queue)
-        script_keys = [place.queue, place.wake, place.emptying, *place.tagged.block]
-        removed, moved = 0, False
-        while True:
-            deleted, left, moved_now = self._call(
-                self.scripts.empty, keys=script_keys, args=[EMPTY_CHUNK, int(not moved), keys.BUCKETS]
-            )
-            removed, moved = removed + deleted, moved or bool(moved_now)
-            if moved and not left:
-                return removed
+        removed = 0
+        for place in self._places(queue):
+            script_keys = [place.queue, place.wake, place.emptying, *place.tagged.block]
+            moved = False
+            while True:
+                deleted, left, moved_now = self._call(
+                    self.scripts.empty, keys=script_keys, args=[EMPTY_CHUNK, int(not moved), keys.BUCKETS]
+                )
+                removed, moved = removed + deleted, moved or bool(moved_now)
+                if moved and not left:
+                    break
+        return removed
 
     def queue_ids(self, queue: str, start: int = 0, end: int = -1) -> list[str]:
-        return [i.decode() for i in self._call(self.redis.lrange, keys.of_queue(queue).queue, start, end)]
+        """Ids waiting on a queue; on a partitioned queue, partition after partition (the
+        order of the jobs across partitions is not kept anywhere)."""
+        places = self._places(queue)
+        if len(places) == 1:
+            return [i.decode() for i in self._call(self.redis.lrange, places[0].queue, start, end)]
+        every = [i.decode() for ids in self._each(queue, lambda r, place: r.lrange(place.queue, 0, -1)) for i in ids]
+        return every[start:] if end < 0 else every[start:end + 1]
 
     def registry_count(self, kind: str, queue: str, min_score: float | str = "-inf") -> int:
         """Entries scored at or above `min_score` (pass now to skip expired ones)."""
-        return self._call(self.redis.zcount, keys.of_queue(queue).registry(kind), min_score, "+inf")
+        return sum(self._each(queue, lambda r, place: r.zcount(place.registry(kind), min_score, "+inf")))
 
     def registry_ids(
         self, kind: str, queue: str, min_score: float | str = "-inf", start: int = 0, end: int = -1
     ) -> list[str]:
+        """Ids in a queue's registry by score (over every partition of a partitioned queue)."""
         num = -1 if end < 0 else end - start + 1
-        ids = self._call(
-            self.redis.zrangebyscore, keys.of_queue(queue).registry(kind), min_score, "+inf", start=start, num=num
-        )
-        return [i.decode() for i in ids]
+        places = self._places(queue)
+        if len(places) == 1:
+            ids = self._call(self.redis.zrangebyscore, places[0].registry(kind), min_score, "+inf", start=start, num=num)
+            return [i.decode() for i in ids]
+        # the first end + 1 of each partition hold the first end + 1 of all
+        replies = self._each(queue, lambda r, place: r.zrangebyscore(
+            place.registry(kind), min_score, "+inf", start=0, num=-1 if end < 0 else end + 1, withscores=True))
+        merged = sorted((score, i.decode()) for reply in replies for i, score in reply)
+        chosen = merged[start:] if end < 0 else merged[start:end + 1]
+        return [job_id for _, job_id in chosen]
 
     def registry_score(self, kind: str, queue: str, job_id: str) -> float | None:
-        return self._call(self.redis.zscore, keys.of_queue(queue).registry(kind), job_id)
+        tag = keys.tag_of(job_id)
+        return self._call(self.redis.zscore, keys.of_queue(queue, tag if tag in self.partitions.tags(queue) else None).registry(kind), job_id)
 
     def registry_remove(self, kind: str, queue: str, job_id: str, delete_job: bool = False) -> bool:
         place = keys.of_queue(queue, keys.job_tag(job_id, queue))
@@ -615,6 +655,30 @@ class Store:
         if delete_job:
             self._directory_lifetime([job_id], [0])
         return removed
+
+    def declare_partitions(self, queue: str, count: int) -> None:
+        """Record a queue's number of partitions (1: not partitioned) for every client."""
+        if count > 1:
+            self._call(self.redis.hset, keys.PARTITIONS, queue, count)
+        else:
+            self._call(self.redis.hdel, keys.PARTITIONS, queue)
+
+    def partition_jobs(self, queue: str, tags: Sequence[str]) -> int:
+        """How many jobs the queue holds in the partitions of `tags`, in any state (one round
+        trip)."""
+        if not tags:
+            return 0
+
+        def run() -> list[Any]:
+            pipe = self.redis.pipeline(transaction=False)
+            for tag in tags:
+                place = keys.of_queue(queue, tag)
+                pipe.llen(place.queue)
+                for kind in keys.REGISTRIES:
+                    pipe.zcard(place.registry(kind))
+            return pipe.execute()
+
+        return sum(self._call(run))
 
     # -- workers ---------------------------------------------------------------------------
 
@@ -957,10 +1021,9 @@ class Store:
             for (name, deadline), info, per_worker in zip(workers, details, lists)
         ]
 
-    @staticmethod
-    def _inflight_keys(worker: str, queues: Iterable[str]) -> list[str]:
-        """A worker's in-flight lists: one per tag of its queues."""
-        return [keys.inflight(tag, worker) for tag in dict.fromkeys(keys.queue_tag(q) for q in queues)]
+    def _inflight_keys(self, worker: str, queues: Iterable[str]) -> list[str]:
+        """A worker's in-flight lists: one per tag of its queues (of each partition)."""
+        return [keys.inflight(tag, worker) for tag in dict.fromkeys(keys.queue_tag(q) for q in self.partitions.expand(queues))]
 
     def _registered_queues(self, worker: str) -> list[str]:
         """The queues a worker registered (register_worker), while it is not forgotten."""
@@ -992,9 +1055,7 @@ class Store:
         registry, recovers it then.
         """
         queues = self._registered_queues(worker) if queues is None else list(queues)
-        by_tag: dict[str, list[str]] = {}
-        for queue in queues:
-            by_tag.setdefault(keys.queue_tag(queue), []).append(queue)
+        by_tag = self._by_tag(queues)
         calls = []
         for tag, names in by_tag.items():
             tagged = keys.tag_keys(tag)
@@ -1009,7 +1070,7 @@ class Store:
             abandoned += _texts(reply[1])
             failed += _texts(reply[2])
             settle += [_text(i) for i in reply[3]]
-        self.unregister_worker(worker, queues)
+        self.unregister_worker(worker, self.partitions.expand(queues))
         if settle:
             self._settle(settle)
         if failed:
@@ -1069,10 +1130,8 @@ class Store:
         cursor, members, cutoff, dead_raw, their_queues = begun
         names, unreadable = _queue_names(members)
         dead = _texts(dead_raw)
-        visit = list(dict.fromkeys([*queues, *names, *(q for raw in their_queues for q in _queues_of({"queues": raw.decode(errors="replace")}))]))
-        by_tag: dict[str, list[str]] = {}
-        for queue in visit:
-            by_tag.setdefault(keys.queue_tag(queue), []).append(queue)
+        visit = [*queues, *names, *(q for raw in their_queues for q in _queues_of({"queues": raw.decode(errors="replace")}))]
+        by_tag = self._by_tag(visit)
 
         def dead_in_tags() -> list[Any]:
             pipe = self.redis.pipeline(transaction=False)
@@ -1104,6 +1163,18 @@ class Store:
             _texts(result.failed), _texts(result.broken), len(result.dropped), _texts(unreadable),
         )
 
+    def _by_tag(self, queues: Iterable[str]) -> dict[str, list[str]]:
+        """tag -> the queue names with a partition there (each partition of a partitioned
+        queue in its own tag; a `keys.Partition` in its own)."""
+        by_tag: dict[str, list[str]] = {}
+        for queue in queues:
+            tags = [queue.tag] if type(queue) is keys.Partition else self.partitions.tags(queue)
+            for tag in tags:
+                names = by_tag.setdefault(tag, [])
+                if str(queue) not in names:
+                    names.append(str(queue))
+        return by_tag
+
     def _maintain_call(
         self, tag: str, now: float, cutoff: Any, max_deaths: int, default_failure_ttl: int, workers: Sequence[str],
         queues: Sequence[str],
@@ -1133,9 +1204,17 @@ class Store:
             if not dropped:
                 return
             pipe = self.redis.pipeline(transaction=False)
-            for tag, name in dropped:
-                pipe.sismember(keys.tag_keys(tag).queues, name)
-            back = [name for (_, name), there in zip(dropped, pipe.execute()) if there]
+            names = list(dict.fromkeys(name for _, name in dropped))
+            tags = [self.partitions.tags(name) for name in names]
+            for name, in_tags in zip(names, tags):
+                for tag in in_tags:  # (a partitioned queue is kept while any partition holds something)
+                    pipe.sismember(keys.tag_keys(tag).queues, name)
+            there = [bool(x) for x in pipe.execute()]
+            back, at = [], 0
+            for name, in_tags in zip(names, tags):
+                if any(there[at:at + len(in_tags)]):
+                    back.append(name)
+                at += len(in_tags)
             if back:
                 self.redis.sadd(keys.QUEUES, *back)
                 for name in back:
@@ -1152,15 +1231,23 @@ class Store:
         def run() -> list[Any]:
             pipe = self.redis.pipeline(transaction=False)
             for queue in queues:
-                place = keys.of_queue(queue)
-                pipe.llen(place.queue)
-                for kind, low in min_scores.items():
-                    pipe.zcount(place.registry(kind), low, "+inf")
+                for place in places[queue]:
+                    pipe.llen(place.queue)
+                    for kind, low in min_scores.items():
+                        pipe.zcount(place.registry(kind), low, "+inf")
             return pipe.execute()
 
-        replies = self._call(run) if queues else []
-        names, width = ["queued", *min_scores], 1 + len(min_scores)
-        return [dict(zip(names, replies[i:i + width])) for i in range(0, len(replies), width)]
+        places = {queue: self._places(queue) for queue in queues}
+        replies = iter(self._call(run) if queues else [])
+        names = ["queued", *min_scores]
+        counts = []
+        for queue in queues:
+            total = dict.fromkeys(names, 0)
+            for _ in places[queue]:
+                for name in names:
+                    total[name] += next(replies)
+            counts.append(total)
+        return counts
 
     def oldest_enqueued(self, queues: Sequence[str]) -> list[float | None]:
         """Per queue, when the job at its head was enqueued (Unix seconds; None: the queue is

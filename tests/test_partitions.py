@@ -1,0 +1,185 @@
+"""Partitioned queues (issue 12, item 3): one queue over N tags, on a single Redis and on the
+3 masters + 3 replicas cluster (tests/topologies.py). Workers are real `taskit worker`
+processes."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+from collections.abc import Iterator
+from typing import Any
+
+import fault_tasks
+import pytest
+import sample_tasks
+import topologies
+from conftest import taskit_command, taskit_default, taskit_env
+from test_faults import FAST, WorkerProcess, wait_until
+
+import taskit
+from taskit import Job, JobStatus, Queue, config
+from taskit.exceptions import ConfigurationError
+from taskit.storage import keys
+from taskit.storage.store import Store
+
+QUEUE = "emails"
+
+
+@pytest.fixture(params=["single", "cluster"])
+def target(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
+    """{"client", "env", "cluster" (None on a single Redis)}: taskit's default, flushed."""
+    if request.param == "single":
+        server = request.getfixturevalue("redis_server")
+        if not server.alive:
+            server.start()
+        with taskit_default(server.client(), server.url, monkeypatch) as client:
+            yield {"client": client, "env": taskit_env(server.url), "cluster": None}
+        return
+    cluster: topologies.Cluster = request.getfixturevalue("cluster")
+    for node in cluster.nodes:
+        if not node.alive:
+            cluster.restart(node)
+    with taskit_default(config.connect(cluster.url), cluster.url, monkeypatch) as client:
+        yield {"client": client, "env": taskit_env(cluster.url), "cluster": cluster}
+
+
+def waiting_per_master(cluster: topologies.Cluster, queue: str) -> list[int]:
+    """Jobs waiting on each master, counted from the queue keys each holds."""
+    counts = []
+    for master in cluster.masters():
+        with master.client(socket_timeout=5) as node:
+            counts.append(sum(node.llen(key) for key in node.scan_iter(match=f"{keys.PREFIX}:*:queue:{queue}")))
+    return counts
+
+
+def test_partition_tags_spread_over_the_slot_space():
+    tags = keys.partition_tags(QUEUE, 3)
+    assert tags[0] == keys.queue_tag(QUEUE) and len(set(tags)) == 3
+    slots = sorted(keys.slot(t) for t in tags)
+    gaps = [(b - a) % keys.SLOTS for a, b in zip(slots, slots[1:] + slots[:1])]
+    assert all(abs(gap - keys.SLOTS // 3) <= 1 for gap in gaps), gaps
+
+
+def test_declare_queue_is_checked_and_refuses_a_change_while_jobs_would_be_left(target):
+    with pytest.raises(ConfigurationError):
+        taskit.declare_queue(QUEUE, partitions=0)
+    taskit.declare_queue(QUEUE, partitions=3)
+    taskit.declare_queue(QUEUE, partitions=3)  # the same again: nothing to do
+    jobs = [Queue(QUEUE).enqueue(sample_tasks.add, i, i) for i in range(6)]
+    assert {keys.tag_of(j.id) for j in jobs} == set(keys.partition_tags(QUEUE, 3))  # round robin
+    with pytest.raises(ConfigurationError, match="empty them first"):
+        taskit.declare_queue(QUEUE, partitions=2)
+    assert Queue(QUEUE).empty() == 6 and Queue(QUEUE).count == 0
+    taskit.declare_queue(QUEUE, partitions=2)
+    assert Store.of(target["client"]).partitions.tags(QUEUE) == keys.partition_tags(QUEUE, 2)
+
+
+def test_the_cli_declares_a_queue(target):
+    done = subprocess.run(taskit_command("declare-queue", QUEUE, "--partitions", "3"), env=target["env"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert Store.of(target["client"]).partitions.declared(refresh=True) == {QUEUE: 3}
+
+
+def test_three_thousand_jobs_spread_over_three_partitions_run_by_one_worker(target, tmp_path):
+    taskit.declare_queue(QUEUE, partitions=3)
+    jobs = []
+    for start in range(0, 3000, 500):
+        jobs += sample_tasks.add.map([(i, 1) for i in range(start, start + 500)], queue=QUEUE)
+    assert Queue(QUEUE).count == 3000 and len(Queue(QUEUE).job_ids) == 3000
+    by_tag = {tag: sum(keys.tag_of(j.id) == tag for j in jobs) for tag in keys.partition_tags(QUEUE, 3)}
+    assert sorted(by_tag.values()) == [1000, 1000, 1000]
+    if target["cluster"] is not None:
+        counts = waiting_per_master(target["cluster"], QUEUE)
+        print("jobs per master:", counts)
+        assert len(counts) == 3 and sum(counts) == 3000
+        assert all(0.25 * 3000 <= n <= 0.42 * 3000 for n in counts), counts
+    worker = WorkerProcess(target["env"], tmp_path, "-q", QUEUE, "--burst", modules=("sample_tasks",))
+    assert worker.wait(300) == 0, worker.output()
+    assert "Traceback" not in worker.output() and "CROSSSLOT" not in worker.output()
+    queue = Queue(QUEUE)
+    assert queue.count == 0 and queue.finished_job_registry.count == 3000
+    assert len(queue.finished_job_registry.get_job_ids()) == 3000
+    assert len(queue.finished_job_registry.get_job_ids(10, 19)) == 10
+    sample = [jobs[0], jobs[1], jobs[2], jobs[1500], jobs[-1]]
+    assert [Job.fetch(j.id).result for j in sample] == [j.args[0] + 1 for j in sample]
+
+
+def test_a_partition_key_keeps_the_order_of_its_jobs(target, tmp_path):
+    taskit.declare_queue(QUEUE, partitions=3)
+    keys_used = [f"user-{k}" for k in range(6)]
+    expected: dict[str, list[str]] = {k: [] for k in keys_used}
+    tags: dict[str, set[str | None]] = {k: set() for k in keys_used}
+    for n in range(20):
+        for k in keys_used:
+            job = sample_tasks.log_order.apply_async((f"{n}",), {"list_key": f"taskit-test:order:{k}"}, queue=QUEUE,
+                                                     partition_key=k)
+            expected[k].append(f"{n}")
+            tags[k].add(keys.tag_of(job.id))
+    assert all(len(t) == 1 for t in tags.values())  # one partition per key
+    assert len({t for k in keys_used for t in tags[k]}) > 1  # the keys spread over partitions
+    worker = WorkerProcess(target["env"], tmp_path, "-q", QUEUE, "--burst", "--threads", "1",
+                           modules=("sample_tasks",))
+    assert worker.wait(120) == 0, worker.output()
+    client = target["client"]
+    for k in keys_used:
+        assert [v.decode() for v in client.lrange(f"taskit-test:order:{k}", 0, -1)] == expected[k], k
+
+
+def test_a_custom_id_goes_to_the_first_partition(target):
+    taskit.declare_queue(QUEUE, partitions=3)
+    job = Queue(QUEUE).enqueue(sample_tasks.add, 1, 2, job_id="report-42")
+    assert Job.fetch("report-42").origin == QUEUE and Queue(QUEUE).job_ids == ["report-42"]
+    with pytest.raises(ConfigurationError, match="not both"):
+        Queue(QUEUE).enqueue(sample_tasks.add, 1, 2, job_id="report-43", partition_key="x")
+    assert job.get_status() == JobStatus.QUEUED
+
+
+def test_registries_counts_requeue_all_retries_and_schedules_across_partitions(target, tmp_path):
+    taskit.declare_queue(QUEUE, partitions=3)
+    queue = Queue(QUEUE)
+    failing = [queue.enqueue(sample_tasks.fail, f"no {i}") for i in range(6)]
+    later = [queue.enqueue_in(3600, sample_tasks.add, i, 0) for i in range(3)]
+    soon = [sample_tasks.add.apply_async((i, 0), queue=QUEUE, countdown=0.5) for i in range(3)]
+    retried = [queue.enqueue(sample_tasks.flaky, f"key {i}") for i in range(3)]
+    assert {keys.tag_of(j.id) for j in failing} == set(keys.partition_tags(QUEUE, 3))
+    assert queue.count == 9 and queue.scheduled_job_registry.count == 6
+    info = subprocess.run(taskit_command("info", "--json"), env=target["env"], capture_output=True, text=True, timeout=60)
+    assert info.returncode == 0, info.stderr
+    worker = WorkerProcess(target["env"], tmp_path, "-q", QUEUE, *FAST, modules=("sample_tasks", "fault_tasks"))
+    try:
+        wait_until(lambda: queue.failed_job_registry.count == 6 and queue.finished_job_registry.count >= 3,
+                   timeout=60, what="the jobs to end")
+        assert sorted(queue.failed_job_registry.get_job_ids()) == sorted(j.id for j in failing)
+        wait_until(lambda: all(Job.fetch(j.id).result == 3 for j in retried), timeout=60, what="the retried jobs")
+        assert all(keys.tag_of(Job.fetch(j.id).id) == keys.tag_of(j.id) for j in retried)
+        assert queue.scheduled_job_registry.count == 3 and all(j.id in queue.scheduled_job_registry for j in later)
+        done = subprocess.run(taskit_command("requeue", "--all", "-q", QUEUE), env=target["env"],
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        wait_until(lambda: queue.failed_job_registry.count == 6 and all(
+            Job.fetch(j.id).attempts == 2 for j in failing), timeout=60, what="the requeued jobs to fail again")
+    finally:
+        worker.signal(signal.SIGTERM)
+        assert worker.wait(30) == 0, worker.output()
+    assert "Traceback" not in worker.output()
+
+
+def test_a_worker_killed_mid_run_loses_nothing(target, tmp_path):
+    taskit.declare_queue(QUEUE, partitions=3)
+    jobs = [fault_tasks.counted.apply_async((f"k{i}", 0.05), queue=QUEUE) for i in range(60)]
+    doomed = WorkerProcess(target["env"], tmp_path, "-q", QUEUE, "-n", "doomed", "--threads", "4", *FAST)
+    client = target["client"]
+    wait_until(lambda: sum(fault_tasks.runs(client, f"k{i}") for i in range(60)) >= 10, timeout=60,
+               what="some jobs to run")
+    doomed.signal(signal.SIGKILL)
+    doomed.wait()
+    rescuer = WorkerProcess(target["env"], tmp_path, "-q", QUEUE, *FAST)
+    try:
+        wait_until(lambda: Queue(QUEUE).finished_job_registry.count == 60, timeout=90, what="every job to finish")
+        assert all(Job.fetch(j.id).get_status() == JobStatus.FINISHED for j in jobs)
+        assert all(fault_tasks.runs(client, f"k{i}") >= 1 for i in range(60))
+        assert Store.of(client).inflight("doomed", [QUEUE]) == []
+    finally:
+        rescuer.signal(signal.SIGTERM)
+        assert rescuer.wait(30) == 0, rescuer.output()
