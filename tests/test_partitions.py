@@ -4,8 +4,10 @@ processes."""
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,6 +22,7 @@ import taskit
 from taskit import Job, JobStatus, Queue, config
 from taskit.exceptions import ConfigurationError
 from taskit.storage import keys
+from taskit.storage.partitions import Rotation
 from taskit.storage.store import Store
 
 QUEUE = "emails"
@@ -41,6 +44,10 @@ def target(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> I
             cluster.restart(node)
     with taskit_default(config.connect(cluster.url), cluster.url, monkeypatch) as client:
         yield {"client": client, "env": taskit_env(cluster.url), "cluster": cluster}
+
+
+def run_taskit(target: dict[str, Any], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(taskit_command(*args), env=target["env"], capture_output=True, text=True, timeout=60, check=False)
 
 
 def waiting_per_master(cluster: topologies.Cluster, queue: str) -> list[int]:
@@ -75,8 +82,7 @@ def test_declare_queue_is_checked_and_refuses_a_change_while_jobs_would_be_left(
 
 
 def test_the_cli_declares_a_queue(target):
-    done = subprocess.run(taskit_command("declare-queue", QUEUE, "--partitions", "3"), env=target["env"],
-                          capture_output=True, text=True, timeout=60)
+    done = run_taskit(target, "declare-queue", QUEUE, "--partitions", "3")
     assert done.returncode == 0, done.stderr
     assert Store.of(target["client"]).partitions.declared(refresh=True) == {QUEUE: 3}
 
@@ -144,18 +150,20 @@ def test_registries_counts_requeue_all_retries_and_schedules_across_partitions(t
     retried = [queue.enqueue(sample_tasks.flaky, f"key {i}") for i in range(3)]
     assert {keys.tag_of(j.id) for j in failing} == set(keys.partition_tags(QUEUE, 3))
     assert queue.count == 9 and queue.scheduled_job_registry.count == 6
-    info = subprocess.run(taskit_command("info", "--json"), env=target["env"], capture_output=True, text=True, timeout=60)
+    info = run_taskit(target, "info", "--json")
     assert info.returncode == 0, info.stderr
+    shown = json.loads(info.stdout)["queues"]
+    assert [(q["name"], q["queued"], q["scheduled"]) for q in shown] == [(QUEUE, 9, 6)]
     worker = WorkerProcess(target["env"], tmp_path, "-q", QUEUE, *FAST, modules=("sample_tasks", "fault_tasks"))
     try:
         wait_until(lambda: queue.failed_job_registry.count == 6 and queue.finished_job_registry.count >= 3,
                    timeout=60, what="the jobs to end")
         assert sorted(queue.failed_job_registry.get_job_ids()) == sorted(j.id for j in failing)
         wait_until(lambda: all(Job.fetch(j.id).result == 3 for j in retried), timeout=60, what="the retried jobs")
+        wait_until(lambda: all(Job.fetch(j.id).result == j.args[0] for j in soon), timeout=60, what="the scheduled jobs")
         assert all(keys.tag_of(Job.fetch(j.id).id) == keys.tag_of(j.id) for j in retried)
         assert queue.scheduled_job_registry.count == 3 and all(j.id in queue.scheduled_job_registry for j in later)
-        done = subprocess.run(taskit_command("requeue", "--all", "-q", QUEUE), env=target["env"],
-                              capture_output=True, text=True, timeout=60)
+        done = run_taskit(target, "requeue", "--all", "-q", QUEUE)
         assert done.returncode == 0, done.stderr
         wait_until(lambda: queue.failed_job_registry.count == 6 and all(
             Job.fetch(j.id).attempts == 2 for j in failing), timeout=60, what="the requeued jobs to fail again")
@@ -183,3 +191,35 @@ def test_a_worker_killed_mid_run_loses_nothing(target, tmp_path):
     finally:
         rescuer.signal(signal.SIGTERM)
         assert rescuer.wait(30) == 0, rescuer.output()
+
+
+def test_a_worker_claims_from_each_partition_in_turn():
+    places = [keys.Partition("a", "x"), keys.Partition("a", "y"), keys.Partition("a", "z"), "b"]
+    rotation = Rotation(places)
+    firsts = [rotation.next() for _ in range(3)]
+    assert [order[0].tag for order in firsts] == ["y", "z", "x"]  # each partition first in turn
+    assert all(order[-1] == "b" and sorted(p.tag for p in order[:3]) == ["x", "y", "z"] for order in firsts)
+    assert Rotation(["a", "b"]).next() == ["a", "b"]
+
+
+def test_an_idle_worker_wakes_for_a_job_on_any_partition(target, tmp_path):
+    """Waiting on every partition at once, not polling (see test_cluster.py for the timing)."""
+    taskit.declare_queue(QUEUE, partitions=3)
+    worker = WorkerProcess(target["env"], tmp_path, "-q", QUEUE, "--maintenance-interval", "60",
+                           modules=("sample_tasks",))
+    try:
+        wait_until(worker.ready, what="the worker to start")
+        waits, tags = [], set()
+        for _ in range(6):
+            time.sleep(1.3)
+            job = Queue(QUEUE).enqueue(sample_tasks.add, 1, 2)
+            tags.add(keys.tag_of(job.id))
+            wait_until(lambda job=job: Job.fetch(job.id).get_status() == JobStatus.FINISHED, timeout=10,
+                       what="a job to run")
+            fetched = Job.fetch(job.id)
+            waits.append((fetched.started_at - fetched.enqueued_at).total_seconds())
+        assert len(tags) == 3
+        assert sorted(waits)[len(waits) // 2] < 0.3, waits
+    finally:
+        worker.signal(signal.SIGTERM)
+        assert worker.wait(30) == 0, worker.output()
