@@ -25,8 +25,10 @@ from .storage.keys import Field
 from .storage.store import Store
 
 #: options `enqueue()` takes out of the keyword arguments, as RQ does
-ENQUEUE_OPTIONS = ("job_timeout", "ttl", "result_ttl", "failure_ttl", "job_id", "meta", "description", "at_front", "retry",
-                   "partition_key")
+ENQUEUE_OPTIONS = ("job_timeout", "ttl", "result_ttl", "failure_ttl", "job_id", "meta", "description", "at_front", "retry")
+#: enqueue options of taskit's own, taken out of the keyword arguments too (a name RQ does
+#: not reserve: a function with such a keyword argument must take it through kwargs=)
+TASKIT_OPTIONS = ("partition_key",)
 #: the rest of what RQ's `enqueue()` takes out of the keyword arguments (rq.Queue.parse_args),
 #: not implemented by taskit yet: refused, never handed to the function (where a job meant
 #: to wait for another would run at once). `args=` and `kwargs=` are RQ's explicit form.
@@ -70,7 +72,7 @@ class Queue:
     # -- enqueueing ----------------------------------------------------------------
 
     def enqueue(self, f: Callable[..., Any] | str, *args: Any, **kwargs: Any) -> Job:
-        """Enqueue `f(*args, **kwargs)`. The options in ENQUEUE_OPTIONS are taken out of
+        """Enqueue `f(*args, **kwargs)`. The options in ENQUEUE_OPTIONS and TASKIT_OPTIONS are taken out of
         kwargs; so is RQ's explicit form, `enqueue(f, args=(1,), kwargs={"x": 2}, ttl=60)`."""
         call_args, call_kwargs, options = split_call(args, kwargs)
         return self.enqueue_call(f, call_args, call_kwargs, **options)
@@ -95,7 +97,8 @@ class Queue:
     ) -> Job:
         """A job for this queue, checked and serialized but not written (for `enqueue_many`).
 
-        Options are those of ENQUEUE_OPTIONS except at_front; a task's own options
+        Options are those of ENQUEUE_OPTIONS except at_front, and partition_key (which
+        partition of a partitioned queue: taskit.partitions); a task's own options
         (`@task(timeout=...)`) fill in what is not given here (see `Job.create`).
         """
         unsupported = [name for name in NOT_SUPPORTED if name in options]
@@ -255,7 +258,7 @@ def split_call(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, Any,
     `enqueue(f, args=(1,), kwargs={"x": 2}, ttl=60)`, the call's arguments are `args=`
     and `kwargs=`, and every other keyword must be an option.
     """
-    options = {name: kwargs.pop(name) for name in (*ENQUEUE_OPTIONS, *NOT_SUPPORTED) if name in kwargs}
+    options = {name: kwargs.pop(name) for name in (*ENQUEUE_OPTIONS, *TASKIT_OPTIONS, *NOT_SUPPORTED) if name in kwargs}
     if "args" not in kwargs and "kwargs" not in kwargs:
         return args, kwargs, options
     if args:
