@@ -3,9 +3,10 @@
     taskit.declare_queue("emails", partitions=3)
 
 The declaration is kept in Redis (storage/keys.py PARTITIONS) so that every producer and
-worker agrees; producers and workers read it when they start and every
-storage/partitions.py REFRESH_SECONDS after (a worker reads it once, when it starts:
-restart workers after declaring). Producers spread new jobs over the partitions round
+worker agrees. A producer reads it along with an enqueue (in the same round trip) every
+storage/partitions.py REFRESH_SECONDS: the jobs of a process's first enqueue, before it
+knows, go to the first partition (a declare_queue in the process reads it at once). A
+worker reads it once, when it starts: restart workers after declaring. Producers spread new jobs over the partitions round
 robin (per process), or by a stable hash of `partition_key=`; jobs of one key then run in
 the order they were enqueued. Order is kept within a partition only. A job with a custom
 id goes to the first partition (and refuses a partition key there).
@@ -56,7 +57,7 @@ def declare_queue(name: str, partitions: int, connection: Client | None = None) 
 
 def place(store: Store, queue: str, jobs: Sequence[Job]) -> None:
     """Give each new job with an id made by taskit the tag of its partition (see the module)."""
-    if len(store.partitions.tags(queue)) == 1:
+    if len(store.partitions.known_tags(queue)) == 1:
         return
     from .job import JobStatus, new_id
 

@@ -139,7 +139,7 @@ class Queue:
         ):
             raise ConfigurationError(f"run_at must be a Unix time in seconds, not {run_at!r}")
         jobs = list(jobs)
-        tags = self._store.partitions.tags(self.name)
+        tags = self._store.partitions.known_tags(self.name)
         for job in jobs:
             if not isinstance(job, Job):
                 raise ConfigurationError(f"enqueue_many takes jobs from Queue.prepare_data, not {type(job).__name__}")

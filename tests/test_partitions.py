@@ -16,6 +16,7 @@ import pytest
 import sample_tasks
 import topologies
 from conftest import taskit_command, taskit_default, taskit_env
+from roundtrips import counting_client
 from test_faults import FAST, WorkerProcess, wait_until
 
 import taskit
@@ -223,3 +224,15 @@ def test_an_idle_worker_wakes_for_a_job_on_any_partition(target, tmp_path):
     finally:
         worker.signal(signal.SIGTERM)
         assert worker.wait(30) == 0, worker.output()
+
+
+def test_a_producer_learns_the_declaration_in_its_enqueue_round_trip(redis_server, connection):
+    taskit.declare_queue(QUEUE, partitions=3, connection=connection)
+    client, trips = counting_client(redis_server)  # another producer: it has not read the declaration
+    queue = Queue(QUEUE, connection=client)
+    first = queue.enqueue(sample_tasks.add, 1, 1)
+    assert trips.trips == 1 and keys.tag_of(first.id) == keys.queue_tag(QUEUE)  # the first partition
+    trips.reset()
+    more = queue.enqueue_many([queue.prepare_data(sample_tasks.add, (i, 1)) for i in range(6)])
+    assert trips.trips == 1 and {keys.tag_of(j.id) for j in more} == set(keys.partition_tags(QUEUE, 3))
+    client.close()

@@ -39,18 +39,32 @@ class Partitions:
 
     def declared(self, refresh: bool = False) -> dict[str, int]:
         """name -> number of partitions, of the queues declared with more than one."""
+        if refresh or self.stale():
+            self.update(self._read())
+        return self._declared
+
+    def stale(self) -> bool:
+        """Whether what this Store read is older than REFRESH_SECONDS (or was never read)."""
+        return time.monotonic() - self._read_at >= REFRESH_SECONDS
+
+    def update(self, raw: dict[bytes, bytes]) -> None:
+        """Take in the declarations hash as read (an enqueue reads it in its own round trip
+        when `stale`, so that producers stay at one round trip: storage/store.py)."""
+        declared = {}
+        for name, count in raw.items():
+            try:
+                number = int(count)
+            except ValueError:
+                continue
+            if number > 1:
+                declared[name.decode(errors="replace")] = number
         with self._lock:
-            if refresh or time.monotonic() - self._read_at >= REFRESH_SECONDS:
-                declared = {}
-                for name, count in self._read().items():
-                    try:
-                        number = int(count)
-                    except ValueError:
-                        continue
-                    if number > 1:
-                        declared[name.decode(errors="replace")] = number
-                self._declared, self._read_at = declared, time.monotonic()
-            return self._declared
+            self._declared, self._read_at = declared, time.monotonic()
+
+    def known_tags(self, name: str) -> tuple[str, ...]:
+        """`tags` as last read, without reading (a producer's choice: see `update`)."""
+        count = self._declared.get(str(name), 1)
+        return keys.partition_tags(str(name), count) if count > 1 else (keys.queue_tag(str(name)),)
 
     def count(self, name: str) -> int:
         return self.declared().get(str(name), 1)
@@ -72,7 +86,7 @@ class Partitions:
         """The tag a new job on `name` goes to: None if the queue has one partition; by a
         stable hash of `partition_key` if given (crc32 of its text: the same in every
         process); else the next partition in turn (round robin per process)."""
-        tags = self.tags(name)
+        tags = self.known_tags(name)
         if len(tags) == 1:
             return None
         if partition_key is not None:

@@ -219,6 +219,10 @@ class Store:
                 before += entry
             queues.append(queue)
         before += self._index(queues)
+        # the declarations of partitioned queues, read along when stale (storage/partitions.py)
+        declarations = len(before) if self.partitions.stale() else None
+        if declarations is not None:
+            before.append(("hgetall", keys.PARTITIONS, {}))
         started = time.monotonic()
         entries: list[Any] = []
         each = bool(before)  # what a refused call wrote before it is taken back (`_take_back`)
@@ -231,6 +235,8 @@ class Store:
             self._take_back([jobs[i][0] for i, at in custom if entries[at] is None], before)
             raise self._refused(refused[0])
         self._index_new(queues, [int(r) >= 10 for r in results], before)
+        if declarations is not None and entries:
+            self.partitions.update(entries[declarations])
         written = [self._written.written(job[0], job[5], int(r) % 10) for job, r in zip(jobs, results)]
         for i, at in custom:
             held = entries[at] if entries else None
@@ -568,7 +574,7 @@ class Store:
         """`command(pipe, place)` on each partition of a queue, in one round trip."""
         places = self._places(queue)
         if len(places) == 1:
-            return [command(self.redis, places[0])]
+            return [self._call(command, self.redis, places[0])]
 
         def run() -> list[Any]:
             pipe = self.redis.pipeline(transaction=False)
