@@ -20,8 +20,9 @@ from roundtrips import counting_client
 from test_faults import FAST, WorkerProcess, wait_until
 
 import taskit
-from taskit import Job, JobStatus, Queue, config
+from taskit import Job, JobStatus, Queue, Worker, config
 from taskit.exceptions import ConfigurationError
+from taskit.periodic import enqueue_due, periodic, unregister
 from taskit.storage import keys
 from taskit.storage.partitions import Rotation
 from taskit.storage.store import Store
@@ -239,3 +240,34 @@ def test_a_producer_learns_the_declaration_in_its_enqueue_round_trip(redis_serve
     again = queue.enqueue_many([queue.prepare_data(sample_tasks.add, (i, 1)) for i in range(6)])
     assert trips.trips == 1 and {keys.tag_of(j.id) for j in again} == set(keys.partition_tags(QUEUE, 3))
     client.close()
+
+
+def test_periodic_ticks_on_a_partitioned_queue_run(target):
+    """A tick's job has a custom id (periodic:<name>:<tick>): it goes to the first partition,
+    beside its task's last-tick key."""
+    taskit.declare_queue(QUEUE, partitions=3)
+    hour = 1_800_000_000 - 1_800_000_000 % 3600
+    periodic(sample_tasks.add, 60, name="part-tick", args=[2, 3], queue=QUEUE)
+    try:
+        assert enqueue_due(None, hour + 30, queues=[QUEUE]) == []  # first seen: remembered
+        jobs = enqueue_due(None, hour + 60, queues=[QUEUE])
+        assert [j.id for j in jobs] == [f"periodic:part-tick:{hour + 60}"]
+        assert enqueue_due(None, hour + 60, queues=[QUEUE]) == []  # once
+        assert Worker([QUEUE]).work(burst=True) == 1
+        assert Job.fetch(jobs[0].id).result == 5
+    finally:
+        unregister("part-tick")
+
+
+def test_cancel_and_delete_across_partitions(target):
+    taskit.declare_queue(QUEUE, partitions=3)
+    queue = Queue(QUEUE)
+    jobs = [queue.enqueue(sample_tasks.add, i, i) for i in range(6)]
+    for job in jobs[:3]:
+        job.cancel()
+    assert queue.count == 3 and queue.canceled_job_registry.count == 3
+    assert sorted(queue.canceled_job_registry.get_job_ids()) == sorted(j.id for j in jobs[:3])
+    assert all(j.id in queue.canceled_job_registry for j in jobs[:3])
+    assert queue.canceled_job_registry.requeue_all() and queue.count == 6
+    jobs[4].delete()
+    assert sorted(queue.job_ids) == sorted(j.id for j in jobs if j is not jobs[4])
