@@ -22,6 +22,7 @@ from .exceptions import (
     TaskitError,
 )
 from .job import Job, JobStatus
+from .partitions import declare_queue
 from .queue import Queue
 from .retry import Retry, RetryLater
 from .task import Task, task
@@ -43,6 +44,7 @@ __all__ = [
     "TaskitError",
     "Worker",
     "configure",
+    "declare_queue",
     "get_current_job",
     "on_worker_start",
     "on_worker_stop",

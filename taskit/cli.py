@@ -633,6 +633,25 @@ def empty(queues: tuple[str, ...], url: str) -> None:
         click.echo(f"Removed {removed} job(s) from queue {queue.name!r}.")
 
 
+@main.command("declare-queue", short_help="Declare a queue's number of partitions.")
+@click.argument("queue", metavar="QUEUE")
+@click.option("-p", "--partitions", type=click.IntRange(min=1), required=True, metavar="N",
+              help="Partitions (hash tags) the queue spreads its jobs over; 1: not partitioned.")
+@url_option
+@_fail_cleanly
+def declare_queue(queue: str, partitions: int, url: str) -> None:
+    """Declare QUEUE with N partitions, for every producer and worker (restart workers).
+
+    \b
+    Example:
+      taskit declare-queue emails --partitions 3
+    """
+    from .partitions import declare_queue as declare
+
+    declare(queue, partitions, _connect(url))
+    click.echo(f"Queue {queue!r} has {partitions} partition(s).")
+
+
 def _parse_value(text: str) -> Any:
     """A JSON value ('3', '[1, 2]', '{"a": 1}', 'true', 'null', '"3"'), else the text itself."""
     try:

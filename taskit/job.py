@@ -18,7 +18,7 @@ import os
 import re
 import string
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
@@ -134,16 +134,17 @@ def new_id(tag: str) -> str:
     return f"{tag}.{os.urandom(22).translate(_TO_BASE62).decode()}"
 
 
-def retag(job: Job, queue: str) -> None:
+def retag(job: Job, queue: str, tags: Sequence[str] = ()) -> None:
     """Make a job's id fit the queue it is enqueued on: an id taskit made carries the tag of
     the queue it was made for (storage/keys.py), so a job made for another queue gets a new
-    one. A custom id that reads as an id taskit made for another queue is refused: the job
-    would be looked for in that queue's keys."""
+    one (`tags`: those of the queue's partitions, any of which fits). A custom id that reads
+    as an id taskit made for another queue is refused: the job would be looked for in that
+    queue's keys."""
     tag = queue_tag(queue)
     if job._generated and job.id.startswith(tag) and job.id[len(tag)] == ".":
         return  # (the common case, without parsing the id)
     carried = tag_of(job.id)
-    if carried is None or carried == tag:
+    if carried is None or carried == tag or carried in tags:
         return
     if not job._generated:
         raise InvalidJobIdError(
@@ -237,6 +238,8 @@ class Job:
         self._connection = connection
         #: its id was made by taskit (it carries its queue's tag: see `retag`)
         self._generated = False
+        #: which partition of a partitioned queue it goes to (taskit.partitions)
+        self._partition_key: Any = None
         self.func_name = ""
         self._call: bytes | None = None
         self._args: tuple[Any, ...] | None = None

@@ -12,6 +12,7 @@ from . import config, tracing
 from .connections import Client
 from .exceptions import ConfigurationError, DuplicateJobError, NotReplicatedError
 from .job import Job, JobStatus, retag, validate_id, whole_number
+from .partitions import place
 from .registry import (
     CanceledJobRegistry,
     FailedJobRegistry,
@@ -25,6 +26,9 @@ from .storage.store import Store
 
 #: options `enqueue()` takes out of the keyword arguments, as RQ does
 ENQUEUE_OPTIONS = ("job_timeout", "ttl", "result_ttl", "failure_ttl", "job_id", "meta", "description", "at_front", "retry")
+#: enqueue options of taskit's own, taken out of the keyword arguments too (a name RQ does
+#: not reserve: a function with such a keyword argument must take it through kwargs=)
+TASKIT_OPTIONS = ("partition_key",)
 #: the rest of what RQ's `enqueue()` takes out of the keyword arguments (rq.Queue.parse_args),
 #: not implemented by taskit yet: refused, never handed to the function (where a job meant
 #: to wait for another would run at once). `args=` and `kwargs=` are RQ's explicit form.
@@ -84,7 +88,7 @@ class Queue:
     # -- enqueueing ----------------------------------------------------------------
 
     def enqueue(self, f: Callable[..., Any] | str, *args: Any, **kwargs: Any) -> Job:
-        """Enqueue `f(*args, **kwargs)`. The options in ENQUEUE_OPTIONS are taken out of
+        """Enqueue `f(*args, **kwargs)`. The options in ENQUEUE_OPTIONS and TASKIT_OPTIONS are taken out of
         kwargs; so is RQ's explicit form, `enqueue(f, args=(1,), kwargs={"x": 2}, ttl=60)`."""
         call_args, call_kwargs, options = split_call(args, kwargs)
         return self.enqueue_call(f, call_args, call_kwargs, **options)
@@ -110,7 +114,8 @@ class Queue:
     ) -> Job:
         """A job for this queue, checked and serialized but not written (for `enqueue_many`).
 
-        Options are those of ENQUEUE_OPTIONS except at_front; a task's own options
+        Options are those of ENQUEUE_OPTIONS except at_front, and partition_key (which
+        partition of a partitioned queue: taskit.partitions); a task's own options
         (`@task(timeout=...)`) fill in what is not given here (see `Job.create`).
         """
         unsupported = [name for name in NOT_SUPPORTED if name in options]
@@ -118,6 +123,7 @@ class Queue:
             raise ConfigurationError(
                 f"taskit does not support RQ's enqueue option {'= and '.join(unsupported)}= yet; nothing was enqueued"
             )
+        partition_key = options.pop("partition_key", None)
         unknown = sorted(set(options) - _JOB_ARGUMENT.keys())
         if unknown:
             raise ConfigurationError(
@@ -128,7 +134,12 @@ class Queue:
         settings = {_JOB_ARGUMENT[name]: value for name, value in options.items()}
         if args is not None and not isinstance(args, (str, bytes, dict)) and isinstance(args, Iterable):
             args = tuple(args)
-        return Job.create(func, args, kwargs, connection=self._connection, origin=self.name, **settings)
+        job = Job.create(func, args, kwargs, connection=self._connection, origin=self.name, **settings)
+        if partition_key is not None:
+            if not isinstance(partition_key, (str, bytes, int)) or isinstance(partition_key, bool):
+                raise ConfigurationError(f"partition_key must be a str, bytes or int, not {type(partition_key).__name__}")
+            job._partition_key = partition_key
+        return job
 
     def enqueue_job(
         self,
@@ -166,12 +177,15 @@ class Queue:
             raise ConfigurationError(f"run_at must be a Unix time in seconds, not {run_at!r}")
         wait = self._replica_wait(replicas, replica_timeout)
         jobs = list(jobs)
+        tags = self._store.partitions.known_tags(self.name)
         for job in jobs:
             if not isinstance(job, Job):
                 raise ConfigurationError(f"enqueue_many takes jobs from Queue.prepare_data, not {type(job).__name__}")
             if job.origin != self.name:
                 job.origin = self.name
-            retag(job, self.name)
+            retag(job, self.name, tags)
+        if len(tags) > 1:
+            place(self._store, self.name, jobs)
         status = JobStatus.SCHEDULED if run_at is not None else JobStatus.QUEUED
         now = time.time()
         entries = [(job.id, self.name, job.ttl, at_front, run_at, job.to_fields(status, now)) for job in jobs]
@@ -311,7 +325,7 @@ def split_call(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, Any,
     `enqueue(f, args=(1,), kwargs={"x": 2}, ttl=60)`, the call's arguments are `args=`
     and `kwargs=`, and every other keyword must be an option.
     """
-    options = {name: kwargs.pop(name) for name in (*ENQUEUE_OPTIONS, *NOT_SUPPORTED) if name in kwargs}
+    options = {name: kwargs.pop(name) for name in (*ENQUEUE_OPTIONS, *TASKIT_OPTIONS, *NOT_SUPPORTED) if name in kwargs}
     if "args" not in kwargs and "kwargs" not in kwargs:
         return args, kwargs, options
     if args:

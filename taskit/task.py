@@ -99,8 +99,9 @@ class Task(Generic[P, R]):
         **options: Any,
     ) -> Job:
         """Enqueue with options: queue, job_id, countdown or eta, and any of ttl, result_ttl,
-        failure_ttl, timeout, meta, description, retry (these win over the task's own);
-        `replicas` and `replica_timeout` (see `Queue`) win over `taskit.configure()`'s."""
+        failure_ttl, timeout, meta, description, retry (these win over the task's own),
+        partition_key (the partition of a partitioned queue: taskit.partitions); `replicas`
+        and `replica_timeout` (see `Queue`) win over `taskit.configure()`'s."""
         if not isinstance(at_front, bool):
             raise ConfigurationError(f"at_front must be True or False, not {type(at_front).__name__}")
         target = Queue(queue if queue is not None else self.queue, connection)

@@ -48,6 +48,8 @@ In the home tag H (= the prefix):
     P:{H}:worker:<name>          hash   what a worker is (host, pid, queues), expires with it;
                                         `waiting`: ids of the jobs it claimed and has not started
     P:{H}:lock:maintenance       string held by the worker running the maintenance step
+    P:{H}:partitions             hash   queue name -> its number of partitions (queues
+                                        declared with more than one: taskit.partitions)
     P:{H}:maintenance            hash   the maintenance step's own state: cursor (where in the
                                         queue set the next step starts), hf/hu (verdicts held
                                         after a stall), q:<worker> (the queues a worker
@@ -140,9 +142,40 @@ def is_tag(text: str) -> bool:
     return 0 < len(text) <= 3 and _tags()[slot(text)] == text
 
 
-@functools.lru_cache(maxsize=65536)
+class Partition(str):
+    """A queue name that stands for one partition of a partitioned queue (taskit.partitions):
+    it equals, and hashes as, the queue's name, and carries the partition's tag, which
+    `queue_tag` and `of_queue` use. A worker claims from such names."""
+
+    __slots__ = ("tag",)
+    tag: str
+
+    def __new__(cls, name: str, tag: str) -> Partition:  # noqa: PYI034
+        self = super().__new__(cls, name)
+        self.tag = tag
+        return self
+
+    def __repr__(self) -> str:
+        return f"Partition({str(self)!r}, {self.tag!r})"
+
+
+def partition_tags(name: str, count: int) -> tuple[str, ...]:
+    """The tags of a queue declared with `count` partitions: spread evenly over the slot
+    space from the slot of its name, so that on a cluster whose slots are split evenly
+    between masters the partitions land on different masters. The first is `queue_tag`."""
+    base = slot(name)
+    return tuple(tag_for_slot((base + i * SLOTS // count) % SLOTS) for i in range(count))
+
+
 def queue_tag(name: str) -> str:
-    """The tag of a queue: that of the slot its name hashes to."""
+    """The tag of a queue: that of the slot its name hashes to (a `Partition`: its own)."""
+    if type(name) is Partition:
+        return name.tag
+    return _queue_tag(name)
+
+
+@functools.lru_cache(maxsize=65536)
+def _queue_tag(name: str) -> str:
     return _tags()[slot(name)]
 
 
@@ -242,10 +275,15 @@ class QueueKeys:
         return stats(self.tag, self.name, hour)
 
 
-@functools.lru_cache(maxsize=65536)
 def of_queue(name: str, tag: str | None = None) -> QueueKeys:
-    """The keys of a queue (`tag`: of one of its partitions; default, its own tag)."""
-    return QueueKeys(name, tag or queue_tag(name))
+    """The keys of a queue (`tag`: of one of its partitions; default, its own tag, or that
+    of the `Partition` it is)."""
+    return _of_queue(str(name), tag or queue_tag(name))
+
+
+@functools.lru_cache(maxsize=65536)
+def _of_queue(name: str, tag: str) -> QueueKeys:
+    return QueueKeys(name, tag)
 
 
 def queue(tag: str, name: str) -> str:
@@ -303,6 +341,8 @@ QUEUES = _HOME + "queues"
 WORKERS = _HOME + "workers"
 MAINTENANCE_LOCK = _HOME + "lock:maintenance"
 MAINTENANCE = _HOME + "maintenance"
+#: queue name -> number of partitions, for the queues declared with more than one
+PARTITIONS = _HOME + "partitions"
 
 
 def worker(name: str) -> str:

@@ -35,6 +35,7 @@ from redis.exceptions import (
 from ..connections import Client, describe
 from ..exceptions import ConfigurationError, RedisUnavailableError, StorageError
 from . import keys
+from .partitions import Partitions
 from .scripts import Scripts
 
 T = TypeVar("T")
@@ -112,6 +113,8 @@ class Store:
         #: queue -> when (monotonic) this Store last added it to the global queue set
         self._indexed: dict[str, float] = {}
         self._wakes = {}
+        #: the queues declared with partitions (storage/partitions.py)
+        self.partitions = Partitions(lambda: self._call(self.redis.hgetall, keys.PARTITIONS))
         #: calls that found the connection lost, so far (a Redis restart may have lost what
         #: the caller keeps there: the worker registers again when this changes)
         self.lost_connections = 0
@@ -239,6 +242,10 @@ class Store:
             queues.append(queue)
         before += self._index(queues)
         wait = (replicas, max(1, math.ceil(replica_timeout * 1000))) if replicas else None  # WAIT's 0 is forever
+        # the declarations of partitioned queues, read along when stale (storage/partitions.py)
+        declarations = len(before) if self.partitions.stale() else None
+        if declarations is not None:
+            before.append(("hgetall", keys.PARTITIONS, {}))
         started = time.monotonic()
         entries: list[Any] = []
         each = bool(before)  # what a refused call wrote before it is taken back (`_take_back`)
@@ -256,6 +263,8 @@ class Store:
         if isinstance(confirmed, Exception):
             raise confirmed
         self._index_new(queues, [int(r) >= 10 for r in results], before)
+        if declarations is not None and entries:
+            self.partitions.update(entries[declarations])
         written = [self._written.written(job[0], job[5], int(r) % 10) for job, r in zip(jobs, results)]
         for i, at in custom:
             held = entries[at] if entries else None
@@ -717,8 +726,29 @@ class Store:
         names, unreadable = _names(raw)
         return sorted(names), len(unreadable)
 
+    def _places(self, queue: str) -> list[keys.QueueKeys]:
+        """The keys of each partition of a queue (one for a queue not partitioned)."""
+        return [keys.of_queue(queue, tag) for tag in self.partitions.tags(queue)]
+
+    def _each(self, queue: str, command: Callable[[Any, keys.QueueKeys], Any]) -> list[Any]:
+        """`command(pipe, place)` on each partition of a queue, in one round trip."""
+        places = self._places(queue)
+        if len(places) == 1:
+            return [self._call(command, self.redis, places[0])]
+
+        def run() -> list[Any]:
+            pipe = self.redis.pipeline(transaction=False)
+            for place in places:
+                command(pipe, place)
+            return pipe.execute()
+
+        return self._call(run)
+
     def queue_count(self, queue: str) -> int:
-        return self._read(keys.of_queue(queue).queue, "list", self.redis.llen, keys.of_queue(queue).queue)
+        places = self._places(queue)
+        if len(places) == 1:
+            return self._read(places[0].queue, "list", self.redis.llen, places[0].queue)
+        return sum(self._each(queue, lambda r, place: r.llen(place.queue)))
 
     def empty_queue(self, queue: str) -> int:
         """Delete every job waiting on the queue; how many were deleted.
@@ -727,40 +757,67 @@ class Store:
         first moves the whole queue aside at once, so what was waiting is deleted, and
         nothing enqueued meanwhile.
         """
-        place = keys.of_queue(queue)
-        script_keys = [place.queue, place.wake, place.emptying, *place.tagged.block]
-        removed, moved = 0, False
-        while True:
-            deleted, left, moved_now = self._call(
-                self.scripts.empty, keys=script_keys, args=[EMPTY_CHUNK, int(not moved), keys.BUCKETS]
-            )
-            removed, moved = removed + deleted, moved or bool(moved_now)
-            if moved and not left:
-                return removed
+        removed = 0
+        for place in self._places(queue):
+            script_keys = [place.queue, place.wake, place.emptying, *place.tagged.block]
+            moved = False
+            while True:
+                deleted, left, moved_now = self._call(
+                    self.scripts.empty, keys=script_keys, args=[EMPTY_CHUNK, int(not moved), keys.BUCKETS]
+                )
+                removed, moved = removed + deleted, moved or bool(moved_now)
+                if moved and not left:
+                    break
+        return removed
 
     def queue_ids(self, queue: str, start: int = 0, end: int = -1, problems: list[str] | None = None) -> list[str]:
-        """The ids from `start` to `end` (inclusive); members that are no job id (not UTF-8,
-        or not allowed by keys.NAME: written by hand) are left out and reported."""
-        key = keys.of_queue(queue).queue
-        return _ids(key, self._read(key, "list", self.redis.lrange, key, start, end), problems)
+        """The ids from `start` to `end` (inclusive); on a partitioned queue, partition after
+        partition (the order of the jobs across partitions is not kept anywhere). Members that
+        are no job id (not UTF-8, or not allowed by keys.NAME: written by hand) are left out
+        and reported."""
+        places = self._places(queue)
+        if len(places) == 1:
+            key = places[0].queue
+            return _ids(key, self._read(key, "list", self.redis.lrange, key, start, end), problems)
+        replies = self._each(queue, lambda r, place: r.lrange(place.queue, 0, -1))
+        every = [i for place, ids in zip(places, replies) for i in _ids(place.queue, ids, problems)]
+        return every[start:] if end < 0 else every[start:end + 1]
 
     def registry_count(self, kind: str, queue: str, min_score: float | str = "-inf") -> int:
         """Entries scored at or above `min_score` (pass now to skip expired ones)."""
-        key = keys.of_queue(queue).registry(kind)
-        return self._read(key, "zset", self.redis.zcount, key, min_score, "+inf")
+        places = self._places(queue)
+        if len(places) == 1:
+            key = places[0].registry(kind)
+            return self._read(key, "zset", self.redis.zcount, key, min_score, "+inf")
+        return sum(self._each(queue, lambda r, place: r.zcount(place.registry(kind), min_score, "+inf")))
 
     def registry_ids(
         self, kind: str, queue: str, min_score: float | str = "-inf", start: int = 0, end: int = -1,
         problems: list[str] | None = None,
     ) -> list[str]:
-        """As `queue_ids`, for the entries scored at or above `min_score`."""
+        """As `queue_ids`, for the entries scored at or above `min_score` (over every
+        partition of a partitioned queue, merged by score)."""
         num = -1 if end < 0 else end - start + 1
-        key = keys.of_queue(queue).registry(kind)
-        return _ids(key, self._read(key, "zset", self.redis.zrangebyscore, key, min_score, "+inf", start=start, num=num),
-                    problems)
+        places = self._places(queue)
+        if len(places) == 1:
+            key = places[0].registry(kind)
+            return _ids(key, self._read(key, "zset", self.redis.zrangebyscore, key, min_score, "+inf", start=start,
+                                        num=num), problems)
+        # the first end + 1 of each partition hold the first end + 1 of all
+        replies = self._each(queue, lambda r, place: r.zrangebyscore(
+            place.registry(kind), min_score, "+inf", start=0, num=-1 if end < 0 else end + 1, withscores=True))
+        merged = []
+        for place, reply in zip(places, replies):
+            wanted = set(_ids(place.registry(kind), [member for member, _ in reply], problems))
+            merged += [(score, member.decode(errors="replace")) for member, score in reply
+                       if member.decode(errors="replace") in wanted]
+        merged.sort()
+        chosen = merged[start:] if end < 0 else merged[start:end + 1]
+        return [job_id for _, job_id in chosen]
 
     def registry_score(self, kind: str, queue: str, job_id: str) -> float | None:
-        key = keys.of_queue(queue).registry(kind)
+        tag = keys.tag_of(job_id)
+        key = keys.of_queue(queue, tag if tag in self.partitions.tags(queue) else None).registry(kind)
         return self._read(key, "zset", self.redis.zscore, key, job_id)
 
     def registry_remove(self, kind: str, queue: str, job_id: str, delete_job: bool = False) -> bool:
@@ -781,6 +838,30 @@ class Store:
         if delete_job:
             self._directory_lifetime([job_id], [0])
         return removed
+
+    def declare_partitions(self, queue: str, count: int) -> None:
+        """Record a queue's number of partitions (1: not partitioned) for every client."""
+        if count > 1:
+            self._call(self.redis.hset, keys.PARTITIONS, queue, count)
+        else:
+            self._call(self.redis.hdel, keys.PARTITIONS, queue)
+
+    def partition_jobs(self, queue: str, tags: Sequence[str]) -> int:
+        """How many jobs the queue holds in the partitions of `tags`, in any state (one round
+        trip)."""
+        if not tags:
+            return 0
+
+        def run() -> list[Any]:
+            pipe = self.redis.pipeline(transaction=False)
+            for tag in tags:
+                place = keys.of_queue(queue, tag)
+                pipe.llen(place.queue)
+                for kind in keys.REGISTRIES:
+                    pipe.zcard(place.registry(kind))
+            return pipe.execute()
+
+        return sum(self._call(run))
 
     # -- workers ---------------------------------------------------------------------------
 
@@ -1139,10 +1220,9 @@ class Store:
             for (name, deadline), info, per_worker in zip(workers, details, lists)
         ]
 
-    @staticmethod
-    def _inflight_keys(worker: str, queues: Iterable[str]) -> list[str]:
-        """A worker's in-flight lists: one per tag of its queues."""
-        return [keys.inflight(tag, worker) for tag in dict.fromkeys(keys.queue_tag(q) for q in queues)]
+    def _inflight_keys(self, worker: str, queues: Iterable[str]) -> list[str]:
+        """A worker's in-flight lists: one per tag of its queues (of each partition)."""
+        return [keys.inflight(tag, worker) for tag in dict.fromkeys(keys.queue_tag(q) for q in self.partitions.expand(queues))]
 
     def _registered_queues(self, worker: str) -> list[str]:
         """The queues a worker registered (register_worker), while it is not forgotten."""
@@ -1174,9 +1254,7 @@ class Store:
         registry, recovers it then.
         """
         queues = self._registered_queues(worker) if queues is None else list(queues)
-        by_tag: dict[str, list[str]] = {}
-        for queue in queues:
-            by_tag.setdefault(keys.queue_tag(queue), []).append(queue)
+        by_tag = self._by_tag(queues)
         calls = []
         for tag, names in by_tag.items():
             tagged = keys.tag_keys(tag)
@@ -1191,7 +1269,7 @@ class Store:
             abandoned += _texts(reply[1])
             failed += _texts(reply[2])
             settle += [_text(i) for i in reply[3]]
-        self.unregister_worker(worker, queues)
+        self.unregister_worker(worker, self.partitions.expand(queues))
         if settle:
             self._settle(settle)
         if failed:
@@ -1251,10 +1329,8 @@ class Store:
         cursor, members, cutoff, dead_raw, their_queues = begun
         names, unreadable = _names(members)
         dead = _texts(dead_raw)
-        visit = list(dict.fromkeys([*queues, *names, *(q for raw in their_queues for q in _queues_of({"queues": raw.decode(errors="replace")}))]))
-        by_tag: dict[str, list[str]] = {}
-        for queue in visit:
-            by_tag.setdefault(keys.queue_tag(queue), []).append(queue)
+        visit = [*queues, *names, *(q for raw in their_queues for q in _queues_of({"queues": raw.decode(errors="replace")}))]
+        by_tag = self._by_tag(visit)
 
         def dead_in_tags() -> list[Any]:
             pipe = self.redis.pipeline(transaction=False)
@@ -1286,6 +1362,18 @@ class Store:
             _texts(result.failed), _texts(result.broken), len(result.dropped), _texts(unreadable),
         )
 
+    def _by_tag(self, queues: Iterable[str]) -> dict[str, list[str]]:
+        """tag -> the queue names with a partition there (each partition of a partitioned
+        queue in its own tag; a `keys.Partition` in its own)."""
+        by_tag: dict[str, list[str]] = {}
+        for queue in queues:
+            tags = [queue.tag] if type(queue) is keys.Partition else self.partitions.tags(queue)
+            for tag in tags:
+                names = by_tag.setdefault(tag, [])
+                if str(queue) not in names:
+                    names.append(str(queue))
+        return by_tag
+
     def _maintain_call(
         self, tag: str, now: float, cutoff: Any, max_deaths: int, default_failure_ttl: int, workers: Sequence[str],
         queues: Sequence[str],
@@ -1315,9 +1403,17 @@ class Store:
             if not dropped:
                 return
             pipe = self.redis.pipeline(transaction=False)
-            for tag, name in dropped:
-                pipe.sismember(keys.tag_keys(tag).queues, name)
-            back = [name for (_, name), there in zip(dropped, pipe.execute()) if there]
+            names = list(dict.fromkeys(name for _, name in dropped))
+            tags = [self.partitions.tags(name) for name in names]
+            for name, in_tags in zip(names, tags):
+                for tag in in_tags:  # (a partitioned queue is kept while any partition holds something)
+                    pipe.sismember(keys.tag_keys(tag).queues, name)
+            there = [bool(x) for x in pipe.execute()]
+            back, at = [], 0
+            for name, in_tags in zip(names, tags):
+                if any(there[at:at + len(in_tags)]):
+                    back.append(name)
+                at += len(in_tags)
             if back:
                 self.redis.sadd(keys.QUEUES, *back)
                 for name in back:
@@ -1333,24 +1429,33 @@ class Store:
         """Per queue: {"queued": n, <registry kind>: n, ...} in one round trip, counting the
         registry entries scored at or above `min_scores[kind]` (now, to skip expired ones).
         A count whose key holds another type is None (and reported)."""
+        places = {queue: self._places(queue) for queue in queues}
         read = []
         for queue in queues:
-            place = keys.of_queue(queue)
-            read.append((place.queue, "list"))
-            read += [(place.registry(kind), "zset") for kind in min_scores]
+            for place in places[queue]:
+                read.append((place.queue, "list"))
+                read += [(place.registry(kind), "zset") for kind in min_scores]
 
         def run() -> list[Any]:
             pipe = self.redis.pipeline(transaction=False)
             for queue in queues:
-                place = keys.of_queue(queue)
-                pipe.llen(place.queue)
-                for kind, low in min_scores.items():
-                    pipe.zcount(place.registry(kind), low, "+inf")
+                for place in places[queue]:
+                    pipe.llen(place.queue)
+                    for kind, low in min_scores.items():
+                        pipe.zcount(place.registry(kind), low, "+inf")
             return pipe.execute(raise_on_error=False)
 
-        replies = self._readable(self._call(run), read, problems) if queues else []
-        names, width = ["queued", *min_scores], 1 + len(min_scores)
-        return [dict(zip(names, replies[i:i + width])) for i in range(0, len(replies), width)]
+        replies = iter(self._readable(self._call(run), read, problems) if queues else [])
+        names = ["queued", *min_scores]
+        counts: list[dict[str, int | None]] = []
+        for queue in queues:
+            total: dict[str, int | None] = dict.fromkeys(names, 0)
+            for _ in places[queue]:
+                for name in names:
+                    n, sum_ = next(replies), total[name]
+                    total[name] = None if n is None or sum_ is None else sum_ + n
+            counts.append(total)
+        return counts
 
     def oldest_enqueued(self, queues: Sequence[str], problems: list[str] | None = None) -> list[float | None]:
         """Per queue, when the job at its head was enqueued (Unix seconds; None: the queue is

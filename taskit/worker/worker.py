@@ -45,6 +45,7 @@ from ..job import DEFAULT_FAILURE_TTL, Job, validate_id
 from ..queue import Queue
 from ..storage import keys
 from ..storage.keys import DEFAULT_QUEUE, Field
+from ..storage.partitions import Rotation
 from ..storage.store import Record, Store
 from . import hooks
 from .claims import IDLE_BLOCK, ClaimPolicy
@@ -173,6 +174,8 @@ class Worker:
         self.connection = config.get_connection(connection)
         # a short retry budget: an outage is reported within a second, then backed off from
         self.store = Store(self.connection, retry_seconds=1.0)
+        #: the queues as claimed: a partitioned queue's partitions in turn (storage/partitions.py)
+        self._rotation = Rotation(names)
         self.name = validate_id(name, "worker name") if name else default_worker_name()
         self.modules = tuple(modules)
         self.threads, self.async_tasks = threads, async_tasks
@@ -229,13 +232,15 @@ class Worker:
         self._inflight = InFlight(self._executors, self.clock)
         self._kinds: dict[Any, bool] = {}  # function -> is it async (asked once each)
         self._board_slots = list(range(self.slots))[::-1]
-        heartbeat = Heartbeat(self.store, self.name, self.held, self.lease, self.heartbeat_interval, self.clock, self.queues)
+        # the partitions of the worker's queues, as declared when it starts
+        self._rotation = Rotation(self.store.partitions.expand(self.queues))
+        heartbeat = Heartbeat(self.store, self.name, self.held, self.lease, self.heartbeat_interval, self.clock, self._places)
         heartbeat.on_tick, heartbeat.on_cancel = self._tick, self._cancel_requested
         if self.parent_pid is not None:
             heartbeat.on_orphan(self.parent_pid, self._orphaned)
         self.heartbeat = heartbeat
         cancels = CancelListener(self.store.cancel_requests(self.name), self._cancel_requested, self.name)
-        self._watcher = WorkWatcher(self.store, self.queues, lambda: self._mailbox.put(_WORK), self.name)
+        self._watcher = WorkWatcher(self.store, self._places, lambda: self._mailbox.put(_WORK), self.name)
         hooks_started = False
         try:
             self._register()
@@ -338,14 +343,15 @@ class Worker:
         deadline = now + self.lease
         alone = self._claims.alone(holds_nothing=not self._inflight.held())
         records = self._inflight.take_records()
+        places = self._rotation.next()
         try:
             if records:
                 _crash.hit("before_record")
-                recorded, claim = self.store.finish_and_claim(self.name, records, now, self.queues, deadline, limit, alone)
+                recorded, claim = self.store.finish_and_claim(self.name, records, now, places, deadline, limit, alone)
                 self._recorded(records, recorded)
                 _crash.hit("after_record")
             else:
-                claim = self.store.claim(self.name, self.queues, now, deadline, limit, alone)
+                claim = self.store.claim(self.name, places, now, deadline, limit, alone)
         except BaseException:
             self._inflight.put_back(records)
             raise
@@ -353,7 +359,7 @@ class Worker:
             self._claimed_at = now
             _crash.hit("after_claim")
         claimed_at = time.monotonic()
-        jobs = [RunningJob(job_id, token, self.queues[index], fields, claimed_at) for job_id, token, index, fields in claim.jobs]
+        jobs = [RunningJob(job_id, token, places[index], fields, claimed_at) for job_id, token, index, fields in claim.jobs]
         self._claims.claimed(claim, limit, alone, jobs, now)
         for running in jobs:
             self.held.add(running.job_id, running.queue, running.token)
@@ -375,7 +381,7 @@ class Worker:
             self._watcher.want()
             self._collect(timeout)
         else:
-            self.store.block_for_work(self.queues, timeout)
+            self.store.block_for_work(self._places, timeout)
 
     def _await_outcomes(self) -> None:
         """Jobs run elsewhere and none can start: wait for an outcome (or new work, or a stop)."""
@@ -730,7 +736,7 @@ class Worker:
         """Recover the jobs of dead workers and expired leases, and report what needs an operator."""
         result = self.store.maintain(
             now, self.name, int(self.maintenance_interval * 1000), self.max_deaths, DEFAULT_FAILURE_TTL,
-            queues=self.queues, stall_began=self.heartbeat.stall_began(now), grace=self.lease,
+            queues=self._places, stall_began=self.heartbeat.stall_began(now), grace=self.lease,
         )
         if result is None:
             return
@@ -784,11 +790,16 @@ class Worker:
             executor.close(timeout=STOP_GRACE)
         try:
             self._release_strays()
-            if not self.store.inflight(self.name, self.queues):
-                self.store.unregister_worker(self.name, self.queues)
+            if not self.store.inflight(self.name, self._places):
+                self.store.unregister_worker(self.name, self._places)
         except TaskitError as exc:
             log.warning("could not sign off (%s); this worker's lease will expire", exc)
         log.info("worker %s stopped after %d job(s)", self.name, self.jobs_run)
+
+    @property
+    def _places(self) -> list[str]:
+        """The worker's queues with each partitioned queue as its partitions, unrotated."""
+        return self._rotation.places
 
     def _wait_for_redis(self, exc: RedisUnavailableError) -> None:
         """Back off until Redis answers again; results not yet recorded are kept for then."""
@@ -813,7 +824,7 @@ class Worker:
         a round trip whose reply was lost with the connection (taskit never retries a claim,
         but a redis-py client with retries on may). One LRANGE when there are none."""
         known = {job_id for job_id, _, _ in self.held.snapshot()} | self._inflight.pending_ids()
-        strays = [job_id for job_id in self.store.inflight(self.name, self.queues) if job_id not in known]
+        strays = [job_id for job_id in self.store.inflight(self.name, self._places) if job_id not in known]
         if not strays:
             return
         records = []
