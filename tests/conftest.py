@@ -8,6 +8,7 @@ Sentinel, TLS: tests/topologies.py) start once per session, for the tests that a
 
 from __future__ import annotations
 
+import inspect
 import os
 import signal
 import subprocess
@@ -58,12 +59,52 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server.stop()
 
 
+# -- targets: the suites below run on the single server and on the session's cluster --------
+
+#: the modules whose tests using `connection` or `cli_env` run on both targets (issue 12)
+ON_BOTH = {"test_enqueue", "test_job", "test_worker", "test_registries", "test_retry",
+           "test_periodic", "test_faults"}
+TARGETS = ("single", "cluster")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "single_only(reason): the test inspects a single node's internals")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Run the tests of ON_BOTH on both targets, except those marked single_only or that ask
+    for the single server itself (`redis_server`: they stop it, count its commands, ...)."""
+    if "target" not in metafunc.fixturenames:
+        return
+    module = metafunc.module.__name__.rsplit(".", 1)[-1]
+    direct = inspect.signature(metafunc.function).parameters
+    if module in ON_BOTH and "redis_server" not in direct and not metafunc.definition.get_closest_marker("single_only"):
+        metafunc.parametrize("target", TARGETS, indirect=True)
+
+
 @pytest.fixture
-def connection(redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[redis.Redis]:
-    """A client of the private server, flushed first and made taskit's default."""
-    if not redis_server.alive:
-        redis_server.start()  # a test stopped it
-    with taskit_default(redis_server.client(), redis_server.url, monkeypatch) as client:
+def target(request: pytest.FixtureRequest) -> tuple[str, str]:
+    """(name, URL) of the Redis the test runs on: the single server unless parametrized."""
+    name = getattr(request, "param", "single")
+    if name == "cluster":
+        started: topologies.Cluster = request.getfixturevalue("cluster")
+        for node in started.nodes:
+            if not node.alive:
+                started.restart(node)  # a test killed it
+        return name, started.url
+    server: RedisServer = request.getfixturevalue("redis_server")
+    if not server.alive:
+        server.start()  # a test stopped it
+    return name, server.url
+
+
+@pytest.fixture
+def connection(target: tuple[str, str], request: pytest.FixtureRequest,
+               monkeypatch: pytest.MonkeyPatch) -> Iterator[redis.Redis]:
+    """A client of the test's target, flushed first (every master of a cluster), made taskit's default."""
+    name, url = target
+    client = config.connect(url) if name == "cluster" else request.getfixturevalue("redis_server").client()
+    with taskit_default(client, url, monkeypatch) as client:
         yield client
 
 
@@ -87,9 +128,9 @@ def queue(connection: redis.Redis) -> taskit.Queue:
 
 
 @pytest.fixture
-def cli_env(redis_server: RedisServer) -> dict[str, str]:
-    """Environment for `taskit` subprocesses: the private Redis and the tests' modules importable."""
-    return taskit_env(redis_server.url)
+def cli_env(target: tuple[str, str]) -> dict[str, str]:
+    """Environment for `taskit` subprocesses: the test's Redis and the tests' modules importable."""
+    return taskit_env(target[1])
 
 
 def taskit_env(url: str) -> dict[str, str]:
