@@ -14,9 +14,10 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -83,7 +84,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 @pytest.fixture
-def target(request: pytest.FixtureRequest) -> tuple[str, str]:
+def target(request: pytest.FixtureRequest) -> Iterator[tuple[str, str]]:
     """(name, URL) of the Redis the test runs on: the single server unless parametrized."""
     name = getattr(request, "param", "single")
     if name == "cluster":
@@ -91,11 +92,45 @@ def target(request: pytest.FixtureRequest) -> tuple[str, str]:
         for node in started.nodes:
             if not node.alive:
                 started.restart(node)  # a test killed it
-        return name, started.url
+        masters = started.masters()
+        for node in masters:
+            with node.client() as client:
+                client.config_resetstat()
+        yield name, started.url
+        for node in masters:
+            if node.alive:
+                assert not refused_on(node), f"{node} refused commands: {refused_on(node)}"
+        return
     server: RedisServer = request.getfixturevalue("redis_server")
     if not server.alive:
         server.start()  # a test stopped it
-    return name, server.url
+    yield name, server.url
+
+
+@pytest.fixture
+def masters_of(target: tuple[str, str], request: pytest.FixtureRequest) -> Callable[..., set[int]]:
+    """queue names -> the ports of the masters that hold their keys (one port on the single server)."""
+    from taskit.storage import keys
+
+    def ports(*queues: str) -> set[int]:
+        if target[0] == "single":
+            return {request.getfixturevalue("redis_server").port}
+        started: topologies.Cluster = request.getfixturevalue("cluster")
+        return {started.owner(keys.of_queue(name).queue).port for name in queues}
+
+    return ports
+
+
+def refused_on(node: topologies.Node) -> dict[str, Any]:
+    """What a master refused since its stats were reset: CROSSSLOT errors, and the commands
+    it rejected (a script's redis.call of a key on another node is one: "Script attempted to
+    access a non local key"). Checked after each test on the cluster, since in a worker
+    subprocess such an error might only be logged. (NOSCRIPT, an EVALSHA rejected before
+    the script is loaded, is expected; so are the ERR replies to redis-py's CLIENT SETINFO.)"""
+    refused = {k: v for k, v in node.info("errorstats").items() if "CROSSSLOT" in k}
+    refused.update({k: v for k, v in node.info("commandstats").items()
+                    if v.get("rejected_calls") and not k.startswith(("cmdstat_evalsha", "cmdstat_client"))})
+    return refused
 
 
 @pytest.fixture
