@@ -123,7 +123,8 @@ def queues_on(nodes: list[Server], client: Any) -> tuple[list[str], str]:
                 names.append(f"{QUEUE}{i}")
             if len(names) == len(nodes):
                 break
-    return names, f"3 queues {', '.join(names)} (no taskit.declare_queue in this tree), one tag on each master"
+    where = "one tag on each master" if len(nodes) > 1 else "on the one server"
+    return names, f"3 queues {', '.join(names)} (no taskit.declare_queue in this tree), {where}"
 
 
 def waiting_on(node: Server) -> int:
