@@ -191,3 +191,17 @@ def test_a_script_reaching_a_key_of_another_master_is_caught(cluster, cluster_co
     for node in cluster.masters():
         with node.client() as client:
             client.config_resetstat()
+
+
+def test_a_batch_of_scripts_is_routed_without_asking_the_nodes_for_keys(cluster, cluster_connection):
+    """A cluster pipeline of EVALSHA calls is given each call's node: redis-py would otherwise
+    ask COMMAND GETKEYS once per call (a serial round trip a job) to find it."""
+    names = on_other_masters(cluster, 3)
+    for node in cluster.masters():
+        with node.client() as client:
+            client.config_resetstat()
+    jobs = [job for name in names for job in sample_tasks.add.map([(i, i) for i in range(50)], queue=name)]
+    assert sorted(Queue(name).count for name in names) == [50, 50, 50] and len(jobs) == 150
+    lookups = sum(int(node.info("commandstats").get("cmdstat_command|getkeys", {}).get("calls", 0))
+                  for node in cluster.masters())
+    assert lookups == 0
