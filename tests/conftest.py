@@ -62,9 +62,10 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 
 # -- targets: the suites below run on the single server and on the session's cluster --------
 
-#: the modules whose tests using `connection` or `cli_env` run on both targets (issue 12)
+#: the modules whose tests using `connection` or `cli_env` run on both targets (issue 12);
+#: test_delays is the scheduling suite (test_schedule parses schedules, and uses no Redis)
 ON_BOTH = {"test_enqueue", "test_job", "test_worker", "test_registries", "test_retry",
-           "test_periodic", "test_faults"}
+           "test_periodic", "test_faults", "test_delays"}
 TARGETS = ("single", "cluster")
 
 
