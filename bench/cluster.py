@@ -36,10 +36,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-import redis
-
 import taskit
 from bench.peers.tools import guarded
+from bench.run import RedisServer
 
 TASKS = "bench.peers.taskit_peer"
 QUEUE = "bench"  # the no-op task's own queue (taskit_peer.QUEUE)
@@ -58,35 +57,16 @@ def binary(name: str) -> str:
     return found
 
 
-class Server:
-    """A redis-server of our own on a free port; never one we did not start."""
+class Server(RedisServer):
+    """bench/run.py's redis-server (a free port, no persistence), with `extra` options."""
 
     def __init__(self, directory: Path, *extra: str) -> None:
         directory.mkdir(parents=True)
-        self.port = free_port()
-        self.process = subprocess.Popen(
-            guarded([binary("redis-server"), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                     "--appendonly", "no", "--dir", str(directory), "--logfile", str(directory / "redis.log"), *extra]),
-            cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        self.client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
-        for _ in range(200):
-            try:
-                self.client.ping()
-                return
-            except redis.ConnectionError:
-                time.sleep(0.025)
-        sys.exit(f"redis-server did not start on port {self.port}; see {directory / 'redis.log'}")
+        super().__init__(directory, *extra)
 
     def cpu(self) -> float:
         info = self.client.info("cpu")
         return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-        self.process.wait()
 
 
 def start_cluster(directory: Path, masters: int = 3) -> list[Server]:
@@ -153,7 +133,8 @@ def run(name: str, url: str, nodes: list[Server], args: argparse.Namespace, work
     started = time.perf_counter()
     workers = [subprocess.Popen(guarded(command), cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
                for _ in range(args.processes)]
-    failed = [w.communicate(timeout=args.timeout)[1] for w in workers if w.wait(timeout=args.timeout) != 0]
+    errors = [w.communicate(timeout=args.timeout)[1] for w in workers]
+    failed = [err for w, err in zip(workers, errors) if w.returncode != 0]
     process_s = time.perf_counter() - started
     if failed:
         sys.exit(f"a worker failed on {name}:\n{failed[0][-3000:]}")
