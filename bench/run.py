@@ -49,7 +49,7 @@ DISTRIBUTIONS = ["taskit", "rq", "celery", "kombu", "dramatiq", "huey", "saq", "
 class RedisServer:
     """A redis-server of our own on a free port; never one we did not start."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *extra: str) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             sys.exit("redis-server is not installed (apt-get install redis-server)")
@@ -59,7 +59,7 @@ class RedisServer:
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.process = subprocess.Popen(
             guarded([binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                     "--dir", str(directory), "--logfile", str(directory / "redis.log")]),
+                     "--dir", str(directory), "--logfile", str(directory / "redis.log"), *extra]),
             cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             start_new_session=True,  # a Ctrl-C in the terminal is ours to handle: Redis stays up until we stop it
         )

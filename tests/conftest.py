@@ -8,14 +8,16 @@ Sentinel, TLS: tests/topologies.py) start once per session, for the tests that a
 
 from __future__ import annotations
 
+import inspect
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -58,12 +60,87 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server.stop()
 
 
+# -- targets: the suites below run on the single server and on the session's cluster --------
+
+#: the modules whose tests using `connection` or `cli_env` run on both targets (issue 12);
+#: test_delays is the scheduling suite (test_schedule parses schedules, and uses no Redis)
+ON_BOTH = {"test_enqueue", "test_job", "test_worker", "test_registries", "test_retry",
+           "test_periodic", "test_faults", "test_delays"}
+TARGETS = ("single", "cluster")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "single_only(reason): the test inspects a single node's internals")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Run the tests of ON_BOTH on both targets, except those marked single_only or that ask
+    for the single server itself (`redis_server`: they stop it, count its commands, ...)."""
+    if "target" not in metafunc.fixturenames:
+        return
+    module = metafunc.module.__name__.rsplit(".", 1)[-1]
+    direct = inspect.signature(metafunc.function).parameters
+    if module in ON_BOTH and "redis_server" not in direct and not metafunc.definition.get_closest_marker("single_only"):
+        metafunc.parametrize("target", TARGETS, indirect=True)
+
+
 @pytest.fixture
-def connection(redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[redis.Redis]:
-    """A client of the private server, flushed first and made taskit's default."""
-    if not redis_server.alive:
-        redis_server.start()  # a test stopped it
-    with taskit_default(redis_server.client(), redis_server.url, monkeypatch) as client:
+def target(request: pytest.FixtureRequest) -> Iterator[tuple[str, str]]:
+    """(name, URL) of the Redis the test runs on: the single server unless parametrized."""
+    name = getattr(request, "param", "single")
+    if name == "cluster":
+        started: topologies.Cluster = request.getfixturevalue("cluster")
+        for node in started.nodes:
+            if not node.alive:
+                started.restart(node)  # a test killed it
+        masters = started.masters()
+        for node in masters:
+            with node.client() as client:
+                client.config_resetstat()
+        yield name, started.url
+        for node in masters:
+            if node.alive:
+                assert not refused_on(node), f"{node} refused commands: {refused_on(node)}"
+        return
+    server: RedisServer = request.getfixturevalue("redis_server")
+    if not server.alive:
+        server.start()  # a test stopped it
+    yield name, server.url
+
+
+@pytest.fixture
+def masters_of(target: tuple[str, str], request: pytest.FixtureRequest) -> Callable[..., set[int]]:
+    """queue names -> the ports of the masters that hold their keys (one port on the single server)."""
+    from taskit.storage import keys
+
+    def ports(*queues: str) -> set[int]:
+        if target[0] == "single":
+            return {request.getfixturevalue("redis_server").port}
+        started: topologies.Cluster = request.getfixturevalue("cluster")
+        return {started.owner(keys.of_queue(name).queue).port for name in queues}
+
+    return ports
+
+
+def refused_on(node: topologies.Node) -> dict[str, Any]:
+    """What a master refused since its stats were reset: CROSSSLOT errors, and the commands
+    it rejected (a script's redis.call of a key on another node is one: "Script attempted to
+    access a non local key"). Checked after each test on the cluster, since in a worker
+    subprocess such an error might only be logged. (NOSCRIPT, an EVALSHA rejected before
+    the script is loaded, is expected; so are the ERR replies to redis-py's CLIENT SETINFO.)"""
+    refused = {k: v for k, v in node.info("errorstats").items() if "CROSSSLOT" in k}
+    refused.update({k: v for k, v in node.info("commandstats").items()
+                    if v.get("rejected_calls") and not k.startswith(("cmdstat_evalsha", "cmdstat_client"))})
+    return refused
+
+
+@pytest.fixture
+def connection(target: tuple[str, str], request: pytest.FixtureRequest,
+               monkeypatch: pytest.MonkeyPatch) -> Iterator[redis.Redis]:
+    """A client of the test's target, flushed first (every master of a cluster), made taskit's default."""
+    name, url = target
+    client = config.connect(url) if name == "cluster" else request.getfixturevalue("redis_server").client()
+    with taskit_default(client, url, monkeypatch) as client:
         yield client
 
 
@@ -87,9 +164,9 @@ def queue(connection: redis.Redis) -> taskit.Queue:
 
 
 @pytest.fixture
-def cli_env(redis_server: RedisServer) -> dict[str, str]:
-    """Environment for `taskit` subprocesses: the private Redis and the tests' modules importable."""
-    return taskit_env(redis_server.url)
+def cli_env(target: tuple[str, str]) -> dict[str, str]:
+    """Environment for `taskit` subprocesses: the test's Redis and the tests' modules importable."""
+    return taskit_env(target[1])
 
 
 def taskit_env(url: str) -> dict[str, str]:

@@ -17,7 +17,7 @@ import pytest
 import redis
 import sample_tasks
 import topologies
-from conftest import taskit_default, taskit_env
+from conftest import refused_on, taskit_default, taskit_env
 from redis.cluster import RedisCluster
 from test_faults import FAST, WorkerProcess, wait_until
 
@@ -175,3 +175,33 @@ def test_scripts_touch_only_keys_of_their_slot_on_a_cluster(cluster, cluster_con
     step = store.maintain(now + 5, "w", 1000, 3, 60, queues=names)
     assert step is not None and sorted(step.recovered) == sorted(j.id for j in again) and "dead" in step.dead
     assert [Queue(name).job_ids for name in names] == [[j.id] for j in again]
+
+
+def test_a_script_reaching_a_key_of_another_master_is_caught(cluster, cluster_connection):
+    """The check the suites run after each test on the cluster (conftest.refused_on) sees a
+    script that touches a key it was not given, on another master."""
+    here, there = on_other_masters(cluster, 2)
+    given, other = keys.of_queue(here).queue, keys.of_queue(there).queue
+    for node in cluster.masters():
+        with node.client() as client:
+            client.config_resetstat()
+    with pytest.raises(redis.ResponseError, match="non local key"):
+        cluster_connection.eval("return redis.call('llen', ARGV[1])", 1, given, other)
+    assert "cmdstat_llen" in refused_on(cluster.owner(given))
+    for node in cluster.masters():
+        with node.client() as client:
+            client.config_resetstat()
+
+
+def test_a_batch_of_scripts_is_routed_without_asking_the_nodes_for_keys(cluster, cluster_connection):
+    """A cluster pipeline of EVALSHA calls is given each call's node: redis-py would otherwise
+    ask COMMAND GETKEYS once per call (a serial round trip a job) to find it."""
+    names = on_other_masters(cluster, 3)
+    for node in cluster.masters():
+        with node.client() as client:
+            client.config_resetstat()
+    jobs = [job for name in names for job in sample_tasks.add.map([(i, i) for i in range(50)], queue=name)]
+    assert sorted(Queue(name).count for name in names) == [50, 50, 50] and len(jobs) == 150
+    lookups = sum(int(node.info("commandstats").get("cmdstat_command|getkeys", {}).get("calls", 0))
+                  for node in cluster.masters())
+    assert lookups == 0

@@ -344,10 +344,13 @@ def test_at_front_ordering(connection, queue):
     assert [x for x, _ in RAN] == ["d", "c", "a", "b"]
 
 
-def test_queue_names_are_recorded(connection):
+def test_queue_names_are_recorded(connection, target, masters_of):
     Queue("alpha", connection=connection).enqueue(plain, 1)
     multiply.apply_async((1, 2), queue="beta")
-    assert [q.name for q in Queue.all(connection=connection)] == ["alpha", "beta"]
+    multiply.delay(1, 2)
+    assert [q.name for q in Queue.all(connection=connection)] == ["alpha", "beta", "default"]
+    # on the cluster, the suites' queues (different names, so different tags) span its masters
+    assert len(masters_of("alpha", "beta", "default", "emails", "urgent")) == (3 if target[0] == "cluster" else 1)
 
 
 @pytest.mark.parametrize("name", ["", "has space", "a/b", "x" * 129])

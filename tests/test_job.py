@@ -800,11 +800,12 @@ def test_jobs_compare_by_id(connection, queue):
     assert job.id in repr(job) and "test_job.add" in repr(job)
 
 
-def test_job_create_takes_the_tasks_own_options(connection):
-    @taskit.task(name="job_create_options", timeout=7, result_ttl=60, ttl=30)
-    def with_options():
-        return 1
+@taskit.task(name="job_create_options", timeout=7, result_ttl=60, ttl=30)
+def with_options():
+    return 1
 
+
+def test_job_create_takes_the_tasks_own_options(connection):
     job = Job.create(with_options)
     assert (job.timeout, job.result_ttl, job.ttl, job.failure_ttl) == (7, 60, 30, DEFAULT_FAILURE_TTL)
     job = Job.create(with_options, timeout=9, result_ttl=DEFAULT_RESULT_TTL)  # given wins, even a default

@@ -258,6 +258,7 @@ class Monitor:
         return [command.split()[0].upper() for kind, command in self.commands if kind != "lua"]
 
 
+@pytest.mark.single_only("MONITORs the one node")
 def test_requeue_is_one_atomic_script(connection: redis.Redis) -> None:
     queue = Queue(connection=connection)
     job = queue.enqueue(sample_tasks.fail)

@@ -384,6 +384,7 @@ def _all_calls(connection: redis.Redis) -> int:
     return sum(int(v["calls"]) for v in connection.info("commandstats").values())
 
 
+@pytest.mark.single_only("reads CLIENT LIST and INFO commandstats of one node")
 def test_wait_blocks_on_redis(connection: redis.Redis, background_worker: subprocess.Popen[str]) -> None:
     release = f"test:release:{uuid.uuid4().hex}"
     job = sample_tasks.meta_then_wait.delay("k", "v", release)
@@ -416,6 +417,7 @@ def test_wait_blocks_on_redis(connection: redis.Redis, background_worker: subpro
     assert returned - Job.fetch(job.id).ended_at.timestamp() < 2.0
 
 
+@pytest.mark.single_only("counts the calls in one node's INFO commandstats")
 def test_wait_on_a_requeued_job_still_blocks(connection: redis.Redis) -> None:
     """A waiter's earlier 'failed' signal must not make a later wait spin."""
     queue = Queue(connection=connection)
@@ -662,6 +664,7 @@ def test_hand_written_job_data_runs_no_code(connection: redis.Redis, cli_env: di
     assert Job.fetch(good.id).result == 3
 
 
+@pytest.mark.single_only("uses database 1, which a cluster does not have")
 def test_worker_takes_its_connection_from_the_first_queue(connection: redis.Redis) -> None:
     port = connection.connection_pool.connection_kwargs["port"]
     other_db = redis.Redis(port=port, db=1)

@@ -502,8 +502,12 @@ class Store:
         loaded = {script.sha: script for script, _, _ in calls} if load else {}
         for script in loaded.values():
             pipe.script_load(script.script)
+        cluster = self.redis if isinstance(self.redis, RedisCluster) else None
         for script, script_keys, args in calls:
-            pipe.execute_command("EVALSHA", script.sha, len(script_keys), *script_keys, *args)
+            # a cluster pipeline finds an EVALSHA's node with COMMAND GETKEYS, one round trip a
+            # call (redis-py 8.1); its first key names the node (a MOVED re-routes it as usual)
+            where = {"target_nodes": cluster.get_node_from_key(script_keys[0])} if cluster and script_keys else {}
+            pipe.execute_command("EVALSHA", script.sha, len(script_keys), *script_keys, *args, **where)
         if wait is not None:
             pipe.wait(*wait)
         answers = pipe.execute(raise_on_error=False)
