@@ -81,6 +81,11 @@ _PLAIN_VALUE = re.compile(r"-?\d+(?:\.\d+)?|true|false|yes|no|on|off|none|option
 _CLOSE = 0.8
 
 
+#: connections a pool may open: no cap in practice (redis-py's own default was unbounded
+#: before 8.0); the threads and async jobs a worker runs at once set how many it uses
+MAX_CONNECTIONS = 2**31 - 1
+
+
 def _taskit_settings() -> dict[str, Any]:
     """What every connection taskit makes is built with, unless the URL says otherwise."""
     return {
@@ -319,6 +324,10 @@ def _plan(url: str, options: Mapping[str, Any]) -> Callable[[], Client]:
     if scheme != "unix":
         _check_database(urlsplit(url).path.strip("/"), "redis://host:6379/0")
     connection_class, kwargs = _connection_settings(url, options)
+
+    # redis-py 8 caps a pool at 100 connections and raises past them; a worker's jobs share
+    # its pool (`job.connection`), and `--threads 200` runs 200 of them at once
+    kwargs.setdefault("max_connections", MAX_CONNECTIONS)
 
     def one_redis() -> redis.Redis:
         client = redis.Redis(connection_pool=redis.ConnectionPool(connection_class=connection_class, **kwargs))

@@ -501,6 +501,19 @@ def test_every_dashboard_page_shows_the_rest_and_names_a_corrupt_key(connection,
             assert key in page.text and key in caplog.text, path  # on the page, and in the log
 
 
+def test_an_ended_job_is_shown_whatever_its_tags_bucket_holds(connection):
+    """An ended job lives in its own hash: a spoiled record bucket of its tag (which waiting
+    jobs share with it by the hash of their ids) does not hide it."""
+    from starlette.testclient import TestClient
+
+    from taskit.dashboard import create_app
+
+    scene = _corrupt_scene(connection)
+    _replaced(connection, records.bucket(connection, scene["failed"]))
+    page = TestClient(create_app(connection), base_url="http://localhost").get(f"/jobs/{scene['failed']}")
+    assert page.status_code == 200 and "dashboard_tasks.no_such" in page.text, page.text[-500:]
+
+
 def test_metrics_show_the_rest_and_log_a_corrupt_key(connection, corrupted, caplog):
     from prometheus_client.parser import text_string_to_metric_families
 

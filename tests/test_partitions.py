@@ -31,7 +31,7 @@ QUEUE = "emails"
 
 
 @pytest.fixture(params=["single", "cluster"])
-def target(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
+def redis_target(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
     """{"client", "env", "cluster" (None on a single Redis)}: taskit's default, flushed."""
     if request.param == "single":
         server = request.getfixturevalue("redis_server")
@@ -48,8 +48,8 @@ def target(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> I
         yield {"client": client, "env": taskit_env(cluster.url), "cluster": cluster}
 
 
-def run_taskit(target: dict[str, Any], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(taskit_command(*args), env=target["env"], capture_output=True, text=True, timeout=60, check=False)
+def run_taskit(redis_target: dict[str, Any], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(taskit_command(*args), env=redis_target["env"], capture_output=True, text=True, timeout=60, check=False)
 
 
 def waiting_per_master(cluster: topologies.Cluster, queue: str) -> list[int]:
@@ -69,7 +69,7 @@ def test_partition_tags_spread_over_the_slot_space():
     assert all(abs(gap - keys.SLOTS // 3) <= 1 for gap in gaps), gaps
 
 
-def test_declare_queue_is_checked_and_refuses_a_change_while_jobs_would_be_left(target):
+def test_declare_queue_is_checked_and_refuses_a_change_while_jobs_would_be_left(redis_target):
     with pytest.raises(ConfigurationError):
         taskit.declare_queue(QUEUE, partitions=0)
     taskit.declare_queue(QUEUE, partitions=3)
@@ -80,16 +80,16 @@ def test_declare_queue_is_checked_and_refuses_a_change_while_jobs_would_be_left(
         taskit.declare_queue(QUEUE, partitions=2)
     assert Queue(QUEUE).empty() == 6 and Queue(QUEUE).count == 0
     taskit.declare_queue(QUEUE, partitions=2)
-    assert Store.of(target["client"]).partitions.tags(QUEUE) == keys.partition_tags(QUEUE, 2)
+    assert Store.of(redis_target["client"]).partitions.tags(QUEUE) == keys.partition_tags(QUEUE, 2)
 
 
-def test_the_cli_declares_a_queue(target):
-    done = run_taskit(target, "declare-queue", QUEUE, "--partitions", "3")
+def test_the_cli_declares_a_queue(redis_target):
+    done = run_taskit(redis_target, "declare-queue", QUEUE, "--partitions", "3")
     assert done.returncode == 0, done.stderr
-    assert Store.of(target["client"]).partitions.declared(refresh=True) == {QUEUE: 3}
+    assert Store.of(redis_target["client"]).partitions.declared(refresh=True) == {QUEUE: 3}
 
 
-def test_three_thousand_jobs_spread_over_three_partitions_run_by_one_worker(target, tmp_path):
+def test_three_thousand_jobs_spread_over_three_partitions_run_by_one_worker(redis_target, tmp_path):
     taskit.declare_queue(QUEUE, partitions=3)
     jobs = []
     for start in range(0, 3000, 500):
@@ -97,12 +97,12 @@ def test_three_thousand_jobs_spread_over_three_partitions_run_by_one_worker(targ
     assert Queue(QUEUE).count == 3000 and len(Queue(QUEUE).job_ids) == 3000
     by_tag = {tag: sum(keys.tag_of(j.id) == tag for j in jobs) for tag in keys.partition_tags(QUEUE, 3)}
     assert sorted(by_tag.values()) == [1000, 1000, 1000]
-    if target["cluster"] is not None:
-        counts = waiting_per_master(target["cluster"], QUEUE)
+    if redis_target["cluster"] is not None:
+        counts = waiting_per_master(redis_target["cluster"], QUEUE)
         print("jobs per master:", counts)
         assert len(counts) == 3 and sum(counts) == 3000
         assert all(0.25 * 3000 <= n <= 0.42 * 3000 for n in counts), counts
-    worker = WorkerProcess(target["env"], tmp_path, "-q", QUEUE, "--burst", modules=("sample_tasks",))
+    worker = WorkerProcess(redis_target["env"], tmp_path, "-q", QUEUE, "--burst", modules=("sample_tasks",))
     assert worker.wait(300) == 0, worker.output()
     assert "Traceback" not in worker.output() and "CROSSSLOT" not in worker.output()
     queue = Queue(QUEUE)
@@ -113,7 +113,7 @@ def test_three_thousand_jobs_spread_over_three_partitions_run_by_one_worker(targ
     assert [Job.fetch(j.id).result for j in sample] == [j.args[0] + 1 for j in sample]
 
 
-def test_a_partition_key_keeps_the_order_of_its_jobs(target, tmp_path):
+def test_a_partition_key_keeps_the_order_of_its_jobs(redis_target, tmp_path):
     taskit.declare_queue(QUEUE, partitions=3)
     keys_used = [f"user-{k}" for k in range(6)]
     expected: dict[str, list[str]] = {k: [] for k in keys_used}
@@ -126,15 +126,15 @@ def test_a_partition_key_keeps_the_order_of_its_jobs(target, tmp_path):
             tags[k].add(keys.tag_of(job.id))
     assert all(len(t) == 1 for t in tags.values())  # one partition per key
     assert len({t for k in keys_used for t in tags[k]}) > 1  # the keys spread over partitions
-    worker = WorkerProcess(target["env"], tmp_path, "-q", QUEUE, "--burst", "--threads", "1",
+    worker = WorkerProcess(redis_target["env"], tmp_path, "-q", QUEUE, "--burst", "--threads", "1",
                            modules=("sample_tasks",))
     assert worker.wait(120) == 0, worker.output()
-    client = target["client"]
+    client = redis_target["client"]
     for k in keys_used:
         assert [v.decode() for v in client.lrange(f"taskit-test:order:{k}", 0, -1)] == expected[k], k
 
 
-def test_a_custom_id_goes_to_the_first_partition(target):
+def test_a_custom_id_goes_to_the_first_partition(redis_target):
     taskit.declare_queue(QUEUE, partitions=3)
     job = Queue(QUEUE).enqueue(sample_tasks.add, 1, 2, job_id="report-42")
     assert Job.fetch("report-42").origin == QUEUE and Queue(QUEUE).job_ids == ["report-42"]
@@ -143,7 +143,7 @@ def test_a_custom_id_goes_to_the_first_partition(target):
     assert job.get_status() == JobStatus.QUEUED
 
 
-def test_registries_counts_requeue_all_retries_and_schedules_across_partitions(target, tmp_path):
+def test_registries_counts_requeue_all_retries_and_schedules_across_partitions(redis_target, tmp_path):
     taskit.declare_queue(QUEUE, partitions=3)
     queue = Queue(QUEUE)
     failing = [queue.enqueue(sample_tasks.fail, f"no {i}") for i in range(6)]
@@ -152,11 +152,11 @@ def test_registries_counts_requeue_all_retries_and_schedules_across_partitions(t
     retried = [queue.enqueue(sample_tasks.flaky, f"key {i}") for i in range(3)]
     assert {keys.tag_of(j.id) for j in failing} == set(keys.partition_tags(QUEUE, 3))
     assert queue.count == 9 and queue.scheduled_job_registry.count == 6
-    info = run_taskit(target, "info", "--json")
+    info = run_taskit(redis_target, "info", "--json")
     assert info.returncode == 0, info.stderr
     shown = json.loads(info.stdout)["queues"]
     assert [(q["name"], q["queued"], q["scheduled"]) for q in shown] == [(QUEUE, 9, 6)]
-    worker = WorkerProcess(target["env"], tmp_path, "-q", QUEUE, *FAST, modules=("sample_tasks", "fault_tasks"))
+    worker = WorkerProcess(redis_target["env"], tmp_path, "-q", QUEUE, *FAST, modules=("sample_tasks", "fault_tasks"))
     try:
         wait_until(lambda: queue.failed_job_registry.count == 6 and queue.finished_job_registry.count >= 3,
                    timeout=60, what="the jobs to end")
@@ -165,7 +165,7 @@ def test_registries_counts_requeue_all_retries_and_schedules_across_partitions(t
         wait_until(lambda: all(Job.fetch(j.id).result == j.args[0] for j in soon), timeout=60, what="the scheduled jobs")
         assert all(keys.tag_of(Job.fetch(j.id).id) == keys.tag_of(j.id) for j in retried)
         assert queue.scheduled_job_registry.count == 3 and all(j.id in queue.scheduled_job_registry for j in later)
-        done = run_taskit(target, "requeue", "--all", "-q", QUEUE)
+        done = run_taskit(redis_target, "requeue", "--all", "-q", QUEUE)
         assert done.returncode == 0, done.stderr
         wait_until(lambda: queue.failed_job_registry.count == 6 and all(
             Job.fetch(j.id).attempts == 2 for j in failing), timeout=60, what="the requeued jobs to fail again")
@@ -175,16 +175,16 @@ def test_registries_counts_requeue_all_retries_and_schedules_across_partitions(t
     assert "Traceback" not in worker.output()
 
 
-def test_a_worker_killed_mid_run_loses_nothing(target, tmp_path):
+def test_a_worker_killed_mid_run_loses_nothing(redis_target, tmp_path):
     taskit.declare_queue(QUEUE, partitions=3)
     jobs = [fault_tasks.counted.apply_async((f"k{i}", 0.05), queue=QUEUE) for i in range(60)]
-    doomed = WorkerProcess(target["env"], tmp_path, "-q", QUEUE, "-n", "doomed", "--threads", "4", *FAST)
-    client = target["client"]
+    doomed = WorkerProcess(redis_target["env"], tmp_path, "-q", QUEUE, "-n", "doomed", "--threads", "4", *FAST)
+    client = redis_target["client"]
     wait_until(lambda: sum(fault_tasks.runs(client, f"k{i}") for i in range(60)) >= 10, timeout=60,
                what="some jobs to run")
     doomed.signal(signal.SIGKILL)
     doomed.wait()
-    rescuer = WorkerProcess(target["env"], tmp_path, "-q", QUEUE, *FAST)
+    rescuer = WorkerProcess(redis_target["env"], tmp_path, "-q", QUEUE, *FAST)
     try:
         wait_until(lambda: Queue(QUEUE).finished_job_registry.count == 60, timeout=90, what="every job to finish")
         assert all(Job.fetch(j.id).get_status() == JobStatus.FINISHED for j in jobs)
@@ -204,10 +204,10 @@ def test_a_worker_claims_from_each_partition_in_turn():
     assert Rotation(["a", "b"]).next() == ["a", "b"]
 
 
-def test_an_idle_worker_wakes_for_a_job_on_any_partition(target, tmp_path):
+def test_an_idle_worker_wakes_for_a_job_on_any_partition(redis_target, tmp_path):
     """Waiting on every partition at once, not polling (see test_cluster.py for the timing)."""
     taskit.declare_queue(QUEUE, partitions=3)
-    worker = WorkerProcess(target["env"], tmp_path, "-q", QUEUE, "--maintenance-interval", "60",
+    worker = WorkerProcess(redis_target["env"], tmp_path, "-q", QUEUE, "--maintenance-interval", "60",
                            modules=("sample_tasks",))
     try:
         wait_until(worker.ready, what="the worker to start")
@@ -242,7 +242,7 @@ def test_a_producer_learns_the_declaration_in_its_enqueue_round_trip(redis_serve
     client.close()
 
 
-def test_periodic_ticks_on_a_partitioned_queue_run(target):
+def test_periodic_ticks_on_a_partitioned_queue_run(redis_target):
     """A tick's job has a custom id (periodic:<name>:<tick>): it goes to the first partition,
     beside its task's last-tick key."""
     taskit.declare_queue(QUEUE, partitions=3)
@@ -259,7 +259,7 @@ def test_periodic_ticks_on_a_partitioned_queue_run(target):
         unregister("part-tick")
 
 
-def test_cancel_and_delete_across_partitions(target):
+def test_cancel_and_delete_across_partitions(redis_target):
     taskit.declare_queue(QUEUE, partitions=3)
     queue = Queue(QUEUE)
     jobs = [queue.enqueue(sample_tasks.add, i, i) for i in range(6)]

@@ -74,14 +74,14 @@ local out = {}
 for j = 0, #KEYS / 4 - 1 do
   local bucket, job, state, expiry = KEYS[4 * j + 1], KEYS[4 * j + 2], KEYS[4 * j + 3], KEYS[4 * j + 4]
   local id = ARGV[4 + #names + j]
-  local record_blob, found = read_hash(bucket, redis.pcall('HGET', bucket, id))
-  local own
-  if found then
-    out[#out + 1] = {'wrongtype', bucket, found}
+  local record_blob, spoiled = read_hash(bucket, redis.pcall('HGET', bucket, id))
+  local own, found
+  if not record_blob then  -- none: the job ended (its own hash), has only a state entry, or
+    own, found = read_hash(job, redis.pcall('HMGET', job, 'p', 's'))  -- its bucket is spoiled
+  end
+  if spoiled and not (own and (own[1] or own[2])) then
+    out[#out + 1] = {'wrongtype', bucket, spoiled}
   else
-    if not record_blob then  -- none: the job ended (its own hash), or has only a state entry
-      own, found = read_hash(job, redis.pcall('HMGET', job, 'p', 's'))
-    end
     if found then
       out[#out + 1] = {'wrongtype', job, found}
     elseif own and (own[1] or own[2]) then
