@@ -68,8 +68,9 @@ def test_metrics_text_has_the_known_counts(connection: redis.Redis) -> None:
 
 
 @contextmanager
-def metrics_server(cli_env: dict[str, str]) -> Iterator[str]:
-    """A `taskit metrics` process; its /metrics URL once it answers. It must exit cleanly."""
+def metrics_server(cli_env: dict[str, str], stderr: list[str] | None = None) -> Iterator[str]:
+    """A `taskit metrics` process; its /metrics URL once it answers. It must exit cleanly;
+    its stderr is appended to `stderr`, if given, once it has."""
     port = free_port()
     url = f"http://127.0.0.1:{port}/metrics"
     server = subprocess.Popen(taskit_command("metrics", "--port", str(port)), env=cli_env,
@@ -89,7 +90,9 @@ def metrics_server(cli_env: dict[str, str]) -> Iterator[str]:
         server.terminate()
         out, err = server.communicate(timeout=10)
     assert server.returncode == 0, err
-    assert "Traceback" not in out + err
+    assert "Traceback" not in out + err, err
+    if stderr is not None:
+        stderr.append(err)
 
 
 def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -128,31 +131,15 @@ def test_taskit_metrics_with_redis_down_answers_503_and_logs_one_line_per_scrape
     connection: redis.Redis, cli_env: dict[str, str], redis_server
 ) -> None:
     """Not a traceback on every scrape (the server's default for an app that raises)."""
-    port = free_port()
-    server = subprocess.Popen(taskit_command("metrics", "--port", str(port)), env=cli_env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        url = f"http://127.0.0.1:{port}/metrics"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(url, timeout=5).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    pytest.fail(f"taskit metrics did not answer: {server.communicate(timeout=5)}")
-                time.sleep(0.1)
+    stderr: list[str] = []
+    with metrics_server(cli_env, stderr) as url:
         redis_server.stop()  # the `connection` fixture restarts it for the next test
         for _ in range(2):
             with pytest.raises(urllib.error.HTTPError) as refused:
                 urllib.request.urlopen(url, timeout=30)
             assert refused.value.code == 503
             assert refused.value.read().decode().startswith("cannot reach Redis at redis://127.0.0.1:")
-    finally:
-        server.terminate()
-        out, err = server.communicate(timeout=10)
-    assert server.returncode == 0, err
-    assert "Traceback" not in out + err, err
+    err = stderr[0]
     lines = [line for line in err.splitlines() if "cannot reach Redis" in line]
     assert len(lines) == 2 and all(" ERROR taskit.metrics: GET /metrics: cannot reach Redis at " in x for x in lines), err
 
