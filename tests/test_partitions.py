@@ -111,6 +111,12 @@ def test_three_thousand_jobs_spread_over_three_partitions_run_by_one_worker(redi
     assert len(queue.finished_job_registry.get_job_ids(10, 19)) == 10
     sample = [jobs[0], jobs[1], jobs[2], jobs[1500], jobs[-1]]
     assert [Job.fetch(j.id).result for j in sample] == [j.args[0] + 1 for j in sample]
+    # the dashboard's and the metrics' counters add up every partition
+    store = Store.of(redis_target["client"])
+    (totals,) = store.task_totals([QUEUE])
+    assert totals[sample_tasks.add.name]["d"] == 3000
+    (minutes,) = store.minute_counts([QUEUE], int(time.time() // 60) - 10, int(time.time() // 60) + 1)
+    assert sum(minutes["d"].values()) == 3000
 
 
 def test_a_partition_key_keeps_the_order_of_its_jobs(redis_target, tmp_path):
@@ -132,6 +138,21 @@ def test_a_partition_key_keeps_the_order_of_its_jobs(redis_target, tmp_path):
     client = redis_target["client"]
     for k in keys_used:
         assert [v.decode() for v in client.lrange(f"taskit-test:order:{k}", 0, -1)] == expected[k], k
+
+
+def test_the_oldest_waiting_job_is_found_on_any_partition(redis_target):
+    taskit.declare_queue(QUEUE, partitions=3)
+    jobs = []
+    for i in range(3):
+        jobs.append(Queue(QUEUE).enqueue(sample_tasks.add, i, 0))
+        time.sleep(0.01)
+    first = keys.queue_tag(QUEUE)
+    for job in jobs:
+        if keys.tag_of(job.id) == first:
+            job.delete()  # the first partition is empty: the oldest is on another
+    left = [job for job in jobs if keys.tag_of(job.id) != first]
+    (oldest,) = Store.of(redis_target["client"]).oldest_enqueued([QUEUE])
+    assert oldest is not None and oldest == pytest.approx(min(job.enqueued_at for job in left).timestamp(), abs=0.002)
 
 
 def test_a_custom_id_goes_to_the_first_partition(redis_target):

@@ -1461,36 +1461,44 @@ class Store:
             counts.append(total)
         return counts
 
-    def oldest_enqueued(self, queues: Sequence[str], problems: list[str] | None = None) -> list[float | None]:
-        """Per queue, when the job at its head was enqueued (Unix seconds; None: the queue is
-        empty, or its head just left, or what is there cannot be read: reported). Two round
-        trips for all queues."""
+    def _read_places(
+        self, queues: Sequence[str], keys_of: Callable[[keys.QueueKeys], list[str]], kind: str,
+        read: Callable[[Any, str], Any], problems: list[str] | None,
+    ) -> list[list[tuple[str, Any]]]:
+        """Per queue, (key, `read(pipe, key)`) for each key `keys_of` gives in each of its
+        partitions, all in one round trip; a key of another type reads as None (reported)."""
+        places = [[key for place in self._places(queue) for key in keys_of(place)] for queue in queues]
+        wanted = [(key, kind) for per_queue in places for key in per_queue]
 
-        def heads() -> list[Any]:
+        def run() -> list[Any]:
             pipe = self.redis.pipeline(transaction=False)
-            for queue in queues:
-                pipe.lindex(keys.of_queue(queue).queue, 0)
+            for key, _ in wanted:
+                read(pipe, key)
             return pipe.execute(raise_on_error=False)
 
-        heads_read = [(keys.of_queue(q).queue, "list") for q in queues]
-        replies = self._readable(self._call(heads), heads_read, problems) if queues else []
-        ids: list[str | None] = []
-        for (key, _), head in zip(heads_read, replies):
-            found = [] if head is None else _ids(key, [head], problems)
-            ids.append(found[0] if found else None)
-        present = [(job_id, queue) for job_id, queue in zip(ids, queues) if job_id is not None]
-        if not present:
-            return [None for _ in ids]
+        replies = iter(self._readable(self._call(run), wanted, problems) if wanted else [])
+        return [[(key, next(replies)) for key in per_queue] for per_queue in places]
+
+    def oldest_enqueued(self, queues: Sequence[str], problems: list[str] | None = None) -> list[float | None]:
+        """Per queue, when the oldest of the jobs at the head of its partitions was enqueued
+        (Unix seconds; None: the queue is empty, or its heads just left, or what is there
+        cannot be read: reported). Two round trips for all queues."""
+        heads = self._read_places(queues, lambda place: [place.queue], "list", lambda pipe, key: pipe.lindex(key, 0), problems)
+        ids: list[list[str]] = []
+        for per_queue in heads:
+            ids.append([job_id for key, head in per_queue if head is not None for job_id in _ids(key, [head], problems)])
+        present = [(job_id, queue) for per_queue, queue in zip(ids, queues) for job_id in per_queue]
         times: dict[str, float | None] = {}
         # read as a page shows a job (Store.peek): a waiting job's big arguments are not sent
-        for (job_id, queue), row in zip(present, self.peek([job_id for job_id, _ in present], PEEK_BYTES)):
+        for (job_id, queue), row in zip(present, self.peek([job_id for job_id, _ in present], PEEK_BYTES) if present else []):
             if isinstance(row, StorageError):
                 _report(problems, str(row))
             raw = row[0].get(keys.Field.ENQUEUED) if isinstance(row, tuple) else None
             bucket = keys.tag_keys(keys.job_tag(job_id, queue)).bucket(job_id)
             when = None if raw is None else _number(raw, f"{bucket} has an enqueue time", problems)
             times[job_id] = None if when is None else when / 1000
-        return [None if job_id is None else times[job_id] for job_id in ids]
+        known = [[times[job_id] for job_id in per_queue if times[job_id] is not None] for per_queue in ids]
+        return [min(when) if when else None for when in known]  # type: ignore[type-var]
 
     def held_jobs(
         self, workers: Sequence[tuple[str, Sequence[str]]], limit: int = 10, problems: list[str] | None = None
@@ -1554,47 +1562,35 @@ class Store:
     def minute_counts(
         self, queues: Sequence[str], first_minute: int, last_minute: int, problems: list[str] | None = None
     ) -> list[dict[str, dict[int, int]]]:
-        """Per queue, jobs {"d": finished, "f": failed, "r": retried} per Unix minute in
-        [first_minute, last_minute] (lua/lib/stats.lua); minutes without any are left out.
-        One round trip. A field that is no counter is left out (reported)."""
+        """Per queue (summed over its partitions), jobs {"d": finished, "f": failed, "r":
+        retried} per Unix minute in [first_minute, last_minute] (lua/lib/stats.lua); minutes
+        without any are left out. One round trip. A field that is no counter is left out
+        (reported)."""
         hours = range(first_minute // 60, last_minute // 60 + 1)
-        read = [(keys.of_queue(queue).stats(hour), "hash") for queue in queues for hour in hours]
-
-        def run() -> list[Any]:
-            pipe = self.redis.pipeline(transaction=False)
-            for key, _ in read:
-                pipe.hgetall(key)
-            return pipe.execute(raise_on_error=False)
-
-        replies = self._readable(self._call(run), read, problems) if queues else []
         result = []
-        for i in range(len(queues)):
+        read = self._read_places(queues, lambda place: [place.stats(hour) for hour in hours], "hash",
+                                 lambda pipe, key: pipe.hgetall(key), problems)
+        for per_queue in read:
             counts: dict[str, dict[int, int]] = {"d": {}, "f": {}, "r": {}}
-            for (key, _), reply in list(zip(read, replies))[i * len(hours):(i + 1) * len(hours)]:
+            for key, reply in per_queue:
                 for (kind, minute), n in _counters(key, reply or {}, problems, per_minute=True):
                     at = int(minute)
                     if kind in counts and first_minute <= at <= last_minute:
-                        counts[kind][at] = n
+                        counts[kind][at] = counts[kind].get(at, 0) + n
             result.append(counts)
         return result
 
     def task_totals(self, queues: Sequence[str], problems: list[str] | None = None) -> list[dict[str, dict[str, int]]]:
-        """Per queue, per task, its counters since the start (lua/lib/stats.lua): {"d", "f",
-        "r", "us", "h<bound>"...} -> number. One round trip. A field that is no counter is
-        left out (reported)."""
-        read = [(keys.of_queue(queue).totals, "hash") for queue in queues]
-
-        def run() -> list[Any]:
-            pipe = self.redis.pipeline(transaction=False)
-            for key, _ in read:
-                pipe.hgetall(key)
-            return pipe.execute(raise_on_error=False)
-
+        """Per queue (summed over its partitions), per task, its counters since the start
+        (lua/lib/stats.lua): {"d", "f", "r", "us", "h<bound>"...} -> number. One round trip.
+        A field that is no counter is left out (reported)."""
         result = []
-        for (key, _), reply in zip(read, self._readable(self._call(run), read, problems) if queues else []):
+        for per_queue in self._read_places(queues, lambda place: [place.totals], "hash", lambda pipe, key: pipe.hgetall(key), problems):
             tasks: dict[str, dict[str, int]] = {}
-            for (kind, task), n in _counters(key, reply or {}, problems):
-                tasks.setdefault(task, {})[kind] = n
+            for key, reply in per_queue:
+                for (kind, task), n in _counters(key, reply or {}, problems):
+                    counts = tasks.setdefault(task, {})
+                    counts[kind] = counts.get(kind, 0) + n
             result.append(tasks)
         return result
 
