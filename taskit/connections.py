@@ -428,6 +428,7 @@ def _cluster_plan(url: str, base: str, options: Mapping[str, Any]) -> Callable[[
         raise ValueError(f"option {dropped[0]!r} is not passed on to the nodes by redis-py's cluster client")
     # RedisCluster takes `retry` apart from the nodes' settings, and drops what it does not pass on
     kwargs = {name: value for name, value in kwargs.items() if name in REDIS_ALLOWED_KEYS and name != "retry"}
+    kwargs.setdefault("max_connections", MAX_CONNECTIONS)  # per node, as for one Redis
     startup_nodes = [ClusterNode(host, port) for host, port in nodes]
 
     def cluster() -> RedisCluster:
@@ -454,6 +455,7 @@ def _sentinel_plan(url: str, base: str, options: Mapping[str, Any]) -> Callable[
     # the sentinels get the data nodes' timeouts and TLS settings, and credentials of their own
     sentinel_kwargs = {name: value for name, value in kwargs.items() if name.startswith(("socket_", "ssl"))}
     sentinel_kwargs.update(sentinel_auth, retry=Retry(NoBackoff(), 0))
+    kwargs.setdefault("max_connections", MAX_CONNECTIONS)  # the master's pool, as for one Redis
     return lambda: Sentinel(sentinels, sentinel_kwargs=sentinel_kwargs).master_for(service, redis_class=redis.Redis, **kwargs)
 
 

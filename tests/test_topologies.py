@@ -164,6 +164,29 @@ def test_taskit_runs_through_sentinel(sentinels: topologies.Sentinels, sentinel_
     assert Store.of(master).queue_count("default") == 0 and Store.of(master).where.startswith("redis+sentinel://")
 
 
+def hold_connections(pool: redis.ConnectionPool, count: int) -> None:
+    """Take `count` connections from a pool at once (as `count` threads' jobs do), then give them back."""
+    held = [pool.get_connection() for _ in range(count)]
+    try:
+        assert all(c.send_command("PING") is None and c.read_response() == b"PONG" for c in held)
+    finally:
+        for c in held:
+            pool.release(c)
+
+
+def test_pools_from_sentinel_and_cluster_urls_are_not_capped_at_100(
+    sentinels: topologies.Sentinels, sentinel_connection: redis.Redis, cluster: topologies.Cluster
+) -> None:
+    """redis-py 8 caps a pool at 100 connections; a `--threads 200` worker's jobs use 200."""
+    hold_connections(sentinel_connection.connection_pool, 150)
+    client = config.connect(cluster.url)
+    try:
+        for node in client.get_primaries():
+            hold_connections(node.redis_connection.connection_pool, 150)
+    finally:
+        client.close()
+
+
 def test_a_producer_and_a_worker_ride_through_a_sentinel_failover(
     sentinels: topologies.Sentinels, sentinel_connection: redis.Redis, cli_env: dict[str, str], tmp_path: Path
 ) -> None:
