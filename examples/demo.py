@@ -43,7 +43,9 @@ class DemoRedis:
     private: bool  # a redis-server started for the demo, gone (with its jobs) when the demo ends
 
 
-def find_redis() -> tuple[DemoRedis, subprocess.Popen[bytes] | None]:
+def find_redis(directory: str) -> tuple[DemoRedis, subprocess.Popen[bytes] | None]:
+    """The Redis of TASKIT_REDIS_URL (or localhost) if it answers, else a private redis-server
+    started in `directory`."""
     configured = os.environ.get("TASKIT_REDIS_URL")
     url = configured or "redis://localhost:6379/0"
     source = "TASKIT_REDIS_URL" if configured else "the default; set TASKIT_REDIS_URL for another"
@@ -63,7 +65,6 @@ def find_redis() -> tuple[DemoRedis, subprocess.Popen[bytes] | None]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    directory = tempfile.mkdtemp(prefix="taskit-demo-")
     server = subprocess.Popen(
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", directory],
         stdout=subprocess.DEVNULL,
@@ -85,14 +86,16 @@ def find_redis() -> tuple[DemoRedis, subprocess.Popen[bytes] | None]:
 
 @contextlib.contextmanager
 def demo_redis() -> Iterator[DemoRedis]:
-    """The Redis for a demo; a private server started for it is stopped after."""
-    found, server = find_redis()
-    try:
-        yield found
-    finally:
-        if server is not None:
-            server.terminate()
-            server.wait()
+    """The Redis for a demo; a private server started for it is stopped after, and its
+    directory removed."""
+    with tempfile.TemporaryDirectory(prefix="taskit-demo-") as directory:
+        found, server = find_redis(directory)
+        try:
+            yield found
+        finally:
+            if server is not None:
+                server.terminate()
+                server.wait()
 
 
 def main() -> None:

@@ -13,6 +13,7 @@ import re
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import records
@@ -67,12 +68,13 @@ def test_demo_on_the_configured_redis(connection: redis.Redis, redis_server: Red
 
 
 def test_demo_with_no_redis_answering_uses_a_private_one_and_hides_the_password(
-    connection: redis.Redis, cli_env: dict[str, str]
+    connection: redis.Redis, cli_env: dict[str, str], tmp_path: Path
 ) -> None:
     """Nothing listens at the URL: the demo names it without its password, runs on a private
-    redis-server that it stops, and gives no requeue hint for jobs that are gone with it."""
+    redis-server that it stops (leaving no directory behind), and gives no requeue hint for
+    jobs that are gone with it."""
     port = free_port()
-    done = run_example("demo.py", cli_env, f"redis://:{SECRET}@127.0.0.1:{port}/0")
+    done = run_example("demo.py", {**cli_env, "TMPDIR": str(tmp_path)}, f"redis://:{SECRET}@127.0.0.1:{port}/0")
     assert done.returncode == 0, done.stdout
     assert SECRET not in done.stdout
     assert f"demo: no Redis answers at redis://***@127.0.0.1:{port}/0 (TASKIT_REDIS_URL: ConnectionError)" in done.stdout
@@ -85,6 +87,7 @@ def test_demo_with_no_redis_answering_uses_a_private_one_and_hides_the_password(
     with pytest.raises(redis.ConnectionError):  # stopped, with every job of the demo
         redis.Redis.from_url(private[1], socket_connect_timeout=1).ping()
     assert connection.keys("*") == []  # the suite's Redis was not used
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("url", [
