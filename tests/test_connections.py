@@ -7,8 +7,10 @@ tests/test_topologies.py.
 
 from __future__ import annotations
 
+import gc
 import re
 import subprocess
+import weakref
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -253,3 +255,19 @@ def test_the_acl_names_every_command_the_store_sends() -> None:
     sent = {redis_name.get(m, m) for m in methods}
     assert sent, "store.py's commands were found"
     assert sent <= set(acl.COMMANDS), sorted(sent - set(acl.COMMANDS))
+
+
+def test_a_store_is_one_per_client_and_freed_with_it(redis_server) -> None:
+    """A client made per request (`Queue(connection=redis.Redis(...))`) must not leave its
+    Store (scripts, caches) behind for ever."""
+    client = redis.Redis.from_url(redis_server.url)
+    assert Store.of(client) is Store.of(client)
+    stores = []
+    for _ in range(20):
+        client = redis.Redis.from_url(redis_server.url)
+        Store.of(client).queue_count("default")
+        stores.append(weakref.ref(Store.of(client)))
+        client.close()
+    del client
+    gc.collect()
+    assert [store() for store in stores] == [None] * 20

@@ -15,9 +15,8 @@ import logging
 import math
 import threading
 import time
-import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, ClassVar, NamedTuple, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import msgpack
 import redis
@@ -91,10 +90,13 @@ Alone = tuple[bool, "tuple[str, int, str] | None"]
 ALONE: Alone = (True, None)
 
 
+#: the attribute of a client that holds its Store (`Store.of`)
+_STORE_ATTRIBUTE = "_taskit_store"
+
+
 class Store:
     """Redis operations on taskit's keys for one client. Get one with `Store.of(connection)`."""
 
-    _stores: ClassVar[weakref.WeakKeyDictionary[Client, Store]] = weakref.WeakKeyDictionary()
     _stores_lock = threading.Lock()
     #: (queues) -> the waits on their wake lists, on a cluster (`block_for_work`)
     _wakes: dict[tuple[str, ...], _Wakes]
@@ -124,12 +126,17 @@ class Store:
 
     @classmethod
     def of(cls, connection: Client) -> Store:
-        """The store for a client, built once (its scripts are registered once)."""
-        with cls._stores_lock:
-            store = cls._stores.get(connection)
-            if store is None:
-                store = cls._stores[connection] = cls(connection)
-            return store
+        """The store for a client, built once (its scripts are registered once). The client
+        holds it: the two are freed together (a client made per request must not leave a
+        Store behind for ever)."""
+        store = vars(connection).get(_STORE_ATTRIBUTE)
+        if store is None:
+            with cls._stores_lock:
+                store = vars(connection).get(_STORE_ATTRIBUTE)
+                if store is None:
+                    store = cls(connection)
+                    setattr(connection, _STORE_ATTRIBUTE, store)
+        return store
 
     # -- error handling -------------------------------------------------------------
 
