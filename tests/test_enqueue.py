@@ -369,7 +369,7 @@ def test_enqueue_is_one_round_trip_and_one_script(redis_server, connection):
         queue.enqueue(plain, 1, meta={"a": 1}, ttl=60)
     assert trips.trips == 1
     assert ran["evalsha"] == 1
-    assert {"hset", "rpush", "sadd", "zadd"} <= set(ran)  # inside the script: written in one step (zadd: the ttl)
+    assert {"hsetnx", "rpush", "sadd", "zadd"} <= set(ran)  # inside the script: written in one step (zadd: the ttl)
     trips.reset()
     multiply.apply_async((1, 2), connection=client)
     assert trips.trips == 1
