@@ -110,6 +110,8 @@ class Store:
         #: several go one per slot; a single Redis takes every tag in one call
         self.cluster = isinstance(connection, RedisCluster)
         self._written = _Written()
+        #: scripts sent by taskit itself, on a plain client (`_Direct`); else None
+        self._direct = _Direct.of(connection)
         #: queue -> when (monotonic) this Store last added it to the global queue set
         self._indexed: dict[str, float] = {}
         self._wakes = {}
@@ -453,16 +455,19 @@ class Store:
         `wait`: (replicas, timeout in ms) for a WAIT after the scripts, whose reply is
         appended to the replies.
         """
-        if len(calls) == 1 and not each and not before and wait is None:
+        if self._direct is not None and not before and wait is None:
+            results = self._direct.evalsha(calls)
+        elif len(calls) == 1 and not each and not before and wait is None:
             script, script_keys, args = calls[0]
             return [script(keys=script_keys, args=args)]
-        answers = self._pipeline(calls, wait, before)
-        for reply in answers[:len(before)]:
-            if isinstance(reply, Exception):
-                raise reply
-        if replies is not None:
-            replies[:] = answers[:len(before)]
-        results = answers[len(before):]
+        else:
+            answers = self._pipeline(calls, wait, before)
+            for reply in answers[:len(before)]:
+                if isinstance(reply, Exception):
+                    raise reply
+            if replies is not None:
+                replies[:] = answers[:len(before)]
+            results = answers[len(before):]
         lost = [i for i, result in enumerate(results) if isinstance(result, redis.exceptions.NoScriptError)]
         if lost and wait is not None:
             # WAIT counts its own connection's writes: the lost scripts are loaded and re-run
@@ -1597,6 +1602,69 @@ class Store:
                 tasks.setdefault(task, {})[kind] = n
             result.append(tasks)
         return result
+
+
+class _Direct:
+    """EVALSHA packed by taskit and sent on a connection of a plain client's pool.
+
+    redis-py spends about 30 µs of CPU around each command (its encoder, hooks, retries
+    and response callbacks), which was most of what a single enqueue cost a producer. For
+    a plain `redis.Redis` whose pool is redis-py's own ConnectionPool (not Sentinel's,
+    whose connections follow a failover; no client-side cache; not a single-connection
+    client) the Store packs its scripts itself and sends them on a connection it takes
+    from the pool and gives back at once, as redis-py would (so the pool still sees to
+    forks, reconnects and health checks, and no connection is held apart); the replies
+    are read with the connection's own parser. A lost connection is disconnected and
+    raised, for the Store to retry as any other.
+    """
+
+    def __init__(self, pool: redis.ConnectionPool) -> None:
+        self.pool = pool
+        settings = pool.connection_kwargs
+        self.encoding = settings.get("encoding", "utf-8"), settings.get("encoding_errors", "strict")
+
+    @classmethod
+    def of(cls, client: Any) -> _Direct | None:
+        """One for `client` if it is a plain client of an ordinary pool, else None."""
+        pool = getattr(client, "connection_pool", None)
+        if (
+            type(client) is not redis.Redis or type(pool) is not redis.ConnectionPool
+            or client.connection is not None  # single_connection_client
+            or getattr(pool, "cache", None) is not None  # client-side caching
+        ):
+            return None
+        return cls(pool)
+
+    def evalsha(self, calls: Sequence[tuple[Script, Sequence[Any], Sequence[Any]]]) -> list[Any]:
+        """Each call's reply (a refusal as its ResponseError), in one round trip."""
+        payload = b"".join(self._pack(("EVALSHA", script.sha, len(script_keys), *script_keys, *args))
+                           for script, script_keys, args in calls)
+        connection = self.pool.get_connection()
+        try:
+            connection.send_packed_command([payload])
+            replies: list[Any] = []
+            for _ in calls:
+                try:
+                    replies.append(connection.read_response())
+                except redis.ResponseError as exc:
+                    replies.append(exc)
+            return replies
+        except BaseException:
+            connection.disconnect()  # (a reply may be half read: the pool reconnects it)
+            raise
+        finally:
+            self.pool.release(connection)
+
+    def _pack(self, command: Sequence[Any]) -> bytes:
+        """A command in RESP, its arguments encoded as redis-py's encoder does."""
+        parts = [b"*%d" % len(command)]
+        encoding = self.encoding
+        for arg in command:
+            if type(arg) is not bytes:
+                arg = arg.encode(*encoding) if isinstance(arg, str) else repr(arg).encode()
+            parts += (b"$%d" % len(arg), arg)
+        parts.append(b"")
+        return b"\r\n".join(parts)
 
 
 class Enqueued(NamedTuple):
