@@ -80,7 +80,8 @@ local function add_job(k, id, queue_name, ttl, at_front, run_at, enqueued)
     end
   else
     if type(redis.pcall('ZCARD', k.scheduled)) ~= 'number' then undo_and_refuse(k, id, lifetime, k.scheduled, 'zset') end
-    local length = redis.pcall(at_front == '1' and 'LPUSH' or 'RPUSH', k.queue, id)
+    local front = at_front == '1'
+    local length = redis.pcall(front and 'LPUSH' or 'RPUSH', k.queue, id)
     if type(length) ~= 'number' then undo_and_refuse(k, id, lifetime, k.queue, 'list') end
     if length == 1 then
       wake_one(k.wake)  -- the queue was empty (as queueing.lua's push does)
