@@ -650,8 +650,14 @@ def test_configure_refuses_bad_input():
 
 
 def test_a_plain_client_sends_its_scripts_itself_and_others_go_through_redis_py(redis_server):
-    own = redis.Redis(port=redis_server.port)
+    own = redis.Redis(port=redis_server.port, client_name="own-path")
     assert store.Store(own)._direct is not None
+    queue = Queue(connection=own)
+    for i in range(3):  # the connection it holds between enqueues is given back before any other command
+        assert Job.fetch(queue.enqueue(plain, i).id, connection=own).args == (i,) and queue.count == i + 1
+    admin = redis.Redis(port=redis_server.port)
+    assert [c["name"] for c in admin.client_list()].count("own-path") == 1  # one connection, as with redis-py's path
+    admin.close()
     for other in (
         redis.Redis(port=redis_server.port, single_connection_client=True),
         redis.Redis(connection_pool=redis.BlockingConnectionPool(port=redis_server.port)),

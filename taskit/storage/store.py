@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import threading
 import time
 import weakref
@@ -137,6 +138,8 @@ class Store:
 
     def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run one Redis operation; retry a lost connection for a while, then raise ours."""
+        if self._direct is not None:
+            self._direct.give_back()
         started = time.monotonic()
         try:
             return fn(*args, **kwargs)
@@ -148,6 +151,8 @@ class Store:
         """Run an operation that must not be repeated blindly (a claim: a lost reply would
         leave jobs claimed that the caller never saw); a lost connection raises at once,
         and the worker releases what it does not know of when Redis is back."""
+        if self._direct is not None:
+            self._direct.give_back()
         try:
             return fn(*args)
         except _ERRORS as exc:
@@ -455,8 +460,12 @@ class Store:
         `wait`: (replicas, timeout in ms) for a WAIT after the scripts, whose reply is
         appended to the replies.
         """
-        if self._direct is not None and not before and wait is None:
-            results = self._direct.evalsha(calls)
+        direct = self._direct
+        if direct is not None and (before or wait is not None):
+            direct.give_back()  # (redis-py's path: one connection for both)
+            direct = None
+        if direct is not None:
+            results = direct.evalsha(calls)
         elif len(calls) == 1 and not each and not before and wait is None:
             script, script_keys, args = calls[0]
             return [script(keys=script_keys, args=args)]
@@ -469,6 +478,8 @@ class Store:
                 replies[:] = answers[:len(before)]
             results = answers[len(before):]
         lost = [i for i, result in enumerate(results) if isinstance(result, redis.exceptions.NoScriptError)]
+        if lost and direct is not None:
+            direct.give_back()  # (the scripts are loaded through redis-py's path)
         if lost and wait is not None:
             # WAIT counts its own connection's writes: the lost scripts are loaded and re-run
             # with a WAIT of their own in one more pipeline (the first WAIT covered the other
@@ -1607,19 +1618,23 @@ class Store:
 class _Direct:
     """EVALSHA packed by taskit and sent on a connection of a plain client's pool.
 
-    redis-py spends about 30 µs of CPU around each command (its encoder, hooks, retries
-    and response callbacks), which was most of what a single enqueue cost a producer. For
-    a plain `redis.Redis` whose pool is redis-py's own ConnectionPool (not Sentinel's,
-    whose connections follow a failover; no client-side cache; not a single-connection
-    client) the Store packs its scripts itself and sends them on a connection it takes
-    from the pool and gives back at once, as redis-py would (so the pool still sees to
-    forks, reconnects and health checks, and no connection is held apart); the replies
-    are read with the connection's own parser. A lost connection is disconnected and
-    raised, for the Store to retry as any other.
+    redis-py spends about 30 µs of CPU around each command (its encoder, hooks, retries,
+    response callbacks, and the pool's checkout, which polls the socket), which was most
+    of what a single enqueue cost a producer. For a plain `redis.Redis` whose pool is
+    redis-py's own ConnectionPool (not Sentinel's, whose connections follow a failover; no
+    client-side cache; not a single-connection client) the Store packs its scripts itself,
+    sends them on a connection it holds out of the pool between calls, and reads the
+    replies with that connection's parser. The Store gives the connection back before any
+    other command it runs (`give_back`), so a producer still uses one connection; a thread
+    that finds it busy takes one from the pool for that call. A lost connection is
+    disconnected (the next call reconnects) and raised, for the Store to retry as any
+    other; a forked child never uses its parent's (the pool gives it its own).
     """
 
     def __init__(self, pool: redis.ConnectionPool) -> None:
         self.pool = pool
+        self.lock = threading.Lock()
+        self.held: Any = None
         settings = pool.connection_kwargs
         self.encoding = settings.get("encoding", "utf-8"), settings.get("encoding_errors", "strict")
 
@@ -1639,21 +1654,44 @@ class _Direct:
         """Each call's reply (a refusal as its ResponseError), in one round trip."""
         payload = b"".join(self._pack(("EVALSHA", script.sha, len(script_keys), *script_keys, *args))
                            for script, script_keys, args in calls)
-        connection = self.pool.get_connection()
+        if not self.lock.acquire(blocking=False):  # another thread has it
+            connection = self.pool.get_connection()
+            try:
+                return self._send(connection, payload, len(calls))
+            finally:
+                self.pool.release(connection)
+        try:
+            connection = self.held
+            if connection is None or connection.pid != os.getpid():  # (none yet, or the parent's)
+                connection = self.held = self.pool.get_connection()
+            return self._send(connection, payload, len(calls))
+        finally:
+            self.lock.release()
+
+    def give_back(self) -> None:
+        """Put the held connection back in the pool (before another command of the Store)."""
+        if self.held is not None and self.lock.acquire(blocking=False):
+            try:
+                connection, self.held = self.held, None
+                if connection is not None and connection.pid == os.getpid():
+                    self.pool.release(connection)
+            finally:
+                self.lock.release()
+
+    @staticmethod
+    def _send(connection: Any, payload: bytes, count: int) -> list[Any]:
         try:
             connection.send_packed_command([payload])
             replies: list[Any] = []
-            for _ in calls:
+            for _ in range(count):
                 try:
                     replies.append(connection.read_response())
                 except redis.ResponseError as exc:
                     replies.append(exc)
             return replies
         except BaseException:
-            connection.disconnect()  # (a reply may be half read: the pool reconnects it)
+            connection.disconnect()  # (a reply may be half read; the next call reconnects)
             raise
-        finally:
-            self.pool.release(connection)
 
     def _pack(self, command: Sequence[Any]) -> bytes:
         """A command in RESP, its arguments encoded as redis-py's encoder does."""
