@@ -395,7 +395,7 @@ class Job:
 
     def to_fields(self, status: JobStatus, now: float) -> dict[str, bytes | str | int | float]:
         """The hash fields for a new job; defaults are left out (see the module docstring)."""
-        if self._call is None or self.created_at is None:
+        if self._call is None or self.__dict__.get("_created_at") is None:
             raise InvalidOperationError(
                 f"job {self.id} cannot be enqueued: build it with Job.create or Queue.prepare_data"
             )

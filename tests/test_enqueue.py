@@ -649,7 +649,7 @@ def test_configure_refuses_bad_input():
 # -- the producer's own path (storage/store.py `_Direct`, `pack_record`) ------------------------------
 
 
-def test_a_plain_client_sends_its_scripts_itself_and_others_go_through_redis_py(redis_server):
+def test_a_plain_client_sends_its_scripts_itself_and_others_go_through_redis_py(redis_server, connection):
     own = redis.Redis(port=redis_server.port, client_name="own-path")
     assert store.Store(own)._direct is not None
     queue = Queue(connection=own)
