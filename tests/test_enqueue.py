@@ -686,18 +686,23 @@ def test_the_own_path_survives_a_restart_and_lost_scripts(redis_server, connecti
 def test_the_own_path_works_in_a_forked_child(redis_server, connection):
     client = config.connect(redis_server.url)
     queue = Queue(connection=client)
+    queue.enqueue(plain, 0)
     before = queue.enqueue(plain, 1)
+    own = store.Store.of(client)._direct
+    assert own is not None and own.held is not None  # held between enqueues: the child must not use it
     pid = os.fork()
     if pid == 0:  # the child: its pool gives it a connection of its own
         try:
-            code = 0 if Job.fetch(queue.enqueue(plain, 2).id, connection=client).args == (2,) else 1
+            job = queue.enqueue(plain, 2)
+            assert own.held is not None and own.held.pid == os.getpid()  # not the parent's
+            code = 0 if Job.fetch(job.id, connection=client).args == (2,) else 1
         except BaseException:  # noqa: BLE001  (a forked child exits, whatever happened)
             code = 2
         os._exit(code)
     _, status_code = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status_code) == 0
     after = queue.enqueue(plain, 3)  # the parent's connection was left alone
-    assert queue.count == 3 and queue.job_ids[0] == before.id and queue.job_ids[-1] == after.id
+    assert queue.count == 4 and queue.job_ids[1] == before.id and queue.job_ids[-1] == after.id
     client.close()
 
 

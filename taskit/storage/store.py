@@ -339,6 +339,8 @@ class Store:
         """Add to the global queue set the queues a script found new in their tag, unless
         the round trip did (a queue dropped by the maintenance step since this Store last
         added it)."""
+        if not any(new):
+            return
         done = {name for command in sent if command[0] == "sadd" and command[1] == keys.QUEUES for name in command[2:-1]}
         missing = [q for q, n in zip(queues, new) if n and q not in done]
         if missing:
@@ -1628,8 +1630,10 @@ class _Direct:
     other command it runs (`give_back`), so a producer still uses one connection; a thread
     that finds it busy takes one from the pool for that call. A lost connection is
     disconnected (the next call reconnects) and raised, for the Store to retry as any
-    other; a forked child never uses its parent's (the pool gives it its own).
+    other; a forked child never uses its parent's (`forked`: the pool gives it its own).
     """
+
+    _all: ClassVar[weakref.WeakSet[_Direct]] = weakref.WeakSet()
 
     def __init__(self, pool: redis.ConnectionPool) -> None:
         self.pool = pool
@@ -1637,6 +1641,14 @@ class _Direct:
         self.held: Any = None
         settings = pool.connection_kwargs
         self.encoding = settings.get("encoding", "utf-8"), settings.get("encoding_errors", "strict")
+        _Direct._all.add(self)
+
+    @classmethod
+    def forked(cls) -> None:
+        """In a forked child: the parent's connection is not ours (nor, maybe, its lock,
+        if another thread held it at the fork)."""
+        for direct in list(cls._all):
+            direct.lock, direct.held = threading.Lock(), None
 
     @classmethod
     def of(cls, client: Any) -> _Direct | None:
@@ -1662,7 +1674,7 @@ class _Direct:
                 self.pool.release(connection)
         try:
             connection = self.held
-            if connection is None or connection.pid != os.getpid():  # (none yet, or the parent's)
+            if connection is None:
                 connection = self.held = self.pool.get_connection()
             return self._send(connection, payload, len(calls))
         finally:
@@ -1673,7 +1685,7 @@ class _Direct:
         if self.held is not None and self.lock.acquire(blocking=False):
             try:
                 connection, self.held = self.held, None
-                if connection is not None and connection.pid == os.getpid():
+                if connection is not None:
                     self.pool.release(connection)
             finally:
                 self.lock.release()
@@ -1703,6 +1715,9 @@ class _Direct:
             parts += (b"$%d" % len(arg), arg)
         parts.append(b"")
         return b"\r\n".join(parts)
+
+
+os.register_at_fork(after_in_child=_Direct.forked)
 
 
 class Enqueued(NamedTuple):
