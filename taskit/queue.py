@@ -118,6 +118,8 @@ class Queue:
         partition of a partitioned queue: taskit.partitions); a task's own options
         (`@task(timeout=...)`) fill in what is not given here (see `Job.create`).
         """
+        if not options:  # (the common case: nothing to check or take out)
+            return Job.create(func, args, kwargs, connection=self._connection, origin=self.name)
         unsupported = [name for name in NOT_SUPPORTED if name in options]
         if unsupported:
             raise ConfigurationError(

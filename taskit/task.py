@@ -111,10 +111,9 @@ class Task(Generic[P, R]):
         target = self._queue if queue is None and connection is None else Queue(
             queue if queue is not None else self.queue, connection
         )
-        if options or job_id is not None:
-            job = target.prepare_data(self, args, kwargs, job_id=job_id, **options)
-        else:  # (what prepare_data would do: no option to check or take out)
-            job = Job.create(self, args, kwargs, connection=target._connection, origin=target.name)
+        if job_id is not None:
+            options["job_id"] = job_id
+        job = target.prepare_data(self, args, kwargs, **options)
         when = None if countdown is None and eta is None else run_at(countdown, eta)
         return target.enqueue_job(job, at_front, when, replicas=replicas, replica_timeout=replica_timeout)
 
