@@ -1,8 +1,9 @@
 """The Lua scripts in taskit/lua, read once and registered per Redis client.
 
-Each script does one atomic operation; its header documents KEYS and ARGV.
-redis-py sends EVALSHA and loads the script on a NOSCRIPT reply, so a restarted
-Redis costs one extra round trip, not an error.
+Each script does one atomic operation; its header documents KEYS and ARGV. A script
+takes what it uses of the libs it includes (`source`). The Store sends EVALSHA (itself
+on a plain client, else through redis-py) and loads a script on a NOSCRIPT reply, so a
+restarted Redis costs one extra round trip, not an error.
 """
 
 from __future__ import annotations
