@@ -20,7 +20,7 @@ import string
 import time
 from collections.abc import Callable, Iterable, Sequence
 from enum import Enum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from . import config, functions, serialization
 from .connections import Client
@@ -154,6 +154,47 @@ def retag(job: Job, queue: str, tags: Sequence[str] = ()) -> None:
     job.id = new_id(tag)
 
 
+class Options(NamedTuple):
+    """A job's options, checked: what `@task(...)` gives its jobs (checked once, when the
+    task is made, not at each call), with what a call gives in `given`."""
+
+    ttl: int | None
+    result_ttl: int
+    failure_ttl: int
+    timeout: int | None
+    retry: Retry | None
+
+    @classmethod
+    def of(cls, options: dict[str, Any]) -> Options:
+        """From option -> value (names of DEFAULT_OPTIONS; a missing one takes its default)."""
+        ttl, result_ttl, failure_ttl, timeout, retry = ({**DEFAULT_OPTIONS, **options}[name] for name in cls._fields)
+        if retry is not None:
+            from .retry import Retry
+
+            if not isinstance(retry, Retry):
+                raise ConfigurationError(f"retry must be a taskit.Retry, not {type(retry).__name__}")
+        return cls(
+            seconds("ttl", ttl) if ttl is not None else None,
+            seconds("result_ttl", result_ttl, allow_zero=True, forever=True) or 0,
+            seconds("failure_ttl", failure_ttl, allow_zero=True, forever=True) or 0,
+            None if timeout in (None, -1) else seconds("timeout", timeout),
+            retry,
+        )
+
+    def given(self, ttl: Any, result_ttl: Any, failure_ttl: Any, timeout: Any, retry: Any) -> Options:
+        """These options with those a call gives (UNSET: not given) checked and put in."""
+        mine = {"ttl": self.ttl, "result_ttl": self.result_ttl, "failure_ttl": self.failure_ttl,
+                "timeout": -1 if self.timeout is None else self.timeout, "retry": self.retry}
+        call = zip(self._fields, (ttl, result_ttl, failure_ttl, timeout, retry))
+        return Options.of({**mine, **{name: value for name, value in call if value is not UNSET}})
+
+
+_DEFAULTS = Options.of({})
+_ALL_UNSET = (UNSET,) * 5
+#: the packed arguments of a call without any (a job holds them, and does not store them)
+_NO_ARGUMENTS = serialization.dumps_call((), {})
+
+
 def _ms(when: float) -> int:
     return round(when * 1000)
 
@@ -233,36 +274,38 @@ class Job:
     started_at = _StoredTime()
     ended_at = _StoredTime()
 
+    # what a new Job holds until it is set (here rather than in __init__: a producer builds
+    # thousands a second; the stored times default to None through _StoredTime)
+    #: its id was made by taskit (it carries its queue's tag: see `retag`)
+    _generated = False
+    #: which partition of a partitioned queue it goes to (taskit.partitions)
+    _partition_key: Any = None
+    func_name = ""
+    _call: bytes | None = None
+    _args: tuple[Any, ...] | None = None
+    _kwargs: dict[str, Any] | None = None
+    _status: JobStatus | None = None
+    origin = DEFAULT_QUEUE
+    timeout: int | None = DEFAULT_TIMEOUT
+    ttl: int | None = None
+    result_ttl: int = DEFAULT_RESULT_TTL
+    failure_ttl: int = DEFAULT_FAILURE_TTL
+    _description: str | None = None
+    _result: Any = None
+    _outcome_loaded = False
+    _exc_info: str | None = None
+    worker_name: str | None = None
+    attempts = 0
+    recoveries = 0
+    retries = 0
+    retry: Retry | None = None
+    #: the enqueuer's trace context (taskit.tracing), as stored
+    trace_context: bytes | None = None
+
     def __init__(self, id: str, connection: Client | None = None) -> None:
         self.id = id
         self._connection = connection
-        #: its id was made by taskit (it carries its queue's tag: see `retag`)
-        self._generated = False
-        #: which partition of a partitioned queue it goes to (taskit.partitions)
-        self._partition_key: Any = None
-        self.func_name = ""
-        self._call: bytes | None = None
-        self._args: tuple[Any, ...] | None = None
-        self._kwargs: dict[str, Any] | None = None
-        self._status: JobStatus | None = None
-        self.origin = DEFAULT_QUEUE
-        self.created_at = self.enqueued_at = self.started_at = self.ended_at = None
-        self.timeout: int | None = DEFAULT_TIMEOUT
-        self.ttl: int | None = None
-        self.result_ttl: int = DEFAULT_RESULT_TTL
-        self.failure_ttl: int = DEFAULT_FAILURE_TTL
-        self._description: str | None = None
         self.meta: dict[str, Any] = {}
-        self._result: Any = None
-        self._outcome_loaded = False
-        self._exc_info: str | None = None
-        self.worker_name: str | None = None
-        self.attempts = 0
-        self.recoveries = 0
-        self.retries = 0
-        self.retry: Retry | None = None
-        #: the enqueuer's trace context (taskit.tracing), as stored
-        self.trace_context: bytes | None = None
 
     # -- building ----------------------------------------------------------------
 
@@ -289,48 +332,48 @@ class Job:
 
         Options not given come from the task (`@task(timeout=...)`), else DEFAULT_OPTIONS.
         """
-        given = {"ttl": ttl, "result_ttl": result_ttl, "failure_ttl": failure_ttl, "timeout": timeout, "retry": retry}
-        options = {**DEFAULT_OPTIONS, **getattr(func, "job_options", {})}
-        options.update((name, value) for name, value in given.items() if value is not UNSET)
-        ttl, result_ttl, failure_ttl, timeout, retry = (options[name] for name in given)
+        given = (ttl, result_ttl, failure_ttl, timeout, retry)
+        options = getattr(func, "options", None)  # a task's (taskit.task)
+        if type(options) is not Options:
+            job_options = getattr(func, "job_options", None)
+            options = Options.of(job_options) if job_options else _DEFAULTS
+        if given != _ALL_UNSET:  # (the common case, a task's own options, was checked once)
+            options = options.given(*given)
         if connection is not None:
             config.check_connection(connection)
-        origin = validate_id(origin, "queue name")
+        if origin is not DEFAULT_QUEUE:
+            validate_id(origin, "queue name")
         job = cls(validate_id(id) if id is not None else new_id(queue_tag(origin)), connection)
         job._generated = id is None
         job.func_name = func_name_of(func)
         if args is None:
             args = ()
-        if isinstance(args, (str, bytes, dict)) or not isinstance(args, Iterable):
+        elif type(args) is not tuple and (isinstance(args, (str, bytes, dict)) or not isinstance(args, Iterable)):
             raise ConfigurationError(f"args must be a list or tuple, not {type(args).__name__}")
         if kwargs is None:
             kwargs = {}
-        if not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs):
+        elif not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs):
             raise ConfigurationError("kwargs must be a dict with string keys")
         job._args, job._kwargs = tuple(args), dict(kwargs)
-        job._call = serialization.dumps_call(job._args, job._kwargs)
+        job._call = serialization.dumps_call(job._args, job._kwargs) if args or kwargs else _NO_ARGUMENTS
         job.origin = origin
-        job.ttl = seconds("ttl", ttl) if ttl is not None else None
-        job.result_ttl = seconds("result_ttl", result_ttl, allow_zero=True, forever=True) or 0
-        job.failure_ttl = seconds("failure_ttl", failure_ttl, allow_zero=True, forever=True) or 0
-        job.timeout = None if timeout in (None, -1) else seconds("timeout", timeout)
+        job.ttl, job.result_ttl, job.failure_ttl, job.timeout, job.retry = options
         if description is not None and not isinstance(description, str):
             raise ConfigurationError(f"description must be a string, not {type(description).__name__}")
         job._description = description
-        if meta is not None and not isinstance(meta, dict):
-            raise ConfigurationError(f"meta must be a dict, not {type(meta).__name__}")
-        job.meta = dict(meta or {})
-        serialization.dumps(job.meta, "meta")
-        if retry is not None:
-            from .retry import Retry
-
-            if not isinstance(retry, Retry):
-                raise ConfigurationError(f"retry must be a taskit.Retry, not {type(retry).__name__}")
-        job.retry = retry
-        if status not in (JobStatus.CREATED, JobStatus.QUEUED, JobStatus.SCHEDULED):
-            raise ConfigurationError(f"status must be JobStatus.CREATED, QUEUED or SCHEDULED, not {status!r}")
-        job._status = JobStatus(status)
-        job.created_at = float(_ms(time.time()))  # as stored: to the millisecond
+        if meta is not None:
+            if not isinstance(meta, dict):
+                raise ConfigurationError(f"meta must be a dict, not {type(meta).__name__}")
+            job.meta = dict(meta)
+            serialization.dumps(job.meta, "meta")
+        else:
+            job.meta = {}
+        if status is not JobStatus.CREATED:
+            if status not in (JobStatus.QUEUED, JobStatus.SCHEDULED):
+                raise ConfigurationError(f"status must be JobStatus.CREATED, QUEUED or SCHEDULED, not {status!r}")
+            status = JobStatus(status)
+        job._status = status
+        job.__dict__["_created_at"] = float(round(time.time() * 1000))  # as stored: to the millisecond
         return job
 
     @classmethod
@@ -352,7 +395,7 @@ class Job:
 
     def to_fields(self, status: JobStatus, now: float) -> dict[str, bytes | str | int | float]:
         """The hash fields for a new job; defaults are left out (see the module docstring)."""
-        if self._call is None or self.created_at is None:
+        if self._call is None or self.__dict__.get("_created_at") is None:
             raise InvalidOperationError(
                 f"job {self.id} cannot be enqueued: build it with Job.create or Queue.prepare_data"
             )
@@ -366,7 +409,8 @@ class Job:
             fields[Field.QUEUE] = self.origin
         if self._args or self._kwargs:
             fields[Field.ARGS] = self._call
-        created = _ms(self.created_at.timestamp())
+        created = self.__dict__["_created_at"]
+        created = _ms(created.timestamp()) if isinstance(created, dt.datetime) else int(created)
         if enqueued - created >= CREATED_APART_MS:
             fields[Field.CREATED] = created
         if self.timeout != DEFAULT_TIMEOUT:

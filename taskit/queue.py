@@ -118,6 +118,8 @@ class Queue:
         partition of a partitioned queue: taskit.partitions); a task's own options
         (`@task(timeout=...)`) fill in what is not given here (see `Job.create`).
         """
+        if not options:  # (the common case: nothing to check or take out)
+            return Job.create(func, args, kwargs, connection=self._connection, origin=self.name)
         unsupported = [name for name in NOT_SUPPORTED if name in options]
         if unsupported:
             raise ConfigurationError(
@@ -167,33 +169,35 @@ class Queue:
         `replicas`, `replica_timeout`: this call's replica wait (one WAIT after all the jobs);
         None takes the queue's, else `taskit.configure()`'s.
         """
-        if isinstance(jobs, Job) or not isinstance(jobs, Iterable):
-            raise ConfigurationError(f"enqueue_many takes a list of jobs, not {type(jobs).__name__}")
-        if not isinstance(at_front, bool):
+        if type(jobs) is not list:
+            if isinstance(jobs, Job) or not isinstance(jobs, Iterable):
+                raise ConfigurationError(f"enqueue_many takes a list of jobs, not {type(jobs).__name__}")
+            jobs = list(jobs)
+        if at_front is not False and at_front is not True:
             raise ConfigurationError(f"at_front must be True or False, not {type(at_front).__name__}")
         if run_at is not None and (
             isinstance(run_at, bool) or not isinstance(run_at, (int, float)) or not math.isfinite(run_at)
         ):
             raise ConfigurationError(f"run_at must be a Unix time in seconds, not {run_at!r}")
         wait = self._replica_wait(replicas, replica_timeout)
-        jobs = list(jobs)
-        tags = self._store.partitions.known_tags(self.name)
+        store, name = self._store, self.name
+        tags = store.partitions.known_tags(name)
         for job in jobs:
             if not isinstance(job, Job):
                 raise ConfigurationError(f"enqueue_many takes jobs from Queue.prepare_data, not {type(job).__name__}")
-            if job.origin != self.name:
-                job.origin = self.name
-            retag(job, self.name, tags)
+            if job.origin != name:
+                job.origin = name
+            retag(job, name, tags)
         if len(tags) > 1:
-            place(self._store, self.name, jobs)
+            place(store, name, jobs)
         status = JobStatus.SCHEDULED if run_at is not None else JobStatus.QUEUED
         now = time.time()
-        entries = [(job.id, self.name, job.ttl, at_front, run_at, job.to_fields(status, now)) for job in jobs]
+        entries = [(job.id, name, job.ttl, at_front, run_at, job.to_fields(status, now)) for job in jobs]
         if tracing.tracer is None:
-            written, acknowledged = self._store.enqueue(entries, *wait)
+            written, acknowledged = store.enqueue(entries, *wait)
         else:
             with tracing.producer_spans(jobs, [entry[-1] for entry in entries]):
-                written, acknowledged = self._store.enqueue(entries, *wait)
+                written, acknowledged = store.enqueue(entries, *wait)
         taken = [job.id for job, ok in zip(jobs, written) if not ok]
         if taken:
             raise DuplicateJobError(
@@ -203,8 +207,10 @@ class Queue:
         for job, entry in zip(jobs, entries):
             fields = entry[-1]
             # the times as stored (milliseconds), so that this Job equals what Job.fetch reads
-            job._status, job.enqueued_at = status, float(fields[Field.ENQUEUED])
-            job.created_at = float(fields.get(Field.CREATED, fields[Field.ENQUEUED]))  # as Job._load reads it
+            enqueued = float(fields[Field.ENQUEUED])
+            times = job.__dict__
+            job._status, times["_enqueued_at"] = status, enqueued
+            times["_created_at"] = float(fields[Field.CREATED]) if Field.CREATED in fields else enqueued  # as Job._load reads it
             if job._connection is None:
                 job._connection = self._connection
         if acknowledged is not None and acknowledged < wait.replicas:

@@ -10,7 +10,7 @@ from typing import Any, Generic, ParamSpec, TypeVar, overload
 from . import functions
 from .connections import Client
 from .exceptions import ConfigurationError
-from .job import Job, seconds
+from .job import Job, Options, seconds
 from .queue import Queue, take_wait_options
 from .retry import Retry
 from .schedule import run_at
@@ -42,7 +42,9 @@ class Task(Generic[P, R]):
         self.name = name if name is not None else functions.qualified_name(fn)
         if not isinstance(self.name, str) or not self.name:
             raise ConfigurationError(f"task name must be a non-empty string, not {self.name!r}")
-        self.queue = Queue(queue).name
+        #: the task's queue, checked once (`apply_async` enqueues through it)
+        self._queue = Queue(queue)
+        self.queue = self._queue.name
         self.bind = bind
         # validated now, so a bad option fails at import time rather than at the first delay()
         self.job_options: dict[str, Any] = {}
@@ -58,6 +60,8 @@ class Task(Generic[P, R]):
             if not isinstance(retry, Retry):
                 raise ConfigurationError(f"retry must be a taskit.Retry, not {type(retry).__name__}")
             self.job_options["retry"] = retry
+        #: the options of its jobs, checked once (Job.create reads them)
+        self.options = Options.of(self.job_options)
         functools.update_wrapper(self, fn)
         if schedule is not None:  # a periodic task: the workers enqueue it (taskit.periodic)
             from .periodic import periodic
@@ -104,8 +108,12 @@ class Task(Generic[P, R]):
         and `replica_timeout` (see `Queue`) win over `taskit.configure()`'s."""
         if not isinstance(at_front, bool):
             raise ConfigurationError(f"at_front must be True or False, not {type(at_front).__name__}")
-        target = Queue(queue if queue is not None else self.queue, connection)
-        job = target.prepare_data(self, args, kwargs, job_id=job_id, **options)
+        target = self._queue if queue is None and connection is None else Queue(
+            queue if queue is not None else self.queue, connection
+        )
+        if job_id is not None:
+            options["job_id"] = job_id
+        job = target.prepare_data(self, args, kwargs, **options)
         when = None if countdown is None and eta is None else run_at(countdown, eta)
         return target.enqueue_job(job, at_front, when, replicas=replicas, replica_timeout=replica_timeout)
 

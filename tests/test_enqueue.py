@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -369,7 +370,7 @@ def test_enqueue_is_one_round_trip_and_one_script(redis_server, connection):
         queue.enqueue(plain, 1, meta={"a": 1}, ttl=60)
     assert trips.trips == 1
     assert ran["evalsha"] == 1
-    assert {"hset", "rpush", "sadd", "zadd"} <= set(ran)  # inside the script: written in one step (zadd: the ttl)
+    assert {"hsetnx", "rpush", "sadd", "zadd"} <= set(ran)  # inside the script: written in one step (zadd: the ttl)
     trips.reset()
     multiply.apply_async((1, 2), connection=client)
     assert trips.trips == 1
@@ -384,6 +385,7 @@ def test_enqueue_is_one_round_trip_and_one_script(redis_server, connection):
 
 SCRIPT = '''
 import json
+import os
 from taskit import Job, Queue, Worker, task
 
 
@@ -642,3 +644,79 @@ def test_configure_refuses_bad_input():
     with pytest.raises(ConfigurationError, match="must be a string, not int"):
         taskit.configure(url=1234)  # type: ignore[arg-type]
     taskit.configure()
+
+
+# -- the producer's own path (storage/store.py `_Direct`, `pack_record`) ------------------------------
+
+
+def test_a_plain_client_sends_its_scripts_itself_and_others_go_through_redis_py(redis_server, connection):
+    own = redis.Redis(port=redis_server.port, client_name="own-path")
+    assert store.Store(own)._direct is not None
+    queue = Queue(connection=own)
+    for i in range(3):  # the connection it holds between enqueues is given back before any other command
+        assert Job.fetch(queue.enqueue(plain, i).id, connection=own).args == (i,) and queue.count == i + 1
+    admin = redis.Redis(port=redis_server.port)
+    assert [c["name"] for c in admin.client_list()].count("own-path") == 1  # one connection, as with redis-py's path
+    admin.close()
+    for other in (
+        redis.Redis(port=redis_server.port, single_connection_client=True),
+        redis.Redis(connection_pool=redis.BlockingConnectionPool(port=redis_server.port)),
+    ):
+        assert store.Store(other)._direct is None
+        job = Queue(connection=other).enqueue(plain, 1)  # the ordinary path still enqueues
+        assert Job.fetch(job.id, connection=own).args == (1,)
+        other.close()
+    own.close()
+
+
+def test_the_own_path_survives_a_restart_and_lost_scripts(redis_server, connection):
+    client = config.connect(redis_server.url)
+    queue = Queue(connection=client)
+    first = queue.enqueue(plain, 1)
+    connection.script_flush()  # NOSCRIPT: the script is loaded and that call run again
+    second = queue.enqueue(plain, 2)
+    assert queue.job_ids == [first.id, second.id] and Job.fetch(second.id, connection=client).args == (2,)
+    redis_server.stop()
+    redis_server.start()  # (no persistence: empty) the pooled connection is dead, the Store's retry reconnects
+    third = queue.enqueue(plain, 3)
+    assert queue.job_ids == [third.id] and Job.fetch(third.id, connection=client).args == (3,)
+    client.close()
+
+
+def test_the_own_path_works_in_a_forked_child(redis_server, connection):
+    client = config.connect(redis_server.url)
+    queue = Queue(connection=client)
+    queue.enqueue(plain, 0)
+    before = queue.enqueue(plain, 1)
+    own = store.Store.of(client)._direct
+    assert own is not None and own.held is not None  # held between enqueues: the child must not use it
+    pid = os.fork()
+    if pid == 0:  # the child: its pool gives it a connection of its own
+        try:
+            job = queue.enqueue(plain, 2)
+            assert own.held is not None and own.held.pid == os.getpid()  # not the parent's
+            code = 0 if Job.fetch(job.id, connection=client).args == (2,) else 1
+        except BaseException:  # noqa: BLE001  (a forked child exits, whatever happened)
+            code = 2
+        os._exit(code)
+    _, status_code = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status_code) == 0
+    after = queue.enqueue(plain, 3)  # the parent's connection was left alone
+    assert queue.count == 4 and queue.job_ids[1] == before.id and queue.job_ids[-1] == after.id
+    client.close()
+
+
+@pytest.mark.parametrize("fields", [
+    {"f": "m.f", "s": "queued", "e": 1_700_000_000_123},
+    {"f": "m." + "f" * 40, "s": "scheduled", "e": 1_700_000_000_123, "a": bytes(range(256)) * 2, "to": 30,
+     "tl": 60, "q": "x" * 300, "c": 1_699_999_000_000, "de": "é" * 20, "m": b"\x81\xa1k\xc4\x01v"},
+])
+def test_a_record_is_packed_as_lua_packed_it(connection, fields):
+    """store.pack_record writes what lib/records.lua's pack_new_job wrote from the same
+    fields sent as arguments (Lua's cmsgpack), byte for byte."""
+    flat = [x for pair in fields.items() for x in pair]
+    lua = connection.eval(
+        "local t = {} for i = 1, #ARGV, 2 do if ARGV[i] ~= 's' or ARGV[i + 1] ~= 'queued' then "
+        "t[#t + 1] = ARGV[i]; t[#t + 1] = ARGV[i] == 'e' and tonumber(ARGV[i + 1]) or ARGV[i + 1] end end "
+        "return cmsgpack.pack(t)", 0, *flat)
+    assert store.pack_record(fields) == lua

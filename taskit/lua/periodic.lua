@@ -7,14 +7,14 @@
 -- same on every worker).
 -- KEYS (all in the tag of the task's queue): 1 last-tick string, 2.. those of enqueue.lua
 -- ARGV: 1 tick (Unix time), 2 '1' = a past tick (remember only if first seen), 3 job id,
---       4 queue name, 5 ttl seconds ('' = none), 6 run-at ('' = now), 7.. field, value pairs
+--       4 queue name, 5 ttl seconds ('' = none), 6 run-at ('' = now), 7 the packed record
+--       (lib/add_job.lua), 8 its enqueue time (Unix milliseconds)
 -- Keys the job goes to are checked first (enqueue.lua), so a refused tick is not marked done.
 -- Returns 1 enqueued, 0 already done (by this or another worker), 2 first seen: remembered,
 -- 3 enqueued after replacing an unreadable last tick, 4 replaced it, the job already
 -- exists; plus 10 when the queue was new in its tag, as enqueue.lua's.
 --#include guard
 --#include queueing
---#include records
 --#include add_job
 local k = new_job_keys(2)
 local exists = check_new_job(k, ARGV[3], ARGV[5], ARGV[6])
@@ -40,5 +40,6 @@ end
 if exists then
   return unreadable and 4 or 0
 end
-local new = add_job(k, ARGV[3], ARGV[4], ARGV[5], '0', ARGV[6], 7)
+write_record(k, ARGV[3], ARGV[7])  -- (checked above: it is free)
+local new = add_job(k, ARGV[3], ARGV[4], ARGV[5], '0', ARGV[6], ARGV[8])
 return (unreadable and 3 or 1) + 10 * new

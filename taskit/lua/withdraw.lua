@@ -1,7 +1,7 @@
 -- Take back a job just enqueued whose custom id turned out to be taken in another tag (its
 -- directory entry named that tag: storage/store.py `enqueue`), if no worker took it yet.
 -- KEYS (the job's tag): those of enqueue.lua
--- ARGV: 1 job id, 2.. the field, value pairs it was enqueued with (to tell it from another)
+-- ARGV: 1 job id, 2 the packed record it was enqueued with (to tell it from another)
 -- Returns 1 taken back, 0 not (gone, not this job, or no longer waiting).
 --#include guard
 --#include queueing
@@ -9,7 +9,7 @@
 --#include add_job
 local k = new_job_keys(1)
 local fields = merged(read_parts(k.bucket, k.state, ARGV[1]))
-if not fields or (fields.s ~= 'queued' and fields.s ~= 'scheduled') or not is_this_job(k, ARGV[1], 2) then
+if not fields or (fields.s ~= 'queued' and fields.s ~= 'scheduled') or not is_this_job(k, ARGV[1], ARGV[2]) then
   return 0
 end
 redis.call('LREM', k.queue, 0, ARGV[1])

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -112,6 +113,8 @@ class Store:
         #: several go one per slot; a single Redis takes every tag in one call
         self.cluster = isinstance(connection, RedisCluster)
         self._written = _Written()
+        #: scripts sent by taskit itself, on a plain client (`_Direct`); else None
+        self._direct = _Direct.of(connection)
         #: queue -> when (monotonic) this Store last added it to the global queue set
         self._indexed: dict[str, float] = {}
         self._wakes = {}
@@ -142,6 +145,8 @@ class Store:
 
     def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run one Redis operation; retry a lost connection for a while, then raise ours."""
+        if self._direct is not None:
+            self._direct.give_back()
         started = time.monotonic()
         try:
             return fn(*args, **kwargs)
@@ -153,6 +158,8 @@ class Store:
         """Run an operation that must not be repeated blindly (a claim: a lost reply would
         leave jobs claimed that the caller never saw); a lost connection raises at once,
         and the worker releases what it does not know of when Redis is back."""
+        if self._direct is not None:
+            self._direct.give_back()
         try:
             return fn(*args)
         except _ERRORS as exc:
@@ -238,10 +245,10 @@ class Store:
         calls, queues, custom = [], [], []
         before: list[tuple[Any, ...]] = []
         for i, (job_id, queue, ttl, at_front, run_at, fields) in enumerate(jobs):
-            flat = [x for pair in fields.items() for x in pair]
-            options: list[Any] = [job_id, queue, "" if ttl is None else ttl, int(at_front), "" if run_at is None else run_at]
+            args = [job_id, queue, "" if ttl is None else ttl, int(at_front), "" if run_at is None else run_at,
+                    pack_record(fields), fields[keys.Field.ENQUEUED]]
             tag = keys.tag_of(job_id)
-            calls.append((self.scripts.enqueue, _new_job_keys(job_id, queue, ttl, tag), options + flat))
+            calls.append((self.scripts.enqueue, _new_job_keys(job_id, queue, ttl, tag), args))
             entry = _directory_entry(job_id, queue, tag)
             if entry:
                 custom.append((i, len(before)))
@@ -314,7 +321,7 @@ class Store:
         old = held.decode(errors="replace")
         if keys.is_tag(old) and self._exists_in(old, job_id):
             _, script_keys, args = call
-            if not self._call(self.scripts.withdraw, keys=script_keys, args=[job_id, *args[5:]]):
+            if not self._call(self.scripts.withdraw, keys=script_keys, args=[job_id, args[5]]):
                 log.warning("job %s was enqueued on %s although its id is taken by a job of another queue", job_id, queue)
                 return True
             return False
@@ -339,6 +346,8 @@ class Store:
         """Add to the global queue set the queues a script found new in their tag, unless
         the round trip did (a queue dropped by the maintenance step since this Store last
         added it)."""
+        if not any(new):
+            return
         done = {name for command in sent if command[0] == "sadd" and command[1] == keys.QUEUES for name in command[2:-1]}
         missing = [q for q, n in zip(queues, new) if n and q not in done]
         if missing:
@@ -373,11 +382,11 @@ class Store:
         """
         calls, before, queues = [], [], []
         for name, tick, past, job_id, queue, ttl, run_at, fields in ticks:
-            flat = [x for pair in fields.items() for x in pair]
             tag = keys.tag_of(job_id)
             tick_keys = [keys.periodic(keys.queue_tag(queue), name), *_new_job_keys(job_id, queue, ttl, tag)]
-            options = [repr(tick), int(past), job_id, queue, "" if ttl is None else ttl, "" if run_at is None else repr(run_at)]
-            calls.append((self.scripts.periodic, tick_keys, options + flat))
+            options = [repr(tick), int(past), job_id, queue, "" if ttl is None else ttl, "" if run_at is None else repr(run_at),
+                       pack_record(fields), fields[keys.Field.ENQUEUED]]
+            calls.append((self.scripts.periodic, tick_keys, options))
             before += _directory_entry(job_id, queue, tag)
             queues.append(queue)
         if not calls:
@@ -460,17 +469,26 @@ class Store:
         `wait`: (replicas, timeout in ms) for a WAIT after the scripts, whose reply is
         appended to the replies.
         """
-        if len(calls) == 1 and not each and not before and wait is None:
+        direct = self._direct
+        if direct is not None and (before or wait is not None):
+            direct.give_back()  # (redis-py's path: one connection for both)
+            direct = None
+        if direct is not None:
+            results = direct.evalsha(calls)
+        elif len(calls) == 1 and not each and not before and wait is None:
             script, script_keys, args = calls[0]
             return [script(keys=script_keys, args=args)]
-        answers = self._pipeline(calls, wait, before)
-        for reply in answers[:len(before)]:
-            if isinstance(reply, Exception):
-                raise reply
-        if replies is not None:
-            replies[:] = answers[:len(before)]
-        results = answers[len(before):]
+        else:
+            answers = self._pipeline(calls, wait, before)
+            for reply in answers[:len(before)]:
+                if isinstance(reply, Exception):
+                    raise reply
+            if replies is not None:
+                replies[:] = answers[:len(before)]
+            results = answers[len(before):]
         lost = [i for i, result in enumerate(results) if isinstance(result, redis.exceptions.NoScriptError)]
+        if lost and direct is not None:
+            direct.give_back()  # (the scripts are loaded through redis-py's path)
         if lost and wait is not None:
             # WAIT counts its own connection's writes: the lost scripts are loaded and re-run
             # with a WAIT of their own in one more pipeline (the first WAIT covered the other
@@ -1602,6 +1620,109 @@ class Store:
         return result
 
 
+class _Direct:
+    """EVALSHA packed by taskit and sent on a connection of a plain client's pool.
+
+    redis-py spends about 30 µs of CPU around each command (its encoder, hooks, retries,
+    response callbacks, and the pool's checkout, which polls the socket), which was most
+    of what a single enqueue cost a producer. For a plain `redis.Redis` whose pool is
+    redis-py's own ConnectionPool (not Sentinel's, whose connections follow a failover; no
+    client-side cache; not a single-connection client) the Store packs its scripts itself,
+    sends them on a connection it holds out of the pool between calls, and reads the
+    replies with that connection's parser. The Store gives the connection back before any
+    other command it runs (`give_back`), so a producer still uses one connection; a thread
+    that finds it busy takes one from the pool for that call. A lost connection is
+    disconnected (the next call reconnects) and raised, for the Store to retry as any
+    other; a forked child never uses its parent's (`forked`: the pool gives it its own).
+    """
+
+    _all: ClassVar[weakref.WeakSet[_Direct]] = weakref.WeakSet()
+
+    def __init__(self, pool: redis.ConnectionPool) -> None:
+        self.pool = pool
+        self.lock = threading.Lock()
+        self.held: Any = None
+        settings = pool.connection_kwargs
+        self.encoding = settings.get("encoding", "utf-8"), settings.get("encoding_errors", "strict")
+        _Direct._all.add(self)
+
+    @classmethod
+    def forked(cls) -> None:
+        """In a forked child: the parent's connection is not ours (nor, maybe, its lock,
+        if another thread held it at the fork)."""
+        for direct in list(cls._all):
+            direct.lock, direct.held = threading.Lock(), None
+
+    @classmethod
+    def of(cls, client: Any) -> _Direct | None:
+        """One for `client` if it is a plain client of an ordinary pool, else None."""
+        pool = getattr(client, "connection_pool", None)
+        if (
+            type(client) is not redis.Redis or type(pool) is not redis.ConnectionPool
+            or client.connection is not None  # single_connection_client
+            or getattr(pool, "cache", None) is not None  # client-side caching
+        ):
+            return None
+        return cls(pool)
+
+    def evalsha(self, calls: Sequence[tuple[Script, Sequence[Any], Sequence[Any]]]) -> list[Any]:
+        """Each call's reply (a refusal as its ResponseError), in one round trip."""
+        payload = b"".join(self._pack(("EVALSHA", script.sha, len(script_keys), *script_keys, *args))
+                           for script, script_keys, args in calls)
+        if not self.lock.acquire(blocking=False):  # another thread has it
+            connection = self.pool.get_connection()
+            try:
+                return self._send(connection, payload, len(calls))
+            finally:
+                self.pool.release(connection)
+        try:
+            connection = self.held
+            if connection is None:
+                connection = self.held = self.pool.get_connection()
+            return self._send(connection, payload, len(calls))
+        finally:
+            self.lock.release()
+
+    def give_back(self) -> None:
+        """Put the held connection back in the pool (before another command of the Store)."""
+        if self.held is not None and self.lock.acquire(blocking=False):
+            try:
+                connection, self.held = self.held, None
+                if connection is not None:
+                    self.pool.release(connection)
+            finally:
+                self.lock.release()
+
+    @staticmethod
+    def _send(connection: Any, payload: bytes, count: int) -> list[Any]:
+        try:
+            connection.send_packed_command([payload])
+            replies: list[Any] = []
+            for _ in range(count):
+                try:
+                    replies.append(connection.read_response())
+                except redis.ResponseError as exc:
+                    replies.append(exc)
+            return replies
+        except BaseException:
+            connection.disconnect()  # (a reply may be half read; the next call reconnects)
+            raise
+
+    def _pack(self, command: Sequence[Any]) -> bytes:
+        """A command in RESP, its arguments encoded as redis-py's encoder does."""
+        parts = [b"*%d" % len(command)]
+        encoding = self.encoding
+        for arg in command:
+            if type(arg) is not bytes:
+                arg = arg.encode(*encoding) if isinstance(arg, str) else repr(arg).encode()
+            parts += (b"$%d" % len(arg), arg)
+        parts.append(b"")
+        return b"\r\n".join(parts)
+
+
+os.register_at_fork(after_in_child=_Direct.forked)
+
+
 class Enqueued(NamedTuple):
     """What `Store.enqueue` did: per job, whether it was written (False: its id was taken);
     with a replica wait, how many replicas confirmed every job (else None)."""
@@ -1928,6 +2049,32 @@ def _text_keys(pairs: Iterable[tuple[bytes, bytes]]) -> Fields:
 Claimed = list[tuple[str, int, int, Fields]]
 #: the registry each outcome of `Record` goes to ("started" where there is none: unused)
 _TARGETS = {"finished": "finished", "failed": "failed", "scheduled": "scheduled", "canceled": "canceled"}
+
+
+_packers = threading.local()
+
+
+def pack_record(fields: Mapping[str, Any]) -> bytes:
+    """A new job's record as its bucket keeps it (lib/records.lua): msgpack [field, value,
+    ...] without a 'queued' status, the enqueue time 'e' an integer and every other value
+    text, byte for byte what Lua's cmsgpack would write (strings as str, never bin, which
+    Redis's cmsgpack cannot read: bytes go through as surrogates). Packed here, not in
+    Lua, because unpacking 20 arguments and packing them again was most of an enqueue's
+    Redis time; one Packer per thread."""
+    flat: list[Any] = []
+    for name, value in fields.items():
+        if type(value) is bytes:
+            value = value.decode("utf-8", "surrogateescape")
+        elif not isinstance(value, str):
+            value = int(value) if name == keys.Field.ENQUEUED else repr(value)  # (as redis-py sends a number)
+        elif name == keys.Field.STATUS and value == "queued":
+            continue
+        flat += (name, value)
+    try:
+        packer = _packers.packer
+    except AttributeError:
+        packer = _packers.packer = msgpack.Packer(use_bin_type=True, unicode_errors="surrogateescape")
+    return packer.pack(flat)
 
 
 def _merged(record: bytes | None, state: bytes | None) -> Fields | None:

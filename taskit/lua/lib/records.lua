@@ -92,21 +92,10 @@ local function drop_parts(bucket, state, expiry, id, ttl)
   if ttl ~= false then redis.call('ZREM', expiry, id) end
 end
 
--- Pack a new job's field, value pairs (ARGV from `first`) into its bucket, leaving out a
--- 'queued' status. The enqueue time goes in as a number (9 bytes, not 13 characters):
--- Redis keeps a bucket compact only while each entry is at most hash-max-listpack-value
--- (64) bytes.
-local function pack_new_job(bucket, id, first)
-  local fields = {}
-  for i = first, #ARGV, 2 do
-    local name, value = ARGV[i], ARGV[i + 1]
-    if name ~= 's' or value ~= 'queued' then
-      fields[#fields + 1] = name
-      fields[#fields + 1] = name == 'e' and tonumber(value) or value
-    end
-  end
-  redis.call('HSET', bucket, id, cmsgpack.pack(fields))
-end
+-- A new job's record is packed by the client (storage/store.py `pack_record`), in the
+-- form above: without a 'queued' status, its enqueue time as a number (9 bytes, not 13
+-- characters: Redis keeps a bucket compact only while each entry is at most
+-- hash-max-listpack-value (64) bytes), every other value a string.
 
 -- Whether a packed record may be one (a msgpack array): a cheap check for the paths that
 -- copy a record without unpacking it.
