@@ -981,13 +981,14 @@ class Store:
         worker: str,
         queues: Sequence[str],
         indexes: Sequence[int],
-        now: float,
+        now: float | str,
         deadline: float,
         limit: int,
         alone: bool,
         beside: tuple[str, int, str] | None,
     ) -> Any:
-        """The claim's script call over the queues at `indexes` (see lua/claim.lua)."""
+        """The claim's script call over the queues at `indexes` (see lua/claim.lua; `now` ''
+        takes Redis's clock, and `deadline` is then the lease in seconds)."""
         tags: list[str] = []
         for i in indexes:
             tag = keys.queue_tag(queues[i])
@@ -1077,6 +1078,67 @@ class Store:
                     wakes = self._wakes[tuple(queues)] = _Wakes(self, list(groups.values()))
             return wakes.wait(wait)
         return self._block(next(iter(groups.values())), wait)
+
+    def wait_and_claim(
+        self,
+        worker: str,
+        queues: Sequence[str],
+        timeout: float,
+        lease: float,
+        limit: int,
+        alone: Alone = ALONE,
+        now: float | None = None,
+    ) -> Claim:
+        """An idle worker's pickup: wait up to `timeout` seconds for one of the queues to be
+        woken (as `block_for_work`), then claim (as `claim`), in ONE round trip.
+
+        The claim is pipelined behind the blocking pop on the same connection: Redis runs
+        a blocked client's next commands as soon as it is unblocked, so the claim runs the
+        moment a push wakes the wait (or when it times out: it then finds nothing, or the
+        scheduled jobs that came due meanwhile, which it promotes). It is the same atomic,
+        leased, fenced script as `claim`; only its time differs: sent up to `timeout`
+        before it runs, it takes the time from Redis's clock when it runs (lua/claim.lua,
+        ARGV 2 ''), so the job's start time is when it was claimed and its lease is a full
+        `lease` seconds from then. (Redis's clock stands in for the worker's for that one
+        claim: hosts' clocks are assumed to agree, as leases already assume; the next
+        heartbeat renews the lease by the worker's.) `now`: a time to use instead, for a
+        worker given its own clock (tests), which does not move during the wait.
+
+        On a cluster, when the queues are on several slots, each slot is waited on apart
+        (`block_for_work`) and the claim follows: two round trips or more."""
+        wait = max(0.001, min(timeout, self.block_seconds))
+        tags = {keys.queue_tag(queue) for queue in queues} if self.cluster else set()
+        holds_nothing, beside = alone
+        if len(tags) > 1 or beside is not None:
+            self.block_for_work(queues, wait)
+            at = time.time() if now is None else now
+            return self.claim(worker, queues, at, at + lease, limit, alone)
+        indexes = list(range(len(queues)))
+        script, script_keys, args = self._claim(
+            worker, queues, indexes, "" if now is None else now, lease if now is None else now + lease, limit,
+            holds_nothing, None,
+        )
+        wake_keys = [keys.of_queue(queue).wake for queue in queues]
+
+        def run() -> Any:
+            pipe = self.redis.pipeline(transaction=False)
+            where = {"target_nodes": self.redis.get_node_from_key(script_keys[0])} if self.cluster else {}
+            pipe.execute_command("BLPOP", *wake_keys, wait, **where)
+            pipe.execute_command("EVALSHA", script.sha, len(script_keys), *script_keys, *args, **where)
+            popped, reply = pipe.execute(raise_on_error=False)
+            if isinstance(reply, redis.exceptions.NoScriptError):  # (a restarted Redis)
+                reply = script(keys=script_keys, args=args)
+            if isinstance(reply, Exception):
+                raise reply
+            # a wake list of another type woke the wait at once: the claim repaired it
+            if isinstance(popped, Exception) and "WRONGTYPE" not in str(popped) and not reply[0]:
+                raise popped
+            return reply
+
+        claim = _parse_claim(self._call_once(run), worker, 0.0 if now is None else now, indexes)
+        if claim.corrupt:
+            self._settle(claim.corrupt)
+        return claim
 
     def _block(self, wake_keys: Sequence[str], wait: float) -> bool:
         try:
@@ -1981,7 +2043,9 @@ def _parse_claim(reply: Any, worker: str, now: float, indexes: Sequence[int]) ->
     marked the claim; the claim's own writes are known here and filled in. Jobs the claim failed as corrupt
     (their record was overwritten while they waited) are logged.
     """
-    flat, next_run_at, corrupt, quarantine = reply
+    flat, next_run_at, corrupt, quarantine = reply[:4]
+    if len(reply) > 4:  # the time the claim took (Redis's own clock for Store.wait_and_claim)
+        now = float(reply[4])
     if corrupt:
         log.error(
             "failed %d job(s) as corrupt: their record was overwritten by another type while they waited; "
