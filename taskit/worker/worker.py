@@ -8,6 +8,8 @@ prefetch when jobs are short (about BATCH_SECONDS of work per slot), so tiny job
 at a time and slow ones one per free slot, and a backlog of a few jobs for threads or the
 event loop, so that a freed slot starts the next job at once (claims.py). Outcomes come
 back through a mailbox and are recorded in the round trip that claims the next jobs.
+Idle, the loop waits in Redis with its next claim sent behind the wait, so a job pushed
+then starts after that one round trip (Store.wait_and_claim).
 
 Beside the loop: the monitor thread (heartbeat.py) renews every lease in one round trip
 and runs `_tick` (timeouts, jobs told to stop that do not, the shutdown deadline, jobs
