@@ -802,3 +802,17 @@ def test_a_job_claimed_after_a_long_wait_starts_and_is_leased_from_when_it_came(
     wait(1.5).join()  # nothing pushed: the wait times out, and the claim promotes the due job
     (job_id, _, _, fields), = claims[1].jobs  # type: ignore[attr-defined]
     assert job_id == later.id and int(fields[keys.Field.STARTED]) / 1000 >= sent + 1.4
+
+
+def test_an_idle_wait_on_a_wake_list_of_another_type_repairs_it(connection: redis.Redis) -> None:
+    """The wait's BLPOP is refused (WRONGTYPE), which is no error: the claim behind it runs
+    all the same and repairs the key (lua/claim.lua), and the next wait waits."""
+    from taskit.storage.store import Store
+
+    store = Store(connection)
+    wake = keys.of_queue("default").wake
+    connection.set(wake, "not a list")
+    assert store.wait_and_claim("w1", ["default"], 1.0, 30, 1).jobs == []
+    assert connection.type(wake) == b"none"
+    job = Queue(connection=connection).enqueue(sample_tasks.add, 1, 2)
+    assert [j[0] for j in store.wait_and_claim("w1", ["default"], 1.0, 30, 1).jobs] == [job.id]

@@ -1133,7 +1133,8 @@ class Store:
                 raise popped
             return reply
 
-        claim = _parse_claim(self._call_once(run), worker, 0.0 if now is None else now, indexes)
+        # (the time the claim took comes back with it: time.time() only stands in for a reply without it)
+        claim = _parse_claim(self._call_once(run), worker, time.time() if now is None else now, indexes)
         if claim.corrupt:
             self._settle(claim.corrupt)
         return claim
