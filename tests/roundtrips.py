@@ -31,8 +31,9 @@ class Trips:
         self.trips = 0
 
 
-def counting_client(server: Any) -> tuple[redis.Redis, Trips]:
+def counting_client(server: Any, **options: Any) -> tuple[redis.Redis, Trips]:
     """A client of the test server that counts its round trips; scripts are preloaded.
+    `options`: more connection keywords (socket_timeout, ...).
 
     Preloading the Lua scripts keeps a NOSCRIPT retry (after a Redis restart) out of
     the count; the NOSCRIPT path is tested on its own.
@@ -44,7 +45,7 @@ def counting_client(server: Any) -> tuple[redis.Redis, Trips]:
             trips.trips += 1
             super().send_packed_command(command, check_health)
 
-    pool = redis.ConnectionPool(host="127.0.0.1", port=server.port, connection_class=CountingConnection)
+    pool = redis.ConnectionPool(host="127.0.0.1", port=server.port, connection_class=CountingConnection, **options)
     client = redis.Redis(connection_pool=pool)
     for name in scripts.NAMES:
         client.script_load(scripts.source(name))

@@ -551,22 +551,24 @@ def test_a_cancel_whose_message_was_missed_is_found_by_the_heartbeat(connection,
 def test_an_idle_worker_does_not_wait_in_redis_beside_its_work_watcher(connection, monkeypatch):
     """While jobs run on threads and the queues are empty, the work watcher waits in Redis for
     new work. When the worker then has nothing left, its loop must not wait in Redis on the
-    same wake lists too: a push leaves one wake-up, and one the watcher took was lost to the
-    loop, which slept on until its own wait ended (each new job up to a second late)."""
+    same wake lists while the watcher does: a push leaves one wake-up, and one the watcher
+    took was lost to the loop, which slept on until its own wait ended (each new job up to a
+    second late). The loop waits in Redis itself (its claim behind its wait) only once the
+    watcher has stopped."""
     import threading
 
     from taskit import Worker
 
     w = Worker([Queue()], modules=("fault_tasks",), threads=2)
     beside_the_watcher = []
-    real_block = w.store.block_for_work
+    real_wait = w.store.wait_and_claim
 
-    def block_for_work(queues, timeout):
-        if threading.current_thread() is threading.main_thread() and w._watcher.is_alive():
-            beside_the_watcher.append(timeout)
-        return real_block(queues, timeout)
+    def wait_and_claim(*args, **kwargs):
+        if threading.current_thread() is threading.main_thread() and w._watcher._blocking:
+            beside_the_watcher.append(args)
+        return real_wait(*args, **kwargs)
 
-    monkeypatch.setattr(w.store, "block_for_work", block_for_work)
+    monkeypatch.setattr(w.store, "wait_and_claim", wait_and_claim)
     first = fault_tasks.work.delay(1, 0.5)  # runs on a thread while the watcher starts waiting
 
     def later() -> None:

@@ -1,17 +1,18 @@
 """Round trips per operation, counted on the wire (DESIGN.md principle 3).
 
-Enqueue is covered in test_enqueue.py; here: claim, finish, finish+claim, heartbeat, and a
-worker's whole run. A change that adds a round trip to any of them fails here.
+Enqueue is covered in test_enqueue.py; here: claim, finish, finish+claim, heartbeat, an idle
+worker's pickup of a new job, and a worker's whole run. A change that adds a round trip to any of them fails here.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 
 import sample_tasks
-from roundtrips import counting_client
+from roundtrips import Trips, counting_client
 
-from taskit import Queue, Worker
+from taskit import Queue, Worker, task
 from taskit.storage.store import Record, Store
 
 
@@ -51,3 +52,42 @@ def test_a_worker_needs_a_few_round_trips_per_hundred_jobs(redis_server, connect
     # last batch in the same round trip + the final claim and sign-off
     assert trips.trips <= 6 + total / 64 * 2, trips.trips
     print(f"{trips.trips} round trips for {total} jobs")
+
+
+#: the round trips the worker's client had made when `note_trips` started
+_TRIPS_AT_START: list[int] = []
+_TRIPS: list[Trips] = []
+
+
+@task(queue="pickup")
+def note_trips() -> None:
+    _TRIPS_AT_START.append(_TRIPS[0].trips)
+
+
+def test_an_idle_worker_picks_up_a_new_job_in_one_round_trip(redis_server, connection, monkeypatch):
+    """Idle, the worker waits in Redis with its claim pipelined behind the wait
+    (Store.wait_and_claim): the push ends the wait, whose reply brings the claimed job, and
+    the job starts without another write to Redis (a wake-up and then a claim would be one
+    more)."""
+    from taskit.worker import worker as worker_module
+
+    client, trips = counting_client(redis_server, socket_timeout=130)
+    _TRIPS[:], _TRIPS_AT_START[:] = [trips], []
+    monkeypatch.setattr(worker_module, "IDLE_BLOCK", 60.0)  # one wait lasts the whole test
+    w = Worker([Queue("pickup", connection=client)], lease=600, maintenance_interval=600)
+    w.store.block_seconds = 60.0
+    thread = threading.Thread(target=w.work)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not any(c["cmd"] == "blpop" for c in connection.client_list()):
+            assert time.monotonic() < deadline, "the worker never waited in Redis"
+            time.sleep(0.01)
+        trips.reset()
+        Queue("pickup", connection=connection).enqueue(note_trips)  # (the producer's client: not counted)
+        while not _TRIPS_AT_START and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert _TRIPS_AT_START == [0]
+    finally:
+        w.request_stop()
+        thread.join(10)

@@ -769,3 +769,50 @@ def test_a_slow_job_holds_up_neither_the_results_before_it_nor_the_jobs_claimed_
             assert [Job.fetch(j.id).attempts for j in after] == [1] * 5  # handed back, not counted as run
         poll(lambda: status(slow) == JobStatus.FINISHED, timeout=10)
     assert Job.fetch(slow.id).worker_name == "first"
+
+
+def test_a_job_claimed_after_a_long_wait_starts_and_is_leased_from_when_it_came(connection: redis.Redis) -> None:
+    """An idle worker's claim is sent with its wait (Store.wait_and_claim) and runs whenever
+    the wait ends: its start time and lease count from then, by Redis's clock, not from
+    when it was sent; and a job that comes due while it waits is promoted when it ends."""
+    from taskit.storage.store import Store
+
+    store = Store(connection)
+    claims: list[object] = []
+
+    def wait(seconds: float) -> threading.Thread:
+        thread = threading.Thread(target=lambda: claims.append(store.wait_and_claim("w1", ["default"], seconds, 30, 5)))
+        thread.start()
+        return thread
+
+    waiting = wait(5.0)
+    time.sleep(1.5)
+    pushed = time.time()
+    job = Queue(connection=connection).enqueue(sample_tasks.add, 1, 2)
+    waiting.join()
+    (job_id, _, _, fields), = claims[0].jobs  # type: ignore[attr-defined]
+    started = int(fields[keys.Field.STARTED]) / 1000
+    assert job_id == job.id and pushed - 0.2 < started < time.time()  # not 1.5 s earlier
+    assert Job.fetch(job.id).started_at.timestamp() == pytest.approx(started, abs=0.002)
+    lease = connection.zscore(keys.of_queue("default").started, job.id)
+    assert lease == pytest.approx(started + 30, abs=0.002)
+
+    later = Queue(connection=connection).enqueue_in(1.0, sample_tasks.add, 2, 3)
+    sent = time.time()
+    wait(1.5).join()  # nothing pushed: the wait times out, and the claim promotes the due job
+    (job_id, _, _, fields), = claims[1].jobs  # type: ignore[attr-defined]
+    assert job_id == later.id and int(fields[keys.Field.STARTED]) / 1000 >= sent + 1.4
+
+
+def test_an_idle_wait_on_a_wake_list_of_another_type_repairs_it(connection: redis.Redis) -> None:
+    """The wait's BLPOP is refused (WRONGTYPE), which is no error: the claim behind it runs
+    all the same and repairs the key (lua/claim.lua), and the next wait waits."""
+    from taskit.storage.store import Store
+
+    store = Store(connection)
+    wake = keys.of_queue("default").wake
+    connection.set(wake, "not a list")
+    assert store.wait_and_claim("w1", ["default"], 1.0, 30, 1).jobs == []
+    assert connection.type(wake) == b"none"
+    job = Queue(connection=connection).enqueue(sample_tasks.add, 1, 2)
+    assert [j[0] for j in store.wait_and_claim("w1", ["default"], 1.0, 30, 1).jobs] == [job.id]

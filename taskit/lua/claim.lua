@@ -7,7 +7,8 @@
 -- KEYS: per tag block: in-flight list of the worker in that tag, then the tag's keys
 --       (lib/records.lua tag_block); then per queue in priority order: queue list, wake
 --       list, started zset, scheduled zset, failed zset
--- ARGV: 1 worker name, 2 now (Unix seconds), 3 lease deadline, 4 max jobs to claim,
+-- ARGV: 1 worker name, 2 now (Unix seconds; '' for Redis's clock), 3 lease deadline (with
+--       ARGV 2 '': the lease in seconds), 4 max jobs to claim,
 --       5 failure ttl of a corrupt job, 6 alone ('1': the worker holds nothing else),
 --       7 id and 8 token of a job the worker holds with 'al' 1 and will now no longer run
 --       alone ('' for none), 9 the block of its tag (0 for none), 10 buckets per tag,
@@ -25,7 +26,7 @@
 -- The script never raises on data (lib/guard.lua): a queue whose list, started or
 -- scheduled key holds another type is passed over (the maintenance step reports it); a
 -- job whose bucket holds something other than a hash is failed as corrupt (lib/failing.lua).
--- Returns {claimed, next_run_at, corrupt, quarantine} where claimed is a flat list of
+-- Returns {claimed, next_run_at, corrupt, quarantine, now} where claimed is a flat list of
 --   id, attempt, queue index (0-based), packed record, {field/value pairs of its state
 --   entry}, ... (the state overrides the record; storage/store.py merges them) next_run_at is the
 --   earliest scheduled time among the queues ('' when none is scheduled), corrupt lists
@@ -38,6 +39,15 @@
 --#include queueing
 --#include failing
 local worker, now, deadline = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+-- >>> pickup (issue 13): ARGV 2 '' = Redis's clock when the script runs, ARGV 3 then the
+-- lease in seconds (a claim pipelined behind an idle worker's blocking wait runs whenever
+-- the wait ends: storage/store.py Store.wait_and_claim); the time used is returned 5th
+if ARGV[2] == '' then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) + tonumber(t[2]) / 1e6
+  deadline = string.format('%.6f', now + tonumber(ARGV[3]))
+end
+-- <<< pickup
 local now_ms = string.format('%.0f', now * 1000)
 local limit = tonumber(ARGV[4])
 local failure_ttl = seconds(ARGV[5], 31536000)
@@ -203,4 +213,4 @@ if count == 1 and alone then
   last[3].al = '1'
   write_state(last[1].state, last[2], last[3])
 end
-return {claimed, next_run_at or '', corrupt, quarantine}
+return {claimed, next_run_at or '', corrupt, quarantine, string.format('%.6f', now)}

@@ -1006,13 +1006,14 @@ class Store:
         worker: str,
         queues: Sequence[str],
         indexes: Sequence[int],
-        now: float,
+        now: float | str,
         deadline: float,
         limit: int,
         alone: bool,
         beside: tuple[str, int, str] | None,
     ) -> Any:
-        """The claim's script call over the queues at `indexes` (see lua/claim.lua)."""
+        """The claim's script call over the queues at `indexes` (see lua/claim.lua; `now` ''
+        takes Redis's clock, and `deadline` is then the lease in seconds)."""
         tags: list[str] = []
         for i in indexes:
             tag = keys.queue_tag(queues[i])
@@ -1102,6 +1103,91 @@ class Store:
                     wakes = self._wakes[tuple(queues)] = _Wakes(self, list(groups.values()))
             return wakes.wait(wait)
         return self._block(next(iter(groups.values())), wait)
+
+    def wait_and_claim(
+        self,
+        worker: str,
+        queues: Sequence[str],
+        timeout: float,
+        lease: float,
+        limit: int,
+        alone: Alone = ALONE,
+        now: float | None = None,
+    ) -> Claim:
+        """An idle worker's pickup: wait up to `timeout` seconds for one of the queues to be
+        woken (as `block_for_work`), then claim (as `claim`), in ONE round trip.
+
+        The claim is pipelined behind the blocking pop on the same connection: Redis runs
+        a blocked client's next commands as soon as it is unblocked, so the claim runs the
+        moment a push wakes the wait (or when it times out: it then finds nothing, or the
+        scheduled jobs that came due meanwhile, which it promotes). It is the same atomic,
+        leased, fenced script as `claim`; only its time differs: sent up to `timeout`
+        before it runs, it takes the time from Redis's clock when it runs (lua/claim.lua,
+        ARGV 2 ''), so the job's start time is when it was claimed and its lease is a full
+        `lease` seconds from then. (Redis's clock stands in for the worker's for that one
+        claim: hosts' clocks are assumed to agree, as leases already assume; the next
+        heartbeat renews the lease by the worker's.) `now`: a time to use instead, for a
+        worker given its own clock (tests), which does not move during the wait.
+
+        On a cluster, when the queues are on several slots, each slot is waited on apart
+        (`block_for_work`) and the claim follows: two round trips or more."""
+        wait = max(0.001, min(timeout, self.block_seconds))
+        tags = {keys.queue_tag(queue) for queue in queues} if self.cluster else set()
+        holds_nothing, beside = alone
+        if len(tags) > 1 or beside is not None:
+            self.block_for_work(queues, wait)
+            at = time.time() if now is None else now
+            return self.claim(worker, queues, at, at + lease, limit, alone)
+        indexes = list(range(len(queues)))
+        script, script_keys, args = self._claim(
+            worker, queues, indexes, "" if now is None else now, lease if now is None else now + lease, limit,
+            holds_nothing, None,
+        )
+        wake_keys = [keys.of_queue(queue).wake for queue in queues]
+
+        commands = [("BLPOP", *wake_keys, wait), ("EVALSHA", script.sha, len(script_keys), *script_keys, *args)]
+
+        def run() -> Any:
+            popped, reply = self._send_and_read(commands, script_keys[0])
+            if isinstance(reply, redis.exceptions.NoScriptError):  # (a restarted Redis)
+                reply = script(keys=script_keys, args=args)
+            if isinstance(reply, Exception):
+                raise reply
+            # a wake list of another type woke the wait at once: the claim repaired it
+            if isinstance(popped, Exception) and "WRONGTYPE" not in str(popped) and not reply[0]:
+                raise popped
+            return reply
+
+        # (the time the claim took comes back with it: time.time() only stands in for a reply without it)
+        claim = _parse_claim(self._call_once(run), worker, time.time() if now is None else now, indexes)
+        if claim.corrupt:
+            self._settle(claim.corrupt)
+        return claim
+
+    def _send_and_read(self, commands: Sequence[tuple[Any, ...]], key: str) -> list[Any]:
+        """Send `commands` in one write and read their replies (an error reply in its place).
+        A pipeline, as lean as it can be on a single Redis: an idle worker's pickup runs it
+        as it wakes, when every line of Python costs several times what it does warm, and
+        redis-py's Pipeline adds about 100 µs there. On a cluster, a pipeline to `key`'s node."""
+        if self.cluster:
+            pipe = self.redis.pipeline(transaction=False)
+            node = self.redis.get_node_from_key(key)
+            for command in commands:
+                pipe.execute_command(*command, target_nodes=node)
+            return list(pipe.execute(raise_on_error=False))
+        pool = self.redis.connection_pool
+        connection = pool.get_connection()
+        try:
+            connection.send_packed_command(connection.pack_commands(commands))
+            replies: list[Any] = []
+            for _ in commands:
+                try:
+                    replies.append(connection.read_response())
+                except redis.ResponseError as exc:  # (read whole: the next reply follows)
+                    replies.append(exc)
+            return replies
+        finally:
+            pool.release(connection)
 
     def _block(self, wake_keys: Sequence[str], wait: float) -> bool:
         try:
@@ -2131,7 +2217,9 @@ def _parse_claim(reply: Any, worker: str, now: float, indexes: Sequence[int]) ->
     marked the claim; the claim's own writes are known here and filled in. Jobs the claim failed as corrupt
     (their record was overwritten while they waited) are logged.
     """
-    flat, next_run_at, corrupt, quarantine = reply
+    flat, next_run_at, corrupt, quarantine = reply[:4]
+    if len(reply) > 4:  # the time the claim took (Redis's own clock for Store.wait_and_claim)
+        now = float(reply[4])
     if corrupt:
         log.error(
             "failed %d job(s) as corrupt: their record was overwritten by another type while they waited; "

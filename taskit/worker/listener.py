@@ -56,32 +56,51 @@ class CancelListener(threading.Thread):
 
 class WorkWatcher(threading.Thread):
     """While `want()` is on, waits in Redis for a job pushed to an empty queue; then calls
-    `on_work()` and turns itself off."""
+    `on_work()` and turns itself off.
+
+    The loop, once it holds nothing, waits in Redis itself (Store.wait_and_claim), never
+    beside this thread: a push leaves one wake-up, which only one of them would get. So it
+    asks `waiting()` first, which also turns this thread off; if it was waiting, the loop
+    waits for `on_work()`, which comes once this thread's wait ends, woken or not."""
 
     def __init__(self, store: Store, queues: Sequence[str], on_work: Callable[[], None], worker_name: str) -> None:
         super().__init__(name=f"taskit-watcher-{worker_name}", daemon=True)
         self.store, self.queues, self.on_work = store, list(queues), on_work
         self._wanted = threading.Event()
         self._stop_event = threading.Event()
+        self._lock = threading.Lock()
+        self._blocking = False  # in (or about to be in) a wait in Redis, until it told the loop
 
     def want(self) -> None:
         self._wanted.set()
+
+    def waiting(self) -> bool:
+        """Turn off; whether a wait in Redis is under way (then `on_work()` comes when it ends)."""
+        with self._lock:
+            self._wanted.clear()
+            return self._blocking
 
     def run(self) -> None:
         while not self._stop_event.is_set():
             if not self._wanted.wait(LISTEN_SECONDS):
                 continue
+            with self._lock:
+                if not self._wanted.is_set():
+                    continue
+                self._blocking = True
+            woken = False
             try:
                 woken = self.store.block_for_work(self.queues, LISTEN_SECONDS)
             except TaskitError:  # the loop reports outages
                 self._stop_event.wait(LISTEN_SECONDS)
-                continue
             except Exception:  # noqa: BLE001 (the connection was closed under it: the worker stops)
                 self._stop_event.wait(LISTEN_SECONDS)
-                continue
             if woken:
                 self._wanted.clear()
-                self.on_work()
+            if woken or not self._wanted.is_set():
+                self.on_work()  # (before it stops counting as waiting: the loop hears it first)
+            with self._lock:
+                self._blocking = False
 
     def stop(self) -> None:
         self._stop_event.set()

@@ -8,6 +8,8 @@ prefetch when jobs are short (about BATCH_SECONDS of work per slot), so tiny job
 at a time and slow ones one per free slot, and a backlog of a few jobs for threads or the
 event loop, so that a freed slot starts the next job at once (claims.py). Outcomes come
 back through a mailbox and are recorded in the round trip that claims the next jobs.
+Idle, the loop waits in Redis with its next claim sent behind the wait, so a job pushed
+then starts after that one round trip (Store.wait_and_claim).
 
 Beside the loop: the monitor thread (heartbeat.py) renews every lease in one round trip
 and runs `_tick` (timeouts, jobs told to stop that do not, the shutdown deadline, jobs
@@ -315,8 +317,8 @@ class Worker:
                     next_run_at = self._claims.next_run_at
                     if burst and (next_run_at is None or next_run_at > self.clock()):
                         return False
-                    self._idle()
-                    return True
+                    if not self._idle(limit) or self._stop_requested:
+                        return True
                 running = self._next_to_start()
         if running is not None:
             self._start(running)
@@ -339,13 +341,22 @@ class Worker:
             self.recycle = True  # --max-jobs reached: a supervisor starts a new process
         return self._claims.limit(held, room, self._inflight.waiting)
 
-    def _record_and_claim(self, now: float, limit: int) -> int:
+    def _record_and_claim(self, now: float, limit: int, wait: float | None = None) -> int:
+        """Record the pending outcomes and claim up to `limit` jobs, in one round trip; with
+        `wait` (seconds; nothing is held or pending), wait for work first, in the same round
+        trip (Store.wait_and_claim). Returns the number of jobs claimed."""
         deadline = now + self.lease
         alone = self._claims.alone(holds_nothing=not self._inflight.held())
         records = self._inflight.take_records()
         places = self._rotation.next()
         try:
-            if records:
+            if wait is not None:
+                # the claim runs when the wait ends, at Redis's time (a clock given to the
+                # worker is kept: it does not move by itself)
+                given = None if self.clock is time.time else now
+                claim = self.store.wait_and_claim(self.name, places, wait, self.lease, limit, alone, given)
+                now = self.clock()
+            elif records:
                 _crash.hit("before_record")
                 recorded, claim = self.store.finish_and_claim(self.name, records, now, places, deadline, limit, alone)
                 self._recorded(records, recorded)
@@ -366,22 +377,26 @@ class Worker:
             self._accept(running)
         return len(jobs)
 
-    def _idle(self) -> None:
+    def _idle(self, limit: int) -> int:
         """Nothing held: wait until a job is pushed, maintenance is due, or a scheduled job
-        comes due. In Redis itself, unless the work watcher has been started (jobs ran on
-        threads or the event loop): then through it, since a push leaves one wake-up, and
-        one the watcher took while the loop waited in Redis too would be lost to the loop."""
+        comes due, and claim up to `limit` jobs; returns how many came.
+
+        In Redis itself, with the claim pipelined behind the wait: an idle worker's pickup
+        is one round trip (Store.wait_and_claim). Not while the work watcher waits in Redis
+        (jobs ran on threads or the event loop): a push leaves one wake-up, and one the
+        watcher took while the loop waited in Redis too would be lost to the loop; the loop
+        then waits for the watcher's word, tells it to stop waiting after this wait, and
+        claims at its next turn."""
         now = self.clock()
         timeout = min(IDLE_BLOCK, max(0.0, self._next_maintenance - now))
         if self._claims.next_run_at is not None:
             timeout = min(timeout, max(0.0, self._claims.next_run_at - now))
         if timeout <= 0:
-            return
-        if self._watcher.is_alive():
-            self._watcher.want()
+            return 0
+        if self._watcher.waiting():
             self._collect(timeout)
-        else:
-            self.store.block_for_work(self._places, timeout)
+            return 0
+        return self._record_and_claim(now, limit, wait=timeout)
 
     def _await_outcomes(self) -> None:
         """Jobs run elsewhere and none can start: wait for an outcome (or new work, or a stop)."""
