@@ -18,13 +18,32 @@ local function tag_block(first, buckets)
   return block, first + 5 + buckets
 end
 
--- The bucket of a job (keys.bucket_index computes the same).
+-- The bucket of a job (keys.bucket_index computes the same): (index * 31 + byte) % n over
+-- the id's bytes. When 31 * 31 = 1 modulo n (n divides 960: 64 does), that is the sum of
+-- the bytes at an even distance from the end plus 31 times the sum of the others, modulo
+-- n: eight bytes a step, with no modulo per byte (a claim computes it for every job).
+local byte = string.byte
 local function bucket_of(block, id)
-  local index, n = 0, #block.buckets
-  for i = 1, #id do
-    index = (index * 31 + string.byte(id, i)) % n
+  local n, length = #block.buckets, #id
+  if 960 % n ~= 0 then
+    local index = 0
+    for i = 1, length do
+      index = (index * 31 + byte(id, i)) % n
+    end
+    return block.buckets[index + 1]
   end
-  return block.buckets[index + 1]
+  local odd, even, i = 0, 0, 1  -- bytes at odd and even positions from the start
+  while i + 7 <= length do
+    local b1, b2, b3, b4, b5, b6, b7, b8 = byte(id, i, i + 7)
+    odd, even, i = odd + b1 + b3 + b5 + b7, even + b2 + b4 + b6 + b8, i + 8
+  end
+  while i <= length do
+    if i % 2 == 1 then odd = odd + byte(id, i) else even = even + byte(id, i) end
+    i = i + 1
+  end
+  -- the last byte is at distance 0 (even): the same parity of position as the length
+  if length % 2 == 1 then odd, even = even, odd end
+  return block.buckets[(even + 31 * odd) % n + 1]
 end
 
 -- A record has about 25 fields, a state entry fewer: an entry with more values is corrupt.
@@ -118,9 +137,15 @@ end
 -- Write an ended job into its own hash: its packed record `blob` (nil if it has none) and
 -- `fields` (a map: its state and end), kept `keep` seconds (-1 forever, 0: not at all);
 -- its record, state and ttl are forgotten. (A job not ended has no hash of its own: a key
--- there, of any type, was put there by hand, and is replaced.)
-local function write_ended(job, bucket, state, expiry, id, blob, fields, keep)
-  drop_parts(bucket, state, expiry, id, false)
+-- there, of any type, was put there by hand, and is replaced.) `later`: nil, or a list the
+-- id is added to, for a caller that deletes the state entries of a batch in one HDEL.
+local function write_ended(job, bucket, state, expiry, id, blob, fields, keep, later)
+  if later then
+    redis.pcall('HDEL', bucket, id)  -- a bucket that is not a hash holds no job
+    later[#later + 1] = id
+  else
+    drop_parts(bucket, state, expiry, id, false)
+  end
   if keep == 0 then
     redis.call('DEL', job)
     return
