@@ -53,17 +53,24 @@ local MAX_PACKED_VALUES = 64
 -- type: redis.pcall's error is a table); an unreadable entry (not msgpack, not a flat list
 -- of text, or far too long) gives {} (the job is then failed as corrupt by its worker: a
 -- raise here would abort the script halfway, and Redis does not roll a script back).
+local mp_unpack, format = cmsgpack.unpack, string.format
 local function unpacked(blob)
   if type(blob) ~= 'string' then return nil end
-  local fields = {}
-  local ok, flat = pcall(cmsgpack.unpack, blob)
-  if not ok or type(flat) ~= 'table' or #flat % 2 == 1 or #flat > MAX_PACKED_VALUES then
-    return fields
-  end
-  for i = 1, #flat, 2 do
+  local ok, flat = pcall(mp_unpack, blob)
+  if not ok or type(flat) ~= 'table' then return {} end
+  local n = #flat
+  if n % 2 == 1 or n > MAX_PACKED_VALUES then return {} end
+  -- (sized for a state entry and an ended job's end fields at once: a table grown key by
+  -- key is rebuilt at 1, 2, 4 and 8 keys)
+  local fields = {s = nil, st = nil, w = nil, n = nil, al = nil, en = nil, p = nil, x = nil}
+  for i = 1, n, 2 do
     local name, value = flat[i], flat[i + 1]
-    if type(value) == 'number' then value = string.format('%.0f', value) end
-    if type(name) ~= 'string' or type(value) ~= 'string' then return {} end
+    local kind = type(value)
+    if kind ~= 'string' then
+      if kind ~= 'number' then return {} end
+      value = format('%.0f', value)
+    end
+    if type(name) ~= 'string' then return {} end
     fields[name] = value
   end
   return fields
@@ -71,10 +78,10 @@ end
 
 -- A map as a flat list, for HSET and for replies.
 local function flat(fields)
-  local list = {}
+  local list, n = {nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil}, 0
   for name, value in pairs(fields) do
-    list[#list + 1] = name
-    list[#list + 1] = value
+    list[n + 1], list[n + 2] = name, value
+    n = n + 2
   end
   return list
 end
