@@ -30,7 +30,7 @@ COMMANDS: dict[str, tuple[int, ...] | str] = {
          "HGET", "HSET", "HSETNX", "HDEL", "HEXISTS", "HMGET", "HGETALL", "HINCRBY", "HSTRLEN",
          "LPUSH", "RPUSH", "LRANGE", "LLEN", "LREM", "LTRIM", "LINDEX",
          "SADD", "SREM", "SSCAN", "SMEMBERS", "SISMEMBER",
-         "ZADD", "ZREM", "ZSCORE", "ZRANGE", "ZRANGEBYSCORE", "ZREMRANGEBYSCORE", "ZCOUNT", "ZCARD"],
+         "ZADD", "ZREM", "ZSCORE", "ZMSCORE", "ZRANGE", "ZRANGEBYSCORE", "ZREMRANGEBYSCORE", "ZCOUNT", "ZCARD"],
         (0,),
     ),
     "LMOVE": (0, 1),

@@ -39,7 +39,7 @@
 --#include queueing
 --#include failing
 local worker, now, deadline = ARGV[1], tonumber(ARGV[2]), ARGV[3]
--- >>> pickup (issue 13): ARGV 2 '' = Redis's clock when the script runs, ARGV 3 then the
+-- ARGV 2 '' = Redis's clock when the script runs, ARGV 3 then the
 -- lease in seconds (a claim pipelined behind an idle worker's blocking wait runs whenever
 -- the wait ends: storage/store.py Store.wait_and_claim); the time used is returned 5th
 if ARGV[2] == '' then
@@ -47,13 +47,23 @@ if ARGV[2] == '' then
   now = tonumber(t[1]) + tonumber(t[2]) / 1e6
   deadline = string.format('%.6f', now + tonumber(ARGV[3]))
 end
--- <<< pickup
 local now_ms = string.format('%.0f', now * 1000)
 local limit = tonumber(ARGV[4])
 local failure_ttl = seconds(ARGV[5], 31536000)
 local buckets = tonumber(ARGV[10])
 local claimed, corrupt, count, next_run_at = {}, {}, 0, nil
-local last  -- {block, id, fields} of the last job claimed
+-- the state entry of a job claimed for its first time: the same for all of them
+local fresh_entry = cmsgpack.pack({'s', 'started', 'st', now_ms, 'w', worker, 'n', '1', 'al', '0'})
+-- A lease's score in the started registry: its deadline, rounded up to the second when the
+-- lease is 10 s or more (at most 10% longer; the default is 20 s). A whole number is kept as
+-- an integer in a small zset (a listpack), and Redis then places each new entry without
+-- parsing every score before it as text (strtod): a third of the cost of a ZADD there.
+local lease_score = deadline
+if (tonumber(deadline) or now) - now >= 10 then lease_score = string.format('%.0f', math.ceil(tonumber(deadline))) end
+local NOTHING, STARTED = {}, {s = 'started'}  -- (shared, never changed: an empty state entry; a claimed one)
+local WINDOW = 1000  -- ids read from a queue at a time (unpack() takes at most about 8,000)
+local last_block, last_entry, last_changes  -- the last job claimed: its tag, where its state entry is in the
+-- tag's writes, its state fields (nil: fresh_entry)
 
 local blocks, k = {}, 1
 for b = 1, tonumber(ARGV[11]) do
@@ -61,6 +71,10 @@ for b = 1, tonumber(ARGV[11]) do
   local block
   block, k = tag_block(k + 1, buckets)
   block.inflight, block.claimed = inflight, 0
+  -- what the claim writes in the tag, sent at the end: ids for the in-flight list, id,
+  -- entry pairs for the state hash (and the fields of each, for a second look at the same
+  -- id), ids whose ttl no longer applies
+  block.pushed, block.writes, block.written, block.unexpire = {}, {}, {}, {}
   -- The worker's own list: one overwritten has lost its ids, but each of those jobs still
   -- has a lease in a started registry, which recovers it when it runs out. So does a state
   -- hash overwritten (its jobs read as queued: recovery puts them back).
@@ -106,6 +120,26 @@ local function record_of(block, id, name, failed)
   return blob, bucket
 end
 
+-- Claim a job: noted for the in-flight list, its state entry, its lease and the reply.
+-- `changes`: its state fields as written (nil for `fresh_entry`); `ttl`: it had one.
+local leases, leased, listed = nil, 0, 0  -- this queue's leases (score, id, ...), their count; items in `claimed`
+local function take(block, id, attempt, index, blob, before, entry, changes, ttl)
+  local n = block.claimed + 1
+  block.claimed = n
+  block.pushed[n] = id
+  local writes = block.writes
+  writes[2 * n - 1], writes[2 * n] = id, entry
+  block.written[id] = changes or STARTED
+  if ttl then block.unexpire[#block.unexpire + 1] = id end
+  leases[leased + 1], leases[leased + 2] = lease_score, id
+  leased = leased + 2
+  count = count + 1
+  last_block, last_entry, last_changes = block, 2 * n, changes
+  claimed[listed + 1], claimed[listed + 2], claimed[listed + 3], claimed[listed + 4], claimed[listed + 5] =
+    id, attempt, index, blob, before
+  listed = listed + 5
+end
+
 local queues = 0
 for q = k, #KEYS, 5 do
   local queue, wake, started, scheduled, failed = KEYS[q], KEYS[q + 1], KEYS[q + 2], KEYS[q + 3], KEYS[q + 4]
@@ -139,60 +173,70 @@ for q = k, #KEYS, 5 do
 
   -- (the record is not unpacked: what the claim reads is in the state entry, which a job
   -- not yet claimed has not; the worker unpacks the record)
-  local leases = {}
-  while usable and count < limit do
-    local id = redis.call('LMOVE', queue, block.inflight, 'LEFT', 'RIGHT')
-    if not id then break end
-    local blob, bucket = record_of(block, id, name, failed)
-    local fields = blob and (unpacked(redis.call('HGET', block.state, id)) or {}) or nil
-    local ttl, expired = nil, false
-    if fields and block.expiring then
-      ttl = redis.call('ZSCORE', block.expiry, id)
-      if ttl and tonumber(ttl) <= now and (fields.s or 'queued') == 'queued' then
-        expired = true
-        drop_parts(bucket, block.state, block.expiry, id)
+  -- The head of the queue is read a window at a time, with the state entries of the window
+  -- in one HMGET; the ids consumed (claimed, or dropped as gone) are trimmed off in one
+  -- LTRIM and the claimed ones pushed onto the in-flight list in one RPUSH, their state
+  -- entries written in one HSET per tag at the end (one command per job fewer than popping
+  -- them one by one; the script is atomic, so a kill -9 still finds each job in a list).
+  local taken, stop = 0, not usable
+  leases, leased = {}, 0
+  while not stop and count < limit do
+    local wanted = math.min(limit - count, WINDOW)
+    local ids = redis.call('LRANGE', queue, taken, taken + wanted - 1)
+    if #ids == 0 then break end
+    local entries = redis.call('HMGET', block.state, unpack(ids))
+    local ttls = block.expiring and redis.call('ZMSCORE', block.expiry, unpack(ids)) or {}
+    for i, id in ipairs(ids) do
+      if count >= limit then stop = true; break end
+      local blob, bucket = record_of(block, id, name, failed)
+      if blob and not entries[i] and not ttls[i] and not block.written[id] then
+        -- the usual case, in short: waiting, never claimed, no ttl
+        taken = taken + 1
+        take(block, id, 1, index, blob, NOTHING, fresh_entry, nil, false)
+      else
+        local fields = nil
+        if blob then fields = block.written[id] or unpacked(entries[i]) or {} end
+        local ttl, expired = ttls[i], false
+        if fields and ttl then
+          if tonumber(ttl) <= now and (fields.s or 'queued') == 'queued' then
+            expired = true
+            drop_parts(bucket, block.state, block.expiry, id)
+          end
+        end
+        local blamed = fields and number(fields.rc, 0, 0, 1e9) or 0
+        local unblamed = fields and number(fields.ru, 0, 0, 1e9) or 0
+        local quarantined = blamed > 0 or unblamed >= 2
+        if not fields or (fields.s or 'queued') ~= 'queued' or expired then
+          -- gone (expired by its ttl, deleted, canceled) or failed as corrupt: nothing to run
+          taken = taken + 1
+        elseif quarantined and (count > 0 or not alone) then
+          -- it runs only alone in its process, so that a death is only ever blamed on the
+          -- job that may have caused it: left at the head, for a worker that holds nothing
+          limit = count
+          quarantine = 'drain'
+          stop = true
+          break
+        else
+          taken = taken + 1
+          if blamed + unblamed > 0 then
+            -- recovered before: a copy left in this worker's list by a claim it lost goes
+            redis.call('LREM', block.inflight, 0, id)
+          end
+          local attempt = math.floor(number(fields.n, 0, 0, 1e9)) + 1
+          local before = flat(fields)
+          local changes = fields
+          changes.s, changes.st, changes.w, changes.n, changes.al = 'started', now_ms, worker, tostring(attempt), '0'
+          take(block, id, attempt, index, blob, before, packed(changes), changes, ttl ~= false and ttl ~= nil)
+          if quarantined then
+            limit = count
+            quarantine = 'alone'
+          end
+        end
       end
     end
-    local blamed = fields and number(fields.rc, 0, 0, 1e9) or 0
-    local unblamed = fields and number(fields.ru, 0, 0, 1e9) or 0
-    local quarantined = blamed > 0 or unblamed >= 2
-    if not fields or (fields.s or 'queued') ~= 'queued' or expired then
-      -- gone (expired by its ttl, deleted, canceled) or failed as corrupt: nothing to run
-      redis.call('LREM', block.inflight, -1, id)
-    elseif quarantined and (count > 0 or not alone) then
-      -- it runs only alone in its process, so that a death is only ever blamed on the
-      -- job that may have caused it: back to the head, for a worker that holds nothing
-      redis.call('LMOVE', block.inflight, queue, 'RIGHT', 'LEFT')
-      limit = count
-      quarantine = 'drain'
-    else
-      if blamed + unblamed > 0 then
-        -- recovered before: a copy left in this worker's list by a claim it lost goes
-        redis.call('LREM', block.inflight, 0, id)
-        redis.call('RPUSH', block.inflight, id)
-      end
-      local attempt = math.floor(number(fields.n, 0, 0, 1e9)) + 1
-      local before = flat(fields)
-      local changes = fields
-      changes.s, changes.st, changes.w, changes.n, changes.al = 'started', now_ms, worker, tostring(attempt), '0'
-      write_state(block.state, id, changes)
-      if ttl then redis.call('ZREM', block.expiry, id) end
-      leases[#leases + 1] = deadline
-      leases[#leases + 1] = id
-      count = count + 1
-      block.claimed = block.claimed + 1
-      last = {block, id, changes}
-      claimed[#claimed + 1] = id
-      claimed[#claimed + 1] = attempt
-      claimed[#claimed + 1] = index
-      claimed[#claimed + 1] = blob
-      claimed[#claimed + 1] = before
-      if quarantined then
-        limit = count
-        quarantine = 'alone'
-      end
-    end
+    if #ids < wanted then break end
   end
+  if taken > 0 then redis.call('LTRIM', queue, taken, -1) end
   call_chunked('ZADD', started, leases)
 
   if usable then
@@ -204,13 +248,17 @@ for q = k, #KEYS, 5 do
   end
 end
 
+if count == 1 and alone then
+  local changes = last_changes or {s = 'started', st = now_ms, w = worker, n = '1'}
+  changes.al = '1'
+  last_block.writes[last_entry] = packed(changes)
+end
 for _, block in ipairs(blocks) do
   if block.claimed > 0 then
+    call_chunked('HSET', block.state, block.writes)
+    call_chunked('RPUSH', block.inflight, block.pushed)
+    call_chunked('ZREM', block.expiry, block.unexpire)
     redis.call('ZADD', block.workers, deadline, worker)
   end
-end
-if count == 1 and alone then
-  last[3].al = '1'
-  write_state(last[1].state, last[2], last[3])
 end
 return {claimed, next_run_at or '', corrupt, quarantine, string.format('%.6f', now)}

@@ -41,10 +41,11 @@ local worker, failure_ttl = ARGV[2], seconds(ARGV[3], 31536000)
 local out = {}
 -- registry updates are gathered per key and sent as one ZREM / ZADD each
 local removals, additions = {}, {}
-local function gather(into, key, ...)
+local function gather(into, key, first, second)
   local list = into[key]
   if not list then list = {}; into[key] = list end
-  for _, value in ipairs({...}) do list[#list + 1] = value end
+  list[#list + 1] = first
+  if second ~= nil then list[#list + 1] = second end
 end
 -- outcomes written to the target registry; any other puts the job back on its queue
 local ends = {finished = true, failed = true, canceled = true, scheduled = true}
@@ -72,6 +73,50 @@ for q = 1, tonumber(ARGV[5]) do
 end
 local first_job_arg = a
 stats_keys_from(k + 3 * (#ARGV - first_job_arg + 1) / 8)
+
+-- Per tag, what can be done once for the batch rather than once a job (a batch whose ids
+-- are all distinct; with an id twice, each job reads and writes as it comes):
+-- * the in-flight list: when its head holds exactly the batch's ids of the tag (the usual
+--   case: jobs end in the order they were claimed), one LTRIM releases them all;
+-- * the state entries: read in one HMGET, and those of ended jobs deleted in one HDEL.
+local batched, seen = true, {}
+for a = first_job_arg, #ARGV, 8 do
+  if seen[ARGV[a]] then batched = false; break end
+  seen[ARGV[a]] = true
+end
+local entries, held_all = {}, {}  -- per job: its state entry; per tag: its jobs are all held
+if batched then
+  for t, tag in ipairs(tags) do
+    tag.ids, tag.ended = {}, {}
+    if not fits_once(tag.state, 'hash') then redis.call('DEL', tag.state); checked[tag.state] = {true} end
+  end
+  for a = first_job_arg, #ARGV, 8 do
+    local ids = queues[tonumber(ARGV[a + 6])].tag.ids
+    ids[#ids + 1] = ARGV[a]
+  end
+  for _, tag in ipairs(tags) do
+    local ids = tag.ids
+    for first = 1, #ids, 1000 do
+      local last = math.min(first + 999, #ids)
+      local got = redis.call('HMGET', tag.state, unpack(ids, first, last))
+      for i = first, last do entries[ids[i]] = got[i - first + 1] or false end
+    end
+    if #ids > 0 and fits_once(tag.inflight, 'list') then
+      local head, wanted = redis.call('LRANGE', tag.inflight, 0, #ids - 1), {}
+      for _, id in ipairs(ids) do wanted[id] = true end
+      local all = #head == #ids
+      for _, id in ipairs(head) do
+        if not wanted[id] then all = false; break end
+        wanted[id] = nil
+      end
+      if all then
+        redis.call('LTRIM', tag.inflight, #ids, -1)
+        tag.held = true
+      end
+    end
+  end
+end
+
 for a = first_job_arg, #ARGV, 8 do
   local id, token, outcome, payload = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
   local run_time
@@ -90,7 +135,10 @@ for a = first_job_arg, #ARGV, 8 do
   k = k + 3
 
   -- with its in-flight list overwritten, a worker's hold is judged by the record alone
-  local held = fits_once(inflight, 'list') and redis.call('LREM', inflight, 1, id) or nil
+  local held = nil
+  if place.tag.held then held = 1
+  elseif fits_once(inflight, 'list') then held = redis.call('LREM', inflight, 1, id)
+  end
   if not fits_once(state, 'hash') then redis.call('DEL', state); checked[state] = {true} end
   -- what a claim wrote is in the state entry: the record is copied, not unpacked, unless
   -- the job goes back to its queue. One that cannot be read (its bucket overwritten by
@@ -103,7 +151,9 @@ for a = first_job_arg, #ARGV, 8 do
   elseif blob and not looks_packed(blob) then
     problem = 'its record in ' .. bucket .. ' was overwritten by unreadable data'
   end
-  local f, own = unpacked(redis.call('HGET', state, id)), false
+  local entry
+  if batched then entry = entries[id] else entry = redis.call('HGET', state, id) end
+  local f, own = unpacked(entry), false
   if not f and key_type(job) == 'hash' then
     local g = redis.call('HMGET', job, 'n', 's', 'w')
     f, own = {n = g[1], s = g[2], w = g[3]}, true
@@ -144,7 +194,7 @@ for a = first_job_arg, #ARGV, 8 do
         f.x = payload
       end
       signal_end(f, done, outcome)  -- before a keep of 0 deletes the job
-      write_ended(job, bucket, state, expiry, id, blob, f, keep)
+      write_ended(job, bucket, state, expiry, id, blob, f, keep, batched and place.tag.ended or nil)
       if keep < 0 then
         gather(additions, target, '+inf', id)
       elseif keep > 0 then
@@ -176,6 +226,9 @@ for a = first_job_arg, #ARGV, 8 do
     if task == '' and stat_kinds[outcome] then task = (unpacked(blob) or {}).f or '' end
     count_outcome(queue, task ~= '' and task, out[#out] == 2 and 'failed' or outcome, run_time)
   end
+end
+if batched then
+  for _, tag in ipairs(tags) do call_chunked('HDEL', tag.state, tag.ended) end
 end
 for key, ids in pairs(removals) do
   call_chunked('ZREM', key, ids)

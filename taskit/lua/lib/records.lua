@@ -18,13 +18,32 @@ local function tag_block(first, buckets)
   return block, first + 5 + buckets
 end
 
--- The bucket of a job (keys.bucket_index computes the same).
+-- The bucket of a job (keys.bucket_index computes the same): (index * 31 + byte) % n over
+-- the id's bytes. When 31 * 31 = 1 modulo n (n divides 960: 64 does), that is the sum of
+-- the bytes at an even distance from the end plus 31 times the sum of the others, modulo
+-- n: eight bytes a step, with no modulo per byte (a claim computes it for every job).
+local byte = string.byte
 local function bucket_of(block, id)
-  local index, n = 0, #block.buckets
-  for i = 1, #id do
-    index = (index * 31 + string.byte(id, i)) % n
+  local n, length = #block.buckets, #id
+  if 960 % n ~= 0 then
+    local index = 0
+    for i = 1, length do
+      index = (index * 31 + byte(id, i)) % n
+    end
+    return block.buckets[index + 1]
   end
-  return block.buckets[index + 1]
+  local odd, even, i = 0, 0, 1  -- bytes at odd and even positions from the start
+  while i + 7 <= length do
+    local b1, b2, b3, b4, b5, b6, b7, b8 = byte(id, i, i + 7)
+    odd, even, i = odd + b1 + b3 + b5 + b7, even + b2 + b4 + b6 + b8, i + 8
+  end
+  while i <= length do
+    if i % 2 == 1 then odd = odd + byte(id, i) else even = even + byte(id, i) end
+    i = i + 1
+  end
+  -- the last byte is at distance 0 (even): the same parity of position as the length
+  if length % 2 == 1 then odd, even = even, odd end
+  return block.buckets[(even + 31 * odd) % n + 1]
 end
 
 -- A record has about 25 fields, a state entry fewer: an entry with more values is corrupt.
@@ -34,17 +53,24 @@ local MAX_PACKED_VALUES = 64
 -- type: redis.pcall's error is a table); an unreadable entry (not msgpack, not a flat list
 -- of text, or far too long) gives {} (the job is then failed as corrupt by its worker: a
 -- raise here would abort the script halfway, and Redis does not roll a script back).
+local mp_unpack, format = cmsgpack.unpack, string.format
 local function unpacked(blob)
   if type(blob) ~= 'string' then return nil end
-  local fields = {}
-  local ok, flat = pcall(cmsgpack.unpack, blob)
-  if not ok or type(flat) ~= 'table' or #flat % 2 == 1 or #flat > MAX_PACKED_VALUES then
-    return fields
-  end
-  for i = 1, #flat, 2 do
+  local ok, flat = pcall(mp_unpack, blob)
+  if not ok or type(flat) ~= 'table' then return {} end
+  local n = #flat
+  if n % 2 == 1 or n > MAX_PACKED_VALUES then return {} end
+  -- (sized for a state entry and an ended job's end fields at once: a table grown key by
+  -- key is rebuilt at 1, 2, 4 and 8 keys)
+  local fields = {s = nil, st = nil, w = nil, n = nil, al = nil, en = nil, p = nil, x = nil}
+  for i = 1, n, 2 do
     local name, value = flat[i], flat[i + 1]
-    if type(value) == 'number' then value = string.format('%.0f', value) end
-    if type(name) ~= 'string' or type(value) ~= 'string' then return {} end
+    local kind = type(value)
+    if kind ~= 'string' then
+      if kind ~= 'number' then return {} end
+      value = format('%.0f', value)
+    end
+    if type(name) ~= 'string' then return {} end
     fields[name] = value
   end
   return fields
@@ -52,10 +78,10 @@ end
 
 -- A map as a flat list, for HSET and for replies.
 local function flat(fields)
-  local list = {}
+  local list, n = {nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil}, 0
   for name, value in pairs(fields) do
-    list[#list + 1] = name
-    list[#list + 1] = value
+    list[n + 1], list[n + 2] = name, value
+    n = n + 2
   end
   return list
 end
@@ -107,9 +133,15 @@ end
 -- Write an ended job into its own hash: its packed record `blob` (nil if it has none) and
 -- `fields` (a map: its state and end), kept `keep` seconds (-1 forever, 0: not at all);
 -- its record, state and ttl are forgotten. (A job not ended has no hash of its own: a key
--- there, of any type, was put there by hand, and is replaced.)
-local function write_ended(job, bucket, state, expiry, id, blob, fields, keep)
-  drop_parts(bucket, state, expiry, id, false)
+-- there, of any type, was put there by hand, and is replaced.) `later`: nil, or a list the
+-- id is added to, for a caller that deletes the state entries of a batch in one HDEL.
+local function write_ended(job, bucket, state, expiry, id, blob, fields, keep, later)
+  if later then
+    redis.pcall('HDEL', bucket, id)  -- a bucket that is not a hash holds no job
+    later[#later + 1] = id
+  else
+    drop_parts(bucket, state, expiry, id, false)
+  end
   if keep == 0 then
     redis.call('DEL', job)
     return
