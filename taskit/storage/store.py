@@ -11,6 +11,8 @@ any other Redis error becomes `StorageError`.
 
 from __future__ import annotations
 
+import functools
+import itertools
 import logging
 import math
 import os
@@ -1707,14 +1709,16 @@ class _Direct:
 
     def _pack(self, command: Sequence[Any]) -> bytes:
         """A command in RESP, its arguments encoded as redis-py's encoder does."""
-        parts = [b"*%d" % len(command)]
         encoding = self.encoding
-        for arg in command:
-            if type(arg) is not bytes:
-                arg = arg.encode(*encoding) if isinstance(arg, str) else repr(arg).encode()
-            parts += (b"$%d" % len(arg), arg)
-        parts.append(b"")
-        return b"\r\n".join(parts)
+        args = [arg if type(arg) is bytes else arg.encode(*encoding) if isinstance(arg, str) else repr(arg).encode()
+                for arg in command]
+        return _resp(len(args)) % tuple(itertools.chain.from_iterable(zip(map(len, args), args)))
+
+
+@functools.lru_cache(maxsize=64)
+def _resp(count: int) -> bytes:
+    """The RESP form of a command of `count` arguments, to fill with (length, bytes) pairs."""
+    return b"*%d\r\n" % count + b"$%d\r\n%b\r\n" * count
 
 
 os.register_at_fork(after_in_child=_Direct.forked)
