@@ -196,7 +196,7 @@ for a = first_job_arg, #ARGV, 5 do
       fail_job(job, bucket, state, expiry, id, blob, f, failed, done, now, failure_ttl, reason)
       out[#out + 1] = 2
     elseif outcome == 'finished' or outcome == 'failed' or outcome == 'canceled' then
-      f.s, f.en = outcome, now_ms
+      f.s, f.en, f.al = outcome, now_ms, nil  -- ('al' matters only while it runs: lib/recover.lua)
       if outcome == 'finished' then
         f.x = nil  -- an earlier attempt's traceback
         if payload ~= '' then f.r = payload end
