@@ -190,7 +190,6 @@ class Options(NamedTuple):
 
 
 _DEFAULTS = Options.of({})
-_ALL_UNSET = (UNSET,) * 5
 #: the packed arguments of a call without any (a job holds them, and does not store them)
 _NO_ARGUMENTS = serialization.dumps_call((), {})
 
@@ -337,7 +336,7 @@ class Job:
         if type(options) is not Options:
             job_options = getattr(func, "job_options", None)
             options = Options.of(job_options) if job_options else _DEFAULTS
-        if given != _ALL_UNSET:  # (the common case, a task's own options, was checked once)
+        if any(value is not UNSET for value in given):  # (else a task's own options, checked once)
             options = options.given(*given)
         if connection is not None:
             config.check_connection(connection)
@@ -355,7 +354,7 @@ class Job:
         elif not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs):
             raise ConfigurationError("kwargs must be a dict with string keys")
         job._args, job._kwargs = tuple(args), dict(kwargs)
-        job._call = serialization.dumps_call(job._args, job._kwargs) if args or kwargs else _NO_ARGUMENTS
+        job._call = serialization.dumps_call(job._args, job._kwargs) if job._args or job._kwargs else _NO_ARGUMENTS
         job.origin = origin
         job.ttl, job.result_ttl, job.failure_ttl, job.timeout, job.retry = options
         if description is not None and not isinstance(description, str):
@@ -369,7 +368,7 @@ class Job:
         else:
             job.meta = {}
         if status is not JobStatus.CREATED:
-            if status not in (JobStatus.QUEUED, JobStatus.SCHEDULED):
+            if status not in (JobStatus.CREATED, JobStatus.QUEUED, JobStatus.SCHEDULED):
                 raise ConfigurationError(f"status must be JobStatus.CREATED, QUEUED or SCHEDULED, not {status!r}")
             status = JobStatus(status)
         job._status = status

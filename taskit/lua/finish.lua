@@ -7,11 +7,12 @@
 --       keys, three per queue (lib/stats.lua). (Keys shared by the jobs of a batch are
 --       given once: a job names its queue by number.)
 -- ARGV: 1 now (Unix seconds), 2 worker name, 3 failure ttl of a job failed as corrupt,
---       4 how many tags, 5 how many queues, then per queue: its name, the number of its
---       tag (1-based), then per job: id, token, outcome (followed by ' <run time in µs>'
---       when the job ran, or ' refused' when the worker refused to run it: for the stats),
---       payload, keep seconds, run-at, the number of its queue (1-based), task name (for
---       the stats; '' = read it from the record)
+--       4 how many tags, 5 how many queues, 6 how many kinds, then per queue: its name,
+--       the number of its tag (1-based); then per kind (what the jobs of a batch mostly
+--       share, given once): outcome (followed by ' refused' when the worker refused to run
+--       it: for the stats), keep seconds, run-at, the number of its queue (1-based), task
+--       name (for the stats; '' = read it from the record); then per job: id, token, the
+--       number of its kind (1-based), its run time in µs ('' = unknown), payload
 --   outcome finished : payload = packed result ('' = do not keep)   -> finished registry
 --           failed   : payload = traceback text                      -> failed registry
 --           canceled : payload = why (traceback text); stopped on request -> canceled registry
@@ -64,15 +65,31 @@ for t = 1, tonumber(ARGV[4]) do
   tags[t] = {inflight = KEYS[k], state = KEYS[k + 1], expiry = KEYS[k + 2]}
   k = k + 3
 end
-local a = 6
+local a = 7
 for q = 1, tonumber(ARGV[5]) do
   queues[q] = {name = ARGV[a], tag = tags[tonumber(ARGV[a + 1])], queue = KEYS[k], wake = KEYS[k + 1],
                started = KEYS[k + 2], finished = KEYS[k + 3], failed = KEYS[k + 4], canceled = KEYS[k + 5],
                scheduled = KEYS[k + 6]}
   k, a = k + 7, a + 2
 end
+-- a kind's outcome, target registry (unused for the outcomes that requeue), keep, run-at,
+-- queue, task and whether the job was refused
+local kinds = {}
+for n = 1, tonumber(ARGV[6]) do
+  local outcome, refused = outcome_and_run_time(ARGV[a])
+  local place = queues[tonumber(ARGV[a + 3])]
+  local target = place.started
+  if outcome == 'finished' then target = place.finished
+  elseif outcome == 'failed' then target = place.failed
+  elseif outcome == 'canceled' then target = place.canceled
+  elseif outcome == 'scheduled' then target = place.scheduled
+  end
+  kinds[n] = {outcome = outcome, target = target, keep = seconds(ARGV[a + 1], failure_ttl), run_at = ARGV[a + 2],
+              place = place, task = ARGV[a + 4], refused = refused == 'refused'}
+  a = a + 5
+end
 local first_job_arg = a
-stats_keys_from(k + 3 * (#ARGV - first_job_arg + 1) / 8)
+stats_keys_from(k + 3 * (#ARGV - first_job_arg + 1) / 5)
 
 -- Per tag, what can be done once for the batch rather than once a job (a batch whose ids
 -- are all distinct; with an id twice, each job reads and writes as it comes):
@@ -80,7 +97,7 @@ stats_keys_from(k + 3 * (#ARGV - first_job_arg + 1) / 8)
 --   case: jobs end in the order they were claimed), one LTRIM releases them all;
 -- * the state entries: read in one HMGET, and those of ended jobs deleted in one HDEL.
 local batched, seen = true, {}
-for a = first_job_arg, #ARGV, 8 do
+for a = first_job_arg, #ARGV, 5 do
   if seen[ARGV[a]] then batched = false; break end
   seen[ARGV[a]] = true
 end
@@ -90,8 +107,8 @@ if batched then
     tag.ids, tag.ended = {}, {}
     if not fits_once(tag.state, 'hash') then redis.call('DEL', tag.state); checked[tag.state] = {true} end
   end
-  for a = first_job_arg, #ARGV, 8 do
-    local ids = queues[tonumber(ARGV[a + 6])].tag.ids
+  for a = first_job_arg, #ARGV, 5 do
+    local ids = kinds[tonumber(ARGV[a + 2])].place.tag.ids
     ids[#ids + 1] = ARGV[a]
   end
   for _, tag in ipairs(tags) do
@@ -117,20 +134,13 @@ if batched then
   end
 end
 
-for a = first_job_arg, #ARGV, 8 do
-  local id, token, outcome, payload = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
-  local run_time
-  outcome, run_time = outcome_and_run_time(outcome)
-  local place = queues[tonumber(ARGV[a + 6])]
-  local keep, run_at, queue_name, task = seconds(ARGV[a + 4], failure_ttl), ARGV[a + 5], place.name, ARGV[a + 7]
+for a = first_job_arg, #ARGV, 5 do
+  local id, token, kind, payload = ARGV[a], ARGV[a + 1], kinds[tonumber(ARGV[a + 2])], ARGV[a + 4]
+  local outcome, place, target, keep, task = kind.outcome, kind.place, kind.target, kind.keep, kind.task
+  local run_time = kind.refused and 'refused' or ARGV[a + 3]
+  local run_at, queue_name = kind.run_at, place.name
   local inflight, state, expiry = place.tag.inflight, place.tag.state, place.tag.expiry
   local queue, wake, started, failed = place.queue, place.wake, place.started, place.failed
-  local target = started  -- the registry an end goes to (unused for the other outcomes)
-  if outcome == 'finished' then target = place.finished
-  elseif outcome == 'failed' then target = failed
-  elseif outcome == 'canceled' then target = place.canceled
-  elseif outcome == 'scheduled' then target = place.scheduled
-  end
   local bucket, job, done = KEYS[k], KEYS[k + 1], KEYS[k + 2]
   k = k + 3
 
@@ -186,7 +196,7 @@ for a = first_job_arg, #ARGV, 8 do
       fail_job(job, bucket, state, expiry, id, blob, f, failed, done, now, failure_ttl, reason)
       out[#out + 1] = 2
     elseif outcome == 'finished' or outcome == 'failed' or outcome == 'canceled' then
-      f.s, f.en = outcome, now_ms
+      f.s, f.en, f.al = outcome, now_ms, nil  -- ('al' matters only while it runs: lib/recover.lua)
       if outcome == 'finished' then
         f.x = nil  -- an earlier attempt's traceback
         if payload ~= '' then f.r = payload end

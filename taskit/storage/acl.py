@@ -23,7 +23,7 @@ COMMANDS = (
     "hdel", "hexists", "hget", "hgetall", "hmget", "hset", "hsetnx", "hstrlen",
     "lindex", "llen", "lmove", "lpush", "lrange", "lrem", "ltrim", "rpush",
     "sadd", "smembers", "srem", "sscan", "sismember",
-    "zadd", "zcard", "zcount", "zrange", "zrangebyscore", "zrem", "zremrangebyscore", "zscore",
+    "zadd", "zcard", "zcount", "zrange", "zrangebyscore", "zrem", "zremrangebyscore", "zscore", "zmscore",
     # the scripts: Redis's clock (lib/verdicts.lua; an idle worker's claim, lua/claim.lua); the dashboard's history (lib/stats.lua)
     "time", "hincrby", "expireat",
     # the cancel of a running job: lua/cancel.lua publishes it; each worker subscribes to its channel

@@ -11,6 +11,8 @@ any other Redis error becomes `StorageError`.
 
 from __future__ import annotations
 
+import functools
+import itertools
 import logging
 import math
 import os
@@ -1052,6 +1054,9 @@ class Store:
         for indexes in groups.values():
             tags: dict[str, int] = {}
             places: dict[tuple[str, str], int] = {}
+            # what most jobs of a batch share (outcome, keep, run-at, queue, task) is sent
+            # once, as a kind, and each job names its kind: 5 arguments a job, not 8
+            kinds: dict[tuple[Any, ...], int] = {}
             job_keys: list[str | bytes] = []
             job_args: list[Any] = []
             counted: dict[str, keys.QueueKeys] = {}
@@ -1062,23 +1067,25 @@ class Store:
                 tags.setdefault(place.tag, len(tags) + 1)
                 number = places.setdefault((place.name, place.tag), len(places) + 1)
                 job_keys += [_raw(tagged.bucket(r.job_id)), _raw(tagged.job(r.job_id)), _raw(tagged.done(r.job_id))]
-                # the run time rides on the outcome ('finished 1234'), and so does a refusal
-                # ('failed refused'): lua/lib/stats.lua
-                outcome = f"{r.outcome} refused" if r.refused else r.outcome if r.micros is None else f"{r.outcome} {r.micros}"
-                job_args += [_raw(r.job_id), r.token, outcome, r.payload, r.keep, "" if r.run_at is None else r.run_at,
-                             number, r.func]
+                # a refusal rides on the outcome ('failed refused'): lua/lib/stats.lua
+                kind = (f"{r.outcome} refused" if r.refused else r.outcome, r.keep, "" if r.run_at is None else r.run_at,
+                        number, r.func)
+                job_args += [_raw(r.job_id), r.token, kinds.setdefault(kind, len(kinds) + 1),
+                             "" if r.micros is None else r.micros, r.payload]
                 if r.outcome in _COUNTED:
                     counted[place.queue] = place
             script_keys: list[str | bytes] = []
             for tag in tags:
                 tagged = keys.tag_keys(tag)
                 script_keys += [tagged.inflight(worker), tagged.state, tagged.expiry]
-            args: list[Any] = [now, worker, CORRUPT_KEEP, len(tags), len(places)]
+            args: list[Any] = [now, worker, CORRUPT_KEEP, len(tags), len(places), len(kinds)]
             for name, tag in places:
                 place = keys.of_queue(name, tag)
                 script_keys += [place.queue, place.wake, place.started, place.finished, place.failed, place.canceled,
                                 place.scheduled]
                 args += [name, tags[tag]]
+            for kind in kinds:
+                args += kind
             script_keys += job_keys
             for place in counted.values():  # lua/lib/stats.lua
                 script_keys += [place.queue, place.stats(hour), place.totals]
@@ -1797,14 +1804,16 @@ class _Direct:
 
     def _pack(self, command: Sequence[Any]) -> bytes:
         """A command in RESP, its arguments encoded as redis-py's encoder does."""
-        parts = [b"*%d" % len(command)]
         encoding = self.encoding
-        for arg in command:
-            if type(arg) is not bytes:
-                arg = arg.encode(*encoding) if isinstance(arg, str) else repr(arg).encode()
-            parts += (b"$%d" % len(arg), arg)
-        parts.append(b"")
-        return b"\r\n".join(parts)
+        args = [arg if type(arg) is bytes else arg.encode(*encoding) if isinstance(arg, str) else repr(arg).encode()
+                for arg in command]
+        return _resp(len(args)) % tuple(itertools.chain.from_iterable(zip(map(len, args), args)))
+
+
+@functools.lru_cache(maxsize=64)
+def _resp(count: int) -> bytes:
+    """The RESP form of a command of `count` arguments, to fill with (length, bytes) pairs."""
+    return b"*%d\r\n" % count + b"$%d\r\n%b\r\n" * count
 
 
 os.register_at_fork(after_in_child=_Direct.forked)

@@ -24,8 +24,8 @@ local STAT_BOUNDS = {
 }
 local stat_keys, stat_queues = {}, {}
 
--- A job's outcome argument carries its run time when it ran: 'finished 1234' (µs).
--- (One more argument per job would cost the worker more than this split costs Redis.)
+-- An outcome argument may carry a second word: 'failed refused' (finish.lua's kinds), or a
+-- run time in µs ('finished 1234').
 local function outcome_and_run_time(arg)
   local space = string.find(arg, ' ', 1, true)
   if not space then return arg, '' end
