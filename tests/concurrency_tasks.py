@@ -33,6 +33,27 @@ async def async_span(seconds: float) -> dict:
     return _span(started)
 
 
+def _mark_running() -> None:
+    """Say in the job's meta that it runs (a job the worker claimed may still wait in its backlog)."""
+    job = get_current_job()
+    assert job is not None
+    job.meta["running"] = True
+    job.save_meta()
+
+
+@task
+def marked_span(seconds: float) -> dict:
+    """`span`, saying in its meta that it runs first."""
+    _mark_running()
+    return span.fn(seconds)
+
+
+@task
+async def async_marked_span(seconds: float) -> dict:
+    _mark_running()
+    return await async_span.fn(seconds)
+
+
 @task
 def who_am_i(seconds: float) -> str:
     """The current job's id, read after the others had the time to start (and save meta)."""

@@ -395,9 +395,11 @@ def test_a_paused_worker_holding_many_jobs_cannot_record_them(connection, start)
 
 
 def test_sigterm_lets_running_jobs_finish(connection, start):
-    jobs = enqueue(ct.span, [(1,)] * 4) + enqueue(ct.async_span, [(1,)] * 4)
+    jobs = enqueue(ct.marked_span, [(1,)] * 4) + enqueue(ct.async_marked_span, [(1,)] * 4)
     worker = start("--threads", "4", *FAST)
-    wait_until(lambda: Queue().started_job_registry.count == 8, what="all eight to start")
+    # running, not only claimed (a claimed job not started yet is handed back, as it should)
+    wait_until(lambda: all(j is not None and j.meta.get("running") for j in Job.fetch_many([j.id for j in jobs])),
+               what="all eight to run")
     worker.signal(signal.SIGTERM)
     assert worker.wait() == 0, worker.output()
     assert len(results(jobs)) == 8
