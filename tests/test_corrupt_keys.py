@@ -40,7 +40,7 @@ from test_edge_cases import _reply_dropping_proxy
 from test_faults import FAST, assert_nothing_held, status, wait_until, worker_pool
 
 from taskit import Job, JobStatus, Queue, Worker
-from taskit.exceptions import DuplicateJobError, StorageError
+from taskit.exceptions import DuplicateJobError, NoSuchJobError, StorageError
 from taskit.periodic import enqueue_due, periodic, unregister
 from taskit.storage import keys, scripts
 from taskit.storage.store import Record, Store
@@ -281,6 +281,28 @@ def test_enqueue_refuses_a_data_key_of_the_wrong_type_and_writes_nothing(connect
     with pytest.raises(StorageError, match=f"WRONGTYPE taskit: {key} is a string"):
         queue.enqueue_in(60, fault_tasks.work, 1, job_id="fixed-id", **options)
     assert connection.dbsize() == before
+
+
+def test_a_global_queue_set_of_the_wrong_type_is_rebuilt_and_the_enqueue_goes_on(connection, queue, caplog):
+    """The set is an index (the enqueue writes it in the same round trip as the job): a
+    refusal there must not report as failed a job that was written."""
+    connection.set(keys.QUEUES, "not a set")
+    job = Queue("fresh").enqueue(fault_tasks.work, 1)
+    assert connection.type(keys.QUEUES) == b"set" and connection.smembers(keys.QUEUES) == {b"fresh"}
+    assert f"{keys.QUEUES} was a string, not a set of queue names" in caplog.text
+    assert Worker([Queue("fresh")]).work(burst=True) == 1 and Job.fetch(job.id).result == 1
+
+
+def test_a_directory_entry_of_the_wrong_type_refuses_the_custom_id_and_leaves_nothing(connection, queue):
+    connection.rpush(keys.directory("report-7"), "not a string")
+    with pytest.raises(StorageError, match=re.escape(f"refused to write {keys.directory('report-7')}: it is a list")):
+        queue.enqueue(fault_tasks.work, 1, job_id="report-7")
+    assert queue.count == 0 and queue.job_ids == []
+    connection.delete(keys.directory("report-7"))
+    with pytest.raises(NoSuchJobError):
+        Job.fetch("report-7")
+    job = queue.enqueue(fault_tasks.work, 2, job_id="report-7")  # the key repaired: the id works
+    assert Worker([queue]).work(burst=True) == 1 and Job.fetch(job.id).result == 2
 
 
 def test_a_registry_overwritten_fails_the_jobs_it_should_hold_and_the_worker_goes_on(connection, queue):

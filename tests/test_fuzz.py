@@ -2,12 +2,14 @@
 
 Two `taskit worker` processes run jobs on three queues while this test writes garbage
 (keys of the wrong type, huge values, bytes that are not UTF-8, absurd numbers, msgpack
-that is no record) into job hashes, packed buckets, queue lists, registries, wake and done
-lists, the workers zset, worker hashes, periodic keys, the queue set and the maintenance
-keys. Then: both workers are alive and still run new jobs, no worker logged a traceback,
+that is no record) into job hashes, packed buckets, state entries, directory entries of
+custom ids, queue lists, registries, wake and done lists, each tag's expiry, settle, queue
+set, workers zset and in-flight lists, the workers zset, worker hashes, periodic keys, the
+queue set and the maintenance keys. Then: both workers are alive and still run new jobs, no worker logged a traceback,
 and every job whose own keys (its record, its packed bucket, its queue's list and
-registries) were left alone has finished with its result. Queues `fz-a` and `fz-b` keep
-their list and registries; `fz-x` gets garbage everywhere.
+registries, its state entry and directory entry) were left alone has finished with its
+result. Queues `fz-a` and `fz-b` keep their list and registries, and their tag's keys get
+garbage only inside (a member, a score); `fz-x` and its tag get garbage everywhere.
 
 The seed is printed; TASKIT_FUZZ_SEED=<seed> replays a run.
 """
@@ -110,15 +112,55 @@ def test_workers_survive_garbage_in_their_keys(connection, cli_env, tmp_path, se
             if job.origin in SAFE:
                 expected[job.id] = counter
 
+    assert len({keys.queue_tag(q) for q in queues}) == 3  # a tag's garbage is its queue's alone
+    wild_tag = keys.of_queue(WILD).tagged
+
+    def workers_in(tagged: keys.TagKeys) -> list[str]:
+        found = connection.zrange(tagged.workers, 0, -1) if connection.type(tagged.workers) == b"zset" else []
+        return [name.decode(errors="replace") for name in found] or ["nobody"]
+
+    def tag_of(victim: str) -> keys.TagKeys | None:
+        """A job's tag keys; None when its directory entry holds garbage already."""
+        try:
+            return keys.tag_keys(tag(connection, victim))
+        except (redis.ResponseError, UnicodeDecodeError, AssertionError):
+            return None
+
     def fuzz_once() -> None:
         ids = list(expected) or ["none"]
-        target = rng.choice(["job", "job", "bucket", "wild", "wake", "done", "workers", "worker", "periodic",
-                             "queues", "maintenance"])
-        if target in ("job", "bucket"):
+        target = rng.choice(["job", "job", "bucket", "state", "directory", "wild", "wild-tag", "tag", "inflight",
+                             "wake", "done", "workers", "worker", "periodic", "queues", "maintenance"])
+        inside = target in ("tag", "inflight")  # garbage inside a key of a safe queue's tag, never another type
+        if target == "state":
             victim = rng.choice(ids)
             if victim == "none":
                 return
-            tagged = keys.tag_keys(tag(connection, victim))
+            excused.add(victim)
+            tagged = tag_of(victim)
+            if tagged is not None:
+                connection.hset(tagged.state, victim, garbage_value(rng))
+            return
+        if target == "directory":
+            victim = rng.choice([i for i in ids if keys.tag_of(i) is None] or ["none"])
+            if victim == "none":
+                return
+            excused.add(victim)
+            key = keys.directory(victim)
+        elif target == "wild-tag":
+            key = rng.choice([*wild_tag.block[:5], rng.choice(wild_tag.buckets), wild_tag.inflight(rng.choice(workers_in(wild_tag)))])
+        elif target == "tag":
+            tagged = keys.of_queue(rng.choice(SAFE)).tagged
+            key = rng.choice([tagged.expiry, tagged.settle, tagged.queues, tagged.workers])
+        elif target == "inflight":
+            tagged = keys.of_queue(rng.choice(SAFE)).tagged
+            key = tagged.inflight(rng.choice(workers_in(tagged)))
+        elif target in ("job", "bucket"):
+            victim = rng.choice(ids)
+            if victim == "none":
+                return
+            tagged = tag_of(victim)
+            if tagged is None:
+                return
             key = tagged.job(victim) if target == "job" else tagged.bucket(victim)
             if target == "bucket":
                 excused.update(i for i in expected if keys.tag_of(i) == tagged.tag and tagged.bucket(i) == key)
@@ -129,9 +171,10 @@ def test_workers_survive_garbage_in_their_keys(connection, cli_env, tmp_path, se
             key = keys.of_queue(rng.choice(queues)).wake
         elif target == "done":
             victim = rng.choice(ids)
-            if victim == "none":
+            tagged = tag_of(victim) if victim != "none" else None
+            if tagged is None:
                 return
-            key = keys.done(tag(connection, victim), victim)
+            key = tagged.done(victim)
         elif target == "workers":
             key = keys.WORKERS
         elif target == "worker":
@@ -147,6 +190,8 @@ def test_workers_survive_garbage_in_their_keys(connection, cli_env, tmp_path, se
         try:
             if target == "bucket" and rng.random() < 0.5:
                 connection.hset(key, victim, garbage_value(rng))  # garbage in its entry (if it still has one)
+            elif inside:
+                scribble(connection, key, rng)
             else:
                 (overwrite if rng.random() < 0.5 else scribble)(connection, key, rng)
         except redis.ResponseError:

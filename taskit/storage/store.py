@@ -273,6 +273,17 @@ class Store:
                 started, self._transient_or_raise(exc), self._run_scripts, calls, each, before, entries, wait
             )
         confirmed = results.pop() if wait is not None else None
+        for reply in entries:
+            if isinstance(reply, Exception) and not isinstance(reply, redis.ResponseError):
+                raise reply
+        unnamed = [i for i, at in custom if isinstance(entries[at], Exception)]
+        if unnamed:  # the jobs were written, but could not be found by their id: taken back
+            for i in unnamed:
+                _, script_keys, args = calls[i]
+                self._call(self.scripts.withdraw, keys=script_keys, args=[jobs[i][0], args[5]])
+            key = keys.directory(jobs[unnamed[0]][0])
+            raise StorageError(f"Redis at {self.where} refused to write {key}: it is a {self._types([key])[0]}, not a "
+                               f"string; delete the key or repair it (job {jobs[unnamed[0]][0]} was not enqueued)")
         refused = [r for r in results if isinstance(r, Exception)]
         if refused:
             self._take_back([jobs[i][0] for i, at in custom if entries[at] is None], before)
@@ -335,6 +346,22 @@ class Store:
         tagged = keys.tag_keys(tag)
         script_keys = [tagged.state, tagged.expiry, _raw(tagged.bucket(job_id)), _raw(tagged.job(job_id))]
         return bool(self._call(self.scripts.read, keys=script_keys, args=[repr(time.time()), _raw(job_id)])[0])
+
+    def _rebuild_index(self, names: Sequence[str]) -> int:
+        """The global queue set held another type (written by hand): replaced by a set of
+        `names`, the queues just enqueued to (it is an index: the maintenance step adds the
+        others back from their tags' sets). The enqueue that found it goes on."""
+        found = self._types([keys.QUEUES])[0]
+        log.warning("%s was a %s, not a set of queue names: replaced by a new set (the maintenance step adds "
+                    "back the queues it misses)", keys.QUEUES, found)
+
+        def run() -> Any:
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.delete(keys.QUEUES)
+            pipe.sadd(keys.QUEUES, *names)
+            return pipe.execute()[-1]
+
+        return int(self._call(run))
 
     def _index(self, queues: Iterable[str]) -> list[tuple[Any, ...]]:
         """SADD the queues to the global queue set unless this Store did lately (the enqueue
@@ -483,9 +510,12 @@ class Store:
             return [script(keys=script_keys, args=args)]
         else:
             answers = self._pipeline(calls, wait, before)
-            for reply in answers[:len(before)]:
+            for at, (command, reply) in enumerate(zip(before, answers)):
                 if isinstance(reply, Exception):
-                    raise reply
+                    if _repairs_index(command, reply):
+                        answers[at] = self._rebuild_index(command[2:-1])
+                    elif replies is None:
+                        raise reply
             if replies is not None:
                 replies[:] = answers[:len(before)]
             results = answers[len(before):]
@@ -1976,6 +2006,11 @@ def _new_job_keys(job_id: str, queue: str, ttl: int | None, tag: str | None) -> 
     if ttl is not None:
         job_keys.append(tagged.expiry)
     return job_keys
+
+
+def _repairs_index(command: tuple[Any, ...], reply: Exception) -> bool:
+    """Whether a refused command of an enqueue was its SADD to a global queue set of another type."""
+    return command[0] == "sadd" and command[1] == keys.QUEUES and str(reply).startswith("WRONGTYPE")
 
 
 def _directory_entry(job_id: str, queue: str, tag: str | None) -> list[tuple[Any, ...]]:
