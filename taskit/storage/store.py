@@ -1216,14 +1216,7 @@ class Store:
         pool = self.redis.connection_pool
         connection = pool.get_connection()
         try:
-            connection.send_packed_command(connection.pack_commands(commands))
-            replies: list[Any] = []
-            for _ in commands:
-                try:
-                    replies.append(connection.read_response())
-                except redis.ResponseError as exc:  # (read whole: the next reply follows)
-                    replies.append(exc)
-            return replies
+            return _exchange(connection, connection.pack_commands(commands), len(commands))
         finally:
             pool.release(connection)
 
@@ -1796,14 +1789,14 @@ class _Direct:
         if not self.lock.acquire(blocking=False):  # another thread has it
             connection = self.pool.get_connection()
             try:
-                return self._send(connection, payload, len(calls))
+                return _exchange(connection, [payload], len(calls))
             finally:
                 self.pool.release(connection)
         try:
             connection = self.held
             if connection is None:
                 connection = self.held = self.pool.get_connection()
-            return self._send(connection, payload, len(calls))
+            return _exchange(connection, [payload], len(calls))
         finally:
             self.lock.release()
 
@@ -1816,21 +1809,6 @@ class _Direct:
                     self.pool.release(connection)
             finally:
                 self.lock.release()
-
-    @staticmethod
-    def _send(connection: Any, payload: bytes, count: int) -> list[Any]:
-        try:
-            connection.send_packed_command([payload])
-            replies: list[Any] = []
-            for _ in range(count):
-                try:
-                    replies.append(connection.read_response())
-                except redis.ResponseError as exc:
-                    replies.append(exc)
-            return replies
-        except BaseException:
-            connection.disconnect()  # (a reply may be half read; the next call reconnects)
-            raise
 
     def _pack(self, command: Sequence[Any]) -> bytes:
         """A command in RESP, its arguments encoded as redis-py's encoder does."""
@@ -1847,6 +1825,24 @@ def _resp(count: int) -> bytes:
 
 
 os.register_at_fork(after_in_child=_Direct.forked)
+
+
+def _exchange(connection: Any, payload: Sequence[bytes], count: int) -> list[Any]:
+    """Send commands packed in one write on `connection` and read their `count` replies,
+    a refusal as its ResponseError in its place. On any other error the connection is
+    disconnected (a reply may be half read; its next use reconnects) and the error raised."""
+    try:
+        connection.send_packed_command(payload)
+        replies: list[Any] = []
+        for _ in range(count):
+            try:
+                replies.append(connection.read_response())
+            except redis.ResponseError as exc:  # (read whole: the next reply follows)
+                replies.append(exc)
+        return replies
+    except BaseException:
+        connection.disconnect()
+        raise
 
 
 class Enqueued(NamedTuple):
