@@ -8,7 +8,6 @@ one field, and name the keys of a job or queue, without knowing the layout.
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Any
 
@@ -71,7 +70,7 @@ def ttl(client: redis.Redis, job_id: str) -> float:
     if not exists(client, job_id):
         return -2
     until = client.zscore(keys.tag_keys(tag(client, job_id)).expiry, job_id)
-    return -1 if until is None else math.ceil(until - time.time())
+    return -1 if until is None else round(until - time.time())  # (as Redis rounds a TTL; the enqueue time is rounded to the ms)
 
 
 def _parts(client: redis.Redis, job_id: str) -> tuple[dict[bytes, Any], dict[bytes, Any]]:
