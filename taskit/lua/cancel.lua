@@ -12,12 +12,7 @@
 --#include guard
 --#include records
 --#include signal_end
-refuse_unless(KEYS[1], 'hash')
-refuse_unless(KEYS[2], 'hash')
-refuse_unless(KEYS[3], 'hash')
-refuse_unless(KEYS[5], 'list')
-refuse_unless(KEYS[6], 'zset')
-refuse_unless(KEYS[7], 'zset')
+refuse_unless_keys({[1] = 'hash', [2] = 'hash', [3] = 'hash', [5] = 'list', [6] = 'zset', [7] = 'zset'})
 local id = ARGV[1]
 local now, keep = tonumber(ARGV[2]), seconds(ARGV[3], -1)
 if redis.call('EXISTS', KEYS[1]) == 1 then

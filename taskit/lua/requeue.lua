@@ -11,11 +11,7 @@
 --#include guard
 --#include queueing
 --#include records
-refuse_unless(KEYS[1], 'zset')
-refuse_unless(KEYS[2], 'hash')
-refuse_unless(KEYS[3], 'hash')
-refuse_unless(KEYS[4], 'hash')
-refuse_unless(KEYS[5], 'list')
+refuse_unless_keys({[1] = 'zset', [2] = 'hash', [3] = 'hash', [4] = 'hash', [5] = 'list'})
 local id = ARGV[1]
 local score = redis.call('ZSCORE', KEYS[1], id)
 if not score then

@@ -45,6 +45,14 @@ local function refuse_unless(key, kind)
   end
 end
 
+-- refuse_unless for each KEYS[i] of `kinds` (i -> kind), in the order of i.
+local function refuse_unless_keys(kinds)
+  local indexes = {}
+  for i in pairs(kinds) do indexes[#indexes + 1] = i end
+  table.sort(indexes)
+  for _, i in ipairs(indexes) do refuse_unless(KEYS[i], kinds[i]) end
+end
+
 -- `value` as a number, or `default` when it is none within [low, high] (nil, text, NaN, inf).
 local function number(value, default, low, high)
   local n = tonumber(value)
