@@ -442,6 +442,9 @@ def _corrupt_scene(connection: redis.Redis) -> dict[str, str]:
     store.register_worker("w1", {"host": "h", "pid": "1", "queues": "default", "lease": "20"}, now + 60, 60)
     store.claim("w1", ["default"], now, now + 60, 1)
     waiting = queue.enqueue(dashboard_tasks.echo, 4, ttl=600)
+    while keys.bucket_index(waiting.id) == keys.bucket_index(held.id):  # (1 in 64: spoiling one would spoil both)
+        waiting.delete()
+        waiting = queue.enqueue(dashboard_tasks.echo, 4, ttl=600)
     Queue("other", connection=connection).enqueue(dashboard_tasks.echo, 5)
     return {"failed": failed.id, "held": held.id, "waiting": waiting.id}
 
