@@ -409,9 +409,11 @@ def test_sigterm_lets_running_jobs_finish(connection, start):
 
 def test_sigterm_hands_back_what_does_not_finish_in_the_shutdown_timeout(connection, start):
     slow = enqueue(ct.long_sync, [(30,)] * 2) + enqueue(ct.long_async, [(30,)] * 2) + enqueue(ct.stuck_in_c, [(30,)])
-    quick = enqueue(ct.span, [(0.5,)])
+    quick = enqueue(ct.marked_span, [(0.5,)])
     worker = start("--threads", "4", "--shutdown-timeout", "1.5", *FAST)
     wait_until(lambda: Queue().started_job_registry.count == 6, what="all six to start")
+    # the quick one running, not only claimed (a claimed job not started yet is handed back)
+    wait_until(lambda: Job.fetch(quick[0].id).meta.get("running"), what="the quick one to run")
     stopped_at = time.monotonic()
     worker.signal(signal.SIGTERM)
     assert worker.wait(timeout=20) == 0, worker.output()
