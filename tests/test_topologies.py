@@ -334,6 +334,11 @@ def test_a_store_waits_out_a_master_that_answers_readonly(tmp_path: Path) -> Non
         client.execute_command("REPLICAOF", "127.0.0.1", str(topologies.free_port()))  # demoted: writes refused
         with pytest.raises(RedisUnavailableError, match=r"tried for 0\.\d+s\): .*read only replica"):
             Store(client, retry_seconds=0.3).register_worker("w", {"host": "h"}, time.time() + 10, 10)
+        store = Store.of(client)
+        store.retry_seconds = 0.3
+        with pytest.raises(RedisUnavailableError, match="read only replica"):  # not "already exists"
+            sample_tasks.add.apply_async(args=(1, 2), connection=client)
+        store.retry_seconds = 5.0
         promote = threading.Timer(0.5, lambda: server.client().execute_command("REPLICAOF", "NO", "ONE"))
         promote.start()
         job = sample_tasks.add.apply_async(args=(1, 2), connection=client)  # retried until writable

@@ -36,7 +36,10 @@ end
 -- not). Returns whether it was written.
 local function write_record(k, id, blob)
   local written = redis.pcall('HSETNX', k.bucket, id, blob)
-  if type(written) ~= 'number' then refuse_unless(k.bucket, 'hash') end
+  if type(written) ~= 'number' then
+    refuse_unless(k.bucket, 'hash')
+    error(written)  -- not a type: a replica (READONLY), no memory left...: raised as redis.call would
+  end
   return written == 1
 end
 
@@ -54,11 +57,13 @@ local function check_new_job(k, id, ttl, run_at)
   return exists or found == 1
 end
 
--- Undo what add_job wrote before a key refused a write, and refuse (raise WRONGTYPE).
-local function undo_and_refuse(k, id, lifetime, key, kind)
+-- Undo what add_job wrote before a key refused a write (its error `reply`), and raise:
+-- WRONGTYPE naming the key, or the error itself.
+local function undo_and_refuse(k, id, lifetime, key, kind, reply)
   redis.call('HDEL', k.bucket, id)
   if lifetime >= 0 then redis.call('ZREM', k.expiry, id) end
   refuse_unless(key, kind)
+  error(reply)
 end
 
 -- After `write_record`: make the job runnable, or schedule it for run_at; a ttl is kept
@@ -70,19 +75,21 @@ end
 -- the global one).
 local function add_job(k, id, queue_name, ttl, at_front, run_at, enqueued)
   local lifetime = ttl == '' and -1 or seconds(ttl, -1)
-  if lifetime >= 0 and type(redis.pcall('ZADD', k.expiry, (tonumber(enqueued) or 0) / 1000 + lifetime, id)) ~= 'number' then
-    undo_and_refuse(k, id, -1, k.expiry, 'zset')  -- (-1: nothing written there to undo)
+  local reply = lifetime >= 0 and redis.pcall('ZADD', k.expiry, (tonumber(enqueued) or 0) / 1000 + lifetime, id)
+  if type(reply) == 'table' then
+    undo_and_refuse(k, id, -1, k.expiry, 'zset', reply)  -- (-1: nothing written there to undo)
   end
   if run_at ~= '' then
-    if type(redis.pcall('LLEN', k.queue)) ~= 'number' then undo_and_refuse(k, id, lifetime, k.queue, 'list') end
-    if type(redis.pcall('ZADD', k.scheduled, run_at, id)) ~= 'number' then
-      undo_and_refuse(k, id, lifetime, k.scheduled, 'zset')
-    end
+    reply = redis.pcall('LLEN', k.queue)
+    if type(reply) ~= 'number' then undo_and_refuse(k, id, lifetime, k.queue, 'list', reply) end
+    reply = redis.pcall('ZADD', k.scheduled, run_at, id)
+    if type(reply) ~= 'number' then undo_and_refuse(k, id, lifetime, k.scheduled, 'zset', reply) end
   else
-    if type(redis.pcall('ZCARD', k.scheduled)) ~= 'number' then undo_and_refuse(k, id, lifetime, k.scheduled, 'zset') end
+    reply = redis.pcall('ZCARD', k.scheduled)
+    if type(reply) ~= 'number' then undo_and_refuse(k, id, lifetime, k.scheduled, 'zset', reply) end
     local front = at_front == '1'
     local length = redis.pcall(front and 'LPUSH' or 'RPUSH', k.queue, id)
-    if type(length) ~= 'number' then undo_and_refuse(k, id, lifetime, k.queue, 'list') end
+    if type(length) ~= 'number' then undo_and_refuse(k, id, lifetime, k.queue, 'list', length) end
     if length == 1 then
       wake_one(k.wake)  -- the queue was empty (as queueing.lua's push does)
     end
