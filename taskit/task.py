@@ -60,14 +60,21 @@ class Task(Generic[P, R]):
             if not isinstance(retry, Retry):
                 raise ConfigurationError(f"retry must be a taskit.Retry, not {type(retry).__name__}")
             self.job_options["retry"] = retry
-        #: the options of its jobs, checked once (Job.create reads them)
-        self.options = Options.of(self.job_options)
+        self._options, self._options_of = Options.of(self.job_options), dict(self.job_options)
         functools.update_wrapper(self, fn)
         if schedule is not None:  # a periodic task: the workers enqueue it (taskit.periodic)
             from .periodic import periodic
 
             periodic(self, schedule)
         functions.register_task(self.name, self)
+
+    @property
+    def options(self) -> Options:
+        """The options of its jobs (Job.create reads them), checked again only when
+        `job_options` was changed since."""
+        if self.job_options != self._options_of:
+            self._options, self._options_of = Options.of(self.job_options), dict(self.job_options)
+        return self._options
 
     @property
     def task_name(self) -> str:
@@ -108,9 +115,9 @@ class Task(Generic[P, R]):
         and `replica_timeout` (see `Queue`) win over `taskit.configure()`'s."""
         if not isinstance(at_front, bool):
             raise ConfigurationError(f"at_front must be True or False, not {type(at_front).__name__}")
-        target = self._queue if queue is None and connection is None else Queue(
-            queue if queue is not None else self.queue, connection
-        )
+        target = self._queue
+        if queue is not None or connection is not None or target.name != self.queue:  # (`task.queue` may be set)
+            target = Queue(queue if queue is not None else self.queue, connection)
         if job_id is not None:
             options["job_id"] = job_id
         job = target.prepare_data(self, args, kwargs, **options)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import subprocess
@@ -669,6 +670,26 @@ def test_a_plain_client_sends_its_scripts_itself_and_others_go_through_redis_py(
     own.close()
 
 
+def test_clients_made_per_request_give_their_held_connection_back(redis_server, connection):
+    """A client freed with its Store leaves no connection checked out of a shared pool, and a
+    small pool (max_connections) is left whole to the application."""
+    pool = redis.ConnectionPool(port=redis_server.port)
+    for i in range(30):
+        client = redis.Redis(connection_pool=pool)
+        Queue("per-request", connection=client).enqueue(plain, i)
+        Queue("per-request", connection=client).enqueue(plain, i)
+        del client
+    gc.collect()
+    assert len(pool._in_use_connections) == 0 and Queue("per-request").count == 60
+    pool.disconnect()
+    small = redis.Redis(port=redis_server.port, max_connections=1)
+    assert store.Store(small)._direct is None
+    for i in range(2):
+        Queue(connection=small).enqueue(plain, i)
+    assert small.ping()  # the only connection is the application's between enqueues
+    small.close()
+
+
 def test_the_own_path_survives_a_restart_and_lost_scripts(redis_server, connection):
     client = config.connect(redis_server.url)
     queue = Queue(connection=client)
@@ -689,12 +710,12 @@ def test_the_own_path_works_in_a_forked_child(redis_server, connection):
     queue.enqueue(plain, 0)
     before = queue.enqueue(plain, 1)
     own = store.Store.of(client)._direct
-    assert own is not None and own.held is not None  # held between enqueues: the child must not use it
+    assert own is not None and own.cell[0] is not None  # held between enqueues: the child must not use it
     pid = os.fork()
     if pid == 0:  # the child: its pool gives it a connection of its own
         try:
             job = queue.enqueue(plain, 2)
-            assert own.held is not None and own.held.pid == os.getpid()  # not the parent's
+            assert own.cell[0] is not None and own.cell[0].pid == os.getpid()  # not the parent's
             code = 0 if Job.fetch(job.id, connection=client).args == (2,) else 1
         except BaseException:  # noqa: BLE001  (a forked child exits, whatever happened)
             code = 2
@@ -720,3 +741,14 @@ def test_a_record_is_packed_as_lua_packed_it(connection, fields):
         "t[#t + 1] = ARGV[i]; t[#t + 1] = ARGV[i] == 'e' and tonumber(ARGV[i + 1]) or ARGV[i + 1] end end "
         "return cmsgpack.pack(t)", 0, *flat)
     assert store.pack_record(fields) == lua
+
+
+def test_a_tasks_queue_and_options_changed_after_decoration_are_used(connection):
+    changed = Task(plain, queue="first", timeout=30)
+    changed.queue = "second"
+    changed.job_options["timeout"] = 77
+    job = changed.delay(1)
+    assert job.origin == "second" and Job.fetch(job.id).timeout == 77
+    changed.job_options["timeout"] = "soon"
+    with pytest.raises(ConfigurationError):
+        changed.delay(1)

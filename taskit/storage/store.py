@@ -278,12 +278,16 @@ class Store:
                 raise reply
         unnamed = [i for i, at in custom if isinstance(entries[at], Exception)]
         if unnamed:  # the jobs were written, but could not be found by their id: taken back
+            withdrawn = []
             for i in unnamed:
                 _, script_keys, args = calls[i]
-                self._call(self.scripts.withdraw, keys=script_keys, args=[jobs[i][0], args[5]])
-            key = keys.directory(jobs[unnamed[0]][0])
+                withdrawn.append(self._call(self.scripts.withdraw, keys=script_keys, args=[jobs[i][0], args[5]]))
+            job_id = jobs[unnamed[0]][0]
+            key = keys.directory(job_id)
+            what = f"job {job_id} was not enqueued" if withdrawn[0] else (
+                f"job {job_id} was enqueued and a worker has it, but Job.fetch cannot find it by its id")
             raise StorageError(f"Redis at {self.where} refused to write {key}: it is a {self._types([key])[0]}, not a "
-                               f"string; delete the key or repair it (job {jobs[unnamed[0]][0]} was not enqueued)")
+                               f"string; delete the key or repair it ({what})")
         refused = [r for r in results if isinstance(r, Exception)]
         if refused:
             self._take_back([jobs[i][0] for i, at in custom if entries[at] is None], before)
@@ -1755,10 +1759,17 @@ class _Direct:
 
     _all: ClassVar[weakref.WeakSet[_Direct]] = weakref.WeakSet()
 
+    #: the smallest pool a connection is held out of: a smaller one (`max_connections`) is
+    #: left whole to the application, and its Store goes through redis-py
+    SMALLEST_POOL = 100
+
     def __init__(self, pool: redis.ConnectionPool) -> None:
         self.pool = pool
         self.lock = threading.Lock()
-        self.held: Any = None
+        #: [the connection held, or None]: a cell, so that the connection goes back to the
+        #: pool when this is freed with its client (a client made per request)
+        self.cell: list[Any] = [None]
+        weakref.finalize(self, _give_back_held, pool, self.cell)
         settings = pool.connection_kwargs
         self.encoding = settings.get("encoding", "utf-8"), settings.get("encoding_errors", "strict")
         _Direct._all.add(self)
@@ -1768,7 +1779,7 @@ class _Direct:
         """In a forked child: the parent's connection is not ours (nor, maybe, its lock,
         if another thread held it at the fork)."""
         for direct in list(cls._all):
-            direct.lock, direct.held = threading.Lock(), None
+            direct.lock, direct.cell[0] = threading.Lock(), None
 
     @classmethod
     def of(cls, client: Any) -> _Direct | None:
@@ -1778,6 +1789,7 @@ class _Direct:
             type(client) is not redis.Redis or type(pool) is not redis.ConnectionPool
             or client.connection is not None  # single_connection_client
             or getattr(pool, "cache", None) is not None  # client-side caching
+            or (pool.max_connections or 0) < cls.SMALLEST_POOL
         ):
             return None
         return cls(pool)
@@ -1793,20 +1805,18 @@ class _Direct:
             finally:
                 self.pool.release(connection)
         try:
-            connection = self.held
+            connection = self.cell[0]
             if connection is None:
-                connection = self.held = self.pool.get_connection()
+                connection = self.cell[0] = self.pool.get_connection()
             return _exchange(connection, [payload], len(calls))
         finally:
             self.lock.release()
 
     def give_back(self) -> None:
         """Put the held connection back in the pool (before another command of the Store)."""
-        if self.held is not None and self.lock.acquire(blocking=False):
+        if self.cell[0] is not None and self.lock.acquire(blocking=False):
             try:
-                connection, self.held = self.held, None
-                if connection is not None:
-                    self.pool.release(connection)
+                _give_back_held(self.pool, self.cell)
             finally:
                 self.lock.release()
 
@@ -1825,6 +1835,12 @@ def _resp(count: int) -> bytes:
 
 
 os.register_at_fork(after_in_child=_Direct.forked)
+
+
+def _give_back_held(pool: redis.ConnectionPool, cell: list[Any]) -> None:
+    connection, cell[0] = cell[0], None
+    if connection is not None:
+        pool.release(connection)
 
 
 def _exchange(connection: Any, payload: Sequence[bytes], count: int) -> list[Any]:
