@@ -4,6 +4,7 @@ processes."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import signal
 import subprocess
@@ -67,6 +68,19 @@ def test_partition_tags_spread_over_the_slot_space():
     slots = sorted(keys.slot(t) for t in tags)
     gaps = [(b - a) % keys.SLOTS for a, b in zip(slots, slots[1:] + slots[:1])]
     assert all(abs(gap - keys.SLOTS // 3) <= 1 for gap in gaps), gaps
+
+
+def test_each_slot_s_tag_is_the_first_base62_string_that_hashes_to_it():
+    """tag_for_slot solves for the last character instead of trying every string: it must
+    give what trying them all, shortest first, gives (job ids and keys carry these tags)."""
+    first: dict[int, str] = {}
+    for length in (1, 2, 3):
+        for chars in itertools.product(keys._BASE62, repeat=length):
+            first.setdefault(keys.slot("".join(chars)), "".join(chars))
+    assert len(first) == keys.SLOTS
+    assert all(keys.tag_for_slot(at) == tag for at, tag in first.items())
+    taken = next("".join(c) for c in itertools.product(keys._BASE62, repeat=3) if first[keys.slot("".join(c))] != "".join(c))
+    assert keys.is_tag(first[0]) and not keys.is_tag(taken) and not keys.is_tag("") and not keys.is_tag("abcd")
 
 
 def test_declare_queue_is_checked_and_refuses_a_change_while_jobs_would_be_left(redis_target):

@@ -80,6 +80,7 @@ import os
 import re
 import string
 from binascii import crc_hqx
+from typing import Any
 
 PREFIX = os.environ.get("TASKIT_PREFIX", "taskit")
 #: the queue a job goes to when none is named (not stored in its hash)
@@ -117,29 +118,46 @@ def slot(name: str) -> int:
 
 
 @functools.cache
-def _tags() -> tuple[str, ...]:
-    """slot -> tag: the first base-62 string (shortest first) that hashes to the slot. Every
-    slot has one of at most 3 characters; built once per process (about 0.1 s)."""
-    table: list[str | None] = [None] * SLOTS
-    left = SLOTS
+def tag_for_slot(at: int) -> str:
+    """The tag of a slot: the first base-62 string (shortest first, then in `_BASE62` order)
+    that hashes to it. Every slot has one of at most 3 characters.
+    Found without trying tens of thousands of strings: CRC16 is linear (crc(a ^ b) =
+    crc(a) ^ crc(b) for strings of one length), so a string's slot is the XOR of what each
+    of its characters adds at its place, and the last character is looked up, not tried."""
     for length in (1, 2, 3):
-        for chars in itertools.product(_BASE62, repeat=length):
-            candidate = "".join(chars)
-            at = slot(candidate)
-            if table[at] is None:
-                table[at] = candidate
-                left -= 1
-                if not left:
-                    return tuple(table)  # type: ignore[arg-type]
+        added = _added_by_place(length)
+        last = added[-1]
+        for chars in itertools.product(*added[:-1]):
+            wanted = at
+            for _, value in chars:
+                wanted ^= value
+            if wanted in last:
+                return "".join(char for char, _ in chars) + last[wanted]
     raise AssertionError("a slot has no tag of 3 characters")  # (checked: never)
 
 
-def tag_for_slot(at: int) -> str:
-    return _tags()[at]
+@functools.cache
+def _added_by_place(length: int) -> list[Any]:
+    """For each place of a string of `length`: what each base-62 character there adds to its
+    slot (the CRC of the string with that character there and zero bytes elsewhere) as
+    (character, value) pairs, and for the last place a map value -> first such character."""
+    places: list[Any] = []
+    for place in range(length):
+        pairs = []
+        for char in _BASE62:
+            raw = bytearray(length)
+            raw[place] = ord(char)
+            pairs.append((char, crc_hqx(bytes(raw), 0) % SLOTS))
+        places.append(pairs)
+    last: dict[int, str] = {}
+    for char, value in places[-1]:
+        last.setdefault(value, char)
+    places[-1] = last
+    return places
 
 
 def is_tag(text: str) -> bool:
-    return 0 < len(text) <= 3 and _tags()[slot(text)] == text
+    return 0 < len(text) <= 3 and tag_for_slot(slot(text)) == text
 
 
 class Partition(str):
@@ -176,7 +194,7 @@ def queue_tag(name: str) -> str:
 
 @functools.lru_cache(maxsize=65536)
 def _queue_tag(name: str) -> str:
-    return _tags()[slot(name)]
+    return tag_for_slot(slot(name))
 
 
 def tag_of(job_id: str) -> str | None:

@@ -27,7 +27,7 @@ def source(name: str) -> str:
     """A script's text, with `--#include lib` lines replaced by what the script uses of
     lua/lib/<lib>.lua (`_used`)."""
     lines = _read(f"{name}.lua").splitlines()
-    libs = {line: _chunks(_read(f"lib/{line.split()[1]}.lua")) for line in lines if line.startswith("--#include ")}
+    libs = {line: _lib(line.split()[1]) for line in lines if line.startswith("--#include ")}
     kept = _used([chunk for chunks in libs.values() for chunk in chunks],
                  "\n".join(line for line in lines if line not in libs))
     return "\n".join(
@@ -37,6 +37,11 @@ def source(name: str) -> str:
 
 #: a top-level definition of a lib: `local function name(` or `local a, b =`
 _DEFINITION = re.compile(r"local (?:function (\w+)|([\w, ]+?) *=)")
+
+
+@functools.cache
+def _lib(name: str) -> list[tuple[set[str], str]]:
+    return _chunks(_read(f"lib/{name}.lua"))
 
 
 def _chunks(text: str) -> list[tuple[set[str], str]]:
@@ -65,15 +70,23 @@ def _used(chunks: list[tuple[set[str], str]], body: str) -> list[str]:
     Each `local function` of a script is a closure made at every call (about 0.1 µs
     each): a script that pasted whole libs paid for dozens it never calls."""
     kept = [not names for names, _ in chunks]  # (a lib's header: comments only)
-    text = _COMMENT.sub("", body)
+    words = _words(body)
     changed = True
     while changed:
         changed = False
         for i, (names, chunk) in enumerate(chunks):
-            if not kept[i] and any(re.search(rf"\b{name}\b", text) for name in names):
+            if not kept[i] and not names.isdisjoint(words):
                 kept[i], changed = True, True
-                text += "\n" + _COMMENT.sub("", chunk)
+                words |= _words(chunk)
     return [chunk for (_, chunk), keep in zip(chunks, kept) if keep]
+
+
+def _words(code: str) -> set[str]:
+    """The names Lua code mentions outside comments."""
+    return set(_WORD.findall(_COMMENT.sub("", code)))
+
+
+_WORD = re.compile(r"\w+")
 
 
 _COMMENT = re.compile(r"--[^\n]*")
