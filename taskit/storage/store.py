@@ -19,6 +19,7 @@ import os
 import threading
 import time
 import weakref
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, ClassVar, NamedTuple, TypeVar
 
@@ -1796,7 +1797,7 @@ class _Direct:
 
     def evalsha(self, calls: Sequence[tuple[Script, Sequence[Any], Sequence[Any]]]) -> list[Any]:
         """Each call's reply (a refusal as its ResponseError), in one round trip."""
-        payload = b"".join(self._pack(("EVALSHA", script.sha, len(script_keys), *script_keys, *args))
+        payload = b"".join(_evalsha_head(script.sha, len(script_keys), len(args)) + self._pack((*script_keys, *args))
                            for script, script_keys, args in calls)
         if not self.lock.acquire(blocking=False):  # another thread has it
             connection = self.pool.get_connection()
@@ -1820,18 +1821,26 @@ class _Direct:
             finally:
                 self.lock.release()
 
-    def _pack(self, command: Sequence[Any]) -> bytes:
-        """A command in RESP, its arguments encoded as redis-py's encoder does."""
+    def _pack(self, arguments: Sequence[Any]) -> bytes:
+        """Arguments of a command in RESP, encoded as redis-py's encoder does."""
         encoding = self.encoding
         args = [arg if type(arg) is bytes else arg.encode(*encoding) if isinstance(arg, str) else repr(arg).encode()
-                for arg in command]
+                for arg in arguments]
         return _resp(len(args)) % tuple(itertools.chain.from_iterable(zip(map(len, args), args)))
 
 
 @functools.lru_cache(maxsize=64)
 def _resp(count: int) -> bytes:
-    """The RESP form of a command of `count` arguments, to fill with (length, bytes) pairs."""
-    return b"*%d\r\n" % count + b"$%d\r\n%b\r\n" * count
+    """The RESP form of `count` arguments, to fill with (length, bytes) pairs."""
+    return b"$%d\r\n%b\r\n" * count
+
+
+@functools.lru_cache(maxsize=256)
+def _evalsha_head(sha: str, key_count: int, arg_count: int) -> bytes:
+    """The RESP of EVALSHA up to its keys: the same for every call of a script with as many
+    keys and arguments."""
+    head = (b"EVALSHA", sha.encode(), b"%d" % key_count)
+    return b"*%d\r\n" % (len(head) + key_count + arg_count) + b"".join(b"$%d\r\n%b\r\n" % (len(a), a) for a in head)
 
 
 os.register_at_fork(after_in_child=_Direct.forked)
@@ -1880,7 +1889,9 @@ class _Written:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._recent: dict[tuple[str, Any], None] = {}
+        #: (an OrderedDict forgets its oldest in O(1); a dict's first key is found by
+        #: walking past the slots of those deleted before it)
+        self._recent: OrderedDict[tuple[str, Any], None] = OrderedDict()
 
     def written(self, job_id: str, fields: Mapping[str, Any], answer: int) -> bool:
         if answer not in (1, 2):
@@ -1891,7 +1902,7 @@ class _Written:
                 return False
             self._recent[key] = None
             if len(self._recent) > self.SIZE:
-                del self._recent[next(iter(self._recent))]
+                self._recent.popitem(last=False)
         return True
 
 
@@ -2012,12 +2023,18 @@ INDEX_SECONDS = 60.0
 def _new_job_keys(job_id: str, queue: str, ttl: int | None, tag: str | None) -> list[str]:
     """The keys lua/lib/add_job.lua writes, in the job's tag (`tag`: the one its id carries,
     if it carries one); the expiry zset only for a job with a ttl."""
-    place = keys.of_queue(queue, tag or keys.queue_tag(queue))
-    tagged = place.tagged
-    job_keys = [tagged.bucket(job_id), tagged.state, tagged.job(job_id), place.queue, place.wake, place.scheduled, tagged.queues]
+    tagged, *queue_keys = _queue_keys(queue, tag or keys.queue_tag(queue))
+    job_keys = [tagged.bucket(job_id), tagged.state, tagged.job(job_id), *queue_keys]
     if ttl is not None:
         job_keys.append(tagged.expiry)
     return job_keys
+
+
+@functools.lru_cache(maxsize=4096)
+def _queue_keys(queue: str, tag: str) -> tuple[Any, ...]:
+    """The tag's keys, then those of `_new_job_keys` that are the same for every job of a queue."""
+    place = keys.of_queue(queue, tag)
+    return place.tagged, place.queue, place.wake, place.scheduled, place.tagged.queues
 
 
 def _repairs_index(command: tuple[Any, ...], reply: Exception) -> bool:
