@@ -12,7 +12,6 @@ any other Redis error becomes `StorageError`.
 from __future__ import annotations
 
 import functools
-import itertools
 import logging
 import math
 import os
@@ -1823,16 +1822,14 @@ class _Direct:
 
     def _pack(self, arguments: Sequence[Any]) -> bytes:
         """Arguments of a command in RESP, encoded as redis-py's encoder does."""
-        encoding = self.encoding
-        args = [arg if type(arg) is bytes else arg.encode(*encoding) if isinstance(arg, str) else repr(arg).encode()
-                for arg in arguments]
-        return _resp(len(args)) % tuple(itertools.chain.from_iterable(zip(map(len, args), args)))
-
-
-@functools.lru_cache(maxsize=64)
-def _resp(count: int) -> bytes:
-    """The RESP form of `count` arguments, to fill with (length, bytes) pairs."""
-    return b"$%d\r\n%b\r\n" * count
+        encoding, parts = self.encoding, []
+        for arg in arguments:
+            if type(arg) is str:
+                arg = arg.encode(*encoding)
+            elif type(arg) is not bytes:
+                arg = arg.encode(*encoding) if isinstance(arg, str) else repr(arg).encode()
+            parts += (b"$%d\r\n" % len(arg), arg, b"\r\n")
+        return b"".join(parts)
 
 
 @functools.lru_cache(maxsize=256)
