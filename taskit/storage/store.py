@@ -1822,7 +1822,8 @@ class _Direct:
 
     def _pack(self, arguments: Sequence[Any]) -> bytes:
         """Arguments of a command in RESP, encoded as redis-py's encoder does."""
-        encoding, parts = self.encoding, list[bytes]()
+        encoding = self.encoding
+        parts: list[bytes] = []
         for arg in arguments:
             if type(arg) is str:
                 arg = arg.encode(*encoding)
