@@ -97,11 +97,19 @@ def _read(path: str) -> str:
 
 
 class Scripts:
-    """The scripts bound to one client; build one per connection and keep it."""
+    """The scripts bound to one client; build one per connection and keep it. Each script
+    is put together (`source`) when it is first used: a producer that only enqueues does
+    not pay for the worker's."""
 
     def __init__(self, connection: Client) -> None:
-        for name in NAMES:
-            setattr(self, name, connection.register_script(source(name)))
+        self._connection = connection
+
+    def __getattr__(self, name: str) -> Script:
+        if name not in NAMES:
+            raise AttributeError(f"taskit has no script {name!r}")
+        script = self._connection.register_script(source(name))
+        setattr(self, name, script)  # (two threads may both build it: the same script)
+        return script
 
     enqueue: Script
     claim: Script
