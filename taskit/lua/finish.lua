@@ -316,9 +316,10 @@ end
 if batched then
   -- (a state hash left with only the entries of the batch's ended jobs, as when a worker
   -- alone drains a queue, is deleted whole: an HDEL of n fields from a small hash, which
-  -- Redis keeps as a list, costs n * n)
+  -- Redis keeps as a list, costs n * n. pcall: an ACL user made before HLEN was granted
+  -- gets the HDEL.)
   for _, tag in ipairs(tags) do
-    if #tag.ended > 0 and redis.call('HLEN', tag.state) == #tag.ended then
+    if #tag.ended > 0 and redis.pcall('HLEN', tag.state) == #tag.ended then
       redis.call('DEL', tag.state)
     else
       call_chunked('HDEL', tag.state, tag.ended)
