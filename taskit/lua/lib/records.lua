@@ -131,7 +131,7 @@ local function looks_packed(blob)
 end
 
 -- Write an ended job's own hash `job` anew from `...` (field, value, ...), kept `keep`
--- seconds (-1 forever; more than 0). (A job not ended has no hash of its own: a key there,
+-- seconds (-1: forever; never 0: a job not kept is deleted instead). (A job not ended has no hash of its own: a key there,
 -- of any type, was put there by hand, and is replaced.) The fields come as arguments, not
 -- as a list, so that a caller can send a list it keeps (unpack(list)) after a few of its
 -- own, with no list made per job (finish.lua's usual case).
