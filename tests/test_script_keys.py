@@ -27,7 +27,7 @@ from taskit.storage import scripts
 COMMANDS: dict[str, tuple[int, ...] | str] = {
     **dict.fromkeys(
         ["GET", "SET", "TYPE", "PTTL", "EXPIRE", "EXPIREAT", "PERSIST",
-         "HGET", "HSET", "HSETNX", "HDEL", "HEXISTS", "HMGET", "HGETALL", "HINCRBY", "HSTRLEN",
+         "HGET", "HSET", "HSETNX", "HDEL", "HEXISTS", "HMGET", "HGETALL", "HLEN", "HINCRBY", "HSTRLEN",
          "LPUSH", "RPUSH", "LRANGE", "LLEN", "LREM", "LTRIM", "LINDEX",
          "SADD", "SREM", "SSCAN", "SMEMBERS", "SISMEMBER",
          "ZADD", "ZREM", "ZSCORE", "ZMSCORE", "ZRANGE", "ZRANGEBYSCORE", "ZREMRANGEBYSCORE", "ZCOUNT", "ZCARD"],

@@ -50,6 +50,7 @@ local function gather(into, key, first, second)
 end
 -- outcomes written to the target registry; any other puts the job back on its queue
 local ends = {finished = true, failed = true, canceled = true, scheduled = true}
+local short_ends = {finished = true, failed = true, canceled = true}  -- (they end the job)
 local checked = {}  -- key -> {fits its kind, its type}, for keys shared by the jobs of a batch
 local function fits_once(key, kind)
   local known = checked[key]
@@ -84,8 +85,13 @@ for n = 1, tonumber(ARGV[6]) do
   elseif outcome == 'canceled' then target = place.canceled
   elseif outcome == 'scheduled' then target = place.scheduled
   end
-  kinds[n] = {outcome = outcome, target = target, keep = seconds(ARGV[a + 1], failure_ttl), run_at = ARGV[a + 2],
-              place = place, task = ARGV[a + 4], refused = refused == 'refused'}
+  local keep = seconds(ARGV[a + 1], failure_ttl)
+  -- short: its jobs may take the short way (ended_in_short); score: their registry's (their
+  -- expiry time, made text once as redis.call would: '%.17g')
+  kinds[n] = {outcome = outcome, target = target, keep = keep, run_at = ARGV[a + 2],
+              place = place, task = ARGV[a + 4], refused = refused == 'refused',
+              short = short_ends[outcome] and fits_once(target, 'zset'),
+              score = keep < 0 and '+inf' or string.format('%.17g', now + keep)}
   a = a + 5
 end
 local first_job_arg = a
@@ -134,15 +140,20 @@ if batched then
   end
 end
 
-for a = first_job_arg, #ARGV, 5 do
-  local id, token, kind, payload = ARGV[a], ARGV[a + 1], kinds[tonumber(ARGV[a + 2])], ARGV[a + 4]
-  local outcome, place, target, keep, task = kind.outcome, kind.place, kind.target, kind.keep, kind.task
-  local run_time = kind.refused and 'refused' or ARGV[a + 3]
+-- Count a recorded job in the stats (its task read from its record when the worker did not
+-- name it).
+local function count(kind, blob, outcome, run_time)
+  local task = kind.task
+  if task == '' and stat_kinds[outcome] then task = (unpacked(blob) or {}).f or '' end
+  count_outcome(kind.place.queue, task ~= '' and task, outcome, run_time)
+end
+
+-- Record one job, whatever its case (`ended_in_short` takes the usual one first).
+local function record(id, token, kind, payload, run_time, bucket, job, done)
+  local outcome, place, target, keep = kind.outcome, kind.place, kind.target, kind.keep
   local run_at, queue_name = kind.run_at, place.name
   local inflight, state, expiry = place.tag.inflight, place.tag.state, place.tag.expiry
   local queue, wake, started, failed = place.queue, place.wake, place.started, place.failed
-  local bucket, job, done = KEYS[k], KEYS[k + 1], KEYS[k + 2]
-  k = k + 3
 
   -- with its in-flight list overwritten, a worker's hold is judged by the record alone
   local held = nil
@@ -177,9 +188,9 @@ for a = first_job_arg, #ARGV, 5 do
     out[#out + 1] = already and 1 or 0
   else
     if fits_once(started, 'zset') then gather(removals, started, id) end
-    local destination, kind = target, 'zset'
-    if not ends[outcome] then destination, kind = queue, 'list' end
-    local usable, found = fits_once(destination, kind)
+    local destination, form = target, 'zset'
+    if not ends[outcome] then destination, form = queue, 'list' end
+    local usable, found = fits_once(destination, form)
     if problem and outcome ~= 'failed' then
       -- it ends here, visibly (a failure is recorded as such: its worker could not read it
       -- either, and says why)
@@ -189,7 +200,7 @@ for a = first_job_arg, #ARGV, 5 do
       out[#out + 1] = 2
     elseif not usable then
       if outcome == 'finished' and payload ~= '' then f.r = payload end
-      local reason = 'corrupt: could not be recorded as ' .. outcome .. ': ' .. wrong_type(destination, kind, found)
+      local reason = 'corrupt: could not be recorded as ' .. outcome .. ': ' .. wrong_type(destination, form, found)
       if outcome ~= 'finished' and outcome ~= 'released' and payload ~= '' then
         reason = reason .. '\n' .. payload
       end
@@ -233,12 +244,87 @@ for a = first_job_arg, #ARGV, 5 do
       push(queue, wake, id, outcome ~= 'retry')
       out[#out + 1] = 1
     end
-    if task == '' and stat_kinds[outcome] then task = (unpacked(blob) or {}).f or '' end
-    count_outcome(queue, task ~= '' and task, out[#out] == 2 and 'failed' or outcome, run_time)
+    count(kind, blob, out[#out] == 2 and 'failed' or outcome, run_time)
+  end
+end
+
+-- The state entries of a batch, unpacked once per text (a claim writes the same text for
+-- every job it claims fresh, so a batch mostly has one): its fields, read only, and the
+-- flat list of those an ended job keeps in its own hash (all but its status, 'al', an
+-- earlier traceback and the end's own fields, which ending it writes).
+local views = {}
+local REPLACED_AT_END = {s = true, al = true, x = true, en = true, r = true, p = true}
+local function view_of(entry)
+  local view = views[entry]
+  if view == nil then
+    local fields, kept, n = unpacked(entry) or {}, {}, 0
+    for name, value in pairs(fields) do
+      if not REPLACED_AT_END[name] then kept[n + 1], kept[n + 2], n = name, value, n + 2 end
+    end
+    view = {fields = fields, kept = kept}
+    views[entry] = view
+  end
+  return view
+end
+
+-- The usual case, in short (the same writes as `record`, with no map made per job): a job
+-- of a batch whose in-flight ids were released at once, its claim's state entry in place,
+-- its record readable, ending finished, failed or canceled into a registry that fits.
+-- Returns false, having written nothing, for any other case.
+local function ended_in_short(id, token, kind, payload, run_time, bucket, job, done)
+  local place = kind.place
+  local tag, entry = place.tag, entries[id]
+  if not (tag.held and kind.short and entry) then return false end
+  local view = view_of(entry)
+  local fields = view.fields
+  if fields.n ~= token or fields.s ~= 'started' or fields.r then return false end
+  local blob = redis.pcall('HGET', bucket, id)
+  if type(blob) ~= 'string' or not looks_packed(blob) then return false end
+  local outcome, keep = kind.outcome, kind.keep
+  if fits_once(place.started, 'zset') then gather(removals, place.started, id) end
+  if fields.wt then signal(done, outcome) end  -- before a keep of 0 deletes the job
+  redis.pcall('HDEL', bucket, id)  -- (a bucket that is not a hash holds no job)
+  tag.ended[#tag.ended + 1] = id
+  if keep == 0 then
+    redis.call('DEL', job)
+  else
+    -- ('al' matters only while it runs: lib/recover.lua; a finished job drops an earlier
+    -- attempt's traceback)
+    if outcome ~= 'finished' then
+      write_own(job, keep, 'p', blob, 's', outcome, 'en', now_ms, 'x', payload, unpack(view.kept))
+    elseif payload ~= '' then
+      write_own(job, keep, 'p', blob, 's', outcome, 'en', now_ms, 'r', payload, unpack(view.kept))
+    else
+      write_own(job, keep, 'p', blob, 's', outcome, 'en', now_ms, unpack(view.kept))
+    end
+    gather(additions, kind.target, kind.score, id)
+  end
+  out[#out + 1] = 1
+  count(kind, blob, outcome, run_time)
+  return true
+end
+
+for a = first_job_arg, #ARGV, 5 do
+  local id, token, kind, payload, run_time = ARGV[a], ARGV[a + 1], kinds[tonumber(ARGV[a + 2])], ARGV[a + 4], ARGV[a + 3]
+  if kind.refused then run_time = 'refused' end
+  local bucket, job, done = KEYS[k], KEYS[k + 1], KEYS[k + 2]
+  k = k + 3
+  if not (batched and ended_in_short(id, token, kind, payload, run_time, bucket, job, done)) then
+    record(id, token, kind, payload, run_time, bucket, job, done)
   end
 end
 if batched then
-  for _, tag in ipairs(tags) do call_chunked('HDEL', tag.state, tag.ended) end
+  -- (a state hash left with only the entries of the batch's ended jobs, as when a worker
+  -- alone drains a queue, is deleted whole: an HDEL of n fields from a small hash, which
+  -- Redis keeps as a list, costs n * n. pcall: an ACL user made before HLEN was granted
+  -- gets the HDEL.)
+  for _, tag in ipairs(tags) do
+    if #tag.ended > 0 and redis.pcall('HLEN', tag.state) == #tag.ended then
+      redis.call('DEL', tag.state)
+    else
+      call_chunked('HDEL', tag.state, tag.ended)
+    end
+  end
 end
 for key, ids in pairs(removals) do
   call_chunked('ZREM', key, ids)

@@ -20,7 +20,7 @@ COMMANDS = (
     "multi", "exec", "evalsha", "script|load", "blpop", "blmove", "wait",
     # store.py and the scripts: keys
     "del", "exists", "expire", "mget", "persist", "pttl", "rename", "type", "get", "set",
-    "hdel", "hexists", "hget", "hgetall", "hmget", "hset", "hsetnx", "hstrlen",
+    "hdel", "hexists", "hget", "hgetall", "hlen", "hmget", "hset", "hsetnx", "hstrlen",
     "lindex", "llen", "lmove", "lpush", "lrange", "lrem", "ltrim", "rpush",
     "sadd", "smembers", "srem", "sscan", "sismember",
     "zadd", "zcard", "zcount", "zrange", "zrangebyscore", "zrem", "zremrangebyscore", "zscore", "zmscore",

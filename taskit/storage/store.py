@@ -2306,7 +2306,7 @@ def _parse_claim(reply: Any, worker: str, now: float, indexes: Sequence[int]) ->
     }
     for i in range(0, len(flat), 5):
         job_id = _text(flat[i])  # an id written by hand may not be UTF-8: see _text
-        pairs = flat[i + 4]
+        pairs = flat[i + 4]  # its state entry's field/value pairs (b"" when it had none)
         fields = _merged(flat[i + 3] or None, None) or {}  # the record, unpacked here (not in Lua)
         fields.update(_text_keys(zip(pairs[0::2], pairs[1::2])))
         fields.update(started)

@@ -130,10 +130,23 @@ local function looks_packed(blob)
   return lead ~= nil and ((lead >= 0x90 and lead <= 0x9f) or lead == 0xdc or lead == 0xdd)
 end
 
+-- Write an ended job's own hash `job` anew from `...` (field, value, ...), kept `keep`
+-- seconds (-1: forever; never 0: a job not kept is deleted instead). (A job not ended has no hash of its own: a key there,
+-- of any type, was put there by hand, and is replaced.) The fields come as arguments, not
+-- as a list, so that a caller can send a list it keeps (unpack(list)) after a few of its
+-- own, with no list made per job (finish.lua's usual case).
+local function write_own(job, keep, ...)
+  local written = redis.pcall('HSET', job, ...)
+  if type(written) ~= 'number' or written * 2 < select('#', ...) then  -- another type, or a hash there
+    redis.call('DEL', job)
+    redis.call('HSET', job, ...)
+  end
+  if keep > 0 then redis.call('EXPIRE', job, keep) end
+end
+
 -- Write an ended job into its own hash: its packed record `blob` (nil if it has none) and
 -- `fields` (a map: its state and end), kept `keep` seconds (-1 forever, 0: not at all);
--- its record, state and ttl are forgotten. (A job not ended has no hash of its own: a key
--- there, of any type, was put there by hand, and is replaced.) `later`: nil, or a list the
+-- its record, state and ttl are forgotten (`write_own`). `later`: nil, or a list the
 -- id is added to, for a caller that deletes the state entries of a batch in one HDEL.
 local function write_ended(job, bucket, state, expiry, id, blob, fields, keep, later)
   if later then
@@ -147,13 +160,7 @@ local function write_ended(job, bucket, state, expiry, id, blob, fields, keep, l
     return
   end
   if type(blob) == 'string' then fields.p = blob end
-  local values = flat(fields)
-  local written = redis.pcall('HSET', job, unpack(values))
-  if type(written) ~= 'number' or written * 2 < #values then  -- another type, or a hash there
-    redis.call('DEL', job)
-    redis.call('HSET', job, unpack(values))
-  end
-  if keep > 0 then redis.call('EXPIRE', job, keep) end
+  write_own(job, keep, unpack(flat(fields)))
 end
 
 -- An ended job's fields (a map): its record unpacked from 'p', overridden by the rest; nil

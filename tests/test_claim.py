@@ -1,0 +1,32 @@
+"""lua/claim.lua's reply (issue 13: Redis CPU per processed job)."""
+
+from __future__ import annotations
+
+import time
+
+import sample_tasks
+
+from taskit import Queue
+from taskit.storage.store import Record, Store
+
+
+def _claim_raw(store: Store, now: float) -> list:
+    """The claim script's list of claimed jobs, as Redis returned it."""
+    script, script_keys, args = store._claim("w1", ["default"], [0], now, now + 30, 1, True, None)
+    return script(keys=script_keys, args=args)[0]
+
+
+def test_a_job_never_claimed_comes_back_with_an_empty_text_for_its_state(connection):
+    """Redis turns each table of a script's reply into a reply by looking up several of its
+    fields first: a job that had no state entry (the usual case) costs none."""
+    job = Queue(connection=connection).enqueue(sample_tasks.add, 1, 2)
+    store, now = Store.of(connection), time.time()
+    claimed = _claim_raw(store, now)
+    assert (claimed[0].decode(), claimed[1], claimed[4]) == (job.id, 1, b"")
+
+    # one that had a state entry (it ran once and went back to its queue) gets its pairs
+    assert store.finish("w1", [Record(job.id, "default", 1, "retry", "Traceback: once")], now) == [1]
+    claimed = _claim_raw(store, now)
+    assert (claimed[0].decode(), claimed[1]) == (job.id, 2)
+    state = dict(zip(claimed[4][0::2], claimed[4][1::2]))
+    assert (state[b"s"], state[b"x"]) == (b"queued", b"Traceback: once")
