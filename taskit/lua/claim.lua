@@ -26,7 +26,9 @@
 -- The script never raises on data (lib/guard.lua): a queue whose list, started or
 -- scheduled key holds another type is passed over (the maintenance step reports it); a
 -- job whose bucket holds something other than a hash is failed as corrupt (lib/failing.lua).
--- Returns {claimed, next_run_at, corrupt, quarantine, now} where claimed is a flat list of
+-- Returns, packed with cmsgpack (one bulk string, which a client reads in one step rather
+-- than element by element: storage/store.py _parse_claim),
+--   {claimed, next_run_at, corrupt, quarantine, now} where claimed is a flat list of
 --   id, attempt, queue index (0-based), packed record, {field/value pairs of its state
 --   entry}, ... (the state overrides the record; storage/store.py merges them) next_run_at is the
 --   earliest scheduled time among the queues ('' when none is scheduled), corrupt lists
@@ -261,4 +263,4 @@ for _, block in ipairs(blocks) do
     redis.call('ZADD', block.workers, deadline, worker)
   end
 end
-return {claimed, next_run_at or '', corrupt, quarantine, string.format('%.6f', now)}
+return cmsgpack.pack({claimed, next_run_at or '', corrupt, quarantine, string.format('%.6f', now)})

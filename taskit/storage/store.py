@@ -1198,13 +1198,14 @@ class Store:
                 reply = script(keys=script_keys, args=args)
             if isinstance(reply, Exception):
                 raise reply
+            # (the time the claim took comes back with it: time.time() only stands in for a reply without it)
+            claim = _parse_claim(reply, worker, time.time() if now is None else now, indexes)
             # a wake list of another type woke the wait at once: the claim repaired it
-            if isinstance(popped, Exception) and "WRONGTYPE" not in str(popped) and not reply[0]:
+            if isinstance(popped, Exception) and "WRONGTYPE" not in str(popped) and not claim.jobs:
                 raise popped
-            return reply
+            return claim
 
-        # (the time the claim took comes back with it: time.time() only stands in for a reply without it)
-        claim = _parse_claim(self._call_once(run), worker, time.time() if now is None else now, indexes)
+        claim = self._call_once(run)
         if claim.corrupt:
             self._settle(claim.corrupt)
         return claim
@@ -2286,8 +2287,11 @@ def _parse_claim(reply: Any, worker: str, now: float, indexes: Sequence[int]) ->
 
     claim.lua returns each job's packed record and its state entry as it was before it
     marked the claim; the claim's own writes are known here and filled in. Jobs the claim failed as corrupt
-    (their record was overwritten while they waited) are logged.
+    (their record was overwritten while they waited) are logged. The reply comes packed
+    in one msgpack string: redis-py's own parser (without hiredis) reads a reply an
+    element at a time, in Python, about 2 µs each, 12 for one job and 5 more per job.
     """
+    reply = msgpack.unpackb(reply, raw=True)
     flat, next_run_at, corrupt, quarantine = reply[:4]
     if len(reply) > 4:  # the time the claim took (Redis's own clock for Store.wait_and_claim)
         now = float(reply[4])
