@@ -138,6 +138,25 @@ def test_a_packed_entry_with_thousands_of_values_is_failed_as_corrupt(connection
     assert_nothing_held(connection)
 
 
+@pytest.mark.parametrize("spoil", ["a map", "a float at its end"])
+def test_a_record_packed_otherwise_fails_its_job_whole(connection, workers, spoil):
+    """A record that is not a list of text values (the enqueue time an integer) is read as
+    none: its job fails as corrupt, never runs with the part read before the fault, and
+    the worker goes on (a map crashed the claim's reader; a float ran the job anyway)."""
+    before = fault_tasks.work.delay(1)
+    spoiled = fault_tasks.work.delay(2)
+    flat = msgpack.unpackb(connection.hget(bucket(connection, spoiled.id), spoiled.id), raw=True)
+    pairs = dict(zip(flat[0::2], flat[1::2]))
+    corrupt_record(connection, spoiled.id, msgpack.packb(
+        pairs if spoil == "a map" else [*flat, b"x", 1.5], use_bin_type=False))
+    after = fault_tasks.work.delay(3)
+    assert workers(*FAST, "--burst").wait() == 0
+    assert Job.fetch(before.id).result == 1 and Job.fetch(after.id).result == 3
+    assert field(connection, spoiled.id, keys.Field.STATUS) == b"failed"
+    assert spoiled.id in Queue().failed_job_registry
+    assert_nothing_held(connection)
+
+
 def test_claims_and_records_of_thousands_of_jobs_stay_within_lua_limits(connection, queue):
     """Lua's unpack() stops near 8,000 values: a claim of 5,000 jobs gives 10,000 lease
     values, and recording them as many registry entries."""

@@ -2235,21 +2235,19 @@ def pack_record(fields: Mapping[str, Any]) -> bytes:
     return packer.pack(flat)
 
 
-def _merged(record: bytes | None, state: bytes | None) -> Fields | None:
-    """A waiting job's fields from its packed record and state entry, as lib/records.lua
-    `merged` reads them (None if neither is there; an unreadable one counts as empty)."""
-    if record is None and state is None:
-        return None
-    fields: Fields = {}
-    for blob in (record, state):
-        try:
-            flat = msgpack.unpackb(blob, raw=True) if blob is not None else []
-            fields.update((flat[i].decode(), b"%d" % flat[i + 1] if isinstance(flat[i + 1], int) else bytes(flat[i + 1]))
-                          for i in range(0, len(flat), 2))
-        except (ValueError, TypeError, IndexError, AttributeError, UnicodeDecodeError, msgpack.UnpackException):
-            continue
-    fields.setdefault(keys.Field.STATUS, b"queued")
-    return fields
+def _record_fields(record: Any) -> Fields:
+    """A claimed job's fields from its packed record (lib/records.lua: msgpack [field, value,
+    ...], every value text but the enqueue time, an integer). One that is unreadable, or
+    none (False), gives no fields: the worker then fails the job as corrupt (its function
+    is missing), never runs it with part of its record."""
+    try:
+        flat = msgpack.unpackb(record, raw=True)
+        if type(flat) is not list or len(flat) % 2:
+            return {}
+        return {name.decode(): value if type(value) is bytes else b"%d" % value if isinstance(value, int) else bytes(value)
+                for name, value in zip(flat[0::2], flat[1::2])}
+    except (ValueError, TypeError, AttributeError, UnicodeDecodeError, msgpack.UnpackException):
+        return {}
 
 
 def _text(raw: bytes) -> str:
@@ -2310,8 +2308,9 @@ def _parse_claim(reply: Any, worker: str, now: float, indexes: Sequence[int]) ->
     for i in range(0, len(flat), 5):
         job_id = _text(flat[i])  # an id written by hand may not be UTF-8: see _text
         pairs = flat[i + 4]
-        fields = _merged(flat[i + 3] or None, None) or {}  # the record, unpacked here (not in Lua)
-        fields.update(_text_keys(zip(pairs[0::2], pairs[1::2])))
+        fields = _record_fields(flat[i + 3])  # (unpacked here, not in Lua)
+        if pairs:
+            fields.update(_text_keys(zip(pairs[0::2], pairs[1::2])))
         fields.update(started)
         fields[keys.Field.ATTEMPTS] = b"%d" % flat[i + 1]
         claimed.append((job_id, int(flat[i + 1]), indexes[int(flat[i + 2])], fields))
