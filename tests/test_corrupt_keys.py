@@ -285,6 +285,21 @@ def test_a_wake_list_overwritten_is_repaired_and_the_job_runs(connection, queue)
     assert Worker([queue]).work(burst=True) == 1 and Job.fetch(job.id).result == 1
 
 
+@pytest.mark.parametrize("queue_usable", [True, False])
+def test_a_claim_repairs_the_wake_list_and_expiry_zset_it_finds_overwritten(connection, queue, queue_usable):
+    """claim.lua checks the expiry zset's type with the count it reads anyway, and a usable
+    queue's wake list at its end (wake_one or DEL); an unusable queue's wake list at once."""
+    job = queue.enqueue(fault_tasks.work, 1)
+    place = keys.of_queue("default")
+    if not queue_usable:
+        connection.set(place.queue, "not a list")
+    connection.set(place.wake, "not a list")
+    connection.set(place.tagged.expiry, "not a zset")
+    claimed = Store.of(connection).claim("w", ["default"], time.time(), time.time() + 30, 5).jobs
+    assert [job_id for job_id, *_ in claimed] == ([job.id] if queue_usable else [])
+    assert connection.type(place.wake) == b"none" and connection.type(place.tagged.expiry) == b"none"
+
+
 @pytest.mark.parametrize("key", ["queue", "scheduled", "bucket", "state", "expiry", "job"])
 def test_enqueue_refuses_a_data_key_of_the_wrong_type_and_writes_nothing(connection, queue, key):
     place = keys.of_queue("default")

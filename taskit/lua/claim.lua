@@ -82,10 +82,15 @@ for b = 1, tonumber(ARGV[11]) do
   -- hash overwritten (its jobs read as queued: recovery puts them back).
   repair(block.inflight, 'list')
   repair(block.state, 'hash')
-  repair(block.expiry, 'zset')
   repair(block.settle, 'zset')
   repair(block.workers, 'zset')  -- leases: every live worker renews its own at its next heartbeat
-  block.expiring = redis.call('ZCARD', block.expiry) > 0  -- (else no job of the tag has a ttl)
+  -- (else no job of the tag has a ttl; the count doubles as the expiry zset's type check)
+  local expiring = redis.pcall('ZCARD', block.expiry)
+  if type(expiring) == 'table' then  -- another type: repaired
+    redis.call('DEL', block.expiry)
+    expiring = 0
+  end
+  block.expiring = expiring > 0
   blocks[b] = block
 end
 
@@ -149,7 +154,9 @@ for q = k, #KEYS, 5 do
   local index = queues
   queues = queues + 1
   local usable = fits(queue, 'list') and fits(started, 'zset')
-  repair(wake, 'list')  -- idle workers block on it: one of another type would wake them at once
+  -- idle workers block on the wake list: one of another type would wake them at once (a
+  -- usable queue's is repaired at its end, by wake_one or DEL)
+  if not usable then repair(wake, 'list') end
 
   if usable and fits(scheduled, 'zset') then
     local due = redis.call('ZRANGEBYSCORE', scheduled, '-inf', now, 'LIMIT', 0, 1000)
