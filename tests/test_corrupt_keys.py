@@ -138,6 +138,25 @@ def test_a_packed_entry_with_thousands_of_values_is_failed_as_corrupt(connection
     assert_nothing_held(connection)
 
 
+@pytest.mark.parametrize("spoil", ["a map", "a float at its end"])
+def test_a_record_packed_otherwise_fails_its_job_whole(connection, workers, spoil):
+    """A record that is not a list of text values (the enqueue time an integer) is read as
+    none: its job fails as corrupt, never runs with the part read before the fault, and
+    the worker goes on (a map crashed the claim's reader; a float ran the job anyway)."""
+    before = fault_tasks.work.delay(1)
+    spoiled = fault_tasks.work.delay(2)
+    flat = msgpack.unpackb(connection.hget(bucket(connection, spoiled.id), spoiled.id), raw=True)
+    pairs = dict(zip(flat[0::2], flat[1::2]))
+    corrupt_record(connection, spoiled.id, msgpack.packb(
+        pairs if spoil == "a map" else [*flat, b"x", 1.5], use_bin_type=False))
+    after = fault_tasks.work.delay(3)
+    assert workers(*FAST, "--burst").wait() == 0
+    assert Job.fetch(before.id).result == 1 and Job.fetch(after.id).result == 3
+    assert field(connection, spoiled.id, keys.Field.STATUS) == b"failed"
+    assert spoiled.id in Queue().failed_job_registry
+    assert_nothing_held(connection)
+
+
 def test_claims_and_records_of_thousands_of_jobs_stay_within_lua_limits(connection, queue):
     """Lua's unpack() stops near 8,000 values: a claim of 5,000 jobs gives 10,000 lease
     values, and recording them as many registry entries."""
@@ -264,6 +283,21 @@ def test_a_wake_list_overwritten_is_repaired_and_the_job_runs(connection, queue)
     job = queue.enqueue(fault_tasks.work, 1)  # no error: the signal key is recreated
     assert connection.type(keys.of_queue("default").wake) == b"list"
     assert Worker([queue]).work(burst=True) == 1 and Job.fetch(job.id).result == 1
+
+
+@pytest.mark.parametrize("queue_usable", [True, False])
+def test_a_claim_repairs_the_wake_list_and_expiry_zset_it_finds_overwritten(connection, queue, queue_usable):
+    """claim.lua checks the expiry zset's type with the count it reads anyway, and a usable
+    queue's wake list at its end (wake_one or DEL); an unusable queue's wake list at once."""
+    job = queue.enqueue(fault_tasks.work, 1)
+    place = keys.of_queue("default")
+    if not queue_usable:
+        connection.set(place.queue, "not a list")
+    connection.set(place.wake, "not a list")
+    connection.set(place.tagged.expiry, "not a zset")
+    claimed = Store.of(connection).claim("w", ["default"], time.time(), time.time() + 30, 5).jobs
+    assert [job_id for job_id, *_ in claimed] == ([job.id] if queue_usable else [])
+    assert connection.type(place.wake) == b"none" and connection.type(place.tagged.expiry) == b"none"
 
 
 @pytest.mark.parametrize("key", ["queue", "scheduled", "bucket", "state", "expiry", "job"])

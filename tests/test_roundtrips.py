@@ -96,3 +96,23 @@ def test_an_idle_worker_picks_up_a_new_job_in_one_round_trip(redis_server, conne
     finally:
         w.request_stop()
         thread.join(10)
+
+
+def test_an_idle_pickup_hands_its_connection_back_as_the_next_pickup_begins(redis_server, connection):
+    """The pickup's connection goes back to the pool at the next pickup, before its wait,
+    not between the claim's reply and the job's start (Store._send_and_read); the pool then
+    checks it, so a connection Redis closed meanwhile is replaced without an error."""
+    client, _ = counting_client(redis_server)
+    pool = client.connection_pool
+    store = Store(client)
+    queue = Queue("pickup", connection=connection)  # (the producer's own client)
+    queue.enqueue(sample_tasks.add, 1, 2)
+    assert len(store.wait_and_claim("w1", ["pickup"], 1.0, 30.0, 1).jobs) == 1
+    assert len(pool._in_use_connections) == 1  # held while the job would run
+
+    held = next(iter(pool._in_use_connections))
+    held.send_command("CLIENT", "ID")
+    connection.client_kill_filter(_id=held.read_response())  # Redis closes it between pickups
+    queue.enqueue(sample_tasks.add, 3, 4)
+    assert len(store.wait_and_claim("w1", ["pickup"], 1.0, 30.0, 1).jobs) == 1
+    assert len(pool._in_use_connections) == 1

@@ -26,7 +26,9 @@
 -- The script never raises on data (lib/guard.lua): a queue whose list, started or
 -- scheduled key holds another type is passed over (the maintenance step reports it); a
 -- job whose bucket holds something other than a hash is failed as corrupt (lib/failing.lua).
--- Returns {claimed, next_run_at, corrupt, quarantine, now} where claimed is a flat list of
+-- Returns, packed with cmsgpack (one bulk string, which a client reads in one step rather
+-- than element by element: storage/store.py _parse_claim),
+--   {claimed, next_run_at, corrupt, quarantine, now} where claimed is a flat list of
 --   id, attempt, queue index (0-based), packed record, {field/value pairs of its state
 --   entry} ('' when it had none), ... (the state overrides the record; storage/store.py
 --   merges them); next_run_at is the earliest scheduled time among the queues ('' when
@@ -84,10 +86,15 @@ for b = 1, tonumber(ARGV[11]) do
   -- hash overwritten (its jobs read as queued: recovery puts them back).
   repair(block.inflight, 'list')
   repair(block.state, 'hash')
-  repair(block.expiry, 'zset')
   repair(block.settle, 'zset')
   repair(block.workers, 'zset')  -- leases: every live worker renews its own at its next heartbeat
-  block.expiring = redis.call('ZCARD', block.expiry) > 0  -- (else no job of the tag has a ttl)
+  -- (else no job of the tag has a ttl; the count doubles as the expiry zset's type check)
+  local expiring = redis.pcall('ZCARD', block.expiry)
+  if type(expiring) == 'table' then  -- another type: repaired
+    redis.call('DEL', block.expiry)
+    expiring = 0
+  end
+  block.expiring = expiring > 0
   blocks[b] = block
 end
 
@@ -151,7 +158,9 @@ for q = k, #KEYS, 5 do
   local index = queues
   queues = queues + 1
   local usable = fits(queue, 'list') and fits(started, 'zset')
-  repair(wake, 'list')  -- idle workers block on it: one of another type would wake them at once
+  -- idle workers block on the wake list: one of another type would wake them at once (a
+  -- usable queue's is repaired at its end, by wake_one or DEL)
+  if not usable then repair(wake, 'list') end
 
   if usable and fits(scheduled, 'zset') then
     local due = redis.call('ZRANGEBYSCORE', scheduled, '-inf', now, 'LIMIT', 0, 1000)
@@ -265,4 +274,4 @@ for _, block in ipairs(blocks) do
     redis.call('ZADD', block.workers, deadline, worker)
   end
 end
-return {claimed, next_run_at or '', corrupt, quarantine, string.format('%.6f', now)}
+return cmsgpack.pack({claimed, next_run_at or '', corrupt, quarantine, string.format('%.6f', now)})
