@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 
+import redis
 import sample_tasks
 from roundtrips import commands_run
 
@@ -92,3 +93,26 @@ def test_a_state_hash_that_holds_other_entries_keeps_them(connection):
     last_id, token = jobs[2][0], jobs[2][1]
     assert store.finish("w1", [Record(last_id, "default", token, "finished", b"", 600)], now) == [1]
     assert not connection.exists(state)
+
+
+def test_an_acl_user_made_before_hlen_was_granted_finishes_batches_and_is_denied_nothing(connection, redis_server):
+    """An ACL user made with an older `taskit acl` line (without +hlen) still finishes its
+    jobs (finish.lua falls back to the HDEL), and Redis logs no denial for it: a denial per
+    batch would fill ACL LOG and the acl_access_denied_cmd counter an operator watches."""
+    from taskit.storage import acl
+
+    user, password = "taskit-old-acl", "old-line-password"
+    old_line = acl.setuser(user, password).replace(" +hlen", "")
+    assert "+hlen" not in old_line
+    connection.execute_command(*old_line.split())
+    connection.execute_command("ACL", "LOG", "RESET")
+    client = redis.Redis(host="127.0.0.1", port=redis_server.port, username=user, password=password)
+    try:
+        jobs = _claimed(connection, 4)
+        records = [Record(job_id, "default", token, "finished", b"", 600) for job_id, token, _, _ in jobs]
+        assert Store.of(client).finish("w1", records, time.time()) == [1] * 4
+        assert not connection.exists(keys.of_queue("default").tagged.state)  # the HDEL emptied it
+        assert connection.execute_command("ACL", "LOG") == []
+    finally:
+        client.close()
+        connection.execute_command("ACL", "DELUSER", user)
