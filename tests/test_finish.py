@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import time
 
+import msgpack
+import pytest
 import redis
 import sample_tasks
 from roundtrips import commands_run
@@ -116,3 +118,44 @@ def test_an_acl_user_made_before_hlen_was_granted_finishes_batches_and_is_denied
     finally:
         client.close()
         connection.execute_command("ACL", "DELUSER", user)
+
+
+def _mark(connection, job_id: str, **fields: str) -> None:
+    """Add fields to a claimed job's state entry (as wait.lua adds 'wt')."""
+    state = keys.of_queue("default").tagged.state
+    flat = msgpack.unpackb(connection.hget(state, job_id), raw=False)
+    for name, value in fields.items():
+        flat += [name, value]
+    connection.hset(state, job_id, msgpack.packb(flat))
+
+
+@pytest.mark.parametrize("keep", [0, -1, 600])
+@pytest.mark.parametrize("waited", [False, True])
+def test_the_short_way_and_the_long_way_write_alike_for_every_keep_and_waiter(connection, keep, waited):
+    jobs = _claimed(connection, 2 * len(OUTCOMES))
+    if waited:
+        for job_id, _, _, _ in jobs:
+            _mark(connection, job_id, wt="1")
+    short, long_ = jobs[:len(OUTCOMES)], jobs[len(OUTCOMES):]
+    store, now = Store.of(connection), time.time()
+    place = keys.of_queue("default")
+
+    def records(claimed):
+        return [Record(job_id, "default", token, outcome, payload, keep, micros=5, func="sample_tasks.add")
+                for (job_id, token, _, _), (outcome, payload) in zip(claimed, OUTCOMES)]
+
+    assert store.finish("w1", records(short), now) == [1] * len(OUTCOMES)
+    # (the repeat, the long way, finds the record it wrote: none with keep 0)
+    assert store.finish("w1", [*records(long_), records(long_)[0]], now) == [1] * len(OUTCOMES) + [int(keep != 0)]
+    for (a, _, _, _), (b, _, _, _), (outcome, _) in zip(short, long_, OUTCOMES):
+        written, expected = _own_hash(connection, a), _own_hash(connection, b)
+        assert {k: v for k, v in written.items() if k != b"p"} == {k: v for k, v in expected.items() if k != b"p"}, outcome
+        registry = place.registry(outcome)
+        assert connection.zscore(registry, a) == connection.zscore(registry, b), outcome
+        assert (connection.zscore(registry, a) is None) == (keep == 0)
+        assert connection.ttl(place.tagged.job(a)) == connection.ttl(place.tagged.job(b))
+        assert connection.lrange(place.tagged.done(a), 0, -1) == connection.lrange(place.tagged.done(b), 0, -1)
+        assert connection.lrange(place.tagged.done(a), 0, -1) == ([outcome.encode()] if waited else [])
+    assert not connection.exists(place.tagged.state)
+    totals = {k: v for k, v in connection.hgetall(place.totals).items() if b"sample_tasks.add" in k}
+    assert (totals[b"d:sample_tasks.add"], totals[b"f:sample_tasks.add"]) == (b"2", b"2")
