@@ -159,3 +159,23 @@ def test_the_short_way_and_the_long_way_write_alike_for_every_keep_and_waiter(co
     assert not connection.exists(place.tagged.state)
     totals = {k: v for k, v in connection.hgetall(place.totals).items() if b"sample_tasks.add" in k}
     assert (totals[b"d:sample_tasks.add"], totals[b"f:sample_tasks.add"]) == (b"2", b"2")
+
+
+def test_a_batch_over_two_tags_deletes_only_the_state_hash_it_drained(connection):
+    """Each tag's state hash is judged apart: one left with entries of jobs outside the batch
+    (claimed, not ended) keeps them, even when the other tag's is deleted whole."""
+    queues = [Queue("default", connection=connection), Queue("other", connection=connection)]
+    assert keys.queue_tag("default") != keys.queue_tag("other")
+    for queue in queues:
+        queue.enqueue_many([queue.prepare_data(sample_tasks.add, (i, 1)) for i in range(3)])
+    store, now = Store.of(connection), time.time()
+    jobs = store.claim("w1", ["default", "other"], now, now + 30, 6).jobs
+    assert len(jobs) == 6
+    kept = next(job for job in jobs if job[2] == 1)
+    records = [Record(job_id, ["default", "other"][index], token, "finished", b"", 600)
+               for job_id, token, index, _ in jobs if job_id != kept[0]]
+    assert store.finish("w1", records, now) == [1] * 5
+    assert not connection.exists(keys.of_queue("default").tagged.state)
+    assert connection.hkeys(keys.of_queue("other").tagged.state) == [kept[0].encode()]
+    assert store.finish("w1", [Record(kept[0], "other", kept[1], "finished", b"", 600)], now) == [1]
+    assert Queue("other", connection=connection).fetch_job(kept[0]).get_status() == "finished"
