@@ -31,3 +31,32 @@ def test_a_job_never_claimed_comes_back_with_an_empty_text_for_its_state(connect
     assert (claimed[0].decode(), claimed[1]) == (job.id, 2)
     state = dict(zip(claimed[4][0::2], claimed[4][1::2]))
     assert (state[b"s"], state[b"x"]) == (b"queued", b"Traceback: once")
+
+
+def test_an_idle_worker_picks_up_after_redis_forgot_its_scripts_or_closed_its_connections(connection, cli_env, tmp_path):
+    """An idle worker's pickup (the wait and the claim in one write, on a connection held
+    between pickups) and its finish run again after SCRIPT FLUSH, and after Redis closed
+    every client connection while a job ran."""
+    import fault_tasks
+    from test_faults import FAST, wait_until, worker_pool
+
+    from taskit import Job, JobStatus
+
+    with worker_pool(cli_env, tmp_path) as start:
+        worker = start(*FAST)
+        wait_until(worker.ready, what="the worker to start")
+        for i in range(3):
+            time.sleep(0.3)  # idle: waiting in Redis
+            connection.script_flush()
+            job = fault_tasks.work.delay(i)
+            wait_until(lambda job=job: Job.fetch(job.id).get_status() == JobStatus.FINISHED, what=f"job {i}")
+        slow = fault_tasks.work.delay(10, 1.0)
+        wait_until(lambda: Job.fetch(slow.id).get_status() == JobStatus.STARTED, what="the slow job to start")
+        connection.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+        connection.script_flush()
+        wait_until(lambda: Job.fetch(slow.id).get_status() == JobStatus.FINISHED, what="the slow job")
+        time.sleep(0.3)
+        after = fault_tasks.work.delay(11)
+        wait_until(lambda: Job.fetch(after.id).get_status() == JobStatus.FINISHED, what="the job after")
+        assert worker.alive(), worker.output()
+        assert Job.fetch(after.id).result == 11

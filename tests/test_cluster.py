@@ -205,3 +205,13 @@ def test_a_batch_of_scripts_is_routed_without_asking_the_nodes_for_keys(cluster,
     lookups = sum(int(node.info("commandstats").get("cmdstat_command|getkeys", {}).get("calls", 0))
                   for node in cluster.masters())
     assert lookups == 0
+
+
+def test_every_slot_s_tag_hashes_to_that_slot_in_redis(cluster: topologies.Cluster) -> None:
+    """storage/keys.py solves each slot's tag from CRC16's linearity: Redis itself agrees, for
+    every slot, on the slot of a key that carries it."""
+    with cluster.live()[0].client(socket_timeout=10) as client:
+        pipe = client.pipeline(transaction=False)
+        for at in range(keys.SLOTS):
+            pipe.execute_command("CLUSTER KEYSLOT", f"taskit:{{{keys.tag_for_slot(at)}}}:state")
+        assert [int(s) for s in pipe.execute()] == list(range(keys.SLOTS))

@@ -138,7 +138,7 @@ def test_a_packed_entry_with_thousands_of_values_is_failed_as_corrupt(connection
     assert_nothing_held(connection)
 
 
-@pytest.mark.parametrize("spoil", ["a map", "a float at its end"])
+@pytest.mark.parametrize("spoil", ["a map", "a float at its end", "a list for its function"])
 def test_a_record_packed_otherwise_fails_its_job_whole(connection, workers, spoil):
     """A record that is not a list of text values (the enqueue time an integer) is read as
     none: its job fails as corrupt, never runs with the part read before the fault, and
@@ -147,8 +147,10 @@ def test_a_record_packed_otherwise_fails_its_job_whole(connection, workers, spoi
     spoiled = fault_tasks.work.delay(2)
     flat = msgpack.unpackb(connection.hget(bucket(connection, spoiled.id), spoiled.id), raw=True)
     pairs = dict(zip(flat[0::2], flat[1::2]))
-    corrupt_record(connection, spoiled.id, msgpack.packb(
-        pairs if spoil == "a map" else [*flat, b"x", 1.5], use_bin_type=False))
+    # (a list of the function name's bytes was read as those bytes: the job ran)
+    spoilt = {"a map": pairs, "a float at its end": [*flat, b"x", 1.5],
+              "a list for its function": [x for k, v in pairs.items() for x in (k, list(v) if k == b"f" else v)]}
+    corrupt_record(connection, spoiled.id, msgpack.packb(spoilt[spoil], use_bin_type=False))
     after = fault_tasks.work.delay(3)
     assert workers(*FAST, "--burst").wait() == 0
     assert Job.fetch(before.id).result == 1 and Job.fetch(after.id).result == 3

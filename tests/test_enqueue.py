@@ -10,6 +10,7 @@ import sys
 import textwrap
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 import redis
@@ -752,3 +753,33 @@ def test_a_tasks_queue_and_options_changed_after_decoration_are_used(connection)
     changed.job_options["timeout"] = "soon"
     with pytest.raises(ConfigurationError):
         changed.delay(1)
+
+
+def test_a_process_keeps_the_scripts_it_started_with_when_its_package_is_replaced(redis_server, tmp_path):
+    """A long-running process (a web app, a worker) whose installed package is replaced under
+    it (`pip install -U` before its restart, an old release's directory removed) never mixes
+    Lua read from the new files with its own Python, nor fails for want of the old files: the
+    scripts' text is read when its first Store is made, as the rest of its code was imported."""
+    import shutil
+
+    site = tmp_path / "site"
+    shutil.copytree(Path(store.__file__).resolve().parent.parent, site / "taskit",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    code = textwrap.dedent(f"""
+        import shutil
+        import redis
+        import sample_tasks
+        import taskit
+        from taskit import Queue
+        assert taskit.__file__.startswith({str(site)!r}), taskit.__file__
+        queue = Queue(connection=redis.Redis(port={redis_server.port}))
+        job = queue.enqueue(sample_tasks.add, 1, 2)
+        shutil.rmtree({str(site / "taskit" / "lua")!r})  # the upgrade: these files are gone or replaced
+        job.cancel()
+        print(job.get_status())
+    """)
+    tests = Path(__file__).resolve().parent
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(site), str(tests)]))
+    done = subprocess.run([sys.executable, "-c", code], check=False, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "canceled"

@@ -1,4 +1,5 @@
-"""The Lua scripts in taskit/lua, read once and registered per Redis client.
+"""The Lua scripts in taskit/lua, all read once (when the first client's `Scripts` is made)
+and each registered per Redis client at its first use.
 
 Each script does one atomic operation; its header documents KEYS and ARGV. A script
 takes what it uses of the libs it includes (`source`). The Store sends EVALSHA (itself
@@ -93,7 +94,19 @@ _COMMENT = re.compile(r"--[^\n]*")
 
 
 def _read(path: str) -> str:
-    return (resources.files("taskit") / "lua" / path).read_text()
+    return _texts()[path]
+
+
+@functools.cache
+def _texts() -> dict[str, str]:
+    """The text of every script and lib (path under taskit/lua -> text), read at once when the
+    first `Scripts` is made: a script put together later, at its first use, comes from this
+    copy, as the process's Python came from what was installed when it started, never from
+    files an upgrade has since replaced, or removed, under a running process."""
+    lua = resources.files("taskit") / "lua"
+    texts = {f"{name}.lua": (lua / f"{name}.lua").read_text() for name in NAMES}
+    texts.update((f"lib/{lib.name}", lib.read_text()) for lib in (lua / "lib").iterdir() if lib.name.endswith(".lua"))
+    return texts
 
 
 class Scripts:
@@ -103,6 +116,7 @@ class Scripts:
 
     def __init__(self, connection: Client) -> None:
         self._connection = connection
+        _texts()  # (read now, put together when used)
 
     def __getattr__(self, name: str) -> Script:
         if name not in NAMES:

@@ -2264,10 +2264,18 @@ def _record_fields(record: Any) -> Fields:
         flat = msgpack.unpackb(record, raw=True)
         if type(flat) is not list or len(flat) % 2:
             return {}
-        return {name.decode(): value if type(value) is bytes else b"%d" % value if isinstance(value, int) else bytes(value)
+        return {name.decode(): value if type(value) is bytes else _integer_text(value)
                 for name, value in zip(flat[0::2], flat[1::2])}
     except (ValueError, TypeError, AttributeError, UnicodeDecodeError, msgpack.UnpackException):
         return {}
+
+
+def _integer_text(value: Any) -> bytes:
+    """A record's integer value as text; any other value (a list, a map, a float, true) is
+    not one taskit packs, and makes its record unreadable."""
+    if type(value) is not int:
+        raise TypeError(f"not text nor an integer: {type(value).__name__}")
+    return b"%d" % value
 
 
 def _text(raw: bytes) -> str:
