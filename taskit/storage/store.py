@@ -1019,7 +1019,7 @@ class Store:
         replies = self._call_once(self._run_scripts, [*pre, self._claim(worker, queues, first, now, deadline, limit, holds_nothing, beside)])
         if recorded is not None:
             recorded += _in_order(finishing, replies[:len(finishing)])
-        claim = _parse_claim(replies[-1], worker, now, first)
+        claim = _parse_claim(replies[-1], worker, first)
         marked = claim.jobs[0] if holds_nothing and len(claim.jobs) == 1 else None
         for segment in segments[1:]:
             if len(claim.jobs) >= limit or claim.quarantine:
@@ -1027,7 +1027,7 @@ class Store:
             reply = self._call_once(self._run_scripts, [self._claim(
                 worker, queues, segment, now, deadline, limit - len(claim.jobs), holds_nothing and not claim.jobs, None
             )])
-            more = _parse_claim(reply[0], worker, now, segment)
+            more = _parse_claim(reply[0], worker, segment)
             if more.jobs and not claim.jobs and holds_nothing and len(more.jobs) == 1:
                 marked = more.jobs[0]
             claim = _merge_claims(claim, more)
@@ -1198,8 +1198,7 @@ class Store:
                 reply = script(keys=script_keys, args=args)
             if isinstance(reply, Exception):
                 raise reply
-            # (the time the claim took comes back with it: time.time() only stands in for a reply without it)
-            claim = _parse_claim(reply, worker, time.time() if now is None else now, indexes)
+            claim = _parse_claim(reply, worker, indexes)  # (with the time it claimed at)
             # a wake list of another type woke the wait at once: the claim repaired it
             if isinstance(popped, Exception) and "WRONGTYPE" not in str(popped) and not claim.jobs:
                 raise popped
@@ -2308,19 +2307,19 @@ class Claim(NamedTuple):
     corrupt: tuple[str, ...] = ()
 
 
-def _parse_claim(reply: Any, worker: str, now: float, indexes: Sequence[int]) -> Claim:
+def _parse_claim(reply: Any, worker: str, indexes: Sequence[int]) -> Claim:
     """The claim's reply, parsed (`indexes`: the worker's queues the call covered).
 
     claim.lua returns each job's packed record and its state entry as it was before it
-    marked the claim; the claim's own writes are known here and filled in. Jobs the claim failed as corrupt
+    marked the claim, and the time it claimed them at (the worker's, or Redis's own clock for
+    Store.wait_and_claim); the claim's own writes are known here and filled in. Jobs the claim failed as corrupt
     (their record was overwritten while they waited) are logged. The reply comes packed
     in one msgpack string: redis-py's own parser (without hiredis) reads a reply an
     element at a time, in Python, about 2 µs each, 12 for one job and 5 more per job.
     """
     reply = msgpack.unpackb(reply, raw=True)
-    flat, next_run_at, corrupt, quarantine = reply[:4]
-    if len(reply) > 4:  # the time the claim took (Redis's own clock for Store.wait_and_claim)
-        now = float(reply[4])
+    flat, next_run_at, corrupt, quarantine, claimed_at = reply
+    now = float(claimed_at)
     if corrupt:
         log.error(
             "failed %d job(s) as corrupt: their record was overwritten by another type while they waited; "
