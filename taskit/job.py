@@ -151,7 +151,7 @@ def retag(job: Job, queue: str, tags: Sequence[str] = ()) -> None:
             f"job id {job.id!r} has the form of an id taskit made for another queue (tag {carried!r}); "
             "choose another id"
         )
-    job.id = new_id(tag)
+    job.id = job._unsent_id = new_id(tag)
 
 
 class Options(NamedTuple):
@@ -277,6 +277,9 @@ class Job:
     # thousands a second; the stored times default to None through _StoredTime)
     #: its id was made by taskit (it carries its queue's tag: see `retag`)
     _generated = False
+    #: the id taskit made for it, until an enqueue sends it: while `id` is still that, no job
+    #: in Redis can have it (130 random bits), so the enqueue need not look (storage/store.py)
+    _unsent_id: str | None = None
     #: which partition of a partitioned queue it goes to (taskit.partitions)
     _partition_key: Any = None
     func_name = ""
@@ -342,8 +345,11 @@ class Job:
             config.check_connection(connection)
         if origin is not DEFAULT_QUEUE:
             validate_id(origin, "queue name")
-        job = cls(validate_id(id) if id is not None else new_id(queue_tag(origin)), connection)
-        job._generated = id is None
+        if id is None:
+            job = cls(new_id(queue_tag(origin)), connection)
+            job._generated, job._unsent_id = True, job.id
+        else:
+            job = cls(validate_id(id), connection)
         job.func_name = func_name_of(func)
         if args is None:
             args = ()

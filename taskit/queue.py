@@ -192,11 +192,14 @@ class Queue:
             place(store, name, jobs)
         status = JobStatus.SCHEDULED if run_at is not None else JobStatus.QUEUED
         now = time.time()
-        entries = [(job.id, name, job.ttl, at_front, run_at, job.to_fields(status, now)) for job in jobs]
+        entries = [(job.id, name, job.ttl, at_front, run_at, job.to_fields(status, now), job._unsent_id == job.id)
+                   for job in jobs]
+        for job in jobs:
+            job._unsent_id = None  # (sent, or tried: a second enqueue of this Job looks for its id)
         if tracing.tracer is None:
             written, acknowledged = store.enqueue(entries, *wait)
         else:
-            with tracing.producer_spans(jobs, [entry[-1] for entry in entries]):
+            with tracing.producer_spans(jobs, [entry[5] for entry in entries]):
                 written, acknowledged = store.enqueue(entries, *wait)
         taken = [job.id for job, ok in zip(jobs, written) if not ok]
         if taken:
@@ -205,7 +208,7 @@ class Queue:
                 f"{'it' if len(taken) == 1 else 'them'}" + (" (the others were enqueued)" if len(taken) < len(jobs) else "")
             )
         for job, entry in zip(jobs, entries):
-            fields = entry[-1]
+            fields = entry[5]
             # the times as stored (milliseconds), so that this Job equals what Job.fetch reads
             enqueued = float(fields[Field.ENQUEUED])
             times = job.__dict__

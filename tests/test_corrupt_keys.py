@@ -23,7 +23,7 @@ import msgpack
 import pytest
 import records
 import redis
-from conftest import taskit_command
+from conftest import taskit_command, taskit_env
 from records import (
     bucket,
     corrupt_record,
@@ -301,11 +301,22 @@ def test_enqueue_refuses_a_data_key_of_the_wrong_type_and_writes_nothing(connect
     connection.set(key, "not what it should be")
     before = connection.dbsize()
     options = {"ttl": 60} if key == place.tagged.expiry else {}  # (only a job with a ttl goes there)
-    with pytest.raises(StorageError, match=f"WRONGTYPE taskit: {key} is a string"):
-        queue.enqueue(fault_tasks.work, 1, job_id="fixed-id", **options)
+    if key != place.scheduled:  # (a job that runs now never touches it: see the next test)
+        with pytest.raises(StorageError, match=f"WRONGTYPE taskit: {key} is a string"):
+            queue.enqueue(fault_tasks.work, 1, job_id="fixed-id", **options)
     with pytest.raises(StorageError, match=f"WRONGTYPE taskit: {key} is a string"):
         queue.enqueue_in(60, fault_tasks.work, 1, job_id="fixed-id", **options)
     assert connection.dbsize() == before
+
+
+def test_a_job_that_runs_now_is_not_refused_for_a_broken_scheduled_zset_and_runs(connection, queue):
+    """It is never written there; a claim passes the broken key over, and the maintenance
+    step reports it."""
+    place = keys.of_queue("default")
+    connection.set(place.scheduled, "not a zset")
+    job = queue.enqueue(fault_tasks.work, 4)
+    assert Worker([queue]).work(burst=True) == 1 and Job.fetch(job.id).result == 4
+    assert connection.get(place.scheduled) == b"not a zset"
 
 
 def test_a_global_queue_set_of_the_wrong_type_is_rebuilt_and_the_enqueue_goes_on(connection, queue, caplog):
@@ -414,6 +425,25 @@ def test_a_retry_after_a_lost_reply_still_reports_an_older_job_with_the_same_id(
         Queue(connection=client).enqueue(fault_tasks.work, 2, job_id="taken")
     assert dropped.is_set()
     assert Job.fetch("taken").args == (1,) and Queue().count == 1
+
+
+def test_a_retry_after_a_lost_reply_looks_for_the_new_id_it_sent_and_finds_its_job_ended(connection, redis_server):
+    """A job whose id taskit made is sent without looking that id up (no job can have it yet),
+    but its retry after a lost reply looks: the job, run and ended by a worker in between,
+    is not written a second time."""
+    def run_it() -> None:
+        subprocess.run(taskit_command("worker", "fault_tasks", "--burst", "-u", redis_server.url), check=True,
+                       env=taskit_env(redis_server.url), timeout=60, capture_output=True)
+
+    port, dropped = _reply_dropping_proxy(redis_server.port, b":1\r\n", meanwhile=run_it, passed=1)
+    client = redis.Redis(port=port, retry=Retry(NoBackoff(), 0))
+    for name in scripts.NAMES:
+        client.script_load(scripts.source(name))
+    first = fault_tasks.work.apply_async((2,), connection=client)  # (and the queue's first SADD: one reply read)
+    job = fault_tasks.work.apply_async((3,), connection=client)
+    assert dropped.is_set()
+    assert Job.fetch(first.id).result == 2 and Job.fetch(job.id).result == 3 and Queue().count == 0
+    assert not connection.hexists(keys.of_queue("default").tagged.bucket(job.id), job.id)
 
 
 def test_the_same_job_enqueued_twice_at_once_is_still_a_duplicate(connection, queue):

@@ -13,6 +13,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import fault_tasks
@@ -252,19 +253,25 @@ def test_a_corrupt_recoveries_field_does_not_lose_the_job(connection: redis.Redi
 # -- 8. a lost claim reply strands the claimed jobs ------------------------------------------------
 
 
-def _reply_dropping_proxy(redis_port: int, marker: bytes) -> tuple[int, threading.Event]:
-    """A TCP proxy to Redis that cuts the connection instead of delivering the first reply holding `marker`."""
+def _reply_dropping_proxy(
+    redis_port: int, marker: bytes, meanwhile: Callable[[], object] | None = None, passed: int = 0
+) -> tuple[int, threading.Event]:
+    """A TCP proxy to Redis that cuts the connection instead of delivering the first reply
+    holding `marker` (after `passed` such replies delivered); `meanwhile` runs between (Redis
+    ran the command, the client has not yet heard that the connection is gone)."""
     import socket
 
     from conftest import free_port
 
-    port, dropped = free_port(), threading.Event()
+    port, dropped, seen = free_port(), threading.Event(), itertools.count()
 
     def pump(src: socket.socket, dst: socket.socket, watch: bool) -> None:
         try:
             while data := src.recv(65536):
-                if watch and not dropped.is_set() and marker in data:
+                if watch and not dropped.is_set() and marker in data and next(seen) >= passed:
                     dropped.set()  # Redis ran the command; the client never hears back
+                    if meanwhile is not None:
+                        meanwhile()
                     break
                 dst.sendall(data)
         except OSError:

@@ -224,14 +224,18 @@ class Store:
 
     def enqueue(
         self,
-        jobs: Sequence[tuple[str, str, int | None, bool, float | None, Mapping[str, Any]]],
+        jobs: Sequence[tuple[str, str, int | None, bool, float | None, Mapping[str, Any], bool]],
         replicas: int = 0,
         replica_timeout: float = 1.0,
     ) -> Enqueued:
         """Write jobs and push them, all in one round trip; False where the id was taken.
 
-        Each entry is (id, queue, ttl, at_front, run_at, fields). A retry after a lost
-        reply (ours, or redis-py's own) may find its own job already written:
+        Each entry is (id, queue, ttl, at_front, run_at, fields, new): `new` when the id
+        was made by taskit for this job and is sent for the first time (`Job._unsent_id`):
+        no job can have it, so where this call cannot be sent twice (the held connection,
+        which redis-py does not retry on, and none of our retries) lua/enqueue.lua checks
+        only the bucket for it. A retry after a lost reply (ours, or redis-py's own) may
+        find its own job already written:
         lua/enqueue.lua tells it (same function, arguments and enqueue time, to the
         millisecond) from an older job with the same id, which is still reported as taken
         (see `_Written` for the same job enqueued twice by this process). A job with a
@@ -250,9 +254,9 @@ class Store:
             return Enqueued([], None)
         calls, queues, custom = [], [], []
         before: list[tuple[Any, ...]] = []
-        for i, (job_id, queue, ttl, at_front, run_at, fields) in enumerate(jobs):
+        for i, (job_id, queue, ttl, at_front, run_at, fields, _) in enumerate(jobs):
             args = [job_id, queue, "" if ttl is None else ttl, int(at_front), "" if run_at is None else run_at,
-                    pack_record(fields), fields[keys.Field.ENQUEUED]]
+                    pack_record(fields), fields[keys.Field.ENQUEUED], 0]
             tag = keys.tag_of(job_id)
             calls.append((self.scripts.enqueue, _new_job_keys(job_id, queue, ttl, tag), args))
             entry = _directory_entry(job_id, queue, tag)
@@ -266,12 +270,17 @@ class Store:
         declarations = len(before) if self.partitions.stale() else None
         if declarations is not None:
             before.append(("hgetall", keys.PARTITIONS, {}))
+        if self._direct is not None and not before and wait is None:  # (see `new` above)
+            for (_, _, args), job in zip(calls, jobs):
+                args[-1] = int(job[6])
         started = time.monotonic()
         entries: list[Any] = []
         each = bool(before)  # what a refused call wrote before it is taken back (`_take_back`)
         try:
             results = self._run_scripts(calls, each, before, entries, wait)
         except _ERRORS as exc:
+            for _, _, args in calls:
+                args[-1] = 0  # (the first attempt may have written it)
             results = self._retry(
                 started, self._transient_or_raise(exc), self._run_scripts, calls, each, before, entries, wait
             )
@@ -332,7 +341,7 @@ class Store:
 
         self._call(run)
 
-    def _claim_directory(self, job: tuple[str, str, Any, Any, Any, Mapping[str, Any]], held: bytes, call: Any) -> bool:
+    def _claim_directory(self, job: tuple[str, str, Any, Any, Any, Mapping[str, Any], bool], held: bytes, call: Any) -> bool:
         """A custom id's directory entry named another tag than the one the job was just
         written in: the id is taken there if a job with it exists there (then the new job is
         taken back, lua/withdraw.lua, and False returned); else the entry was left by a job

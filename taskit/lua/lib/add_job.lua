@@ -69,10 +69,14 @@ end
 -- After `write_record`: make the job runnable, or schedule it for run_at; a ttl is kept
 -- in the expiry zset (from `enqueued`, the enqueue time in Unix milliseconds). Each write
 -- is tried, and a data key of another type undoes the writes before it and is refused, so
--- nothing stays half-written (and no TYPE is paid on the way). The queue list is checked
--- for a scheduled job too (it is pushed there later), as the scheduled zset is for the
--- others. Returns 1 if the queue was new in its tag's queue set (the caller adds it to
--- the global one).
+-- nothing stays half-written (and no TYPE is paid on the way). A scheduled job checks the
+-- queue list too (it is pushed there later); a job that runs now never touches the
+-- scheduled zset, so it is not refused for it (a claim passes a broken one over, and the
+-- maintenance step reports it). The queue is put in its tag's queue set when the job is
+-- scheduled or the push made the list: a list that was there already means the queue is
+-- in the set (only maintain.lua takes a name out, and only when the queue has no keys at
+-- all). Returns 1 if the queue was new in its tag's queue set (the caller adds it to the
+-- global one).
 local function add_job(k, id, queue_name, ttl, at_front, run_at, enqueued)
   local lifetime = ttl == '' and -1 or seconds(ttl, -1)
   local reply = lifetime >= 0 and redis.pcall('ZADD', k.expiry, (tonumber(enqueued) or 0) / 1000 + lifetime, id)
@@ -85,14 +89,12 @@ local function add_job(k, id, queue_name, ttl, at_front, run_at, enqueued)
     reply = redis.pcall('ZADD', k.scheduled, run_at, id)
     if type(reply) ~= 'number' then undo_and_refuse(k, id, lifetime, k.scheduled, 'zset', reply) end
   else
-    reply = redis.pcall('ZCARD', k.scheduled)
-    if type(reply) ~= 'number' then undo_and_refuse(k, id, lifetime, k.scheduled, 'zset', reply) end
-    local front = at_front == '1'
-    local length = redis.pcall(front and 'LPUSH' or 'RPUSH', k.queue, id)
+    local length = redis.pcall(at_front == '1' and 'LPUSH' or 'RPUSH', k.queue, id)
     if type(length) ~= 'number' then undo_and_refuse(k, id, lifetime, k.queue, 'list', length) end
-    if length == 1 then
-      wake_one(k.wake)  -- the queue was empty (as queueing.lua's push does)
+    if length > 1 then
+      return 0
     end
+    wake_one(k.wake)  -- the queue was empty (as queueing.lua's push does)
   end
   -- an index of names, rebuilt as jobs are enqueued: one of another type is replaced
   local added = redis.pcall('SADD', k.queues, queue_name)
