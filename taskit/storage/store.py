@@ -11,6 +11,7 @@ any other Redis error becomes `StorageError`.
 
 from __future__ import annotations
 
+import codecs
 import functools
 import logging
 import math
@@ -255,9 +256,9 @@ class Store:
         calls, queues, custom = [], [], []
         before: list[tuple[Any, ...]] = []
         for i, (job_id, queue, ttl, at_front, run_at, fields, _) in enumerate(jobs):
-            args = [job_id, queue, "" if ttl is None else ttl, int(at_front), "" if run_at is None else run_at,
-                    pack_record(fields), fields[keys.Field.ENQUEUED], 0]
             tag = keys.tag_of(job_id)
+            args = [job_id, _queue_keys(queue, tag or keys.queue_tag(queue)).name, "" if ttl is None else ttl,
+                    int(at_front), "" if run_at is None else run_at, pack_record(fields), fields[keys.Field.ENQUEUED], 0]
             calls.append((self.scripts.enqueue, _new_job_keys(job_id, queue, ttl, tag), args))
             entry = _directory_entry(job_id, queue, tag)
             if entry:
@@ -1792,6 +1793,7 @@ class _Direct:
         weakref.finalize(self, _give_back_held, pool, self.cell)
         settings = pool.connection_kwargs
         self.encoding = settings.get("encoding", "utf-8"), settings.get("encoding_errors", "strict")
+        self.utf8 = codecs.lookup(self.encoding[0]).name == "utf-8"  # (`_Packed` names are UTF-8)
         _Direct._all.add(self)
 
     @classmethod
@@ -1850,9 +1852,12 @@ class _Direct:
 
     def _pack(self, arguments: Sequence[Any]) -> bytes:
         """Arguments of a command in RESP, encoded as redis-py's encoder does."""
-        encoding = self.encoding
+        encoding, utf8 = self.encoding, self.utf8
         parts: list[bytes] = []
         for arg in arguments:
+            if type(arg) is _Packed and utf8:
+                parts.append(arg.resp)
+                continue
             if type(arg) is str:
                 arg = arg.encode(*encoding)
             elif type(arg) is not bytes:
@@ -2049,18 +2054,46 @@ INDEX_SECONDS = 60.0
 def _new_job_keys(job_id: str, queue: str, ttl: int | None, tag: str | None) -> list[str]:
     """The keys lua/lib/add_job.lua writes, in the job's tag (`tag`: the one its id carries,
     if it carries one); the expiry zset only for a job with a ttl."""
-    tagged, *queue_keys = _queue_keys(queue, tag or keys.queue_tag(queue))
-    job_keys = [tagged.bucket(job_id), tagged.state, tagged.job(job_id), *queue_keys]
+    place = _queue_keys(queue, tag or keys.queue_tag(queue))
+    job_keys = [place.buckets[keys.bucket_index(job_id)], place.state, place.tagged.job(job_id), *place.queue_keys]
     if ttl is not None:
-        job_keys.append(tagged.expiry)
+        job_keys.append(place.expiry)
     return job_keys
 
 
+class _Packed(str):
+    """A name sent with every job of its queue: its RESP form (UTF-8, as redis-py's default
+    encoder makes it) is made once, for `_Direct._pack`; to everything else, a str."""
+
+    __slots__ = ("resp",)
+    resp: bytes
+
+    def __new__(cls, text: str) -> _Packed:  # noqa: PYI034
+        self = super().__new__(cls, text)
+        raw = text.encode()
+        self.resp = b"$%d\r\n%b\r\n" % (len(raw), raw)
+        return self
+
+
+class _QueueKeys(NamedTuple):
+    """What every enqueue to a queue sends the same, packed once (`_Packed`)."""
+
+    tagged: keys.TagKeys
+    buckets: tuple[_Packed, ...]
+    state: _Packed
+    queue_keys: tuple[_Packed, ...]  # (queue list, wake list, scheduled zset, the tag's queue set)
+    expiry: _Packed
+    name: _Packed
+
+
 @functools.lru_cache(maxsize=4096)
-def _queue_keys(queue: str, tag: str) -> tuple[Any, ...]:
-    """The tag's keys, then those of `_new_job_keys` that are the same for every job of a queue."""
+def _queue_keys(queue: str, tag: str) -> _QueueKeys:
+    """The names of `_new_job_keys` that are the same for every job of a queue in `tag`."""
     place = keys.of_queue(queue, tag)
-    return place.tagged, place.queue, place.wake, place.scheduled, place.tagged.queues
+    tagged = place.tagged
+    return _QueueKeys(tagged, tuple(map(_Packed, tagged.buckets)), _Packed(tagged.state),
+                      tuple(map(_Packed, (place.queue, place.wake, place.scheduled, tagged.queues))),
+                      _Packed(tagged.expiry), _Packed(queue))
 
 
 def _repairs_index(command: tuple[Any, ...], reply: Exception) -> bool:
