@@ -257,8 +257,9 @@ class Store:
         before: list[tuple[Any, ...]] = []
         for i, (job_id, queue, ttl, at_front, run_at, fields, _) in enumerate(jobs):
             tag = keys.tag_of(job_id)
-            args = [job_id, _queue_keys(queue, tag or keys.queue_tag(queue)).name, "" if ttl is None else ttl,
-                    int(at_front), "" if run_at is None else run_at, pack_record(fields), fields[keys.Field.ENQUEUED], 0]
+            args = [job_id, _queue_keys(queue, tag or keys.queue_tag(queue)).name, _NONE if ttl is None else ttl,
+                    _FLAG[at_front], _NONE if run_at is None else run_at, pack_record(fields),
+                    fields[keys.Field.ENQUEUED], _FLAG[False]]
             calls.append((self.scripts.enqueue, _new_job_keys(job_id, queue, ttl, tag), args))
             entry = _directory_entry(job_id, queue, tag)
             if entry:
@@ -273,7 +274,7 @@ class Store:
             before.append(("hgetall", keys.PARTITIONS, {}))
         if self._direct is not None and not before and wait is None:  # (see `new` above)
             for (_, _, args), job in zip(calls, jobs):
-                args[-1] = int(job[6])
+                args[-1] = _FLAG[job[6]]
         started = time.monotonic()
         entries: list[Any] = []
         each = bool(before)  # what a refused call wrote before it is taken back (`_take_back`)
@@ -281,7 +282,7 @@ class Store:
             results = self._run_scripts(calls, each, before, entries, wait)
         except _ERRORS as exc:
             for _, _, args in calls:
-                args[-1] = 0  # (the first attempt may have written it)
+                args[-1] = _FLAG[False]  # (the first attempt may have written it)
             results = self._retry(
                 started, self._transient_or_raise(exc), self._run_scripts, calls, each, before, entries, wait
             )
@@ -2073,6 +2074,11 @@ class _Packed(str):
         raw = text.encode()
         self.resp = b"$%d\r\n%b\r\n" % (len(raw), raw)
         return self
+
+
+#: the arguments of lua/enqueue.lua that are mostly the same: none given, and flags
+_NONE = _Packed("")
+_FLAG = {False: _Packed("0"), True: _Packed("1")}
 
 
 class _QueueKeys(NamedTuple):
