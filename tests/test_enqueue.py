@@ -705,6 +705,37 @@ def test_the_own_path_survives_a_restart_and_lost_scripts(redis_server, connecti
     client.close()
 
 
+#: commands whose replies take every shape a reply can (RESP2 and RESP3), errors in place
+_EVERY_SHAPE = [
+    ("PING",), ("SET", "s", "x" * 200_000), ("GET", "s"), ("GET", "none"), ("INCR", "n"), ("RPUSH", "l", "a", "b"),
+    ("LRANGE", "l", 0, -1), ("HSET", "h", "f", "v"), ("HGETALL", "h"), ("SADD", "set", "m"), ("SMEMBERS", "set"),
+    ("GET", "l"), ("EVALSHA", "0" * 40, 0), ("ZADD", "z", 1.5, "m"), ("ZSCORE", "z", "m"), ("LPOS", "l", "x"),
+    ("EVAL", "return {1, 'two', {3, {}}, redis.error_reply('ERR nested'), false}", 0), ("CONFIG", "GET", "maxmemory-policy"),
+    ("EVAL", "redis.setresp(3); return redis.call('HGETALL', KEYS[1])", 1, "h"),
+    ("EVAL", "redis.setresp(3); return {double = 2.5}", 0), ("EVAL", "return true", 0),
+]
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+def test_the_own_path_reads_every_reply_as_redis_py_does(redis_server, connection, protocol):
+    """The held connection's replies are read off its socket (storage/resp.py): as
+    redis-py's reader gives them, a refusal in its place, several at once, one past many
+    recv()s (200 kB)."""
+    client = redis.Redis(port=redis_server.port, protocol=protocol)
+    own = store._Direct.of(client)
+    assert own is not None
+    got = own.send(_EVERY_SHAPE)
+    connection.flushall()
+    by_redis_py = client.connection_pool.get_connection()
+    by_redis_py.send_packed_command(by_redis_py.pack_commands(_EVERY_SHAPE))
+    expected = [store._response_of(by_redis_py) for _ in _EVERY_SHAPE]
+    assert [repr(reply) for reply in got] == [repr(reply) for reply in expected]
+    assert isinstance(got[11], redis.ResponseError) and "WRONGTYPE" in str(got[11])
+    assert isinstance(got[12], redis.exceptions.NoScriptError) and got[2] == b"x" * 200_000
+    assert own.send([("PING",)]) == [b"PONG"]  # nothing was left unread
+    client.close()
+
+
 def test_the_own_path_works_in_a_forked_child(redis_server, connection):
     client = config.connect(redis_server.url)
     queue = Queue(connection=client)

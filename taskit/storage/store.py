@@ -40,6 +40,7 @@ from ..connections import Client, describe
 from ..exceptions import ConfigurationError, RedisUnavailableError, StorageError
 from . import keys
 from .partitions import Partitions
+from .resp import Replies
 from .scripts import Scripts
 
 T = TypeVar("T")
@@ -1890,16 +1891,29 @@ def _exchange(connection: Any, payload: Sequence[bytes], count: int) -> list[Any
     disconnected (a reply may be half read; its next use reconnects) and the error raised."""
     try:
         connection.send_packed_command(payload)
-        replies: list[Any] = []
-        for _ in range(count):
-            try:
-                replies.append(connection.read_response())
-            except redis.ResponseError as exc:  # (read whole: the next reply follows)
-                replies.append(exc)
-        return replies
+        if type(connection) not in _PLAIN_CONNECTIONS:  # (Sentinel's reads a READONLY as a failover)
+            return [_response_of(connection) for _ in range(count)]
+        replies = Replies(connection._sock).read(count)
     except BaseException:
         connection.disconnect()
         raise
+    if connection.health_check_interval:  # (as redis-py's reader does: the connection is alive)
+        connection.next_health_check = time.monotonic() + connection.health_check_interval
+    return replies
+
+
+#: connections whose replies are read straight off their socket (storage/resp.py): those
+#: whose reading redis-py does not specialize
+_PLAIN_CONNECTIONS = frozenset({redis.Connection, redis.SSLConnection, redis.UnixDomainSocketConnection})
+
+
+def _response_of(connection: Any) -> Any:
+    """The next reply, read by the connection; a refusal as its ResponseError (read whole:
+    the next reply follows)."""
+    try:
+        return connection.read_response()
+    except redis.ResponseError as exc:
+        return exc
 
 
 class Enqueued(NamedTuple):
