@@ -1773,7 +1773,7 @@ class _Direct:
     redis-py's own ConnectionPool (not Sentinel's, whose connections follow a failover; no
     client-side cache; not a single-connection client) the Store packs its scripts itself,
     sends them on a connection it holds out of the pool between calls, and reads the
-    replies with that connection's parser. The Store gives the connection back before any
+    replies off its socket itself (storage/resp.py). The Store gives the connection back before any
     other command it runs (`give_back`), so a producer still uses one connection; a thread
     that finds it busy takes one from the pool for that call. A lost connection is
     disconnected (the next call reconnects) and raised, for the Store to retry as any
