@@ -554,6 +554,10 @@ class Store:
         else:
             for i in lost:
                 script, script_keys, args = calls[i]
+                if direct is not None:  # loaded, then run again where nothing re-sends it (see `enqueue`)
+                    self.redis.script_load(script.script)
+                    results[i] = direct.evalsha([calls[i]])[0]
+                    continue
                 try:
                     results[i] = script(keys=script_keys, args=args)
                 except redis.ResponseError as exc:
