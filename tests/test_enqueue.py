@@ -736,6 +736,24 @@ def test_the_own_path_reads_every_reply_as_redis_py_does(redis_server, connectio
     client.close()
 
 
+class _BytesKind(bytes):
+    pass
+
+
+def test_the_own_path_packs_values_as_redis_py_does_and_refuses_what_it_refuses(redis_server, connection):
+    own = store._Direct.of(redis.Redis(port=redis_server.port))
+    assert own is not None
+    encoder = redis.connection.Encoder("utf-8", "strict", False)
+    for value in [b"x", "é", 3, -2.5, 10**20, _BytesKind(b"sub"), memoryview(b"mv"), bytearray(b"ba")]:
+        encoded = bytes(encoder.encode(value))
+        assert own._pack([value]) == b"$%d\r\n%b\r\n" % (len(encoded), encoded)
+    for value in [True, None, object()]:
+        with pytest.raises(redis.DataError):
+            encoder.encode(value)
+        with pytest.raises(redis.DataError):
+            own._pack([value])
+
+
 def test_the_own_path_works_in_a_forked_child(redis_server, connection):
     client = config.connect(redis_server.url)
     queue = Queue(connection=client)

@@ -1867,9 +1867,22 @@ class _Direct:
             if type(arg) is str:
                 arg = arg.encode(*encoding)
             elif type(arg) is not bytes:
-                arg = arg.encode(*encoding) if isinstance(arg, str) else repr(arg).encode()
+                arg = _encoded(arg, encoding)
             parts += (b"$%d\r\n" % len(arg), arg, b"\r\n")
         return b"".join(parts)
+
+
+def _encoded(value: Any, encoding: tuple[str, str]) -> bytes:
+    """What redis-py's encoder sends for a value that is not plain bytes or str; a type it
+    refuses (a bool, a None, any other object) is refused alike."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    if isinstance(value, str):
+        return value.encode(*encoding)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return repr(value).encode()
+    raise redis.DataError(f"Invalid input of type: '{type(value).__name__}'. Convert to a bytes, string, int or "
+                          "float first.")
 
 
 @functools.lru_cache(maxsize=256)
