@@ -304,6 +304,13 @@ class Job:
     #: the enqueuer's trace context (taskit.tracing), as stored
     trace_context: bytes | None = None
 
+    def __getstate__(self) -> dict[str, Any]:
+        """What a copy (or a pickle) takes: all but `_unsent_id`. A copy has the same id,
+        which one of the two may have sent already: its enqueue must look that id up."""
+        state = self.__dict__.copy()
+        state.pop("_unsent_id", None)
+        return state
+
     def __init__(self, id: str, connection: Client | None = None) -> None:
         self.id = id
         self._connection = connection

@@ -192,10 +192,10 @@ class Queue:
             place(store, name, jobs)
         status = JobStatus.SCHEDULED if run_at is not None else JobStatus.QUEUED
         now = time.time()
-        entries = [(job.id, name, job.ttl, at_front, run_at, job.to_fields(status, now), job._unsent_id == job.id)
-                   for job in jobs]
-        for job in jobs:
-            job._unsent_id = None  # (sent, or tried: a second enqueue of this Job looks for its id)
+        # (the id taken out as it is read: sent, or tried, it is looked up by any later enqueue
+        # of this Job, one another thread may be making at the same time)
+        entries = [(job.id, name, job.ttl, at_front, run_at, job.to_fields(status, now),
+                    job.__dict__.pop("_unsent_id", None) == job.id) for job in jobs]
         if tracing.tracer is None:
             written, acknowledged = store.enqueue(entries, *wait)
         else:

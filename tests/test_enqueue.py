@@ -832,3 +832,19 @@ def test_a_process_keeps_the_scripts_it_started_with_when_its_package_is_replace
     done = subprocess.run([sys.executable, "-c", code], check=False, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "canceled"
+
+
+def test_a_copy_of_a_prepared_job_is_refused_once_the_original_ran(connection, queue):
+    """A copy carries the original's id: once the original was enqueued (and ran, and left
+    its bucket), the copy's enqueue must find that id taken, not run the job a second time."""
+    import copy
+
+    import sample_tasks
+
+    job = queue.prepare_data(sample_tasks.add, (1, 2))
+    twin = copy.copy(job)
+    queue.enqueue_job(job)
+    assert Worker([queue]).work(burst=True) == 1 and Job.fetch(job.id).result == 3
+    with pytest.raises(DuplicateJobError):
+        queue.enqueue_job(twin)
+    assert queue.count == 0 and Worker([queue]).work(burst=True) == 0
