@@ -848,3 +848,20 @@ def test_a_copy_of_a_prepared_job_is_refused_once_the_original_ran(connection, q
     with pytest.raises(DuplicateJobError):
         queue.enqueue_job(twin)
     assert queue.count == 0 and Worker([queue]).work(burst=True) == 0
+
+
+def test_the_own_path_reads_a_long_string_whole_and_what_follows_it(redis_server, connection):
+    """A string that takes many recv()s (storage/resp.py reads it on and joins it once; it
+    was copied again at each, 70 s for 96 MB), then the replies after it, in their place."""
+    import sample_tasks
+
+    client = redis.Redis(port=redis_server.port)
+    own = store._Direct.of(client)
+    assert own is not None
+    value = bytes(range(256)) * (24 << 12)  # 24 MB
+    client.set("long", value)
+    assert own.send([("GET", "long"), ("STRLEN", "long"), ("GET", "long"), ("PING",)]) == [value, len(value), value, b"PONG"]
+    queue = Queue(connection=client)
+    job = queue.enqueue(sample_tasks.add, value, b"!")  # (its claim's reply holds the 24 MB)
+    assert Worker([queue]).work(burst=True) == 1 and Job.fetch(job.id, client).result == value + b"!"
+    client.close()

@@ -18,6 +18,8 @@ from redis._parsers import BaseParser
 
 #: how much one recv asks for
 CHUNK = 65536
+#: how much one recv asks for at most, for the rest of a long string
+BIG_CHUNK = 1 << 20
 #: the aggregate types whose elements follow as replies (array, set, push)
 _AGGREGATES = frozenset(b"*~>")
 
@@ -60,11 +62,24 @@ class Replies:
         return line
 
     def _bulk(self, length: int) -> bytes:
-        while len(self.data) - self.at < length + 2:
-            self._more()
+        if len(self.data) - self.at < length + 2:
+            self._fill(length + 2)
         start = self.at
         self.at += length + 2
         return self.data[start:start + length]
+
+    def _fill(self, size: int) -> None:
+        """Read on until `size` bytes from `at` are in, joined once: a string longer than
+        many recv()s is not copied again at each (96 MB took 70 s so, 0.7 s through redis-py)."""
+        chunks = [self.data[self.at:]]
+        have = len(chunks[0])
+        while have < size:
+            chunk = self.sock.recv(max(CHUNK, min(size - have, BIG_CHUNK)))
+            if not chunk:
+                raise redis.ConnectionError("Connection closed by server.")
+            chunks.append(chunk)
+            have += len(chunk)
+        self.data, self.at = b"".join(chunks), 0
 
     def _reply(self) -> Any:
         line = self._line()
