@@ -777,6 +777,35 @@ def test_the_own_path_works_in_a_forked_child(redis_server, connection):
     client.close()
 
 
+def test_a_prepared_job_a_forked_child_enqueues_after_its_parent_ran_it_is_refused(redis_server, connection):
+    """A child inherits its parent's Jobs: one it enqueues may have been sent by the parent
+    (and run, and left its bucket), so its enqueue looks its id up (the parent's need not)."""
+    client = config.connect(redis_server.url)
+    queue = Queue(connection=client)
+    queue.enqueue(plain, 0)  # (the queue indexed by this Store: the next enqueues are sent as new)
+    job = queue.prepare_data(plain, (1,))
+    ran, done = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.read(ran, 1)  # the parent enqueued the job and a worker ran it
+            try:
+                queue.enqueue_job(job)
+                code = 1
+            except DuplicateJobError:
+                code = 0
+        except BaseException:  # noqa: BLE001  (a forked child exits, whatever happened)
+            code = 2
+        os._exit(code)
+    queue.enqueue_job(job)
+    assert Worker([queue], modules=["test_enqueue"]).work(burst=True) == 2 and Job.fetch(job.id, client).result == 1
+    os.write(done, b"x")
+    _, status_code = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status_code) == 0
+    assert queue.count == 0
+    client.close()
+
+
 @pytest.mark.parametrize("fields", [
     {"f": "m.f", "s": "queued", "e": 1_700_000_000_123},
     {"f": "m." + "f" * 40, "s": "scheduled", "e": 1_700_000_000_123, "a": bytes(range(256)) * 2, "to": 30,
