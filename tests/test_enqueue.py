@@ -863,15 +863,17 @@ def test_a_process_keeps_the_scripts_it_started_with_when_its_package_is_replace
     assert done.stdout.strip() == "canceled"
 
 
-def test_a_copy_of_a_prepared_job_is_refused_once_the_original_ran(connection, queue):
+@pytest.mark.parametrize("duplicate", ["copy", "pickle"])
+def test_a_copy_of_a_prepared_job_is_refused_once_the_original_ran(connection, queue, duplicate):
     """A copy carries the original's id: once the original was enqueued (and ran, and left
     its bucket), the copy's enqueue must find that id taken, not run the job a second time."""
     import copy
+    import pickle
 
     import sample_tasks
 
-    job = queue.prepare_data(sample_tasks.add, (1, 2))
-    twin = copy.copy(job)
+    job = Queue().prepare_data(sample_tasks.add, (1, 2))  # (the default connection: it pickles)
+    twin = copy.copy(job) if duplicate == "copy" else pickle.loads(pickle.dumps(job))
     queue.enqueue_job(job)
     assert Worker([queue]).work(burst=True) == 1 and Job.fetch(job.id).result == 3
     with pytest.raises(DuplicateJobError):
