@@ -705,6 +705,20 @@ def test_the_own_path_survives_a_restart_and_lost_scripts(redis_server, connecti
     client.close()
 
 
+def test_the_own_path_loads_a_lost_script_once_and_runs_the_calls_again_together(redis_server, connection):
+    """After a restart (scripts lost), an enqueue_many of many jobs loads the script once
+    and re-runs its calls in one round trip, not a SCRIPT LOAD and a round trip per job."""
+    client = config.connect(redis_server.url)
+    queue = Queue(connection=client)
+    queue.enqueue(plain, 0)
+    connection.script_flush()
+    with commands_run(redis_server) as ran:
+        jobs = queue.enqueue_many([queue.prepare_data(plain, (i,)) for i in range(20)])
+    assert ran["script|load"] == 1 and ran["evalsha"] == 40  # (20 refused with NOSCRIPT, 20 run)
+    assert queue.job_ids == [queue.job_ids[0], *(job.id for job in jobs)]
+    client.close()
+
+
 #: commands whose replies take every shape a reply can (RESP2 and RESP3), errors in place
 _EVERY_SHAPE = [
     ("PING",), ("SET", "s", "x" * 200_000), ("GET", "s"), ("GET", "none"), ("INCR", "n"), ("RPUSH", "l", "a", "b"),

@@ -540,8 +540,13 @@ class Store:
             results = answers[len(before):]
         lost = [i for i, result in enumerate(results) if isinstance(result, redis.exceptions.NoScriptError)]
         if lost and direct is not None:
+            # loaded (each once), then run again together where nothing re-sends them (see `enqueue`)
             direct.give_back()  # (the scripts are loaded through redis-py's path)
-        if lost and wait is not None:
+            for source in dict.fromkeys(calls[i][0].script for i in lost):
+                self.redis.script_load(source)
+            for i, result in zip(lost, direct.evalsha([calls[i] for i in lost])):
+                results[i] = result
+        elif lost and wait is not None:
             # WAIT counts its own connection's writes: the lost scripts are loaded and re-run
             # with a WAIT of their own in one more pipeline (the first WAIT covered the other
             # calls; so when the replicas do not answer, this call waits twice its timeout)
@@ -554,10 +559,6 @@ class Store:
         else:
             for i in lost:
                 script, script_keys, args = calls[i]
-                if direct is not None:  # loaded, then run again where nothing re-sends it (see `enqueue`)
-                    self.redis.script_load(script.script)
-                    results[i] = direct.evalsha([calls[i]])[0]
-                    continue
                 try:
                     results[i] = script(keys=script_keys, args=args)
                 except redis.ResponseError as exc:
