@@ -89,7 +89,8 @@ local function add_job(k, id, queue_name, ttl, at_front, run_at, enqueued)
     reply = redis.pcall('ZADD', k.scheduled, run_at, id)
     if type(reply) ~= 'number' then undo_and_refuse(k, id, lifetime, k.scheduled, 'zset', reply) end
   else
-    local length = redis.pcall(at_front == '1' and 'LPUSH' or 'RPUSH', k.queue, id)
+    local front = at_front == '1'  -- (apart: tests/test_connections.py reads the commands off the call)
+    local length = redis.pcall(front and 'LPUSH' or 'RPUSH', k.queue, id)
     if type(length) ~= 'number' then undo_and_refuse(k, id, lifetime, k.queue, 'list', length) end
     if length > 1 then
       return 0
