@@ -308,6 +308,88 @@ def test_a_claim_whose_reply_is_lost_does_not_strand_its_jobs(connection: redis.
     assert status in (JobStatus.FINISHED, JobStatus.QUEUED), f"victim left {status} by a worker that has exited"
 
 
+def _request_delaying_proxy(
+    redis_port: int, marker: bytes
+) -> tuple[int, threading.Event, threading.Event, threading.Event]:
+    """A TCP proxy to Redis that holds back the first request holding `marker` (as a network
+    that drops its packets for a while, or a proxy with a slow upstream, does): the client
+    hears nothing, gives up and closes; the request reaches Redis when `release` is set (as
+    TCP delivers what was sent before a close). `held` is set once it is held, `ran` once
+    Redis answered it."""
+    import socket
+
+    from conftest import free_port
+
+    port, held, release, ran = free_port(), threading.Event(), threading.Event(), threading.Event()
+
+    def pump(src: socket.socket, dst: socket.socket, watch: bool) -> None:
+        late = b""
+        try:
+            while data := src.recv(65536):
+                if watch and (late or (not held.is_set() and marker in data)):
+                    late += data
+                    held.set()
+                    continue
+                dst.sendall(data)
+        except OSError:
+            pass
+        if late:  # (sent on a connection of its own here: what matters is that Redis runs it)
+            release.wait(60)
+            with socket.create_connection(("127.0.0.1", redis_port)) as upstream:
+                upstream.sendall(late)
+                upstream.recv(65536)
+            ran.set()
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+                s.close()
+            except OSError:
+                pass
+
+    listener = socket.create_server(("127.0.0.1", port))
+
+    def serve() -> None:
+        while True:
+            client, _ = listener.accept()
+            server = socket.create_connection(("127.0.0.1", redis_port))
+            threading.Thread(target=pump, args=(client, server, True), daemon=True).start()
+            threading.Thread(target=pump, args=(server, client, False), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return port, held, release, ran
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "143edb6 sends a job whose id taskit made without looking its id up (lua/enqueue.lua ARGV 8): a first "
+    "send that arrives after its retry wrote the job and the job ended finds the bucket empty and writes it again"
+))
+def test_an_enqueue_that_reaches_redis_after_its_retry_and_the_job_ran_does_not_run_it_again(
+    connection: redis.Redis, redis_server
+) -> None:
+    """The first send of an enqueue may reach Redis late, after the client timed out, its
+    retry wrote the job and a worker ran it: it must find the job's id taken."""
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry as RedisRetry
+
+    from taskit.storage import scripts
+
+    for name in scripts.NAMES:
+        connection.script_load(scripts.source(name))
+    port, held, release, ran = _request_delaying_proxy(redis_server.port, b"EVALSHA")
+    held.set()  # (not yet: the queue's first enqueue goes with its SADD)
+    client = redis.Redis(port=port, socket_timeout=1, retry=RedisRetry(NoBackoff(), 0))
+    queue = Queue(connection=client)
+    first = queue.enqueue(sample_tasks.add, 1, 1)
+    held.clear()
+    job = queue.enqueue(sample_tasks.add, 2, 2)  # its first send is held; its retry goes through
+    assert held.is_set()
+    assert Worker([Queue(connection=connection)]).work(burst=True) == 2 and Job.fetch(job.id).result == 4
+    release.set()
+    assert ran.wait(30)
+    assert Job.fetch(first.id).result == 2 and Queue(connection=connection).count == 0
+    assert not connection.hexists(keys.of_queue("default").tagged.bucket(job.id), job.id)
+
+
 # -- 9. periodic ticks finer than the maintenance interval are skipped -----------------------------
 
 
