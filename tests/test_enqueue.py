@@ -910,3 +910,17 @@ def test_the_own_path_reads_a_long_string_whole_and_what_follows_it(redis_server
     job = queue.enqueue(sample_tasks.add, value, b"!")  # (its claim's reply holds the 24 MB)
     assert Worker([queue]).work(burst=True) == 1 and Job.fetch(job.id, client).result == value + b"!"
     client.close()
+
+
+def test_the_own_path_passes_over_a_push_as_redis_py_does(redis_server, connection):
+    """A RESP3 push (here a tracking invalidation, on a connection someone turned tracking
+    on for) is no reply to a command: read as one, every reply after it came one command
+    late."""
+    client = redis.Redis(port=redis_server.port, protocol=3)
+    own = store._Direct.of(client)
+    assert own is not None
+    assert own.send([("CLIENT", "TRACKING", "ON"), ("GET", "watched")]) == [b"OK", None]
+    connection.set("watched", 1)  # an invalidation is pushed to the held connection
+    assert own.send([("PING",), ("INCR", "n")]) == [b"PONG", 1]
+    assert own.send([("INCR", "n")]) == [2]
+    client.close()

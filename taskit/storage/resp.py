@@ -20,8 +20,8 @@ from redis._parsers import BaseParser
 CHUNK = 65536
 #: how much one recv asks for at most, for the rest of a long string
 BIG_CHUNK = 1 << 20
-#: the aggregate types whose elements follow as replies (array, set, push)
-_AGGREGATES = frozenset(b"*~>")
+#: the aggregate types whose elements follow as replies (array, set)
+_AGGREGATES = frozenset(b"*~")
 
 
 class Replies:
@@ -112,6 +112,10 @@ class Replies:
             return self._bulk(int(rest))[4:]
         if kind == 33:  # ! bulk error
             return _error(self._bulk(int(rest)))
+        if kind == 62:  # > push (RESP3: a tracking invalidation...): no reply to a command, passed
+            for _ in range(int(rest)):  # over as redis-py does, or the replies after it would be
+                self._reply()  # read one command late
+            return self._reply()
         raise redis.InvalidResponse(f"Protocol error, got {line[:100]!r}")
 
 
