@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -259,11 +260,7 @@ def _reply_dropping_proxy(
     """A TCP proxy to Redis that cuts the connection instead of delivering the first reply
     holding `marker` (after `passed` such replies delivered); `meanwhile` runs between (Redis
     ran the command, the client has not yet heard that the connection is gone)."""
-    import socket
-
-    from conftest import free_port
-
-    port, dropped, seen = free_port(), threading.Event(), itertools.count()
+    dropped, seen = threading.Event(), itertools.count()
 
     def pump(src: socket.socket, dst: socket.socket, watch: bool) -> None:
         try:
@@ -276,24 +273,38 @@ def _reply_dropping_proxy(
                 dst.sendall(data)
         except OSError:
             pass
-        for s in (src, dst):
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-                s.close()
-            except OSError:
-                pass
+        _close(src, dst)
 
+    return _proxy(redis_port, pump, watch_requests=False), dropped
+
+
+def _close(*sockets: socket.socket) -> None:
+    for s in sockets:
+        try:
+            s.shutdown(socket.SHUT_RDWR)
+            s.close()
+        except OSError:
+            pass
+
+
+def _proxy(redis_port: int, pump: Callable[[socket.socket, socket.socket, bool], None], watch_requests: bool) -> int:
+    """A TCP proxy to Redis on a free port (returned): each connection's bytes moved by
+    `pump(src, dst, watch)` in both directions, `watch` true for requests (`watch_requests`)
+    or for replies."""
+    from conftest import free_port
+
+    port = free_port()
     listener = socket.create_server(("127.0.0.1", port))
 
     def serve() -> None:
         while True:
             client, _ = listener.accept()
             server = socket.create_connection(("127.0.0.1", redis_port))
-            threading.Thread(target=pump, args=(client, server, False), daemon=True).start()
-            threading.Thread(target=pump, args=(server, client, True), daemon=True).start()
+            threading.Thread(target=pump, args=(client, server, watch_requests), daemon=True).start()
+            threading.Thread(target=pump, args=(server, client, not watch_requests), daemon=True).start()
 
     threading.Thread(target=serve, daemon=True).start()
-    return port, dropped
+    return port
 
 
 def test_a_claim_whose_reply_is_lost_does_not_strand_its_jobs(connection: redis.Redis, redis_server) -> None:
@@ -316,11 +327,7 @@ def _request_delaying_proxy(
     hears nothing, gives up and closes; the request reaches Redis when `release` is set (as
     TCP delivers what was sent before a close). `held` is set once it is held, `ran` once
     Redis answered it."""
-    import socket
-
-    from conftest import free_port
-
-    port, held, release, ran = free_port(), threading.Event(), threading.Event(), threading.Event()
+    held, release, ran = threading.Event(), threading.Event(), threading.Event()
 
     def pump(src: socket.socket, dst: socket.socket, watch: bool) -> None:
         late = b""
@@ -339,24 +346,9 @@ def _request_delaying_proxy(
                 upstream.sendall(late)
                 upstream.recv(65536)
             ran.set()
-        for s in (src, dst):
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-                s.close()
-            except OSError:
-                pass
+        _close(src, dst)
 
-    listener = socket.create_server(("127.0.0.1", port))
-
-    def serve() -> None:
-        while True:
-            client, _ = listener.accept()
-            server = socket.create_connection(("127.0.0.1", redis_port))
-            threading.Thread(target=pump, args=(client, server, True), daemon=True).start()
-            threading.Thread(target=pump, args=(server, client, False), daemon=True).start()
-
-    threading.Thread(target=serve, daemon=True).start()
-    return port, held, release, ran
+    return _proxy(redis_port, pump, watch_requests=True), held, release, ran
 
 
 @pytest.mark.xfail(strict=True, reason=(
