@@ -134,32 +134,6 @@ def new_id(tag: str) -> str:
     return f"{tag}.{os.urandom(22).translate(_TO_BASE62).decode()}"
 
 
-#: [how many forks this process is from the first]: a forked child holds copies of its
-#: parent's Jobs, which the parent may enqueue too (see `Job._unsent_id`)
-_forks = [0]
-
-
-def _forked() -> None:
-    _forks[0] += 1
-
-
-os.register_at_fork(after_in_child=_forked)
-
-
-def name_new(job: Job, job_id: str) -> None:
-    """Give `job` an id taskit made for it now, which no job in Redis can have yet."""
-    job.id, job._unsent_id = job_id, (job_id, _forks[0])
-
-
-def take_unsent(job: Job) -> bool:
-    """Whether `job` goes with an id no job in Redis can have (its enqueue need not look
-    that id up): taskit made it, in this process (not a parent's, which the parent may
-    have sent), and no enqueue of this Job (or of the Job it was copied from) sent it.
-    Taken out as it is read: any later enqueue of this Job looks (so would one another
-    thread makes at the same time)."""
-    return job.__dict__.pop("_unsent_id", None) == (job.id, _forks[0])
-
-
 def retag(job: Job, queue: str, tags: Sequence[str] = ()) -> None:
     """Make a job's id fit the queue it is enqueued on: an id taskit made carries the tag of
     the queue it was made for (storage/keys.py), so a job made for another queue gets a new
@@ -177,7 +151,7 @@ def retag(job: Job, queue: str, tags: Sequence[str] = ()) -> None:
             f"job id {job.id!r} has the form of an id taskit made for another queue (tag {carried!r}); "
             "choose another id"
         )
-    name_new(job, new_id(tag))
+    job.id = new_id(tag)
 
 
 class Options(NamedTuple):
@@ -303,10 +277,6 @@ class Job:
     # thousands a second; the stored times default to None through _StoredTime)
     #: its id was made by taskit (it carries its queue's tag: see `retag`)
     _generated = False
-    #: (the id taskit made for it, the process's forks then: `name_new`), until an enqueue
-    #: sends it: while `id` is still that, no job in Redis can have it (130 random bits), so
-    #: the enqueue need not look (`take_unsent`, storage/store.py)
-    _unsent_id: tuple[str, int] | None = None
     #: which partition of a partitioned queue it goes to (taskit.partitions)
     _partition_key: Any = None
     func_name = ""
@@ -330,13 +300,6 @@ class Job:
     retry: Retry | None = None
     #: the enqueuer's trace context (taskit.tracing), as stored
     trace_context: bytes | None = None
-
-    def __getstate__(self) -> dict[str, Any]:
-        """What a copy (or a pickle) takes: all but `_unsent_id`. A copy has the same id,
-        which one of the two may have sent already: its enqueue must look that id up."""
-        state = self.__dict__.copy()
-        state.pop("_unsent_id", None)
-        return state
 
     def __init__(self, id: str, connection: Client | None = None) -> None:
         self.id = id
@@ -379,12 +342,8 @@ class Job:
             config.check_connection(connection)
         if origin is not DEFAULT_QUEUE:
             validate_id(origin, "queue name")
-        if id is None:
-            job = cls(new_id(queue_tag(origin)), connection)
-            job._generated = True
-            name_new(job, job.id)
-        else:
-            job = cls(validate_id(id), connection)
+        job = cls(validate_id(id) if id is not None else new_id(queue_tag(origin)), connection)
+        job._generated = id is None
         job.func_name = func_name_of(func)
         if args is None:
             args = ()

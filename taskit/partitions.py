@@ -59,7 +59,7 @@ def place(store: Store, queue: str, jobs: Sequence[Job]) -> None:
     """Give each new job with an id made by taskit the tag of its partition (see the module)."""
     if len(store.partitions.known_tags(queue)) == 1:
         return
-    from .job import JobStatus, name_new, new_id
+    from .job import JobStatus, new_id
 
     for job in jobs:
         key = job._partition_key
@@ -73,4 +73,4 @@ def place(store: Store, queue: str, jobs: Sequence[Job]) -> None:
         if job._status is JobStatus.CREATED:
             tag = store.partitions.tag_for(queue, key)
             if tag is not None and keys.tag_of(job.id) != tag:
-                name_new(job, new_id(tag))
+                job.id = new_id(tag)

@@ -11,7 +11,7 @@ from typing import Any
 from . import config, tracing
 from .connections import Client
 from .exceptions import ConfigurationError, DuplicateJobError, NotReplicatedError
-from .job import Job, JobStatus, retag, take_unsent, validate_id, whole_number
+from .job import Job, JobStatus, retag, validate_id, whole_number
 from .partitions import place
 from .registry import (
     CanceledJobRegistry,
@@ -192,8 +192,7 @@ class Queue:
             place(store, name, jobs)
         status = JobStatus.SCHEDULED if run_at is not None else JobStatus.QUEUED
         now = time.time()
-        entries = [(job.id, name, job.ttl, at_front, run_at, job.to_fields(status, now), take_unsent(job))
-                   for job in jobs]
+        entries = [(job.id, name, job.ttl, at_front, run_at, job.to_fields(status, now), job._generated) for job in jobs]
         if tracing.tracer is None:
             written, acknowledged = store.enqueue(entries, *wait)
         else:

@@ -427,10 +427,10 @@ def test_a_retry_after_a_lost_reply_still_reports_an_older_job_with_the_same_id(
     assert Job.fetch("taken").args == (1,) and Queue().count == 1
 
 
-def test_a_retry_after_a_lost_reply_looks_for_the_new_id_it_sent_and_finds_its_job_ended(connection, redis_server):
-    """A job whose id taskit made is sent without looking that id up (no job can have it yet),
-    but its retry after a lost reply looks: the job, run and ended by a worker in between,
-    is not written a second time."""
+def test_a_retry_after_a_lost_reply_finds_its_job_ended_meanwhile_and_does_not_write_it_again(connection, redis_server):
+    """A job whose id taskit made is not looked up in the state hash, but it is among ended
+    jobs: the job, run and ended by a worker between a lost reply and the retry, is not
+    written a second time."""
     def run_it() -> None:
         subprocess.run(taskit_command("worker", "fault_tasks", "--burst", "-u", redis_server.url), check=True,
                        env=taskit_env(redis_server.url), timeout=60, capture_output=True)

@@ -351,10 +351,6 @@ def _request_delaying_proxy(
     return _proxy(redis_port, pump, watch_requests=True), held, release, ran
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "143edb6 sends a job whose id taskit made without looking its id up (lua/enqueue.lua ARGV 8): a first "
-    "send that arrives after its retry wrote the job and the job ended finds the bucket empty and writes it again"
-))
 def test_an_enqueue_that_reaches_redis_after_its_retry_and_the_job_ran_does_not_run_it_again(
     connection: redis.Redis, redis_server
 ) -> None:

@@ -793,10 +793,10 @@ def test_the_own_path_works_in_a_forked_child(redis_server, connection):
 
 def test_a_prepared_job_a_forked_child_enqueues_after_its_parent_ran_it_is_refused(redis_server, connection):
     """A child inherits its parent's Jobs: one it enqueues may have been sent by the parent
-    (and run, and left its bucket), so its enqueue looks its id up (the parent's need not)."""
+    (and run, and left its bucket), so its enqueue finds the id among ended jobs."""
     client = config.connect(redis_server.url)
     queue = Queue(connection=client)
-    queue.enqueue(plain, 0)  # (the queue indexed by this Store: the next enqueues are sent as new)
+    queue.enqueue(plain, 0)  # (the queue indexed by this Store: the next enqueues go on the held connection)
     job = queue.prepare_data(plain, (1,))
     ran, done = os.pipe()
     pid = os.fork()

@@ -4,9 +4,8 @@
 --       expiry zset (only for a job with a ttl)
 -- ARGV: 1 job id, 2 queue name, 3 ttl seconds ('' = none), 4 at_front ('1'/'0'),
 --       5 run-at time ('' = run now), 6 the packed record (lib/add_job.lua), 7 its enqueue
---       time (Unix milliseconds), 8 '1' when the id is new: made by the client for this call
---       and sent for the first time, on a path that never sends a call twice (so no job can
---       have it; only the bucket's HSETNX checks it), else '0'
+--       time (Unix milliseconds), 8 '1' when taskit made the id (lib/add_job.lua
+--       exists_apart: its state entry is not looked up), else '0'
 -- A data key of the wrong type is refused with WRONGTYPE and nothing stays written; a
 -- wake list or queue set of the wrong type is repaired.
 -- Returns 1 written; 0 when a job with this id already exists (nothing is written); 2 when
@@ -18,7 +17,7 @@
 --#include add_job
 local k, id, blob = new_job_keys(1), ARGV[1], ARGV[6]
 check_numbers(ARGV[3], ARGV[5])
-if (ARGV[8] ~= '1' and exists_apart(k, id)) or not write_record(k, id, blob) then
+if exists_apart(k, id, ARGV[8] == '1') or not write_record(k, id, blob) then
   return is_this_job(k, id, blob) and 2 or 0
 end
 return 1 + 10 * add_job(k, id, ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[7])

@@ -232,14 +232,12 @@ class Store:
     ) -> Enqueued:
         """Write jobs and push them, all in one round trip; False where the id was taken.
 
-        Each entry is (id, queue, ttl, at_front, run_at, fields, new): `new` when the id
-        was made by taskit for this job and is sent for the first time (`Job._unsent_id`):
-        no job can have it, so where this call cannot be sent twice (the held connection,
-        which redis-py does not retry on, and none of our retries) lua/enqueue.lua checks
-        only the bucket for it. A retry after a lost reply (ours, or redis-py's own) may
-        find its own job already written:
-        lua/enqueue.lua tells it (same function, arguments and enqueue time, to the
-        millisecond) from an older job with the same id, which is still reported as taken
+        Each entry is (id, queue, ttl, at_front, run_at, fields, made): `made` when taskit
+        made the id (lua/enqueue.lua then looks it up in the bucket and among ended jobs,
+        not in the state hash: lib/add_job.lua exists_apart). A retry after a lost reply
+        (ours, or redis-py's own) may find its own job already written: lua/enqueue.lua
+        tells it (same function, arguments and enqueue time, to the millisecond) from an
+        older job with the same id, which is still reported as taken
         (see `_Written` for the same job enqueued twice by this process). A job with a
         custom id gets its directory entry (keys.directory) in the same round trip, before
         it is written.
@@ -256,11 +254,11 @@ class Store:
             return Enqueued([], None)
         calls, queues, custom = [], [], []
         before: list[tuple[Any, ...]] = []
-        for i, (job_id, queue, ttl, at_front, run_at, fields, _) in enumerate(jobs):
+        for i, (job_id, queue, ttl, at_front, run_at, fields, made) in enumerate(jobs):
             tag = keys.tag_of(job_id)
             args = [job_id, _queue_keys(queue, tag or keys.queue_tag(queue)).name, _NONE if ttl is None else ttl,
                     _FLAG[at_front], _NONE if run_at is None else run_at, pack_record(fields),
-                    fields[keys.Field.ENQUEUED], _FLAG[False]]
+                    fields[keys.Field.ENQUEUED], _FLAG[made]]
             calls.append((self.scripts.enqueue, _new_job_keys(job_id, queue, ttl, tag), args))
             entry = _directory_entry(job_id, queue, tag)
             if entry:
@@ -273,17 +271,12 @@ class Store:
         declarations = len(before) if self.partitions.stale() else None
         if declarations is not None:
             before.append(("hgetall", keys.PARTITIONS, {}))
-        if self._direct is not None and not before and wait is None:  # (see `new` above)
-            for (_, _, args), job in zip(calls, jobs):
-                args[-1] = _FLAG[job[6]]
         started = time.monotonic()
         entries: list[Any] = []
         each = bool(before)  # what a refused call wrote before it is taken back (`_take_back`)
         try:
             results = self._run_scripts(calls, each, before, entries, wait)
         except _ERRORS as exc:
-            for _, _, args in calls:
-                args[-1] = _FLAG[False]  # (the first attempt may have written it)
             results = self._retry(
                 started, self._transient_or_raise(exc), self._run_scripts, calls, each, before, entries, wait
             )
@@ -540,7 +533,7 @@ class Store:
             results = answers[len(before):]
         lost = [i for i, result in enumerate(results) if isinstance(result, redis.exceptions.NoScriptError)]
         if lost and direct is not None:
-            # loaded (each once), then run again together where nothing re-sends them (see `enqueue`)
+            # loaded (each once), then run again together, in one round trip
             direct.give_back()  # (the scripts are loaded through redis-py's path)
             for source in dict.fromkeys(calls[i][0].script for i in lost):
                 self.redis.script_load(source)

@@ -20,12 +20,19 @@ local function check_numbers(ttl, run_at)
   end
 end
 
--- Whether a job with this id exists apart from a record in its bucket: a state entry, or
--- an ended job's own hash. A state hash or own key of another type is refused.
-local function exists_apart(k, id)
-  local found = redis.pcall('HEXISTS', k.state, id)
-  if type(found) ~= 'number' then refuse_unless(k.state, 'hash') end
-  if found == 1 then return true end
+-- Whether a job with this id exists apart from a record in its bucket: an ended job's own
+-- hash, or a state entry. The state entry is looked up only for an id not made by taskit
+-- (`made` false): a job's state entry never outlives its record (every script drops both),
+-- which write_record's HSETNX checks, but an id chosen by hand may meet an entry left by
+-- hand. The own hash is always looked up: an enqueue's first send may reach Redis late,
+-- after its retry wrote the job and a worker ended it. A state hash or own key of another
+-- type is refused.
+local function exists_apart(k, id, made)
+  if not made then
+    local found = redis.pcall('HEXISTS', k.state, id)
+    if type(found) ~= 'number' then refuse_unless(k.state, 'hash') end
+    if found == 1 then return true end
+  end
   if redis.call('EXISTS', k.job) == 0 then return false end
   refuse_unless(k.job, 'hash')
   return true
