@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 
 import msgpack
+import pytest
+import redis
 import sample_tasks
 
 from taskit import Queue
@@ -60,3 +62,31 @@ def test_an_idle_worker_picks_up_after_redis_forgot_its_scripts_or_closed_its_co
         wait_until(lambda: Job.fetch(after.id).get_status() == JobStatus.FINISHED, what="the job after")
         assert worker.alive(), worker.output()
         assert Job.fetch(after.id).result == 11
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+def test_the_pickups_own_reader_reads_replies_as_redis_py_does(redis_server, connection, protocol):
+    """store._read_small (an idle worker's pickup) gives what redis-py's parser gives, and
+    leaves to redis-py what is not all there at once (a long reply) or not of its kinds."""
+    from taskit.storage import store as store_module
+
+    client = redis.Redis(port=redis_server.port, protocol=protocol)
+    conn = client.connection_pool.get_connection()
+    conn.connect()
+    commands = [("RPUSH", "wake", "t"), ("BLPOP", "wake", 0.05), ("BLPOP", "wake", 0.01), ("GET", "none"),
+                ("SET", "s", "v"), ("LPUSH", "s", "x"), ("EVALSHA", "0" * 40, 0), ("INCR", "n"), ("ECHO", b"a\r\nb"),
+                ("HGETALL", "none"), ("SET", "big", b"x" * 300_000), ("GET", "big")]
+    seen = []
+    for small in (True, False):
+        client.delete("n")
+        assert store_module._reads_small(conn)
+        seen.append(store_module._exchange(conn, conn.pack_commands(commands), len(commands), small))
+        assert store_module._reads_small(conn)  # nothing left unread
+    for ours, theirs in zip(*seen):
+        assert type(ours) is type(theirs) and (ours == theirs if not isinstance(ours, Exception) else str(ours) == str(theirs))
+    short = commands[:9]
+    ours = store_module._exchange(conn, conn.pack_commands(short), len(short), True)
+    assert ours[:6] == [1, [b"wake", b"t"], None, None, b"OK", ours[5]] and isinstance(ours[5], redis.ResponseError)
+    assert isinstance(ours[6], redis.exceptions.NoScriptError) and ours[7:] == [2, b"a\r\nb"]
+    client.connection_pool.release(conn)
+    client.close()
