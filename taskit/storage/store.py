@@ -1898,10 +1898,13 @@ def _reads_small(connection: Any) -> bool:
     by one of redis-py's own Python parsers, nothing left unread in its buffer, no decoding."""
     parser = getattr(connection, "_parser", None)
     buffer = getattr(parser, "_buffer", None)
-    return (
-        type(parser) in _PARSERS and buffer is not None and type(getattr(connection, "_sock", None)) is socket.socket
-        and not connection.encoder.decode_responses and buffer.unread_bytes() == 0
-    )
+    try:
+        return (
+            type(parser) in _PARSERS and buffer is not None and type(getattr(connection, "_sock", None)) is socket.socket
+            and not connection.encoder.decode_responses and buffer.unread_bytes() == 0
+        )
+    except AttributeError:  # (a redis-py whose insides differ: its own reader, then)
+        return False
 
 
 def _read_small(connection: Any, count: int) -> list[Any]:
