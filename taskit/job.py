@@ -82,6 +82,10 @@ class JobStatus(str, Enum):
 
 
 ENDED = frozenset({JobStatus.FINISHED, JobStatus.FAILED, JobStatus.CANCELED})
+#: status text -> status: a dict lookup, where JobStatus(text) runs Enum's Python code (a
+#: worker reads the status of each job it claims; an idle one, cold); JobStatus(text)
+#: still raises for a text that is no status
+_STATUSES = {status.value: status for status in JobStatus}
 
 
 def validate_id(value: object, what: str = "job id") -> str:
@@ -443,7 +447,8 @@ class Job:
             name = "args"
             self._call, self._args, self._kwargs = f.get(Field.ARGS), None, None
             name = "status"
-            self._status = JobStatus(f[Field.STATUS].decode())
+            status = f[Field.STATUS].decode()
+            self._status = _STATUSES.get(status) or JobStatus(status)
             name = "queue"
             self.origin = f[Field.QUEUE].decode() if Field.QUEUE in f else DEFAULT_QUEUE
             for name, field in _TIMES:

@@ -727,6 +727,7 @@ _EVERY_SHAPE = [
     ("EVAL", "return {1, 'two', {3, {}}, redis.error_reply('ERR nested'), false}", 0), ("CONFIG", "GET", "maxmemory-policy"),
     ("EVAL", "redis.setresp(3); return redis.call('HGETALL', KEYS[1])", 1, "h"),
     ("EVAL", "redis.setresp(3); return {double = 2.5}", 0), ("EVAL", "return true", 0),
+    ("RPUSH", "wake", "t"), ("BLPOP", "wake", 0.05), ("BLPOP", "wake", 0.01), ("ECHO", b"a\r\nb"),
 ]
 
 

@@ -2414,7 +2414,7 @@ def _parse_claim(reply: Any, worker: str, indexes: Sequence[int]) -> Claim:
         fields.update(started)
         fields[keys.Field.ATTEMPTS] = b"%d" % flat[i + 1]
         claimed.append((job_id, int(flat[i + 1]), indexes[int(flat[i + 2])], fields))
-    return Claim(claimed, float(next_run_at) if next_run_at else None, quarantine.decode(), tuple(_text(i) for i in corrupt))
+    return Claim(claimed, float(next_run_at) if next_run_at else None, quarantine.decode(), tuple(map(_text, corrupt)) if corrupt else ())
 
 
 def _merge_claims(first: Claim, then: Claim) -> Claim:
