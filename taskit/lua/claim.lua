@@ -81,13 +81,12 @@ for b = 1, tonumber(ARGV[11]) do
   -- entry pairs for the state hash (and the fields of each, for a second look at the same
   -- id), ids whose ttl no longer applies
   block.pushed, block.writes, block.written, block.unexpire = {}, {}, {}, {}
-  -- The worker's own list: one overwritten has lost its ids, but each of those jobs still
-  -- has a lease in a started registry, which recovers it when it runs out. So does a state
-  -- hash overwritten (its jobs read as queued: recovery puts them back).
-  repair(block.inflight, 'list')
+  -- A state hash overwritten is deleted (its jobs read as queued: recovery puts them back
+  -- when their leases run out). So are the worker's own list (one overwritten has lost its
+  -- ids, but each of those jobs still has a lease in a started registry) and the tag's
+  -- worker leases (every live worker renews its own at its next heartbeat), when written at
+  -- the end (write_repairing), and the settle zset when a job is failed into it (fail_later).
   repair(block.state, 'hash')
-  repair(block.settle, 'zset')
-  repair(block.workers, 'zset')  -- leases: every live worker renews its own at its next heartbeat
   -- (else no job of the tag has a ttl; the count doubles as the expiry zset's type check)
   local expiring = redis.pcall('ZCARD', block.expiry)
   if type(expiring) == 'table' then  -- another type: repaired
@@ -162,7 +161,10 @@ for q = k, #KEYS, 5 do
   -- usable queue's is repaired at its end, by wake_one or DEL)
   if not usable then repair(wake, 'list') end
 
-  if usable and fits(scheduled, 'zset') then
+  -- the earliest scheduled job (the reply doubles as the zset's type check: another type is
+  -- passed over); when it is due, the due ones are promoted
+  local first = usable and redis.pcall('ZRANGE', scheduled, 0, 0, 'WITHSCORES')
+  if first and not first.err and first[2] and tonumber(first[2]) <= now then
     local due = redis.call('ZRANGEBYSCORE', scheduled, '-inf', now, 'LIMIT', 0, 1000)
     for _, id in ipairs(due) do
       redis.call('ZREM', scheduled, id)
@@ -178,10 +180,10 @@ for q = k, #KEYS, 5 do
         end
       end
     end
-    local first = redis.call('ZRANGE', scheduled, 0, 0, 'WITHSCORES')
-    if first[2] and (next_run_at == nil or tonumber(first[2]) < tonumber(next_run_at)) then
-      next_run_at = first[2]
-    end
+    first = redis.call('ZRANGE', scheduled, 0, 0, 'WITHSCORES')
+  end
+  if first and not first.err and first[2] and (next_run_at == nil or tonumber(first[2]) < tonumber(next_run_at)) then
+    next_run_at = first[2]
   end
 
   -- (the record is not unpacked: what the claim reads is in the state entry, which a job
@@ -191,11 +193,12 @@ for q = k, #KEYS, 5 do
   -- LTRIM and the claimed ones pushed onto the in-flight list in one RPUSH, their state
   -- entries written in one HSET per tag at the end (one command per job fewer than popping
   -- them one by one; the script is atomic, so a kill -9 still finds each job in a list).
-  local taken, stop = 0, not usable
+  local taken, stop, length = 0, not usable, nil  -- length: the list's, once a window reached its end
   leases, leased = {}, 0
   while not stop and count < limit do
     local wanted = math.min(limit - count, WINDOW)
     local ids = redis.call('LRANGE', queue, taken, taken + wanted - 1)
+    if #ids < wanted then length = taken + #ids end
     if #ids == 0 then break end
     local entries = redis.call('HMGET', block.state, unpack(ids))
     local ttls = block.expiring and redis.call('ZMSCORE', block.expiry, unpack(ids)) or {}
@@ -233,7 +236,7 @@ for q = k, #KEYS, 5 do
           taken = taken + 1
           if blamed + unblamed > 0 then
             -- recovered before: a copy left in this worker's list by a claim it lost goes
-            redis.call('LREM', block.inflight, 0, id)
+            redis.pcall('LREM', block.inflight, 0, id)  -- (a list of another type is replaced at the end)
           end
           local attempt = math.floor(number(fields.n, 0, 0, 1e9)) + 1
           local before = flat(fields)
@@ -253,7 +256,7 @@ for q = k, #KEYS, 5 do
   call_chunked('ZADD', started, leases)
 
   if usable then
-    if redis.call('LLEN', queue) > 0 then
+    if (length and length - taken or redis.call('LLEN', queue)) > 0 then
       wake_one(wake)
     else
       redis.call('DEL', wake)
@@ -269,9 +272,9 @@ end
 for _, block in ipairs(blocks) do
   if block.claimed > 0 then
     call_chunked('HSET', block.state, block.writes)
-    call_chunked('RPUSH', block.inflight, block.pushed)
+    write_repairing('RPUSH', block.inflight, block.pushed)
     call_chunked('ZREM', block.expiry, block.unexpire)
-    redis.call('ZADD', block.workers, deadline, worker)
+    write_repairing('ZADD', block.workers, {deadline, worker})
   end
 end
 return cmsgpack.pack({claimed, next_run_at or '', corrupt, quarantine, string.format('%.6f', now)})

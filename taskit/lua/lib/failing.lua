@@ -30,5 +30,6 @@ local function fail_later(block, id, fields, failed, now, keep, reason)
   if fits(failed, 'zset') then
     redis.call('ZADD', failed, expiry_score(now, keep), id)
   end
+  repair(block.settle, 'zset')  -- (an index of jobs to settle: the claim checks it only here)
   redis.call('ZADD', block.settle, keep, id)
 end

@@ -88,3 +88,18 @@ local function call_chunked(command, key, items)
     redis.call(command, key, unpack(items, first, math.min(first + 999, #items)))
   end
 end
+
+-- `call_chunked` on a signal or index key (an in-flight list, a worker set), which is
+-- repaired (as `repair`) if the first write finds it of another type: the write is the type
+-- check, so none is paid when it fits. Any other refusal is raised, as redis.call would.
+local function write_repairing(command, key, items)
+  for first = 1, #items, 1000 do
+    local last = math.min(first + 999, #items)
+    local reply = redis.pcall(command, key, unpack(items, first, last))
+    if type(reply) == 'table' and reply.err then
+      if first > 1 or not string.find(reply.err, 'WRONGTYPE', 1, true) then error(reply) end
+      redis.call('DEL', key)
+      redis.call(command, key, unpack(items, first, last))
+    end
+  end
+end
