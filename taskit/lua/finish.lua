@@ -75,7 +75,8 @@ for q = 1, tonumber(ARGV[5]) do
 end
 -- a kind's outcome, target registry (unused for the outcomes that requeue), keep, run-at,
 -- queue, task and whether the job was refused
-local kinds = {}
+-- (kinds are found by the text of a job's argument: tonumber() per job costs a strtod)
+local kinds, kind_of = {}, {}
 for n = 1, tonumber(ARGV[6]) do
   local outcome, refused = outcome_and_run_time(ARGV[a])
   local place = queues[tonumber(ARGV[a + 3])]
@@ -91,7 +92,8 @@ for n = 1, tonumber(ARGV[6]) do
   kinds[n] = {outcome = outcome, target = target, keep = keep, run_at = ARGV[a + 2],
               place = place, task = ARGV[a + 4], refused = refused == 'refused',
               short = short_ends[outcome] and fits_once(target, 'zset'),
-              score = keep < 0 and '+inf' or string.format('%.17g', now + keep)}
+              score = keep < 0 and '+inf' or string.format('%.17g', now + keep), runs = {}}
+  kind_of[tostring(n)] = kinds[n]
   a = a + 5
 end
 local first_job_arg = a
@@ -114,7 +116,7 @@ if batched then
     if not fits_once(tag.state, 'hash') then redis.call('DEL', tag.state); checked[tag.state] = {true} end
   end
   for a = first_job_arg, #ARGV, 5 do
-    local ids = kinds[tonumber(ARGV[a + 2])].place.tag.ids
+    local ids = (kind_of[ARGV[a + 2]] or kinds[tonumber(ARGV[a + 2])]).place.tag.ids
     ids[#ids + 1] = ARGV[a]
   end
   for _, tag in ipairs(tags) do
@@ -300,12 +302,18 @@ local function ended_in_short(id, token, kind, payload, run_time, bucket, job, d
     gather(additions, kind.target, kind.score, id)
   end
   out[#out + 1] = 1
-  count(kind, blob, outcome, run_time)
+  if kind.task ~= '' then  -- counted with its kind's, at the end
+    local runs = kind.runs
+    runs[#runs + 1] = run_time
+  else
+    count(kind, blob, outcome, run_time)
+  end
   return true
 end
 
 for a = first_job_arg, #ARGV, 5 do
-  local id, token, kind, payload, run_time = ARGV[a], ARGV[a + 1], kinds[tonumber(ARGV[a + 2])], ARGV[a + 4], ARGV[a + 3]
+  local id, token, payload, run_time = ARGV[a], ARGV[a + 1], ARGV[a + 4], ARGV[a + 3]
+  local kind = kind_of[ARGV[a + 2]] or kinds[tonumber(ARGV[a + 2])]
   if kind.refused then run_time = 'refused' end
   local bucket, job, done = KEYS[k], KEYS[k + 1], KEYS[k + 2]
   k = k + 3
@@ -332,10 +340,13 @@ if batched then
   end
 end
 for key, ids in pairs(removals) do
-  call_chunked('ZREM', key, ids)
+  call_chunked('ZREM', key, in_byte_order(ids))  -- (in the order a claim's leases are kept)
 end
 for key, pairs_ in pairs(additions) do
   call_chunked('ZADD', key, pairs_)
+end
+for _, kind in ipairs(kinds) do
+  count_outcomes(kind.place.queue, kind.task, kind.outcome, kind.runs)
 end
 write_stats(now)
 return out

@@ -135,13 +135,20 @@ end
 -- of any type, was put there by hand, and is replaced.) The fields come as arguments, not
 -- as a list, so that a caller can send a list it keeps (unpack(list)) after a few of its
 -- own, with no list made per job (finish.lua's usual case).
+-- (A keep goes to EXPIRE as text made once per value: Redis makes a number argument text
+-- with a printf of its own, at every call.)
+local keep_texts = {}
 local function write_own(job, keep, ...)
   local written = redis.pcall('HSET', job, ...)
   if type(written) ~= 'number' or written * 2 < select('#', ...) then  -- another type, or a hash there
     redis.call('DEL', job)
     redis.call('HSET', job, ...)
   end
-  if keep > 0 then redis.call('EXPIRE', job, keep) end
+  if keep > 0 then
+    local text = keep_texts[keep]
+    if not text then text = string.format('%d', keep); keep_texts[keep] = text end
+    redis.call('EXPIRE', job, text)
+  end
 end
 
 -- Write an ended job into its own hash: its packed record `blob` (nil if it has none) and
