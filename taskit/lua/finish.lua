@@ -328,7 +328,8 @@ local function ended_in_short(id, token, kind, payload, run_time, bucket, job, d
   local fields = view.fields
   if fields.n ~= token or fields.s ~= 'started' or fields.r then return false end
   local blob = redis.pcall('HGET', bucket, id)
-  if type(blob) ~= 'string' or not looks_packed(blob) then return false end
+  -- (none, an error reply or not a record; a text's .err is nil, and asking costs less than a type())
+  if not blob or blob.err or not looks_packed(blob) then return false end
   local outcome, keep = kind.outcome, kind.keep
   local removed = kind.removed
   if removed then removed[#removed + 1] = id end
