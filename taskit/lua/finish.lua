@@ -310,7 +310,7 @@ local function view_of(entry)
     for name, value in pairs(fields) do
       if not REPLACED_AT_END[name] then kept[n + 1], kept[n + 2], n = name, value, n + 2 end
     end
-    view = {fields = fields, kept = kept}
+    view = {fields = fields, kept = kept, count = n / 2}
     views[entry] = view
   end
   return view
@@ -342,11 +342,11 @@ local function ended_in_short(id, token, kind, payload, run_time, bucket, job, d
     -- ('al' matters only while it runs: lib/recover.lua; a finished job drops an earlier
     -- attempt's traceback)
     if outcome ~= 'finished' then
-      write_own(job, keep, 'p', blob, 's', outcome, 'en', now_ms, 'x', payload, unpack(view.kept))
+      write_own(job, keep, view.count + 4, 'p', blob, 's', outcome, 'en', now_ms, 'x', payload, unpack(view.kept))
     elseif payload ~= '' then
-      write_own(job, keep, 'p', blob, 's', outcome, 'en', now_ms, 'r', payload, unpack(view.kept))
+      write_own(job, keep, view.count + 4, 'p', blob, 's', outcome, 'en', now_ms, 'r', payload, unpack(view.kept))
     else
-      write_own(job, keep, 'p', blob, 's', outcome, 'en', now_ms, unpack(view.kept))
+      write_own(job, keep, view.count + 3, 'p', blob, 's', outcome, 'en', now_ms, unpack(view.kept))
     end
     local added = kind.added
     local n = #added

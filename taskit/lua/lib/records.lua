@@ -141,17 +141,17 @@ local function looks_packed(blob)
   return lead ~= nil and ((lead >= 0x90 and lead <= 0x9f) or lead == 0xdc or lead == 0xdd)
 end
 
--- Write an ended job's own hash `job` anew from `...` (field, value, ...), kept `keep`
--- seconds (-1: forever; never 0: a job not kept is deleted instead). (A job not ended has no hash of its own: a key there,
+-- Write an ended job's own hash `job` anew from `...` (`count` fields: field, value, ...),
+-- kept `keep` seconds (-1: forever; never 0: a job not kept is deleted instead). (A job not ended has no hash of its own: a key there,
 -- of any type, was put there by hand, and is replaced.) The fields come as arguments, not
 -- as a list, so that a caller can send a list it keeps (unpack(list)) after a few of its
 -- own, with no list made per job (finish.lua's usual case).
 -- (A keep goes to EXPIRE as text made once per value: Redis makes a number argument text
 -- with a printf of its own, at every call.)
 local keep_texts = {}
-local function write_own(job, keep, ...)
+local function write_own(job, keep, count, ...)
   local written = redis.pcall('HSET', job, ...)
-  if type(written) ~= 'number' or written * 2 < select('#', ...) then  -- another type, or a hash there
+  if written ~= count then  -- another type (an error reply), or a hash there (fewer fields new)
     redis.call('DEL', job)
     redis.call('HSET', job, ...)
   end
@@ -178,7 +178,8 @@ local function write_ended(job, bucket, state, expiry, id, blob, fields, keep, l
     return
   end
   if type(blob) == 'string' then fields.p = blob end
-  write_own(job, keep, unpack(flat(fields)))
+  local list = flat(fields)
+  write_own(job, keep, #list / 2, unpack(list))
 end
 
 -- An ended job's fields (a map): its record unpacked from 'p', overridden by the rest; nil
