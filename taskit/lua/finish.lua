@@ -92,7 +92,8 @@ for n = 1, tonumber(ARGV[6]) do
   end
   local keep = seconds(ARGV[a + 1], failure_ttl)
   -- short: its jobs may take the short way (ended_in_short); score: their registry's (their
-  -- expiry time, made text once as redis.call would: '%.17g')
+  -- expiry time, made text once as redis.call would: '%.17g'); runs: the run times of its
+  -- jobs recorded in short, counted together at the end (count_outcomes)
   kinds[n] = {outcome = outcome, target = target, keep = keep, run_at = ARGV[a + 2],
               place = place, task = ARGV[a + 4], refused = refused == 'refused',
               short = short_ends[outcome] and fits_once(target, 'zset'),
