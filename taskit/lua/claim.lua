@@ -122,7 +122,7 @@ end
 local function record_of(block, id, name, failed)
   local bucket = bucket_of(block, id)
   local blob = redis.pcall('HGET', bucket, id)
-  if type(blob) == 'table' and blob.err then
+  if blob and blob.err then  -- (an error reply: a text's .err is nil, and asking costs less than a type())
     local _, found = fits(bucket, 'hash')
     fail_waiting(block, id, name, failed, bucket, found)
     return nil, bucket
@@ -132,7 +132,7 @@ end
 
 -- Claim a job: noted for the in-flight list, its state entry, its lease and the reply.
 -- `changes`: its state fields as written (nil for `fresh_entry`); `ttl`: it had one.
-local leases, leased, listed = nil, 0, 0  -- this queue's leases (score, id, ...), their count; items in `claimed`
+local leases, leased, listed = nil, 0, 0  -- this queue's leased ids (all of one score), their count; items in `claimed`
 local function take(block, id, attempt, index, blob, before, entry, changes, ttl)
   local n = block.claimed + 1
   block.claimed = n
@@ -141,8 +141,8 @@ local function take(block, id, attempt, index, blob, before, entry, changes, ttl
   writes[2 * n - 1], writes[2 * n] = id, entry
   block.written[id] = changes or STARTED
   if ttl then block.unexpire[#block.unexpire + 1] = id end
-  leases[leased + 1], leases[leased + 2] = lease_score, id
-  leased = leased + 2
+  leased = leased + 1
+  leases[leased] = id
   count = count + 1
   last_block, last_entry, last_changes = block, 2 * n, changes
   claimed[listed + 1], claimed[listed + 2], claimed[listed + 3], claimed[listed + 4], claimed[listed + 5] =
@@ -202,7 +202,8 @@ for q = k, #KEYS, 5 do
     if #ids == 0 then break end
     local entries = redis.call('HMGET', block.state, unpack(ids))
     local ttls = block.expiring and redis.call('ZMSCORE', block.expiry, unpack(ids)) or {}
-    for i, id in ipairs(ids) do
+    for i = 1, #ids do  -- (not ipairs: a C call a step)
+      local id = ids[i]
       if count >= limit then stop = true; break end
       local blob, bucket = record_of(block, id, name, failed)
       if blob and not entries[i] and not ttls[i] and not block.written[id] then
@@ -253,7 +254,15 @@ for q = k, #KEYS, 5 do
     if #ids < wanted then break end
   end
   if taken > 0 then redis.call('LTRIM', queue, taken, -1) end
-  call_chunked('ZADD', started, leases)
+  -- the leases, added in descending order (`in_byte_order`)
+  in_byte_order(leases)
+  for last = leased, 1, -500 do
+    local pairs_, n = {}, 0
+    for i = last, math.max(last - 499, 1), -1 do
+      pairs_[n + 1], pairs_[n + 2], n = lease_score, leases[i], n + 2
+    end
+    redis.call('ZADD', started, unpack(pairs_))
+  end
 
   if usable then
     if (length and length - taken or redis.call('LLEN', queue)) > 0 then

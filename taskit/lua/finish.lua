@@ -42,9 +42,13 @@ local worker, failure_ttl = ARGV[2], seconds(ARGV[3], 31536000)
 local out = {}
 -- registry updates are gathered per key and sent as one ZREM / ZADD each
 local removals, additions = {}, {}
-local function gather(into, key, first, second)
+local function list_of(into, key)
   local list = into[key]
   if not list then list = {}; into[key] = list end
+  return list
+end
+local function gather(into, key, first, second)
+  local list = list_of(into, key)
   list[#list + 1] = first
   if second ~= nil then list[#list + 1] = second end
 end
@@ -75,7 +79,8 @@ for q = 1, tonumber(ARGV[5]) do
 end
 -- a kind's outcome, target registry (unused for the outcomes that requeue), keep, run-at,
 -- queue, task and whether the job was refused
-local kinds = {}
+-- (kinds are found by the text of a job's argument: tonumber() per job costs a strtod)
+local kinds, kind_of = {}, {}
 for n = 1, tonumber(ARGV[6]) do
   local outcome, refused = outcome_and_run_time(ARGV[a])
   local place = queues[tonumber(ARGV[a + 3])]
@@ -87,55 +92,99 @@ for n = 1, tonumber(ARGV[6]) do
   end
   local keep = seconds(ARGV[a + 1], failure_ttl)
   -- short: its jobs may take the short way (ended_in_short); score: their registry's (their
-  -- expiry time, made text once as redis.call would: '%.17g')
+  -- expiry time, made text once as redis.call would: '%.17g'); runs: the run times of its
+  -- jobs recorded in short, counted together at the end (count_outcomes)
   kinds[n] = {outcome = outcome, target = target, keep = keep, run_at = ARGV[a + 2],
               place = place, task = ARGV[a + 4], refused = refused == 'refused',
               short = short_ends[outcome] and fits_once(target, 'zset'),
-              score = keep < 0 and '+inf' or string.format('%.17g', now + keep)}
+              score = keep < 0 and '+inf' or string.format('%.17g', now + keep), runs = {}}
+  local kind = kinds[n]
+  if kind.short then
+    -- where the short way gathers its jobs' registry updates (found once, not per job)
+    kind.removed = fits_once(place.started, 'zset') and list_of(removals, place.started)
+    kind.added = keep ~= 0 and list_of(additions, target)
+  end
+  kind_of[tostring(n)] = kind
   a = a + 5
 end
 local first_job_arg = a
 stats_keys_from(k + 3 * (#ARGV - first_job_arg + 1) / 5)
 
+-- Whether this caller may run HLEN on `key`: an ACL user made before HLEN was granted may
+-- not. Asked first (redis.acl_check_cmd, Redis 7), not tried, since Redis logs every
+-- denial in ACL LOG; pcall where it cannot be asked.
+local function may_hlen(key)
+  return not redis.acl_check_cmd or redis.acl_check_cmd('HLEN', key)
+end
+
+-- The state entries of the batch's `ids` in `state` into `entries` (id -> entry, false if
+-- none; it holds false for each id already); returns the size of the state hash when it
+-- was asked (else nil). A state hash that holds little more than them (a worker alone on
+-- its queue) is read whole when the batch has one tag (`whole`): in a small hash (a
+-- listpack) HMGET looks each field up from its start, n * n over a batch.
+local function read_entries(state, ids, entries, whole)
+  local size = #ids > 1 and may_hlen(state) and redis.pcall('HLEN', state)
+  if type(size) ~= 'number' then size = nil end
+  if whole and size and size <= 2 * #ids then
+    local all = redis.call('HGETALL', state)
+    for i = 1, #all, 2 do
+      if entries[all[i]] == false then entries[all[i]] = all[i + 1] end
+    end
+    return size
+  end
+  for first = 1, #ids, 1000 do
+    local last = math.min(first + 999, #ids)
+    local got = redis.call('HMGET', state, unpack(ids, first, last))
+    for i = first, last do entries[ids[i]] = got[i - first + 1] or false end
+  end
+  return size
+end
+
+-- Whether the in-flight list's head, `head`, holds exactly `ids`: in their order (the
+-- usual case: jobs end in the order they were claimed), or in any.
+local function holds_exactly(head, ids)
+  if #head ~= #ids then return false end
+  local i = 1
+  while i <= #ids and head[i] == ids[i] do i = i + 1 end
+  if i > #ids then return true end
+  local wanted = {}
+  for _, id in ipairs(ids) do wanted[id] = true end
+  for _, id in ipairs(head) do
+    if not wanted[id] then return false end
+    wanted[id] = nil
+  end
+  return true
+end
+
 -- Per tag, what can be done once for the batch rather than once a job (a batch whose ids
 -- are all distinct; with an id twice, each job reads and writes as it comes):
 -- * the in-flight list: when its head holds exactly the batch's ids of the tag (the usual
 --   case: jobs end in the order they were claimed), one LTRIM releases them all;
--- * the state entries: read in one HMGET, and those of ended jobs deleted in one HDEL.
-local batched, seen = true, {}
+-- * the state entries: read at once (`read_entries`), and those of ended jobs deleted in
+--   one HDEL, or with the hash when they were all it held.
+local batched, entries = true, {}  -- per job id: its state entry (false: none; first, false for all)
 for a = first_job_arg, #ARGV, 5 do
-  if seen[ARGV[a]] then batched = false; break end
-  seen[ARGV[a]] = true
+  if entries[ARGV[a]] ~= nil then batched = false; break end
+  entries[ARGV[a]] = false
 end
-local entries, held_all = {}, {}  -- per job: its state entry; per tag: its jobs are all held
 if batched then
   for t, tag in ipairs(tags) do
     tag.ids, tag.ended = {}, {}
     if not fits_once(tag.state, 'hash') then redis.call('DEL', tag.state); checked[tag.state] = {true} end
   end
   for a = first_job_arg, #ARGV, 5 do
-    local ids = kinds[tonumber(ARGV[a + 2])].place.tag.ids
+    local ids = (kind_of[ARGV[a + 2]] or kinds[tonumber(ARGV[a + 2])]).place.tag.ids
     ids[#ids + 1] = ARGV[a]
   end
   for _, tag in ipairs(tags) do
     local ids = tag.ids
-    for first = 1, #ids, 1000 do
-      local last = math.min(first + 999, #ids)
-      local got = redis.call('HMGET', tag.state, unpack(ids, first, last))
-      for i = first, last do entries[ids[i]] = got[i - first + 1] or false end
-    end
-    if #ids > 0 and fits_once(tag.inflight, 'list') then
-      local head, wanted = redis.call('LRANGE', tag.inflight, 0, #ids - 1), {}
-      for _, id in ipairs(ids) do wanted[id] = true end
-      local all = #head == #ids
-      for _, id in ipairs(head) do
-        if not wanted[id] then all = false; break end
-        wanted[id] = nil
-      end
-      if all then
-        redis.call('LTRIM', tag.inflight, #ids, -1)
-        tag.held = true
-      end
+    -- (its size, while only the short way's jobs are recorded: they leave their entries for
+    -- the end, where the size tells whether the hash is drained)
+    tag.size = read_entries(tag.state, ids, entries, #tags == 1)
+    if #ids > 0 and fits_once(tag.inflight, 'list') and
+        holds_exactly(redis.call('LRANGE', tag.inflight, 0, #ids - 1), ids) then
+      redis.call('LTRIM', tag.inflight, #ids, -1)
+      tag.held = true
     end
   end
 end
@@ -153,6 +202,7 @@ local function record(id, token, kind, payload, run_time, bucket, job, done)
   local outcome, place, target, keep = kind.outcome, kind.place, kind.target, kind.keep
   local run_at, queue_name = kind.run_at, place.name
   local inflight, state, expiry = place.tag.inflight, place.tag.state, place.tag.expiry
+  place.tag.size = nil  -- (the long way may write the state hash)
   local queue, wake, started, failed = place.queue, place.wake, place.started, place.failed
 
   -- with its in-flight list overwritten, a worker's hold is judged by the record alone
@@ -261,7 +311,7 @@ local function view_of(entry)
     for name, value in pairs(fields) do
       if not REPLACED_AT_END[name] then kept[n + 1], kept[n + 2], n = name, value, n + 2 end
     end
-    view = {fields = fields, kept = kept}
+    view = {fields = fields, kept = kept, count = n / 2}
     views[entry] = view
   end
   return view
@@ -279,9 +329,11 @@ local function ended_in_short(id, token, kind, payload, run_time, bucket, job, d
   local fields = view.fields
   if fields.n ~= token or fields.s ~= 'started' or fields.r then return false end
   local blob = redis.pcall('HGET', bucket, id)
-  if type(blob) ~= 'string' or not looks_packed(blob) then return false end
+  -- (none, an error reply or not a record; a text's .err is nil, and asking costs less than a type())
+  if not blob or blob.err or not looks_packed(blob) then return false end
   local outcome, keep = kind.outcome, kind.keep
-  if fits_once(place.started, 'zset') then gather(removals, place.started, id) end
+  local removed = kind.removed
+  if removed then removed[#removed + 1] = id end
   if fields.wt then signal(done, outcome) end  -- before a keep of 0 deletes the job
   redis.pcall('HDEL', bucket, id)  -- (a bucket that is not a hash holds no job)
   tag.ended[#tag.ended + 1] = id
@@ -291,21 +343,29 @@ local function ended_in_short(id, token, kind, payload, run_time, bucket, job, d
     -- ('al' matters only while it runs: lib/recover.lua; a finished job drops an earlier
     -- attempt's traceback)
     if outcome ~= 'finished' then
-      write_own(job, keep, 'p', blob, 's', outcome, 'en', now_ms, 'x', payload, unpack(view.kept))
+      write_own(job, keep, view.count + 4, 'p', blob, 's', outcome, 'en', now_ms, 'x', payload, unpack(view.kept))
     elseif payload ~= '' then
-      write_own(job, keep, 'p', blob, 's', outcome, 'en', now_ms, 'r', payload, unpack(view.kept))
+      write_own(job, keep, view.count + 4, 'p', blob, 's', outcome, 'en', now_ms, 'r', payload, unpack(view.kept))
     else
-      write_own(job, keep, 'p', blob, 's', outcome, 'en', now_ms, unpack(view.kept))
+      write_own(job, keep, view.count + 3, 'p', blob, 's', outcome, 'en', now_ms, unpack(view.kept))
     end
-    gather(additions, kind.target, kind.score, id)
+    local added = kind.added
+    local n = #added
+    added[n + 1], added[n + 2] = kind.score, id
   end
   out[#out + 1] = 1
-  count(kind, blob, outcome, run_time)
+  if kind.task ~= '' then  -- counted with its kind's, at the end
+    local runs = kind.runs
+    runs[#runs + 1] = run_time
+  else
+    count(kind, blob, outcome, run_time)
+  end
   return true
 end
 
 for a = first_job_arg, #ARGV, 5 do
-  local id, token, kind, payload, run_time = ARGV[a], ARGV[a + 1], kinds[tonumber(ARGV[a + 2])], ARGV[a + 4], ARGV[a + 3]
+  local id, token, payload, run_time = ARGV[a], ARGV[a + 1], ARGV[a + 4], ARGV[a + 3]
+  local kind = kind_of[ARGV[a + 2]] or kinds[tonumber(ARGV[a + 2])]
   if kind.refused then run_time = 'refused' end
   local bucket, job, done = KEYS[k], KEYS[k + 1], KEYS[k + 2]
   k = k + 3
@@ -313,18 +373,15 @@ for a = first_job_arg, #ARGV, 5 do
     record(id, token, kind, payload, run_time, bucket, job, done)
   end
 end
--- Whether this caller may run HLEN on `key` (see below).
-local function may_hlen(key)
-  return not redis.acl_check_cmd or redis.acl_check_cmd('HLEN', key)
-end
 if batched then
   -- (a state hash left with only the entries of the batch's ended jobs, as when a worker
   -- alone drains a queue, is deleted whole: an HDEL of n fields from a small hash, which
   -- Redis keeps as a list, costs n * n. An ACL user made before HLEN was granted gets the
-  -- HDEL: asked first (redis.acl_check_cmd, Redis 7), not tried, since Redis logs every
-  -- denial in ACL LOG; pcall where it cannot be asked.)
+  -- HDEL: `may_hlen`.)
   for _, tag in ipairs(tags) do
-    if #tag.ended > 0 and may_hlen(tag.state) and redis.pcall('HLEN', tag.state) == #tag.ended then
+    local size = tag.size
+    if size == nil and #tag.ended > 0 and may_hlen(tag.state) then size = redis.pcall('HLEN', tag.state) end
+    if #tag.ended > 0 and size == #tag.ended then
       redis.call('DEL', tag.state)
     else
       call_chunked('HDEL', tag.state, tag.ended)
@@ -332,10 +389,13 @@ if batched then
   end
 end
 for key, ids in pairs(removals) do
-  call_chunked('ZREM', key, ids)
+  call_chunked('ZREM', key, in_byte_order(ids))  -- (in the order a claim's leases are kept)
 end
 for key, pairs_ in pairs(additions) do
   call_chunked('ZADD', key, pairs_)
+end
+for _, kind in ipairs(kinds) do
+  count_outcomes(kind.place.queue, kind.task, kind.outcome, kind.runs)
 end
 write_stats(now)
 return out

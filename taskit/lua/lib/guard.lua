@@ -103,3 +103,17 @@ local function write_repairing(command, key, items)
     end
   end
 end
+
+-- Whether Lua orders strings (strcoll: Redis takes the collation from its locale) as a small
+-- zset (a listpack) orders the members of one score: byte by byte. It does in the C and
+-- POSIX locales; where it does not, `in_byte_order` leaves a list as it is (still correct).
+local BYTE_ORDER = '9' < 'A' and 'Z' < 'a'
+
+-- Sort `ids` in place by their bytes (when Lua's order is that: BYTE_ORDER) and return it.
+-- Members of one score come out of a small zset fastest in this order (ZREM finds each at
+-- the head) and go in fastest in the reverse (ZADD walks from the head, so each then stops
+-- at the first entry): one comparison for each, rather than one for each entry before it.
+local function in_byte_order(ids)
+  if BYTE_ORDER and #ids > 1 then table.sort(ids) end
+  return ids
+end

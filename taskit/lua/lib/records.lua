@@ -21,7 +21,8 @@ end
 -- The bucket of a job (keys.bucket_index computes the same): (index * 31 + byte) % n over
 -- the id's bytes. When 31 * 31 = 1 modulo n (n divides 960: 64 does), that is the sum of
 -- the bytes at an even distance from the end plus 31 times the sum of the others, modulo
--- n: eight bytes a step, with no modulo per byte (a claim computes it for every job).
+-- n: sixteen bytes a step and the rest in one more, with no modulo per byte (a claim
+-- computes it for every job, and each call of string.byte costs more than the sums).
 local byte = string.byte
 local function bucket_of(block, id)
   local n, length = #block.buckets, #id
@@ -32,14 +33,24 @@ local function bucket_of(block, id)
     end
     return block.buckets[index + 1]
   end
-  local odd, even, i = 0, 0, 1  -- bytes at odd and even positions from the start
-  while i + 7 <= length do
-    local b1, b2, b3, b4, b5, b6, b7, b8 = byte(id, i, i + 7)
-    odd, even, i = odd + b1 + b3 + b5 + b7, even + b2 + b4 + b6 + b8, i + 8
+  local odd, even, i = 0, 0, 1  -- bytes at odd and even positions from the start (i stays odd)
+  if length >= 24 and length <= 26 then  -- an id taskit made (a tag of 1 to 3 characters, '.', 22): in one call
+    local b1, b2, b3, b4, b5, b6, b7, b8, b9, b10, b11, b12, b13, b14, b15, b16, b17, b18, b19, b20, b21, b22, b23,
+          b24, b25, b26 = byte(id, 1, length)
+    odd = b1 + b3 + b5 + b7 + b9 + b11 + b13 + b15 + b17 + b19 + b21 + b23 + (b25 or 0)
+    even = b2 + b4 + b6 + b8 + b10 + b12 + b14 + b16 + b18 + b20 + b22 + b24 + (b26 or 0)
+    i = length + 1
   end
-  while i <= length do
-    if i % 2 == 1 then odd = odd + byte(id, i) else even = even + byte(id, i) end
-    i = i + 1
+  while i + 15 <= length do
+    local b1, b2, b3, b4, b5, b6, b7, b8, b9, b10, b11, b12, b13, b14, b15, b16 = byte(id, i, i + 15)
+    odd = odd + b1 + b3 + b5 + b7 + b9 + b11 + b13 + b15
+    even = even + b2 + b4 + b6 + b8 + b10 + b12 + b14 + b16
+    i = i + 16
+  end
+  if i <= length then  -- the rest: at most 15 bytes (nil past the end)
+    local b1, b2, b3, b4, b5, b6, b7, b8, b9, b10, b11, b12, b13, b14, b15 = byte(id, i, length)
+    odd = odd + b1 + (b3 or 0) + (b5 or 0) + (b7 or 0) + (b9 or 0) + (b11 or 0) + (b13 or 0) + (b15 or 0)
+    even = even + (b2 or 0) + (b4 or 0) + (b6 or 0) + (b8 or 0) + (b10 or 0) + (b12 or 0) + (b14 or 0)
   end
   -- the last byte is at distance 0 (even): the same parity of position as the length
   if length % 2 == 1 then odd, even = even, odd end
@@ -130,18 +141,25 @@ local function looks_packed(blob)
   return lead ~= nil and ((lead >= 0x90 and lead <= 0x9f) or lead == 0xdc or lead == 0xdd)
 end
 
--- Write an ended job's own hash `job` anew from `...` (field, value, ...), kept `keep`
--- seconds (-1: forever; never 0: a job not kept is deleted instead). (A job not ended has no hash of its own: a key there,
+-- Write an ended job's own hash `job` anew from `...` (`count` fields: field, value, ...),
+-- kept `keep` seconds (-1: forever; never 0: a job not kept is deleted instead). (A job not ended has no hash of its own: a key there,
 -- of any type, was put there by hand, and is replaced.) The fields come as arguments, not
 -- as a list, so that a caller can send a list it keeps (unpack(list)) after a few of its
 -- own, with no list made per job (finish.lua's usual case).
-local function write_own(job, keep, ...)
+-- (A keep goes to EXPIRE as text made once per value: Redis makes a number argument text
+-- with a printf of its own, at every call.)
+local keep_texts = {}
+local function write_own(job, keep, count, ...)
   local written = redis.pcall('HSET', job, ...)
-  if type(written) ~= 'number' or written * 2 < select('#', ...) then  -- another type, or a hash there
+  if written ~= count then  -- another type (an error reply), or a hash there (fewer fields new)
     redis.call('DEL', job)
     redis.call('HSET', job, ...)
   end
-  if keep > 0 then redis.call('EXPIRE', job, keep) end
+  if keep > 0 then
+    local text = keep_texts[keep]
+    if not text then text = string.format('%d', keep); keep_texts[keep] = text end
+    redis.call('EXPIRE', job, text)
+  end
 end
 
 -- Write an ended job into its own hash: its packed record `blob` (nil if it has none) and
@@ -160,7 +178,8 @@ local function write_ended(job, bucket, state, expiry, id, blob, fields, keep, l
     return
   end
   if type(blob) == 'string' then fields.p = blob end
-  write_own(job, keep, unpack(flat(fields)))
+  local list = flat(fields)
+  write_own(job, keep, #list / 2, unpack(list))
 end
 
 -- An ended job's fields (a map): its record unpacked from 'p', overridden by the rest; nil

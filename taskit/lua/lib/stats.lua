@@ -39,31 +39,42 @@ local function stats_keys_from(first)
   end
 end
 
--- Count one recorded outcome (finished, failed, retry or scheduled) of `task` (the job's
--- f field, false if it has none), which ran `micros` microseconds ('' = unknown, 'refused' =
--- refused before running: counted as REFUSED_TASK). Only numbers are added here, per job; field names are built once per
--- batch, in write_stats.
+-- Count recorded outcomes (finished, failed, retry or scheduled) of `task` (the jobs' f
+-- field, false if they have none), one per item of `runs`: how long each ran, in
+-- microseconds ('' = unknown, 'refused' = refused before running: counted as REFUSED_TASK;
+-- all of `runs` or none). Only numbers are added here; field names are built once per
+-- batch, in write_stats. (A caller gathers the jobs that share a task and an outcome: the
+-- lookups are made once for them.)
 -- (keys in brackets: names of outcomes, not fields: tests/test_script_keys.py reads fields by name)
 local stat_kinds = {['finished'] = 'd', ['failed'] = 'f', ['retry'] = 'r', ['scheduled'] = 'r'}  -- others: not counted
-local function count_outcome(queue, task, outcome, micros)
-  local kind = stat_kinds[outcome]
-  if micros == 'refused' then task = REFUSED_TASK end
-  if not kind or not task or not stat_keys[queue] then return end
+local function count_outcomes(queue, task, outcome, runs)
+  local kind, n = stat_kinds[outcome], #runs
+  if runs[1] == 'refused' then task = REFUSED_TASK end
+  if not kind or not task or not stat_keys[queue] or n == 0 then return end
   local per_queue = stat_queues[queue]
   if not per_queue then per_queue = {d = 0, f = 0, r = 0, tasks = {}}; stat_queues[queue] = per_queue end
   local counts = per_queue.tasks[task]
   if not counts then counts = {d = 0, f = 0, r = 0, us = 0, runs = {}}; per_queue.tasks[task] = counts end
-  per_queue[kind] = per_queue[kind] + 1
-  counts[kind] = counts[kind] + 1
-  local us = tonumber(micros)
-  if us then
-    local bin = #STAT_BOUNDS + 1
-    for i = 1, #STAT_BOUNDS do
-      if us <= STAT_BOUNDS[i][1] then bin = i; break end
+  per_queue[kind] = per_queue[kind] + n
+  counts[kind] = counts[kind] + n
+  local bins, total = counts.runs, 0
+  for r = 1, n do
+    local us = tonumber(runs[r])
+    if us then
+      local bin = #STAT_BOUNDS + 1
+      for i = 1, #STAT_BOUNDS do
+        if us <= STAT_BOUNDS[i][1] then bin = i; break end
+      end
+      total = total + math.floor(us)
+      bins[bin] = (bins[bin] or 0) + 1
     end
-    counts.us = counts.us + math.floor(us)
-    counts.runs[bin] = (counts.runs[bin] or 0) + 1
   end
+  counts.us = counts.us + total
+end
+
+-- count_outcomes for one job, which ran `micros`.
+local function count_outcome(queue, task, outcome, micros)
+  count_outcomes(queue, task, outcome, {micros})
 end
 
 -- Write every counter once; hour hashes expire 26 hours after their hour began.
