@@ -256,13 +256,11 @@ for q = k, #KEYS, 5 do
   if taken > 0 then redis.call('LTRIM', queue, taken, -1) end
   -- the leases, added in descending order (`in_byte_order`)
   in_byte_order(leases)
-  for last = leased, 1, -500 do
-    local pairs_, n = {}, 0
-    for i = last, math.max(last - 499, 1), -1 do
-      pairs_[n + 1], pairs_[n + 2], n = lease_score, leases[i], n + 2
-    end
-    redis.call('ZADD', started, unpack(pairs_))
+  local pairs_ = {}
+  for i = leased, 1, -1 do
+    pairs_[2 * (leased - i) + 1], pairs_[2 * (leased - i) + 2] = lease_score, leases[i]
   end
+  call_chunked('ZADD', started, pairs_)
 
   if usable then
     if (length and length - taken or redis.call('LLEN', queue)) > 0 then

@@ -45,17 +45,10 @@ class Replies:
             raise redis.InvalidResponse(f"Redis sent {len(self.data) - self.at} bytes more than {count} replies")
         return replies
 
-    def _more(self) -> None:
-        chunk = self.sock.recv(CHUNK)
-        if not chunk:
-            raise redis.ConnectionError("Connection closed by server.")
-        self.data = self.data[self.at:] + chunk if self.at < len(self.data) else chunk
-        self.at = 0
-
     def _line(self) -> bytes:
         end = self.data.find(b"\r\n", self.at)
         while end < 0:
-            self._more()
+            self._fill(len(self.data) - self.at + 1)  # (one recv() more)
             end = self.data.find(b"\r\n", self.at)
         line = self.data[self.at:end]
         self.at = end + 2

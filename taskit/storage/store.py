@@ -256,10 +256,10 @@ class Store:
         before: list[tuple[Any, ...]] = []
         for i, (job_id, queue, ttl, at_front, run_at, fields, made) in enumerate(jobs):
             tag = keys.tag_of(job_id)
-            args = [job_id, _queue_keys(queue, tag or keys.queue_tag(queue)).name, _NONE if ttl is None else ttl,
-                    _FLAG[at_front], _NONE if run_at is None else run_at, pack_record(fields),
-                    fields[keys.Field.ENQUEUED], _FLAG[made]]
-            calls.append((self.scripts.enqueue, _new_job_keys(job_id, queue, ttl, tag), args))
+            place = _queue_keys(queue, tag or keys.queue_tag(queue))
+            args = [job_id, place.name, _NONE if ttl is None else ttl, _FLAG[at_front],
+                    _NONE if run_at is None else run_at, pack_record(fields), fields[keys.Field.ENQUEUED], _FLAG[made]]
+            calls.append((self.scripts.enqueue, place.job_keys(job_id, ttl), args))
             entry = _directory_entry(job_id, queue, tag)
             if entry:
                 custom.append((i, len(before)))
@@ -425,7 +425,8 @@ class Store:
         calls, before, queues = [], [], []
         for name, tick, past, job_id, queue, ttl, run_at, fields in ticks:
             tag = keys.tag_of(job_id)
-            tick_keys = [keys.periodic(keys.queue_tag(queue), name), *_new_job_keys(job_id, queue, ttl, tag)]
+            tick_keys = [keys.periodic(keys.queue_tag(queue), name),
+                         *_queue_keys(queue, tag or keys.queue_tag(queue)).job_keys(job_id, ttl)]
             options = [repr(tick), int(past), job_id, queue, "" if ttl is None else ttl, "" if run_at is None else repr(run_at),
                        pack_record(fields), fields[keys.Field.ENQUEUED]]
             calls.append((self.scripts.periodic, tick_keys, options))
@@ -1884,7 +1885,7 @@ def _evalsha_head(sha: str, key_count: int, arg_count: int) -> bytes:
     """The RESP of EVALSHA up to its keys: the same for every call of a script with as many
     keys and arguments."""
     head = (b"EVALSHA", sha.encode(), b"%d" % key_count)
-    return b"*%d\r\n" % (len(head) + key_count + arg_count) + b"".join(b"$%d\r\n%b\r\n" % (len(a), a) for a in head)
+    return b"*%d\r\n" % (len(head) + key_count + arg_count) + b"".join(map(_bulk, head))
 
 
 os.register_at_fork(after_in_child=_Direct.forked)
@@ -2077,16 +2078,6 @@ _ENDED = frozenset({"finished", "failed", "canceled"})
 INDEX_SECONDS = 60.0
 
 
-def _new_job_keys(job_id: str, queue: str, ttl: int | None, tag: str | None) -> list[str]:
-    """The keys lua/lib/add_job.lua writes, in the job's tag (`tag`: the one its id carries,
-    if it carries one); the expiry zset only for a job with a ttl."""
-    place = _queue_keys(queue, tag or keys.queue_tag(queue))
-    job_keys = [place.buckets[keys.bucket_index(job_id)], place.state, place.tagged.job(job_id), *place.queue_keys]
-    if ttl is not None:
-        job_keys.append(place.expiry)
-    return job_keys
-
-
 class _Packed(str):
     """A name sent with every job of its queue: its RESP form (UTF-8, as redis-py's default
     encoder makes it) is made once, for `_Direct._pack`; to everything else, a str."""
@@ -2096,9 +2087,13 @@ class _Packed(str):
 
     def __new__(cls, text: str) -> _Packed:  # noqa: PYI034
         self = super().__new__(cls, text)
-        raw = text.encode()
-        self.resp = b"$%d\r\n%b\r\n" % (len(raw), raw)
+        self.resp = _bulk(text.encode())
         return self
+
+
+def _bulk(raw: bytes) -> bytes:
+    """`raw` as a RESP bulk string."""
+    return b"$%d\r\n%b\r\n" % (len(raw), raw)
 
 
 #: the arguments of lua/enqueue.lua that are mostly the same: none given, and flags
@@ -2116,10 +2111,19 @@ class _QueueKeys(NamedTuple):
     expiry: _Packed
     name: _Packed
 
+    def job_keys(self, job_id: str, ttl: int | None) -> list[str]:
+        """The keys lua/lib/add_job.lua writes for a job of this queue; the expiry zset only
+        for a job with a ttl."""
+        job_keys = [self.buckets[keys.bucket_index(job_id)], self.state, self.tagged.job(job_id), *self.queue_keys]
+        if ttl is not None:
+            job_keys.append(self.expiry)
+        return job_keys
+
 
 @functools.lru_cache(maxsize=4096)
 def _queue_keys(queue: str, tag: str) -> _QueueKeys:
-    """The names of `_new_job_keys` that are the same for every job of a queue in `tag`."""
+    """The names an enqueue to `queue` sends that are the same for every job (its tag, `tag`:
+    the one a job's id carries, else the queue's)."""
     place = keys.of_queue(queue, tag)
     tagged = place.tagged
     return _QueueKeys(tagged, tuple(map(_Packed, tagged.buckets)), _Packed(tagged.state),
