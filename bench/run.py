@@ -8,7 +8,8 @@
 Starts its own redis-server (free port, temporary directory, no persistence), then for
 each library and each phase starts `python -m bench.peers.driver` (one process per
 library and phase, against a freshly flushed database), and prints the machine and two
-Markdown tables: the no-op workload, then the I/O-bound one (jobs that wait 50 ms, each
+Markdown tables: the no-op workload (each phase run --repeats times, in rounds over the
+libraries, each figure the median), then the I/O-bound one (jobs that wait 50 ms, each
 mode run --io-repeats times, the median shown). What each column means and how it is
 measured: bench/README.md.
 """
@@ -142,6 +143,54 @@ def run_phase(server: RedisServer, mode: str, phase: str, args: argparse.Namespa
     outcome = f"skipped: {result['skipped']}" if "skipped" in result else f"done ({time.monotonic() - started:.0f}s)"
     print(f"{note}  {outcome}", file=sys.stderr)
     return result
+
+
+PHASES = ("enqueue", "process1", "processN", "latency")
+
+
+def run_noop(server: RedisServer, modes: list[str], args: argparse.Namespace, tmp: Path,
+             results: dict[str, dict[str, Any]]) -> None:
+    """Every phase of each mode --repeats times into `results`, in rounds (every mode once,
+    then again), so that a noisy minute on the machine is spread over the modes; each figure
+    shown is the median of its runs (`median_run`). The runs are kept under "runs"."""
+    runs: dict[str, list[dict[str, Any]]] = {mode: [] for mode in modes}
+    for repeat in range(1, args.repeats + 1):
+        note = f" run {repeat}/{args.repeats}" if args.repeats > 1 else ""
+        for mode in modes:
+            run: dict[str, Any] = {}
+            workdir = tmp / mode
+            if mode in SAME_ENQUEUE and SAME_ENQUEUE[mode] in runs:
+                run["enqueue"] = runs[SAME_ENQUEUE[mode]][-1]["enqueue"]
+            else:
+                run["enqueue"] = run_phase(server, mode, "enqueue", args, workdir, note=note)
+            run["process1"] = run_phase(server, mode, "process", args, workdir, 1, note=note)
+            run["processN"] = run_phase(server, mode, "process", args, workdir, args.processes, note=note)
+            run["latency"] = run_phase(server, mode, "latency", args, workdir, note=note)
+            runs[mode].append(run)
+            result: dict[str, Any] = {"jobs": args.jobs, **{phase: median_run([r[phase] for r in runs[mode]])
+                                                             for phase in PHASES}}
+            result["label"] = next((result[p]["label"] for p in ("process1", "latency", "processN", "enqueue")
+                                    if "label" in result[p]), mode)
+            result["runs"] = runs[mode]
+            results[mode] = result
+
+
+def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One phase's runs as one: each number the median of the runs that have it, nested
+    results alike; a failed run (its "error") makes the phase failed, as one run would."""
+    failed = next((run for run in runs if "error" in run), None)
+    if failed is not None:
+        return failed
+    merged: dict[str, Any] = {}
+    for key in dict.fromkeys(k for run in runs for k in run):
+        values = [run[key] for run in runs if key in run]
+        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            merged[key] = statistics.median(values)
+        elif all(isinstance(v, dict) for v in values):
+            merged[key] = median_run(values)
+        else:
+            merged[key] = values[-1]
+    return merged
 
 
 def run_io(server: RedisServer, modes: list[str], args: argparse.Namespace, tmp: Path,
@@ -336,7 +385,9 @@ def report(info: dict[str, Any], results: dict[str, dict[str, Any]], io: dict[st
     )
     workload = (
         f"Workload: a no-op task; {args.jobs:,} jobs per run (RQ's forking Worker: {args.fork_jobs:,}); "
-        f"latency over {args.samples} jobs; {info['seconds']:.0f} s in all."
+        f"latency over {args.samples} jobs; "
+        f"{f'each figure the median of {args.repeats} runs' if args.repeats > 1 else 'one run'}; "
+        f"{info['seconds']:.0f} s in all."
     )
     legend = (
         "(N.Nx) = taskit's lead on that column: how many times better taskit is than that library "
@@ -368,6 +419,8 @@ def main() -> None:
                         help="seconds a processing run may take; past it the rate so far is reported")
     parser.add_argument("--only", help=f"comma-separated modes, from: {', '.join(MODES)}; and I/O modes, from: "
                         f"{', '.join(IO_MODES)} (a library's name selects all its I/O modes)")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="runs of each no-op phase, in rounds over the modes; each figure is the median (default 3)")
     parser.add_argument("--io-jobs", type=int, default=10000, help="jobs per run of the I/O workload (default 10000)")
     parser.add_argument("--io-rounds", type=int, default=200,
                         help="at most this many rounds of a mode's processes x concurrency per I/O run "
@@ -382,7 +435,7 @@ def main() -> None:
     parser.add_argument("--markdown", type=Path, help="also write the report to this file")
     args = parser.parse_args()
     if args.quick:
-        args.jobs, args.samples, args.fork_jobs, args.timeout = 500, 30, 50, 20.0
+        args.jobs, args.samples, args.fork_jobs, args.timeout, args.repeats = 500, 30, 50, 20.0, 1
         args.io_jobs, args.io_rounds, args.io_repeats = 1000, 40, 1
     modes, io_modes = list(MODES), list(IO_MODES)
     if args.only:
@@ -410,19 +463,7 @@ def main() -> None:
             info = machine(server)
             print(f"redis-server on port {server.port}; {', '.join(modes + [f'io:{m}' for m in io_modes])}",
                   file=sys.stderr)
-            for mode in modes:
-                result: dict[str, Any] = {"jobs": args.jobs}
-                workdir = Path(tmp) / mode
-                if mode in SAME_ENQUEUE and SAME_ENQUEUE[mode] in results:
-                    result["enqueue"] = results[SAME_ENQUEUE[mode]]["enqueue"]
-                else:
-                    result["enqueue"] = run_phase(server, mode, "enqueue", args, workdir)
-                result["process1"] = run_phase(server, mode, "process", args, workdir, 1)
-                result["processN"] = run_phase(server, mode, "process", args, workdir, args.processes)
-                result["latency"] = run_phase(server, mode, "latency", args, workdir)
-                result["label"] = next((result[p]["label"] for p in ("process1", "latency", "processN", "enqueue")
-                                        if "label" in result[p]), mode)
-                results[mode] = result
+            run_noop(server, modes, args, Path(tmp), results)
             io_started = time.monotonic()
             try:
                 run_io(server, io_modes, args, Path(tmp), io)
