@@ -100,6 +100,8 @@ def get_connection(connection: Client | None = None) -> Client:
     global _connection
     if connection is not None:
         return check_connection(connection)
+    if _connection is not None:  # (built: no lock to take, at each enqueue)
+        return _connection
     with _lock:
         if _connection is None:
             _connection = connect(redis_url())
@@ -110,6 +112,8 @@ def replica_wait(replicas: int | None = None, timeout: float | dt.timedelta | No
     """The replica wait of an enqueue: `replicas` and `timeout` checked, the process default
     (`configure`) for either one that is None."""
     default = _replica_wait
+    if replicas is None and timeout is None:
+        return default
     return ReplicaWait(
         default.replicas if replicas is None else check_replicas(replicas),
         default.timeout if timeout is None else check_replica_timeout(timeout),

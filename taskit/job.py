@@ -148,7 +148,10 @@ def retag(job: Job, queue: str, tags: Sequence[str] = ()) -> None:
     if job._generated and job.id.startswith(tag) and job.id[len(tag)] == ".":
         return  # (the common case, without parsing the id)
     carried = tag_of(job.id)
-    if carried is None or carried == tag or carried in tags:
+    if carried is None:  # a custom id (one set on a job taskit had made an id for, too)
+        job._generated = False
+        return
+    if carried == tag or carried in tags:
         return
     if not job._generated:
         raise InvalidJobIdError(
@@ -335,13 +338,12 @@ class Job:
 
         Options not given come from the task (`@task(timeout=...)`), else DEFAULT_OPTIONS.
         """
-        given = (ttl, result_ttl, failure_ttl, timeout, retry)
         options = getattr(func, "options", None)  # a task's (taskit.task)
         if type(options) is not Options:
             job_options = getattr(func, "job_options", None)
             options = Options.of(job_options) if job_options else _DEFAULTS
-        if any(value is not UNSET for value in given):  # (else a task's own options, checked once)
-            options = options.given(*given)
+        if not (ttl is result_ttl is failure_ttl is timeout is retry is UNSET):  # (else a task's own, checked once)
+            options = options.given(ttl, result_ttl, failure_ttl, timeout, retry)
         if connection is not None:
             config.check_connection(connection)
         if origin is not DEFAULT_QUEUE:
@@ -355,7 +357,7 @@ class Job:
             raise ConfigurationError(f"args must be a list or tuple, not {type(args).__name__}")
         if kwargs is None:
             kwargs = {}
-        elif not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs):
+        elif not isinstance(kwargs, dict) or (kwargs and not all(isinstance(k, str) for k in kwargs)):
             raise ConfigurationError("kwargs must be a dict with string keys")
         job._args, job._kwargs = tuple(args), dict(kwargs)
         job._call = serialization.dumps_call(job._args, job._kwargs) if job._args or job._kwargs else _NO_ARGUMENTS
@@ -405,7 +407,7 @@ class Job:
         enqueued = _ms(now)
         fields: dict[str, bytes | str | int | float] = {
             Field.FUNC: self.func_name,
-            Field.STATUS: status.value,
+            Field.STATUS: status._value_,  # (`.value` is an Enum property: Python code per job)
             Field.ENQUEUED: enqueued,
         }
         if self.origin != DEFAULT_QUEUE:

@@ -261,6 +261,22 @@ def test_enqueue_job(connection):
     assert queue.job_ids == [job.id]
 
 
+def test_an_id_set_by_hand_on_a_created_job_is_enqueued_as_that_custom_id(connection):
+    """Job.create made an id; the caller then set one. The enqueue takes the job's tag from
+    its id only for an id taskit made (storage/store.py), so this one is a custom id."""
+    queue = Queue("jobs", connection=connection)
+    job = Job.create(func=plain, args=(1,), connection=connection)
+    job.id = "set-by-hand"
+    queue.enqueue_job(job)
+    assert queue.job_ids == ["set-by-hand"] and Job.fetch("set-by-hand").origin == "jobs"
+    again = Job.create(func=plain, args=(2,), connection=connection)
+    again.id = "set-by-hand"
+    with pytest.raises(DuplicateJobError):
+        queue.enqueue_job(again)
+    assert Worker([queue], connection=connection).work(burst=True)
+    assert Job.fetch("set-by-hand").result == 1 and RAN[-1] == (1, 0)
+
+
 def test_task_options_fill_in_what_enqueue_does_not_give(connection):
     queue = Queue("elsewhere", connection=connection)
     job = queue.enqueue(send, "dan", ttl=99)

@@ -255,7 +255,7 @@ class Store:
         calls, queues, custom = [], [], []
         before: list[tuple[Any, ...]] = []
         for i, (job_id, queue, ttl, at_front, run_at, fields, made) in enumerate(jobs):
-            tag = keys.tag_of(job_id)
+            tag = job_id[:job_id.find(".")] if made else keys.tag_of(job_id)  # (an id taskit made: tag.random)
             place = _queue_keys(queue, tag or keys.queue_tag(queue))
             args = [job_id, place.name, _NONE if ttl is None else ttl, _FLAG[at_front],
                     _NONE if run_at is None else run_at, pack_record(fields), fields[keys.Field.ENQUEUED], _FLAG[made]]
