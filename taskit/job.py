@@ -82,10 +82,10 @@ class JobStatus(str, Enum):
 
 
 ENDED = frozenset({JobStatus.FINISHED, JobStatus.FAILED, JobStatus.CANCELED})
-#: status text -> status: a dict lookup, where JobStatus(text) runs Enum's Python code (a
+#: status as stored -> status: a dict lookup, where JobStatus(text) runs Enum's Python code (a
 #: worker reads the status of each job it claims; an idle one, cold); JobStatus(text)
 #: still raises for a text that is no status
-_STATUSES = {status.value: status for status in JobStatus}
+_STATUSES = {status.value.encode(): status for status in JobStatus}
 
 
 def validate_id(value: object, what: str = "job id") -> str:
@@ -221,10 +221,6 @@ class _StoredTime:
         job.__dict__[self.slot] = value
 
 
-def _int(raw: bytes | None, default: int | None) -> int | None:
-    return default if raw is None else int(raw)
-
-
 #: the last stored time (Unix milliseconds) a datetime can hold: the end of the year 9999
 _LAST_MS = 253_402_300_799_999
 
@@ -267,6 +263,53 @@ _NUMBERS = (
     ("retries", Field.RETRIES, 0),
 )
 
+
+
+def _status_of(raw: bytes) -> JobStatus:
+    return _STATUSES.get(raw) or JobStatus(raw.decode())
+
+
+def _timeout_of(raw: bytes) -> int | None:
+    timeout = int(raw)
+    return None if timeout == -1 else timeout
+
+
+def _retry_of(raw: bytes) -> Retry:
+    from .retry import Retry
+
+    return Retry.from_data(serialization.loads(raw))
+
+
+#: field -> (its name in errors, the attribute it is read into (a stored time: its slot, see
+#: _StoredTime: checked now, made a datetime when read), how it is read)
+_READERS: dict[str, tuple[str, str, Callable[[bytes], Any]]] = {
+    Field.FUNC: ("func", "func_name", bytes.decode),
+    Field.ARGS: ("args", "_call", bytes),  # (as stored: bytes(raw) is raw; unpacked when read)
+    Field.STATUS: ("status", "_status", _status_of),
+    Field.QUEUE: ("queue", "origin", bytes.decode),
+    **{field: (name, f"_{name}", _stored_time) for name, field in _TIMES},
+    Field.TIMEOUT: ("timeout", "timeout", _timeout_of),
+    **{field: (name, name, int) for name, field, _ in _NUMBERS},
+    Field.DESCRIPTION: ("description", "_description", bytes.decode),
+    Field.META: ("meta", "meta", serialization.loads),
+    Field.EXC_INFO: ("exc_info", "_exc_info", bytes.decode),
+    Field.WORKER: ("worker", "worker_name", bytes.decode),
+    Field.TRACE: ("trace context", "trace_context", bytes),
+    Field.RETRY: ("retry", "retry", _retry_of),
+    Field.RESULT: ("result", "_result", serialization.loads),
+}
+#: the fields every record has
+_REQUIRED = (Field.FUNC, Field.STATUS)
+#: attribute -> what it is when its field is absent (a retry policy is kept: see `_load`)
+_ABSENT: dict[str, Any] = {
+    **{attribute: None for _, attribute, _ in _READERS.values()},
+    **{name: default for name, _, default in _NUMBERS},
+    "origin": DEFAULT_QUEUE,
+    "timeout": DEFAULT_TIMEOUT,
+    "_args": None,
+    "_kwargs": None,
+}
+del _ABSENT["retry"]
 
 class Job:
     """One unit of work. Build with `Job.create`, `Queue.enqueue` or `task.delay`; read with `Job.fetch`."""
@@ -440,52 +483,32 @@ class Job:
         return job
 
     def _load(self, f: Fields) -> None:
-        name = ""
+        """Read a record's fields into this job; a corrupt one raises `SerializationError`
+        naming it. A worker loads each job it claims, an idle one with cold caches, where each
+        step counts: so every attribute is reset at once, and then only the fields the record
+        has are read (a refresh reloads every field: one that is gone is reset too)."""
+        for field in _REQUIRED:
+            if field not in f:
+                raise SerializationError(f"job {self.id} is corrupt: field {_READERS[field][0]!r} is missing")
+        slots = self.__dict__
+        slots.update(_ABSENT)
+        field = ""
         try:
-            name = "func"
-            self.func_name = f[Field.FUNC].decode()
-            name = "args"
-            self._call, self._args, self._kwargs = f.get(Field.ARGS), None, None
-            name = "status"
-            status = f[Field.STATUS].decode()
-            self._status = _STATUSES.get(status) or JobStatus(status)
-            name = "queue"
-            self.origin = f[Field.QUEUE].decode() if Field.QUEUE in f else DEFAULT_QUEUE
-            for name, field in _TIMES:
-                raw = f.get(field)
-                setattr(self, name, _stored_time(raw))  # checked here, parsed when read
-            if f.get(Field.CREATED) is None:
-                self.created_at = self.__dict__["_enqueued_at"]
-            name = "timeout"
-            timeout = _int(f.get(Field.TIMEOUT), DEFAULT_TIMEOUT)
-            self.timeout = None if timeout == -1 else timeout
-            for name, field, default in _NUMBERS:
-                setattr(self, name, _int(f.get(field), default))
-            name = "description"
-            self._description = f[Field.DESCRIPTION].decode() if Field.DESCRIPTION in f else None
-            name = "meta"
-            self.meta = serialization.loads(f.get(Field.META)) or {}
-            name = "exc_info"
-            self._exc_info = f[Field.EXC_INFO].decode() if Field.EXC_INFO in f else None
-            name = "worker"
-            self.worker_name = f[Field.WORKER].decode() if Field.WORKER in f else None
-            self.trace_context = f.get(Field.TRACE)
-            name = "retry"
-            if Field.RETRY in f:
-                from .retry import Retry
-
-                self.retry = Retry.from_data(serialization.loads(f[Field.RETRY]))
-            name = "result"
-            self._outcome_loaded = self._status in ENDED
-            self._result = serialization.loads(f.get(Field.RESULT))
+            for field, raw in f.items():
+                reader = _READERS.get(field)
+                if reader is not None:
+                    slots[reader[1]] = reader[2](raw)
         except (KeyError, ValueError, TypeError, UnicodeDecodeError, SerializationError, RecursionError) as exc:
             # (RecursionError: data nested too deep for a check that recurses; job data is
             # whatever someone wrote, so reading it must end in this one error)
-            missing = isinstance(exc, KeyError)
             raise SerializationError(
-                f"job {self.id} is corrupt: field {name!r} is {'missing' if missing else 'unreadable'}"
-                + ("" if missing else f" ({exc})")
+                f"job {self.id} is corrupt: field {_READERS[field][0]!r} is unreadable ({exc})"
             ) from None
+        if slots["_created_at"] is None:
+            slots["_created_at"] = slots["_enqueued_at"]
+        if not self.meta:
+            self.meta = {}
+        self._outcome_loaded = self._status in ENDED
 
     # -- reading -----------------------------------------------------------------
 
@@ -543,7 +566,7 @@ class Job:
                 elif field == Field.WORKER:
                     self.worker_name = None if raw is None else raw.decode()
                 else:
-                    setattr(self, name, _int(raw, 0))
+                    setattr(self, name, 0 if raw is None else int(raw))
         except (ValueError, UnicodeDecodeError) as exc:
             raise SerializationError(f"job {self.id} is corrupt: field {name!r} is unreadable ({exc})") from None
 
