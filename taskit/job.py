@@ -264,7 +264,6 @@ _NUMBERS = (
 )
 
 
-
 def _status_of(raw: bytes) -> JobStatus:
     return _STATUSES.get(raw) or JobStatus(raw.decode())
 
@@ -300,9 +299,13 @@ _READERS: dict[str, tuple[str, str, Callable[[bytes], Any]]] = {
 }
 #: the fields every record has
 _REQUIRED = (Field.FUNC, Field.STATUS)
-#: attribute -> what it is when its field is absent (a retry policy is kept: see `_load`)
+#: what reading a field's bytes may raise (RecursionError: data nested too deep for a check
+#: that recurses; job data is whatever someone wrote, so reading it must end in one error)
+_UNREADABLE = (KeyError, ValueError, TypeError, UnicodeDecodeError, SerializationError, RecursionError)
+#: attribute -> what a new Job holds while its field is absent (its class default; meta,
+#: None here, is made {} by `_load`): what a refresh resets (a retry policy is kept)
 _ABSENT: dict[str, Any] = {
-    **{attribute: None for _, attribute, _ in _READERS.values()},
+    **{attribute: None for field, (_, attribute, _) in _READERS.items() if field not in _REQUIRED},
     **{name: default for name, _, default in _NUMBERS},
     "origin": DEFAULT_QUEUE,
     "timeout": DEFAULT_TIMEOUT,
@@ -310,6 +313,7 @@ _ABSENT: dict[str, Any] = {
     "_kwargs": None,
 }
 del _ABSENT["retry"]
+
 
 class Job:
     """One unit of work. Build with `Job.create`, `Queue.enqueue` or `task.delay`; read with `Job.fetch`."""
@@ -485,30 +489,39 @@ class Job:
     def _load(self, f: Fields) -> None:
         """Read a record's fields into this job; a corrupt one raises `SerializationError`
         naming it. A worker loads each job it claims, an idle one with cold caches, where each
-        step counts: so every attribute is reset at once, and then only the fields the record
-        has are read (a refresh reloads every field: one that is gone is reset too)."""
+        step counts: so only the fields the record has are read, and an absent one leaves its
+        attribute as it is, at its class default in a new Job (`refresh` resets them first)."""
         for field in _REQUIRED:
             if field not in f:
-                raise SerializationError(f"job {self.id} is corrupt: field {_READERS[field][0]!r} is missing")
+                raise self._corrupt(f)
         slots = self.__dict__
-        slots.update(_ABSENT)
-        field = ""
         try:
             for field, raw in f.items():
                 reader = _READERS.get(field)
                 if reader is not None:
                     slots[reader[1]] = reader[2](raw)
-        except (KeyError, ValueError, TypeError, UnicodeDecodeError, SerializationError, RecursionError) as exc:
-            # (RecursionError: data nested too deep for a check that recurses; job data is
-            # whatever someone wrote, so reading it must end in this one error)
-            raise SerializationError(
-                f"job {self.id} is corrupt: field {_READERS[field][0]!r} is unreadable ({exc})"
-            ) from None
-        if slots["_created_at"] is None:
-            slots["_created_at"] = slots["_enqueued_at"]
+        except _UNREADABLE:
+            raise self._corrupt(f) from None
+        if slots.get("_created_at") is None:
+            slots["_created_at"] = slots.get("_enqueued_at")
         if not self.meta:
             self.meta = {}
         self._outcome_loaded = self._status in ENDED
+
+    def _corrupt(self, f: Fields) -> SerializationError:
+        """The error for a record `_load` cannot read: it names the first field, in the order
+        of _READERS, that is missing or unreadable (read again here, off the common path)."""
+        for field, (name, _, read) in _READERS.items():
+            raw = f.get(field)
+            if raw is None:
+                if field in _REQUIRED:
+                    return SerializationError(f"job {self.id} is corrupt: field {name!r} is missing")
+                continue
+            try:
+                read(raw)
+            except _UNREADABLE as exc:
+                return SerializationError(f"job {self.id} is corrupt: field {name!r} is unreadable ({exc})")
+        return SerializationError(f"job {self.id} is corrupt")  # (a read that failed once does again)
 
     # -- reading -----------------------------------------------------------------
 
@@ -537,6 +550,7 @@ class Job:
         fields = self._store.fetch([self.id])[0]
         if fields is None:
             raise NoSuchJobError(f"no job {self.id!r} (expired or deleted)")
+        self.__dict__.update(_ABSENT)  # (a field gone since is read as absent)
         self._load(fields)
 
     def get_status(self, refresh: bool = True) -> JobStatus:

@@ -476,8 +476,9 @@ class Worker:
             except BaseException:  # Redis is away: the job waits, first in line, for the loop to go on
                 self._inflight.wait(running, first=True)
                 raise
-        if (running.job_id, running.token) in self.heartbeat.lost:
-            self.heartbeat.lost.discard((running.job_id, running.token))
+        lost = self.heartbeat.lost
+        if lost and (running.job_id, running.token) in lost:
+            lost.discard((running.job_id, running.token))
             self.held.discard(running.job_id)
             return
         job, executor = running.job, running.executor
