@@ -61,7 +61,7 @@ class RunningJob:
     # (defaults as class attributes: a claim makes one per job, and sets only its own five
     # here, where an idle worker's pickup runs cold)
     job: Job | None = None
-    target: Callable[..., Any] | None = None
+    call: tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]] | None = None  # what runs: fn, args, kwargs
     is_async = False
     executor: Any = None
     started_at: float | None = None  # monotonic, once it runs
@@ -179,14 +179,16 @@ def is_async(fn: Callable[..., Any]) -> bool:
     return inspect.iscoroutinefunction(fn.fn if isinstance(fn, Task) else fn)
 
 
-def _call_parts(job: Job, target: Callable[..., Any]) -> tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]:
-    args, kwargs = job.args, job.kwargs
-    fn = target
+#: how a job's target is called: (the function, whether the job is given to it first (a task
+#: made with bind=True), whether it is a coroutine function)
+Plan = tuple[Callable[..., Any], bool, bool]
+
+
+def plan_of(target: Callable[..., Any]) -> Plan:
+    """How to call `target` (worked out once per target: see `Worker._accept`)."""
     if isinstance(target, Task):
-        fn = target.fn
-        if target.bind:
-            args = (job, *args)
-    return fn, args, kwargs
+        return target.fn, target.bind, is_async(target)
+    return target, False, is_async(target)
 
 
 def _store_result(outcome: Outcome, result: Any, keep_result: bool) -> None:
@@ -210,13 +212,13 @@ def call_sync(running: RunningJob, alarm: Alarm | None = None) -> Outcome:
 
 
 def _call_sync(running: RunningJob, alarm: Alarm | None) -> Outcome:
-    job, target = running.job, running.target
-    assert job is not None and target is not None
+    job, call = running.job, running.call
+    assert job is not None and call is not None
     outcome = Outcome()
     context_token = set_current_job(job)
     started = time.perf_counter()
     try:
-        fn, args, kwargs = _call_parts(job, target)
+        fn, args, kwargs = call
         if alarm is not None:
             alarm.start(job.timeout, running)
         try:
@@ -247,13 +249,13 @@ async def call_async(running: RunningJob) -> Outcome:
 
 
 async def _call_async(running: RunningJob) -> Outcome:
-    job, target = running.job, running.target
-    assert job is not None and target is not None
+    job, call = running.job, running.call
+    assert job is not None and call is not None
     outcome = Outcome()
     set_current_job(job)  # the task runs in a copy of the context: no reset needed
     started = time.perf_counter()
     try:
-        fn, args, kwargs = _call_parts(job, target)
+        fn, args, kwargs = call
         result = await fn(*args, **kwargs)
         outcome.seconds = time.perf_counter() - started
         _store_result(outcome, result, job.result_ttl != 0)
