@@ -273,6 +273,10 @@ def _timeout_of(raw: bytes) -> int | None:
     return None if timeout == -1 else timeout
 
 
+def _meta_of(raw: bytes) -> dict[str, Any]:
+    return serialization.loads(raw) or {}
+
+
 def _retry_of(raw: bytes) -> Retry:
     from .retry import Retry
 
@@ -290,7 +294,7 @@ _READERS: dict[str, tuple[str, str, Callable[[bytes], Any]]] = {
     Field.TIMEOUT: ("timeout", "timeout", _timeout_of),
     **{field: (name, name, int) for name, field, _ in _NUMBERS},
     Field.DESCRIPTION: ("description", "_description", bytes.decode),
-    Field.META: ("meta", "meta", serialization.loads),
+    Field.META: ("meta", "meta", _meta_of),
     Field.EXC_INFO: ("exc_info", "_exc_info", bytes.decode),
     Field.WORKER: ("worker", "worker_name", bytes.decode),
     Field.TRACE: ("trace context", "trace_context", bytes),
@@ -302,8 +306,8 @@ _REQUIRED = (Field.FUNC, Field.STATUS)
 #: what reading a field's bytes may raise (RecursionError: data nested too deep for a check
 #: that recurses; job data is whatever someone wrote, so reading it must end in one error)
 _UNREADABLE = (KeyError, ValueError, TypeError, UnicodeDecodeError, SerializationError, RecursionError)
-#: attribute -> what a new Job holds while its field is absent (its class default; meta,
-#: None here, is made {} by `_load`): what a refresh resets (a retry policy is kept)
+#: attribute -> what a new Job holds while its field is absent (its class default): what a
+#: refresh resets (meta to a new {}; a retry policy is kept)
 _ABSENT: dict[str, Any] = {
     **{attribute: None for field, (_, attribute, _) in _READERS.items() if field not in _REQUIRED},
     **{name: default for name, _, default in _NUMBERS},
@@ -312,7 +316,7 @@ _ABSENT: dict[str, Any] = {
     "_args": None,
     "_kwargs": None,
 }
-del _ABSENT["retry"]
+del _ABSENT["retry"], _ABSENT["meta"]
 
 
 class Job:
@@ -499,13 +503,12 @@ class Job:
             for field, raw in f.items():
                 reader = _READERS.get(field)
                 if reader is not None:
-                    slots[reader[1]] = reader[2](raw)
+                    _, attribute, read = reader
+                    slots[attribute] = read(raw)
         except _UNREADABLE:
             raise self._corrupt(f) from None
         if slots.get("_created_at") is None:
             slots["_created_at"] = slots.get("_enqueued_at")
-        if not self.meta:
-            self.meta = {}
         self._outcome_loaded = self._status in ENDED
 
     def _corrupt(self, f: Fields) -> SerializationError:
@@ -550,7 +553,7 @@ class Job:
         fields = self._store.fetch([self.id])[0]
         if fields is None:
             raise NoSuchJobError(f"no job {self.id!r} (expired or deleted)")
-        self.__dict__.update(_ABSENT)  # (a field gone since is read as absent)
+        self.__dict__.update(_ABSENT, meta={})  # (a field gone since is read as absent)
         self._load(fields)
 
     def get_status(self, refresh: bool = True) -> JobStatus:
