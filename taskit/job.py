@@ -82,10 +82,10 @@ class JobStatus(str, Enum):
 
 
 ENDED = frozenset({JobStatus.FINISHED, JobStatus.FAILED, JobStatus.CANCELED})
-#: status text -> status: a dict lookup, where JobStatus(text) runs Enum's Python code (a
+#: status as stored -> status: a dict lookup, where JobStatus(text) runs Enum's Python code (a
 #: worker reads the status of each job it claims; an idle one, cold); JobStatus(text)
 #: still raises for a text that is no status
-_STATUSES = {status.value: status for status in JobStatus}
+_STATUSES = {status.value.encode(): status for status in JobStatus}
 
 
 def validate_id(value: object, what: str = "job id") -> str:
@@ -224,10 +224,6 @@ class _StoredTime:
         job.__dict__[self.slot] = value
 
 
-def _int(raw: bytes | None, default: int | None) -> int | None:
-    return default if raw is None else int(raw)
-
-
 #: the last stored time (Unix milliseconds) a datetime can hold: the end of the year 9999
 _LAST_MS = 253_402_300_799_999
 
@@ -269,6 +265,61 @@ _NUMBERS = (
     ("recoveries", Field.RECOVERIES, 0),
     ("retries", Field.RETRIES, 0),
 )
+
+
+def _status_of(raw: bytes) -> JobStatus:
+    return _STATUSES.get(raw) or JobStatus(raw.decode())
+
+
+def _timeout_of(raw: bytes) -> int | None:
+    timeout = int(raw)
+    return None if timeout == -1 else timeout
+
+
+def _meta_of(raw: bytes) -> dict[str, Any]:
+    return serialization.loads(raw) or {}
+
+
+def _retry_of(raw: bytes) -> Retry:
+    from .retry import Retry
+
+    return Retry.from_data(serialization.loads(raw))
+
+
+#: field -> (its name in errors, the attribute it is read into (a stored time: its slot, see
+#: _StoredTime: checked now, made a datetime when read), how it is read)
+_READERS: dict[str, tuple[str, str, Callable[[bytes], Any]]] = {
+    Field.FUNC: ("func", "func_name", bytes.decode),
+    Field.ARGS: ("args", "_call", bytes),  # (as stored: bytes(raw) is raw; unpacked when read)
+    Field.STATUS: ("status", "_status", _status_of),
+    Field.QUEUE: ("queue", "origin", bytes.decode),
+    **{field: (name, f"_{name}", _stored_time) for name, field in _TIMES},
+    Field.TIMEOUT: ("timeout", "timeout", _timeout_of),
+    **{field: (name, name, int) for name, field, _ in _NUMBERS},
+    Field.DESCRIPTION: ("description", "_description", bytes.decode),
+    Field.META: ("meta", "meta", _meta_of),
+    Field.EXC_INFO: ("exc_info", "_exc_info", bytes.decode),
+    Field.WORKER: ("worker", "worker_name", bytes.decode),
+    Field.TRACE: ("trace context", "trace_context", bytes),
+    Field.RETRY: ("retry", "retry", _retry_of),
+    Field.RESULT: ("result", "_result", serialization.loads),
+}
+#: the fields every record has
+_REQUIRED = (Field.FUNC, Field.STATUS)
+#: what reading a field's bytes may raise (RecursionError: data nested too deep for a check
+#: that recurses; job data is whatever someone wrote, so reading it must end in one error)
+_UNREADABLE = (KeyError, ValueError, TypeError, UnicodeDecodeError, SerializationError, RecursionError)
+#: attribute -> what a new Job holds while its field is absent (its class default): what a
+#: refresh resets (meta to a new {}; a retry policy is kept)
+_ABSENT: dict[str, Any] = {
+    **{attribute: None for field, (_, attribute, _) in _READERS.items() if field not in _REQUIRED},
+    **{name: default for name, _, default in _NUMBERS},
+    "origin": DEFAULT_QUEUE,
+    "timeout": DEFAULT_TIMEOUT,
+    "_args": None,
+    "_kwargs": None,
+}
+del _ABSENT["retry"], _ABSENT["meta"]
 
 
 class Job:
@@ -442,52 +493,40 @@ class Job:
         return job
 
     def _load(self, f: Fields) -> None:
-        name = ""
+        """Read a record's fields into this job; a corrupt one raises `SerializationError`
+        naming it. A worker loads each job it claims, an idle one with cold caches, where each
+        step counts: so only the fields the record has are read, and an absent one leaves its
+        attribute as it is, at its class default in a new Job (`refresh` resets them first)."""
+        for field in _REQUIRED:
+            if field not in f:
+                raise self._corrupt(f)
+        slots = self.__dict__
         try:
-            name = "func"
-            self.func_name = f[Field.FUNC].decode()
-            name = "args"
-            self._call, self._args, self._kwargs = f.get(Field.ARGS), None, None
-            name = "status"
-            status = f[Field.STATUS].decode()
-            self._status = _STATUSES.get(status) or JobStatus(status)
-            name = "queue"
-            self.origin = f[Field.QUEUE].decode() if Field.QUEUE in f else DEFAULT_QUEUE
-            for name, field in _TIMES:
-                raw = f.get(field)
-                setattr(self, name, _stored_time(raw))  # checked here, parsed when read
-            if f.get(Field.CREATED) is None:
-                self.created_at = self.__dict__["_enqueued_at"]
-            name = "timeout"
-            timeout = _int(f.get(Field.TIMEOUT), DEFAULT_TIMEOUT)
-            self.timeout = None if timeout == -1 else timeout
-            for name, field, default in _NUMBERS:
-                setattr(self, name, _int(f.get(field), default))
-            name = "description"
-            self._description = f[Field.DESCRIPTION].decode() if Field.DESCRIPTION in f else None
-            name = "meta"
-            self.meta = serialization.loads(f.get(Field.META)) or {}
-            name = "exc_info"
-            self._exc_info = f[Field.EXC_INFO].decode() if Field.EXC_INFO in f else None
-            name = "worker"
-            self.worker_name = f[Field.WORKER].decode() if Field.WORKER in f else None
-            self.trace_context = f.get(Field.TRACE)
-            name = "retry"
-            if Field.RETRY in f:
-                from .retry import Retry
+            for field, raw in f.items():
+                reader = _READERS.get(field)
+                if reader is not None:
+                    _, attribute, read = reader
+                    slots[attribute] = read(raw)
+        except _UNREADABLE:
+            raise self._corrupt(f) from None
+        if slots.get("_created_at") is None:
+            slots["_created_at"] = slots.get("_enqueued_at")
+        self._outcome_loaded = self._status in ENDED
 
-                self.retry = Retry.from_data(serialization.loads(f[Field.RETRY]))
-            name = "result"
-            self._outcome_loaded = self._status in ENDED
-            self._result = serialization.loads(f.get(Field.RESULT))
-        except (KeyError, ValueError, TypeError, UnicodeDecodeError, SerializationError, RecursionError) as exc:
-            # (RecursionError: data nested too deep for a check that recurses; job data is
-            # whatever someone wrote, so reading it must end in this one error)
-            missing = isinstance(exc, KeyError)
-            raise SerializationError(
-                f"job {self.id} is corrupt: field {name!r} is {'missing' if missing else 'unreadable'}"
-                + ("" if missing else f" ({exc})")
-            ) from None
+    def _corrupt(self, f: Fields) -> SerializationError:
+        """The error for a record `_load` cannot read: it names the first field, in the order
+        of _READERS, that is missing or unreadable (read again here, off the common path)."""
+        for field, (name, _, read) in _READERS.items():
+            raw = f.get(field)
+            if raw is None:
+                if field in _REQUIRED:
+                    return SerializationError(f"job {self.id} is corrupt: field {name!r} is missing")
+                continue
+            try:
+                read(raw)
+            except _UNREADABLE as exc:
+                return SerializationError(f"job {self.id} is corrupt: field {name!r} is unreadable ({exc})")
+        return SerializationError(f"job {self.id} is corrupt")  # (a read that failed once does again)
 
     # -- reading -----------------------------------------------------------------
 
@@ -516,6 +555,7 @@ class Job:
         fields = self._store.fetch([self.id])[0]
         if fields is None:
             raise NoSuchJobError(f"no job {self.id!r} (expired or deleted)")
+        self.__dict__.update(_ABSENT, meta={})  # (a field gone since is read as absent)
         self._load(fields)
 
     def get_status(self, refresh: bool = True) -> JobStatus:
@@ -545,7 +585,7 @@ class Job:
                 elif field == Field.WORKER:
                     self.worker_name = None if raw is None else raw.decode()
                 else:
-                    setattr(self, name, _int(raw, 0))
+                    setattr(self, name, 0 if raw is None else int(raw))
         except (ValueError, UnicodeDecodeError) as exc:
             raise SerializationError(f"job {self.id} is corrupt: field {name!r} is unreadable ({exc})") from None
 

@@ -395,6 +395,16 @@ def test_refresh_reloads_every_field(redis_server, connection, queue):
     assert stale.started_at is not None and stale.ended_at is not None
 
 
+def test_refresh_resets_what_a_field_gone_since_held(connection, queue):
+    # (loading reads only the fields a record has: a refresh must reset the rest)
+    job = queue.enqueue(add, 1, 2, ttl=60, timeout=5, description="d", meta={"k": 1})
+    for name in ("ttl", "timeout", "description", "meta", "args"):
+        delete_field(connection, job.id, FIELDS[name])
+    job.refresh()
+    assert (job.ttl, job.timeout, job.meta, job.args, job.kwargs) == (None, DEFAULT_TIMEOUT, {}, (), {})
+    assert job.description == f"{job.func_name}()"
+
+
 def test_refresh_of_a_deleted_job_raises(connection, queue):
     job = queue.enqueue(add, 1, 2)
     Job.fetch(job.id).delete()

@@ -1205,10 +1205,10 @@ class Store:
 
         def run() -> Any:
             popped, reply = self._send_and_read(commands, script_keys[0])
-            if isinstance(reply, redis.exceptions.NoScriptError):  # (a restarted Redis)
-                reply = script(keys=script_keys, args=args)
             if isinstance(reply, Exception):
-                raise reply
+                if not isinstance(reply, redis.exceptions.NoScriptError):
+                    raise reply
+                reply = script(keys=script_keys, args=args)  # (a restarted Redis)
             claim = _parse_claim(reply, worker, indexes)  # (with the time it claimed at)
             # a wake list of another type woke the wait at once: the claim repaired it
             if isinstance(popped, Exception) and "WRONGTYPE" not in str(popped) and not claim.jobs:

@@ -58,29 +58,27 @@ class RunningJob:
     `task`) and by whoever stops it (`stop`, under the worker's lock).
     """
 
-    __slots__ = (
-        "claimed_at", "deadline", "executor", "fields", "interrupted", "is_async", "job", "job_id", "queue",
-        "reason", "seat", "settled", "slot", "started_at", "stop", "stop_at", "target", "task", "thread", "token",
-    )
+    # (defaults as class attributes: a claim makes one per job, and sets only its own five
+    # here, where an idle worker's pickup runs cold)
+    job: Job | None = None
+    call: tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]] | None = None  # what runs: fn, args, kwargs
+    is_async = False
+    executor: Any = None
+    started_at: float | None = None  # monotonic, once it runs
+    deadline: float | None = None  # monotonic time past which the monitor stops it
+    stop: str | None = None  # "timeout", "cancel" or "shutdown" once told to stop
+    stop_at = 0.0
+    reason = ""  # the reason given with a cancel
+    settled = False  # its outcome was reported (by its runner, or when given up on)
+    thread: int | None = None  # the thread running it, while it runs in one
+    interrupted = False  # an exception was set on that thread
+    task: asyncio.Task[Any] | None = None
+    seat: Any = None  # the pool thread running it
+    slot = -1  # its entry on the supervisor's board
 
     def __init__(self, job_id: str, token: int, queue: str, fields: Fields, claimed_at: float) -> None:
         self.job_id, self.token, self.queue, self.fields = job_id, token, queue, fields
-        self.job: Job | None = None
-        self.target: Callable[..., Any] | None = None
-        self.is_async = False
-        self.executor: Any = None
         self.claimed_at = claimed_at  # monotonic
-        self.started_at: float | None = None  # monotonic, once it runs
-        self.deadline: float | None = None  # monotonic time past which the monitor stops it
-        self.stop: str | None = None  # "timeout", "cancel" or "shutdown" once told to stop
-        self.stop_at = 0.0
-        self.reason = ""  # the reason given with a cancel
-        self.settled = False  # its outcome was reported (by its runner, or when given up on)
-        self.thread: int | None = None  # the thread running it, while it runs in one
-        self.interrupted = False  # an exception was set on that thread
-        self.task: asyncio.Task[Any] | None = None
-        self.seat: Any = None  # the pool thread running it
-        self.slot = -1  # its entry on the supervisor's board
 
     def stop_message(self) -> str:
         assert self.job is not None
@@ -97,13 +95,11 @@ class RunningJob:
 class Outcome:
     """What running a job produced: a packed result, or an error and its traceback text."""
 
-    __slots__ = ("error", "packed_result", "seconds", "traceback")
-
-    def __init__(self) -> None:
-        self.packed_result: bytes | None = None
-        self.error: BaseException | None = None
-        self.traceback = ""
-        self.seconds = 0.0
+    # (defaults as class attributes: each job makes one as it starts, no __init__ to run)
+    packed_result: bytes | None = None
+    error: BaseException | None = None
+    traceback = ""
+    seconds = 0.0
 
     @property
     def summary(self) -> str:
@@ -183,14 +179,16 @@ def is_async(fn: Callable[..., Any]) -> bool:
     return inspect.iscoroutinefunction(fn.fn if isinstance(fn, Task) else fn)
 
 
-def _call_parts(job: Job, target: Callable[..., Any]) -> tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]:
-    args, kwargs = job.args, job.kwargs
-    fn = target
+#: how a job's target is called: (the function, whether the job is given to it first (a task
+#: made with bind=True), whether it is a coroutine function)
+Plan = tuple[Callable[..., Any], bool, bool]
+
+
+def plan_of(target: Callable[..., Any]) -> Plan:
+    """How to call `target` (worked out once per target: see `Worker._accept`)."""
     if isinstance(target, Task):
-        fn = target.fn
-        if target.bind:
-            args = (job, *args)
-    return fn, args, kwargs
+        return target.fn, target.bind, is_async(target)
+    return target, False, is_async(target)
 
 
 def _store_result(outcome: Outcome, result: Any, keep_result: bool) -> None:
@@ -214,13 +212,13 @@ def call_sync(running: RunningJob, alarm: Alarm | None = None) -> Outcome:
 
 
 def _call_sync(running: RunningJob, alarm: Alarm | None) -> Outcome:
-    job, target = running.job, running.target
-    assert job is not None and target is not None
+    job, call = running.job, running.call
+    assert job is not None and call is not None
     outcome = Outcome()
     context_token = set_current_job(job)
     started = time.perf_counter()
     try:
-        fn, args, kwargs = _call_parts(job, target)
+        fn, args, kwargs = call
         if alarm is not None:
             alarm.start(job.timeout, running)
         try:
@@ -251,13 +249,13 @@ async def call_async(running: RunningJob) -> Outcome:
 
 
 async def _call_async(running: RunningJob) -> Outcome:
-    job, target = running.job, running.target
-    assert job is not None and target is not None
+    job, call = running.job, running.call
+    assert job is not None and call is not None
     outcome = Outcome()
     set_current_job(job)  # the task runs in a copy of the context: no reset needed
     started = time.perf_counter()
     try:
-        fn, args, kwargs = _call_parts(job, target)
+        fn, args, kwargs = call
         result = await fn(*args, **kwargs)
         outcome.seconds = time.perf_counter() - started
         _store_result(outcome, result, job.result_ttl != 0)

@@ -55,10 +55,12 @@ from .execution import (
     STOP_GRACE,
     Alarm,
     Outcome,
+    Plan,
     RunningJob,
     describe_error,
     given_up_outcome,
     is_async,
+    plan_of,
 )
 from .executors import AsyncExecutor, Executor, InlineExecutor, ThreadExecutor
 from .heartbeat import Heartbeat, Held
@@ -232,7 +234,7 @@ class Worker:
         self._claims = ClaimPolicy(self.prefetch, self._sync, self._async, share)
         self._executors: tuple[Executor, ...] = (self._async, self._sync)  # non-blocking submits first
         self._inflight = InFlight(self._executors, self.clock)
-        self._kinds: dict[Any, bool] = {}  # function -> is it async (asked once each)
+        self._plans: dict[Any, Plan] = {}  # function -> how it is called (worked out once each)
         self._board_slots = list(range(self.slots))[::-1]
         # the partitions of the worker's queues, as declared when it starts
         self._rotation = Rotation(self.store.partitions.expand(self.queues))
@@ -430,18 +432,19 @@ class Worker:
             if not running.job_id.isascii():  # not even UTF-8 (see storage.store._text): written by hand
                 raise SerializationError(f"job id {display.shown(running.job_id)} is corrupt: not an id taskit writes")
             job = Job.from_fields(running.job_id, fields, self.connection)
-            _ = job.args  # unpacks the arguments now: unreadable ones fail the job, and nothing runs
+            args = job.args  # unpacks the arguments now: unreadable ones fail the job, and nothing runs
             target = functions.resolve(job.func_name, self.modules)
-            kind = self._kinds.get(target)
-            if kind is None:
-                kind = self._kinds[target] = is_async(target)
-            running.is_async = kind
-            self._claims.seen(kind)
+            plan = self._plans.get(target)
+            if plan is None:
+                plan = self._plans[target] = plan_of(target)
+            fn, bind, running.is_async = plan
+            running.call = fn, (job, *args) if bind else args, job.kwargs
+            self._claims.seen(running.is_async)
         except Exception as exc:  # noqa: BLE001 (the rule: what goes wrong with one job fails that job, never the worker)
             self._inflight.add_record(refused_record(running, exc))
             self.jobs_run += 1
             return
-        running.job, running.target = job, target
+        running.job = job
         executor: Executor = self._sync
         if running.is_async:
             executor = self._async
@@ -476,8 +479,9 @@ class Worker:
             except BaseException:  # Redis is away: the job waits, first in line, for the loop to go on
                 self._inflight.wait(running, first=True)
                 raise
-        if (running.job_id, running.token) in self.heartbeat.lost:
-            self.heartbeat.lost.discard((running.job_id, running.token))
+        lost = self.heartbeat.lost
+        if lost and (running.job_id, running.token) in lost:
+            lost.discard((running.job_id, running.token))
             self.held.discard(running.job_id)
             return
         job, executor = running.job, running.executor
