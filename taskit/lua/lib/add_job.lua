@@ -105,12 +105,7 @@ local function add_job(k, id, queue_name, ttl, at_front, run_at, enqueued)
     wake_one(k.wake)  -- the queue was empty (as queueing.lua's push does)
   end
   -- an index of names, rebuilt as jobs are enqueued: one of another type is replaced
-  local added = redis.pcall('SADD', k.queues, queue_name)
-  if type(added) ~= 'number' then
-    redis.call('DEL', k.queues)
-    added = redis.call('SADD', k.queues, queue_name)
-  end
-  return added
+  return call_repairing('SADD', k.queues, queue_name)
 end
 
 -- Whether the job stored under `id` is the one whose packed record is `blob`: a retried

@@ -89,16 +89,27 @@ local function call_chunked(command, key, items)
   end
 end
 
--- `call_chunked` on a signal or index key (an in-flight list, a worker set), which is
--- repaired (as `repair`) if the first write finds it of another type: the write is the type
--- check, so none is paid when it fits. Any other refusal is raised, as redis.call would.
+-- `command key ...` on a signal or index key (a wake list, an in-flight list, a worker or
+-- queue set), which is repaired (as `repair`) if the write finds it of another type: the
+-- write is the type check, so none is paid when it fits. Any other refusal is raised, as
+-- redis.call would. Returns the write's reply.
+local function call_repairing(command, key, ...)
+  local reply = redis.pcall(command, key, ...)
+  if type(reply) == 'table' and reply.err then
+    if not string.find(reply.err, 'WRONGTYPE', 1, true) then error(reply) end
+    redis.call('DEL', key)
+    reply = redis.call(command, key, ...)
+  end
+  return reply
+end
+
+-- `call_chunked` on a signal or index key: its first write is `call_repairing`'s.
 local function write_repairing(command, key, items)
   for first = 1, #items, 1000 do
     local last = math.min(first + 999, #items)
-    local reply = redis.pcall(command, key, unpack(items, first, last))
-    if type(reply) == 'table' and reply.err then
-      if first > 1 or not string.find(reply.err, 'WRONGTYPE', 1, true) then error(reply) end
-      redis.call('DEL', key)
+    if first == 1 then
+      call_repairing(command, key, unpack(items, first, last))
+    else
       redis.call(command, key, unpack(items, first, last))
     end
   end
