@@ -41,16 +41,19 @@
 --#include signal_end
 --#include queueing
 --#include failing
-local worker, now, deadline = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+-- (each text read as a number once, and a whole number printed with '%d': printf and strtod
+-- of a fraction cost about as much as a Redis command each)
+local worker, now, deadline, deadline_at = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[3])
 -- ARGV 2 '' = Redis's clock when the script runs, ARGV 3 then the
 -- lease in seconds (a claim pipelined behind an idle worker's blocking wait runs whenever
 -- the wait ends: storage/store.py Store.wait_and_claim); the time used is returned 5th
 if ARGV[2] == '' then
   local t = redis.call('TIME')
   now = tonumber(t[1]) + tonumber(t[2]) / 1e6
-  deadline = string.format('%.6f', now + tonumber(ARGV[3]))
+  deadline_at = now + deadline_at
+  deadline = string.format('%.6f', deadline_at)
 end
-local now_ms = string.format('%.0f', now * 1000)
+local now_ms = string.format('%d', math.floor(now * 1000 + 0.5))
 local limit = tonumber(ARGV[4])
 local failure_ttl = seconds(ARGV[5], 31536000)
 local buckets = tonumber(ARGV[10])
@@ -62,7 +65,7 @@ local fresh_entry = cmsgpack.pack({'s', 'started', 'st', now_ms, 'w', worker, 'n
 -- an integer in a small zset (a listpack), and Redis then places each new entry without
 -- parsing every score before it as text (strtod): a third of the cost of a ZADD there.
 local lease_score = deadline
-if (tonumber(deadline) or now) - now >= 10 then lease_score = string.format('%.0f', math.ceil(tonumber(deadline))) end
+if (deadline_at or now) - now >= 10 then lease_score = string.format('%d', math.ceil(deadline_at)) end
 -- (shared, never changed) the state entry returned for a job that had none: an empty text, not
 -- an empty table (Redis turns each table of a reply into a reply by looking up several
 -- fields of it first: err, ok, double, ...: a third of a µs per job); a claimed job's fields
@@ -163,7 +166,8 @@ for q = k, #KEYS, 5 do
 
   -- the earliest scheduled job (the reply doubles as the zset's type check: another type is
   -- passed over); when it is due, the due ones are promoted
-  local first = usable and redis.pcall('ZRANGE', scheduled, 0, 0, 'WITHSCORES')
+  local first = usable and redis.pcall('ZRANGE', scheduled, '0', '0', 'WITHSCORES')  -- (text: Redis prints a number
+  -- argument with snprintf, which costs about as much as a short command)
   if first and not first.err and first[2] and tonumber(first[2]) <= now then
     local due = redis.call('ZRANGEBYSCORE', scheduled, '-inf', now, 'LIMIT', 0, 1000)
     for _, id in ipairs(due) do
@@ -180,7 +184,7 @@ for q = k, #KEYS, 5 do
         end
       end
     end
-    first = redis.call('ZRANGE', scheduled, 0, 0, 'WITHSCORES')
+    first = redis.call('ZRANGE', scheduled, '0', '0', 'WITHSCORES')
   end
   if first and not first.err and first[2] and (next_run_at == nil or tonumber(first[2]) < tonumber(next_run_at)) then
     next_run_at = first[2]
@@ -253,7 +257,11 @@ for q = k, #KEYS, 5 do
     end
     if #ids < wanted then break end
   end
-  if taken > 0 then redis.call('LTRIM', queue, taken, -1) end
+  if taken > 0 and taken == length then
+    redis.call('DEL', queue)  -- read to its end and all consumed (an LTRIM's numbers cost more)
+  elseif taken > 0 then
+    redis.call('LTRIM', queue, taken, '-1')
+  end
   -- the leases, added in descending order (`in_byte_order`)
   in_byte_order(leases)
   local pairs_ = {}
