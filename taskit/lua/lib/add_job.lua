@@ -1,14 +1,14 @@
 -- Shared by enqueue.lua, periodic.lua and withdraw.lua (include guard and queueing first).
--- KEYS of a new job, from `first`: bucket, state hash, own hash (of an ended job with this
--- id), queue list, wake list, scheduled zset, the tag's queue set, and, for a job with a
--- ttl only, the expiry zset.
 -- A new job's record comes packed by the client (storage/store.py `pack_record`), as
 -- lib/records.lua keeps it: msgpack [field, value, ...], no 'queued' status, the enqueue
 -- time 'e' a number.
-local function new_job_keys(first)
-  return {bucket = KEYS[first], state = KEYS[first + 1], job = KEYS[first + 2], queue = KEYS[first + 3],
-          wake = KEYS[first + 4], scheduled = KEYS[first + 5], queues = KEYS[first + 6], expiry = KEYS[first + 7]}
-end
+
+-- KEYS of a new job, from KEYS[k] on (`k`: where the script's block of them starts), at
+-- these offsets: bucket, state hash, own hash (of an ended job with this id), queue list,
+-- wake list, scheduled zset, the tag's queue set, and, for a job with a ttl only, the
+-- expiry zset. Each is read where it is used (KEYS[k + QUEUE]): a table of them, made at
+-- every enqueue, cost about as much as one of its Redis commands.
+local BUCKET, STATE, JOB, QUEUE, WAKE, SCHEDULED, QUEUES, EXPIRY = 0, 1, 2, 3, 4, 5, 6, 7
 
 -- Refuse (raise, before anything is written) a ttl or run-at that is not a number.
 local function check_numbers(ttl, run_at)
@@ -29,12 +29,13 @@ end
 -- type is refused.
 local function exists_apart(k, id, made)
   if not made then
-    local found = redis.pcall('HEXISTS', k.state, id)
-    if type(found) ~= 'number' then refuse_unless(k.state, 'hash') end
+    local found = redis.pcall('HEXISTS', KEYS[k + STATE], id)
+    if type(found) ~= 'number' then refuse_unless(KEYS[k + STATE], 'hash') end
     if found == 1 then return true end
   end
-  if redis.call('EXISTS', k.job) == 0 then return false end
-  refuse_unless(k.job, 'hash')
+  local job = KEYS[k + JOB]
+  if redis.call('EXISTS', job) == 0 then return false end
+  refuse_unless(job, 'hash')
   return true
 end
 
@@ -42,9 +43,9 @@ end
 -- check that the id is free and that the bucket is a hash (refused, nothing written, if
 -- not). Returns whether it was written.
 local function write_record(k, id, blob)
-  local written = redis.pcall('HSETNX', k.bucket, id, blob)
+  local written = redis.pcall('HSETNX', KEYS[k + BUCKET], id, blob)
   if type(written) ~= 'number' then
-    refuse_unless(k.bucket, 'hash')
+    refuse_unless(KEYS[k + BUCKET], 'hash')
     error(written)  -- not a type: a replica (READONLY), no memory left...: raised as redis.call would
   end
   return written == 1
@@ -56,19 +57,19 @@ end
 local function check_new_job(k, id, ttl, run_at)
   check_numbers(ttl, run_at)
   local exists = exists_apart(k, id)
-  local found = redis.pcall('HEXISTS', k.bucket, id)
-  if type(found) ~= 'number' then refuse_unless(k.bucket, 'hash') end
-  refuse_unless(k.queue, 'list')
-  refuse_unless(k.scheduled, 'zset')
-  if ttl ~= '' then refuse_unless(k.expiry, 'zset') end
+  local found = redis.pcall('HEXISTS', KEYS[k + BUCKET], id)
+  if type(found) ~= 'number' then refuse_unless(KEYS[k + BUCKET], 'hash') end
+  refuse_unless(KEYS[k + QUEUE], 'list')
+  refuse_unless(KEYS[k + SCHEDULED], 'zset')
+  if ttl ~= '' then refuse_unless(KEYS[k + EXPIRY], 'zset') end
   return exists or found == 1
 end
 
 -- Undo what add_job wrote before a key refused a write (its error `reply`), and raise:
 -- WRONGTYPE naming the key, or the error itself.
 local function undo_and_refuse(k, id, lifetime, key, kind, reply)
-  redis.call('HDEL', k.bucket, id)
-  if lifetime >= 0 then redis.call('ZREM', k.expiry, id) end
+  redis.call('HDEL', KEYS[k + BUCKET], id)
+  if lifetime >= 0 then redis.call('ZREM', KEYS[k + EXPIRY], id) end
   refuse_unless(key, kind)
   error(reply)
 end
@@ -86,26 +87,27 @@ end
 -- global one).
 local function add_job(k, id, queue_name, ttl, at_front, run_at, enqueued)
   local lifetime = ttl == '' and -1 or seconds(ttl, -1)
-  local reply = lifetime >= 0 and redis.pcall('ZADD', k.expiry, (tonumber(enqueued) or 0) / 1000 + lifetime, id)
+  local queue = KEYS[k + QUEUE]
+  local reply = lifetime >= 0 and redis.pcall('ZADD', KEYS[k + EXPIRY], (tonumber(enqueued) or 0) / 1000 + lifetime, id)
   if type(reply) == 'table' then
-    undo_and_refuse(k, id, -1, k.expiry, 'zset', reply)  -- (-1: nothing written there to undo)
+    undo_and_refuse(k, id, -1, KEYS[k + EXPIRY], 'zset', reply)  -- (-1: nothing written there to undo)
   end
   if run_at ~= '' then
-    reply = redis.pcall('LLEN', k.queue)
-    if type(reply) ~= 'number' then undo_and_refuse(k, id, lifetime, k.queue, 'list', reply) end
-    reply = redis.pcall('ZADD', k.scheduled, run_at, id)
-    if type(reply) ~= 'number' then undo_and_refuse(k, id, lifetime, k.scheduled, 'zset', reply) end
+    reply = redis.pcall('LLEN', queue)
+    if type(reply) ~= 'number' then undo_and_refuse(k, id, lifetime, queue, 'list', reply) end
+    reply = redis.pcall('ZADD', KEYS[k + SCHEDULED], run_at, id)
+    if type(reply) ~= 'number' then undo_and_refuse(k, id, lifetime, KEYS[k + SCHEDULED], 'zset', reply) end
   else
     local front = at_front == '1'  -- (apart: tests/test_connections.py reads the commands off the call)
-    local length = redis.pcall(front and 'LPUSH' or 'RPUSH', k.queue, id)
-    if type(length) ~= 'number' then undo_and_refuse(k, id, lifetime, k.queue, 'list', length) end
+    local length = redis.pcall(front and 'LPUSH' or 'RPUSH', queue, id)
+    if type(length) ~= 'number' then undo_and_refuse(k, id, lifetime, queue, 'list', length) end
     if length > 1 then
       return 0
     end
-    wake_one(k.wake)  -- the queue was empty (as queueing.lua's push does)
+    wake_one(KEYS[k + WAKE])  -- the queue was empty (as queueing.lua's push does)
   end
   -- an index of names, rebuilt as jobs are enqueued: one of another type is replaced
-  return call_repairing('SADD', k.queues, queue_name)
+  return call_repairing('SADD', KEYS[k + QUEUES], queue_name)
 end
 
 -- Whether the job stored under `id` is the one whose packed record is `blob`: a retried
@@ -114,9 +116,9 @@ end
 -- from an older job with the same id. Its record is in its bucket (a claim leaves it there)
 -- or, once it ended, in its own hash, field p.
 local function is_this_job(k, id, blob)
-  local stored = redis.pcall('HGET', k.bucket, id)
+  local stored = redis.pcall('HGET', KEYS[k + BUCKET], id)
   if type(stored) ~= 'string' then
-    stored = redis.pcall('HGET', k.job, 'p')
+    stored = redis.pcall('HGET', KEYS[k + JOB], 'p')
   end
   return stored == blob
 end

@@ -89,16 +89,16 @@ local function call_chunked(command, key, items)
   end
 end
 
--- `command key ...` on a signal or index key (a wake list, an in-flight list, a worker or
+-- `write key ...` on a signal or index key (a wake list, an in-flight list, a worker or
 -- queue set), which is repaired (as `repair`) if the write finds it of another type: the
 -- write is the type check, so none is paid when it fits. Any other refusal is raised, as
 -- redis.call would. Returns the write's reply.
-local function call_repairing(command, key, ...)
-  local reply = redis.pcall(command, key, ...)
+local function call_repairing(write, key, ...)
+  local reply = redis.pcall(write, key, ...)
   if type(reply) == 'table' and reply.err then
     if not string.find(reply.err, 'WRONGTYPE', 1, true) then error(reply) end
     redis.call('DEL', key)
-    reply = redis.call(command, key, ...)
+    reply = redis.call(write, key, ...)
   end
   return reply
 end
