@@ -159,7 +159,10 @@ for q = k, #KEYS, 5 do
   local name, block = ARGV[12 + 2 * queues], blocks[tonumber(ARGV[13 + 2 * queues])]
   local index = queues
   queues = queues + 1
-  local usable = fits(queue, 'list') and fits(started, 'zset')
+  -- the queue's length doubles as its list's type check: a queue whose list or started zset
+  -- holds another type is passed over (the maintenance step reports it)
+  local length = redis.pcall('LLEN', queue)
+  local usable = type(length) == 'number' and fits(started, 'zset')
   -- idle workers block on the wake list: one of another type would wake them at once (a
   -- usable queue's is repaired at its end, by wake_one or DEL)
   if not usable then repair(wake, 'list') end
@@ -180,7 +183,7 @@ for q = k, #KEYS, 5 do
           local changes = state_fields or {}
           requeued(changes, fields, now_ms)
           write_state(block.state, id, changes)
-          redis.call('RPUSH', queue, id)
+          length = redis.call('RPUSH', queue, id)
         end
       end
     end
@@ -197,12 +200,11 @@ for q = k, #KEYS, 5 do
   -- LTRIM and the claimed ones pushed onto the in-flight list in one RPUSH, their state
   -- entries written in one HSET per tag at the end (one command per job fewer than popping
   -- them one by one; the script is atomic, so a kill -9 still finds each job in a list).
-  local taken, stop, length = 0, not usable, nil  -- length: the list's, once a window reached its end
+  local taken, stop = 0, not usable or length == 0
   leases, leased = {}, 0
   while not stop and count < limit do
     local wanted = math.min(limit - count, WINDOW)
     local ids = redis.call('LRANGE', queue, taken, taken + wanted - 1)
-    if #ids < wanted then length = taken + #ids end
     if #ids == 0 then break end
     local entries = redis.call('HMGET', block.state, unpack(ids))
     local ttls = block.expiring and redis.call('ZMSCORE', block.expiry, unpack(ids)) or {}
@@ -258,7 +260,7 @@ for q = k, #KEYS, 5 do
     if #ids < wanted then break end
   end
   if taken > 0 and taken == length then
-    redis.call('DEL', queue)  -- read to its end and all consumed (an LTRIM's numbers cost more)
+    redis.call('DEL', queue)  -- all consumed (an LTRIM's numbers cost more)
   elseif taken > 0 then
     redis.call('LTRIM', queue, taken, '-1')
   end
@@ -271,7 +273,7 @@ for q = k, #KEYS, 5 do
   call_chunked('ZADD', started, pairs_)
 
   if usable then
-    if (length and length - taken or redis.call('LLEN', queue)) > 0 then
+    if length - taken > 0 then
       wake_one(wake)
     else
       redis.call('DEL', wake)
