@@ -85,11 +85,12 @@ for b = 1, tonumber(ARGV[11]) do
   -- id), ids whose ttl no longer applies
   block.pushed, block.writes, block.written, block.unexpire = {}, {}, {}, {}
   -- A state hash overwritten is deleted (its jobs read as queued: recovery puts them back
-  -- when their leases run out). So are the worker's own list (one overwritten has lost its
-  -- ids, but each of those jobs still has a lease in a started registry) and the tag's
-  -- worker leases (every live worker renews its own at its next heartbeat), when written at
-  -- the end (write_repairing), and the settle zset when a job is failed into it (fail_later).
-  repair(block.state, 'hash')
+  -- when their leases run out) when first read: by the HMGET of the queue's head, whose
+  -- error is the check (the blame and the promotion of due jobs, which read it before,
+  -- repair it first). So are the worker's own list (one overwritten has lost its ids, but
+  -- each of those jobs still has a lease in a started registry) and the tag's worker
+  -- leases (every live worker renews its own at its next heartbeat), when written at the
+  -- end (write_repairing), and the settle zset when a job is failed into it (fail_later).
   -- (else no job of the tag has a ttl; the count doubles as the expiry zset's type check)
   local expiring = redis.pcall('ZCARD', block.expiry)
   if type(expiring) == 'table' then  -- another type: repaired
@@ -104,6 +105,7 @@ end
 local alone, quarantine = ARGV[6] == '1', ''
 if ARGV[7] ~= '' and blocks[tonumber(ARGV[9])] then
   local block = blocks[tonumber(ARGV[9])]
+  repair(block.state, 'hash')
   local fields = unpacked(redis.call('HGET', block.state, ARGV[7]))
   if fields and fields.n == ARGV[8] and fields.w == worker and fields.s == 'started' then
     fields.al = '0'
@@ -173,6 +175,7 @@ for q = k, #KEYS, 5 do
   -- argument with snprintf, which costs about as much as a short command)
   if first and not first.err and first[2] and tonumber(first[2]) <= now then
     local due = redis.call('ZRANGEBYSCORE', scheduled, '-inf', now, 'LIMIT', 0, 1000)
+    repair(block.state, 'hash')
     for _, id in ipairs(due) do
       redis.call('ZREM', scheduled, id)
       local blob = record_of(block, id, name, failed)
@@ -206,7 +209,11 @@ for q = k, #KEYS, 5 do
     local wanted = math.min(limit - count, WINDOW)
     local ids = redis.call('LRANGE', queue, taken, taken + wanted - 1)
     if #ids == 0 then break end
-    local entries = redis.call('HMGET', block.state, unpack(ids))
+    local entries = redis.pcall('HMGET', block.state, unpack(ids))
+    if entries.err then  -- a state hash of another type: repaired (above), read as empty
+      redis.call('DEL', block.state)
+      entries = {}
+    end
     local ttls = block.expiring and redis.call('ZMSCORE', block.expiry, unpack(ids)) or {}
     for i = 1, #ids do  -- (not ipairs: a C call a step)
       local id = ids[i]
