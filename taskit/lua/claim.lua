@@ -44,14 +44,25 @@
 -- (each text read as a number once, and a whole number printed with '%d': printf and strtod
 -- of a fraction cost about as much as a Redis command each)
 local worker, now, deadline, deadline_at = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[3])
+local now_text  -- now with six decimals, returned 5th: the time the claim used
 -- ARGV 2 '' = Redis's clock when the script runs, ARGV 3 then the
 -- lease in seconds (a claim pipelined behind an idle worker's blocking wait runs whenever
--- the wait ends: storage/store.py Store.wait_and_claim); the time used is returned 5th
+-- the wait ends: storage/store.py Store.wait_and_claim)
 if ARGV[2] == '' then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) + tonumber(t[2]) / 1e6
-  deadline_at = now + deadline_at
-  deadline = string.format('%.6f', deadline_at)
+  local t, lease = redis.call('TIME'), deadline_at
+  local whole = tonumber(t[1])
+  now = whole + tonumber(t[2]) / 1e6
+  deadline_at = now + lease
+  -- the texts '%.6f' would print, put together from the clock's seconds and microseconds
+  local micro = string.sub('00000' .. t[2], -6)
+  now_text = t[1] .. '.' .. micro
+  if lease == math.floor(lease) then
+    deadline = string.format('%d.%s', whole + lease, micro)
+  else
+    deadline = string.format('%.6f', deadline_at)
+  end
+else
+  now_text = string.format('%.6f', now)
 end
 local now_ms = string.format('%d', math.floor(now * 1000 + 0.5))
 local limit = tonumber(ARGV[4])
@@ -301,4 +312,4 @@ for _, block in ipairs(blocks) do
     write_repairing('ZADD', block.workers, {deadline, worker})
   end
 end
-return cmsgpack.pack({claimed, next_run_at or '', corrupt, quarantine, string.format('%.6f', now)})
+return cmsgpack.pack({claimed, next_run_at or '', corrupt, quarantine, now_text})
