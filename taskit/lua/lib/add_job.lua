@@ -4,11 +4,13 @@
 -- time 'e' a number.
 
 -- KEYS of a new job, from KEYS[k] on (`k`: where the script's block of them starts), at
--- these offsets: bucket, state hash, own hash (of an ended job with this id), queue list,
--- wake list, scheduled zset, the tag's queue set, and, for a job with a ttl only, the
--- expiry zset. Each is read where it is used (KEYS[k + QUEUE]): a table of them, made at
--- every enqueue, cost about as much as one of its Redis commands.
-local BUCKET, STATE, JOB, QUEUE, WAKE, SCHEDULED, QUEUES, EXPIRY = 0, 1, 2, 3, 4, 5, 6, 7
+-- these offsets:
+--   k bucket, k + 1 state hash, k + 2 own hash (of an ended job with this id), k + 3 queue
+--   list, k + 4 wake list, k + 5 scheduled zset, k + 6 the tag's queue set, and, for a job
+--   with a ttl only, k + 7 the expiry zset.
+-- Each function names those it uses from KEYS. (Not a table of them, nor offsets held in
+-- named locals: a table, or each local a function captures, is an object Redis makes at
+-- every enqueue; eight of them cost it about 4k instructions, 7% of an enqueue.)
 
 -- Refuse (raise, before anything is written) a ttl or run-at that is not a number.
 local function check_numbers(ttl, run_at)
@@ -28,12 +30,12 @@ end
 -- after its retry wrote the job and a worker ended it. A state hash or own key of another
 -- type is refused.
 local function exists_apart(k, id, made)
+  local state, job = KEYS[k + 1], KEYS[k + 2]
   if not made then
-    local found = redis.pcall('HEXISTS', KEYS[k + STATE], id)
-    if type(found) ~= 'number' then refuse_unless(KEYS[k + STATE], 'hash') end
+    local found = redis.pcall('HEXISTS', state, id)
+    if type(found) ~= 'number' then refuse_unless(state, 'hash') end
     if found == 1 then return true end
   end
-  local job = KEYS[k + JOB]
   if redis.call('EXISTS', job) == 0 then return false end
   refuse_unless(job, 'hash')
   return true
@@ -43,9 +45,10 @@ end
 -- check that the id is free and that the bucket is a hash (refused, nothing written, if
 -- not). Returns whether it was written.
 local function write_record(k, id, blob)
-  local written = redis.pcall('HSETNX', KEYS[k + BUCKET], id, blob)
+  local bucket = KEYS[k]
+  local written = redis.pcall('HSETNX', bucket, id, blob)
   if type(written) ~= 'number' then
-    refuse_unless(KEYS[k + BUCKET], 'hash')
+    refuse_unless(bucket, 'hash')
     error(written)  -- not a type: a replica (READONLY), no memory left...: raised as redis.call would
   end
   return written == 1
@@ -57,19 +60,20 @@ end
 local function check_new_job(k, id, ttl, run_at)
   check_numbers(ttl, run_at)
   local exists = exists_apart(k, id)
-  local found = redis.pcall('HEXISTS', KEYS[k + BUCKET], id)
-  if type(found) ~= 'number' then refuse_unless(KEYS[k + BUCKET], 'hash') end
-  refuse_unless(KEYS[k + QUEUE], 'list')
-  refuse_unless(KEYS[k + SCHEDULED], 'zset')
-  if ttl ~= '' then refuse_unless(KEYS[k + EXPIRY], 'zset') end
+  local bucket, queue, scheduled, expiry = KEYS[k], KEYS[k + 3], KEYS[k + 5], KEYS[k + 7]
+  local found = redis.pcall('HEXISTS', bucket, id)
+  if type(found) ~= 'number' then refuse_unless(bucket, 'hash') end
+  refuse_unless(queue, 'list')
+  refuse_unless(scheduled, 'zset')
+  if ttl ~= '' then refuse_unless(expiry, 'zset') end
   return exists or found == 1
 end
 
 -- Undo what add_job wrote before a key refused a write (its error `reply`), and raise:
 -- WRONGTYPE naming the key, or the error itself.
 local function undo_and_refuse(k, id, lifetime, key, kind, reply)
-  redis.call('HDEL', KEYS[k + BUCKET], id)
-  if lifetime >= 0 then redis.call('ZREM', KEYS[k + EXPIRY], id) end
+  redis.call('HDEL', KEYS[k], id)  -- (its bucket)
+  if lifetime >= 0 then redis.call('ZREM', KEYS[k + 7], id) end  -- (the expiry zset)
   refuse_unless(key, kind)
   error(reply)
 end
@@ -86,17 +90,21 @@ end
 -- all). Returns 1 if the queue was new in its tag's queue set (the caller adds it to the
 -- global one).
 local function add_job(k, id, queue_name, ttl, at_front, run_at, enqueued)
+  local queue = KEYS[k + 3]
   local lifetime = ttl == '' and -1 or seconds(ttl, -1)
-  local queue = KEYS[k + QUEUE]
-  local reply = lifetime >= 0 and redis.pcall('ZADD', KEYS[k + EXPIRY], (tonumber(enqueued) or 0) / 1000 + lifetime, id)
-  if type(reply) == 'table' then
-    undo_and_refuse(k, id, -1, KEYS[k + EXPIRY], 'zset', reply)  -- (-1: nothing written there to undo)
+  if lifetime >= 0 then
+    local expiry = KEYS[k + 7]
+    local reply = redis.pcall('ZADD', expiry, (tonumber(enqueued) or 0) / 1000 + lifetime, id)
+    if type(reply) == 'table' then
+      undo_and_refuse(k, id, -1, expiry, 'zset', reply)  -- (-1: nothing written there to undo)
+    end
   end
   if run_at ~= '' then
-    reply = redis.pcall('LLEN', queue)
+    local scheduled = KEYS[k + 5]
+    local reply = redis.pcall('LLEN', queue)
     if type(reply) ~= 'number' then undo_and_refuse(k, id, lifetime, queue, 'list', reply) end
-    reply = redis.pcall('ZADD', KEYS[k + SCHEDULED], run_at, id)
-    if type(reply) ~= 'number' then undo_and_refuse(k, id, lifetime, KEYS[k + SCHEDULED], 'zset', reply) end
+    reply = redis.pcall('ZADD', scheduled, run_at, id)
+    if type(reply) ~= 'number' then undo_and_refuse(k, id, lifetime, scheduled, 'zset', reply) end
   else
     local front = at_front == '1'  -- (apart: tests/test_connections.py reads the commands off the call)
     local length = redis.pcall(front and 'LPUSH' or 'RPUSH', queue, id)
@@ -104,10 +112,11 @@ local function add_job(k, id, queue_name, ttl, at_front, run_at, enqueued)
     if length > 1 then
       return 0
     end
-    wake_one(KEYS[k + WAKE])  -- the queue was empty (as queueing.lua's push does)
+    wake_one(KEYS[k + 4])  -- (its wake list) the queue was empty, as queueing.lua's push does
   end
-  -- an index of names, rebuilt as jobs are enqueued: one of another type is replaced
-  return call_repairing('SADD', KEYS[k + QUEUES], queue_name)
+  -- the tag's queue set, an index of names rebuilt as jobs are enqueued: one of another
+  -- type is replaced
+  return call_repairing('SADD', KEYS[k + 6], queue_name)
 end
 
 -- Whether the job stored under `id` is the one whose packed record is `blob`: a retried
@@ -116,9 +125,10 @@ end
 -- from an older job with the same id. Its record is in its bucket (a claim leaves it there)
 -- or, once it ended, in its own hash, field p.
 local function is_this_job(k, id, blob)
-  local stored = redis.pcall('HGET', KEYS[k + BUCKET], id)
+  local bucket, job = KEYS[k], KEYS[k + 2]
+  local stored = redis.pcall('HGET', bucket, id)
   if type(stored) ~= 'string' then
-    stored = redis.pcall('HGET', KEYS[k + JOB], 'p')
+    stored = redis.pcall('HGET', job, 'p')
   end
   return stored == blob
 end
