@@ -182,8 +182,9 @@ for q = k, #KEYS, 5 do
 
   -- the earliest scheduled job (the reply doubles as the zset's type check: another type is
   -- passed over); when it is due, the due ones are promoted
-  local first = usable and redis.pcall('ZRANGE', scheduled, '0', '0', 'WITHSCORES')  -- (text: Redis prints a number
-  -- argument with snprintf, which costs about as much as a short command)
+  -- (indexes as text: Redis prints a number argument with snprintf, about the cost of a
+  -- short command)
+  local first = usable and redis.pcall('ZRANGE', scheduled, '0', '0', 'WITHSCORES')
   if first and not first.err and first[2] and tonumber(first[2]) <= now then
     local due = redis.call('ZRANGEBYSCORE', scheduled, '-inf', now, 'LIMIT', 0, 1000)
     repair(block.state, 'hash')
@@ -221,7 +222,8 @@ for q = k, #KEYS, 5 do
     local ids = redis.call('LRANGE', queue, taken, taken + wanted - 1)
     if #ids == 0 then break end
     local entries = redis.pcall('HMGET', block.state, unpack(ids))
-    if entries.err then  -- a state hash of another type: repaired (above), read as empty
+    if entries.err then  -- a state hash of another type: deleted (see the tag's block), read as empty
+      if not string.find(entries.err, 'WRONGTYPE', 1, true) then error(entries) end
       redis.call('DEL', block.state)
       entries = {}
     end

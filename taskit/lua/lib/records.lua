@@ -10,7 +10,7 @@
 
 -- A block of a tag's keys from KEYS[first..]; returns it and the index after it. Its buckets
 -- stay in KEYS (bucket_of reads KEYS[before_buckets + b]): a copy into a table of their own,
--- 64 keys, cost a claim more than the rest of its Lua for one job.
+-- 64 keys, cost Redis ~49k instructions a claim (13% of an idle worker's claim of one job).
 local function tag_block(first, buckets)
   local block = {state = KEYS[first], expiry = KEYS[first + 1], settle = KEYS[first + 2],
                  queues = KEYS[first + 3], workers = KEYS[first + 4], before_buckets = first + 4, buckets = buckets}
