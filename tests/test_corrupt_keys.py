@@ -291,6 +291,19 @@ def test_a_claim_repairs_the_wake_list_and_expiry_zset_it_finds_overwritten(conn
     assert connection.type(place.wake) == b"none" and connection.type(place.tagged.expiry) == b"none"
 
 
+@pytest.mark.parametrize("due", [False, True], ids=["queued", "scheduled-due"])
+def test_a_claim_repairs_a_state_hash_it_finds_overwritten_and_claims_the_job(connection, queue, due):
+    """claim.lua asks no TYPE of the state hash: its read of the state entries (HMGET) is
+    the check; the promotion of due jobs, which reads it first, repairs it first."""
+    job = queue.enqueue_in(0.01, fault_tasks.work, 1) if due else queue.enqueue(fault_tasks.work, 1)
+    state = keys.of_queue("default").tagged.state
+    connection.set(state, "not a hash")
+    later = time.time() + 1
+    claimed = Store.of(connection).claim("w", ["default"], later, later + 30, 5).jobs
+    assert [job_id for job_id, *_ in claimed] == [job.id]
+    assert connection.type(state) == b"hash"
+
+
 @pytest.mark.parametrize("key", ["queue", "scheduled", "bucket", "state", "expiry", "job"])
 def test_enqueue_refuses_a_data_key_of_the_wrong_type_and_writes_nothing(connection, queue, key):
     place = keys.of_queue("default")

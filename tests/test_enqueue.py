@@ -29,7 +29,7 @@ from taskit.exceptions import (
     InvalidJobIdError,
     RedisUnavailableError,
 )
-from taskit.storage import store
+from taskit.storage import keys, store
 
 RAN: list[object] = []
 
@@ -283,6 +283,18 @@ def test_task_options_fill_in_what_enqueue_does_not_give(connection):
     fetched = Job.fetch(job.id)
     assert fetched.origin == "elsewhere"  # the queue enqueued to, not the task's default
     assert (fetched.ttl, fetched.timeout, fetched.result_ttl, fetched.failure_ttl) == (99, 30, 60, 120)
+
+
+def test_an_enqueue_onto_an_empty_queue_wakes_a_worker_with_one_push(redis_server, connection):
+    """The wake list's LPUSH is its type check and says whether a token was there: no TYPE
+    and no LTRIM when an idle worker took the last one (lib/queueing.lua wake_one)."""
+    queue = Queue("woken", connection=connection)
+    queue.enqueue(plain, 0)  # (loads the script, indexes the queue)
+    connection.delete(keys.of_queue("woken").queue, keys.of_queue("woken").wake)
+    with commands_run(redis_server) as ran:
+        queue.enqueue(plain, 1)
+    assert dict(ran) == {"evalsha": 1, "exists": 1, "hsetnx": 1, "rpush": 1, "lpush": 1, "sadd": 1}, ran
+    assert connection.lrange(keys.of_queue("woken").wake, 0, -1) == [b"1"]
 
 
 def test_enqueue_many_is_one_round_trip(redis_server, connection):

@@ -41,16 +41,30 @@
 --#include signal_end
 --#include queueing
 --#include failing
-local worker, now, deadline = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+-- (each text read as a number once, and a whole number printed with '%d': printf and strtod
+-- of a fraction cost about as much as a Redis command each)
+local worker, now, deadline, deadline_at = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[3])
+local now_text  -- now with six decimals, returned 5th: the time the claim used
 -- ARGV 2 '' = Redis's clock when the script runs, ARGV 3 then the
 -- lease in seconds (a claim pipelined behind an idle worker's blocking wait runs whenever
--- the wait ends: storage/store.py Store.wait_and_claim); the time used is returned 5th
+-- the wait ends: storage/store.py Store.wait_and_claim)
 if ARGV[2] == '' then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) + tonumber(t[2]) / 1e6
-  deadline = string.format('%.6f', now + tonumber(ARGV[3]))
+  local t, lease = redis.call('TIME'), deadline_at
+  local whole = tonumber(t[1])
+  now = whole + tonumber(t[2]) / 1e6
+  deadline_at = now + lease
+  -- the texts '%.6f' would print, put together from the clock's seconds and microseconds
+  local micro = string.sub('00000' .. t[2], -6)
+  now_text = t[1] .. '.' .. micro
+  if lease == math.floor(lease) then
+    deadline = string.format('%d.%s', whole + lease, micro)
+  else
+    deadline = string.format('%.6f', deadline_at)
+  end
+else
+  now_text = string.format('%.6f', now)
 end
-local now_ms = string.format('%.0f', now * 1000)
+local now_ms = string.format('%d', math.floor(now * 1000 + 0.5))
 local limit = tonumber(ARGV[4])
 local failure_ttl = seconds(ARGV[5], 31536000)
 local buckets = tonumber(ARGV[10])
@@ -62,7 +76,7 @@ local fresh_entry = cmsgpack.pack({'s', 'started', 'st', now_ms, 'w', worker, 'n
 -- an integer in a small zset (a listpack), and Redis then places each new entry without
 -- parsing every score before it as text (strtod): a third of the cost of a ZADD there.
 local lease_score = deadline
-if (tonumber(deadline) or now) - now >= 10 then lease_score = string.format('%.0f', math.ceil(tonumber(deadline))) end
+if (deadline_at or now) - now >= 10 then lease_score = string.format('%d', math.ceil(deadline_at)) end
 -- (shared, never changed) the state entry returned for a job that had none: an empty text, not
 -- an empty table (Redis turns each table of a reply into a reply by looking up several
 -- fields of it first: err, ok, double, ...: a third of a µs per job); a claimed job's fields
@@ -82,11 +96,12 @@ for b = 1, tonumber(ARGV[11]) do
   -- id), ids whose ttl no longer applies
   block.pushed, block.writes, block.written, block.unexpire = {}, {}, {}, {}
   -- A state hash overwritten is deleted (its jobs read as queued: recovery puts them back
-  -- when their leases run out). So are the worker's own list (one overwritten has lost its
-  -- ids, but each of those jobs still has a lease in a started registry) and the tag's
-  -- worker leases (every live worker renews its own at its next heartbeat), when written at
-  -- the end (write_repairing), and the settle zset when a job is failed into it (fail_later).
-  repair(block.state, 'hash')
+  -- when their leases run out) when first read: by the HMGET of the queue's head, whose
+  -- error is the check (the blame and the promotion of due jobs, which read it before,
+  -- repair it first). So are the worker's own list (one overwritten has lost its ids, but
+  -- each of those jobs still has a lease in a started registry) and the tag's worker
+  -- leases (every live worker renews its own at its next heartbeat), when written at the
+  -- end (write_repairing), and the settle zset when a job is failed into it (fail_later).
   -- (else no job of the tag has a ttl; the count doubles as the expiry zset's type check)
   local expiring = redis.pcall('ZCARD', block.expiry)
   if type(expiring) == 'table' then  -- another type: repaired
@@ -101,6 +116,7 @@ end
 local alone, quarantine = ARGV[6] == '1', ''
 if ARGV[7] ~= '' and blocks[tonumber(ARGV[9])] then
   local block = blocks[tonumber(ARGV[9])]
+  repair(block.state, 'hash')
   local fields = unpacked(redis.call('HGET', block.state, ARGV[7]))
   if fields and fields.n == ARGV[8] and fields.w == worker and fields.s == 'started' then
     fields.al = '0'
@@ -156,16 +172,22 @@ for q = k, #KEYS, 5 do
   local name, block = ARGV[12 + 2 * queues], blocks[tonumber(ARGV[13 + 2 * queues])]
   local index = queues
   queues = queues + 1
-  local usable = fits(queue, 'list') and fits(started, 'zset')
+  -- the queue's length doubles as its list's type check: a queue whose list or started zset
+  -- holds another type is passed over (the maintenance step reports it)
+  local length = redis.pcall('LLEN', queue)
+  local usable = type(length) == 'number' and fits(started, 'zset')
   -- idle workers block on the wake list: one of another type would wake them at once (a
   -- usable queue's is repaired at its end, by wake_one or DEL)
   if not usable then repair(wake, 'list') end
 
   -- the earliest scheduled job (the reply doubles as the zset's type check: another type is
   -- passed over); when it is due, the due ones are promoted
-  local first = usable and redis.pcall('ZRANGE', scheduled, 0, 0, 'WITHSCORES')
+  -- (indexes as text: Redis prints a number argument with snprintf, about the cost of a
+  -- short command)
+  local first = usable and redis.pcall('ZRANGE', scheduled, '0', '0', 'WITHSCORES')
   if first and not first.err and first[2] and tonumber(first[2]) <= now then
     local due = redis.call('ZRANGEBYSCORE', scheduled, '-inf', now, 'LIMIT', 0, 1000)
+    repair(block.state, 'hash')
     for _, id in ipairs(due) do
       redis.call('ZREM', scheduled, id)
       local blob = record_of(block, id, name, failed)
@@ -176,11 +198,11 @@ for q = k, #KEYS, 5 do
           local changes = state_fields or {}
           requeued(changes, fields, now_ms)
           write_state(block.state, id, changes)
-          redis.call('RPUSH', queue, id)
+          length = redis.call('RPUSH', queue, id)
         end
       end
     end
-    first = redis.call('ZRANGE', scheduled, 0, 0, 'WITHSCORES')
+    first = redis.call('ZRANGE', scheduled, '0', '0', 'WITHSCORES')
   end
   if first and not first.err and first[2] and (next_run_at == nil or tonumber(first[2]) < tonumber(next_run_at)) then
     next_run_at = first[2]
@@ -193,14 +215,18 @@ for q = k, #KEYS, 5 do
   -- LTRIM and the claimed ones pushed onto the in-flight list in one RPUSH, their state
   -- entries written in one HSET per tag at the end (one command per job fewer than popping
   -- them one by one; the script is atomic, so a kill -9 still finds each job in a list).
-  local taken, stop, length = 0, not usable, nil  -- length: the list's, once a window reached its end
+  local taken, stop = 0, not usable or length == 0
   leases, leased = {}, 0
   while not stop and count < limit do
     local wanted = math.min(limit - count, WINDOW)
     local ids = redis.call('LRANGE', queue, taken, taken + wanted - 1)
-    if #ids < wanted then length = taken + #ids end
     if #ids == 0 then break end
-    local entries = redis.call('HMGET', block.state, unpack(ids))
+    local entries = redis.pcall('HMGET', block.state, unpack(ids))
+    if entries.err then  -- a state hash of another type: deleted (see the tag's block), read as empty
+      if not string.find(entries.err, 'WRONGTYPE', 1, true) then error(entries) end
+      redis.call('DEL', block.state)
+      entries = {}
+    end
     local ttls = block.expiring and redis.call('ZMSCORE', block.expiry, unpack(ids)) or {}
     for i = 1, #ids do  -- (not ipairs: a C call a step)
       local id = ids[i]
@@ -253,7 +279,11 @@ for q = k, #KEYS, 5 do
     end
     if #ids < wanted then break end
   end
-  if taken > 0 then redis.call('LTRIM', queue, taken, -1) end
+  if taken > 0 and taken == length then
+    redis.call('DEL', queue)  -- all consumed (an LTRIM's numbers cost more)
+  elseif taken > 0 then
+    redis.call('LTRIM', queue, taken, '-1')
+  end
   -- the leases, added in descending order (`in_byte_order`)
   in_byte_order(leases)
   local pairs_ = {}
@@ -263,7 +293,7 @@ for q = k, #KEYS, 5 do
   call_chunked('ZADD', started, pairs_)
 
   if usable then
-    if (length and length - taken or redis.call('LLEN', queue)) > 0 then
+    if length - taken > 0 then
       wake_one(wake)
     else
       redis.call('DEL', wake)
@@ -284,4 +314,4 @@ for _, block in ipairs(blocks) do
     write_repairing('ZADD', block.workers, {deadline, worker})
   end
 end
-return cmsgpack.pack({claimed, next_run_at or '', corrupt, quarantine, string.format('%.6f', now)})
+return cmsgpack.pack({claimed, next_run_at or '', corrupt, quarantine, now_text})

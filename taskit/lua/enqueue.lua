@@ -15,7 +15,7 @@
 --#include guard
 --#include queueing
 --#include add_job
-local k, id, blob = new_job_keys(1), ARGV[1], ARGV[6]
+local k, id, blob = 1, ARGV[1], ARGV[6]  -- (k: the job's keys start at KEYS[1])
 check_numbers(ARGV[3], ARGV[5])
 if exists_apart(k, id, ARGV[8] == '1') or not write_record(k, id, blob) then
   return is_this_job(k, id, blob) and 2 or 0

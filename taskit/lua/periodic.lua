@@ -16,7 +16,7 @@
 --#include guard
 --#include queueing
 --#include add_job
-local k = new_job_keys(2)
+local k = 2  -- (the job's keys start at KEYS[2])
 local exists = check_new_job(k, ARGV[3], ARGV[5], ARGV[6])
 local tick = unix_time(ARGV[1], nil)
 if not tick then

@@ -7,12 +7,13 @@
 --#include queueing
 --#include records
 --#include add_job
-local k = new_job_keys(1)
-local fields = merged(read_parts(k.bucket, k.state, ARGV[1]))
+local k = 1  -- (the job's keys start at KEYS[1])
+local bucket, state, queue, scheduled, expiry = KEYS[1], KEYS[2], KEYS[4], KEYS[6], KEYS[8]
+local fields = merged(read_parts(bucket, state, ARGV[1]))
 if not fields or (fields.s ~= 'queued' and fields.s ~= 'scheduled') or not is_this_job(k, ARGV[1], ARGV[2]) then
   return 0
 end
-redis.call('LREM', k.queue, 0, ARGV[1])
-redis.call('ZREM', k.scheduled, ARGV[1])
-drop_parts(k.bucket, k.state, k.expiry, ARGV[1], k.expiry ~= nil)
+redis.call('LREM', queue, 0, ARGV[1])
+redis.call('ZREM', scheduled, ARGV[1])
+drop_parts(bucket, state, expiry, ARGV[1], expiry ~= nil)
 return 1

@@ -83,14 +83,17 @@ def _used(chunks: list[tuple[set[str], str]], body: str) -> list[str]:
 
 
 def _words(code: str) -> set[str]:
-    """The names Lua code mentions outside comments."""
-    return set(_WORD.findall(_COMMENT.sub("", code)))
+    """The names Lua code mentions outside comments and strings (a type name compared,
+    'number', or an error message's 'repair' is no call of the lib's `number`, `repair`)."""
+    return set(_WORD.findall(_NOT_CODE.sub(" ", code)))
 
 
 _WORD = re.compile(r"\w+")
 
 
-_COMMENT = re.compile(r"--[^\n]*")
+#: a comment or a quoted string, matched from the left (a quote in a comment, or `--` in a
+#: string, is part of it)
+_NOT_CODE = re.compile(r"--[^\n]*|'(?:[^'\\\n]|\\.)*'|\"(?:[^\"\\\n]|\\.)*\"")
 
 
 def _read(path: str) -> str:

@@ -1,14 +1,16 @@
 -- Shared by enqueue.lua, periodic.lua and withdraw.lua (include guard and queueing first).
--- KEYS of a new job, from `first`: bucket, state hash, own hash (of an ended job with this
--- id), queue list, wake list, scheduled zset, the tag's queue set, and, for a job with a
--- ttl only, the expiry zset.
 -- A new job's record comes packed by the client (storage/store.py `pack_record`), as
 -- lib/records.lua keeps it: msgpack [field, value, ...], no 'queued' status, the enqueue
 -- time 'e' a number.
-local function new_job_keys(first)
-  return {bucket = KEYS[first], state = KEYS[first + 1], job = KEYS[first + 2], queue = KEYS[first + 3],
-          wake = KEYS[first + 4], scheduled = KEYS[first + 5], queues = KEYS[first + 6], expiry = KEYS[first + 7]}
-end
+
+-- KEYS of a new job, from KEYS[k] on (`k`: where the script's block of them starts), at
+-- these offsets:
+--   k bucket, k + 1 state hash, k + 2 own hash (of an ended job with this id), k + 3 queue
+--   list, k + 4 wake list, k + 5 scheduled zset, k + 6 the tag's queue set, and, for a job
+--   with a ttl only, k + 7 the expiry zset.
+-- Each function names those it uses from KEYS. (Not a table of them, nor offsets held in
+-- named locals: a table, or each local a function captures, is an object Redis makes at
+-- every enqueue; eight of them cost it about 5k instructions, 8% of an enqueue.)
 
 -- Refuse (raise, before anything is written) a ttl or run-at that is not a number.
 local function check_numbers(ttl, run_at)
@@ -28,13 +30,14 @@ end
 -- after its retry wrote the job and a worker ended it. A state hash or own key of another
 -- type is refused.
 local function exists_apart(k, id, made)
+  local state, job = KEYS[k + 1], KEYS[k + 2]
   if not made then
-    local found = redis.pcall('HEXISTS', k.state, id)
-    if type(found) ~= 'number' then refuse_unless(k.state, 'hash') end
+    local found = redis.pcall('HEXISTS', state, id)
+    if type(found) ~= 'number' then refuse_unless(state, 'hash') end
     if found == 1 then return true end
   end
-  if redis.call('EXISTS', k.job) == 0 then return false end
-  refuse_unless(k.job, 'hash')
+  if redis.call('EXISTS', job) == 0 then return false end
+  refuse_unless(job, 'hash')
   return true
 end
 
@@ -42,9 +45,10 @@ end
 -- check that the id is free and that the bucket is a hash (refused, nothing written, if
 -- not). Returns whether it was written.
 local function write_record(k, id, blob)
-  local written = redis.pcall('HSETNX', k.bucket, id, blob)
+  local bucket = KEYS[k]
+  local written = redis.pcall('HSETNX', bucket, id, blob)
   if type(written) ~= 'number' then
-    refuse_unless(k.bucket, 'hash')
+    refuse_unless(bucket, 'hash')
     error(written)  -- not a type: a replica (READONLY), no memory left...: raised as redis.call would
   end
   return written == 1
@@ -56,19 +60,20 @@ end
 local function check_new_job(k, id, ttl, run_at)
   check_numbers(ttl, run_at)
   local exists = exists_apart(k, id)
-  local found = redis.pcall('HEXISTS', k.bucket, id)
-  if type(found) ~= 'number' then refuse_unless(k.bucket, 'hash') end
-  refuse_unless(k.queue, 'list')
-  refuse_unless(k.scheduled, 'zset')
-  if ttl ~= '' then refuse_unless(k.expiry, 'zset') end
+  local bucket, queue, scheduled, expiry = KEYS[k], KEYS[k + 3], KEYS[k + 5], KEYS[k + 7]
+  local found = redis.pcall('HEXISTS', bucket, id)
+  if type(found) ~= 'number' then refuse_unless(bucket, 'hash') end
+  refuse_unless(queue, 'list')
+  refuse_unless(scheduled, 'zset')
+  if ttl ~= '' then refuse_unless(expiry, 'zset') end
   return exists or found == 1
 end
 
 -- Undo what add_job wrote before a key refused a write (its error `reply`), and raise:
 -- WRONGTYPE naming the key, or the error itself.
 local function undo_and_refuse(k, id, lifetime, key, kind, reply)
-  redis.call('HDEL', k.bucket, id)
-  if lifetime >= 0 then redis.call('ZREM', k.expiry, id) end
+  redis.call('HDEL', KEYS[k], id)  -- (its bucket)
+  if lifetime >= 0 then redis.call('ZREM', KEYS[k + 7], id) end  -- (the expiry zset)
   refuse_unless(key, kind)
   error(reply)
 end
@@ -85,32 +90,33 @@ end
 -- all). Returns 1 if the queue was new in its tag's queue set (the caller adds it to the
 -- global one).
 local function add_job(k, id, queue_name, ttl, at_front, run_at, enqueued)
+  local queue = KEYS[k + 3]
   local lifetime = ttl == '' and -1 or seconds(ttl, -1)
-  local reply = lifetime >= 0 and redis.pcall('ZADD', k.expiry, (tonumber(enqueued) or 0) / 1000 + lifetime, id)
-  if type(reply) == 'table' then
-    undo_and_refuse(k, id, -1, k.expiry, 'zset', reply)  -- (-1: nothing written there to undo)
+  if lifetime >= 0 then
+    local expiry = KEYS[k + 7]
+    local reply = redis.pcall('ZADD', expiry, (tonumber(enqueued) or 0) / 1000 + lifetime, id)
+    if type(reply) == 'table' then
+      undo_and_refuse(k, id, -1, expiry, 'zset', reply)  -- (-1: nothing written there to undo)
+    end
   end
   if run_at ~= '' then
-    reply = redis.pcall('LLEN', k.queue)
-    if type(reply) ~= 'number' then undo_and_refuse(k, id, lifetime, k.queue, 'list', reply) end
-    reply = redis.pcall('ZADD', k.scheduled, run_at, id)
-    if type(reply) ~= 'number' then undo_and_refuse(k, id, lifetime, k.scheduled, 'zset', reply) end
+    local scheduled = KEYS[k + 5]
+    local reply = redis.pcall('LLEN', queue)
+    if type(reply) ~= 'number' then undo_and_refuse(k, id, lifetime, queue, 'list', reply) end
+    reply = redis.pcall('ZADD', scheduled, run_at, id)
+    if type(reply) ~= 'number' then undo_and_refuse(k, id, lifetime, scheduled, 'zset', reply) end
   else
     local front = at_front == '1'  -- (apart: tests/test_connections.py reads the commands off the call)
-    local length = redis.pcall(front and 'LPUSH' or 'RPUSH', k.queue, id)
-    if type(length) ~= 'number' then undo_and_refuse(k, id, lifetime, k.queue, 'list', length) end
+    local length = redis.pcall(front and 'LPUSH' or 'RPUSH', queue, id)
+    if type(length) ~= 'number' then undo_and_refuse(k, id, lifetime, queue, 'list', length) end
     if length > 1 then
       return 0
     end
-    wake_one(k.wake)  -- the queue was empty (as queueing.lua's push does)
+    wake_one(KEYS[k + 4])  -- (its wake list) the queue was empty, as queueing.lua's push does
   end
-  -- an index of names, rebuilt as jobs are enqueued: one of another type is replaced
-  local added = redis.pcall('SADD', k.queues, queue_name)
-  if type(added) ~= 'number' then
-    redis.call('DEL', k.queues)
-    added = redis.call('SADD', k.queues, queue_name)
-  end
-  return added
+  -- the tag's queue set, an index of names rebuilt as jobs are enqueued: one of another
+  -- type is replaced
+  return call_repairing('SADD', KEYS[k + 6], queue_name)
 end
 
 -- Whether the job stored under `id` is the one whose packed record is `blob`: a retried
@@ -119,9 +125,10 @@ end
 -- from an older job with the same id. Its record is in its bucket (a claim leaves it there)
 -- or, once it ended, in its own hash, field p.
 local function is_this_job(k, id, blob)
-  local stored = redis.pcall('HGET', k.bucket, id)
+  local bucket, job = KEYS[k], KEYS[k + 2]
+  local stored = redis.pcall('HGET', bucket, id)
   if type(stored) ~= 'string' then
-    stored = redis.pcall('HGET', k.job, 'p')
+    stored = redis.pcall('HGET', job, 'p')
   end
   return stored == blob
 end

@@ -1,9 +1,11 @@
 -- Shared (include guard first). Leave one token on a wake list, which idle workers block
--- on (repaired first if it is not a list: it carries no data).
+-- on (repaired if it is not a list: it carries no data). The push is its type check, and
+-- says whether a token was there already (trimmed back to one): an idle worker took it, as
+-- a rule, so the push is the only command.
 local function wake_one(wake)
-  repair(wake, 'list')
-  redis.call('LPUSH', wake, '1')
-  redis.call('LTRIM', wake, 0, 0)
+  if call_repairing('LPUSH', wake, '1') > 1 then
+    redis.call('LTRIM', wake, '0', '0')
+  end
 end
 
 -- Push a job id onto its queue, and wake one idle worker when the queue was empty (a busy

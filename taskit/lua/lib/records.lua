@@ -8,13 +8,12 @@
 -- A tag's keys come in KEYS as a block (tag_block): state hash, expiry zset, settle zset,
 -- queue set, workers zset, then its buckets.
 
--- A block of a tag's keys from KEYS[first..]; returns it and the index after it.
+-- A block of a tag's keys from KEYS[first..]; returns it and the index after it. Its buckets
+-- stay in KEYS (bucket_of reads KEYS[before_buckets + b]): a copy into a table of their own,
+-- 64 keys, cost Redis ~49k instructions a claim (13% of an idle worker's claim of one job).
 local function tag_block(first, buckets)
   local block = {state = KEYS[first], expiry = KEYS[first + 1], settle = KEYS[first + 2],
-                 queues = KEYS[first + 3], workers = KEYS[first + 4], buckets = {}}
-  for b = 1, buckets do
-    block.buckets[b] = KEYS[first + 4 + b]
-  end
+                 queues = KEYS[first + 3], workers = KEYS[first + 4], before_buckets = first + 4, buckets = buckets}
   return block, first + 5 + buckets
 end
 
@@ -25,13 +24,13 @@ end
 -- computes it for every job, and each call of string.byte costs more than the sums).
 local byte = string.byte
 local function bucket_of(block, id)
-  local n, length = #block.buckets, #id
+  local n, length = block.buckets, #id
   if 960 % n ~= 0 then
     local index = 0
     for i = 1, length do
       index = (index * 31 + byte(id, i)) % n
     end
-    return block.buckets[index + 1]
+    return KEYS[block.before_buckets + index + 1]
   end
   local odd, even, i = 0, 0, 1  -- bytes at odd and even positions from the start (i stays odd)
   if length >= 24 and length <= 26 then  -- an id taskit made (a tag of 1 to 3 characters, '.', 22): in one call
@@ -54,7 +53,7 @@ local function bucket_of(block, id)
   end
   -- the last byte is at distance 0 (even): the same parity of position as the length
   if length % 2 == 1 then odd, even = even, odd end
-  return block.buckets[(even + 31 * odd) % n + 1]
+  return KEYS[block.before_buckets + (even + 31 * odd) % n + 1]
 end
 
 -- A record has about 25 fields, a state entry fewer: an entry with more values is corrupt.
