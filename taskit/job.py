@@ -145,20 +145,20 @@ def retag(job: Job, queue: str, tags: Sequence[str] = ()) -> None:
     as an id taskit made for another queue is refused: the job would be looked for in that
     queue's keys."""
     tag = queue_tag(queue)
-    if job._generated and job.id.startswith(tag) and job.id[len(tag)] == ".":
+    made = job._generated
+    if made and job.id.startswith(tag) and job.id[len(tag)] == ".":
         return  # (the common case, without parsing the id)
+    if not made:
+        validate_id(job.id)  # (set by hand, maybe after Job.create)
     carried = tag_of(job.id)
-    if carried is None:  # a custom id (one set on a job taskit had made an id for, too)
-        job._generated = False
+    if carried is None or carried == tag or carried in tags:
         return
-    if carried == tag or carried in tags:
-        return
-    if not job._generated:
+    if not made:
         raise InvalidJobIdError(
             f"job id {job.id!r} has the form of an id taskit made for another queue (tag {carried!r}); "
             "choose another id"
         )
-    job.id = new_id(tag)
+    job.id = job._made_id = new_id(tag)
 
 
 class Options(NamedTuple):
@@ -333,8 +333,8 @@ class Job:
 
     # what a new Job holds until it is set (here rather than in __init__: a producer builds
     # thousands a second; the stored times default to None through _StoredTime)
-    #: its id was made by taskit (it carries its queue's tag: see `retag`)
-    _generated = False
+    #: the id taskit made for it (it carries its queue's tag: see `retag`), if it made one
+    _made_id: str | None = None
     #: which partition of a partitioned queue it goes to (taskit.partitions)
     _partition_key: Any = None
     func_name = ""
@@ -399,8 +399,11 @@ class Job:
             config.check_connection(connection)
         if origin is not DEFAULT_QUEUE:
             validate_id(origin, "queue name")
-        job = cls(validate_id(id) if id is not None else new_id(queue_tag(origin)), connection)
-        job._generated = id is None
+        if id is None:
+            job = cls(new_id(queue_tag(origin)), connection)
+            job._made_id = job.id
+        else:
+            job = cls(validate_id(id), connection)
         job.func_name = func_name_of(func)
         if args is None:
             args = ()
@@ -551,12 +554,14 @@ class Job:
         return [None if row is None else cls.from_fields(i, row, connection) for i, row in zip(ids, rows)]
 
     def refresh(self) -> None:
-        """Reload every field from Redis."""
+        """Reload every field from Redis (all or none: a corrupt record raises
+        SerializationError and leaves this Job as it was)."""
         fields = self._store.fetch([self.id])[0]
         if fields is None:
             raise NoSuchJobError(f"no job {self.id!r} (expired or deleted)")
-        self.__dict__.update(_ABSENT, meta={})  # (a field gone since is read as absent)
-        self._load(fields)
+        loaded = Job(self.id, self._connection)
+        loaded._load(fields)  # (into a new Job: a corrupt record raises, and this one stays as it was)
+        self.__dict__.update(_ABSENT, **vars(loaded))  # (a field gone since is read as absent)
 
     def get_status(self, refresh: bool = True) -> JobStatus:
         """The status, read fresh from Redis unless `refresh=False`.
@@ -592,6 +597,12 @@ class Job:
     @property
     def connection(self) -> Client:
         return config.get_connection(self._connection)
+
+    @property
+    def _generated(self) -> bool:
+        """Whether its id is the one taskit made: one set by hand since is a custom id, even
+        in the form of a made one (the enqueue reads a made id's tag off its prefix)."""
+        return self.id is self._made_id
 
     @property
     def _store(self) -> Store:

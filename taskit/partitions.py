@@ -73,4 +73,4 @@ def place(store: Store, queue: str, jobs: Sequence[Job]) -> None:
         if job._status is JobStatus.CREATED:
             tag = store.partitions.tag_for(queue, key)
             if tag is not None and keys.tag_of(job.id) != tag:
-                job.id = new_id(tag)
+                job.id = job._made_id = new_id(tag)

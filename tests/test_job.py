@@ -833,3 +833,16 @@ def test_exc_info_and_result_of_an_enqueued_job_read_redis_until_it_ends(connect
 
 def divide(x, y):
     return x / y
+
+
+def test_a_refresh_that_finds_a_corrupt_field_leaves_the_job_as_it_was(connection):
+    """All or none: a refresh that raises SerializationError leaves the held Job as it was
+    (else a later save_meta() would write an emptied meta over the stored one)."""
+    from taskit.storage.keys import FIELDS
+
+    queue = Queue("q", connection=connection)
+    job = queue.enqueue(add, 1, 2, meta={"k": 1}, ttl=600)
+    set_fields(connection, job.id, {FIELDS["ttl"]: "not a number"})
+    with pytest.raises(SerializationError):
+        job.refresh()
+    assert job.meta == {"k": 1} and job.ttl == 600
