@@ -1,6 +1,6 @@
 """taskit against its peers on one private Redis: one command, two tables.
 
-    pip install -e '.[bench]' && python bench/run.py            # about 8 minutes
+    pip install -e '.[bench]' && python bench/run.py            # about 11 minutes
     python bench/run.py --quick                                  # a smoke run, under 2 minutes
     python bench/run.py --only taskit,rq-simple --jobs 20000
     python bench/run.py --only-io                                # the I/O workload alone
