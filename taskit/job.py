@@ -499,7 +499,7 @@ class Job:
         """Read a record's fields into this job; a corrupt one raises `SerializationError`
         naming it. A worker loads each job it claims, an idle one with cold caches, where each
         step counts: so only the fields the record has are read, and an absent one leaves its
-        attribute as it is, at its class default in a new Job (`refresh` resets them first)."""
+        attribute as it is, at its class default in a new Job (`refresh` loads into a new one)."""
         for field in _REQUIRED:
             if field not in f:
                 raise self._corrupt(f)
