@@ -78,3 +78,29 @@ def test_a_claim_checks_types_by_its_reads_and_writes_not_by_asking(connection, 
     assert len(claimed) == 1 and claimed[0][0] != job.id
     assert "type" not in ran and ran["llen"] == 1 and "zrangebyscore" not in ran, ran
     assert sum(ran.values()) == 14, ran  # (the EVALSHA and its 13 commands)
+
+
+def test_a_claim_denied_the_queue_length_by_an_acl_raises_and_takes_nothing(connection, redis_server):
+    """The claim reads a queue's length as its type check (WRONGTYPE: passed over); another
+    refusal, such as an ACL user made without +llen, is raised (taskit's StorageError with
+    Redis's words), not read as a broken queue and passed over in silence; nothing is taken."""
+    import pytest
+    import redis
+
+    from taskit.exceptions import StorageError
+    from taskit.storage import acl
+
+    user, password = "taskit-no-llen", "no-llen-password"
+    line = acl.setuser(user, password).replace(" +llen", "")
+    assert "+llen" not in line
+    connection.execute_command(*line.split())
+    client = redis.Redis(host="127.0.0.1", port=redis_server.port, username=user, password=password)
+    try:
+        job = Queue(connection=connection).enqueue(sample_tasks.add, 1, 2)
+        now = time.time()
+        with pytest.raises(StorageError, match="can't run this command"):
+            Store.of(client).claim("w1", ["default"], now, now + 30, 10)
+        assert Queue(connection=connection).job_ids == [job.id]
+    finally:
+        client.close()
+        connection.execute_command("ACL", "DELUSER", user)

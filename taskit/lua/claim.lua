@@ -175,6 +175,12 @@ for q = k, #KEYS, 5 do
   -- the queue's length doubles as its list's type check: a queue whose list or started zset
   -- holds another type is passed over (the maintenance step reports it)
   local length = redis.pcall('LLEN', queue)
+  if index == 0 and type(length) == 'table' and not string.find(length.err, 'WRONGTYPE', 1, true) then
+    -- another refusal (an ACL user without LLEN) is raised, as redis.call would, while the
+    -- claim has written nothing; a later queue's is passed over (raising then would leave
+    -- the jobs taken before it out of every list)
+    error(length)
+  end
   local usable = type(length) == 'number' and fits(started, 'zset')
   -- idle workers block on the wake list: one of another type would wake them at once (a
   -- usable queue's is repaired at its end, by wake_one or DEL)
