@@ -253,7 +253,7 @@ class TagKeys:
         return self.buckets[bucket_index(job_id)]
 
     def job(self, job_id: str) -> str:
-        return f"{self.prefix}job:{job_id}"  # (as `job`: each enqueue names one)
+        return job(self.tag, job_id)
 
     def done(self, job_id: str) -> str:
         return done(self.tag, job_id)
